@@ -1,0 +1,148 @@
+//! `sparklio-desk`: the headless app. Runs exactly the services the tray app runs.
+
+use clap::{Parser, Subcommand};
+use sparklio_core::config::{self, ConfigInput, LoadedConfig, Problem};
+use sparklio_core::telemetry::{init_tracing, LogFormat};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "sparklio-desk",
+    version,
+    about = "Sparklio Desk: the LLM and Media gateway and supervisor for Sparklio's GPU desktop",
+    long_about = "Sparklio Desk runs on the GPU desktop. It serves the LLM Gateway and Media Gateway \
+that Sparklio's backend calls over the LAN, keeps Ollama and ComfyUI running, and serves a dashboard.\n\n\
+With no config it runs in mock mode on 127.0.0.1:11500: every answer has the live shape, no network needed.\n\n\
+Config: --config FILE, else $SPARKLIO_DESK_CONFIG, else the OS config folder; then ./.env; then the \
+environment (GENERATOR_MODE, OLLAMA_BASE_URL, COMFYUI_BASE_URL, ...). `config show` tells where each value came from."
+)]
+struct Cli {
+    /// Config file (TOML). Default: $SPARKLIO_DESK_CONFIG, else the OS config folder.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway, the supervisor and the dashboard until Ctrl-C / SIGTERM.
+    Serve {
+        /// Listen here instead of server.bind (e.g. 0.0.0.0:11500; needs api_keys).
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<SocketAddr>,
+        /// Log format: human or json.
+        #[arg(long, default_value = "human", value_name = "FORMAT")]
+        log_format: LogFormat,
+        /// Serve a non-loopback address even though no api_keys are configured.
+        #[arg(long)]
+        insecure_no_auth: bool,
+    },
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate; print each problem with its key and line; exit 1 on any problem.
+    Check,
+    /// Print every effective value (secrets redacted) and where it came from.
+    Show,
+    /// Print the built-in default config file, a documented starting point.
+    Default,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Config(cmd) => config_command(cli.config, cmd),
+        Command::Serve {
+            bind,
+            log_format,
+            insecure_no_auth,
+        } => {
+            init_tracing(log_format);
+            let loaded = match load(cli.config) {
+                Ok(l) => l,
+                Err(code) => return code,
+            };
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            match runtime.block_on(serve(loaded, bind, insecure_no_auth)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn load(file: Option<PathBuf>) -> Result<LoadedConfig, ExitCode> {
+    config::load(&ConfigInput::from_process(file)).map_err(|problems| {
+        print_problems(&problems);
+        ExitCode::FAILURE
+    })
+}
+
+fn print_problems(problems: &[Problem]) {
+    eprintln!("config: {} problem(s):", problems.len());
+    for p in problems {
+        eprintln!("  {p}");
+    }
+}
+
+fn config_command(file: Option<PathBuf>, cmd: ConfigCommand) -> ExitCode {
+    match cmd {
+        ConfigCommand::Default => {
+            print!("{}", config::DEFAULT_TOML);
+            ExitCode::SUCCESS
+        }
+        ConfigCommand::Check => match load(file) {
+            Ok(l) => {
+                match &l.file {
+                    Some(f) => println!("config ok: {}", f.display()),
+                    None => println!("config ok: built-in defaults (no config file)"),
+                }
+                for o in &l.env_overrides {
+                    println!(
+                        "note: {} is set by the environment variable {} (replacing {})",
+                        o.key, o.var, o.replaced
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        ConfigCommand::Show => match load(file) {
+            Ok(l) => {
+                print!("{}", config::render_show(&l));
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+    }
+}
+
+async fn serve(
+    mut loaded: LoadedConfig,
+    bind: Option<SocketAddr>,
+    insecure_no_auth: bool,
+) -> anyhow::Result<()> {
+    if let Some(addr) = bind {
+        loaded.config.server.bind = addr.to_string();
+        loaded.set_from_cli("server.bind", "--bind");
+    }
+    let app =
+        sparklio_core::start(loaded, sparklio_core::StartOptions { insecure_no_auth }).await?;
+    let waiter = app.state.shutdown.clone();
+    tokio::spawn(async move {
+        sparklio_core::app::shutdown_signal().await;
+        waiter.cancel();
+    });
+    app.wait().await
+}

@@ -1,0 +1,224 @@
+//! Starting and stopping everything: the one entry point shared by the headless
+//! binary and the tray app, so both run exactly the same services.
+
+use crate::config::{Config, GeneratorMode, LoadedConfig};
+use crate::http::auth::{check_bind, Auth};
+use crate::store::Store;
+use crate::telemetry::Metrics;
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long in-flight requests get to finish after a shutdown request.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Settings that come from the command line, not the config file.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Serve a non-loopback address without keys.
+    pub insecure_no_auth: bool,
+}
+
+/// Everything a request handler can reach.
+pub struct AppState {
+    pub loaded: LoadedConfig,
+    pub started_at: Instant,
+    /// The address actually bound (port 0 in the config becomes a real port).
+    pub bound: SocketAddr,
+    pub data_dir: PathBuf,
+    pub auth: Auth,
+    pub store: Store,
+    pub metrics: Metrics,
+    pub runtime: RuntimeSwitches,
+    /// Cancelled when the app shuts down; long-lived streams end with it.
+    pub shutdown: CancellationToken,
+}
+
+pub type SharedState = Arc<AppState>;
+
+impl AppState {
+    pub fn config(&self) -> &Config {
+        &self.loaded.config
+    }
+}
+
+/// Settings the tray and the control API can flip while running.
+pub struct RuntimeSwitches {
+    mode: AtomicU8,
+    paused: AtomicBool,
+}
+
+impl RuntimeSwitches {
+    fn new(mode: GeneratorMode) -> Self {
+        Self {
+            mode: AtomicU8::new(mode as u8),
+            paused: AtomicBool::new(false),
+        }
+    }
+
+    pub fn mode(&self) -> GeneratorMode {
+        if self.mode.load(Ordering::Relaxed) == GeneratorMode::Live as u8 {
+            GeneratorMode::Live
+        } else {
+            GeneratorMode::Mock
+        }
+    }
+
+    pub fn set_mode(&self, mode: GeneratorMode) {
+        self.mode.store(mode as u8, Ordering::Relaxed);
+    }
+
+    pub fn paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+    }
+}
+
+/// A started app: the server task and the state behind it.
+pub struct RunningApp {
+    pub addr: SocketAddr,
+    pub state: SharedState,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningApp {
+    /// Ask everything to stop (returns at once).
+    pub fn request_shutdown(&self) {
+        self.state.shutdown.cancel();
+    }
+
+    /// Stop and wait: in-flight requests get a grace period, then connections are dropped.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.request_shutdown();
+        self.wait().await
+    }
+
+    /// Wait until the server has stopped (after a shutdown request from anywhere).
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        self.state.shutdown.cancelled().await;
+        match tokio::time::timeout(SHUTDOWN_GRACE, &mut self.server).await {
+            Ok(joined) => joined
+                .context("server task panicked")?
+                .context("server error")?,
+            Err(_) => {
+                tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+                self.server.abort();
+            }
+        }
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+/// Start the HTTP server and every configured service.
+pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<RunningApp> {
+    let config = &loaded.config;
+    let bind: SocketAddr = config
+        .server
+        .bind
+        .parse()
+        .with_context(|| format!("server.bind {:?} is not an address", config.server.bind))?;
+    check_bind(bind, &config.server, opts.insecure_no_auth).map_err(anyhow::Error::msg)?;
+    if !bind.ip().is_loopback() && config.server.api_keys.is_empty() {
+        tracing::warn!(%bind, "serving the network WITHOUT keys (--insecure-no-auth)");
+    }
+    for o in &loaded.env_overrides {
+        tracing::warn!(
+            key = %o.key,
+            var = %o.var,
+            replaced = %o.replaced,
+            "the process environment overrides this setting (check for a stale OS variable)"
+        );
+    }
+
+    let data_dir = config.storage.resolved_data_dir();
+    let store = Store::open(&data_dir)?;
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("cannot listen on {bind} (server.bind)"))?;
+    let bound = listener.local_addr()?;
+
+    let state = Arc::new(AppState {
+        auth: Auth::new(&config.server),
+        runtime: RuntimeSwitches::new(config.mode()),
+        loaded,
+        started_at: Instant::now(),
+        bound,
+        data_dir,
+        store,
+        metrics: Metrics::new(),
+        shutdown: CancellationToken::new(),
+    });
+
+    let router = crate::http::router(state.clone());
+    let token = state.shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(token.cancelled_owned())
+        .await
+    });
+    tracing::info!(
+        addr = %bound,
+        mode = state.runtime.mode().as_str(),
+        data_dir = %state.data_dir.display(),
+        "Sparklio Desk is serving on http://{bound}/"
+    );
+    Ok(RunningApp {
+        addr: bound,
+        state,
+        server,
+    })
+}
+
+/// Resolves on Ctrl-C, SIGTERM (Unix) or the console close/break events (Windows).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let other = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(windows)]
+    let other = async {
+        use tokio::signal::windows;
+        match (
+            windows::ctrl_break(),
+            windows::ctrl_close(),
+            windows::ctrl_shutdown(),
+        ) {
+            (Ok(mut b), Ok(mut c), Ok(mut s)) => {
+                tokio::select! {
+                    _ = b.recv() => {},
+                    _ = c.recv() => {},
+                    _ = s.recv() => {},
+                }
+            }
+            _ => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(any(unix, windows)))]
+    let other = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = other => {},
+    }
+    tracing::info!("shutdown requested");
+}

@@ -1,0 +1,347 @@
+//! Configuration: one TOML file with documented defaults, layered as
+//! built-in defaults < config file < `.env` < process environment.
+//!
+//! Every effective value remembers where it came from ([`Source`]): two of the
+//! Sparklio team's outages were stale OS environment variables silently beating
+//! `.env`, so `config show` and the `serve` start-up log make that visible.
+
+mod load;
+mod validate;
+
+pub use load::flatten;
+pub use load::{
+    default_config_path, load, ConfigInput, LoadedConfig, Source, DEFAULT_TOML, ENV_OVERRIDES,
+};
+pub use validate::{parse_network, validate, Problem};
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The whole effective configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `None` in a file means "decide from the providers"; after loading it is always set.
+    #[serde(default)]
+    pub generator_mode: Option<GeneratorMode>,
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub llm: LlmConfig,
+    #[serde(default)]
+    pub media: MediaConfig,
+    #[serde(default)]
+    pub services: Vec<ServiceConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        load::builtin_defaults()
+    }
+}
+
+impl Config {
+    /// The mode after loading (loading always fills it in).
+    pub fn mode(&self) -> GeneratorMode {
+        self.generator_mode.unwrap_or(GeneratorMode::Mock)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GeneratorMode {
+    Mock,
+    Live,
+}
+
+impl GeneratorMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GeneratorMode::Mock => "mock",
+            GeneratorMode::Live => "live",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub bind: String,
+    pub api_keys: Vec<String>,
+    pub admin_keys: Vec<String>,
+    pub trusted_networks: Vec<String>,
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:11500".into(),
+            api_keys: vec![],
+            admin_keys: vec![],
+            trusted_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            max_body_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub data_dir: Option<PathBuf>,
+}
+
+impl StorageConfig {
+    /// The data folder: configured, else the OS data dir, else `./sparklio-desk-data`.
+    pub fn resolved_data_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.data_dir {
+            return dir.clone();
+        }
+        directories::ProjectDirs::from("", "Sparklio", "Sparklio Desk")
+            .map(|d| d.data_dir().to_path_buf())
+            .unwrap_or_else(|| PathBuf::from("sparklio-desk-data"))
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmConfig {
+    pub providers: BTreeMap<String, LlmProviderConfig>,
+    pub default_route: RouteTarget,
+    pub routes: Vec<RouteRule>,
+    /// Folder of prompt templates that override the built-in ones.
+    pub prompt_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmProviderConfig {
+    pub kind: String,
+    #[serde(default)]
+    pub base_url: Option<String>,
+    #[serde(default = "default_llm_timeout_s")]
+    pub timeout_s: f64,
+    #[serde(default)]
+    pub default_model: Option<String>,
+    #[serde(default)]
+    pub keep_alive: Option<String>,
+}
+
+fn default_llm_timeout_s() -> f64 {
+    120.0
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteTarget {
+    pub provider: String,
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRule {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Lower runs first; rules of equal priority keep their file order.
+    #[serde(default)]
+    pub priority: i64,
+    #[serde(default, alias = "role")]
+    pub roles: Vec<String>,
+    #[serde(default, alias = "task")]
+    pub tasks: Vec<String>,
+    #[serde(default, alias = "mode")]
+    pub modes: Vec<String>,
+    pub provider: String,
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    pub providers: BTreeMap<String, MediaProviderConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaProviderConfig {
+    pub kind: String,
+    #[serde(default)]
+    pub base_url: Option<String>,
+    #[serde(default = "default_media_timeout_s")]
+    pub timeout_s: f64,
+    #[serde(default)]
+    pub workflow_dir: Option<PathBuf>,
+}
+
+fn default_media_timeout_s() -> f64 {
+    300.0
+}
+
+/// One supervised service (`[[services]]`). The key names are public interface.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub kind: ServiceKind,
+    /// `process`: the program to run (only ever from this file, never from a request).
+    #[serde(default)]
+    pub command: Option<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// `docker`: the container name.
+    #[serde(default)]
+    pub container: Option<String>,
+    /// The TCP port the service listens on (to report a port taken by someone else).
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default = "yes")]
+    pub autostart: bool,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    #[serde(default)]
+    pub backoff: Backoff,
+    #[serde(default)]
+    pub crash_loop: CrashLoop,
+    #[serde(default)]
+    pub health: Option<HealthProbe>,
+    #[serde(default = "default_stop_timeout_ms")]
+    pub stop_timeout_ms: u64,
+    /// Gateway providers this service backs (e.g. `["ollama"]`).
+    #[serde(default)]
+    pub provides: Vec<String>,
+    /// Leave the process running when the app quits.
+    #[serde(default)]
+    pub detach: bool,
+    /// Lines of output kept in memory per service.
+    #[serde(default = "default_log_lines")]
+    pub log_lines: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_stop_timeout_ms() -> u64 {
+    10_000
+}
+fn default_log_lines() -> usize {
+    2_000
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceKind {
+    Process,
+    Docker,
+    External,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    Always,
+    #[default]
+    OnFailure,
+    Never,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Backoff {
+    pub initial_ms: u64,
+    pub max_ms: u64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial_ms: 1_000,
+            max_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CrashLoop {
+    pub restarts: u32,
+    pub within_s: u64,
+}
+
+impl Default for CrashLoop {
+    fn default() -> Self {
+        Self {
+            restarts: 5,
+            within_s: 120,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthProbe {
+    pub url: String,
+    #[serde(default = "default_probe_interval_ms")]
+    pub interval_ms: u64,
+    #[serde(default = "default_probe_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_probe_failures")]
+    pub failures: u32,
+}
+
+fn default_probe_interval_ms() -> u64 {
+    2_000
+}
+fn default_probe_timeout_ms() -> u64 {
+    1_000
+}
+fn default_probe_failures() -> u32 {
+    3
+}
+
+/// `config show`: every effective value, secrets redacted, with where it came from.
+pub fn render_show(loaded: &LoadedConfig) -> String {
+    let tree = serde_json::to_value(&loaded.config).expect("config serializes");
+    let mut out = String::new();
+    match &loaded.file {
+        Some(f) => out.push_str(&format!("# config file: {}\n", f.display())),
+        None => out.push_str("# config file: none (built-in defaults)\n"),
+    }
+    let leaves = load::flatten(&tree);
+    let width = leaves.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (key, value) in leaves {
+        let shown = redact(&key, &value);
+        out.push_str(&format!(
+            "{key:<width$} = {shown}  # {}\n",
+            loaded.source_of(&key)
+        ));
+    }
+    out
+}
+
+/// Whether a key holds a secret that must never be printed or logged.
+pub fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    let last = k.rsplit('.').next().unwrap_or(&k);
+    ["key", "token", "secret", "password"]
+        .iter()
+        .any(|s| last.contains(s))
+}
+
+fn redact(key: &str, value: &serde_json::Value) -> String {
+    if is_secret_key(key) {
+        return match value {
+            serde_json::Value::Array(a) => format!("[<{} redacted>]", a.len()),
+            _ => "\"<redacted>\"".to_string(),
+        };
+    }
+    value.to_string()
+}

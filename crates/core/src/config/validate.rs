@@ -1,0 +1,241 @@
+//! Meaning checks on a typed config; each problem names its key.
+
+use super::{load::Source, Config, ServiceKind};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// One thing wrong with the configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// Dotted key, e.g. `server.bind` or `llm.routes[2].provider` (empty: the whole file).
+    pub key: String,
+    pub message: String,
+    pub file: Option<PathBuf>,
+    pub line: Option<usize>,
+    /// Where the offending value came from, when not a file line.
+    pub source: Option<Source>,
+}
+
+impl Problem {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+            file: None,
+            line: None,
+            source: None,
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.file, self.line) {
+            (Some(file), Some(line)) => write!(f, "{}:{}: ", file.display(), line)?,
+            (Some(file), None) => write!(f, "{}: ", file.display())?,
+            _ => {}
+        }
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        write!(f, "{}", self.message)?;
+        if let Some(s) = &self.source {
+            if *s != Source::Default {
+                write!(f, " (from {s})")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parse a trusted-network entry: a CIDR, or a bare address meaning just that host.
+pub fn parse_network(s: &str) -> Option<ipnet::IpNet> {
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
+fn check_url(problems: &mut Vec<Problem>, key: String, url: &str) {
+    match reqwest::Url::parse(url) {
+        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+        Ok(u) => problems.push(Problem::new(
+            key,
+            format!(
+                "{url:?} must be an http:// or https:// URL, not {}://",
+                u.scheme()
+            ),
+        )),
+        Err(e) => problems.push(Problem::new(key, format!("{url:?} is not a URL: {e}"))),
+    }
+}
+
+/// Every meaning problem in `config` (types were checked while loading).
+pub fn validate(config: &Config) -> Vec<Problem> {
+    let mut p = Vec::new();
+    let s = &config.server;
+    if let Err(e) = s.bind.parse::<SocketAddr>() {
+        p.push(Problem::new(
+            "server.bind",
+            format!(
+                "{:?} is not an address:port like 127.0.0.1:11500 ({e})",
+                s.bind
+            ),
+        ));
+    }
+    for (i, net) in s.trusted_networks.iter().enumerate() {
+        if parse_network(net).is_none() {
+            p.push(Problem::new(
+                format!("server.trusted_networks[{i}]"),
+                format!("{net:?} is not a network like 192.168.0.0/24 or an address"),
+            ));
+        }
+    }
+    for (name, keys) in [
+        ("server.api_keys", &s.api_keys),
+        ("server.admin_keys", &s.admin_keys),
+    ] {
+        for (i, k) in keys.iter().enumerate() {
+            if k.trim().len() < 16 {
+                p.push(Problem::new(
+                    format!("{name}[{i}]"),
+                    "keys must be at least 16 characters (e.g. `openssl rand -hex 24`)",
+                ));
+            }
+        }
+    }
+    if s.max_body_bytes < 1024 {
+        p.push(Problem::new(
+            "server.max_body_bytes",
+            "must be at least 1024",
+        ));
+    }
+
+    for (name, prov) in &config.llm.providers {
+        let key = format!("llm.providers.{name}");
+        if prov.kind.trim().is_empty() {
+            p.push(Problem::new(
+                format!("{key}.kind"),
+                "must name a provider kind",
+            ));
+        }
+        if let Some(url) = &prov.base_url {
+            check_url(&mut p, format!("{key}.base_url"), url);
+        }
+        if !(prov.timeout_s > 0.0 && prov.timeout_s.is_finite()) {
+            p.push(Problem::new(
+                format!("{key}.timeout_s"),
+                "must be a positive number of seconds",
+            ));
+        }
+    }
+    let providers: BTreeSet<&str> = config.llm.providers.keys().map(String::as_str).collect();
+    let known = |p: &str| providers.contains(p);
+    if !known(&config.llm.default_route.provider) {
+        p.push(Problem::new(
+            "llm.default_route.provider",
+            format!(
+                "{:?} is not a provider in [llm.providers] (have: {})",
+                config.llm.default_route.provider,
+                providers.iter().copied().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    for (i, r) in config.llm.routes.iter().enumerate() {
+        if !known(&r.provider) {
+            p.push(Problem::new(
+                format!("llm.routes[{i}].provider"),
+                format!("{:?} is not a provider in [llm.providers]", r.provider),
+            ));
+        }
+        for (j, m) in r.modes.iter().enumerate() {
+            if !["json", "text", "chat"].contains(&m.as_str()) {
+                p.push(Problem::new(
+                    format!("llm.routes[{i}].modes[{j}]"),
+                    format!("{m:?} is not a mode (json, text, chat)"),
+                ));
+            }
+        }
+    }
+
+    for (name, prov) in &config.media.providers {
+        let key = format!("media.providers.{name}");
+        if let Some(url) = &prov.base_url {
+            check_url(&mut p, format!("{key}.base_url"), url);
+        }
+        if !(prov.timeout_s > 0.0 && prov.timeout_s.is_finite()) {
+            p.push(Problem::new(
+                format!("{key}.timeout_s"),
+                "must be a positive number of seconds",
+            ));
+        }
+    }
+
+    let mut names = BTreeSet::new();
+    for (i, svc) in config.services.iter().enumerate() {
+        let key = format!("services[{i}]");
+        if svc.name.trim().is_empty()
+            || !svc
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            p.push(Problem::new(
+                format!("{key}.name"),
+                "must be letters, digits, '-', '_' or '.' (it is used in URLs)",
+            ));
+        }
+        if !names.insert(svc.name.as_str()) {
+            p.push(Problem::new(
+                format!("{key}.name"),
+                format!("{:?} is used twice", svc.name),
+            ));
+        }
+        match svc.kind {
+            ServiceKind::Process if svc.command.as_deref().is_none_or(str::is_empty) => {
+                p.push(Problem::new(
+                    format!("{key}.command"),
+                    "a process service needs a command",
+                ))
+            }
+            ServiceKind::Docker if svc.container.as_deref().is_none_or(str::is_empty) => {
+                p.push(Problem::new(
+                    format!("{key}.container"),
+                    "a docker service needs a container name",
+                ))
+            }
+            ServiceKind::External if svc.health.is_none() => p.push(Problem::new(
+                format!("{key}.health"),
+                "an external service needs a health url to watch",
+            )),
+            _ => {}
+        }
+        if let Some(h) = &svc.health {
+            check_url(&mut p, format!("{key}.health.url"), &h.url);
+            if h.interval_ms == 0 || h.timeout_ms == 0 || h.failures == 0 {
+                p.push(Problem::new(
+                    format!("{key}.health"),
+                    "interval_ms, timeout_ms and failures must be positive",
+                ));
+            }
+        }
+        if svc.backoff.initial_ms == 0 || svc.backoff.max_ms < svc.backoff.initial_ms {
+            p.push(Problem::new(
+                format!("{key}.backoff"),
+                "initial_ms must be positive and max_ms at least initial_ms",
+            ));
+        }
+        for prov in &svc.provides {
+            if !config.llm.providers.contains_key(prov)
+                && !config.media.providers.contains_key(prov)
+            {
+                p.push(Problem::new(
+                    format!("{key}.provides"),
+                    format!("{prov:?} is not a provider in [llm.providers] or [media.providers]"),
+                ));
+            }
+        }
+    }
+    p
+}

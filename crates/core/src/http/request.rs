@@ -1,0 +1,164 @@
+//! Cross-cutting request handling: request ids, the access log, turning any
+//! non-standard failure into the standard error body, and a JSON extractor whose
+//! rejections name the offending field.
+
+use super::error::{ApiError, ErrorCode, REQUEST_ID};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, Request};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Accept a caller's id when it is short printable ASCII; otherwise make one.
+fn request_id_from(req: &Request) -> String {
+    req.headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
+}
+
+/// Outermost middleware: every response gets `x-request-id`, every failure the standard body.
+pub async fn request_context(req: Request, next: Next) -> Response {
+    let id = request_id_from(&req);
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
+
+    let mut resp = REQUEST_ID
+        .scope(id.clone(), async move {
+            let resp = next.run(req).await;
+            normalize_error(resp)
+        })
+        .await;
+
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    let status = resp.status().as_u16();
+    let code = resp
+        .extensions()
+        .get::<ErrorCode>()
+        .map(|c| c.0)
+        .unwrap_or("");
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if status >= 500 {
+        tracing::warn!(request_id = %id, %method, %path, status, code, latency_ms, client = %peer, "request failed");
+    } else {
+        tracing::debug!(request_id = %id, %method, %path, status, code, latency_ms, client = %peer, "request");
+    }
+    resp
+}
+
+/// Failures produced below our handlers (405, 413 from a body limit, …) come without
+/// our JSON body; give them one. Runs inside the request-id scope.
+fn normalize_error(resp: Response) -> Response {
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || resp.extensions().get::<ErrorCode>().is_some()
+    {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let allow = resp.headers().get(header::ALLOW).cloned();
+    let mut new = ApiError::from_status(status).into_response();
+    if let Some(allow) = allow {
+        new.headers_mut().insert(header::ALLOW, allow);
+    }
+    new
+}
+
+/// `Json<T>` with standard errors: 400 `VALIDATION_ERROR` naming the field, 413 when too large,
+/// 415 for a body that is declared as something other than JSON.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let declared_other = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| {
+                let ct = ct.to_ascii_lowercase();
+                !(ct.starts_with("application/json")
+                    || ct.contains("+json")
+                    || ct.starts_with("text/plain"))
+            });
+        if declared_other {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "the body must be JSON (Content-Type: application/json)",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
+            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE)
+            } else {
+                ApiError::bad_request("VALIDATION_ERROR", format!("cannot read the body: {rej}"))
+            }
+        })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Parse JSON, naming the field on failure (`options.temperature: invalid type ...`).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "VALIDATION_ERROR",
+            "the body is empty; expected a JSON object",
+        ));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::bad_request(
+                "VALIDATION_ERROR",
+                format!("the body is not valid JSON: {inner}"),
+            );
+        }
+        let msg = inner.to_string();
+        // serde reports a missing field at its parent; name the field itself.
+        let field = match msg.split('`').nth(1) {
+            Some(name) if msg.starts_with("missing field") => {
+                if path == "." {
+                    name.to_string()
+                } else {
+                    format!("{path}.{name}")
+                }
+            }
+            _ if path == "." => "body".to_string(),
+            _ => path,
+        };
+        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+        ApiError::validation(&field, msg)
+    })
+}

@@ -1,0 +1,16 @@
+//! # Sparklio Desk core
+//!
+//! Everything Sparklio Desk does, with no GUI dependency: the LLM and Media gateway
+//! the Sparklio backend calls over the LAN, the supervisor that keeps Ollama and
+//! ComfyUI running on the GPU desktop, and the dashboard's HTTP API.
+//!
+//! The headless `sparklio-desk` binary and the Tauri tray app both call
+//! [`app::start`], so a server, CI and the desktop run exactly the same code.
+
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod store;
+pub mod telemetry;
+
+pub use app::{start, RunningApp, StartOptions};

@@ -1,0 +1,122 @@
+//! SQLite storage for the usage log, the event log and jobs.
+//!
+//! One connection behind a mutex, used from `spawn_blocking`: the write rate is a few
+//! rows per request, far below what one SQLite connection in WAL mode sustains.
+
+mod usage;
+
+pub use usage::{UsageQuery, UsageRow, UsageSummary};
+
+use anyhow::Context;
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` remembers how many ran.
+const MIGRATIONS: &[&str] = &[
+    // 1: usage log, events, jobs.
+    "CREATE TABLE usage (
+        id INTEGER PRIMARY KEY,
+        ts TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        client TEXT NOT NULL,
+        key_id TEXT,
+        kind TEXT NOT NULL,
+        role TEXT,
+        task TEXT,
+        mode TEXT,
+        provider TEXT,
+        model TEXT,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        total_tokens INTEGER,
+        latency_ms REAL NOT NULL,
+        status INTEGER NOT NULL,
+        error_code TEXT
+    );
+    CREATE INDEX usage_ts ON usage(ts);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        ts TEXT NOT NULL,
+        service TEXT NOT NULL,
+        from_state TEXT,
+        to_state TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        actor TEXT
+    );
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL,
+        provider TEXT,
+        upstream_id TEXT,
+        request TEXT NOT NULL,
+        result TEXT,
+        error TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX jobs_status ON jobs(status);",
+];
+
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Open (creating if needed) `sparklio-desk.db` in `data_dir`.
+    pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create data folder {}", data_dir.display()))?;
+        let path = data_dir.join("sparklio-desk.db");
+        let conn =
+            Connection::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&conn)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Run `f` on the connection off the async runtime.
+    pub async fn with<T, F>(&self, f: F) -> anyhow::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .context("store task panicked")?
+        .context("sqlite")
+    }
+}
+
+fn migrate(conn: &Connection) -> anyhow::Result<()> {
+    let done: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+        conn.execute_batch(&format!(
+            "BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;",
+            i + 1
+        ))
+        .with_context(|| format!("migration {}", i + 1))?;
+    }
+    Ok(())
+}
+
+/// Now, as the RFC 3339 UTC text every table stores.
+pub fn now_text() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

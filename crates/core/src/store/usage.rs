@@ -1,0 +1,136 @@
+//! The usage log: one row per gateway request, success or error.
+
+use super::Store;
+use rusqlite::params;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct UsageRow {
+    pub ts: String,
+    pub request_id: String,
+    pub client: String,
+    pub key_id: Option<String>,
+    /// `llm` or `media`.
+    pub kind: String,
+    pub role: Option<String>,
+    pub task: Option<String>,
+    pub mode: Option<String>,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    pub total_tokens: Option<i64>,
+    pub latency_ms: f64,
+    pub status: u16,
+    pub error_code: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct UsageQuery {
+    pub limit: Option<u32>,
+    pub kind: Option<String>,
+}
+
+/// Aggregates over a recent window, for the dashboard.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct UsageSummary {
+    pub window_s: u64,
+    pub requests: u64,
+    pub errors: u64,
+    pub error_rate: f64,
+    pub requests_per_minute: f64,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub total_tokens: i64,
+}
+
+const COLUMNS: &str = "ts, request_id, client, key_id, kind, role, task, mode, provider, model, \
+    prompt_tokens, completion_tokens, total_tokens, latency_ms, status, error_code";
+
+impl Store {
+    pub async fn insert_usage(&self, row: UsageRow) -> anyhow::Result<()> {
+        self.with(move |c| {
+            c.execute(
+                &format!("INSERT INTO usage ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)"),
+                params![
+                    row.ts, row.request_id, row.client, row.key_id, row.kind, row.role, row.task, row.mode,
+                    row.provider, row.model, row.prompt_tokens, row.completion_tokens, row.total_tokens,
+                    row.latency_ms, row.status, row.error_code
+                ],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// The latest rows, newest first.
+    pub async fn recent_usage(&self, q: UsageQuery) -> anyhow::Result<Vec<UsageRow>> {
+        let limit = q.limit.unwrap_or(50).min(1000);
+        self.with(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM usage WHERE (?1 IS NULL OR kind = ?1) ORDER BY id DESC LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(params![q.kind, limit], |r| {
+                Ok(UsageRow {
+                    ts: r.get(0)?,
+                    request_id: r.get(1)?,
+                    client: r.get(2)?,
+                    key_id: r.get(3)?,
+                    kind: r.get(4)?,
+                    role: r.get(5)?,
+                    task: r.get(6)?,
+                    mode: r.get(7)?,
+                    provider: r.get(8)?,
+                    model: r.get(9)?,
+                    prompt_tokens: r.get(10)?,
+                    completion_tokens: r.get(11)?,
+                    total_tokens: r.get(12)?,
+                    latency_ms: r.get(13)?,
+                    status: r.get(14)?,
+                    error_code: r.get(15)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Request rate, error rate and latency percentiles over the last `window_s` seconds.
+    pub async fn usage_summary(&self, window_s: u64) -> anyhow::Result<UsageSummary> {
+        let since = (chrono::Utc::now() - chrono::Duration::seconds(window_s as i64))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        self.with(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT latency_ms, status, COALESCE(total_tokens, 0) FROM usage WHERE ts >= ?1 ORDER BY latency_ms",
+            )?;
+            let mut latencies = Vec::new();
+            let (mut errors, mut tokens) = (0u64, 0i64);
+            let mut rows = stmt.query(params![since])?;
+            while let Some(r) = rows.next()? {
+                latencies.push(r.get::<_, f64>(0)?);
+                if r.get::<_, u16>(1)? >= 400 {
+                    errors += 1;
+                }
+                tokens += r.get::<_, i64>(2)?;
+            }
+            let n = latencies.len() as u64;
+            let pct = |p: f64| -> Option<f64> {
+                (!latencies.is_empty()).then(|| {
+                    let idx = ((p * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len()) - 1;
+                    latencies[idx]
+                })
+            };
+            Ok(UsageSummary {
+                window_s,
+                requests: n,
+                errors,
+                error_rate: if n == 0 { 0.0 } else { errors as f64 / n as f64 },
+                requests_per_minute: n as f64 * 60.0 / window_s.max(1) as f64,
+                p50_ms: pct(0.50),
+                p95_ms: pct(0.95),
+                total_tokens: tokens,
+            })
+        })
+        .await
+    }
+}
