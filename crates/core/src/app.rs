@@ -35,6 +35,8 @@ pub struct AppState {
     pub store: Store,
     pub metrics: Metrics,
     pub runtime: RuntimeSwitches,
+    /// Which providers are known to be down (the supervisor writes, the gateways read).
+    pub provider_board: ProviderBoard,
     /// Cancelled when the app shuts down; long-lived streams end with it.
     pub shutdown: CancellationToken,
 }
@@ -79,6 +81,39 @@ impl RuntimeSwitches {
 
     pub fn set_paused(&self, paused: bool) {
         self.paused.store(paused, Ordering::Relaxed);
+    }
+}
+
+/// What the supervisor knows about the services behind each gateway provider, so a
+/// request to a provider whose service is down fails at once instead of timing out.
+#[derive(Default)]
+pub struct ProviderBoard {
+    down: std::sync::RwLock<std::collections::HashMap<String, String>>,
+}
+
+impl ProviderBoard {
+    /// Mark `provider` down, with a reason such as "service comfyui is crashed (exit code 1)".
+    pub fn mark_down(&self, provider: &str, reason: impl Into<String>) {
+        self.down
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(provider.to_string(), reason.into());
+    }
+
+    pub fn mark_up(&self, provider: &str) {
+        self.down
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(provider);
+    }
+
+    /// `Some(reason)` when the provider's service is known to be down.
+    pub fn down_reason(&self, provider: &str) -> Option<String> {
+        self.down
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(provider)
+            .cloned()
     }
 }
 
@@ -155,6 +190,7 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         data_dir,
         store,
         metrics: Metrics::new(),
+        provider_board: ProviderBoard::default(),
         shutdown: CancellationToken::new(),
     });
 
