@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod config;
+pub mod contracts;
 pub mod http;
 pub mod store;
 pub mod telemetry;
