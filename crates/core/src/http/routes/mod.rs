@@ -1,5 +1,6 @@
 //! Route tables, one file per area.
 
+pub mod flows;
 pub mod runtime;
 pub mod status;
 
@@ -15,6 +16,10 @@ pub fn gateway_routes() -> Router<SharedState> {
         .route("/api/v1/status", get(status::status))
         .route("/api/v1/config", get(status::effective_config))
         .route("/api/v1/runtime", get(runtime::get_runtime))
+        .route("/api/v1/flows/product-detail", post(flows::start))
+        .route("/api/v1/flows/jobs", get(flows::list))
+        .route("/api/v1/flows/jobs/{id}", get(flows::get))
+        .route("/api/v1/flows/jobs/{id}/events", get(flows::events))
         .route("/metrics", get(status::metrics))
 }
 
