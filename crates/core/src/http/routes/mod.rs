@@ -1,8 +1,10 @@
 //! Route tables, one file per area.
 
+pub mod dashboard;
 pub mod flows;
 pub mod runtime;
 pub mod status;
+pub mod usage;
 
 use super::error::ApiError;
 use crate::app::SharedState;
@@ -20,6 +22,9 @@ pub fn gateway_routes() -> Router<SharedState> {
         .route("/api/v1/flows/jobs", get(flows::list))
         .route("/api/v1/flows/jobs/{id}", get(flows::get))
         .route("/api/v1/flows/jobs/{id}/events", get(flows::events))
+        .route("/api/v1/stream", get(dashboard::stream))
+        .route("/api/v1/usage", get(usage::recent))
+        .route("/api/v1/usage/summary", get(usage::summary))
         .route("/metrics", get(status::metrics))
 }
 
