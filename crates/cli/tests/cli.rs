@@ -56,6 +56,13 @@ fn serve(
     panic!("serve did not report its address in time");
 }
 
+#[cfg(unix)]
+fn sigterm(child: &Child) {
+    // libc rather than /bin/kill: Debian 12's procps kill has misread pid arguments.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0, "kill failed");
+}
+
 fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
