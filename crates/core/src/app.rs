@@ -39,6 +39,8 @@ pub struct AppState {
     pub provider_board: ProviderBoard,
     /// Cancelled when the app shuts down; long-lived streams end with it.
     pub shutdown: CancellationToken,
+    /// The Media Gateway (providers, jobs, file store).
+    pub media: crate::media::MediaGateway,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -181,6 +183,16 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         .with_context(|| format!("cannot listen on {bind} (server.bind)"))?;
     let bound = listener.local_addr()?;
 
+    let metrics = Metrics::new();
+    let shutdown = CancellationToken::new();
+    let media = crate::media::MediaGateway::new(
+        config,
+        &data_dir,
+        store.clone(),
+        &metrics,
+        shutdown.clone(),
+    )?;
+
     let state = Arc::new(AppState {
         auth: Auth::new(&config.server),
         runtime: RuntimeSwitches::new(config.mode()),
@@ -189,10 +201,16 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         bound,
         data_dir,
         store,
-        metrics: Metrics::new(),
+        metrics,
         provider_board: ProviderBoard::default(),
-        shutdown: CancellationToken::new(),
+        shutdown,
+        media,
     });
+    match state.media.recover().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("resuming {n} unfinished media job(s)"),
+        Err(e) => tracing::warn!("cannot look for unfinished media jobs: {e:#}"),
+    }
 
     let router = crate::http::router(state.clone());
     let token = state.shutdown.clone();

@@ -1,11 +1,12 @@
 //! Route tables, one file per area.
 
+pub mod media;
 pub mod status;
 
 use super::error::ApiError;
 use crate::app::SharedState;
 use axum::http::Uri;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 
 /// Routes for gateway clients (API key or trusted network).
@@ -14,6 +15,16 @@ pub fn gateway_routes() -> Router<SharedState> {
         .route("/api/v1/status", get(status::status))
         .route("/api/v1/config", get(status::effective_config))
         .route("/metrics", get(status::metrics))
+        .route("/api/v1/media/image/generate", post(media::generate_image))
+        .route("/api/v1/media/generate", post(media::generate))
+        .route(
+            "/api/v1/media/jobs/{id}",
+            get(media::get_job).delete(media::cancel_job),
+        )
+        .route("/api/v1/media/jobs/{id}/events", get(media::job_events))
+        .route("/api/v1/media/files/{id}", get(media::get_file))
+        .route("/api/v1/media/health", get(media::health))
+        .route("/api/v1/media/models", get(media::models))
 }
 
 /// Control routes (admin key or trusted network).
