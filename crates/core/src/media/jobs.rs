@@ -392,36 +392,41 @@ impl JobManager {
                 }
             }
         }
-        let status = match outcome {
+        let (status, result, error) = match outcome {
             Ok(images) => match self.store_images(&run, images).await {
                 Ok(files) => {
                     let result = json!({
                         "files": files,
                         "generation_time_s": started.elapsed().as_secs_f64(),
                     });
-                    entry.view.send_modify(|v| {
-                        v.status = JobStatus::Succeeded;
-                        v.progress = 1.0;
-                        v.queue_position = None;
-                        v.result = Some(result);
-                        v.seq += 1;
-                        v.updated_at = now_text();
-                    });
-                    JobStatus::Succeeded
+                    (JobStatus::Succeeded, Some(result), None)
                 }
-                Err(e) => finish_failed(
-                    &entry,
+                Err(e) => failure(
+                    &entry.spec,
                     media_error("INTERNAL", format!("cannot store the image: {e:#}")),
                     reason,
                 ),
             },
-            Err(e) => finish_failed(&entry, e, reason),
+            Err(e) => failure(&entry.spec, e, reason),
         };
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        persist_status(&self.store, &entry, status).await;
-        self.record_usage(&run.spec, status, &entry, latency_ms)
+        // Stored and counted before anyone sees the final state, so a caller that
+        // gets its answer finds the row, the usage record and the metric in place.
+        persist_final(&self.store, &run.job_id, status, &result, &error).await;
+        self.record_usage(&run.spec, status, error.as_ref(), latency_ms)
             .await;
-        // Stored now: later reads come from the table.
+        entry.view.send_modify(|v| {
+            v.status = status;
+            v.queue_position = None;
+            if status == JobStatus::Succeeded {
+                v.progress = 1.0;
+            }
+            v.result = result;
+            v.error = error;
+            v.seq += 1;
+            v.updated_at = now_text();
+        });
+        // Later reads come from the table.
         self.live
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -467,23 +472,13 @@ impl JobManager {
         &self,
         spec: &ImageSpec,
         status: JobStatus,
-        entry: &JobEntry,
+        error: Option<&Value>,
         latency_ms: f64,
     ) {
-        let (code, http) = match status {
-            JobStatus::Succeeded => (None, 200),
-            _ => {
-                let e = entry
-                    .view
-                    .borrow()
-                    .error
-                    .clone()
-                    .map(|v| error_from_json(&v));
-                match e {
-                    Some(e) => (Some(e.code.to_string()), e.status.as_u16()),
-                    None => (Some("INTERNAL".into()), 500),
-                }
-            }
+        let (code, http) = match (status, error.map(error_from_json)) {
+            (JobStatus::Succeeded, _) => (None, 200),
+            (_, Some(e)) => (Some(e.code.to_string()), e.status.as_u16()),
+            (_, None) => (Some("INTERNAL".into()), 500),
         };
         let label = match status {
             JobStatus::Succeeded => "success",
@@ -687,22 +682,44 @@ impl JobManager {
     }
 }
 
-fn finish_failed(entry: &JobEntry, e: ApiError, reason: Option<StopReason>) -> JobStatus {
-    let (status, e) = match reason {
+/// The final state of a job that did not succeed.
+fn failure(
+    spec: &ImageSpec,
+    e: ApiError,
+    reason: Option<StopReason>,
+) -> (JobStatus, Option<Value>, Option<Value>) {
+    match reason {
         Some(StopReason::Cancel) => (
             JobStatus::Cancelled,
-            media_error("JOB_CANCELLED", "the job was cancelled")
-                .with("provider", entry.spec.provider.clone()),
+            None,
+            Some(error_to_json(
+                &media_error("JOB_CANCELLED", "the job was cancelled")
+                    .with("provider", spec.provider.clone()),
+            )),
         ),
-        _ => (JobStatus::Failed, e),
-    };
-    let error = error_to_json(&e);
-    entry.view.send_modify(|v| {
-        v.status = status;
-        v.queue_position = None;
-        v.error = Some(error);
-        v.seq += 1;
-        v.updated_at = now_text();
-    });
-    status
+        _ => (JobStatus::Failed, None, Some(error_to_json(&e))),
+    }
+}
+
+async fn persist_final(
+    store: &Store,
+    id: &str,
+    status: JobStatus,
+    result: &Option<Value>,
+    error: &Option<Value>,
+) {
+    let id = id.to_string();
+    let result = result.as_ref().map(Value::to_string);
+    let error = error.as_ref().map(Value::to_string);
+    let res = store
+        .with(move |c| {
+            c.execute(
+                "UPDATE jobs SET status = ?1, result = ?2, error = ?3, updated_at = ?4 WHERE id = ?5",
+                params![status.as_str(), result, error, now_text(), id],
+            )
+        })
+        .await;
+    if let Err(e) = res {
+        tracing::warn!("cannot store a media job's final state: {e:#}");
+    }
 }

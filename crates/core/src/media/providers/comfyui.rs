@@ -232,6 +232,35 @@ impl ComfyUiProvider {
             .and_then(|e| outcome_of(&e, &self.name)))
     }
 
+    /// One look without the socket: the outcome if the prompt ended, its queue place
+    /// otherwise, and `JOB_LOST` when ComfyUI knows nothing of it any more.
+    async fn poll_once(
+        &self,
+        prompt_id: &str,
+        updates: &JobUpdates,
+    ) -> Result<Option<HistoryOutcome>, ApiError> {
+        if let Some(o) = self.check_history(prompt_id).await? {
+            return Ok(Some(o));
+        }
+        match self.client.queue_state(prompt_id).await? {
+            QueueState::Running => updates.running().await,
+            QueueState::Pending(p) => updates.queue_position(Some(p)),
+            QueueState::Absent => {
+                // It may have finished between the two calls.
+                if let Some(o) = self.check_history(prompt_id).await? {
+                    return Ok(Some(o));
+                }
+                return Err(media_error(
+                    "JOB_LOST",
+                    format!("ComfyUI no longer knows prompt {prompt_id}: it is neither queued nor in its history (was ComfyUI restarted or its queue cleared?)"),
+                )
+                .with("provider", self.name.clone())
+                .with("prompt_id", prompt_id));
+            }
+        }
+        Ok(None)
+    }
+
     /// Follow the prompt until it ends, over the socket while it lasts, then by polling.
     async fn follow(
         &self,
@@ -252,24 +281,8 @@ impl ComfyUiProvider {
         let mut started = false;
         loop {
             let Some(sock) = ws.as_mut() else {
-                if let Some(o) = self.check_history(prompt_id).await? {
+                if let Some(o) = self.poll_once(prompt_id, updates).await? {
                     return Ok(o);
-                }
-                match self.client.queue_state(prompt_id).await? {
-                    QueueState::Running => updates.running().await,
-                    QueueState::Pending(p) => updates.queue_position(Some(p)),
-                    QueueState::Absent => {
-                        // It may have finished between the two calls.
-                        if let Some(o) = self.check_history(prompt_id).await? {
-                            return Ok(o);
-                        }
-                        return Err(media_error(
-                            "JOB_LOST",
-                            format!("ComfyUI no longer knows prompt {prompt_id}: it is neither queued nor in its history (was ComfyUI restarted or its queue cleared?)"),
-                        )
-                        .with("provider", self.name.clone())
-                        .with("prompt_id", prompt_id));
-                    }
                 }
                 tokio::time::sleep(poll).await;
                 continue;
@@ -285,7 +298,7 @@ impl ComfyUiProvider {
                     continue;
                 }
                 Err(_) => {
-                    if let Some(o) = self.check_history(prompt_id).await? {
+                    if let Some(o) = self.poll_once(prompt_id, updates).await? {
                         return Ok(o);
                     }
                     continue;
@@ -491,7 +504,7 @@ impl MediaProvider for ComfyUiProvider {
         let (info, age) = self.client.object_info(false).await?;
         match validate_graph(&graph, &info, &self.name) {
             // A model or custom node may have been added since the catalogue was cached.
-            Err(_) if age > Duration::from_secs(2) => {
+            Err(_) if age > Duration::ZERO => {
                 let (info, _) = self.client.object_info(true).await?;
                 validate_graph(&graph, &info, &self.name)
             }
@@ -516,7 +529,7 @@ impl MediaProvider for ComfyUiProvider {
         };
         let prompt_id = match &job.resume_upstream {
             Some(id) => {
-                if let Some(o) = self.check_history(id).await? {
+                if let Some(o) = self.poll_once(id, updates).await? {
                     return self.finish(o, spec).await;
                 }
                 id.clone()
