@@ -78,6 +78,8 @@ pub struct Inner {
     pub interrupts: AtomicU64,
     pub queue_deletes: Mutex<Vec<String>>,
     pub dropped_sockets: AtomicU64,
+    /// Per prompt id: accepted by POST /prompt, and the end marker sent (ComfyUI's own time).
+    pub timings: Mutex<HashMap<String, (std::time::Instant, Option<std::time::Instant>)>>,
 }
 
 pub struct ComfyDouble {

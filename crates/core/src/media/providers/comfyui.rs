@@ -161,7 +161,7 @@ pub fn validate_graph(
             let Some(options) = spec.and_then(combo_options) else {
                 continue;
             };
-            if options.iter().any(|o| *o == value) {
+            if options.contains(&value) {
                 continue;
             }
             let shown: Vec<String> = options.iter().take(20).map(|o| o.to_string()).collect();

@@ -21,11 +21,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const HEALTH_CACHE: Duration = Duration::from_secs(3);
 
+/// `/object_info`: node class name → its inputs and outputs.
+pub type NodeCatalogue = std::sync::Arc<Map<String, Value>>;
+
 pub struct ComfyClient {
     provider: String,
     base: String,
     http: reqwest::Client,
-    object_info: Mutex<Option<(Instant, std::sync::Arc<Map<String, Value>>)>>,
+    object_info: Mutex<Option<(Instant, NodeCatalogue)>>,
     object_info_ttl: Duration,
     health: Mutex<Option<(Instant, Result<Value, String>)>>,
 }
@@ -481,7 +484,7 @@ pub fn images_in(outputs: Option<&Value>) -> Vec<ImageRef> {
         .and_then(Value::as_object)
         .map(|o| o.iter().collect())
         .unwrap_or_default();
-    nodes.sort_by(|a, b| natural(a.0).cmp(&natural(b.0)));
+    nodes.sort_by_key(|n| natural(n.0));
     let mut out = Vec::new();
     for (_, node) in nodes {
         for img in node
