@@ -300,6 +300,11 @@ async fn post_prompt(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
         .lock()
         .unwrap()
         .push(Value::Object(prompt.clone()));
+    inner
+        .timings
+        .lock()
+        .unwrap()
+        .insert(prompt_id.clone(), (std::time::Instant::now(), None));
     inner.pending.lock().unwrap().push(Item {
         number,
         prompt_id: prompt_id.clone(),
@@ -553,6 +558,9 @@ async fn run_queue(inner: Arc<Inner>) {
             cid,
             json!({"type": "executing", "data": {"node": null, "prompt_id": item.prompt_id}}),
         );
+        if let Some(t) = inner.timings.lock().unwrap().get_mut(&item.prompt_id) {
+            t.1 = Some(std::time::Instant::now());
+        }
     }
 }
 

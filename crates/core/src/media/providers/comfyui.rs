@@ -541,7 +541,6 @@ impl MediaProvider for ComfyUiProvider {
                 self.client
                     .queue_prompt(&graph, &spec.client_id, &id)
                     .await?;
-                updates.accepted();
                 id
             }
         };
@@ -550,6 +549,8 @@ impl MediaProvider for ComfyUiProvider {
             QueueState::Running => updates.running().await,
             QueueState::Absent => {}
         }
+        // After the queue place is known, so a 202 answer can carry it.
+        updates.accepted();
         let outcome = self.follow(&prompt_id, ws, updates, graph.len()).await?;
         self.finish(outcome, spec).await
     }
