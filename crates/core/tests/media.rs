@@ -915,3 +915,118 @@ async fn files_are_served_by_id_only() {
 fn state(app: &TestApp) -> &sparklio_core::app::SharedState {
     &app.app.as_ref().unwrap().state
 }
+
+#[tokio::test]
+async fn the_double_answers_like_the_recordings() {
+    let double = ComfyDouble::start().await;
+    let client = reqwest::Client::new();
+    for name in [
+        "get_system_stats_foreign_origin",
+        "post_prompt_err_invalid_json",
+        "post_prompt_err_no_prompt_key",
+        "post_prompt_err_unknown_class",
+        "get_view_traversal_relative",
+        "get_view_subfolder_traversal",
+    ] {
+        let rec = comfyui_double::fixture(&format!("http/{name}.json"));
+        let req = &rec["request"];
+        let url = format!("{}{}", double.url(), req["path"].as_str().unwrap());
+        let mut b = match req["method"].as_str().unwrap() {
+            "POST" => client
+                .post(&url)
+                .body(req["body_text"].as_str().unwrap_or("").to_string()),
+            _ => client.get(&url),
+        };
+        for (k, v) in req["headers"].as_object().unwrap() {
+            b = b.header(k.as_str(), v.as_str().unwrap());
+        }
+        let r = b.send().await.unwrap();
+        let status = r.status().as_u16();
+        let ct = r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string());
+        let text = r.text().await.unwrap();
+        assert_eq!(
+            status as u64,
+            rec["response"]["status"].as_u64().unwrap(),
+            "{name}"
+        );
+        if let Some(body) = rec["response"].get("body_json") {
+            assert_eq!(
+                serde_json::from_str::<Value>(&text).unwrap(),
+                *body,
+                "{name}"
+            );
+        } else if let Some(body) = rec["response"].get("body_text").and_then(Value::as_str) {
+            assert_eq!(text, body, "{name}");
+            if !body.is_empty() {
+                assert!(ct.unwrap_or_default().starts_with("text/plain"), "{name}");
+            }
+        }
+    }
+    // Unknown history ids are 200 {} (not 404).
+    let v: Value = client
+        .get(format!("{}/history/nope", double.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v, json!({}));
+}
+
+#[tokio::test]
+async fn refused_requests_still_leave_a_usage_row_and_a_metric() {
+    let app = mock().await;
+    let (s, _) = app
+        .post_json(
+            "/api/v1/media/generate",
+            &json!({"prompt": "x", "task": "product_image", "media_type": "audio"}),
+        )
+        .await;
+    assert_eq!(s, 400);
+    let usage = state(&app)
+        .store
+        .recent_usage(Default::default())
+        .await
+        .unwrap();
+    assert_eq!(usage.len(), 1);
+    assert_eq!(usage[0].kind, "media");
+    assert_eq!(usage[0].status, 400);
+    assert_eq!(
+        usage[0].error_code.as_deref(),
+        Some("UNSUPPORTED_MEDIA_TYPE")
+    );
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("status=\"error\"} 1"), "{metrics}");
+    app.stop().await;
+}
+
+#[test]
+fn media_config_problems_name_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = common::input_for(
+        &dir,
+        "[media]\ndefault_provider = \"nope\"\n[media.tasks.banner]\nkind = \"poster\"\n[media.providers.x]\nkind = \"dalle\"\n",
+        &[],
+    );
+    let problems = sparklio_core::config::load(&input).unwrap_err();
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    for key in [
+        "media.default_provider",
+        "media.tasks.banner.kind",
+        "media.providers.x.kind",
+    ] {
+        assert!(keys.contains(&key), "{key} missing from {keys:?}");
+    }
+}
