@@ -39,6 +39,8 @@ pub struct AppState {
     pub provider_board: ProviderBoard,
     /// Cancelled when the app shuts down; long-lived streams end with it.
     pub shutdown: CancellationToken,
+    /// The LLM Gateway (providers, router, prompts).
+    pub llm: crate::llm::LlmGateway,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -174,6 +176,7 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         );
     }
 
+    let llm = crate::llm::LlmGateway::from_config(&config.llm).context("LLM gateway")?;
     let data_dir = config.storage.resolved_data_dir();
     let store = Store::open(&data_dir)?;
     let listener = tokio::net::TcpListener::bind(bind)
@@ -192,6 +195,7 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         metrics: Metrics::new(),
         provider_board: ProviderBoard::default(),
         shutdown: CancellationToken::new(),
+        llm,
     });
 
     let router = crate::http::router(state.clone());

@@ -10,6 +10,7 @@
 pub mod app;
 pub mod config;
 pub mod http;
+pub mod llm;
 pub mod store;
 pub mod telemetry;
 

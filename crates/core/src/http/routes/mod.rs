@@ -1,5 +1,6 @@
 //! Route tables, one file per area.
 
+pub mod llm;
 pub mod status;
 
 use super::error::ApiError;
@@ -14,6 +15,7 @@ pub fn gateway_routes() -> Router<SharedState> {
         .route("/api/v1/status", get(status::status))
         .route("/api/v1/config", get(status::effective_config))
         .route("/metrics", get(status::metrics))
+        .merge(llm::routes())
 }
 
 /// Control routes (admin key or trusted network).
