@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand};
 use sparklio_core::config::{self, ConfigInput, LoadedConfig, Problem};
+use sparklio_core::llm::router::{RouteQuery, Router};
+use sparklio_core::llm::wire::GenerateBody;
 use sparklio_core::telemetry::{init_tracing, LogFormat};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,6 +45,24 @@ enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Show which LLM provider and model a request would get, and which rule decided.
+    Route {
+        /// Agent role (aliases such as brief_agent are resolved).
+        #[arg(long)]
+        role: String,
+        /// Business task (e.g. product_detail).
+        #[arg(long)]
+        task: String,
+        /// json, text or chat.
+        #[arg(long, default_value = "json")]
+        mode: String,
+        /// Force a provider, as options.provider does.
+        #[arg(long)]
+        provider: Option<String>,
+        /// Force a model, as options.model / override_model do.
+        #[arg(long)]
+        model: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -59,6 +79,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Config(cmd) => config_command(cli.config, cmd),
+        Command::Route {
+            role,
+            task,
+            mode,
+            provider,
+            model,
+        } => match load(cli.config) {
+            Ok(l) => route_command(&l, role, task, mode, provider, model),
+            Err(code) => code,
+        },
         Command::Serve {
             bind,
             log_format,
@@ -126,6 +156,60 @@ fn config_command(file: Option<PathBuf>, cmd: ConfigCommand) -> ExitCode {
             Err(code) => code,
         },
     }
+}
+
+fn route_command(
+    loaded: &LoadedConfig,
+    role: String,
+    task: String,
+    mode: String,
+    provider: Option<String>,
+    model: Option<String>,
+) -> ExitCode {
+    let body = serde_json::json!({
+        "role": role, "task": task, "mode": mode, "payload": {},
+        "options": {"provider": provider, "model": model},
+    });
+    let request = match serde_json::from_value::<GenerateBody>(body)
+        .map_err(|e| e.to_string())
+        .and_then(|b| b.normalize().map_err(|e| e.message))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let decision = Router::new(&loaded.config.llm).route(&RouteQuery {
+        role: &request.role,
+        task: &request.task,
+        mode: &request.mode,
+        provider: request.provider.as_deref(),
+        model: request.model.as_deref(),
+    });
+    if let Some(alias) = &request.requested_role {
+        println!("role:     {} (alias of {alias})", request.role);
+    }
+    println!("provider: {}", decision.provider);
+    println!(
+        "model:    {}",
+        decision
+            .model
+            .as_deref()
+            .unwrap_or("<none: set a model or default_model>")
+    );
+    println!("matched:  {}", decision.matched);
+    println!("why:      {}", decision.reason);
+    if loaded.config.mode() == sparklio_core::config::GeneratorMode::Mock {
+        println!(
+            "note:     generator_mode is mock: the mock provider answers, reporting this model"
+        );
+    }
+    if !loaded.config.llm.providers.contains_key(&decision.provider) {
+        eprintln!("error: provider {:?} is not configured", decision.provider);
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
 }
 
 async fn serve(

@@ -26,8 +26,13 @@ pub fn router(state: SharedState) -> Router {
     let gateway = routes::gateway_routes()
         .route_layer(from_fn_with_state(state.clone(), auth::require_gateway));
 
-    let admin =
-        routes::admin_routes().route_layer(from_fn_with_state(state.clone(), auth::require_admin));
+    // axum panics on a route_layer over no routes (no control routes exist yet).
+    let admin = routes::admin_routes();
+    let admin = if admin.has_routes() {
+        admin.route_layer(from_fn_with_state(state.clone(), auth::require_admin))
+    } else {
+        admin
+    };
 
     Router::new()
         .merge(public)
