@@ -638,6 +638,38 @@ async fn streaming_sends_chunks_then_a_final_event_with_usage_and_meta() {
         .await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["field"], "options.stream");
+
+    // Streams are logged like any request: the finished one with its tokens, the cut one as an error.
+    let rows = state(&app)
+        .store
+        .recent_usage(UsageQuery {
+            limit: Some(50),
+            kind: Some("llm".into()),
+        })
+        .await
+        .unwrap();
+    let done_id = done.data["meta"]["request_id"].as_str().unwrap();
+    let streamed = rows
+        .iter()
+        .find(|r| r.request_id == done_id)
+        .expect("row for the stream");
+    assert_eq!(
+        (streamed.status, streamed.mode.as_deref()),
+        (200, Some("chat"))
+    );
+    assert_eq!(
+        streamed.total_tokens,
+        done.data["usage"]["total_tokens"].as_i64()
+    );
+    let cut_id = last.data["error"]["request_id"].as_str().unwrap();
+    let cut = rows
+        .iter()
+        .find(|r| r.request_id == cut_id)
+        .expect("row for the cut stream");
+    assert_eq!(
+        (cut.status, cut.error_code.as_deref()),
+        (502, Some("PROVIDER_ERROR"))
+    );
     app.stop().await;
 }
 
