@@ -464,6 +464,13 @@ async fn json_is_repaired_once_then_llm_invalid_json_carries_the_raw_text() {
     assert_eq!(body["error"]["raw"], raw);
     assert_eq!(body["error"]["provider"], "ollama");
     assert_eq!(body["error"]["model"], "qwen2.5:14b");
+
+    // Valid JSON that is not an object has no fields for the callers to read.
+    double.set(Behaviour::Content("[\"headline\", \"body\"]".into()));
+    let (status, body) = app.post_json(GENERATE, &req).await;
+    assert_eq!(status, 502, "{body}");
+    assert_error_body(&body, "LLM_SCHEMA_MISMATCH");
+    assert_eq!(body["error"]["raw"], "[\"headline\", \"body\"]");
     app.stop().await;
 }
 

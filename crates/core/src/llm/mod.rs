@@ -292,7 +292,21 @@ impl LlmGateway {
     pub fn finish(&self, plan: &Plan, reply: LlmReply) -> Result<Answer, ApiError> {
         let parsed = if plan.call.json {
             match json::parse_answer(&reply.content) {
-                Ok(p) => Some(p),
+                Ok(p) if p.value.is_object() => Some(p),
+                // Callers read fields of `output.value`; an array or a bare value has none.
+                Ok(p) => {
+                    let msg = format!(
+                        "json mode expects one JSON object; the model answered {}",
+                        json_kind(&p.value)
+                    );
+                    self.note_error(&plan.provider_label, &msg);
+                    return Err(
+                        ApiError::new(StatusCode::BAD_GATEWAY, "LLM_SCHEMA_MISMATCH", msg)
+                            .with("provider", plan.provider_label.clone())
+                            .with("model", plan.model.clone())
+                            .with("raw", reply.content.clone()),
+                    );
+                }
                 Err(why) => {
                     let msg = format!(
                         "the model's answer is not valid JSON, even after one repair attempt: {why}"
@@ -472,6 +486,17 @@ impl LlmGateway {
             "mode": mode.as_str(),
             "providers": per_provider,
         })
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Array(_) => "an array",
+        Value::String(_) => "a string",
+        Value::Number(_) => "a number",
+        Value::Bool(_) => "a boolean",
+        Value::Null => "null",
+        Value::Object(_) => "an object",
     }
 }
 
