@@ -188,7 +188,11 @@ async fn json_answer_has_every_contract_field_and_sends_the_routed_model() {
     assert_eq!(out["value"], out["parsed"]);
     let content: Value = serde_json::from_str(out["content"].as_str().unwrap()).unwrap();
     assert_eq!(content, out["parsed"]);
-    assert_eq!(out["parsed"]["answer"], "double answer from qwen2.5:14b");
+    // The double follows the shape the prompt asked for: the contract's keys.
+    for key in ["headline", "body", "features"] {
+        assert!(out["parsed"].get(key).is_some(), "{key}: {out}");
+    }
+    assert_eq!(body["meta"]["schema_repaired"], false);
 
     let m = &body["meta"];
     assert_eq!(m["role"], "copywriter");
@@ -442,13 +446,13 @@ async fn json_is_repaired_once_then_llm_invalid_json_carries_the_raw_text() {
     let app = live_app(&double, "").await;
     let req = json!({"role": "copywriter", "task": "product_detail", "payload": product_payload()});
     double.set(Behaviour::Content(
-        "```json\n{\"headline\": \"초코맛\", \"features\": [\"a\",],}\n```".into(),
+        "```json\n{\"headline\": \"초코맛\", \"body\": \"b\", \"features\": [\"a\",],}\n```".into(),
     ));
     let (status, body) = app.post_json(GENERATE, &req).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["output"]["parsed"],
-        json!({"headline": "초코맛", "features": ["a"]})
+        json!({"headline": "초코맛", "body": "b", "features": ["a"]})
     );
     assert_eq!(body["meta"]["json_repaired"], true);
     assert!(body["output"]["content"]
@@ -685,11 +689,7 @@ async fn mock_mode_is_offline_deterministic_and_realistic() {
     let double = OllamaDouble::start().await;
     let app = mock_app(&double).await;
     let pairs: [(&str, &str, &[&str]); 11] = [
-        (
-            "brand",
-            "brand_summary",
-            &["brand_name", "summary", "tone", "values"],
-        ),
+        ("brand", "brand_summary", &["brand_summary", "brand_voice"]),
         (
             "brand_agent",
             "brand_kit",
@@ -729,7 +729,7 @@ async fn mock_mode_is_offline_deterministic_and_realistic() {
         (
             "reviewer",
             "style_check",
-            &["on_brand", "score", "issues", "suggestions"],
+            &["overall_score", "tone_match", "warnings"],
         ),
         (
             "reviewer",
@@ -1024,5 +1024,101 @@ async fn health_models_and_router_info_report_the_real_state() {
     assert_eq!(info["default_route"]["model"], "qwen2.5:7b");
     assert_eq!(info["role_aliases"]["brief_agent"], "brief");
     assert_eq!(info["providers"]["ollama"]["kind"], "ollama");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_mock_answer_satisfies_its_role_contract() {
+    let double = OllamaDouble::start().await;
+    let app = mock_app(&double).await;
+    let mut checked = 0;
+    for c in sparklio_core::contracts::contracts() {
+        let role = if c.role == "*" { "editor" } else { c.role };
+        let req = json!({"role": role, "task": c.task, "payload": product_payload()});
+        let (status, a) = app.post_json(GENERATE, &req).await;
+        assert_eq!(status, 200, "{role}/{}: {a}", c.task);
+        let v = c.violations(&a["output"]["parsed"]);
+        assert!(
+            v.is_empty(),
+            "{role}/{}: {v:?} in {}",
+            c.task,
+            a["output"]["parsed"]
+        );
+        assert_eq!(a["meta"]["schema_repaired"], false);
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} contracts");
+    assert!(
+        double.requests().is_empty(),
+        "mock mode touched the network"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_contract_violation_gets_one_repair_round_trip_then_llm_schema_mismatch() {
+    let double = OllamaDouble::start().await;
+    let app = live_app(&double, "").await;
+    let req = json!({"role": "strategist", "task": "content_plan", "payload": product_payload()});
+    let bad = r#"{"sections": [{"id": "hero", "type": "hero"}]}"#;
+    let good = r#"{"sections": [{"id": "hero", "type": "hero", "title": "초코맛"}]}"#;
+
+    // Bad, then good: repaired, and the model was told what was wrong.
+    double.set(Behaviour::Sequence(vec![bad.into(), good.into()]));
+    let before = double.requests().len();
+    let (status, body) = app.post_json(GENERATE, &req).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["meta"]["schema_repaired"], true);
+    assert_eq!(body["output"]["parsed"]["sections"][0]["title"], "초코맛");
+    let sent = &double.requests()[before + 1];
+    let msgs = sent["messages"].as_array().unwrap();
+    assert_eq!(msgs[msgs.len() - 2]["role"], "assistant");
+    assert_eq!(msgs[msgs.len() - 2]["content"], bad);
+    let told = msgs[msgs.len() - 1]["content"].as_str().unwrap();
+    assert!(
+        told.contains("/sections/0") && told.contains("title"),
+        "{told}"
+    );
+    // Both round-trips count in the usage.
+    assert!(body["usage"]["prompt_tokens"].as_u64().unwrap() > 20);
+
+    // Bad twice: LLM_SCHEMA_MISMATCH listing the violations, with the raw answer.
+    double.set(Behaviour::Sequence(vec![bad.into(), bad.into()]));
+    let before = double.requests().len();
+    let (status, body) = app.post_json(GENERATE, &req).await;
+    assert_eq!(status, 502, "{body}");
+    assert_error_body(&body, "LLM_SCHEMA_MISMATCH");
+    assert_eq!(body["error"]["raw"], bad);
+    let violations = body["error"]["violations"].as_array().unwrap();
+    assert!(
+        violations
+            .iter()
+            .any(|v| v.as_str().unwrap().contains("title")),
+        "{body}"
+    );
+    assert_eq!(
+        double.requests().len(),
+        before + 2,
+        "exactly one repair round-trip"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn schemas_are_published() {
+    let double = OllamaDouble::start().await;
+    let app = mock_app(&double).await;
+    for path in ["/api/v1/llm/schemas", "/api/v1/llm/llm/schemas"] {
+        let (status, body) = app.get_json(path).await;
+        assert_eq!(status, 200);
+        let list = body["schemas"].as_array().unwrap();
+        let plan = list
+            .iter()
+            .find(|s| s["role"] == "strategist" && s["task"] == "content_plan")
+            .unwrap();
+        assert_eq!(plan["schema"]["required"], json!(["sections"]));
+        assert!(plan["shape"].as_str().unwrap().contains("\"sections\""));
+        assert_eq!(body["total"].as_u64().unwrap() as usize, list.len());
+    }
     app.stop().await;
 }

@@ -17,7 +17,10 @@ use crate::config::{GeneratorMode, LlmConfig};
 use crate::http::ApiError;
 use axum::http::StatusCode;
 use prompts::Prompts;
-use provider::{CallContext, LlmCall, LlmProvider, LlmReply, ProviderError, ReplyStream, Sampling};
+use provider::{
+    CallContext, ChatMessage, LlmCall, LlmProvider, LlmReply, ProviderError, ReplyStream, Sampling,
+    Usage,
+};
 use providers::mock::MockProvider;
 use router::{RouteDecision, RouteQuery, Router};
 use serde_json::{json, Value};
@@ -265,14 +268,91 @@ impl LlmGateway {
         err
     }
 
-    /// One complete answer (non-streaming).
+    /// One complete answer (non-streaming). In json mode the answer must also satisfy the
+    /// role contract; a violating answer gets one repair round-trip that tells the model
+    /// what was wrong, then fails with `LLM_SCHEMA_MISMATCH`.
     pub async fn generate(&self, plan: &Plan) -> Result<Answer, ApiError> {
+        let started = std::time::Instant::now();
         let reply = plan
             .provider
             .chat(&plan.call)
             .await
             .map_err(|e| self.provider_failure(plan, e))?;
-        self.finish(plan, reply)
+        let mut answer = self.finish(plan, reply)?;
+        answer.provider_ms = started.elapsed().as_secs_f64() * 1000.0;
+        self.enforce_contract(plan, answer).await
+    }
+
+    async fn enforce_contract(&self, plan: &Plan, first: Answer) -> Result<Answer, ApiError> {
+        let (Some(parsed), Some(contract)) = (
+            first.parsed.as_ref(),
+            crate::contracts::contract_for(&plan.request.role, &plan.request.task),
+        ) else {
+            return Ok(first);
+        };
+        let violations = contract.violations(&parsed.value);
+        if violations.is_empty() {
+            return Ok(first);
+        }
+        let listed: Vec<String> = violations.iter().map(ToString::to_string).collect();
+        let mut call = plan.call.clone();
+        call.messages
+            .push(ChatMessage::new("assistant", first.reply.content.clone()));
+        call.messages.push(ChatMessage::new(
+            "user",
+            format!(
+                "That JSON does not match the required shape:\n- {}\n\nAnswer again with one corrected JSON object of exactly this shape, and nothing else (no prose, no code fences):\n{}",
+                listed.join("\n- "),
+                contract.shape_hint()
+            ),
+        ));
+        let started = std::time::Instant::now();
+        let reply = plan
+            .provider
+            .chat(&call)
+            .await
+            .map_err(|e| self.provider_failure(plan, e))?;
+        let mut second = self.finish(plan, reply)?;
+        second.provider_ms = first.provider_ms + started.elapsed().as_secs_f64() * 1000.0;
+        let u = (first.reply.usage, second.reply.usage);
+        second.reply.usage = Usage::new(
+            u.0.prompt_tokens + u.1.prompt_tokens,
+            u.0.completion_tokens + u.1.completion_tokens,
+        );
+        let still: Vec<String> = second
+            .parsed
+            .as_ref()
+            .map(|p| {
+                contract
+                    .violations(&p.value)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if still.is_empty() {
+            second.schema_repaired = true;
+            return Ok(second);
+        }
+        let msg = format!(
+            "the answer does not match the {}/{} contract, even after one repair round-trip: {}",
+            contract.role,
+            contract.task,
+            still.join("; ")
+        );
+        self.note_error(&plan.provider_label, &msg);
+        Err(
+            ApiError::new(StatusCode::BAD_GATEWAY, "LLM_SCHEMA_MISMATCH", msg)
+                .with("provider", plan.provider_label.clone())
+                .with("model", plan.model.clone())
+                .with("violations", still)
+                .with("first_violations", listed)
+                .with("raw", second.reply.content.clone())
+                .with(
+                    "usage",
+                    serde_json::to_value(second.reply.usage).unwrap_or_default(),
+                ),
+        )
     }
 
     /// A streamed answer; errors before the first byte come back as `Err`.
@@ -323,7 +403,12 @@ impl LlmGateway {
         } else {
             None
         };
-        Ok(Answer { reply, parsed })
+        Ok(Answer {
+            reply,
+            parsed,
+            provider_ms: 0.0,
+            schema_repaired: false,
+        })
     }
 
     /// The routing table, providers and prompts, for `router/info`.
@@ -516,6 +601,10 @@ fn same_model(installed: &str, wanted: &str) -> bool {
 pub struct Answer {
     pub reply: LlmReply,
     pub parsed: Option<json::ParsedJson>,
+    /// Time spent waiting for the provider (all round-trips), in ms.
+    pub provider_ms: f64,
+    /// The answer needed the contract repair round-trip.
+    pub schema_repaired: bool,
 }
 
 impl Answer {
@@ -533,13 +622,15 @@ impl Answer {
             "model": plan.model,
             "usage": self.reply.usage,
             "output": output,
-            "meta": meta(plan, latency_ms, &self.reply, self.parsed.as_ref().is_some_and(|p| p.repaired)),
+            "meta": meta(plan, latency_ms, self),
             "timestamp": crate::store::now_text(),
         })
     }
 }
 
-fn meta(plan: &Plan, latency_ms: f64, reply: &LlmReply, repaired: bool) -> Value {
+fn meta(plan: &Plan, latency_ms: f64, answer: &Answer) -> Value {
+    let reply = &answer.reply;
+    let repaired = answer.parsed.as_ref().is_some_and(|p| p.repaired);
     json!({
         "role": plan.request.role,
         "requested_role": plan.request.requested_role,
@@ -553,6 +644,8 @@ fn meta(plan: &Plan, latency_ms: f64, reply: &LlmReply, repaired: bool) -> Value
         "max_tokens": plan.call.sampling.max_tokens,
         "done_reason": reply.done_reason,
         "json_repaired": repaired,
+        "schema_repaired": answer.schema_repaired,
+        "provider_latency_ms": (answer.provider_ms * 10.0).round() / 10.0,
         "model_info": reply.model_info,
     })
 }

@@ -28,6 +28,8 @@ pub enum Behaviour {
     Content(String),
     /// Fail with this status and `{"error": message}`.
     Fail(u16, String),
+    /// Answer these contents to the next requests, one each, then answer normally.
+    Sequence(Vec<String>),
 }
 
 pub struct DoubleState {
@@ -161,11 +163,50 @@ fn answer_for(body: &Value, model: &str) -> String {
         .unwrap_or("");
     let head: String = user.chars().take(40).collect();
     if body["format"] == "json" {
+        // Like an obedient model: follow the JSON shape the prompt asks for.
+        if let Some(answer) = follow_shape(user) {
+            return answer.to_string();
+        }
         json!({"answer": format!("double answer from {model}"), "prompt_head": head, "score": 7})
             .to_string()
     } else {
         format!("Double answer from {model}: {head}")
     }
+}
+
+/// Fill the compact shape a prompt asks for (`{"headline": string, "n": number (1-10),
+/// "list": [string, at least 1], "x": string (optional)}`) with plausible values.
+pub fn follow_shape(prompt: &str) -> Option<Value> {
+    let marker = "exactly this shape";
+    let after = &prompt[prompt.find(marker)? + marker.len()..];
+    let start = after.find('{')?;
+    let line = after[start..].lines().next()?;
+    let mut text = line.replace(" (optional)", "");
+    // number (a-b) → a; [X, at least N] → [X]; alternatives → the first.
+    while let Some(i) = text.find(" (") {
+        let close = text[i..].find(')')? + i;
+        let range = &text[i + 2..close];
+        let lo = range.split('-').next().unwrap_or("1").to_string();
+        let num_start = text[..i]
+            .rfind(|c: char| !c.is_ascii_alphabetic())
+            .map_or(0, |p| p + 1);
+        text.replace_range(num_start..=close, &lo);
+    }
+    let text = text
+        .replace(", at least 1]", "]")
+        .replace(", at least 2]", "]")
+        .replace("boolean | string | number", "boolean")
+        .replace("boolean | string | array", "boolean")
+        .replace("string | object", "string")
+        .replace("array | string | object", "string");
+    let text = text
+        .replace(": string", ": \"double text\"")
+        .replace("[string]", "[\"double item\"]")
+        .replace(": boolean", ": true")
+        .replace(": integer", ": 1")
+        .replace(": number", ": 7")
+        .replace(": any", ": null");
+    serde_json::from_str(&text).ok()
 }
 
 fn counts(body: &Value, content: &str) -> (u64, u64) {
@@ -200,7 +241,14 @@ async fn chat(State(s): State<Arc<DoubleState>>, body: Bytes) -> Response {
         return error(400, "invalid character 'x' looking for beginning of value");
     };
     s.requests.lock().unwrap().push(body.clone());
-    let behaviour = s.behaviour.lock().unwrap().clone();
+    let behaviour = {
+        let mut b = s.behaviour.lock().unwrap();
+        match &mut *b {
+            Behaviour::Sequence(queue) if !queue.is_empty() => Behaviour::Content(queue.remove(0)),
+            Behaviour::Sequence(_) => Behaviour::Normal,
+            other => other.clone(),
+        }
+    };
     let model = body["model"].as_str().unwrap_or("").to_string();
     if model.is_empty() {
         return error(400, "model is required");

@@ -32,7 +32,8 @@ pub fn routes() -> Router<SharedState> {
             .route(&format!("{prefix}/generate"), post(generate))
             .route(&format!("{prefix}/health"), get(health))
             .route(&format!("{prefix}/models"), get(models))
-            .route(&format!("{prefix}/router/info"), get(router_info));
+            .route(&format!("{prefix}/router/info"), get(router_info))
+            .route(&format!("{prefix}/schemas"), get(schemas));
     }
     r
 }
@@ -253,4 +254,19 @@ async fn stream_answer(
     Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+/// `GET /api/v1/llm/schemas`: the JSON Schema each role/task's json answer must satisfy.
+async fn schemas() -> Json<Value> {
+    let list: Vec<Value> = crate::contracts::contracts()
+        .map(|c| {
+            json!({
+                "role": c.role,
+                "task": c.task,
+                "shape": c.shape_hint(),
+                "schema": c.schema,
+            })
+        })
+        .collect();
+    Json(json!({"total": list.len(), "schemas": list}))
 }

@@ -251,12 +251,16 @@ pub fn mock_json(call: &LlmCall) -> Value {
     let first = f.features.first().cloned().unwrap_or_default();
     match call.context.task.as_str() {
         "brand_summary" => json!({
-            "brand_name": b,
-            "summary": format!("{b}는 {t}을 위한 {}를 만드는 브랜드입니다.", f.category),
-            "tone": f.pick(1, &["친근하고 활기찬", "신뢰감 있고 전문적인", "간결하고 세련된"]),
-            "values": ["신뢰", "건강한 일상", "간편함"],
-            "target": t,
-            "keywords": [b, f.category, p],
+            "brand_summary": {
+                "mission": format!("{b}는 {t}을 위한 {}를 만드는 브랜드입니다.", f.category),
+                "core_values": ["신뢰", "건강한 일상", "간편함"],
+                "differentiators": [format!("{p}: {first}"), format!("{t}에 맞춘 제품 설계")],
+            },
+            "brand_voice": {
+                "tone": f.pick(1, &["친근하고 활기찬", "신뢰감 있고 전문적인", "간결하고 세련된"]),
+                "keywords": [b, f.category, p],
+                "avoid": ["과장된 효능 표현", "근거 없는 최상급 표현"],
+            },
         }),
         "brand_kit" => json!({
             "brand_identity": {
@@ -320,13 +324,20 @@ pub fn mock_json(call: &LlmCall) -> Value {
             "prompt": format!("professional product photo of {p} by {b}, {}, studio lighting, clean background, high detail", f.pick(8, &["soft morning light", "vibrant colors", "minimal composition"])),
             "negative_prompt": "blurry, low quality, distorted text, watermark, extra objects",
             "style": f.pick(9, &["photorealistic", "editorial", "minimal"]),
-            "aspect_ratio": "1:1",
+            "aspect_ratio": find_str(&call.context.input, &["aspect_ratio"])
+                .filter(|r| r.split(':').count() == 2 && r.split(':').all(|n| n.parse::<u32>().is_ok()))
+                .unwrap_or_else(|| "1:1".to_string()),
         }),
         "style_check" | "consistency_check" => json!({
-            "on_brand": true,
-            "score": f.number(10, 7, 9),
-            "issues": [format!("{p} 표기가 한 곳에서 다르게 쓰였습니다")],
-            "suggestions": [format!("{b}의 톤({})을 본문 전체에 유지하세요", f.pick(11, &["친근함", "전문성"]))],
+            "overall_score": f.number(10, 7, 9),
+            "tone_match": true,
+            "warnings": [{
+                "type": "consistency",
+                "location": "body",
+                "issue": format!("{p} 표기가 한 곳에서 다르게 쓰였습니다"),
+                "suggestion": format!("{b}의 톤({})을 본문 전체에 유지하세요", f.pick(11, &["친근함", "전문성"])),
+            }],
+            "compliance_check": {"health_claims": false, "risky_words": []},
         }),
         "content_review" | "review" => json!({
             "overall_score": f.number(12, 6, 9),
@@ -336,15 +347,16 @@ pub fn mock_json(call: &LlmCall) -> Value {
             "detailed_feedback": format!("{b}의 {p} 카피는 전반적으로 브랜드 톤과 일치합니다. CTA를 더 분명히 하면 좋겠습니다."),
         }),
         "seo_optimize" => json!({
-            "title": format!("{p} | {b}"),
-            "meta_description": format!("{t}을 위한 {p}. {first}."),
+            "optimized_content": format!("{p} | {b} — {t}을 위한 {}. {first}.", f.category),
             "keywords": [p, b, f.category],
+            "meta_description": format!("{t}을 위한 {p}. {first}."),
+            "title": format!("{p} | {b}"),
             "slug": slug(p, f.seed),
         }),
         "proofread" => json!({
-            "corrected_text": f.text,
-            "changes": [],
-            "score": f.number(13, 8, 10),
+            "corrected_content": if f.text.trim().is_empty() { format!("{b}의 {p}") } else { f.text.clone() },
+            "corrections": [],
+            "summary": "맞춤법과 띄어쓰기를 확인했습니다.",
         }),
         "heavy_reasoning" => json!({
             "analysis": format!("{p}의 시장 적합성을 {t} 관점에서 검토했습니다."),
