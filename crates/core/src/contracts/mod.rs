@@ -174,7 +174,11 @@ pub fn shape_of(schema: &Value) -> String {
             (Some(lo), Some(hi)) => format!("{kind} ({lo}-{hi})"),
             _ => kind,
         },
-        _ => kind,
+        _ => match schema["examples"].get(0) {
+            // A constrained string is easiest to get right from an example.
+            Some(example) => format!("{kind} (e.g. {example})"),
+            None => kind,
+        },
     }
 }
 

@@ -182,6 +182,13 @@ pub fn follow_shape(prompt: &str) -> Option<Value> {
     let start = after.find('{')?;
     let line = after[start..].lines().next()?;
     let mut text = line.replace(" (optional)", "");
+    // `string (e.g. "16:9")` → the example.
+    while let Some(i) = text.find("string (e.g. ") {
+        let rest = &text[i + "string (e.g. ".len()..];
+        let end = rest.find(')')?;
+        let example = rest[..end].to_string();
+        text.replace_range(i..i + "string (e.g. ".len() + end + 1, &example);
+    }
     // number (a-b) → a; [X, at least N] → [X]; alternatives → the first.
     while let Some(i) = text.find(" (") {
         let close = text[i..].find(')')? + i;
