@@ -227,3 +227,58 @@ fn default_config_prints_and_round_trips() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn check_e2e_writes_the_six_results_and_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("results/p0.json");
+    let out = cmd(&dir)
+        .args(["check", "e2e", "--out"])
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("brand_summary") && stdout.contains("passed"),
+        "{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&out_path).unwrap()).unwrap();
+    for key in [
+        "brand_summary",
+        "brief",
+        "sections",
+        "copy",
+        "image",
+        "review",
+    ] {
+        assert!(!report["result"][key].is_null(), "{key} missing");
+    }
+    assert_eq!(report["within_budget"], true);
+    assert!(report["total_ms"].as_f64().unwrap() > 0.0);
+    let image = std::fs::read(dir.path().join("results/p0.png")).unwrap();
+    assert!(image.starts_with(b"\x89PNG"));
+    assert_eq!(
+        report["result"]["image"]["file"],
+        serde_json::json!(dir.path().join("results/p0.png"))
+    );
+}
+
+#[test]
+fn check_e2e_names_the_failed_step() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 9 of loopback: the first step fails at once.
+    let out = cmd(&dir)
+        .args(["check", "e2e", "--url", "http://127.0.0.1:9", "--out"])
+        .arg(dir.path().join("r.json"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("FAILED at step brand_summary"), "{err}");
+}
