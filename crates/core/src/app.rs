@@ -39,6 +39,10 @@ pub struct AppState {
     pub provider_board: ProviderBoard,
     /// Cancelled when the app shuts down; long-lived streams end with it.
     pub shutdown: CancellationToken,
+    /// Runs and watches the `[[services]]`; writes `provider_board`.
+    pub supervisor: crate::supervisor::Supervisor,
+    /// CPU, RAM, disk, GPU and their recent history.
+    pub system: Arc<crate::system::SystemMonitor>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -148,6 +152,8 @@ impl RunningApp {
                 self.server.abort();
             }
         }
+        // Services stop (unless detach = true) before we return.
+        self.state.supervisor.join().await;
         tracing::info!("shutdown complete");
         Ok(())
     }
@@ -181,7 +187,11 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         .with_context(|| format!("cannot listen on {bind} (server.bind)"))?;
     let bound = listener.local_addr()?;
 
+    let supervisor = crate::supervisor::Supervisor::new(config, store.clone(), &data_dir);
+    let system = Arc::new(crate::system::SystemMonitor::new(&config.system, &data_dir));
     let state = Arc::new(AppState {
+        supervisor,
+        system,
         auth: Auth::new(&config.server),
         runtime: RuntimeSwitches::new(config.mode()),
         loaded,
@@ -193,6 +203,9 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         provider_board: ProviderBoard::default(),
         shutdown: CancellationToken::new(),
     });
+
+    state.supervisor.start(state.clone());
+    state.system.spawn_sampler(state.shutdown.clone());
 
     let router = crate::http::router(state.clone());
     let token = state.shutdown.clone();

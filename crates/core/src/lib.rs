@@ -11,6 +11,8 @@ pub mod app;
 pub mod config;
 pub mod http;
 pub mod store;
+pub mod supervisor;
+pub mod system;
 pub mod telemetry;
 
 pub use app::{start, RunningApp, StartOptions};
