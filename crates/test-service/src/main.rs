@@ -65,6 +65,11 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
+fn exit_with(code: i32) -> &'static str {
+    eprintln!("exiting with code {code} as asked");
+    std::process::exit(code)
+}
+
 fn print_lines(n: usize) {
     for i in 0..n {
         println!("stdout line {i}");
@@ -155,10 +160,7 @@ async fn main() {
         )
         .route(
             "/exit/{code}",
-            post(|Path(code): Path<i32>| async move {
-                eprintln!("exiting with code {code} as asked");
-                std::process::exit(code);
-            }),
+            post(|Path(code): Path<i32>| async move { exit_with(code) }),
         )
         .route(
             "/hang",
