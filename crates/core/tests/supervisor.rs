@@ -783,3 +783,201 @@ fn default_config_service_examples_are_valid() {
     let problems = sparklio_core::config::validate(&config);
     assert!(problems.is_empty(), "{problems:?}");
 }
+
+/// A test double of the Docker Engine API (the few calls the supervisor makes), with
+/// the engine's real shapes: `/v1.xx/containers/{name}/json|start|stop|restart|logs`,
+/// 404 `{"message"}` for unknown containers, and the multiplexed log stream.
+mod docker_double {
+    use axum::body::Body;
+    use axum::http::{Method, StatusCode, Uri};
+    use axum::response::{IntoResponse, Response};
+    use serde_json::json;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Default)]
+    pub struct Engine {
+        pub running: bool,
+        pub pid: u32,
+        pub exit_code: i64,
+        pub calls: Vec<String>,
+    }
+
+    pub type Shared = Arc<Mutex<Engine>>;
+
+    fn frame(stream: u8, text: &str) -> Vec<u8> {
+        let mut f = vec![stream, 0, 0, 0];
+        f.extend_from_slice(&(text.len() as u32).to_be_bytes());
+        f.extend_from_slice(text.as_bytes());
+        f
+    }
+
+    async fn handle(engine: Shared, method: Method, uri: Uri) -> Response {
+        let path = uri.path();
+        // Strip the API version prefix (/v1.53).
+        let path = match path.strip_prefix("/v") {
+            Some(rest) => rest.find('/').map(|i| &rest[i..]).unwrap_or(path),
+            None => path,
+        };
+        if path == "/ollama/" {
+            let up = engine.lock().unwrap().running;
+            return if up {
+                (StatusCode::OK, "Ollama is running").into_response()
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE.into_response()
+            };
+        }
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let ["containers", name, action] = parts.as_slice() else {
+            return StatusCode::NOT_FOUND.into_response();
+        };
+        let mut e = engine.lock().unwrap();
+        e.calls.push(format!("{method} {action}"));
+        if *name != "ollama-sparklio" {
+            return (
+                StatusCode::NOT_FOUND,
+                axum::Json(json!({"message": format!("No such container: {name}")})),
+            )
+                .into_response();
+        }
+        match (method, *action) {
+            (Method::GET, "json") => {
+                let status = if e.running { "running" } else { "exited" };
+                axum::Json(json!({
+                    "Id": "4c1e5a0f", "Name": "/ollama-sparklio",
+                    "State": {"Status": status, "Running": e.running, "Paused": false,
+                              "Restarting": false, "OOMKilled": false, "Dead": false,
+                              "Pid": if e.running { e.pid } else { 0 }, "ExitCode": e.exit_code,
+                              "Error": "", "StartedAt": "2026-01-01T00:00:00Z",
+                              "FinishedAt": "0001-01-01T00:00:00Z"}
+                }))
+                .into_response()
+            }
+            (Method::POST, "start") => {
+                if e.running {
+                    return StatusCode::NOT_MODIFIED.into_response();
+                }
+                e.running = true;
+                e.pid += 1;
+                StatusCode::NO_CONTENT.into_response()
+            }
+            (Method::POST, "stop") => {
+                e.calls.push(format!("stop query {}", uri.query().unwrap_or("")));
+                e.running = false;
+                e.exit_code = 0;
+                StatusCode::NO_CONTENT.into_response()
+            }
+            (Method::POST, "restart") => {
+                e.running = true;
+                e.pid += 1;
+                StatusCode::NO_CONTENT.into_response()
+            }
+            (Method::GET, "logs") => {
+                let mut body = frame(1, "time=2026 level=INFO msg=\"Listening on [::]:11434\"\n");
+                body.extend(frame(2, "warning: no GPU layers offloaded\n"));
+                Response::builder()
+                    .header("content-type", "application/vnd.docker.multiplexed-stream")
+                    .body(Body::from(body))
+                    .unwrap()
+            }
+            _ => StatusCode::NOT_FOUND.into_response(),
+        }
+    }
+
+    /// Serve the double on 127.0.0.1; returns its port.
+    pub async fn serve(engine: Shared) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let app = axum::Router::new().fallback(move |method: Method, uri: Uri| {
+            let engine = engine.clone();
+            async move { handle(engine, method, uri).await }
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        port
+    }
+}
+
+#[tokio::test]
+async fn docker_container_is_started_watched_restarted_and_stopped() {
+    let engine = docker_double::Shared::default();
+    engine.lock().unwrap().pid = 4000;
+    let port = docker_double::serve(engine.clone()).await;
+    let toml = format!(
+        r#"
+[supervisor]
+docker_host = "tcp://127.0.0.1:{port}"
+
+[[services]]
+name = "ollama-sparklio"
+kind = "docker"
+container = "ollama-sparklio"
+provides = ["ollama"]
+stop_timeout_ms = 3000
+backoff = {{ initial_ms = 100, max_ms = 400 }}
+health = {{ url = "http://127.0.0.1:{port}/ollama/", interval_ms = 200, timeout_ms = 300, failures = 15 }}
+
+[[services]]
+name = "missing"
+kind = "docker"
+container = "not-there"
+"#
+    );
+    let app = TestApp::start(&toml).await;
+    let s = wait_state(&app, "ollama-sparklio", "running").await;
+    assert_eq!(s["pid"], 4001);
+    assert!(engine.lock().unwrap().calls.contains(&"POST start".to_string()));
+    let board = &app.app.as_ref().unwrap().state.provider_board;
+    assert_eq!(board.down_reason("ollama"), None);
+
+    // The container's own output shows in the service logs.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, logs) = app
+            .get_json("/api/v1/services/ollama-sparklio/logs?tail=50")
+            .await;
+        let text = logs.to_string();
+        if text.contains("Listening on [::]:11434") && text.contains("no GPU layers offloaded") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no container logs: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The container dies: crashed → backoff → started again.
+    {
+        let mut e = engine.lock().unwrap();
+        e.running = false;
+        e.exit_code = 137;
+    }
+    let again = wait_new_pid(&app, "ollama-sparklio", &json!(4001)).await;
+    assert_eq!(again["last_exit"]["code"], 137);
+    let evs = events(&app, "ollama-sparklio").await;
+    let crash = evs.iter().find(|e| e["to"] == "crashed").unwrap();
+    assert_eq!(
+        crash["reason"],
+        "container ollama-sparklio exited with code 137"
+    );
+
+    // Restart through the engine's restart call; stop with the stop timeout in seconds.
+    app.post_json("/api/v1/services/ollama-sparklio/restart", &json!({}))
+        .await;
+    wait_new_pid(&app, "ollama-sparklio", &again["pid"]).await;
+    assert!(engine.lock().unwrap().calls.contains(&"POST restart".to_string()));
+    app.post_json("/api/v1/services/ollama-sparklio/stop", &json!({}))
+        .await;
+    wait_state(&app, "ollama-sparklio", "stopped").await;
+    assert!(!engine.lock().unwrap().running);
+    assert!(engine
+        .lock()
+        .unwrap()
+        .calls
+        .iter()
+        .any(|c| c.starts_with("stop query") && c.contains("t=3")));
+    assert!(board.down_reason("ollama").is_some());
+
+    // An unknown container fails at once with a clear reason (no retry loop).
+    let m = wait_state(&app, "missing", "failed").await;
+    let why = m["reason"].as_str().unwrap();
+    assert!(why.contains("\"not-there\" does not exist"), "{why}");
+    assert_eq!(m["restarts"], 0);
+    app.stop().await;
+}
