@@ -130,7 +130,10 @@ async fn read_stream_until(resp: &mut reqwest::Response, needle: &str) -> String
     let mut seen = String::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !seen.contains(needle) {
-        assert!(Instant::now() < deadline, "{needle:?} never arrived: {seen}");
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} never arrived: {seen}"
+        );
         if let Ok(Ok(Some(chunk))) =
             tokio::time::timeout(Duration::from_millis(500), resp.chunk()).await
         {
@@ -376,13 +379,7 @@ async fn shutdown_stops_services_unless_detached() {
 async fn port_taken_by_another_process_is_reported_and_not_started() {
     let holder = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = holder.local_addr().unwrap().port();
-    let app = TestApp::start(&service_toml(
-        "busy",
-        port,
-        &[],
-        "provides = [\"comfyui\"]",
-    ))
-    .await;
+    let app = TestApp::start(&service_toml("busy", port, &[], "provides = [\"comfyui\"]")).await;
     let s = wait_state(&app, "busy", "unavailable").await;
     let why = s["reason"].as_str().unwrap();
     assert!(
@@ -390,7 +387,10 @@ async fn port_taken_by_another_process_is_reported_and_not_started() {
         "{why}"
     );
     if cfg!(target_os = "linux") {
-        assert!(why.contains(&format!("pid {}", std::process::id())), "{why}");
+        assert!(
+            why.contains(&format!("pid {}", std::process::id())),
+            "{why}"
+        );
     }
     assert_eq!(s["pid"], Value::Null);
     assert_eq!(s["port_holder"].as_str(), Some(why));
@@ -482,8 +482,7 @@ async fn events_api_and_stream() {
         .await
         .unwrap();
     assert_eq!(stream.status(), 200);
-    app.post_json("/api/v1/services/ev/start", &json!({}))
-        .await;
+    app.post_json("/api/v1/services/ev/start", &json!({})).await;
     wait_state(&app, "ev", "running").await;
     let seen = read_stream_until(&mut stream, "\"to\":\"running\"").await;
     assert!(seen.contains("event: service_state"), "{seen}");
@@ -544,7 +543,10 @@ async fn control_routes_need_the_admin_scope() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "FORBIDDEN");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "FORBIDDEN"
+    );
     for path in ["/api/v1/services", "/api/v1/services/guarded/logs"] {
         let r = outside
             .get(app.url(path))
@@ -595,9 +597,7 @@ async fn control_routes_need_the_admin_scope() {
         .unwrap();
     assert_eq!(r.status(), 202);
     wait_new_pid(&app, "guarded", &first["pid"]).await;
-    let (_, logs) = app
-        .get_json("/api/v1/services/guarded/logs?tail=100")
-        .await;
+    let (_, logs) = app.get_json("/api/v1/services/guarded/logs?tail=100").await;
     assert!(!logs.to_string().contains("pwned"));
     assert!(logs.to_string().contains("sparklio-test-service"), "{logs}");
     app.stop().await;
@@ -654,10 +654,14 @@ health = {{ url = "http://127.0.0.1:{dead}/", interval_ms = 200, timeout_ms = 20
     assert!(down.contains("Docker is not running"), "{down}");
     // Not a crash loop: still unavailable after a recheck, never crashed or failed.
     tokio::time::sleep(Duration::from_millis(5500)).await;
-    assert_eq!(service(&app, "ollama-sparklio").await["state"], "unavailable");
+    assert_eq!(
+        service(&app, "ollama-sparklio").await["state"],
+        "unavailable"
+    );
     let evs = events(&app, "ollama-sparklio").await;
     assert!(
-        evs.iter().all(|e| e["to"] != "crashed" && e["to"] != "failed"),
+        evs.iter()
+            .all(|e| e["to"] != "crashed" && e["to"] != "failed"),
         "{evs:?}"
     );
     app.stop().await;
@@ -861,7 +865,8 @@ mod docker_double {
                 StatusCode::NO_CONTENT.into_response()
             }
             (Method::POST, "stop") => {
-                e.calls.push(format!("stop query {}", uri.query().unwrap_or("")));
+                e.calls
+                    .push(format!("stop query {}", uri.query().unwrap_or("")));
                 e.running = false;
                 e.exit_code = 0;
                 StatusCode::NO_CONTENT.into_response()
@@ -924,7 +929,11 @@ container = "not-there"
     let app = TestApp::start(&toml).await;
     let s = wait_state(&app, "ollama-sparklio", "running").await;
     assert_eq!(s["pid"], 4001);
-    assert!(engine.lock().unwrap().calls.contains(&"POST start".to_string()));
+    assert!(engine
+        .lock()
+        .unwrap()
+        .calls
+        .contains(&"POST start".to_string()));
     let board = &app.app.as_ref().unwrap().state.provider_board;
     assert_eq!(board.down_reason("ollama"), None);
 
@@ -961,7 +970,11 @@ container = "not-there"
     app.post_json("/api/v1/services/ollama-sparklio/restart", &json!({}))
         .await;
     wait_new_pid(&app, "ollama-sparklio", &again["pid"]).await;
-    assert!(engine.lock().unwrap().calls.contains(&"POST restart".to_string()));
+    assert!(engine
+        .lock()
+        .unwrap()
+        .calls
+        .contains(&"POST restart".to_string()));
     app.post_json("/api/v1/services/ollama-sparklio/stop", &json!({}))
         .await;
     wait_state(&app, "ollama-sparklio", "stopped").await;

@@ -48,13 +48,27 @@ fn parse_args() -> Result<Args, String> {
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
         match arg.as_str() {
-            "--port" => a.port = Some(value("--port")?.parse().map_err(|e| format!("--port: {e}"))?),
+            "--port" => {
+                a.port = Some(
+                    value("--port")?
+                        .parse()
+                        .map_err(|e| format!("--port: {e}"))?,
+                )
+            }
             "--ignore-sigterm" => a.ignore_sigterm = true,
             "--exit-after-ms" => {
-                a.exit_after_ms = Some(value("--exit-after-ms")?.parse().map_err(|e| format!("{e}"))?)
+                a.exit_after_ms = Some(
+                    value("--exit-after-ms")?
+                        .parse()
+                        .map_err(|e| format!("{e}"))?,
+                )
             }
-            "--exit-code" => a.exit_code = value("--exit-code")?.parse().map_err(|e| format!("{e}"))?,
-            "--startup-ms" => a.startup_ms = value("--startup-ms")?.parse().map_err(|e| format!("{e}"))?,
+            "--exit-code" => {
+                a.exit_code = value("--exit-code")?.parse().map_err(|e| format!("{e}"))?
+            }
+            "--startup-ms" => {
+                a.startup_ms = value("--startup-ms")?.parse().map_err(|e| format!("{e}"))?
+            }
             "--print" => a.print = value("--print")?.parse().map_err(|e| format!("{e}"))?,
             "--grandchild" => a.grandchild_at_start = true,
             "--pid-file" => a.pid_file = Some(value("--pid-file")?),

@@ -377,6 +377,7 @@ fn env_value(raw: &str, kind: EnvKind) -> Result<Value, String> {
 }
 
 /// Parse a config file into a JSON tree plus the line of every key.
+#[allow(clippy::result_large_err)] // one Problem per file, on a cold path
 fn parse_file(text: &str, path: &Path) -> Result<(Value, BTreeMap<String, usize>), Problem> {
     let doc = toml_edit::ImDocument::parse(text.to_string()).map_err(|e| {
         let line = e.span().map(|s| line_of(text, s.start));

@@ -245,7 +245,10 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             ));
         }
         if svc.port == Some(0) {
-            p.push(Problem::new(format!("{key}.port"), "must be a real port (1-65535)"));
+            p.push(Problem::new(
+                format!("{key}.port"),
+                "must be a real port (1-65535)",
+            ));
         }
         for prov in &svc.provides {
             if !config.llm.providers.contains_key(prov)

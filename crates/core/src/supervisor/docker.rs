@@ -26,9 +26,9 @@ pub enum DockerError {
 impl DockerError {
     pub fn message(&self) -> String {
         match self {
-            DockerError::Unavailable(m) | DockerError::NoSuchContainer(m) | DockerError::Other(m) => {
-                m.clone()
-            }
+            DockerError::Unavailable(m)
+            | DockerError::NoSuchContainer(m)
+            | DockerError::Other(m) => m.clone(),
         }
     }
 }

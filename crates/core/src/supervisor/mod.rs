@@ -115,7 +115,10 @@ pub struct ServiceEntry {
 
 impl ServiceEntry {
     pub fn status(&self) -> ServiceStatus {
-        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn update(&self, f: impl FnOnce(&mut ServiceStatus)) {
@@ -255,7 +258,8 @@ impl Supervisor {
     /// Wait for every service task to finish after shutdown was requested (they stop
     /// their services unless `detach = true`).
     pub async fn join(&self) {
-        let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let tasks: Vec<_> =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         let longest = self
             .services
             .iter()

@@ -18,8 +18,15 @@ use tokio::time::Instant;
 const UNAVAILABLE_RECHECK: Duration = Duration::from_secs(5);
 /// How often a container's state is read while it runs.
 const DOCKER_POLL: Duration = Duration::from_secs(1);
-/// Probe cadence while starting, so "running" is seen soon after the service is ready.
-const STARTING_PROBE: Duration = Duration::from_millis(200);
+/// Probe cadence while starting, so "running" is seen soon after the service is ready:
+/// quick at first (most services answer within seconds), then gentler for slow loaders.
+fn starting_probe(elapsed: Duration) -> Duration {
+    if elapsed < Duration::from_secs(5) {
+        Duration::from_millis(50)
+    } else {
+        Duration::from_millis(250)
+    }
+}
 
 const SUPERVISOR: &str = "supervisor";
 
@@ -125,7 +132,10 @@ impl Runner {
             }
             s.state = to;
             s.reason = reason.to_string();
-            if matches!(to, ServiceState::Failed | ServiceState::Crashed | ServiceState::Unavailable) {
+            if matches!(
+                to,
+                ServiceState::Failed | ServiceState::Crashed | ServiceState::Unavailable
+            ) {
                 s.last_error = Some(reason.to_string());
             }
             if to != ServiceState::Unavailable {
@@ -145,11 +155,18 @@ impl Runner {
         if from == to && same_reason {
             return;
         }
-        self.entry
-            .logs
-            .push("supervisor", format!("{} -> {}: {reason}", from.as_str(), to.as_str()));
+        self.entry.logs.push(
+            "supervisor",
+            format!("{} -> {}: {reason}", from.as_str(), to.as_str()),
+        );
         self.events
-            .record(self.name(), Some(from.as_str()), to.as_str(), reason, Some(actor))
+            .record(
+                self.name(),
+                Some(from.as_str()),
+                to.as_str(),
+                reason,
+                Some(actor),
+            )
             .await;
     }
 
@@ -168,8 +185,12 @@ impl Runner {
             Some(Control::Restart { actor }) => self.manual_launch("restarted", actor),
             Some(Control::Stop { actor }) => {
                 if self.state() != ServiceState::Stopped {
-                    self.transition(ServiceState::Stopped, &format!("stopped by {actor}"), &actor)
-                        .await;
+                    self.transition(
+                        ServiceState::Stopped,
+                        &format!("stopped by {actor}"),
+                        &actor,
+                    )
+                    .await;
                 }
                 Next::Idle
             }
@@ -203,9 +224,11 @@ impl Runner {
 
     async fn launch(&mut self, reason: String, actor: String) -> Next {
         if self.entry.config.kind != ServiceKind::External {
-            self.transition(ServiceState::Starting, &reason, &actor).await;
+            self.transition(ServiceState::Starting, &reason, &actor)
+                .await;
         } else if self.launches == 0 {
-            self.transition(ServiceState::Starting, "watching", &actor).await;
+            self.transition(ServiceState::Starting, "watching", &actor)
+                .await;
         }
         match self.start_instance().await {
             Ok(inst) => {
@@ -213,7 +236,8 @@ impl Runner {
                 self.supervise(inst).await
             }
             Err(LaunchError::Unavailable(why)) => {
-                self.transition(ServiceState::Unavailable, &why, SUPERVISOR).await;
+                self.transition(ServiceState::Unavailable, &why, SUPERVISOR)
+                    .await;
                 self.serve_foreign_holder().await;
                 Next::Wait {
                     delay: UNAVAILABLE_RECHECK,
@@ -221,7 +245,8 @@ impl Runner {
                 }
             }
             Err(LaunchError::Fatal(why)) => {
-                self.transition(ServiceState::Failed, &why, SUPERVISOR).await;
+                self.transition(ServiceState::Failed, &why, SUPERVISOR)
+                    .await;
                 Next::Idle
             }
             Err(LaunchError::Failed(why)) => self.after_crash(None, why).await,
@@ -249,10 +274,11 @@ impl Runner {
             ServiceKind::External => Ok(Instance::External),
             ServiceKind::Process => {
                 if let Some(port) = cfg.port {
-                    let holder = tokio::task::spawn_blocking(move || super::ports::check_port(port))
-                        .await
-                        .ok()
-                        .flatten();
+                    let holder =
+                        tokio::task::spawn_blocking(move || super::ports::check_port(port))
+                            .await
+                            .ok()
+                            .flatten();
                     if let Some(h) = holder {
                         let text = h.describe();
                         self.entry.update(|s| s.port_holder = Some(text.clone()));
@@ -273,7 +299,11 @@ impl Runner {
                 let pid = handle.pid;
                 self.entry.logs.push(
                     "supervisor",
-                    format!("started pid {pid}: {} {}", cfg.command.as_deref().unwrap_or_default(), cfg.args.join(" ")),
+                    format!(
+                        "started pid {pid}: {} {}",
+                        cfg.command.as_deref().unwrap_or_default(),
+                        cfg.args.join(" ")
+                    ),
                 );
                 self.entry.update(|s| {
                     s.pid = Some(pid);
@@ -298,7 +328,9 @@ impl Runner {
                         .push("supervisor", format!("container {name} is already running"));
                 } else {
                     docker.start(&name).await.map_err(map)?;
-                    self.entry.logs.push("supervisor", format!("started container {name}"));
+                    self.entry
+                        .logs
+                        .push("supervisor", format!("started container {name}"));
                 }
                 let info = docker.inspect(&name).await.map_err(map)?;
                 self.entry.update(|s| {
@@ -306,7 +338,11 @@ impl Runner {
                     s.launched_at = Some(std::time::Instant::now());
                 });
                 let logs = self.entry.logs.clone();
-                let tail = if self.launches == 0 { self.entry.config.log_lines } else { 0 };
+                let tail = if self.launches == 0 {
+                    self.entry.config.log_lines
+                } else {
+                    0
+                };
                 let logs_task = tokio::spawn({
                     let name = name.clone();
                     async move { docker.follow_logs(name, tail, logs).await }
@@ -341,10 +377,14 @@ impl Runner {
         let mut failures = 0u32;
         if cfg.health.is_none() {
             was_up = true;
-            self.transition(ServiceState::Running, "started (no health probe configured)", SUPERVISOR)
-                .await;
+            self.transition(
+                ServiceState::Running,
+                "started (no health probe configured)",
+                SUPERVISOR,
+            )
+            .await;
         }
-        let mut next_probe = Instant::now() + STARTING_PROBE;
+        let mut next_probe = Instant::now() + starting_probe(Duration::ZERO);
         loop {
             tokio::select! {
                 exit = exited(self.docker.as_ref(), &mut inst) => {
@@ -364,9 +404,13 @@ impl Runner {
                 }
                 _ = tokio::time::sleep_until(next_probe), if cfg.health.is_some() => {
                     let h = cfg.health.clone().expect("guarded by the branch condition");
+                    let probe_started = Instant::now();
                     let r = self.probe_once(h.url.clone(), h.timeout_ms).await;
                     let interval = Duration::from_millis(h.interval_ms);
-                    next_probe = Instant::now() + if was_up { interval } else { interval.min(STARTING_PROBE) };
+                    let cadence = if was_up { interval } else { interval.min(starting_probe(started.elapsed())) };
+                    // A fixed cadence from the probe's start: slow failing probes must not
+                    // stretch the time to detect a hang.
+                    next_probe = (probe_started + cadence).max(Instant::now() + Duration::from_millis(10));
                     if r.ok {
                         failures = 0;
                         if self.state() != ServiceState::Running {
@@ -511,7 +555,8 @@ impl Runner {
             self.restart_times.len(),
             cl.within_s
         );
-        self.transition(ServiceState::Failed, &reason, SUPERVISOR).await;
+        self.transition(ServiceState::Failed, &reason, SUPERVISOR)
+            .await;
         Some(Next::Idle)
     }
 
@@ -522,7 +567,8 @@ impl Runner {
 
     /// The process or container ended (or never started): apply the restart policy.
     async fn after_crash(&mut self, code: Option<i64>, reason: String) -> Next {
-        self.transition(ServiceState::Crashed, &reason, SUPERVISOR).await;
+        self.transition(ServiceState::Crashed, &reason, SUPERVISOR)
+            .await;
         let policy = self.entry.config.restart;
         if policy == RestartPolicy::Never {
             return Next::Idle;

@@ -146,7 +146,10 @@ impl SystemMonitor {
                     _ = shutdown.cancelled() => break,
                 }
                 let m = me.clone();
-                if tokio::task::spawn_blocking(move || m.sample_now()).await.is_err() {
+                if tokio::task::spawn_blocking(move || m.sample_now())
+                    .await
+                    .is_err()
+                {
                     tracing::warn!("system sampling panicked");
                 }
             }

@@ -31,7 +31,10 @@ pub fn admin_routes() -> Router<SharedState> {
         .route("/api/v1/services/{name}/stop", post(services::stop))
         .route("/api/v1/services/{name}/restart", post(services::restart))
         .route("/api/v1/services/{name}/logs", get(services::logs))
-        .route("/api/v1/services/{name}/logs/stream", get(services::logs_stream))
+        .route(
+            "/api/v1/services/{name}/logs/stream",
+            get(services::logs_stream),
+        )
 }
 
 pub async fn not_found(uri: Uri) -> ApiError {

@@ -34,10 +34,9 @@ fn actor(caller: &Caller) -> String {
 }
 
 fn entry<'a>(state: &'a SharedState, name: &str) -> Result<&'a Arc<ServiceEntry>, ApiError> {
-    state
-        .supervisor
-        .get(name)
-        .ok_or_else(|| ApiError::not_found(format!("no service named {name:?}")).with("service", name))
+    state.supervisor.get(name).ok_or_else(|| {
+        ApiError::not_found(format!("no service named {name:?}")).with("service", name)
+    })
 }
 
 fn service_json(state: &SharedState, e: &ServiceEntry) -> Value {
@@ -112,7 +111,14 @@ pub async fn start(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    control(&state, &name, "start", Control::Start { actor: actor(&caller) })
+    control(
+        &state,
+        &name,
+        "start",
+        Control::Start {
+            actor: actor(&caller),
+        },
+    )
 }
 
 pub async fn stop(
@@ -120,7 +126,14 @@ pub async fn stop(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    control(&state, &name, "stop", Control::Stop { actor: actor(&caller) })
+    control(
+        &state,
+        &name,
+        "stop",
+        Control::Stop {
+            actor: actor(&caller),
+        },
+    )
 }
 
 pub async fn restart(
@@ -128,7 +141,14 @@ pub async fn restart(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    control(&state, &name, "restart", Control::Restart { actor: actor(&caller) })
+    control(
+        &state,
+        &name,
+        "restart",
+        Control::Restart {
+            actor: actor(&caller),
+        },
+    )
 }
 
 pub async fn restart_all(
@@ -176,12 +196,7 @@ pub async fn logs(
 ) -> Result<Json<Value>, ApiError> {
     let e = entry(&state, &name)?;
     let n = parse_tail(&q, 200)?;
-    let mut lines: Vec<Value> = e
-        .logs
-        .tail(n)
-        .into_iter()
-        .map(|l| json!(l))
-        .collect();
+    let mut lines: Vec<Value> = e.logs.tail(n).into_iter().map(|l| json!(l)).collect();
     // A detached process writes to its own file; show that file's end too.
     if let Some(path) = &e.detached_log {
         lines.extend(
@@ -204,7 +219,8 @@ fn until_shutdown<S>(state: &SharedState, s: S) -> impl Stream<Item = Result<Sse
 where
     S: Stream<Item = SseEvent> + Send + 'static,
 {
-    s.map(Ok).take_until(state.shutdown.clone().cancelled_owned())
+    s.map(Ok)
+        .take_until(state.shutdown.clone().cancelled_owned())
 }
 
 pub async fn logs_stream(
@@ -219,7 +235,12 @@ pub async fn logs_stream(
     let backlog = futures::stream::iter(e.logs.tail(n));
     let lines = backlog
         .chain(live.filter_map(|r| async move { r.ok() }))
-        .map(|l| SseEvent::default().event("log").json_data(&l).unwrap_or_default());
+        .map(|l| {
+            SseEvent::default()
+                .event("log")
+                .json_data(&l)
+                .unwrap_or_default()
+        });
     Ok(Sse::new(until_shutdown(&state, lines)).keep_alive(KeepAlive::default()))
 }
 

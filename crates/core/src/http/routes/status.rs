@@ -30,7 +30,10 @@ pub async fn status(State(state): State<SharedState>) -> Json<Value> {
     let services: Vec<Value> = c
         .services
         .iter()
-        .map(|s| json!({"name": s.name, "kind": s.kind, "autostart": s.autostart, "provides": s.provides}))
+        .map(|s| {
+            let state = state.supervisor.get(&s.name).map(|e| e.status().state);
+            json!({"name": s.name, "kind": s.kind, "state": state, "autostart": s.autostart, "provides": s.provides})
+        })
         .collect();
     Json(json!({
         "name": "sparklio-desk",

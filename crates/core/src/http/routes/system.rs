@@ -19,11 +19,16 @@ pub async fn system(State(state): State<SharedState>, Query(q): Query<SystemQuer
         Some(s) => Some(s),
         None => {
             let m = monitor.clone();
-            tokio::task::spawn_blocking(move || m.sample_now()).await.ok()
+            tokio::task::spawn_blocking(move || m.sample_now())
+                .await
+                .ok()
         }
     };
     let m = monitor.clone();
-    let disk = tokio::task::spawn_blocking(move || m.disk()).await.ok().flatten();
+    let disk = tokio::task::spawn_blocking(move || m.disk())
+        .await
+        .ok()
+        .flatten();
     let (gpu_available, gpu_reason) = monitor.gpu_status();
     let history = if q.history.unwrap_or(true) {
         json!(monitor.history())
