@@ -47,6 +47,10 @@ pub struct AppState {
     pub media: crate::media::MediaGateway,
     /// The LLM Gateway (providers, router, prompts).
     pub llm: crate::llm::LlmGateway,
+    /// Runs and watches the `[[services]]`; writes `provider_board`.
+    pub supervisor: crate::supervisor::Supervisor,
+    /// CPU, RAM, disk, GPU and their recent history.
+    pub system: Arc<crate::system::SystemMonitor>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -156,6 +160,8 @@ impl RunningApp {
                 self.server.abort();
             }
         }
+        // Services stop (unless detach = true) before we return.
+        self.state.supervisor.join().await;
         tracing::info!("shutdown complete");
         Ok(())
     }
@@ -205,11 +211,15 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         &metrics,
         shutdown.clone(),
     )?;
+    let supervisor = crate::supervisor::Supervisor::new(config, store.clone(), &data_dir);
+    let system = Arc::new(crate::system::SystemMonitor::new(&config.system, &data_dir));
 
     let state = Arc::new(AppState {
         auth: Auth::new(&config.server).with_internal_key(&internal_key),
         internal_key,
         flows,
+        supervisor,
+        system,
         runtime: RuntimeSwitches::new(config.mode()),
         loaded,
         started_at: Instant::now(),
@@ -227,6 +237,9 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         Ok(n) => tracing::info!("resuming {n} unfinished media job(s)"),
         Err(e) => tracing::warn!("cannot look for unfinished media jobs: {e:#}"),
     }
+
+    state.supervisor.start(state.clone());
+    state.system.spawn_sampler(state.shutdown.clone());
 
     let router = crate::http::router(state.clone());
     let token = state.shutdown.clone();

@@ -17,6 +17,8 @@ pub mod llm;
 pub mod media;
 pub mod notify;
 pub mod store;
+pub mod supervisor;
+pub mod system;
 pub mod telemetry;
 
 pub use app::{start, RunningApp, StartOptions};

@@ -35,6 +35,10 @@ pub struct Config {
     pub media: MediaConfig,
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
+    #[serde(default)]
+    pub supervisor: SupervisorConfig,
+    #[serde(default)]
+    pub system: SystemConfig,
 }
 
 impl Default for Config {
@@ -294,6 +298,9 @@ pub struct ServiceConfig {
     pub health: Option<HealthProbe>,
     #[serde(default = "default_stop_timeout_ms")]
     pub stop_timeout_ms: u64,
+    /// How long a start may take before its health probe must pass (else: unhealthy, restart).
+    #[serde(default = "default_start_timeout_ms")]
+    pub start_timeout_ms: u64,
     /// Gateway providers this service backs (e.g. `["ollama"]`).
     #[serde(default)]
     pub provides: Vec<String>,
@@ -313,6 +320,53 @@ fn default_stop_timeout_ms() -> u64 {
 }
 fn default_log_lines() -> usize {
     2_000
+}
+fn default_start_timeout_ms() -> u64 {
+    120_000
+}
+
+/// Settings shared by all supervised services (`[supervisor]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupervisorConfig {
+    /// Docker Engine address: `npipe:////./pipe/docker_engine`, `unix:///var/run/docker.sock`
+    /// or `tcp://host:port`. Unset: the platform default (honours `DOCKER_HOST`).
+    pub docker_host: Option<String>,
+    /// A service's log file is rotated when it reaches this size.
+    pub log_file_max_bytes: u64,
+    /// Rotated log files kept per service (`name.log.1` .. `name.log.N`).
+    pub log_files_kept: u32,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        Self {
+            docker_host: None,
+            log_file_max_bytes: 10 * 1024 * 1024,
+            log_files_kept: 3,
+        }
+    }
+}
+
+/// System status sampling (`[system]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SystemConfig {
+    /// Folder whose disk is reported (e.g. the ComfyUI models folder). Unset: the data folder.
+    pub models_dir: Option<PathBuf>,
+    pub sample_interval_ms: u64,
+    /// How much history `GET /api/v1/system` keeps for the dashboard's charts.
+    pub history_s: u64,
+}
+
+impl Default for SystemConfig {
+    fn default() -> Self {
+        Self {
+            models_dir: None,
+            sample_interval_ms: 5_000,
+            history_s: 900,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

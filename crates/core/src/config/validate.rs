@@ -258,6 +258,30 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                 "initial_ms must be positive and max_ms at least initial_ms",
             ));
         }
+        if svc.crash_loop.restarts == 0 || svc.crash_loop.within_s == 0 {
+            p.push(Problem::new(
+                format!("{key}.crash_loop"),
+                "restarts and within_s must be positive",
+            ));
+        }
+        if svc.stop_timeout_ms == 0 || svc.start_timeout_ms == 0 {
+            p.push(Problem::new(
+                format!("{key}.stop_timeout_ms"),
+                "stop_timeout_ms and start_timeout_ms must be positive",
+            ));
+        }
+        if svc.log_lines == 0 {
+            p.push(Problem::new(
+                format!("{key}.log_lines"),
+                "must be at least 1",
+            ));
+        }
+        if svc.port == Some(0) {
+            p.push(Problem::new(
+                format!("{key}.port"),
+                "must be a real port (1-65535)",
+            ));
+        }
         for prov in &svc.provides {
             if !config.llm.providers.contains_key(prov)
                 && !config.media.providers.contains_key(prov)
@@ -268,6 +292,34 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                 ));
             }
         }
+    }
+    let sup = &config.supervisor;
+    if sup.log_file_max_bytes < 4096 {
+        p.push(Problem::new(
+            "supervisor.log_file_max_bytes",
+            "must be at least 4096",
+        ));
+    }
+    if let Some(host) = &sup.docker_host {
+        if !["npipe://", "unix://", "tcp://", "http://"]
+            .iter()
+            .any(|s| host.starts_with(s))
+        {
+            p.push(Problem::new(
+                "supervisor.docker_host",
+                format!("{host:?} must start with npipe://, unix://, tcp:// or http://"),
+            ));
+        }
+    }
+    let sys = &config.system;
+    if sys.sample_interval_ms < 500 {
+        p.push(Problem::new(
+            "system.sample_interval_ms",
+            "must be at least 500",
+        ));
+    }
+    if sys.history_s == 0 {
+        p.push(Problem::new("system.history_s", "must be positive"));
     }
     p
 }

@@ -120,3 +120,33 @@ impl Drop for TestApp {
         }
     }
 }
+
+/// Path of the `sparklio-test-service` binary (workspace member `crates/test-service`).
+/// It is another package, so `CARGO_BIN_EXE_*` does not exist for it: build it once per
+/// test run with the cargo that builds these tests (a no-op when fresh) and take it
+/// from the profile folder this test executable lives in (`target/<profile>/`).
+pub fn test_service() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        // target/<profile>/deps/<test>-<hash>
+        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+        let mut cmd = std::process::Command::new(env!("CARGO"));
+        cmd.args(["build", "--quiet", "-p", "sparklio-test-service"]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build for the test service");
+        assert!(
+            status.success(),
+            "cargo build -p sparklio-test-service failed"
+        );
+        let bin = profile_dir.join(format!(
+            "sparklio-test-service{}",
+            std::env::consts::EXE_SUFFIX
+        ));
+        assert!(bin.exists(), "{} missing", bin.display());
+        bin
+    })
+    .clone()
+}

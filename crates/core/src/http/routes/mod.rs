@@ -5,7 +5,9 @@ pub mod flows;
 pub mod llm;
 pub mod media;
 pub mod runtime;
+pub mod services;
 pub mod status;
+pub mod system;
 pub mod usage;
 
 use super::error::ApiError;
@@ -39,11 +41,26 @@ pub fn gateway_routes() -> Router<SharedState> {
         .route("/api/v1/media/health", get(media::health))
         .route("/api/v1/media/models", get(media::models))
         .merge(llm::routes())
+        .route("/api/v1/events", get(services::events))
+        .route("/api/v1/events/stream", get(services::events_stream))
+        .route("/api/v1/system", get(system::system))
 }
 
 /// Control routes (admin key or trusted network).
 pub fn admin_routes() -> Router<SharedState> {
-    Router::new().route("/api/v1/runtime", post(runtime::set_runtime))
+    Router::new()
+        .route("/api/v1/runtime", post(runtime::set_runtime))
+        .route("/api/v1/services", get(services::list))
+        .route("/api/v1/services/restart-all", post(services::restart_all))
+        .route("/api/v1/services/{name}", get(services::get_one))
+        .route("/api/v1/services/{name}/start", post(services::start))
+        .route("/api/v1/services/{name}/stop", post(services::stop))
+        .route("/api/v1/services/{name}/restart", post(services::restart))
+        .route("/api/v1/services/{name}/logs", get(services::logs))
+        .route(
+            "/api/v1/services/{name}/logs/stream",
+            get(services::logs_stream),
+        )
 }
 
 pub async fn not_found(uri: Uri) -> ApiError {

@@ -35,7 +35,10 @@ pub fn status_json(state: &SharedState) -> Value {
     let services: Vec<Value> = c
         .services
         .iter()
-        .map(|s| json!({"name": s.name, "kind": s.kind, "autostart": s.autostart, "provides": s.provides}))
+        .map(|s| {
+            let state = state.supervisor.get(&s.name).map(|e| e.status().state);
+            json!({"name": s.name, "kind": s.kind, "state": state, "autostart": s.autostart, "provides": s.provides})
+        })
         .collect();
     json!({
         "name": "sparklio-desk",

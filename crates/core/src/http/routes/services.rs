@@ -1,0 +1,284 @@
+//! Control API for the supervised services (admin scope) and the event log (gateway scope).
+//! Requests choose services by name only: commands come from the local config, never
+//! from a request.
+
+use crate::app::SharedState;
+use crate::http::auth::Caller;
+use crate::http::error::ApiError;
+use crate::supervisor::{Control, ControlError, ServiceEntry};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::IntoResponse;
+use axum::{Extension, Json};
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio_stream::wrappers::BroadcastStream;
+
+const MAX_TAIL: usize = 10_000;
+const MAX_EVENTS: u32 = 1_000;
+
+/// "admin from 100.64.1.2" / "trusted client from 127.0.0.1 (key ...)".
+fn actor(caller: &Caller) -> String {
+    let who = if caller.admin {
+        "admin"
+    } else if caller.trusted {
+        "trusted client"
+    } else {
+        "client"
+    };
+    format!("{who} from {}", caller.describe())
+}
+
+fn entry<'a>(state: &'a SharedState, name: &str) -> Result<&'a Arc<ServiceEntry>, ApiError> {
+    state.supervisor.get(name).ok_or_else(|| {
+        ApiError::not_found(format!("no service named {name:?}")).with("service", name)
+    })
+}
+
+fn service_json(state: &SharedState, e: &ServiceEntry) -> Value {
+    let st = e.status();
+    let usage = st.pid.and_then(|pid| state.system.tree_usage(pid));
+    let c = &e.config;
+    json!({
+        "name": c.name,
+        "kind": c.kind,
+        "state": st.state,
+        "reason": st.reason,
+        "since": st.since,
+        "pid": st.pid,
+        "uptime_s": e.uptime().map(|d| d.as_secs()),
+        "restarts": st.restarts,
+        "last_exit": st.last_exit,
+        "last_error": st.last_error,
+        "cpu_percent": usage.map(|u| u.cpu_percent),
+        "memory_bytes": usage.map(|u| u.memory_bytes),
+        "processes": usage.map(|u| u.processes),
+        "port": c.port,
+        "port_holder": st.port_holder,
+        "last_probe_latency_ms": st.last_probe.as_ref().filter(|p| p.ok).map(|p| p.latency_ms),
+        "last_probe": st.last_probe,
+        "health_url": c.health.as_ref().map(|h| h.url.clone()),
+        "container": c.container,
+        "provides": c.provides,
+        "autostart": c.autostart,
+        "restart": c.restart,
+        "detach": c.detach,
+    })
+}
+
+pub async fn list(State(state): State<SharedState>) -> Json<Value> {
+    let services: Vec<Value> = state
+        .supervisor
+        .services()
+        .iter()
+        .map(|e| service_json(&state, e))
+        .collect();
+    Json(json!({ "services": services }))
+}
+
+pub async fn get_one(
+    State(state): State<SharedState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let e = entry(&state, &name)?;
+    Ok(Json(service_json(&state, e)))
+}
+
+fn control(
+    state: &SharedState,
+    name: &str,
+    action: &'static str,
+    control: Control,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    match state.supervisor.control(name, control) {
+        Ok(st) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"service": name, "action": action, "accepted": true, "state": st})),
+        )),
+        Err(ControlError::NotFound(m)) => Err(ApiError::not_found(m).with("service", name)),
+        Err(ControlError::NotControllable(m)) => {
+            Err(ApiError::new(StatusCode::CONFLICT, "NOT_CONTROLLABLE", m).with("service", name))
+        }
+    }
+}
+
+pub async fn start(
+    State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    control(
+        &state,
+        &name,
+        "start",
+        Control::Start {
+            actor: actor(&caller),
+        },
+    )
+}
+
+pub async fn stop(
+    State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    control(
+        &state,
+        &name,
+        "stop",
+        Control::Stop {
+            actor: actor(&caller),
+        },
+    )
+}
+
+pub async fn restart(
+    State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    control(
+        &state,
+        &name,
+        "restart",
+        Control::Restart {
+            actor: actor(&caller),
+        },
+    )
+}
+
+pub async fn restart_all(
+    State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
+) -> (StatusCode, Json<Value>) {
+    let who = actor(&caller);
+    let restarted: Vec<String> = state
+        .supervisor
+        .services()
+        .iter()
+        .filter(|e| {
+            state
+                .supervisor
+                .control(&e.config.name, Control::Restart { actor: who.clone() })
+                .is_ok()
+        })
+        .map(|e| e.config.name.clone())
+        .collect();
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({"action": "restart", "accepted": true, "services": restarted})),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TailQuery {
+    tail: Option<String>,
+}
+
+fn parse_tail(q: &TailQuery, default: usize) -> Result<usize, ApiError> {
+    match &q.tail {
+        None => Ok(default),
+        Some(t) => t
+            .parse::<usize>()
+            .map(|n| n.min(MAX_TAIL))
+            .map_err(|_| ApiError::validation("tail", format!("{t:?} is not a number of lines"))),
+    }
+}
+
+pub async fn logs(
+    State(state): State<SharedState>,
+    Path(name): Path<String>,
+    Query(q): Query<TailQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let e = entry(&state, &name)?;
+    let n = parse_tail(&q, 200)?;
+    let mut lines: Vec<Value> = e.logs.tail(n).into_iter().map(|l| json!(l)).collect();
+    // A detached process writes to its own file; show that file's end too.
+    if let Some(path) = &e.detached_log {
+        lines.extend(
+            crate::supervisor::logs::tail_file(path, n)
+                .into_iter()
+                .map(|l| json!({"ts": null, "stream": "file", "line": l})),
+        );
+        let skip = lines.len().saturating_sub(n);
+        lines.drain(..skip);
+    }
+    Ok(Json(json!({
+        "service": name,
+        "lines": lines,
+        "file": e.logs.file_path(),
+    })))
+}
+
+/// Stream that ends when the app shuts down (axum's graceful shutdown waits for it).
+fn until_shutdown<S>(state: &SharedState, s: S) -> impl Stream<Item = Result<SseEvent, Infallible>>
+where
+    S: Stream<Item = SseEvent> + Send + 'static,
+{
+    s.map(Ok)
+        .take_until(state.shutdown.clone().cancelled_owned())
+}
+
+pub async fn logs_stream(
+    State(state): State<SharedState>,
+    Path(name): Path<String>,
+    Query(q): Query<TailQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let e = entry(&state, &name)?;
+    let n = parse_tail(&q, 0)?;
+    // Subscribe before reading the tail so no line falls between the two.
+    let live = BroadcastStream::new(e.logs.subscribe());
+    let backlog = futures::stream::iter(e.logs.tail(n));
+    let lines = backlog
+        .chain(live.filter_map(|r| async move { r.ok() }))
+        .map(|l| {
+            SseEvent::default()
+                .event("log")
+                .json_data(&l)
+                .unwrap_or_default()
+        });
+    Ok(Sse::new(until_shutdown(&state, lines)).keep_alive(KeepAlive::default()))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    limit: Option<String>,
+    service: Option<String>,
+}
+
+pub async fn events(
+    State(state): State<SharedState>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = match &q.limit {
+        None => 100,
+        Some(l) => l
+            .parse::<u32>()
+            .map(|n| n.clamp(1, MAX_EVENTS))
+            .map_err(|_| ApiError::validation("limit", format!("{l:?} is not a number")))?,
+    };
+    let events = state
+        .supervisor
+        .events
+        .latest(limit, q.service.clone())
+        .await
+        .map_err(|e| ApiError::internal(format!("cannot read the event log: {e}")))?;
+    Ok(Json(json!({ "events": events })))
+}
+
+pub async fn events_stream(State(state): State<SharedState>) -> impl IntoResponse {
+    let live = BroadcastStream::new(state.supervisor.events.subscribe())
+        .filter_map(|r| async move { r.ok() })
+        .map(|ev| {
+            SseEvent::default()
+                .event("service_state")
+                .id(ev.id.to_string())
+                .json_data(&ev)
+                .unwrap_or_default()
+        });
+    Sse::new(until_shutdown(&state, live)).keep_alive(KeepAlive::default())
+}

@@ -1,0 +1,278 @@
+//! The supervisor: keeps the services of `[[services]]` (Ollama, ComfyUI, ...) running,
+//! says so the moment one is not, and tells the gateways which providers are down.
+//!
+//! One task per service runs its state machine ([`ServiceState`]):
+//! `stopped → starting → running` (health passes), `running → unhealthy → restarting`,
+//! exit → `crashed → backoff → starting`, `failed` after the crash-loop limit, and
+//! `unavailable` when something outside the service blocks it (Docker is not running,
+//! its port is held by a process we did not start). Every change is an [`events::Event`].
+
+pub mod docker;
+pub mod events;
+pub mod health;
+pub mod logs;
+pub mod ports;
+pub mod process;
+mod runner;
+
+use crate::app::SharedState;
+use crate::config::{Config, ServiceConfig, ServiceKind};
+use crate::store::Store;
+use events::EventLog;
+use logs::{LogFileSpec, ServiceLogs};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceState {
+    Stopped,
+    Starting,
+    Running,
+    Unhealthy,
+    Restarting,
+    Crashed,
+    Backoff,
+    Failed,
+    /// Blocked by something outside the service: Docker not running, port taken.
+    Unavailable,
+}
+
+impl ServiceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceState::Stopped => "stopped",
+            ServiceState::Starting => "starting",
+            ServiceState::Running => "running",
+            ServiceState::Unhealthy => "unhealthy",
+            ServiceState::Restarting => "restarting",
+            ServiceState::Crashed => "crashed",
+            ServiceState::Backoff => "backoff",
+            ServiceState::Failed => "failed",
+            ServiceState::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// The last exit of a service's process or container.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastExit {
+    pub code: Option<i64>,
+    pub reason: String,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LastProbe {
+    pub ok: bool,
+    pub latency_ms: f64,
+    pub error: Option<String>,
+    pub at: String,
+}
+
+/// What the API shows about one service.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceStatus {
+    pub state: ServiceState,
+    /// Why it is in this state.
+    pub reason: String,
+    /// When it entered this state (RFC 3339).
+    pub since: String,
+    pub pid: Option<u32>,
+    /// Automatic restarts since Sparklio Desk started.
+    pub restarts: u32,
+    pub last_exit: Option<LastExit>,
+    pub last_error: Option<String>,
+    pub last_probe: Option<LastProbe>,
+    /// Who holds the service's port, when it is not us.
+    pub port_holder: Option<String>,
+    #[serde(skip)]
+    pub launched_at: Option<Instant>,
+}
+
+/// Control requests from the API (commands themselves only ever come from the config).
+#[derive(Debug, Clone)]
+pub enum Control {
+    Start { actor: String },
+    Stop { actor: String },
+    Restart { actor: String },
+}
+
+/// One configured service: its config, output and live status.
+pub struct ServiceEntry {
+    pub config: ServiceConfig,
+    pub logs: Arc<ServiceLogs>,
+    status: Mutex<ServiceStatus>,
+    control: mpsc::UnboundedSender<Control>,
+    control_rx: Mutex<Option<mpsc::UnboundedReceiver<Control>>>,
+    /// Detached processes write here directly (their pipes must outlive us).
+    pub detached_log: Option<PathBuf>,
+}
+
+impl ServiceEntry {
+    pub fn status(&self) -> ServiceStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut ServiceStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// Seconds since the current process/container was started (while it runs).
+    pub fn uptime(&self) -> Option<Duration> {
+        self.status().launched_at.map(|t| t.elapsed())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ControlError {
+    NotFound(String),
+    /// External services are only watched.
+    NotControllable(String),
+}
+
+pub struct Supervisor {
+    services: Vec<Arc<ServiceEntry>>,
+    pub events: EventLog,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    docker_host: Option<String>,
+}
+
+impl Supervisor {
+    pub fn new(config: &Config, store: Store, data_dir: &Path) -> Self {
+        let log_dir = data_dir.join("logs");
+        let services = config
+            .services
+            .iter()
+            .map(|svc| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let spec = LogFileSpec {
+                    path: log_dir.join(format!("{}.log", svc.name)),
+                    max_bytes: config.supervisor.log_file_max_bytes,
+                    kept: config.supervisor.log_files_kept,
+                };
+                let detached_log = (svc.detach && svc.kind == ServiceKind::Process)
+                    .then(|| log_dir.join(format!("{}.detached.log", svc.name)));
+                Arc::new(ServiceEntry {
+                    config: svc.clone(),
+                    logs: Arc::new(ServiceLogs::new(svc.log_lines, spec)),
+                    status: Mutex::new(ServiceStatus {
+                        state: ServiceState::Stopped,
+                        reason: "not started yet".into(),
+                        since: crate::store::now_text(),
+                        pid: None,
+                        restarts: 0,
+                        last_exit: None,
+                        last_error: None,
+                        last_probe: None,
+                        port_holder: None,
+                        launched_at: None,
+                    }),
+                    control: tx,
+                    control_rx: Mutex::new(Some(rx)),
+                    detached_log,
+                })
+            })
+            .collect();
+        Self {
+            services,
+            events: EventLog::new(store),
+            tasks: Mutex::new(Vec::new()),
+            docker_host: config.supervisor.docker_host.clone(),
+        }
+    }
+
+    /// Start one task per service (once). Providers start out down until their service runs.
+    pub fn start(&self, state: SharedState) {
+        let docker = self
+            .services
+            .iter()
+            .any(|s| s.config.kind == ServiceKind::Docker)
+            .then(|| docker::DockerClient::new(self.docker_host.as_deref()));
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        for entry in &self.services {
+            let Some(rx) = entry
+                .control_rx
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+            else {
+                continue;
+            };
+            for p in &entry.config.provides {
+                state.provider_board.mark_down(
+                    p,
+                    format!("service {} is stopped: not started yet", entry.config.name),
+                );
+            }
+            let runner = runner::Runner::new(
+                entry.clone(),
+                state.clone(),
+                self.events.clone(),
+                docker.clone(),
+                rx,
+            );
+            tasks.push(tokio::spawn(runner.run()));
+        }
+    }
+
+    pub fn services(&self) -> &[Arc<ServiceEntry>] {
+        &self.services
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<ServiceEntry>> {
+        self.services.iter().find(|s| s.config.name == name)
+    }
+
+    /// Ask a service to start, stop or restart; answers its state at the time of asking.
+    pub fn control(&self, name: &str, control: Control) -> Result<ServiceState, ControlError> {
+        let entry = self
+            .get(name)
+            .ok_or_else(|| ControlError::NotFound(format!("no service named {name:?}")))?;
+        if entry.config.kind == ServiceKind::External {
+            return Err(ControlError::NotControllable(format!(
+                "service {name:?} is external: it is only watched, someone else runs it"
+            )));
+        }
+        // The receiver lives as long as the service task; after shutdown the request is moot.
+        let _ = entry.control.send(control);
+        Ok(entry.status().state)
+    }
+
+    /// The services backing a gateway provider, with their states (for health endpoints).
+    pub fn provider_services(&self, provider: &str) -> Vec<(String, ServiceStatus)> {
+        self.services
+            .iter()
+            .filter(|s| s.config.provides.iter().any(|p| p == provider))
+            .map(|s| (s.config.name.clone(), s.status()))
+            .collect()
+    }
+
+    /// Wait for every service task to finish after shutdown was requested (they stop
+    /// their services unless `detach = true`).
+    pub async fn join(&self) {
+        let tasks: Vec<_> =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let longest = self
+            .services
+            .iter()
+            .map(|s| s.config.stop_timeout_ms)
+            .max()
+            .unwrap_or(0);
+        let limit = Duration::from_millis(longest) + Duration::from_secs(10);
+        for t in tasks {
+            let abort = t.abort_handle();
+            if tokio::time::timeout(limit, t).await.is_err() {
+                tracing::warn!("a service did not stop within {limit:?}");
+                abort.abort();
+            }
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Child processes done right: each service runs in its own process group (Unix) or
+//! Job Object (Windows), so stopping it ends the whole tree (ComfyUI and Ollama both
+//! start children). Stop is graceful first (SIGTERM to the group), then a kill after
+//! `stop_timeout_ms`. Windows has no SIGTERM for windowless children, so there the Job
+//! Object is terminated at once.
+
+use super::logs::{pump, ServiceLogs};
+use crate::config::ServiceConfig;
+use process_wrap::tokio::*;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A running service process and its tree.
+#[derive(Debug)]
+pub struct ProcessHandle {
+    child: Box<dyn ChildWrapper>,
+    pub pid: u32,
+    exited: Option<ExitStatus>,
+}
+
+/// How a stop went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopOutcome {
+    /// The tree ended within the stop timeout after the polite request.
+    Graceful,
+    /// It had to be killed.
+    Killed,
+}
+
+/// Start the service's command. Output goes to `logs` line by line, or straight to
+/// `detached_log` for a detached service (whose pipes must survive our exit).
+pub fn spawn(
+    cfg: &ServiceConfig,
+    logs: &Arc<ServiceLogs>,
+    detached_log: Option<&Path>,
+) -> std::io::Result<ProcessHandle> {
+    let program = cfg.command.as_deref().unwrap_or_default();
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(&cfg.args).envs(&cfg.env).stdin(Stdio::null());
+    if let Some(dir) = &cfg.cwd {
+        cmd.current_dir(dir);
+    }
+    match detached_log {
+        Some(path) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let out = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            let err = out.try_clone()?;
+            cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
+        }
+        None => {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        }
+    }
+    let mut wrap = CommandWrap::from(cmd);
+    #[cfg(unix)]
+    wrap.wrap(ProcessGroup::leader());
+    #[cfg(windows)]
+    {
+        wrap.wrap(JobObject);
+        // Closing the job (our exit, even a crash) ends the tree, unless detached.
+        if detached_log.is_none() {
+            wrap.wrap(KillOnDrop);
+        }
+        wrap.wrap(CreationFlags(
+            windows::Win32::System::Threading::CREATE_NO_WINDOW,
+        ));
+    }
+    let mut child = wrap.spawn()?;
+    let pid = child.id().unwrap_or_default();
+    if let Some(out) = child.stdout().take() {
+        tokio::spawn(pump(out, "stdout", logs.clone()));
+    }
+    if let Some(err) = child.stderr().take() {
+        tokio::spawn(pump(err, "stderr", logs.clone()));
+    }
+    Ok(ProcessHandle {
+        child,
+        pid,
+        exited: None,
+    })
+}
+
+impl ProcessHandle {
+    /// Resolves when the main process exits (cancel-safe: use it in `select!`).
+    /// Only the leader is awaited: a crash must be seen at once even if a child lingers.
+    pub async fn wait_exit(&mut self) -> ExitStatus {
+        if let Some(s) = self.exited {
+            return s;
+        }
+        let status = match self.child.inner_mut().wait().await {
+            Ok(s) => s,
+            // Waiting failed (should not happen): treat as gone so the loop moves on.
+            Err(_) => exit_status_unknown(),
+        };
+        self.exited = Some(status);
+        status
+    }
+
+    /// End what is left of the tree after the main process exited (orphans would hold
+    /// the port and block the restart).
+    pub fn kill_leftovers(&mut self) {
+        let _ = self.child.start_kill();
+    }
+
+    /// Graceful stop, then kill after `timeout`. Returns once the main process is gone.
+    pub async fn stop(&mut self, timeout: Duration) -> StopOutcome {
+        #[cfg(unix)]
+        {
+            let _ = self.child.signal(nix::sys::signal::Signal::SIGTERM as i32);
+            let deadline = tokio::time::Instant::now() + timeout;
+            let leader_gone = tokio::time::timeout_at(deadline, self.wait_exit())
+                .await
+                .is_ok();
+            if leader_gone && self.group_gone_by(deadline).await {
+                return StopOutcome::Graceful;
+            }
+            self.kill_leftovers();
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.wait_exit()).await;
+            StopOutcome::Killed
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = timeout;
+            self.kill_leftovers();
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.wait_exit()).await;
+            StopOutcome::Killed
+        }
+    }
+
+    /// Whether every member of the group has exited by `deadline` (zombies count as gone).
+    #[cfg(unix)]
+    async fn group_gone_by(&self, deadline: tokio::time::Instant) -> bool {
+        loop {
+            if !group_has_live_members(self.pid) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+/// Does process group `pgid` still have a running (non-zombie) member?
+#[cfg(unix)]
+fn group_has_live_members(pgid: u32) -> bool {
+    use nix::sys::signal::killpg;
+    use nix::unistd::Pid;
+    if killpg(Pid::from_raw(pgid as i32), None).is_err() {
+        return false;
+    }
+    // killpg succeeds while zombies remain (a reaper may be slow, e.g. in containers
+    // where PID 1 does not reap); on Linux look closer.
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return true;
+        };
+        for entry in dir.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some((state, pgrp)) = proc_state_and_group(pid) {
+                if pgrp == pgid && state != 'Z' && state != 'X' {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+    #[cfg(not(target_os = "linux"))]
+    true
+}
+
+/// (state letter, process group) from `/proc/<pid>/stat`.
+#[cfg(target_os = "linux")]
+pub fn proc_state_and_group(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let _ppid = fields.next()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((state, pgrp))
+}
+
+#[cfg(unix)]
+fn exit_status_unknown() -> ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    ExitStatus::from_raw(255 << 8)
+}
+
+#[cfg(windows)]
+fn exit_status_unknown() -> ExitStatus {
+    use std::os::windows::process::ExitStatusExt;
+    ExitStatus::from_raw(255)
+}
+
+/// "exit code 1", "killed by signal 9 (SIGKILL)".
+pub fn describe_exit(status: ExitStatus) -> (Option<i32>, String) {
+    if let Some(code) = status.code() {
+        return (Some(code), format!("exit code {code}"));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(sig) = status.signal() {
+            let name = nix::sys::signal::Signal::try_from(sig)
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_else(|_| "unknown".into());
+            return (None, format!("killed by signal {sig} ({name})"));
+        }
+    }
+    (None, "exited".to_string())
+}

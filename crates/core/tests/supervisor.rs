@@ -1,0 +1,996 @@
+//! Supervisor tests with real child processes: `sparklio-test-service` (the workspace
+//! member `crates/test-service`) serves a health URL and, on command, exits, hangs,
+//! ignores SIGTERM or starts a grandchild.
+//!
+//! Locating the binary: it is another package, so `CARGO_BIN_EXE_*` does not exist here.
+//! `common::test_service()` runs `cargo build -p sparklio-test-service` once per test
+//! run (a no-op when fresh) and takes the binary from the profile folder this test
+//! executable lives in (`target/<profile>/`).
+
+mod common;
+
+use common::{test_service, TestApp};
+use serde_json::{json, Value};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `[[services]]` block running the test service on `port` with extra args and keys.
+fn service_toml(name: &str, port: u16, args: &[&str], extra: &str) -> String {
+    let mut all = vec!["--port".to_string(), port.to_string()];
+    all.extend(args.iter().map(|s| s.to_string()));
+    format!(
+        r#"
+[[services]]
+name = "{name}"
+kind = "process"
+command = {cmd}
+args = {args}
+port = {port}
+health = {{ url = "http://127.0.0.1:{port}/health", interval_ms = 200, timeout_ms = 300, failures = 3 }}
+backoff = {{ initial_ms = 100, max_ms = 400 }}
+stop_timeout_ms = 1500
+{extra}
+"#,
+        cmd = serde_json::to_string(&test_service().display().to_string()).unwrap(),
+        args = serde_json::to_string(&all).unwrap(),
+    )
+}
+
+async fn service(app: &TestApp, name: &str) -> Value {
+    let (status, body) = app.get_json("/api/v1/services").await;
+    assert_eq!(status, 200, "{body}");
+    body["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+}
+
+/// Poll until the service's state is `want` (bounded: 20 s).
+async fn wait_state(app: &TestApp, name: &str, want: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = service(app, name).await;
+        if s["state"] == want {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{name} never became {want}: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Poll until the service runs with a pid other than `old` (bounded: 20 s).
+async fn wait_new_pid(app: &TestApp, name: &str, old: &Value) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = service(app, name).await;
+        if s["state"] == "running" && s["pid"].is_u64() && &s["pid"] != old {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{name} not restarted: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Events of one service, oldest first.
+async fn events(app: &TestApp, name: &str) -> Vec<Value> {
+    let (status, body) = app
+        .get_json(&format!("/api/v1/events?limit=200&service={name}"))
+        .await;
+    assert_eq!(status, 200);
+    let mut list = body["events"].as_array().unwrap().clone();
+    list.reverse();
+    list
+}
+
+fn transitions(evs: &[Value]) -> Vec<String> {
+    evs.iter()
+        .map(|e| {
+            format!(
+                "{}->{}",
+                e["from"].as_str().unwrap_or("-"),
+                e["to"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+async fn post(port: u16, path: &str) {
+    let _ = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}{path}"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+}
+
+/// Alive and not a zombie (Linux: a container's PID 1 may not reap orphans quickly).
+#[cfg(target_os = "linux")]
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap();
+            state != 'Z' && state != 'X'
+        }
+        Err(_) => false,
+    }
+}
+
+async fn read_stream_until(resp: &mut reqwest::Response, needle: &str) -> String {
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} never arrived: {seen}"
+        );
+        if let Ok(Ok(Some(chunk))) =
+            tokio::time::timeout(Duration::from_millis(500), resp.chunk()).await
+        {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+    seen
+}
+
+async fn stream_ends(resp: &mut reqwest::Response) -> bool {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(_)) = resp.chunk().await {}
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test]
+async fn crash_restarts_with_backoff() {
+    let port = free_port();
+    let app = TestApp::start(&service_toml("svc", port, &[], "")).await;
+    let first = wait_state(&app, "svc", "running").await;
+    assert!(first["last_probe_latency_ms"].as_f64().is_some(), "{first}");
+    assert!(first["uptime_s"].is_u64(), "{first}");
+
+    post(port, "/exit/3").await;
+    let again = wait_new_pid(&app, "svc", &first["pid"]).await;
+    assert_eq!(again["restarts"], 1);
+    assert_eq!(again["last_exit"]["code"], 3);
+    assert_eq!(again["last_exit"]["reason"], "exit code 3");
+
+    let evs = events(&app, "svc").await;
+    let t = transitions(&evs);
+    let at = t
+        .iter()
+        .position(|x| x == "running->crashed")
+        .expect("crash event");
+    assert_eq!(
+        &t[at..at + 4],
+        [
+            "running->crashed",
+            "crashed->backoff",
+            "backoff->starting",
+            "starting->running"
+        ],
+        "{t:?}"
+    );
+    assert_eq!(evs[at]["reason"], "exit code 3");
+    assert_eq!(evs[at]["actor"], "supervisor");
+    let backoff = evs[at + 1]["reason"].as_str().unwrap();
+    assert!(backoff.starts_with("restarting in 100 ms"), "{backoff}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn crash_loop_ends_in_failed_with_an_event() {
+    let port = free_port();
+    let toml = service_toml(
+        "loop",
+        port,
+        &["--exit-after-ms", "50", "--exit-code", "7"],
+        "crash_loop = { restarts = 2, within_s = 60 }\nrestart = \"always\"",
+    );
+    let app = TestApp::start(&toml).await;
+    let failed = wait_state(&app, "loop", "failed").await;
+    assert_eq!(failed["restarts"], 2);
+    let evs = events(&app, "loop").await;
+    let last = evs.last().unwrap();
+    assert_eq!(last["to"], "failed");
+    assert_eq!(last["from"], "crashed");
+    let why = last["reason"].as_str().unwrap();
+    assert!(why.contains("crash loop: 2 restarts within 60 s"), "{why}");
+    assert!(why.contains("exit code 7"), "{why}");
+    // The backoff doubled between the two restarts.
+    let delays: Vec<&str> = evs
+        .iter()
+        .filter(|e| e["to"] == "backoff")
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert!(delays[0].starts_with("restarting in 100 ms"), "{delays:?}");
+    assert!(delays[1].starts_with("restarting in 200 ms"), "{delays:?}");
+    // No more retries: it stays failed.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(service(&app, "loop").await["state"], "failed");
+    assert_eq!(events(&app, "loop").await.len(), evs.len());
+    // A manual start tries again.
+    let (status, body) = app
+        .post_json("/api/v1/services/loop/start", &json!({}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while events(&app, "loop").await.len() == evs.len() {
+        assert!(Instant::now() < deadline, "manual start made no event");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let evs = events(&app, "loop").await;
+    let manual = evs.iter().find(|e| e["from"] == "failed").unwrap();
+    assert_eq!(manual["to"], "starting");
+    let why = manual["reason"].as_str().unwrap();
+    assert!(
+        why.starts_with("started by trusted client from 127.0.0.1"),
+        "{why}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn hang_is_unhealthy_then_restarted() {
+    let port = free_port();
+    let app = TestApp::start(&service_toml("hang", port, &[], "")).await;
+    let first = wait_state(&app, "hang", "running").await;
+    post(port, "/hang").await;
+    wait_new_pid(&app, "hang", &first["pid"]).await;
+    let evs = events(&app, "hang").await;
+    let t = transitions(&evs);
+    let at = t
+        .iter()
+        .position(|x| x == "running->unhealthy")
+        .expect("unhealthy event");
+    assert_eq!(
+        &t[at..at + 4],
+        [
+            "running->unhealthy",
+            "unhealthy->restarting",
+            "restarting->starting",
+            "starting->running"
+        ],
+        "{t:?}"
+    );
+    let why = evs[at]["reason"].as_str().unwrap();
+    assert!(why.starts_with("3 health probes failed"), "{why}");
+    assert!(why.contains("timed out after 300 ms"), "{why}");
+    #[cfg(target_os = "linux")]
+    assert!(
+        !alive(first["pid"].as_u64().unwrap() as u32),
+        "the hung process was not ended"
+    );
+    app.stop().await;
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn stop_ends_grandchildren_and_kills_what_ignores_sigterm() {
+    let port = free_port();
+    let app = TestApp::start(&service_toml("tree", port, &["--ignore-sigterm"], "")).await;
+    let s = wait_state(&app, "tree", "running").await;
+    let pid = s["pid"].as_u64().unwrap() as u32;
+    let grandchild: u32 = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/grandchild"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .parse()
+        .expect("grandchild pid");
+    #[cfg(target_os = "linux")]
+    assert!(alive(grandchild));
+    let started = Instant::now();
+    let (status, body) = app
+        .post_json("/api/v1/services/tree/stop", &json!({}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let stopped = wait_state(&app, "tree", "stopped").await;
+    // SIGTERM is ignored, so only the kill after stop_timeout_ms (1.5 s) ends it.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "stopped too early for a kill"
+    );
+    assert_eq!(stopped["pid"], Value::Null);
+    #[cfg(target_os = "linux")]
+    {
+        assert!(!alive(pid), "service still running");
+        assert!(!alive(grandchild), "grandchild still running");
+    }
+    let (_, logs) = app.get_json("/api/v1/services/tree/logs?tail=50").await;
+    let text = logs.to_string();
+    assert!(text.contains("SIGTERM received and ignored"), "{text}");
+    assert!(text.contains("killed the process tree"), "{text}");
+    let ev = events(&app, "tree").await;
+    let stop = ev.last().unwrap();
+    assert_eq!(stop["to"], "stopped");
+    let why = stop["reason"].as_str().unwrap();
+    assert!(
+        why.starts_with("stopped by trusted client from 127.0.0.1"),
+        "{why}"
+    );
+    let _ = pid;
+    app.stop().await;
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn graceful_stop_ends_a_tree_without_a_kill() {
+    let port = free_port();
+    let app = TestApp::start(&service_toml("nice", port, &["--grandchild"], "")).await;
+    wait_state(&app, "nice", "running").await;
+    let started = Instant::now();
+    app.post_json("/api/v1/services/nice/stop", &json!({}))
+        .await;
+    wait_state(&app, "nice", "stopped").await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1400),
+        "graceful stop waited for the kill"
+    );
+    let (_, logs) = app.get_json("/api/v1/services/nice/logs?tail=20").await;
+    assert!(logs.to_string().contains("stopped gracefully"), "{logs}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_stops_services_unless_detached() {
+    let (port, port2) = (free_port(), free_port());
+    let toml = format!(
+        "{}{}",
+        service_toml("attached", port, &[], ""),
+        service_toml("detached", port2, &[], "detach = true")
+    );
+    let app = TestApp::start(&toml).await;
+    let a = wait_state(&app, "attached", "running").await["pid"]
+        .as_u64()
+        .unwrap() as u32;
+    let d = wait_state(&app, "detached", "running").await["pid"]
+        .as_u64()
+        .unwrap() as u32;
+    app.stop().await;
+    #[cfg(target_os = "linux")]
+    {
+        assert!(!alive(a), "attached service left running");
+        assert!(alive(d), "detached service was stopped");
+    }
+    let health = reqwest::get(format!("http://127.0.0.1:{port2}/health")).await;
+    assert!(health.is_ok_and(|r| r.status() == 200));
+    let refused = reqwest::get(format!("http://127.0.0.1:{port}/health")).await;
+    assert!(refused.is_err(), "attached service still answers");
+    // Clean up the detached one ourselves.
+    post(port2, "/exit/0").await;
+    let _ = (a, d);
+}
+
+#[tokio::test]
+async fn port_taken_by_another_process_is_reported_and_not_started() {
+    let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let app = TestApp::start(&service_toml("busy", port, &[], "provides = [\"comfyui\"]")).await;
+    let s = wait_state(&app, "busy", "unavailable").await;
+    let why = s["reason"].as_str().unwrap();
+    assert!(
+        why.contains(&format!("port {port} is already in use")),
+        "{why}"
+    );
+    if cfg!(target_os = "linux") {
+        assert!(
+            why.contains(&format!("pid {}", std::process::id())),
+            "{why}"
+        );
+    }
+    assert_eq!(s["pid"], Value::Null);
+    assert_eq!(s["port_holder"].as_str(), Some(why));
+    let down = app
+        .app
+        .as_ref()
+        .unwrap()
+        .state
+        .provider_board
+        .down_reason("comfyui");
+    assert!(down.is_some_and(|d| d.contains("unavailable")));
+    // Once the port is free, the service starts (the recheck runs every 5 s).
+    drop(holder);
+    wait_state(&app, "busy", "running").await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn logs_api_tail_and_stream() {
+    let port = free_port();
+    let app = TestApp::start(&service_toml("talk", port, &["--print", "3"], "")).await;
+    wait_state(&app, "talk", "running").await;
+    let (status, body) = app.get_json("/api/v1/services/talk/logs?tail=100").await;
+    assert_eq!(status, 200);
+    let lines = body["lines"].as_array().unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["stream"] == "stdout" && l["line"] == "stdout line 2"),
+        "{body}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["stream"] == "stderr" && l["line"] == "stderr line 0"),
+        "{body}"
+    );
+    let (_, two) = app.get_json("/api/v1/services/talk/logs?tail=2").await;
+    assert_eq!(two["lines"].as_array().unwrap().len(), 2);
+    let file = PathBuf::from(body["file"].as_str().unwrap());
+    assert!(std::fs::read_to_string(&file)
+        .unwrap()
+        .contains("stderr line 2"));
+
+    let (status, bad) = app.get_json("/api/v1/services/talk/logs?tail=lots").await;
+    assert_eq!(status, 400);
+    assert_eq!(bad["error"]["code"], "VALIDATION_ERROR");
+    let (status, missing) = app.get_json("/api/v1/services/nope/logs").await;
+    assert_eq!(status, 404);
+    assert_eq!(missing["error"]["code"], "NOT_FOUND");
+    let (status, _) = app
+        .post_json("/api/v1/services/nope/restart", &json!({}))
+        .await;
+    assert_eq!(status, 404);
+
+    // Live tail: a line printed now arrives on the stream.
+    let mut resp = app
+        .client
+        .get(app.url("/api/v1/services/talk/logs/stream"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    post(port, "/print/1").await;
+    let seen = read_stream_until(&mut resp, "stdout line 0").await;
+    assert!(seen.contains("event: log"), "{seen}");
+    // The stream ends when the app shuts down.
+    app.app.as_ref().unwrap().request_shutdown();
+    assert!(
+        stream_ends(&mut resp).await,
+        "log stream did not end on shutdown"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn events_api_and_stream() {
+    let port = free_port();
+    let app = TestApp::start(&service_toml("ev", port, &[], "autostart = false")).await;
+    assert_eq!(service(&app, "ev").await["state"], "stopped");
+    let mut stream = app
+        .client
+        .get(app.url("/api/v1/events/stream"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    app.post_json("/api/v1/services/ev/start", &json!({})).await;
+    wait_state(&app, "ev", "running").await;
+    let seen = read_stream_until(&mut stream, "\"to\":\"running\"").await;
+    assert!(seen.contains("event: service_state"), "{seen}");
+    assert!(seen.contains("\"to\":\"starting\""), "{seen}");
+
+    let (status, body) = app.get_json("/api/v1/events?limit=1").await;
+    assert_eq!(status, 200);
+    let list = body["events"].as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["to"], "running");
+    for key in ["id", "ts", "service", "from", "to", "reason", "actor"] {
+        assert!(list[0].get(key).is_some(), "missing {key}: {}", list[0]);
+    }
+    let (status, bad) = app.get_json("/api/v1/events?limit=x").await;
+    assert_eq!(status, 400);
+    assert_eq!(bad["error"]["code"], "VALIDATION_ERROR");
+    // Stored in SQLite.
+    let rows: i64 = app
+        .app
+        .as_ref()
+        .unwrap()
+        .state
+        .store
+        .with(|c| {
+            c.query_row(
+                "SELECT count(*) FROM events WHERE service = 'ev'",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .await
+        .unwrap();
+    assert!(rows >= 2);
+    app.app.as_ref().unwrap().request_shutdown();
+    assert!(
+        stream_ends(&mut stream).await,
+        "event stream did not end on shutdown"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn control_routes_need_the_admin_scope() {
+    let port = free_port();
+    let toml = format!(
+        "[server]\ntrusted_networks = [\"127.0.0.1/32\"]\napi_keys = [\"gateway-key-0123456789\"]\nadmin_keys = [\"admin-key-0123456789ab\"]\n{}",
+        service_toml("guarded", port, &[], "autostart = false")
+    );
+    let app = TestApp::start(&toml).await;
+    let outside = TestApp::client_from("127.0.0.5");
+    let url = app.url("/api/v1/services/guarded/start");
+    let r = outside.post(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = outside
+        .post(&url)
+        .bearer_auth("gateway-key-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "FORBIDDEN"
+    );
+    for path in ["/api/v1/services", "/api/v1/services/guarded/logs"] {
+        let r = outside
+            .get(app.url(path))
+            .bearer_auth("gateway-key-0123456789")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+    }
+    assert_eq!(service(&app, "guarded").await["state"], "stopped");
+    // The gateway key opens the event log and system status.
+    for path in ["/api/v1/events", "/api/v1/system?history=false"] {
+        let r = outside
+            .get(app.url(path))
+            .bearer_auth("gateway-key-0123456789")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+
+    let r = outside
+        .post(&url)
+        .bearer_auth("admin-key-0123456789ab")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let first = wait_state(&app, "guarded", "running").await;
+    let ev = events(&app, "guarded").await;
+    let who = ev.iter().find(|e| e["to"] == "starting").unwrap();
+    let why = who["reason"].as_str().unwrap();
+    assert!(
+        why.starts_with("started by admin from 127.0.0.5 (key "),
+        "{why}"
+    );
+    assert!(who["actor"]
+        .as_str()
+        .unwrap()
+        .starts_with("admin from 127.0.0.5"));
+    // A request cannot change the command: the body is ignored, the config wins.
+    let r = outside
+        .post(app.url("/api/v1/services/guarded/restart"))
+        .bearer_auth("admin-key-0123456789ab")
+        .json(&json!({"command": "/bin/sh", "args": ["-c", "echo pwned"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    wait_new_pid(&app, "guarded", &first["pid"]).await;
+    let (_, logs) = app.get_json("/api/v1/services/guarded/logs?tail=100").await;
+    assert!(!logs.to_string().contains("pwned"));
+    assert!(logs.to_string().contains("sparklio-test-service"), "{logs}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn restart_all_restarts_every_controllable_service() {
+    let (p1, p2) = (free_port(), free_port());
+    let toml = format!(
+        "{}{}",
+        service_toml("one", p1, &[], ""),
+        service_toml("two", p2, &[], "")
+    );
+    let app = TestApp::start(&toml).await;
+    let a = wait_state(&app, "one", "running").await["pid"].clone();
+    let b = wait_state(&app, "two", "running").await["pid"].clone();
+    let (status, body) = app
+        .post_json("/api/v1/services/restart-all", &json!({}))
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(body["services"], json!(["one", "two"]));
+    wait_new_pid(&app, "one", &a).await;
+    wait_new_pid(&app, "two", &b).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn docker_unavailable_is_reported_cleanly() {
+    let dead = free_port();
+    let toml = format!(
+        r#"
+[supervisor]
+docker_host = "tcp://127.0.0.1:{dead}"
+
+[[services]]
+name = "ollama-sparklio"
+kind = "docker"
+container = "ollama-sparklio"
+provides = ["ollama"]
+crash_loop = {{ restarts = 1, within_s = 60 }}
+health = {{ url = "http://127.0.0.1:{dead}/", interval_ms = 200, timeout_ms = 200 }}
+"#
+    );
+    let app = TestApp::start(&toml).await;
+    let s = wait_state(&app, "ollama-sparklio", "unavailable").await;
+    let why = s["reason"].as_str().unwrap();
+    assert!(why.starts_with("Docker is not running"), "{why}");
+    assert_eq!(s["restarts"], 0);
+    let state = &app.app.as_ref().unwrap().state;
+    let down = state
+        .provider_board
+        .down_reason("ollama")
+        .expect("provider marked down");
+    assert!(down.contains("Docker is not running"), "{down}");
+    // Not a crash loop: still unavailable after a recheck, never crashed or failed.
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    assert_eq!(
+        service(&app, "ollama-sparklio").await["state"],
+        "unavailable"
+    );
+    let evs = events(&app, "ollama-sparklio").await;
+    assert!(
+        evs.iter()
+            .all(|e| e["to"] != "crashed" && e["to"] != "failed"),
+        "{evs:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn gateway_link_marks_the_provider_down_while_its_service_is_down() {
+    let port = free_port();
+    let app = TestApp::start(&service_toml(
+        "comfy",
+        port,
+        &[],
+        "provides = [\"comfyui\"]\nautostart = false\nrestart = \"never\"",
+    ))
+    .await;
+    let board = |app: &TestApp| {
+        app.app
+            .as_ref()
+            .unwrap()
+            .state
+            .provider_board
+            .down_reason("comfyui")
+    };
+    wait_state(&app, "comfy", "stopped").await;
+    assert!(board(&app).is_some_and(|r| r.contains("service comfy is stopped")));
+    app.post_json("/api/v1/services/comfy/start", &json!({}))
+        .await;
+    wait_state(&app, "comfy", "running").await;
+    assert_eq!(board(&app), None);
+    post(port, "/exit/9").await;
+    wait_state(&app, "comfy", "crashed").await;
+    let r = board(&app).expect("down after the crash");
+    assert!(r.contains("crashed") && r.contains("exit code 9"), "{r}");
+    let backing = app
+        .app
+        .as_ref()
+        .unwrap()
+        .state
+        .supervisor
+        .provider_services("comfyui");
+    assert_eq!(backing.len(), 1);
+    assert_eq!(backing[0].0, "comfy");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn external_service_is_watched_not_controlled() {
+    let port = free_port();
+    let toml = format!(
+        "[[services]]\nname = \"ext\"\nkind = \"external\"\nhealth = {{ url = \"http://127.0.0.1:{port}/health\", interval_ms = 100, timeout_ms = 200, failures = 2 }}\n"
+    );
+    let app = TestApp::start(&toml).await;
+    let (status, body) = app
+        .post_json("/api/v1/services/ext/restart", &json!({}))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "NOT_CONTROLLABLE");
+    let mut child = std::process::Command::new(test_service())
+        .args(["--port", &port.to_string()])
+        .spawn()
+        .unwrap();
+    wait_state(&app, "ext", "running").await;
+    child.kill().unwrap();
+    let _ = child.wait();
+    let s = wait_state(&app, "ext", "unhealthy").await;
+    let why = s["reason"].as_str().unwrap();
+    assert!(why.contains("health probes failed"), "{why}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn system_status_answers_without_a_gpu() {
+    let app = TestApp::start("[system]\nsample_interval_ms = 500\n").await;
+    let (status, body) = app.get_json("/api/v1/system").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["memory_total_bytes"].as_u64().unwrap() > 0, "{body}");
+    assert!(body["cpu_percent"].is_number());
+    assert!(body["disk"]["total_bytes"].as_u64().unwrap() > 0, "{body}");
+    let gpu = &body["gpu"];
+    if gpu["available"] == false {
+        assert!(gpu["reason"].as_str().unwrap().contains("NVIDIA"), "{gpu}");
+        assert_eq!(gpu["devices"], json!([]));
+    }
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let (_, body) = app.get_json("/api/v1/system").await;
+    assert!(body["history"].as_array().unwrap().len() >= 2, "{body}");
+    app.stop().await;
+}
+
+#[test]
+fn default_config_service_examples_are_valid() {
+    // Uncomment the [[services]] examples of default.toml: they must parse and validate.
+    let text = sparklio_core::config::DEFAULT_TOML;
+    let start = text.find("# [[services]]").unwrap();
+    let mut examples = String::new();
+    for line in text[start..].lines() {
+        if let Some(rest) = line.strip_prefix("# ") {
+            if rest.starts_with("[[services]]") || rest.contains(" = ") {
+                examples.push_str(rest);
+                examples.push('\n');
+            }
+        }
+    }
+    let full = format!("{text}\n[llm.providers.ollama_lab]\nkind = \"ollama\"\nbase_url = \"http://127.0.0.1:11435\"\n{examples}");
+    let config: sparklio_core::config::Config = toml::from_str(&full).expect("examples parse");
+    let names: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "ollama-sparklio",
+            "ollama-lab",
+            "comfyui",
+            "ollama-native",
+            "comfyui-remote"
+        ]
+    );
+    let comfy = &config.services[2];
+    assert_eq!(
+        comfy.command.as_deref(),
+        Some(r"D:\AI\ComfyUI\python_embeded\python.exe")
+    );
+    assert!(comfy.args.windows(2).any(|w| w == ["--listen", "0.0.0.0"]));
+    let problems = sparklio_core::config::validate(&config);
+    assert!(problems.is_empty(), "{problems:?}");
+}
+
+/// A test double of the Docker Engine API (the few calls the supervisor makes), with
+/// the engine's real shapes: `/v1.xx/containers/{name}/json|start|stop|restart|logs`,
+/// 404 `{"message"}` for unknown containers, and the multiplexed log stream.
+mod docker_double {
+    use axum::body::Body;
+    use axum::http::{Method, StatusCode, Uri};
+    use axum::response::{IntoResponse, Response};
+    use serde_json::json;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Default)]
+    pub struct Engine {
+        pub running: bool,
+        pub pid: u32,
+        pub exit_code: i64,
+        pub calls: Vec<String>,
+    }
+
+    pub type Shared = Arc<Mutex<Engine>>;
+
+    fn frame(stream: u8, text: &str) -> Vec<u8> {
+        let mut f = vec![stream, 0, 0, 0];
+        f.extend_from_slice(&(text.len() as u32).to_be_bytes());
+        f.extend_from_slice(text.as_bytes());
+        f
+    }
+
+    async fn handle(engine: Shared, method: Method, uri: Uri) -> Response {
+        let path = uri.path();
+        // Strip the API version prefix (/v1.53).
+        let path = match path.strip_prefix("/v") {
+            Some(rest) => rest.find('/').map(|i| &rest[i..]).unwrap_or(path),
+            None => path,
+        };
+        if path == "/ollama/" {
+            let up = engine.lock().unwrap().running;
+            return if up {
+                (StatusCode::OK, "Ollama is running").into_response()
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE.into_response()
+            };
+        }
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let ["containers", name, action] = parts.as_slice() else {
+            return StatusCode::NOT_FOUND.into_response();
+        };
+        let mut e = engine.lock().unwrap();
+        e.calls.push(format!("{method} {action}"));
+        if *name != "ollama-sparklio" {
+            return (
+                StatusCode::NOT_FOUND,
+                axum::Json(json!({"message": format!("No such container: {name}")})),
+            )
+                .into_response();
+        }
+        match (method, *action) {
+            (Method::GET, "json") => {
+                let status = if e.running { "running" } else { "exited" };
+                axum::Json(json!({
+                    "Id": "4c1e5a0f", "Name": "/ollama-sparklio",
+                    "State": {"Status": status, "Running": e.running, "Paused": false,
+                              "Restarting": false, "OOMKilled": false, "Dead": false,
+                              "Pid": if e.running { e.pid } else { 0 }, "ExitCode": e.exit_code,
+                              "Error": "", "StartedAt": "2026-01-01T00:00:00Z",
+                              "FinishedAt": "0001-01-01T00:00:00Z"}
+                }))
+                .into_response()
+            }
+            (Method::POST, "start") => {
+                if e.running {
+                    return StatusCode::NOT_MODIFIED.into_response();
+                }
+                e.running = true;
+                e.pid += 1;
+                StatusCode::NO_CONTENT.into_response()
+            }
+            (Method::POST, "stop") => {
+                e.calls
+                    .push(format!("stop query {}", uri.query().unwrap_or("")));
+                e.running = false;
+                e.exit_code = 0;
+                StatusCode::NO_CONTENT.into_response()
+            }
+            (Method::POST, "restart") => {
+                e.running = true;
+                e.pid += 1;
+                StatusCode::NO_CONTENT.into_response()
+            }
+            (Method::GET, "logs") => {
+                let mut body = frame(1, "time=2026 level=INFO msg=\"Listening on [::]:11434\"\n");
+                body.extend(frame(2, "warning: no GPU layers offloaded\n"));
+                Response::builder()
+                    .header("content-type", "application/vnd.docker.multiplexed-stream")
+                    .body(Body::from(body))
+                    .unwrap()
+            }
+            _ => StatusCode::NOT_FOUND.into_response(),
+        }
+    }
+
+    /// Serve the double on 127.0.0.1; returns its port.
+    pub async fn serve(engine: Shared) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let app = axum::Router::new().fallback(move |method: Method, uri: Uri| {
+            let engine = engine.clone();
+            async move { handle(engine, method, uri).await }
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        port
+    }
+}
+
+#[tokio::test]
+async fn docker_container_is_started_watched_restarted_and_stopped() {
+    let engine = docker_double::Shared::default();
+    engine.lock().unwrap().pid = 4000;
+    let port = docker_double::serve(engine.clone()).await;
+    let toml = format!(
+        r#"
+[supervisor]
+docker_host = "tcp://127.0.0.1:{port}"
+
+[[services]]
+name = "ollama-sparklio"
+kind = "docker"
+container = "ollama-sparklio"
+provides = ["ollama"]
+stop_timeout_ms = 3000
+backoff = {{ initial_ms = 100, max_ms = 400 }}
+health = {{ url = "http://127.0.0.1:{port}/ollama/", interval_ms = 200, timeout_ms = 300, failures = 15 }}
+
+[[services]]
+name = "missing"
+kind = "docker"
+container = "not-there"
+"#
+    );
+    let app = TestApp::start(&toml).await;
+    let s = wait_state(&app, "ollama-sparklio", "running").await;
+    assert_eq!(s["pid"], 4001);
+    assert!(engine
+        .lock()
+        .unwrap()
+        .calls
+        .contains(&"POST start".to_string()));
+    let board = &app.app.as_ref().unwrap().state.provider_board;
+    assert_eq!(board.down_reason("ollama"), None);
+
+    // The container's own output shows in the service logs.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, logs) = app
+            .get_json("/api/v1/services/ollama-sparklio/logs?tail=50")
+            .await;
+        let text = logs.to_string();
+        if text.contains("Listening on [::]:11434") && text.contains("no GPU layers offloaded") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no container logs: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The container dies: crashed → backoff → started again.
+    {
+        let mut e = engine.lock().unwrap();
+        e.running = false;
+        e.exit_code = 137;
+    }
+    let again = wait_new_pid(&app, "ollama-sparklio", &json!(4001)).await;
+    assert_eq!(again["last_exit"]["code"], 137);
+    let evs = events(&app, "ollama-sparklio").await;
+    let crash = evs.iter().find(|e| e["to"] == "crashed").unwrap();
+    assert_eq!(
+        crash["reason"],
+        "container ollama-sparklio exited with code 137"
+    );
+
+    // Restart through the engine's restart call; stop with the stop timeout in seconds.
+    app.post_json("/api/v1/services/ollama-sparklio/restart", &json!({}))
+        .await;
+    wait_new_pid(&app, "ollama-sparklio", &again["pid"]).await;
+    assert!(engine
+        .lock()
+        .unwrap()
+        .calls
+        .contains(&"POST restart".to_string()));
+    app.post_json("/api/v1/services/ollama-sparklio/stop", &json!({}))
+        .await;
+    wait_state(&app, "ollama-sparklio", "stopped").await;
+    assert!(!engine.lock().unwrap().running);
+    assert!(engine
+        .lock()
+        .unwrap()
+        .calls
+        .iter()
+        .any(|c| c.starts_with("stop query") && c.contains("t=3")));
+    assert!(board.down_reason("ollama").is_some());
+
+    // An unknown container fails at once with a clear reason (no retry loop).
+    let m = wait_state(&app, "missing", "failed").await;
+    let why = m["reason"].as_str().unwrap();
+    assert!(why.contains("\"not-there\" does not exist"), "{why}");
+    assert_eq!(m["restarts"], 0);
+    app.stop().await;
+}
