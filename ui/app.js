@@ -141,7 +141,7 @@ function reportError(e) {
 const LEVELS = {
   running: "ok",
   starting: "degraded", restarting: "degraded", backoff: "degraded", unhealthy: "degraded",
-  crashed: "down", failed: "down", stopped: "idle",
+  crashed: "down", failed: "down", unavailable: "down", stopped: "idle",
 };
 
 function levelOf(state) { return LEVELS[state] || "idle"; }
@@ -189,10 +189,11 @@ function renderServices(list) {
       ["pid", svc.pid],
       ["cpu / memory", `${fmt.pct(svc.cpu_percent)} / ${fmt.bytes(svc.memory_bytes)}`],
       ["port", svc.port],
-      ["probe", fmt.ms(svc.probe_latency_ms)],
+      ["probe", fmt.ms(svc.last_probe_latency_ms)],
       ["provides", (svc.provides || []).join(", ") || "—"],
     ]));
-    card.querySelector(".error").textContent = svc.last_error || "";
+    // Why it is not running (e.g. "Docker is not running", "port 8188 is already in use").
+    card.querySelector(".error").textContent = svc.state === "running" ? "" : svc.reason || svc.last_error || "";
   }
   for (const [name, card] of ui.services) {
     if (!seen.has(name)) { card.remove(); ui.services.delete(name); }
@@ -300,28 +301,35 @@ function setTile(id, text, series, max) {
   sparkline(tile.querySelector("canvas"), series, max);
 }
 
-function renderSystem(sample) {
-  if (!sample) return;
+// A system document (`/api/v1/system` or a snapshot) or a history sample, as one point.
+function systemPoint(doc) {
+  const gpu = (doc.gpu && doc.gpu.devices && doc.gpu.devices[0]) || (doc.gpus && doc.gpus[0]) || null;
+  return { ts: doc.sampled_at || doc.ts, cpu: doc.cpu_percent, memUsed: doc.memory_used_bytes, memTotal: doc.memory_total_bytes, gpu };
+}
+
+function renderSystem(doc, remember = true) {
+  if (!doc || doc.cpu_percent == null) return;
   ensureSystemTiles();
-  ui.history.push(sample);
+  const point = systemPoint(doc);
+  const last = ui.history[ui.history.length - 1];
+  if (remember && (!last || last.ts !== point.ts)) ui.history.push(point);
   while (ui.history.length > HISTORY_POINTS) ui.history.shift();
   const h = ui.history;
-  const gpu = sample.gpu || {};
-  const gpuOk = gpu.available !== false && gpu.utilization_percent != null;
-  $("#gpu-note").hidden = gpuOk;
-  $("#gpu-note").textContent = gpuOk ? "" : `GPU: ${gpu.reason || "no NVIDIA GPU detected"}`;
-  setTile("m-gpu", gpuOk ? fmt.pct(gpu.utilization_percent) : "—", h.map((s) => s.gpu?.utilization_percent), 100);
-  setTile("m-vram", gpuOk ? `${fmt.bytes(gpu.vram_used_bytes)} / ${fmt.bytes(gpu.vram_total_bytes)}` : "—", h.map((s) => s.gpu?.vram_used_bytes), gpu.vram_total_bytes);
-  setTile("m-temp", gpu.temperature_c != null ? `${gpu.temperature_c} °C` : "—", h.map((s) => s.gpu?.temperature_c), 100);
-  setTile("m-power", gpu.power_w != null ? `${Math.round(gpu.power_w)} W` : "—", h.map((s) => s.gpu?.power_w));
-  setTile("m-cpu", fmt.pct(sample.cpu_percent), h.map((s) => s.cpu_percent), 100);
-  setTile("m-ram", `${fmt.bytes(sample.memory_used_bytes)} / ${fmt.bytes(sample.memory_total_bytes)}`, h.map((s) => s.memory_used_bytes), sample.memory_total_bytes);
+  const gpu = point.gpu;
+  $("#gpu-note").hidden = !!gpu;
+  $("#gpu-note").textContent = gpu ? "" : `GPU: ${doc.gpu?.reason || "no NVIDIA GPU detected"}`;
+  setTile("m-gpu", gpu ? `${fmt.pct(gpu.utilization_percent)}${gpu.name ? " · " + gpu.name : ""}` : "—", h.map((p) => p.gpu?.utilization_percent), 100);
+  setTile("m-vram", gpu ? `${fmt.bytes(gpu.memory_used_bytes)} / ${fmt.bytes(gpu.memory_total_bytes)}` : "—", h.map((p) => p.gpu?.memory_used_bytes), gpu?.memory_total_bytes);
+  setTile("m-temp", gpu?.temperature_c != null ? `${gpu.temperature_c} °C` : "—", h.map((p) => p.gpu?.temperature_c), 100);
+  setTile("m-power", gpu?.power_w != null ? `${Math.round(gpu.power_w)} W` : "—", h.map((p) => p.gpu?.power_w));
+  setTile("m-cpu", fmt.pct(point.cpu), h.map((p) => p.cpu), 100);
+  setTile("m-ram", `${fmt.bytes(point.memUsed)} / ${fmt.bytes(point.memTotal)}`, h.map((p) => p.memUsed), point.memTotal);
 }
 
 async function loadSystemHistory() {
   const body = await api("/api/v1/system");
-  ui.history = (body.history || []).slice(-HISTORY_POINTS + 1);
-  renderSystem(body.current || body);
+  ui.history = (body.history || []).slice(-HISTORY_POINTS).map(systemPoint);
+  renderSystem(body);
 }
 
 // ---------- gateway ----------
@@ -369,8 +377,8 @@ function modelTable(models, missing) {
       "tr",
       { class: m.loaded ? "loaded" : "" },
       el("td", { text: m.name }),
-      el("td", { text: fmt.bytes(m.size) }),
-      el("td", { text: m.family || "—" }),
+      el("td", { text: fmt.bytes(m.size_bytes) }),
+      el("td", { text: [m.family, m.parameter_size].filter(Boolean).join(" ") || "—" }),
       el("td", { text: m.quantization || "—" }),
       el("td", { text: m.modified_at ? new Date(m.modified_at).toLocaleDateString() : "—" }),
       el("td", { text: m.loaded ? `loaded, ${fmt.bytes(m.size_vram)} VRAM` : "" }),
@@ -392,7 +400,8 @@ function renderModels(body) {
   const parts = [];
   for (const inst of body.llm || []) {
     parts.push(el("h3", { text: `${inst.provider} (${inst.kind}) — ${inst.base_url || ""}` }));
-    if (inst.error) parts.push(el("p", { class: "empty", text: `unreachable: ${inst.error}` }));
+    if (inst.service_down) parts.push(el("p", { class: "empty", text: `service down: ${inst.service_down}` }));
+    else if (inst.error) parts.push(el("p", { class: "empty", text: `unreachable: ${inst.error}` }));
     parts.push(modelTable(inst.models || [], inst.missing));
   }
   for (const inst of body.media || []) {
@@ -427,7 +436,7 @@ function eventItem(ev) {
     document.createTextNode(` ${ev.from || "—"} → `),
     el("span", { class: toClass, text: ev.to }),
     document.createTextNode(ev.reason ? ` — ${ev.reason}` : ""),
-    ev.actor ? el("span", { class: "when", text: ` (${ev.actor})` }) : null,
+    ev.actor && !(ev.reason || "").includes(ev.actor) ? el("span", { class: "when", text: ` (${ev.actor})` }) : null,
   );
 }
 

@@ -22,7 +22,8 @@ pub fn level_of_state(state: &str) -> Level {
     match state {
         "running" => Level::Ok,
         "starting" | "restarting" | "backoff" | "unhealthy" => Level::Degraded,
-        "crashed" | "failed" => Level::Down,
+        // `unavailable`: Docker is not running, or another process holds the port.
+        "crashed" | "failed" | "unavailable" => Level::Down,
         // Stopped on purpose, or not managed: not a fault.
         _ => Level::Ok,
     }

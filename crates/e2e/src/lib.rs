@@ -12,7 +12,38 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The W3C element reference key.
-const ELEMENT_KEY: &str = "element-6066-11e4-a52f-4a5d9ba2d45a";
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// The workspace's `sparklio-test-service` binary (a stand-in service for the supervisor),
+/// built once per test run by the cargo that builds these tests, taken from this test
+/// executable's profile folder.
+pub fn test_service() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>")
+            .to_path_buf();
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "sparklio-test-service"])
+            .stdin(Stdio::null())
+            .status()
+            .expect("cargo build -p sparklio-test-service");
+        assert!(
+            status.success(),
+            "cargo build -p sparklio-test-service failed"
+        );
+        let bin = profile_dir.join(format!(
+            "sparklio-test-service{}",
+            std::env::consts::EXE_SUFFIX
+        ));
+        assert!(bin.exists(), "{} missing", bin.display());
+        bin
+    })
+    .clone()
+}
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {

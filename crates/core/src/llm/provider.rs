@@ -111,6 +111,13 @@ pub struct ModelEntry {
     pub size_bytes: Option<u64>,
     /// Loaded in memory right now (Ollama `/api/ps`).
     pub loaded: bool,
+    /// Model family, parameter count and quantisation, as Ollama reports them.
+    pub family: Option<String>,
+    pub parameter_size: Option<String>,
+    pub quantization: Option<String>,
+    pub modified_at: Option<String>,
+    /// Bytes of it in GPU memory while loaded (`/api/ps` `size_vram`).
+    pub size_vram: Option<u64>,
 }
 
 /// The result of a cheap reachability check.

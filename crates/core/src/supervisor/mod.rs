@@ -276,3 +276,27 @@ impl Supervisor {
         }
     }
 }
+
+/// Add `services` (the supervised services backing it: name, state, reason) to each
+/// provider object of a health answer, so clients see *why* a provider is down.
+pub fn annotate_provider_services(
+    state: &crate::app::SharedState,
+    providers: &mut serde_json::Value,
+) {
+    let Some(map) = providers.as_object_mut() else {
+        return;
+    };
+    for (name, entry) in map.iter_mut() {
+        let services: Vec<serde_json::Value> = state
+            .supervisor
+            .provider_services(name)
+            .into_iter()
+            .map(|(service, st)| {
+                serde_json::json!({"name": service, "state": st.state, "reason": st.reason, "since": st.since})
+            })
+            .collect();
+        if let Some(obj) = entry.as_object_mut() {
+            obj.insert("services".into(), serde_json::Value::Array(services));
+        }
+    }
+}

@@ -27,6 +27,8 @@ pub async fn snapshot(state: &SharedState) -> Value {
         .unwrap_or_default();
     json!({
         "status": status_json(state),
+        "services": super::services::services_json(state),
+        "system": super::system::system_json(state, false).await,
         "usage": {
             "summary": summary,
             "generator_mode": state.runtime.mode().as_str(),
@@ -37,11 +39,19 @@ pub async fn snapshot(state: &SharedState) -> Value {
 }
 
 pub async fn stream(State(state): State<SharedState>) -> impl IntoResponse {
+    use futures::StreamExt;
     let st = state.clone();
     let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(SNAPSHOT_EVERY));
-    let snapshots = futures::StreamExt::then(ticks, move |_| {
+    let snapshots = ticks.then(move |_| {
         let st = st.clone();
         async move { json_event("snapshot", &snapshot(&st).await) }
     });
-    sse_response(snapshots, state.shutdown.clone())
+    // State changes as they happen (a lagging client skips what it missed; the next
+    // snapshot has the current states anyway).
+    let events = tokio_stream::wrappers::BroadcastStream::new(state.supervisor.events.subscribe())
+        .filter_map(|e| async move { e.ok().map(|e| json_event("event", &e)) });
+    sse_response(
+        futures::stream::select(snapshots, events),
+        state.shutdown.clone(),
+    )
 }

@@ -44,6 +44,7 @@ pub async fn health(State(state): State<SharedState>) -> Json<Value> {
         .health(state.runtime.mode(), &state.provider_board)
         .await;
     body["paused"] = json!(state.runtime.paused());
+    crate::supervisor::annotate_provider_services(&state, &mut body["providers"]);
     Json(body)
 }
 

@@ -557,6 +557,8 @@ pub async fn health(State(state): State<SharedState>) -> Json<Value> {
         .and_then(Value::as_str)
         == Some("healthy");
     let (queued, running) = state.media.jobs.counts();
+    let mut providers = Value::Object(providers);
+    crate::supervisor::annotate_provider_services(&state, &mut providers);
     Json(json!({
         "gateway": if healthy { "healthy" } else { "unhealthy" },
         "mode": mode.as_str(),

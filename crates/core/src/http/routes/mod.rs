@@ -4,6 +4,7 @@ pub mod dashboard;
 pub mod flows;
 pub mod llm;
 pub mod media;
+pub mod models;
 pub mod runtime;
 pub mod services;
 pub mod status;
@@ -44,6 +45,7 @@ pub fn gateway_routes() -> Router<SharedState> {
         .route("/api/v1/events", get(services::events))
         .route("/api/v1/events/stream", get(services::events_stream))
         .route("/api/v1/system", get(system::system))
+        .route("/api/v1/models", get(models::models))
 }
 
 /// Control routes (admin key or trusted network).

@@ -39,6 +39,16 @@ fn entry<'a>(state: &'a SharedState, name: &str) -> Result<&'a Arc<ServiceEntry>
     })
 }
 
+/// Every service as the list route shows it.
+pub fn services_json(state: &SharedState) -> Vec<Value> {
+    state
+        .supervisor
+        .services()
+        .iter()
+        .map(|e| service_json(state, e))
+        .collect()
+}
+
 fn service_json(state: &SharedState, e: &ServiceEntry) -> Value {
     let st = e.status();
     let usage = st.pid.and_then(|pid| state.system.tree_usage(pid));
@@ -71,13 +81,7 @@ fn service_json(state: &SharedState, e: &ServiceEntry) -> Value {
 }
 
 pub async fn list(State(state): State<SharedState>) -> Json<Value> {
-    let services: Vec<Value> = state
-        .supervisor
-        .services()
-        .iter()
-        .map(|e| service_json(&state, e))
-        .collect();
-    Json(json!({ "services": services }))
+    Json(json!({ "services": services_json(&state) }))
 }
 
 pub async fn get_one(

@@ -40,8 +40,17 @@ pub fn status_json(state: &SharedState) -> Value {
             json!({"name": s.name, "kind": s.kind, "state": state, "autostart": s.autostart, "provides": s.provides})
         })
         .collect();
+    let states: Vec<(String, String)> = state
+        .supervisor
+        .services()
+        .iter()
+        .map(|e| (e.config.name.clone(), e.status().state.as_str().to_string()))
+        .collect();
+    let (level, summary) =
+        crate::notify::overall(states.iter().map(|(n, s)| (n.as_str(), s.as_str())));
     json!({
         "name": "sparklio-desk",
+        "health": {"level": level, "summary": summary},
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": state.started_at.elapsed().as_secs(),
         "generator_mode": state.runtime.mode().as_str(),

@@ -13,6 +13,11 @@ pub struct SystemQuery {
 }
 
 pub async fn system(State(state): State<SharedState>, Query(q): Query<SystemQuery>) -> Json<Value> {
+    Json(system_json(&state, q.history.unwrap_or(true)).await)
+}
+
+/// The system document (the dashboard stream carries it without history).
+pub async fn system_json(state: &SharedState, with_history: bool) -> Value {
     let monitor = state.system.clone();
     // The first call may come before the first sample (and loads NVML): take one now.
     let latest = match monitor.latest() {
@@ -30,12 +35,12 @@ pub async fn system(State(state): State<SharedState>, Query(q): Query<SystemQuer
         .ok()
         .flatten();
     let (gpu_available, gpu_reason) = monitor.gpu_status();
-    let history = if q.history.unwrap_or(true) {
+    let history = if with_history {
         json!(monitor.history())
     } else {
         Value::Null
     };
-    Json(json!({
+    json!({
         "cpu_percent": latest.as_ref().map(|s| s.cpu_percent),
         "memory_used_bytes": latest.as_ref().map(|s| s.memory_used_bytes),
         "memory_total_bytes": latest.as_ref().map(|s| s.memory_total_bytes),
@@ -48,5 +53,5 @@ pub async fn system(State(state): State<SharedState>, Query(q): Query<SystemQuer
         "sampled_at": latest.as_ref().map(|s| s.ts.clone()),
         "sample_interval_ms": state.config().system.sample_interval_ms,
         "history": history,
-    }))
+    })
 }

@@ -110,6 +110,11 @@ impl LlmProvider for MockProvider {
                 name: m.clone(),
                 size_bytes: None,
                 loaded: true,
+                family: None,
+                parameter_size: None,
+                quantization: None,
+                modified_at: None,
+                size_vram: None,
             })
             .collect())
     }

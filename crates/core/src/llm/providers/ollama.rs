@@ -376,10 +376,17 @@ impl LlmProvider for OllamaProvider {
     async fn list_models(&self) -> Result<Vec<ModelEntry>, ProviderError> {
         let tags = self.get_json("/api/tags").await?;
         // /api/ps is newer than /api/tags; an Ollama without it still lists models.
-        let loaded: Vec<String> = match self.get_json("/api/ps").await {
-            Ok(ps) => model_names(&ps),
-            Err(_) => vec![],
+        let ps = self.get_json("/api/ps").await.unwrap_or(Value::Null);
+        let loaded: Vec<String> = model_names(&ps);
+        let vram_of = |name: &str| {
+            ps.get("models")?
+                .as_array()?
+                .iter()
+                .find(|m| m.get("name").and_then(Value::as_str) == Some(name))?
+                .get("size_vram")?
+                .as_u64()
         };
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
         Ok(tags
             .get("models")
             .and_then(Value::as_array)
@@ -392,9 +399,15 @@ impl LlmProvider for OllamaProvider {
                             .or_else(|| m.get("model"))
                             .and_then(Value::as_str)?
                             .to_string();
+                        let details = m.get("details");
                         Some(ModelEntry {
                             loaded: loaded.contains(&name),
                             size_bytes: m.get("size").and_then(Value::as_u64),
+                            family: text(details.and_then(|d| d.get("family"))),
+                            parameter_size: text(details.and_then(|d| d.get("parameter_size"))),
+                            quantization: text(details.and_then(|d| d.get("quantization_level"))),
+                            modified_at: text(m.get("modified_at")),
+                            size_vram: vram_of(&name),
                             name,
                         })
                     })
