@@ -1,8 +1,20 @@
-// Sparklio Desk dashboard: plain JS, no build step. Reads the core's JSON APIs.
+// Sparklio Desk dashboard: plain JS, no build step, no framework.
+// Everything comes from the core's JSON APIs; live updates arrive over Server-Sent
+// Events (read with fetch, so the admin key can travel in a header).
 "use strict";
 
 const KEY_STORAGE = "sparklio-desk.admin-key";
+const HISTORY_POINTS = 180; // sparkline length
 const $ = (sel) => document.querySelector(sel);
+
+const ui = {
+  services: new Map(), // name -> card element
+  logAbort: null,
+  history: [], // system samples, oldest first
+  lastStatus: null,
+};
+
+// ---------- HTTP ----------
 
 function authHeaders() {
   const key = localStorage.getItem(KEY_STORAGE);
@@ -10,7 +22,10 @@ function authHeaders() {
 }
 
 async function api(path, init = {}) {
-  const resp = await fetch(path, { ...init, headers: { ...authHeaders(), ...(init.headers || {}) } });
+  const resp = await fetch(path, {
+    ...init,
+    headers: { ...authHeaders(), ...(init.body ? { "Content-Type": "application/json" } : {}), ...(init.headers || {}) },
+  });
   const body = await resp.json().catch(() => null);
   if (!resp.ok) {
     const err = new Error(body?.error?.message || `HTTP ${resp.status}`);
@@ -21,85 +36,555 @@ async function api(path, init = {}) {
   return body;
 }
 
-function setConnection(state, text) {
-  const el = $("#conn");
-  el.dataset.state = state;
-  el.textContent = text;
-}
-
-function showBanner(text) {
-  const el = $("#banner");
-  el.hidden = !text;
-  el.textContent = text || "";
-}
-
-function cell(text) {
-  const td = document.createElement("td");
-  td.textContent = text ?? "—";
-  return td;
-}
-
-function fillTable(selector, rows, columns) {
-  const body = $(`${selector} tbody`);
-  body.replaceChildren(...rows.map((r) => {
-    const tr = document.createElement("tr");
-    tr.append(...columns.map((c) => cell(r[c])));
-    return tr;
-  }));
-}
-
-function formatUptime(s) {
-  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
-  return h ? `${h} h ${m} min` : m ? `${m} min ${s % 60} s` : `${s} s`;
-}
-
-function renderStatus(st) {
-  $("#mode").textContent = `${st.generator_mode} mode${st.paused ? " · paused" : ""}`;
-  const list = $("#status-list");
-  const items = [
-    ["version", st.version],
-    ["listening", st.bind],
-    ["uptime", formatUptime(st.uptime_s)],
-    ["config", st.config_file || "built-in defaults"],
-    ["data", st.data_dir],
-  ];
-  list.replaceChildren(...items.flatMap(([k, v]) => {
-    const dt = document.createElement("dt"); dt.textContent = k;
-    const dd = document.createElement("dd"); dd.textContent = v;
-    return [dt, dd];
-  }));
-  fillTable("#llm-providers", st.providers.llm, ["name", "kind", "base_url", "default_model"]);
-  fillTable("#media-providers", st.providers.media, ["name", "kind", "base_url"]);
-  const services = $("#services");
-  if (!st.services.length) {
-    services.innerHTML = '<p class="empty">No services configured. Add [[services]] to the config file.</p>';
-  } else {
-    services.replaceChildren(...st.services.map((s) => {
-      const div = document.createElement("div");
-      div.className = "service";
-      div.dataset.name = s.name;
-      div.textContent = `${s.name} (${s.kind})`;
-      return div;
-    }));
+// Read a text/event-stream with fetch; calls onEvent(name, data) per event.
+// Resolves when the stream ends, rejects on HTTP or network errors.
+async function readEvents(path, onEvent, signal) {
+  const resp = await fetch(path, { headers: { ...authHeaders(), Accept: "text/event-stream" }, signal });
+  if (!resp.ok) {
+    const body = await resp.json().catch(() => null);
+    const err = new Error(body?.error?.message || `HTTP ${resp.status}`);
+    err.status = resp.status;
+    throw err;
   }
-}
-
-async function refresh() {
-  try {
-    const st = await api("/api/v1/status");
-    setConnection("up", "connected");
-    showBanner("");
-    renderStatus(st);
-  } catch (e) {
-    if (e.status === 401 || e.status === 403) {
-      setConnection("down", "key needed");
-      showBanner("This dashboard is opened from another machine: enter an admin key (Key button).");
-    } else {
-      setConnection("down", "core unreachable");
-      showBanner(`Sparklio Desk core is unreachable: ${e.message}. Retrying…`);
+  const reader = resp.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.search(/\r?\n\r?\n/)) >= 0) {
+      const block = buffer.slice(0, cut);
+      buffer = buffer.slice(cut).replace(/^\r?\n\r?\n/, "");
+      let name = "message";
+      const data = [];
+      for (const line of block.split(/\r?\n/)) {
+        if (line.startsWith("event:")) name = line.slice(6).trim();
+        else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+      }
+      if (!data.length) continue;
+      let parsed;
+      try { parsed = JSON.parse(data.join("\n")); } catch { parsed = data.join("\n"); }
+      onEvent(name, parsed);
     }
   }
 }
+
+// ---------- formatting ----------
+
+const fmt = {
+  bytes(n) {
+    if (n == null) return "—";
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let i = 0;
+    while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+    return `${n.toFixed(n >= 100 || i === 0 ? 0 : 1)} ${units[i]}`;
+  },
+  pct(n) { return n == null ? "—" : `${Math.round(n)} %`; },
+  ms(n) { return n == null ? "—" : n >= 1000 ? `${(n / 1000).toFixed(2)} s` : `${Math.round(n)} ms`; },
+  uptime(s) {
+    if (s == null) return "—";
+    const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
+    return d ? `${d} d ${h} h` : h ? `${h} h ${m} min` : m ? `${m} min ${s % 60} s` : `${s} s`;
+  },
+  time(ts) {
+    if (!ts) return "";
+    const d = new Date(ts);
+    return isNaN(d) ? ts : d.toLocaleTimeString();
+  },
+};
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v == null) continue;
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("data-")) node.setAttribute(k, v);
+    else node[k] = v;
+  }
+  node.append(...children.filter((c) => c != null));
+  return node;
+}
+
+function definitionList(items) {
+  return items.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v ?? "—" })]);
+}
+
+// ---------- connection state ----------
+
+function setConnection(state, text) {
+  const pill = $("#conn");
+  pill.dataset.state = state;
+  pill.textContent = text;
+}
+
+function showBanner(text) {
+  const b = $("#banner");
+  b.hidden = !text;
+  b.textContent = text || "";
+}
+
+function reportError(e) {
+  if (e.status === 401 || e.status === 403) {
+    setConnection("down", "key needed");
+    showBanner("This dashboard is opened from another machine: enter an admin key (Key button).");
+  } else {
+    setConnection("down", "core unreachable");
+    showBanner(`Sparklio Desk core is unreachable (${e.message}). Reconnecting…`);
+  }
+}
+
+// ---------- services ----------
+
+const LEVELS = {
+  running: "ok",
+  starting: "degraded", restarting: "degraded", backoff: "degraded", unhealthy: "degraded",
+  crashed: "down", failed: "down", stopped: "idle",
+};
+
+function levelOf(state) { return LEVELS[state] || "idle"; }
+
+function serviceCard(svc) {
+  const card = el("article", { class: "service", "data-name": svc.name });
+  card.append(
+    el("div", { class: "title" }, el("span", { class: "name", text: svc.name }), el("span", { class: "state" })),
+    el("dl"),
+    el("div", { class: "error" }),
+    el(
+      "div",
+      { class: "actions" },
+      ...["start", "stop", "restart"].map((action) =>
+        el("button", { type: "button", class: action === "restart" ? "" : "secondary", text: action[0].toUpperCase() + action.slice(1), "data-action": action, onclick: () => serviceAction(svc.name, action) }),
+      ),
+      el("button", { type: "button", class: "secondary", text: "Logs", onclick: () => openLogs(svc.name) }),
+    ),
+  );
+  return card;
+}
+
+function renderServices(list) {
+  const box = $("#services");
+  if (!list.length) {
+    box.replaceChildren(el("p", { class: "empty", text: "No services configured. Add [[services]] to the config file (see `sparklio-desk config default`)." }));
+    ui.services.clear();
+    return;
+  }
+  const seen = new Set();
+  for (const svc of list) {
+    seen.add(svc.name);
+    let card = ui.services.get(svc.name);
+    if (!card) {
+      card = serviceCard(svc);
+      ui.services.set(svc.name, card);
+    }
+    card.dataset.level = levelOf(svc.state);
+    card.dataset.state = svc.state;
+    card.querySelector(".state").textContent = svc.state;
+    card.querySelector("dl").replaceChildren(...definitionList([
+      ["kind", svc.kind],
+      ["uptime", svc.state === "running" ? fmt.uptime(svc.uptime_s) : "—"],
+      ["restarts", svc.restarts],
+      ["pid", svc.pid],
+      ["cpu / memory", `${fmt.pct(svc.cpu_percent)} / ${fmt.bytes(svc.memory_bytes)}`],
+      ["port", svc.port],
+      ["probe", fmt.ms(svc.probe_latency_ms)],
+      ["provides", (svc.provides || []).join(", ") || "—"],
+    ]));
+    card.querySelector(".error").textContent = svc.last_error || "";
+  }
+  for (const [name, card] of ui.services) {
+    if (!seen.has(name)) { card.remove(); ui.services.delete(name); }
+  }
+  box.replaceChildren(...list.map((s) => ui.services.get(s.name)));
+}
+
+async function serviceAction(name, action) {
+  const card = ui.services.get(name);
+  const buttons = card ? [...card.querySelectorAll("button[data-action]")] : [];
+  buttons.forEach((b) => (b.disabled = true));
+  try {
+    await api(`/api/v1/services/${encodeURIComponent(name)}/${action}`, { method: "POST" });
+    await refreshServices();
+  } catch (e) {
+    alert(`${action} ${name}: ${e.message}`);
+  } finally {
+    buttons.forEach((b) => (b.disabled = false));
+  }
+}
+
+async function refreshServices() {
+  const body = await api("/api/v1/services");
+  renderServices(body.services || []);
+}
+
+// ---------- logs ----------
+
+function appendLog(entry) {
+  const pre = $("#log-lines");
+  const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+  const line = el("span", { class: entry.stream === "stderr" ? "stderr" : "", text: `${entry.line ?? entry}\n` });
+  pre.append(line);
+  while (pre.childNodes.length > 2000) pre.firstChild.remove();
+  if (atBottom) pre.scrollTop = pre.scrollHeight;
+}
+
+async function openLogs(name) {
+  if (ui.logAbort) ui.logAbort.abort();
+  const abort = new AbortController();
+  ui.logAbort = abort;
+  $("#log-viewer").hidden = false;
+  $("#log-title").textContent = `Logs — ${name}`;
+  $("#log-lines").replaceChildren();
+  const path = `/api/v1/services/${encodeURIComponent(name)}/logs`;
+  try {
+    const body = await api(`${path}?tail=200`);
+    (body.lines || []).forEach(appendLog);
+    await readEvents(`${path}/stream`, (ev, data) => { if (ev === "log") appendLog(data); }, abort.signal);
+  } catch (e) {
+    if (e.name !== "AbortError") appendLog({ stream: "stderr", line: `[log stream ended: ${e.message}]` });
+  }
+}
+
+$("#log-close").addEventListener("click", () => {
+  if (ui.logAbort) ui.logAbort.abort();
+  $("#log-viewer").hidden = true;
+});
+
+// ---------- system ----------
+
+function sparkline(canvas, values, max) {
+  const dpr = window.devicePixelRatio || 1;
+  const w = canvas.clientWidth * dpr, h = canvas.clientHeight * dpr;
+  if (!w || !h) return;
+  canvas.width = w; canvas.height = h;
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, w, h);
+  const pts = values.filter((v) => v != null);
+  if (pts.length < 2) return;
+  const top = max || Math.max(...pts, 1);
+  ctx.strokeStyle = "#5b8def";
+  ctx.lineWidth = 1.5 * dpr;
+  ctx.beginPath();
+  values.forEach((v, i) => {
+    if (v == null) return;
+    const x = (i / (values.length - 1)) * w;
+    const y = h - (v / top) * (h - 2 * dpr) - dpr;
+    i ? ctx.lineTo(x, y) : ctx.moveTo(x, y);
+  });
+  ctx.stroke();
+}
+
+function metricTile(id, label) {
+  return el("div", { class: "metric", id }, el("div", { class: "label", text: label }), el("div", { class: "value", text: "—" }), el("canvas"));
+}
+
+function ensureSystemTiles() {
+  const box = $("#system");
+  if (box.childElementCount) return;
+  box.append(
+    metricTile("m-gpu", "GPU"),
+    metricTile("m-vram", "VRAM"),
+    metricTile("m-temp", "GPU temperature"),
+    metricTile("m-power", "GPU power"),
+    metricTile("m-cpu", "CPU"),
+    metricTile("m-ram", "RAM"),
+  );
+}
+
+function setTile(id, text, series, max) {
+  const tile = document.getElementById(id);
+  if (!tile) return;
+  tile.querySelector(".value").textContent = text;
+  sparkline(tile.querySelector("canvas"), series, max);
+}
+
+function renderSystem(sample) {
+  if (!sample) return;
+  ensureSystemTiles();
+  ui.history.push(sample);
+  while (ui.history.length > HISTORY_POINTS) ui.history.shift();
+  const h = ui.history;
+  const gpu = sample.gpu || {};
+  const gpuOk = gpu.available !== false && gpu.utilization_percent != null;
+  $("#gpu-note").hidden = gpuOk;
+  $("#gpu-note").textContent = gpuOk ? "" : `GPU: ${gpu.reason || "no NVIDIA GPU detected"}`;
+  setTile("m-gpu", gpuOk ? fmt.pct(gpu.utilization_percent) : "—", h.map((s) => s.gpu?.utilization_percent), 100);
+  setTile("m-vram", gpuOk ? `${fmt.bytes(gpu.vram_used_bytes)} / ${fmt.bytes(gpu.vram_total_bytes)}` : "—", h.map((s) => s.gpu?.vram_used_bytes), gpu.vram_total_bytes);
+  setTile("m-temp", gpu.temperature_c != null ? `${gpu.temperature_c} °C` : "—", h.map((s) => s.gpu?.temperature_c), 100);
+  setTile("m-power", gpu.power_w != null ? `${Math.round(gpu.power_w)} W` : "—", h.map((s) => s.gpu?.power_w));
+  setTile("m-cpu", fmt.pct(sample.cpu_percent), h.map((s) => s.cpu_percent), 100);
+  setTile("m-ram", `${fmt.bytes(sample.memory_used_bytes)} / ${fmt.bytes(sample.memory_total_bytes)}`, h.map((s) => s.memory_used_bytes), sample.memory_total_bytes);
+}
+
+async function loadSystemHistory() {
+  const body = await api("/api/v1/system");
+  ui.history = (body.history || []).slice(-HISTORY_POINTS + 1);
+  renderSystem(body.current || body);
+}
+
+// ---------- gateway ----------
+
+function renderUsage(summary, mode, paused) {
+  const s = summary || {};
+  $("#gateway-stats").replaceChildren(
+    ...[
+      ["generator mode", `${mode}${paused ? " · paused" : ""}`],
+      ["requests / min", s.requests_per_minute != null ? s.requests_per_minute.toFixed(1) : "—"],
+      ["error rate", s.requests ? fmt.pct(s.error_rate * 100) : "—"],
+      ["p50 / p95", s.requests ? `${fmt.ms(s.p50_ms)} / ${fmt.ms(s.p95_ms)}` : "—"],
+    ].map(([label, value]) => el("div", { class: "metric" }, el("div", { class: "label", text: label }), el("div", { class: "value", text: value }))),
+  );
+}
+
+function renderRecent(rows) {
+  $("#recent-requests tbody").replaceChildren(
+    ...rows.map((r) =>
+      el(
+        "tr",
+        {},
+        el("td", { text: fmt.time(r.ts) }),
+        el("td", { text: r.kind === "media" ? `media / ${r.task || ""}` : `${r.role || ""} / ${r.task || ""}` }),
+        el("td", { text: `${r.provider || "—"} / ${r.model || "—"}` }),
+        el("td", { text: r.total_tokens ?? "—" }),
+        el("td", { text: Math.round(r.latency_ms) }),
+        el("td", { text: r.error_code || r.status }),
+      ),
+    ),
+  );
+  if (!rows.length) $("#recent-requests tbody").append(el("tr", {}, el("td", { colSpan: 6, class: "empty", text: "No requests yet." })));
+}
+
+async function refreshRecent() {
+  const body = await api("/api/v1/usage?limit=15");
+  renderRecent(body.requests || []);
+}
+
+// ---------- models ----------
+
+function modelTable(models, missing) {
+  const rows = models.map((m) =>
+    el(
+      "tr",
+      { class: m.loaded ? "loaded" : "" },
+      el("td", { text: m.name }),
+      el("td", { text: fmt.bytes(m.size) }),
+      el("td", { text: m.family || "—" }),
+      el("td", { text: m.quantization || "—" }),
+      el("td", { text: m.modified_at ? new Date(m.modified_at).toLocaleDateString() : "—" }),
+      el("td", { text: m.loaded ? `loaded, ${fmt.bytes(m.size_vram)} VRAM` : "" }),
+    ),
+  );
+  for (const name of missing || []) {
+    rows.push(el("tr", { class: "missing" }, el("td", { text: name }), el("td", { colSpan: 5, text: "missing: a route needs it (ollama pull " + name + ")" })));
+  }
+  return el(
+    "table",
+    {},
+    el("thead", {}, el("tr", {}, ...["name", "size", "family", "quantisation", "modified", "loaded"].map((t) => el("th", { text: t })))),
+    el("tbody", {}, ...rows),
+  );
+}
+
+function renderModels(body) {
+  const box = $("#models");
+  const parts = [];
+  for (const inst of body.llm || []) {
+    parts.push(el("h3", { text: `${inst.provider} (${inst.kind}) — ${inst.base_url || ""}` }));
+    if (inst.error) parts.push(el("p", { class: "empty", text: `unreachable: ${inst.error}` }));
+    parts.push(modelTable(inst.models || [], inst.missing));
+  }
+  for (const inst of body.media || []) {
+    parts.push(el("h3", { text: `${inst.provider} (${inst.kind}) — ${inst.base_url || ""}` }));
+    if (inst.error) parts.push(el("p", { class: "empty", text: `unreachable: ${inst.error}` }));
+    for (const [folder, names] of Object.entries(inst.models || {})) {
+      parts.push(el("p", {}, el("strong", { text: `${folder}: ` }), document.createTextNode(names.length ? names.join(", ") : "none")));
+    }
+  }
+  box.replaceChildren(...(parts.length ? parts : [el("p", { class: "empty", text: "No model providers configured." })]));
+}
+
+async function refreshModels() {
+  try {
+    renderModels(await api("/api/v1/models"));
+  } catch (e) {
+    $("#models").replaceChildren(el("p", { class: "empty", text: `Models unavailable: ${e.message}` }));
+  }
+}
+
+$("#models-refresh").addEventListener("click", refreshModels);
+
+// ---------- events ----------
+
+function eventItem(ev) {
+  const toClass = levelOf(ev.to) === "ok" ? "to-ok" : levelOf(ev.to) === "down" ? "to-down" : "";
+  return el(
+    "li",
+    { "data-id": ev.id },
+    el("span", { class: "when", text: fmt.time(ev.ts) }),
+    el("strong", { text: ev.service }),
+    document.createTextNode(` ${ev.from || "—"} → `),
+    el("span", { class: toClass, text: ev.to }),
+    document.createTextNode(ev.reason ? ` — ${ev.reason}` : ""),
+    ev.actor ? el("span", { class: "when", text: ` (${ev.actor})` }) : null,
+  );
+}
+
+function addEvent(ev) {
+  const list = $("#events");
+  if (ev.id != null && list.querySelector(`li[data-id="${ev.id}"]`)) return;
+  list.prepend(eventItem(ev));
+  while (list.childElementCount > 200) list.lastChild.remove();
+}
+
+async function loadEvents() {
+  const body = await api("/api/v1/events?limit=50");
+  $("#events").replaceChildren(...(body.events || []).map(eventItem));
+}
+
+// ---------- status, mode, pause ----------
+
+function renderStatus(st) {
+  ui.lastStatus = st;
+  $("#mode-select").value = st.generator_mode;
+  $("#pause-button").textContent = st.paused ? "Resume gateway" : "Pause gateway";
+  $("#status-list").replaceChildren(...definitionList([
+    ["version", st.version],
+    ["listening", st.bind],
+    ["uptime", fmt.uptime(st.uptime_s)],
+    ["config", st.config_file || "built-in defaults"],
+    ["data", st.data_dir],
+  ]));
+  const health = st.health || {};
+  const pill = $("#health");
+  pill.dataset.level = health.level || "unknown";
+  pill.textContent = health.summary || health.level || "…";
+}
+
+$("#mode-select").addEventListener("change", async (e) => {
+  try {
+    await api("/api/v1/runtime", { method: "POST", body: JSON.stringify({ generator_mode: e.target.value }) });
+  } catch (err) {
+    alert(`Switch mode: ${err.message}`);
+  }
+  renderStatus(await api("/api/v1/status"));
+});
+
+$("#pause-button").addEventListener("click", async () => {
+  try {
+    const paused = !(ui.lastStatus && ui.lastStatus.paused);
+    await api("/api/v1/runtime", { method: "POST", body: JSON.stringify({ paused }) });
+    renderStatus(await api("/api/v1/status"));
+  } catch (err) {
+    alert(`Pause: ${err.message}`);
+  }
+});
+
+$("#restart-all").addEventListener("click", async () => {
+  try {
+    await api("/api/v1/services/restart-all", { method: "POST" });
+    await refreshServices();
+  } catch (e) {
+    alert(`Restart all: ${e.message}`);
+  }
+});
+
+// ---------- end-to-end check ----------
+
+function renderFlow(job) {
+  const list = $("#e2e-steps");
+  const items = (job.steps || []).map((s) =>
+    el(
+      "li",
+      { "data-status": s.status, "data-step": s.name },
+      el("span", { class: "mark" }),
+      el("span", { text: s.name }),
+      el("span", { text: fmt.ms(s.ms) }),
+      el("span", { class: "who", text: `${s.role}/${s.task} · ${s.provider || "—"}/${s.model || "—"}${s.error ? " · " + (s.error.code || "") + " " + (s.error.message || "") : ""}` }),
+    ),
+  );
+  if (job.current_step && job.status === "running") {
+    items.push(el("li", { "data-status": "running", "data-step": job.current_step }, el("span", { class: "mark" }), el("span", { text: job.current_step }), el("span", { text: "" })));
+  }
+  list.replaceChildren(...items);
+  const verdict = $("#e2e-verdict");
+  const report = job.report;
+  if (report) {
+    const pass = report.ok && report.within_budget;
+    verdict.className = pass ? "pass" : "fail";
+    verdict.textContent = report.ok
+      ? `${pass ? "PASS" : "OVER BUDGET"}: ${(report.total_ms / 1000).toFixed(2)} s of ${report.budget_s} s (${report.generator_mode})`
+      : `FAIL at ${report.failed_step || "?"}: ${report.error?.message || ""}`;
+    const url = report.result?.image?.url;
+    if (url) {
+      const link = $("#e2e-image-link");
+      link.hidden = false;
+      link.href = url;
+      $("#e2e-image").src = url;
+    }
+  } else {
+    verdict.className = "";
+    verdict.textContent = `${job.status}… ${Math.round((job.progress || 0) * 100)} %`;
+  }
+}
+
+$("#e2e-run").addEventListener("click", async () => {
+  const button = $("#e2e-run");
+  button.disabled = true;
+  $("#e2e-image-link").hidden = true;
+  try {
+    const started = await api("/api/v1/flows/product-detail", { method: "POST", body: "{}" });
+    await readEvents(started.events_url, (name, job) => { if (name === "job") renderFlow(job); });
+  } catch (e) {
+    $("#e2e-verdict").className = "fail";
+    $("#e2e-verdict").textContent = `Could not run the check: ${e.message}`;
+  } finally {
+    button.disabled = false;
+  }
+});
+
+// ---------- live stream ----------
+
+function applySnapshot(snap) {
+  if (snap.status) renderStatus(snap.status);
+  if (snap.services) renderServices(snap.services);
+  if (snap.system) renderSystem(snap.system);
+  if (snap.usage) renderUsage(snap.usage.summary, snap.usage.generator_mode, snap.usage.paused);
+  if (snap.recent) renderRecent(snap.recent);
+}
+
+async function initialLoad() {
+  const st = await api("/api/v1/status");
+  renderStatus(st);
+  const tasks = [refreshServices(), loadSystemHistory(), loadEvents(), refreshRecent(), refreshModels()];
+  const usage = api("/api/v1/usage/summary").then((u) => renderUsage(u.summary, u.generator_mode, u.paused));
+  await Promise.allSettled([...tasks, usage]);
+}
+
+async function liveLoop() {
+  let delay = 1000;
+  for (;;) {
+    try {
+      await initialLoad();
+      setConnection("up", "live");
+      showBanner("");
+      delay = 1000;
+      await readEvents("/api/v1/stream", (name, data) => {
+        if (name === "snapshot") applySnapshot(data);
+        else if (name === "event") addEvent(data);
+      });
+      // The core closed the stream (shutting down): try again.
+      throw new Error("stream closed");
+    } catch (e) {
+      reportError(e);
+    }
+    await new Promise((r) => setTimeout(r, delay));
+    delay = Math.min(delay * 2, 10000);
+  }
+}
+
+// ---------- key dialog ----------
 
 $("#key-button").addEventListener("click", () => {
   $("#key-input").value = localStorage.getItem(KEY_STORAGE) || "";
@@ -108,10 +593,10 @@ $("#key-button").addEventListener("click", () => {
 $("#key-dialog").addEventListener("close", () => {
   if ($("#key-dialog").returnValue === "save") {
     const key = $("#key-input").value.trim();
-    if (key) localStorage.setItem(KEY_STORAGE, key); else localStorage.removeItem(KEY_STORAGE);
-    refresh();
+    if (key) localStorage.setItem(KEY_STORAGE, key);
+    else localStorage.removeItem(KEY_STORAGE);
+    location.reload();
   }
 });
 
-refresh();
-setInterval(refresh, 5000);
+liveLoop();

@@ -1,5 +1,7 @@
 //! `sparklio-desk`: the headless app. Runs exactly the services the tray app runs.
 
+mod e2e;
+
 use clap::{Parser, Subcommand};
 use sparklio_core::config::{self, ConfigInput, LoadedConfig, Problem};
 use sparklio_core::telemetry::{init_tracing, LogFormat};
@@ -43,6 +45,37 @@ enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Checks of the whole stack.
+    #[command(subcommand)]
+    Check(CheckCommand),
+}
+
+#[derive(Subcommand)]
+enum CheckCommand {
+    /// Run the product-detail flow (six agent roles and one image) through the gateway's
+    /// HTTP API and report each step. Exit code 1 names the failed step.
+    E2e {
+        /// Use the live providers (Ollama, ComfyUI) instead of mock answers.
+        #[arg(long)]
+        live: bool,
+        /// Brand and product as JSON ({"brand": {...}, "product": {...}}). Default: the team's sample.
+        #[arg(long, value_name = "FILE")]
+        input: Option<PathBuf>,
+        /// Where to write the result JSON; the image is saved beside it (same name, .png).
+        #[arg(long, value_name = "FILE", default_value = "e2e-result.json")]
+        out: PathBuf,
+        /// Check a running Sparklio Desk (e.g. http://100.120.180.42:11500) instead of starting one here.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Bearer key for --url when this machine is not on its trusted networks.
+        #[arg(
+            long,
+            value_name = "KEY",
+            env = "SPARKLIO_DESK_KEY",
+            hide_env_values = true
+        )]
+        key: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -59,6 +92,24 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Config(cmd) => config_command(cli.config, cmd),
+        Command::Check(CheckCommand::E2e {
+            live,
+            input,
+            out,
+            url,
+            key,
+        }) => {
+            init_tracing(LogFormat::Human);
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            runtime.block_on(e2e::run(e2e::Args {
+                config: cli.config,
+                live,
+                input,
+                out,
+                url,
+                key,
+            }))
+        }
         Command::Serve {
             bind,
             log_format,

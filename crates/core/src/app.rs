@@ -37,6 +37,10 @@ pub struct AppState {
     pub runtime: RuntimeSwitches,
     /// Which providers are known to be down (the supervisor writes, the gateways read).
     pub provider_board: ProviderBoard,
+    /// The product-detail end-to-end check jobs.
+    pub flows: crate::flow::jobs::FlowJobs,
+    /// A random key the app uses to call its own API (never leaves the process).
+    pub internal_key: String,
     /// Cancelled when the app shuts down; long-lived streams end with it.
     pub shutdown: CancellationToken,
 }
@@ -181,8 +185,16 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         .with_context(|| format!("cannot listen on {bind} (server.bind)"))?;
     let bound = listener.local_addr()?;
 
+    let internal_key = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let flows = crate::flow::jobs::FlowJobs::open(store.clone()).await?;
     let state = Arc::new(AppState {
-        auth: Auth::new(&config.server),
+        auth: Auth::new(&config.server).with_internal_key(&internal_key),
+        internal_key,
+        flows,
         runtime: RuntimeSwitches::new(config.mode()),
         loaded,
         started_at: Instant::now(),

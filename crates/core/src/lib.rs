@@ -8,7 +8,10 @@
 //! [`app::start`], so a server, CI and the desktop run exactly the same code.
 
 pub mod app;
+pub mod client;
 pub mod config;
+pub mod contracts;
+pub mod flow;
 pub mod http;
 pub mod store;
 pub mod telemetry;

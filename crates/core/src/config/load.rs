@@ -213,41 +213,44 @@ pub fn load(input: &ConfigInput) -> Result<LoadedConfig, Vec<Problem>> {
     let dotenv = read_dotenv(input, &mut problems);
     let mut env_overrides = Vec::new();
     for (var, key, kind) in ENV_OVERRIDES {
-        let (raw, source) = if let Some(v) = input.env.get(*var) {
-            (
-                v.clone(),
-                Source::Env {
+        let layers = [
+            dotenv.get(*var).map(|(v, path)| {
+                (
+                    v.clone(),
+                    Source::DotEnv {
+                        path: path.clone(),
+                        var: var.to_string(),
+                    },
+                )
+            }),
+            input.env.get(*var).map(|v| {
+                (
+                    v.clone(),
+                    Source::Env {
+                        var: var.to_string(),
+                    },
+                )
+            }),
+        ];
+        for (raw, source) in layers.into_iter().flatten() {
+            let value = match env_value(&raw, *kind) {
+                Ok(v) => v,
+                Err(msg) => {
+                    problems.push(Problem::new(*key, format!("{source}: {msg}")));
+                    continue;
+                }
+            };
+            if let Source::Env { .. } = source {
+                let replaced = provenance.get(*key).cloned().unwrap_or(Source::Default);
+                env_overrides.push(EnvOverride {
+                    key: key.to_string(),
                     var: var.to_string(),
-                },
-            )
-        } else if let Some((v, path)) = dotenv.get(*var) {
-            (
-                v.clone(),
-                Source::DotEnv {
-                    path: path.clone(),
-                    var: var.to_string(),
-                },
-            )
-        } else {
-            continue;
-        };
-        let value = match env_value(&raw, *kind) {
-            Ok(v) => v,
-            Err(msg) => {
-                problems.push(Problem::new(*key, format!("{source}: {msg}")));
-                continue;
+                    replaced,
+                });
             }
-        };
-        if let Source::Env { .. } = source {
-            let replaced = provenance.get(*key).cloned().unwrap_or(Source::Default);
-            env_overrides.push(EnvOverride {
-                key: key.to_string(),
-                var: var.to_string(),
-                replaced,
-            });
+            set_path(&mut tree, key, value);
+            provenance.insert(key.to_string(), source);
         }
-        set_path(&mut tree, key, value);
-        provenance.insert(key.to_string(), source);
     }
 
     // 4. generator_mode: explicit, else live only when a live provider was configured.

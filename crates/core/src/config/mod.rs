@@ -313,7 +313,12 @@ pub fn render_show(loaded: &LoadedConfig) -> String {
     let mut out = String::new();
     match &loaded.file {
         Some(f) => out.push_str(&format!("# config file: {}\n", f.display())),
-        None => out.push_str("# config file: none (built-in defaults)\n"),
+        None => out.push_str(&format!(
+            "# config file: none (built-in defaults; would read {})\n",
+            default_config_path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "nothing: no OS config folder".into())
+        )),
     }
     let leaves = load::flatten(&tree);
     let width = leaves.iter().map(|(k, _)| k.len()).max().unwrap_or(0);

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 pub mod request;
 mod routes;
+pub mod sse;
 mod ui;
 
 pub use error::{ApiError, ApiResult};

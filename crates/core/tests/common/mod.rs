@@ -20,12 +20,20 @@ pub fn input_for(dir: &tempfile::TempDir, toml: &str, env: &[(&str, &str)]) -> C
     let path = dir.path().join("sparklio-desk.toml");
     let mut text = String::new();
     if !toml.contains("[storage]") {
-        text.push_str(&format!("[storage]\ndata_dir = {:?}\n", dir.path().join("data")));
+        text.push_str(&format!(
+            "[storage]\ndata_dir = {:?}\n",
+            dir.path().join("data")
+        ));
     }
     text.push_str(toml);
     std::fs::write(&path, text).unwrap();
-    let mut env_map: BTreeMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    env_map.entry("SPARKLIO_DESK_BIND".into()).or_insert_with(|| "127.0.0.1:0".into());
+    let mut env_map: BTreeMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    env_map
+        .entry("SPARKLIO_DESK_BIND".into())
+        .or_insert_with(|| "127.0.0.1:0".into());
     ConfigInput {
         config_flag: Some(path),
         env: env_map,
@@ -40,11 +48,17 @@ impl TestApp {
         Self::start_with(toml, &[], Default::default()).await
     }
 
-    pub async fn start_with(toml: &str, env: &[(&str, &str)], opts: sparklio_core::StartOptions) -> TestApp {
+    pub async fn start_with(
+        toml: &str,
+        env: &[(&str, &str)],
+        opts: sparklio_core::StartOptions,
+    ) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let input = input_for(&dir, toml, env);
         let loaded = config::load(&input).unwrap_or_else(|p| panic!("config problems: {p:?}"));
-        let app = sparklio_core::start(loaded, opts).await.expect("app starts");
+        let app = sparklio_core::start(loaded, opts)
+            .await
+            .expect("app starts");
         TestApp {
             addr: app.addr,
             app: Some(app),
@@ -76,8 +90,18 @@ impl TestApp {
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
-    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
-        let r = self.client.post(self.url(path)).json(body).send().await.unwrap();
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }

@@ -1,11 +1,15 @@
 //! Route tables, one file per area.
 
+pub mod dashboard;
+pub mod flows;
+pub mod runtime;
 pub mod status;
+pub mod usage;
 
 use super::error::ApiError;
 use crate::app::SharedState;
 use axum::http::Uri;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 
 /// Routes for gateway clients (API key or trusted network).
@@ -13,12 +17,20 @@ pub fn gateway_routes() -> Router<SharedState> {
     Router::new()
         .route("/api/v1/status", get(status::status))
         .route("/api/v1/config", get(status::effective_config))
+        .route("/api/v1/runtime", get(runtime::get_runtime))
+        .route("/api/v1/flows/product-detail", post(flows::start))
+        .route("/api/v1/flows/jobs", get(flows::list))
+        .route("/api/v1/flows/jobs/{id}", get(flows::get))
+        .route("/api/v1/flows/jobs/{id}/events", get(flows::events))
+        .route("/api/v1/stream", get(dashboard::stream))
+        .route("/api/v1/usage", get(usage::recent))
+        .route("/api/v1/usage/summary", get(usage::summary))
         .route("/metrics", get(status::metrics))
 }
 
 /// Control routes (admin key or trusted network).
 pub fn admin_routes() -> Router<SharedState> {
-    Router::new()
+    Router::new().route("/api/v1/runtime", post(runtime::set_runtime))
 }
 
 pub async fn not_found(uri: Uri) -> ApiError {

@@ -14,6 +14,11 @@ pub async fn healthz() -> Json<Value> {
 }
 
 pub async fn status(State(state): State<SharedState>) -> Json<Value> {
+    Json(status_json(&state))
+}
+
+/// The status document (also part of the dashboard stream's snapshots).
+pub fn status_json(state: &SharedState) -> Value {
     let c = state.config();
     let llm: Vec<Value> = c
         .llm
@@ -32,7 +37,7 @@ pub async fn status(State(state): State<SharedState>) -> Json<Value> {
         .iter()
         .map(|s| json!({"name": s.name, "kind": s.kind, "autostart": s.autostart, "provides": s.provides}))
         .collect();
-    Json(json!({
+    json!({
         "name": "sparklio-desk",
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": state.started_at.elapsed().as_secs(),
@@ -43,7 +48,7 @@ pub async fn status(State(state): State<SharedState>) -> Json<Value> {
         "data_dir": state.data_dir,
         "providers": {"llm": llm, "media": media},
         "services": services,
-    }))
+    })
 }
 
 /// The effective config as JSON, secrets redacted, with each value's source.

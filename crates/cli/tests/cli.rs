@@ -1,0 +1,228 @@
+//! The headless binary as a user runs it: real processes, real signals.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sparklio-desk");
+
+/// A command with a clean environment (no stray GENERATOR_MODE etc. from the machine)
+/// running in a temp folder (so no `.env` is picked up).
+fn cmd(dir: &tempfile::TempDir) -> Command {
+    let mut c = Command::new(BIN);
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path().join("config"))
+        .env("XDG_DATA_HOME", dir.path().join("data"))
+        .env("RUST_LOG", "info")
+        .current_dir(dir.path());
+    c
+}
+
+/// Start `serve` on a free port; returns the child and its base URL, read from its log.
+fn serve(
+    dir: &tempfile::TempDir,
+    extra: &[&str],
+) -> (Child, String, std::sync::mpsc::Receiver<String>) {
+    let mut child = cmd(dir)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            if let Some(i) = line.find("http://127.0.0.1:") {
+                let url = line[i..]
+                    .split(['/', ' ', '"'])
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join("/");
+                return (child, url, rx);
+            }
+        }
+    }
+    let _ = child.kill();
+    panic!("serve did not report its address in time");
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[cfg(unix)]
+#[test]
+fn serve_runs_in_mock_mode_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url, rx) = serve(&dir, &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let status: serde_json::Value = rt.block_on(async {
+        reqwest::get(format!("{url}/api/v1/status"))
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    });
+    assert_eq!(status["generator_mode"], "mock");
+
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let exit = wait_exit(&mut child, Duration::from_secs(15)).expect("serve exits after SIGTERM");
+    assert!(exit.success(), "exit status {exit:?}");
+    let log: Vec<String> = rx.try_iter().collect();
+    assert!(
+        log.iter().any(|l| l.contains("shutdown complete")),
+        "{log:#?}"
+    );
+    let addr = url.trim_start_matches("http://");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "port still open"
+    );
+}
+
+#[test]
+fn serve_refuses_a_lan_address_without_api_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cmd(&dir)
+        .args(["serve", "--bind", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("api_keys") && err.contains("--insecure-no-auth"),
+        "{err}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn insecure_no_auth_allows_a_lan_address_and_json_logs_parse() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = cmd(&dir)
+        .args([
+            "serve",
+            "--bind",
+            "0.0.0.0:0",
+            "--insecure-no-auth",
+            "--log-format",
+            "json",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut saw_serving = false;
+    for _ in 0..20 {
+        let Some(Ok(line)) = lines.next() else { break };
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"));
+        if v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("is serving"))
+        {
+            saw_serving = true;
+            break;
+        }
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let exit = wait_exit(&mut child, Duration::from_secs(15));
+    assert!(saw_serving, "no JSON 'serving' line");
+    assert!(exit.is_some_and(|e| e.success()));
+}
+
+#[test]
+fn config_check_reports_problems_with_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[server]\nbind = \"nope\"\n").unwrap();
+    let out = cmd(&dir)
+        .args(["config", "check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:2: server.bind"), "{err}");
+
+    let out = cmd(&dir).args(["config", "check"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn config_show_names_the_environment_and_dotenv() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        "OLLAMA_BASE_URL=http://10.9.9.9:11434\nCOMFYUI_TIMEOUT=60\n",
+    )
+    .unwrap();
+    let out = cmd(&dir)
+        .env("OLLAMA_BASE_URL", "http://100.120.180.42:11434")
+        .args(["config", "show"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("llm.providers.ollama.base_url"))
+        .unwrap();
+    assert!(
+        line.contains("100.120.180.42") && line.contains("environment OLLAMA_BASE_URL"),
+        "{line}"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("media.providers.comfyui.timeout_s"))
+        .unwrap();
+    assert!(line.contains("60") && line.contains(".env"), "{line}");
+}
+
+#[test]
+fn default_config_prints_and_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cmd(&dir).args(["config", "default"]).output().unwrap();
+    assert!(out.status.success());
+    let file = dir.path().join("copy.toml");
+    std::fs::write(&file, &out.stdout).unwrap();
+    let out = cmd(&dir)
+        .args(["config", "check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

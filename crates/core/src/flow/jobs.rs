@@ -1,0 +1,273 @@
+//! The end-to-end check as an async job: started over HTTP (the dashboard's button),
+//! followed by polling or Server-Sent Events, kept in SQLite for the record.
+
+use super::{run, FlowEvent, FlowInput, FlowReport, StepReport};
+use crate::client::{GatewayClient, Timeouts};
+use crate::store::{now_text, Store};
+use rusqlite::params;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+
+/// How many finished jobs stay in memory for the dashboard.
+const KEEP_IN_MEMORY: usize = 50;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowJob {
+    pub id: String,
+    /// queued, running, succeeded, failed.
+    pub status: String,
+    pub generator_mode: String,
+    pub progress: f64,
+    pub current_step: Option<String>,
+    pub steps: Vec<StepReport>,
+    pub report: Option<FlowReport>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl FlowJob {
+    pub fn is_finished(&self) -> bool {
+        self.status == "succeeded" || self.status == "failed"
+    }
+}
+
+struct Entry {
+    job: FlowJob,
+    events: broadcast::Sender<FlowJob>,
+}
+
+/// The flow jobs of this app.
+#[derive(Clone)]
+pub struct FlowJobs {
+    inner: Arc<Mutex<Inner>>,
+    store: Store,
+}
+
+#[derive(Default)]
+struct Inner {
+    jobs: BTreeMap<String, Entry>,
+    order: VecDeque<String>,
+}
+
+impl FlowJobs {
+    /// Jobs left unfinished by a previous run are marked failed: a flow cannot be resumed
+    /// halfway, and a job must never be silently lost.
+    pub async fn open(store: Store) -> anyhow::Result<Self> {
+        let now = now_text();
+        let error = json!({"code": "INTERRUPTED", "message": "the app stopped while this check was running"}).to_string();
+        store
+            .with(move |c| {
+                c.execute(
+                    "UPDATE jobs SET status = 'failed', error = ?1, updated_at = ?2 WHERE kind = 'flow' AND status IN ('queued', 'running')",
+                    params![error, now],
+                )
+            })
+            .await?;
+        Ok(Self {
+            inner: Arc::default(),
+            store,
+        })
+    }
+
+    /// Start a run against the gateway at `addr` and return its job at once.
+    pub async fn start(
+        &self,
+        addr: SocketAddr,
+        key: String,
+        input: FlowInput,
+        mock: bool,
+    ) -> anyhow::Result<FlowJob> {
+        let id = format!("flow_{}", uuid::Uuid::new_v4().simple());
+        let now = now_text();
+        let job = FlowJob {
+            id: id.clone(),
+            status: "queued".into(),
+            generator_mode: if mock { "mock" } else { "live" }.into(),
+            progress: 0.0,
+            current_step: None,
+            steps: vec![],
+            report: None,
+            created_at: now.clone(),
+            updated_at: now.clone(),
+        };
+        let request = json!({"input": input, "mock": mock}).to_string();
+        let row = (id.clone(), request, now);
+        self.store
+            .with(move |c| {
+                c.execute(
+                    "INSERT INTO jobs (id, kind, status, request, created_at, updated_at) VALUES (?1, 'flow', 'queued', ?2, ?3, ?3)",
+                    params![row.0, row.1, row.2],
+                )
+            })
+            .await?;
+        {
+            let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let (events, _) = broadcast::channel(64);
+            inner.jobs.insert(
+                id.clone(),
+                Entry {
+                    job: job.clone(),
+                    events,
+                },
+            );
+            inner.order.push_back(id.clone());
+            while inner.order.len() > KEEP_IN_MEMORY {
+                if let Some(old) = inner.order.pop_front() {
+                    inner.jobs.remove(&old);
+                }
+            }
+        }
+
+        let this = self.clone();
+        let base = format!("http://{}", loopback_of(addr));
+        tokio::spawn(async move {
+            let client = GatewayClient::new(base, Some(key), Timeouts::for_mode(!mock));
+            this.update(&id, |j| j.status = "running".into());
+            let report = run(&client, &input, mock, |event| this.on_event(&id, event)).await;
+            let status = if report.ok { "succeeded" } else { "failed" };
+            this.update(&id, |j| {
+                j.status = status.into();
+                j.progress = 1.0;
+                j.current_step = None;
+                j.report = Some(report.clone());
+            });
+            let (result, error) = if report.ok {
+                (serde_json::to_string(&report).ok(), None)
+            } else {
+                (
+                    serde_json::to_string(&report).ok(),
+                    report.error.as_ref().map(Value::to_string),
+                )
+            };
+            let now = now_text();
+            let id2 = id.clone();
+            if let Err(e) = this
+                .store
+                .with(move |c| {
+                    c.execute(
+                        "UPDATE jobs SET status = ?1, result = ?2, error = ?3, updated_at = ?4 WHERE id = ?5",
+                        params![status, result, error, now, id2],
+                    )
+                })
+                .await
+            {
+                tracing::warn!(job = %id, "could not record the flow result: {e:#}");
+            }
+        });
+        Ok(job)
+    }
+
+    fn on_event(&self, id: &str, event: FlowEvent) {
+        self.update(id, |j| match event {
+            FlowEvent::StepStarted { name, total, index } => {
+                j.current_step = Some(name);
+                j.progress = index as f64 / total.max(1) as f64;
+            }
+            FlowEvent::StepFinished { step, index, total } => {
+                j.steps.push(step);
+                // 1.0 is kept for "finished", after the result is recorded.
+                j.progress = ((index + 1) as f64 / total.max(1) as f64).min(0.99);
+            }
+        });
+    }
+
+    fn update(&self, id: &str, f: impl FnOnce(&mut FlowJob)) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = inner.jobs.get_mut(id) {
+            f(&mut entry.job);
+            entry.job.updated_at = now_text();
+            let _ = entry.events.send(entry.job.clone());
+        }
+    }
+
+    /// A job by id: from memory, else from the database (older or from a previous run).
+    pub async fn get(&self, id: &str) -> anyhow::Result<Option<FlowJob>> {
+        if let Some(e) = self
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .jobs
+            .get(id)
+        {
+            return Ok(Some(e.job.clone()));
+        }
+        let id = id.to_string();
+        self.store
+            .with(move |c| {
+                let mut stmt = c.prepare(
+                    "SELECT id, status, request, result, error, created_at, updated_at FROM jobs WHERE id = ?1 AND kind = 'flow'",
+                )?;
+                let mut rows = stmt.query(params![id])?;
+                let Some(r) = rows.next()? else { return Ok(None) };
+                let request: Value = serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or(Value::Null);
+                let report: Option<FlowReport> = r
+                    .get::<_, Option<String>>(3)?
+                    .and_then(|t| serde_json::from_str(&t).ok());
+                let error: Option<Value> = r.get::<_, Option<String>>(4)?.and_then(|t| serde_json::from_str(&t).ok());
+                let status: String = r.get(1)?;
+                Ok(Some(FlowJob {
+                    id: r.get(0)?,
+                    generator_mode: if request["mock"] == json!(false) { "live" } else { "mock" }.into(),
+                    progress: if status == "succeeded" || status == "failed" { 1.0 } else { 0.0 },
+                    current_step: None,
+                    steps: report.as_ref().map(|r| r.steps.clone()).unwrap_or_default(),
+                    report: report.or_else(|| {
+                        error.map(|e| FlowReport {
+                            generator_mode: String::new(),
+                            ok: false,
+                            failed_step: None,
+                            error: Some(e),
+                            result: json!({}),
+                            steps: vec![],
+                            total_ms: 0.0,
+                            budget_s: 0.0,
+                            within_budget: false,
+                        })
+                    }),
+                    status,
+                    created_at: r.get(5)?,
+                    updated_at: r.get(6)?,
+                }))
+            })
+            .await
+    }
+
+    /// The latest jobs held in memory, newest first.
+    pub fn recent(&self) -> Vec<FlowJob> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner
+            .order
+            .iter()
+            .rev()
+            .filter_map(|id| inner.jobs.get(id))
+            .map(|e| e.job.clone())
+            .collect()
+    }
+
+    /// The job now, and a receiver of its later states (None when not in memory).
+    pub fn subscribe(&self, id: &str) -> Option<(FlowJob, broadcast::Receiver<FlowJob>)> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner
+            .jobs
+            .get(id)
+            .map(|e| (e.job.clone(), e.events.subscribe()))
+    }
+}
+
+/// Where to reach our own server: a wildcard bind is reached on loopback.
+fn loopback_of(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        let ip = if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        SocketAddr::new(ip, addr.port())
+    } else {
+        addr
+    }
+}

@@ -1,0 +1,47 @@
+//! The dashboard's live stream: one SSE connection carrying a snapshot of everything
+//! the page shows every couple of seconds, plus state-change events as they happen.
+
+use super::status::status_json;
+use crate::app::SharedState;
+use crate::http::sse::{json_event, sse_response};
+use crate::store::UsageQuery;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(2);
+/// The window of the gateway figures (requests per minute, error rate, percentiles).
+const USAGE_WINDOW_S: u64 = 300;
+
+/// Everything the dashboard renders, in one document.
+pub async fn snapshot(state: &SharedState) -> Value {
+    let summary = state.store.usage_summary(USAGE_WINDOW_S).await.ok();
+    let recent = state
+        .store
+        .recent_usage(UsageQuery {
+            limit: Some(15),
+            kind: None,
+        })
+        .await
+        .unwrap_or_default();
+    json!({
+        "status": status_json(state),
+        "usage": {
+            "summary": summary,
+            "generator_mode": state.runtime.mode().as_str(),
+            "paused": state.runtime.paused(),
+        },
+        "recent": recent,
+    })
+}
+
+pub async fn stream(State(state): State<SharedState>) -> impl IntoResponse {
+    let st = state.clone();
+    let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(SNAPSHOT_EVERY));
+    let snapshots = futures::StreamExt::then(ticks, move |_| {
+        let st = st.clone();
+        async move { json_event("snapshot", &snapshot(&st).await) }
+    });
+    sse_response(snapshots, state.shutdown.clone())
+}

@@ -1,0 +1,267 @@
+//! Config layering (defaults < file < .env < environment), provenance and validation.
+
+use sparklio_core::config::{load, ConfigInput, GeneratorMode, Source};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+struct Files {
+    dir: tempfile::TempDir,
+}
+
+impl Files {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+    fn input(
+        &self,
+        file: Option<PathBuf>,
+        dotenv: Option<PathBuf>,
+        env: &[(&str, &str)],
+    ) -> ConfigInput {
+        ConfigInput {
+            config_flag: file,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+            dotenv_path: dotenv,
+            use_os_config_dir: false,
+        }
+    }
+}
+
+const FILE: &str = r#"
+[server]
+bind = "127.0.0.1:12000"
+
+[llm.providers.ollama]
+kind = "ollama"
+base_url = "http://file.example:11434"
+default_model = "from-file"
+"#;
+
+#[test]
+fn defaults_alone_run_in_mock_mode_on_11500() {
+    let l = load(&ConfigInput::default()).unwrap();
+    assert_eq!(l.config.server.bind, "127.0.0.1:11500");
+    assert_eq!(l.config.mode(), GeneratorMode::Mock);
+    assert!(matches!(
+        l.source_of("generator_mode"),
+        Source::Derived { .. }
+    ));
+    assert_eq!(l.source_of("server.bind"), Source::Default);
+    assert_eq!(
+        l.config.llm.providers["ollama"].base_url.as_deref(),
+        Some("http://127.0.0.1:11434")
+    );
+    assert!(l.env_overrides.is_empty());
+}
+
+#[test]
+fn file_beats_defaults_and_records_lines() {
+    let f = Files::new();
+    let path = f.write("c.toml", FILE);
+    let l = load(&f.input(Some(path.clone()), None, &[])).unwrap();
+    assert_eq!(l.config.server.bind, "127.0.0.1:12000");
+    assert_eq!(
+        l.source_of("server.bind"),
+        Source::File {
+            path: path.clone(),
+            line: 3
+        }
+    );
+    assert_eq!(
+        l.source_of("llm.providers.ollama.default_model"),
+        Source::File { path, line: 8 }
+    );
+    // A live provider named in a file switches the derived mode to live.
+    assert_eq!(l.config.mode(), GeneratorMode::Live);
+    // Untouched keys stay defaults.
+    assert_eq!(l.source_of("server.max_body_bytes"), Source::Default);
+}
+
+#[test]
+fn dotenv_beats_file_and_environment_beats_dotenv() {
+    let f = Files::new();
+    let path = f.write("c.toml", FILE);
+    let dotenv = f.write(
+        ".env",
+        "OLLAMA_BASE_URL=http://dotenv.example:11434\nOLLAMA_TIMEOUT=30\nGENERATOR_MODE=mock\n",
+    );
+
+    let l = load(&f.input(Some(path.clone()), Some(dotenv.clone()), &[])).unwrap();
+    let ollama = &l.config.llm.providers["ollama"];
+    assert_eq!(
+        ollama.base_url.as_deref(),
+        Some("http://dotenv.example:11434")
+    );
+    assert_eq!(ollama.timeout_s, 30.0);
+    assert_eq!(l.config.mode(), GeneratorMode::Mock);
+    assert_eq!(
+        l.source_of("llm.providers.ollama.base_url"),
+        Source::DotEnv {
+            path: dotenv.clone(),
+            var: "OLLAMA_BASE_URL".into()
+        }
+    );
+    assert!(l.env_overrides.is_empty(), ".env is not an OS override");
+
+    let l = load(&f.input(
+        Some(path),
+        Some(dotenv),
+        &[
+            ("OLLAMA_BASE_URL", "http://100.120.180.42:11434"),
+            ("GENERATOR_MODE", "live"),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(
+        l.config.llm.providers["ollama"].base_url.as_deref(),
+        Some("http://100.120.180.42:11434")
+    );
+    assert_eq!(l.config.mode(), GeneratorMode::Live);
+    assert_eq!(
+        l.source_of("generator_mode"),
+        Source::Env {
+            var: "GENERATOR_MODE".into()
+        }
+    );
+    // The stale-OS-variable warning: each override says what it replaced.
+    let o = l
+        .env_overrides
+        .iter()
+        .find(|o| o.var == "OLLAMA_BASE_URL")
+        .unwrap();
+    assert_eq!(o.key, "llm.providers.ollama.base_url");
+    assert!(
+        matches!(o.replaced, Source::DotEnv { .. }),
+        "{:?}",
+        o.replaced
+    );
+}
+
+#[test]
+fn backend_env_names_are_honoured() {
+    let f = Files::new();
+    let l = load(&f.input(
+        None,
+        None,
+        &[
+            ("OLLAMA_DEFAULT_MODEL", "llama3.2"),
+            ("COMFYUI_BASE_URL", "http://127.0.0.1:8189"),
+            ("COMFYUI_WORKFLOW_DIR", "workflows/"),
+            ("COMFYUI_TIMEOUT", "45"),
+            (
+                "SPARKLIO_DESK_API_KEYS",
+                "k1-0123456789abcdef, k2-0123456789abcdef",
+            ),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(
+        l.config.llm.providers["ollama"].default_model.as_deref(),
+        Some("llama3.2")
+    );
+    let c = &l.config.media.providers["comfyui"];
+    assert_eq!(c.base_url.as_deref(), Some("http://127.0.0.1:8189"));
+    assert_eq!(c.timeout_s, 45.0);
+    assert_eq!(
+        c.workflow_dir.as_deref(),
+        Some(std::path::Path::new("workflows/"))
+    );
+    assert_eq!(l.config.server.api_keys.len(), 2);
+    // COMFYUI_BASE_URL configures a live provider.
+    assert_eq!(l.config.mode(), GeneratorMode::Live);
+}
+
+#[test]
+fn every_problem_is_reported_with_key_and_line() {
+    let f = Files::new();
+    let path = f.write(
+        "bad.toml",
+        r#"[server]
+bind = "not-an-address"
+trusted_networks = ["10.0.0.0/8", "banana"]
+api_keys = ["short"]
+
+[[llm.routes]]
+provider = "nobody"
+tasks = ["x"]
+"#,
+    );
+    let problems =
+        load(&f.input(Some(path.clone()), None, &[("OLLAMA_TIMEOUT", "soon")])).unwrap_err();
+    let find = |key: &str| {
+        problems
+            .iter()
+            .find(|p| p.key == key)
+            .unwrap_or_else(|| panic!("no problem for {key}: {problems:#?}"))
+    };
+    let bind = find("server.bind");
+    assert_eq!(bind.line, Some(2));
+    assert_eq!(bind.file.as_deref(), Some(path.as_path()));
+    assert!(
+        bind.to_string().contains("bad.toml:2: server.bind"),
+        "{bind}"
+    );
+    assert_eq!(find("server.trusted_networks[1]").line, Some(3));
+    assert_eq!(find("server.api_keys[0]").line, Some(4));
+    assert_eq!(find("llm.routes[0].provider").line, Some(7));
+    let timeout = find("llm.providers.ollama.timeout_s");
+    assert!(timeout.message.contains("OLLAMA_TIMEOUT"), "{timeout}");
+    assert_eq!(problems.len(), 5, "{problems:#?}");
+}
+
+#[test]
+fn type_errors_and_unknown_keys_name_the_key_and_line() {
+    let f = Files::new();
+    let path = f.write("t.toml", "[server]\nmax_body_bytes = \"big\"\n");
+    let p = load(&f.input(Some(path), None, &[])).unwrap_err();
+    assert_eq!(p[0].key, "server.max_body_bytes");
+    assert_eq!(p[0].line, Some(2));
+
+    let path = f.write("u.toml", "\n[server]\nbindd = \"127.0.0.1:1\"\n");
+    let p = load(&f.input(Some(path), None, &[])).unwrap_err();
+    assert!(p[0].message.contains("bindd"), "{}", p[0]);
+    assert_eq!(p[0].line, Some(3), "the line of the unknown key itself");
+
+    let path = f.write("s.toml", "[server\nbind = 1\n");
+    let p = load(&f.input(Some(path), None, &[])).unwrap_err();
+    assert!(p[0].message.contains("not valid TOML"), "{}", p[0]);
+    assert_eq!(p[0].line, Some(1));
+}
+
+#[test]
+fn missing_config_file_is_a_problem() {
+    let f = Files::new();
+    let p = load(&f.input(Some(f.dir.path().join("nope.toml")), None, &[])).unwrap_err();
+    assert!(p[0].message.contains("cannot read config file"), "{}", p[0]);
+}
+
+#[test]
+fn show_redacts_secrets_and_names_sources() {
+    let f = Files::new();
+    let path = f.write(
+        "k.toml",
+        "[server]\napi_keys = [\"super-secret-key-0123456789\"]\n",
+    );
+    let l = load(&f.input(
+        Some(path),
+        None,
+        &[("OLLAMA_BASE_URL", "http://127.0.0.1:1")],
+    ))
+    .unwrap();
+    let shown = sparklio_core::config::render_show(&l);
+    assert!(!shown.contains("super-secret-key"), "{shown}");
+    assert!(shown.contains("server.api_keys"), "{shown}");
+    assert!(shown.contains("[<1 redacted>]"), "{shown}");
+    assert!(shown.contains("k.toml:2"), "{shown}");
+    assert!(shown.contains("environment OLLAMA_BASE_URL"), "{shown}");
+}

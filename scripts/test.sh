@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every test of the headless parts, after installing what they need on a fresh
+# Debian machine (Chromium for the dashboard's browser test). Safe to rerun.
+#
+#   bash scripts/test.sh            # everything
+#   bash scripts/test.sh -- NAME    # only tests whose name contains NAME
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n== %s\n' "$*" >&2; }
+
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing Chromium for the dashboard browser test"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  else
+    echo "note: chromium is not installed; the dashboard browser test will be skipped" >&2
+  fi
+fi
+
+log "cargo test (core, headless binary, test helpers)"
+cargo test --locked "$@"
