@@ -82,7 +82,15 @@ free_port() {
 }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
 app_alive() { kill -0 "$APP_PID" 2>/dev/null; }
+# The app's log without colour codes (NO_COLOR is set; this also copes with a logger ignoring it).
+plain_log() { sed 's/\x1b\[[0-9;]*m//g' "$LOG"; }
+# How many times the dashboard page asked the core for its status (the smoke test never does).
+status_calls() { plain_log | grep -c 'path=/api/v1/status' || true; }
 visible_windows() { xdotool search --onlyvisible --name "$WINDOW_NAME" 2>/dev/null || true; }
+# Predicates for wait_until (evaluated on every poll).
+status_calls_at_least() { (($(status_calls) >= $1)); }
+window_visible() { [[ -n "$(visible_windows)" ]]; }
+window_gone() { [[ -z "$(visible_windows)" ]]; }
 
 # wait_until SECONDS DESCRIPTION COMMAND...: poll every 0.25 s; the app must stay alive.
 wait_until() {
@@ -156,6 +164,7 @@ data_dir = "$WORK/data"
 TOML
 export SPARKLIO_DESK_CONFIG="$WORK/config.toml"
 # Request lines at debug level show the webview's own requests to the core.
+export NO_COLOR=1
 export RUST_LOG="info,sparklio_core::http=debug,hyper=warn,reqwest=warn"
 cd "$WORK" # no stray .env from the checkout
 
@@ -164,14 +173,14 @@ step "starting $APP on 127.0.0.1:$PORT (display $DISPLAY)"
 APP_PID=$!
 
 wait_until "$START_TIMEOUT" "/healthz on 127.0.0.1:$PORT" \
-    curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:$PORT/healthz"
+    curl -fs --max-time 2 -o /dev/null "http://127.0.0.1:$PORT/healthz"
 step "core is up: /healthz answers"
 
-wait_until 60 "a visible window named 'Sparklio Desk'" test -n "$(visible_windows)"
+wait_until 60 "a visible window named 'Sparklio Desk'" window_visible
 WID=$(visible_windows | head -n 1)
 step "window $WID is visible: $(xdotool getwindowgeometry "$WID" | tr -s '\n ' ' ')"
 wait_until 60 "the dashboard page to call GET /api/v1/status" \
-    grep -q 'path=/api/v1/status' "$LOG"
+    status_calls_at_least 1
 step "the webview runs the dashboard (its GET /api/v1/status reached the core)"
 sleep 2 # let the page paint its first data
 screenshot 01-dashboard-open
@@ -179,7 +188,7 @@ memory_report open
 
 step "closing the window (WM_DELETE_WINDOW)"
 close_window "$WID"
-wait_until 20 "the window to close" test -z "$(visible_windows)"
+wait_until 20 "the window to close" window_gone
 sleep 1
 app_alive || fail "the app exited when its window closed (it should stay in the tray)"
 curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:$PORT/healthz" ||
@@ -195,10 +204,10 @@ second_rc=$?
 set -e
 ((second_rc == 0)) || fail "the second launch exited with $second_rc (log: $OUT/second-launch.log)"
 app_alive || fail "the first instance died on the second launch"
-wait_until 60 "the window to come back after the second launch" test -n "$(visible_windows)"
-grep -q 'second launch' "$LOG" || fail "the running instance did not log the second launch"
+wait_until 60 "the window to come back after the second launch" window_visible
+plain_log | grep -q 'second launch' || fail "the running instance did not log the second launch"
 wait_until 60 "the reopened dashboard to call GET /api/v1/status" \
-    test "$(grep -c 'path=/api/v1/status' "$LOG")" -ge 2
+    status_calls_at_least 2
 sleep 2
 screenshot 02-dashboard-reopened
 
@@ -217,7 +226,7 @@ set -e
 pid=$APP_PID
 APP_PID=""
 ((rc == 0)) || fail "the app exited with code $rc after SIGTERM (expected 0)"
-grep -q 'shutdown complete' "$LOG" || fail "the core did not log 'shutdown complete'"
+plain_log | grep -q 'shutdown complete' || fail "the core did not log 'shutdown complete'"
 ! port_open || fail "port $PORT still accepts connections after the app exited"
 sleep 1
 for p in $tree_before; do

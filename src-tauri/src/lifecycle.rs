@@ -22,10 +22,8 @@ pub struct Core {
 
 /// Start the core in Tauri's async runtime and put it in the app's managed state.
 pub fn start_core(app: &mut App, loaded: LoadedConfig) -> anyhow::Result<()> {
-    let running = tauri::async_runtime::block_on(sparklio_core::start(
-        loaded,
-        StartOptions::default(),
-    ))?;
+    let running =
+        tauri::async_runtime::block_on(sparklio_core::start(loaded, StartOptions::default()))?;
     app.manage(Core {
         addr: running.addr,
         state: running.state.clone(),

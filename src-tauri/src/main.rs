@@ -65,7 +65,9 @@ fn main() -> ExitCode {
     };
     app.run(|app, event| match event {
         // The last window closed: stay in the tray (or quit cleanly when there is no tray).
-        RunEvent::ExitRequested { code: None, api, .. } => {
+        RunEvent::ExitRequested {
+            code: None, api, ..
+        } => {
             api.prevent_exit();
             if tray::is_available(app) {
                 window::closed_to_tray(app);

@@ -85,12 +85,7 @@ fn build(app: &AppHandle) -> tauri::Result<TrayIcon> {
     let quit = MenuItem::with_id(app, MENU_QUIT, "Quit", true, None::<&str>)?;
     let menu = Menu::with_items(
         app,
-        &[
-            &open,
-            &serving,
-            &PredefinedMenuItem::separator(app)?,
-            &quit,
-        ],
+        &[&open, &serving, &PredefinedMenuItem::separator(app)?, &quit],
     )?;
     // No `title`: on Linux it becomes a text label beside the icon; the tooltip names the app.
     TrayIconBuilder::with_id(TRAY_ID)
