@@ -5,8 +5,9 @@
 #
 # Checks, each with a bounded wait and a clear failure message:
 #   1. the app starts its in-process core on a free loopback port (/healthz answers);
-#   2. a visible X window named "Sparklio Desk" appears and its webview runs the dashboard
-#      (the core logs the page's own GET /api/v1/status); screenshot saved;
+#   2. a visible X window named "Sparklio Desk" appears, the tray icon's X window exists, and
+#      the webview runs the dashboard (the core logs the page's own GET /api/v1/status);
+#      screenshot saved;
 #   3. closing the window (WM_DELETE_WINDOW, as a window manager sends it) keeps the app and
 #      the core running, with the window gone;
 #   4. a second launch exits at once and brings the window back (single instance);
@@ -91,6 +92,9 @@ visible_windows() { xdotool search --onlyvisible --name "$WINDOW_NAME" 2>/dev/nu
 status_calls_at_least() { (($(status_calls) >= $1)); }
 window_visible() { [[ -n "$(visible_windows)" ]]; }
 window_gone() { [[ -z "$(visible_windows)" ]]; }
+# Without a StatusNotifier host, libayatana-appindicator falls back to an XEmbed status icon:
+# an X window whose class carries the tray id ("tray-icon tray app sparklio-desk").
+tray_window_exists() { [[ -n "$(xdotool search --class 'tray-icon tray app sparklio-desk' 2>/dev/null)" ]]; }
 
 # wait_until SECONDS DESCRIPTION COMMAND...: poll every 0.25 s; the app must stay alive.
 wait_until() {
@@ -179,6 +183,8 @@ step "core is up: /healthz answers"
 wait_until 60 "a visible window named 'Sparklio Desk'" window_visible
 WID=$(visible_windows | head -n 1)
 step "window $WID is visible: $(xdotool getwindowgeometry "$WID" | tr -s '\n ' ' ')"
+wait_until 30 "the tray icon's X window" tray_window_exists
+step "tray icon is up (X window $(xdotool search --class 'tray-icon tray app sparklio-desk' | head -n 1))"
 wait_until 60 "the dashboard page to call GET /api/v1/status" \
     status_calls_at_least 1
 step "the webview runs the dashboard (its GET /api/v1/status reached the core)"
