@@ -53,7 +53,15 @@ fn serve(
         }
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("serve did not report its address in time");
+}
+
+#[cfg(unix)]
+fn sigterm(child: &Child) {
+    // libc rather than /bin/kill: Debian 12's procps kill has misread pid arguments.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0, "kill failed");
 }
 
 fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
@@ -83,11 +91,7 @@ fn serve_runs_in_mock_mode_and_stops_cleanly_on_sigterm() {
     });
     assert_eq!(status["generator_mode"], "mock");
 
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    sigterm(&child);
     let exit = wait_exit(&mut child, Duration::from_secs(15)).expect("serve exits after SIGTERM");
     assert!(exit.success(), "exit status {exit:?}");
     let log: Vec<String> = rx.try_iter().collect();
@@ -147,10 +151,7 @@ fn insecure_no_auth_allows_a_lan_address_and_json_logs_parse() {
             break;
         }
     }
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    sigterm(&child);
     let exit = wait_exit(&mut child, Duration::from_secs(15));
     assert!(saw_serving, "no JSON 'serving' line");
     assert!(exit.is_some_and(|e| e.success()));

@@ -43,6 +43,8 @@ pub struct AppState {
     pub internal_key: String,
     /// Cancelled when the app shuts down; long-lived streams end with it.
     pub shutdown: CancellationToken,
+    /// The Media Gateway (providers, jobs, file store).
+    pub media: crate::media::MediaGateway,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -191,6 +193,16 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         uuid::Uuid::new_v4().simple()
     );
     let flows = crate::flow::jobs::FlowJobs::open(store.clone()).await?;
+    let metrics = Metrics::new();
+    let shutdown = CancellationToken::new();
+    let media = crate::media::MediaGateway::new(
+        config,
+        &data_dir,
+        store.clone(),
+        &metrics,
+        shutdown.clone(),
+    )?;
+
     let state = Arc::new(AppState {
         auth: Auth::new(&config.server).with_internal_key(&internal_key),
         internal_key,
@@ -201,10 +213,16 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         bound,
         data_dir,
         store,
-        metrics: Metrics::new(),
+        metrics,
         provider_board: ProviderBoard::default(),
-        shutdown: CancellationToken::new(),
+        shutdown,
+        media,
     });
+    match state.media.recover().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("resuming {n} unfinished media job(s)"),
+        Err(e) => tracing::warn!("cannot look for unfinished media jobs: {e:#}"),
+    }
 
     let router = crate::http::router(state.clone());
     let token = state.shutdown.clone();
@@ -229,44 +247,51 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
     })
 }
 
-/// Resolves on Ctrl-C, SIGTERM (Unix) or the console close/break events (Windows).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on Ctrl-C, SIGTERM (Unix) or the console close/break/shutdown events
+/// (Windows). The handlers are installed when this is called, not when first polled, so
+/// a signal that arrives right after start-up is not lost.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
     #[cfg(unix)]
-    let other = async {
+    let signals = {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
     #[cfg(windows)]
-    let other = async {
+    let signals = {
         use tokio::signal::windows;
-        match (
-            windows::ctrl_break(),
-            windows::ctrl_close(),
-            windows::ctrl_shutdown(),
-        ) {
-            (Ok(mut b), Ok(mut c), Ok(mut s)) => {
-                tokio::select! {
-                    _ = b.recv() => {},
-                    _ = c.recv() => {},
-                    _ = s.recv() => {},
-                }
-            }
-            _ => std::future::pending::<()>().await,
-        }
+        (
+            windows::ctrl_c().ok(),
+            windows::ctrl_break().ok(),
+            windows::ctrl_close().ok(),
+            windows::ctrl_shutdown().ok(),
+        )
     };
-    #[cfg(not(any(unix, windows)))]
-    let other = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = other => {},
+    async move {
+        #[cfg(unix)]
+        {
+            let (mut int, mut term) = signals;
+            tokio::select! {
+                _ = async { match int.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {},
+                _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {},
+            }
+        }
+        #[cfg(windows)]
+        {
+            let (mut c, mut b, mut cl, mut sd) = signals;
+            tokio::select! {
+                _ = async { match c.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {},
+                _ = async { match b.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {},
+                _ = async { match cl.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {},
+                _ = async { match sd.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {},
+            }
+        }
+        #[cfg(not(any(unix, windows)))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutdown requested");
     }
-    tracing::info!("shutdown requested");
 }

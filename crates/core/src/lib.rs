@@ -13,6 +13,8 @@ pub mod config;
 pub mod contracts;
 pub mod flow;
 pub mod http;
+pub mod media;
+pub mod notify;
 pub mod store;
 pub mod telemetry;
 

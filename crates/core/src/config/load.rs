@@ -200,7 +200,7 @@ pub fn load(input: &ConfigInput) -> Result<LoadedConfig, Vec<Problem>> {
                     });
                     file_lines = lines;
                 }
-                Err(p) => problems.push(p),
+                Err(p) => problems.push(*p),
             },
             Err(e) => problems.push(Problem::new(
                 "",
@@ -380,13 +380,13 @@ fn env_value(raw: &str, kind: EnvKind) -> Result<Value, String> {
 }
 
 /// Parse a config file into a JSON tree plus the line of every key.
-fn parse_file(text: &str, path: &Path) -> Result<(Value, BTreeMap<String, usize>), Problem> {
+fn parse_file(text: &str, path: &Path) -> Result<(Value, BTreeMap<String, usize>), Box<Problem>> {
     let doc = toml_edit::ImDocument::parse(text.to_string()).map_err(|e| {
         let line = e.span().map(|s| line_of(text, s.start));
         let mut p = Problem::new("", format!("not valid TOML: {}", e.message()));
         p.line = line;
         p.file = Some(path.to_path_buf());
-        p
+        Box::new(p)
     })?;
     let mut lines = BTreeMap::new();
     collect_lines(doc.as_table(), "", text, &mut lines);
@@ -394,7 +394,7 @@ fn parse_file(text: &str, path: &Path) -> Result<(Value, BTreeMap<String, usize>
         let mut p = Problem::new("", format!("not valid TOML: {}", e.message()));
         p.file = Some(path.to_path_buf());
         p.line = e.span().map(|s| line_of(text, s.start));
-        p
+        Box::new(p)
     })?;
     Ok((value, lines))
 }

@@ -160,10 +160,39 @@ pub struct RouteRule {
     pub model: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MediaConfig {
     pub providers: BTreeMap<String, MediaProviderConfig>,
+    /// The provider used in live mode when a request says `provider: "auto"` or nothing.
+    pub default_provider: String,
+    /// The kind used when a request names neither a kind nor a known task.
+    pub default_kind: String,
+    /// Image kinds (`product_shot`, `hero`, ...): workflow and generation defaults.
+    pub kinds: BTreeMap<String, MediaKindConfig>,
+    /// Business tasks of the backend's code (`product_image`, ...) mapped onto kinds.
+    pub tasks: BTreeMap<String, MediaTaskConfig>,
+    /// `options.aspect_ratio` ("16:9") to `[width, height]`.
+    pub aspect_ratios: BTreeMap<String, [u32; 2]>,
+    /// Most images one request may ask for (`options.count`).
+    pub max_count: u32,
+    /// Largest width or height accepted.
+    pub max_side: u32,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            providers: BTreeMap::new(),
+            default_provider: "comfyui".into(),
+            default_kind: "product_shot".into(),
+            kinds: BTreeMap::new(),
+            tasks: BTreeMap::new(),
+            aspect_ratios: BTreeMap::new(),
+            max_count: 4,
+            max_side: 4096,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -176,10 +205,60 @@ pub struct MediaProviderConfig {
     pub timeout_s: f64,
     #[serde(default)]
     pub workflow_dir: Option<PathBuf>,
+    /// Checkpoint put into a workflow's `checkpoint` parameter unless the request names one.
+    #[serde(default)]
+    pub checkpoint: Option<String>,
+    /// How often `/history` is polled when the progress WebSocket is down.
+    #[serde(default = "default_media_poll_ms")]
+    pub poll_interval_ms: u64,
+    /// How long a fetched `/object_info` is trusted for workflow checks.
+    #[serde(default = "default_object_info_ttl_s")]
+    pub object_info_ttl_s: u64,
+    /// Mock only: pause per reported step, so progress is observable (0 = none).
+    #[serde(default)]
+    pub step_delay_ms: u64,
 }
 
 fn default_media_timeout_s() -> f64 {
     300.0
+}
+fn default_media_poll_ms() -> u64 {
+    1_000
+}
+fn default_object_info_ttl_s() -> u64 {
+    300
+}
+
+/// One image kind: which workflow draws it and its defaults.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaKindConfig {
+    pub workflow: String,
+    pub width: u32,
+    pub height: u32,
+    #[serde(default)]
+    pub steps: Option<u32>,
+    #[serde(default)]
+    pub cfg: Option<f64>,
+    #[serde(default)]
+    pub negative_prompt: Option<String>,
+}
+
+/// A backend task (`product_image`): the kind it means, and size/steps that win over the kind's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaTaskConfig {
+    pub kind: String,
+    #[serde(default)]
+    pub width: Option<u32>,
+    #[serde(default)]
+    pub height: Option<u32>,
+    #[serde(default)]
+    pub steps: Option<u32>,
+    #[serde(default)]
+    pub cfg: Option<f64>,
+    #[serde(default)]
+    pub negative_prompt: Option<String>,
 }
 
 /// One supervised service (`[[services]]`). The key names are public interface.

@@ -161,6 +161,16 @@ pub fn validate(config: &Config) -> Vec<Problem> {
 
     for (name, prov) in &config.media.providers {
         let key = format!("media.providers.{name}");
+        if !crate::media::provider::is_known_kind(&prov.kind) {
+            p.push(Problem::new(
+                format!("{key}.kind"),
+                format!(
+                    "{:?} is not a media provider kind ({})",
+                    prov.kind,
+                    crate::media::provider::known_kinds().join(", ")
+                ),
+            ));
+        }
         if let Some(url) = &prov.base_url {
             check_url(&mut p, format!("{key}.base_url"), url);
         }
@@ -171,6 +181,8 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             ));
         }
     }
+
+    validate_media(config, &mut p);
 
     let mut names = BTreeSet::new();
     for (i, svc) in config.services.iter().enumerate() {
@@ -238,4 +250,65 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         }
     }
     p
+}
+
+fn validate_media(config: &Config, p: &mut Vec<Problem>) {
+    let m = &config.media;
+    if !m.providers.is_empty() && !m.providers.contains_key(&m.default_provider) {
+        p.push(Problem::new(
+            "media.default_provider",
+            format!(
+                "{:?} is not a provider in [media.providers]",
+                m.default_provider
+            ),
+        ));
+    }
+    if !m.kinds.is_empty() && !m.kinds.contains_key(&m.default_kind) {
+        p.push(Problem::new(
+            "media.default_kind",
+            format!("{:?} is not a kind in [media.kinds]", m.default_kind),
+        ));
+    }
+    let side_ok = |v: u32| (8..=m.max_side).contains(&v);
+    for (name, k) in &m.kinds {
+        let key = format!("media.kinds.{name}");
+        if k.workflow.trim().is_empty() {
+            p.push(Problem::new(
+                format!("{key}.workflow"),
+                "must name a workflow",
+            ));
+        }
+        if !side_ok(k.width) || !side_ok(k.height) {
+            p.push(Problem::new(
+                key.clone(),
+                format!("width and height must be 8..={}", m.max_side),
+            ));
+        }
+    }
+    for (name, t) in &m.tasks {
+        let key = format!("media.tasks.{name}");
+        if !m.kinds.contains_key(&t.kind) {
+            p.push(Problem::new(
+                format!("{key}.kind"),
+                format!("{:?} is not a kind in [media.kinds]", t.kind),
+            ));
+        }
+        if t.width.is_some_and(|v| !side_ok(v)) || t.height.is_some_and(|v| !side_ok(v)) {
+            p.push(Problem::new(
+                key,
+                format!("width and height must be 8..={}", m.max_side),
+            ));
+        }
+    }
+    for (ratio, [w, h]) in &m.aspect_ratios {
+        if !side_ok(*w) || !side_ok(*h) {
+            p.push(Problem::new(
+                format!("media.aspect_ratios.{ratio}"),
+                format!("width and height must be 8..={}", m.max_side),
+            ));
+        }
+    }
+    if m.max_count == 0 {
+        p.push(Problem::new("media.max_count", "must be at least 1"));
+    }
 }

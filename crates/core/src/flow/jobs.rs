@@ -168,7 +168,7 @@ impl FlowJobs {
                 j.progress = index as f64 / total.max(1) as f64;
             }
             FlowEvent::StepFinished { step, index, total } => {
-                j.steps.push(step);
+                j.steps.push(*step);
                 // 1.0 is kept for "finished", after the result is recorded.
                 j.progress = ((index + 1) as f64 / total.max(1) as f64).min(0.99);
             }

@@ -92,7 +92,7 @@ pub enum FlowEvent {
     StepFinished {
         index: usize,
         total: usize,
-        step: StepReport,
+        step: Box<StepReport>,
     },
 }
 
@@ -150,7 +150,7 @@ impl<F: FnMut(FlowEvent)> Runner<'_, F> {
         (self.on_event)(FlowEvent::StepFinished {
             index,
             total: self.total,
-            step: step.clone(),
+            step: Box::new(step.clone()),
         });
         self.steps.push(step);
     }

@@ -57,6 +57,22 @@ const MIGRATIONS: &[&str] = &[
         updated_at TEXT NOT NULL
     );
     CREATE INDEX jobs_status ON jobs(status);",
+    // 2: media file store (content-addressed files under data_dir/media).
+    "CREATE TABLE media_files (
+        id TEXT PRIMARY KEY,
+        sha256 TEXT NOT NULL,
+        mime TEXT NOT NULL,
+        bytes INTEGER NOT NULL,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        job_id TEXT,
+        provider TEXT,
+        workflow TEXT,
+        prompt TEXT,
+        seed INTEGER,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX media_files_job ON media_files(job_id);",
 ];
 
 #[derive(Clone)]

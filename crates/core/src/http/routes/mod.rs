@@ -2,6 +2,7 @@
 
 pub mod dashboard;
 pub mod flows;
+pub mod media;
 pub mod runtime;
 pub mod status;
 pub mod usage;
@@ -26,6 +27,16 @@ pub fn gateway_routes() -> Router<SharedState> {
         .route("/api/v1/usage", get(usage::recent))
         .route("/api/v1/usage/summary", get(usage::summary))
         .route("/metrics", get(status::metrics))
+        .route("/api/v1/media/image/generate", post(media::generate_image))
+        .route("/api/v1/media/generate", post(media::generate))
+        .route(
+            "/api/v1/media/jobs/{id}",
+            get(media::get_job).delete(media::cancel_job),
+        )
+        .route("/api/v1/media/jobs/{id}/events", get(media::job_events))
+        .route("/api/v1/media/files/{id}", get(media::get_file))
+        .route("/api/v1/media/health", get(media::health))
+        .route("/api/v1/media/models", get(media::models))
 }
 
 /// Control routes (admin key or trusted network).

@@ -1,0 +1,217 @@
+//! The gateway's own file store: content-addressed files under `data_dir/media`
+//! plus one SQLite row per image (job, prompt, seed, workflow, size).
+//!
+//! Files are only ever found by id through the table; the path is built from the
+//! stored SHA-256 alone, so nothing a request sends can name a path.
+
+use crate::store::{now_text, Store};
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StoredFile {
+    pub id: String,
+    pub sha256: String,
+    pub mime: String,
+    pub bytes: u64,
+    pub width: u32,
+    pub height: u32,
+    pub job_id: Option<String>,
+    pub provider: Option<String>,
+    pub workflow: Option<String>,
+    pub prompt: Option<String>,
+    pub seed: Option<u64>,
+    pub created_at: String,
+}
+
+/// What is known about a file when it is saved.
+#[derive(Debug, Clone, Default)]
+pub struct NewFile {
+    pub mime: String,
+    pub width: u32,
+    pub height: u32,
+    pub job_id: Option<String>,
+    pub provider: Option<String>,
+    pub workflow: Option<String>,
+    pub prompt: Option<String>,
+    pub seed: Option<u64>,
+}
+
+#[derive(Clone)]
+pub struct FileStore {
+    root: PathBuf,
+    store: Store,
+}
+
+/// Ids look like `img_20251116_0a1b2c3d4e5f`.
+pub fn is_valid_id(id: &str) -> bool {
+    let Some(rest) = id.strip_prefix("img_") else {
+        return false;
+    };
+    let (date, hex) = rest.split_at(rest.len().min(8));
+    rest.len() == 8 + 1 + 12
+        && date.bytes().all(|b| b.is_ascii_digit())
+        && hex.starts_with('_')
+        && hex[1..]
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+fn is_sha_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn extension(mime: &str) -> &'static str {
+    match mime {
+        "image/png" => "png",
+        "image/jpeg" => "jpg",
+        "image/webp" => "webp",
+        _ => "bin",
+    }
+}
+
+impl FileStore {
+    pub fn new(data_dir: &Path, store: Store) -> anyhow::Result<Self> {
+        let root = data_dir.join("media");
+        std::fs::create_dir_all(&root)?;
+        Ok(Self { root, store })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_for(&self, sha: &str, mime: &str) -> PathBuf {
+        self.root
+            .join(&sha[..2])
+            .join(format!("{sha}.{}", extension(mime)))
+    }
+
+    /// Store `data` (identical content is written once) and record a new id for it.
+    pub async fn save(&self, data: Vec<u8>, meta: NewFile) -> anyhow::Result<StoredFile> {
+        let sha = hex(&Sha256::digest(&data));
+        let path = self.path_for(&sha, &meta.mime);
+        let len = data.len() as u64;
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            if path.exists() {
+                return Ok(());
+            }
+            let dir = path.parent().expect("two levels under root");
+            std::fs::create_dir_all(dir)?;
+            // Write beside, then rename: a reader never sees half a file.
+            let tmp = dir.join(format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
+            std::fs::write(&tmp, &data)?;
+            std::fs::rename(&tmp, &path)
+        })
+        .await??;
+        let rand = uuid::Uuid::new_v4().simple().to_string();
+        let file = StoredFile {
+            id: format!(
+                "img_{}_{}",
+                chrono::Utc::now().format("%Y%m%d"),
+                &rand[..12]
+            ),
+            sha256: sha,
+            mime: meta.mime,
+            bytes: len,
+            width: meta.width,
+            height: meta.height,
+            job_id: meta.job_id,
+            provider: meta.provider,
+            workflow: meta.workflow,
+            prompt: meta.prompt,
+            seed: meta.seed,
+            created_at: now_text(),
+        };
+        let row = file.clone();
+        self.store
+            .with(move |c| {
+                c.execute(
+                    "INSERT INTO media_files (id, sha256, mime, bytes, width, height, job_id, provider, workflow, prompt, seed, created_at)
+                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
+                    params![
+                        row.id, row.sha256, row.mime, row.bytes as i64, row.width, row.height, row.job_id,
+                        row.provider, row.workflow, row.prompt, row.seed.map(|s| s as i64), row.created_at
+                    ],
+                )
+                .map(|_| ())
+            })
+            .await?;
+        Ok(file)
+    }
+
+    /// The row and on-disk path of file `id`; `None` for unknown or malformed ids.
+    pub async fn find(&self, id: &str) -> anyhow::Result<Option<(StoredFile, PathBuf)>> {
+        if !is_valid_id(id) {
+            return Ok(None);
+        }
+        let id = id.to_string();
+        let row = self
+            .store
+            .with(move |c| {
+                c.query_row(
+                    "SELECT id, sha256, mime, bytes, width, height, job_id, provider, workflow, prompt, seed, created_at
+                     FROM media_files WHERE id = ?1",
+                    params![id],
+                    |r| {
+                        Ok(StoredFile {
+                            id: r.get(0)?,
+                            sha256: r.get(1)?,
+                            mime: r.get(2)?,
+                            bytes: r.get::<_, i64>(3)? as u64,
+                            width: r.get(4)?,
+                            height: r.get(5)?,
+                            job_id: r.get(6)?,
+                            provider: r.get(7)?,
+                            workflow: r.get(8)?,
+                            prompt: r.get(9)?,
+                            seed: r.get::<_, Option<i64>>(10)?.map(|s| s as u64),
+                            created_at: r.get(11)?,
+                        })
+                    },
+                )
+                .optional()
+            })
+            .await?;
+        Ok(row.filter(|f| is_sha_hex(&f.sha256)).map(|f| {
+            let path = self.path_for(&f.sha256, &f.mime);
+            (f, path)
+        }))
+    }
+
+    /// The content of file `id`.
+    pub async fn read(&self, id: &str) -> anyhow::Result<Option<(StoredFile, Vec<u8>)>> {
+        match self.find(id).await? {
+            Some((file, path)) => Ok(Some((file, tokio::fs::read(path).await?))),
+            None => Ok(None),
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_well_formed_ids_pass() {
+        assert!(is_valid_id("img_20251116_0a1b2c3d4e5f"));
+        for bad in [
+            "",
+            "img_",
+            "../../etc/passwd",
+            "img_20251116_0a1b2c3d4e5f/../x",
+            "img_2025111a_0a1b2c3d4e5f",
+            "img_20251116_0A1B2C3D4E5F",
+            "img_20251116-0a1b2c3d4e5f",
+            "img_20251116_0a1b2c3d4e5",
+        ] {
+            assert!(!is_valid_id(bad), "{bad}");
+        }
+    }
+}

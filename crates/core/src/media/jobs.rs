@@ -1,0 +1,725 @@
+//! Durable image jobs: a row in the SQLite `jobs` table per request, a task that
+//! drives the provider, live state (progress, step, queue position) for polling and
+//! Server-Sent Events, cancellation, timeouts, and recovery after a restart.
+
+use super::files::{FileStore, NewFile};
+use super::provider::{
+    error_from_json, error_to_json, media_error, GeneratedImage, ImageSpec, JobRun, SharedProvider,
+};
+use crate::http::ApiError;
+use crate::store::UsageRow;
+use crate::store::{now_text, Store};
+use crate::telemetry::{MediaRequestLabels, Metrics, ProviderKindLabels};
+use rusqlite::{params, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "queued" => Self::Queued,
+            "running" => Self::Running,
+            "succeeded" => Self::Succeeded,
+            "cancelled" => Self::Cancelled,
+            _ => Self::Failed,
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// What a job looks like from outside (minus the rendered result, see `routes::media`).
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    pub job_id: String,
+    pub status: JobStatus,
+    /// 0..1.
+    pub progress: f64,
+    pub step: Option<u32>,
+    pub total_steps: Option<u32>,
+    /// The node running now (ComfyUI node id).
+    pub node: Option<String>,
+    /// Place in the provider's queue: 1 = next; `None` once running.
+    pub queue_position: Option<u32>,
+    pub provider: String,
+    pub kind: String,
+    pub task: Option<String>,
+    pub workflow: String,
+    pub upstream_id: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// Set when succeeded: files and timings (rendered into `images`/`outputs`).
+    pub result: Option<Value>,
+    /// Set when failed or cancelled: `{code, message, ...}`.
+    pub error: Option<Value>,
+    /// The provider accepted the job (async answers wait for this).
+    #[serde(skip)]
+    pub accepted: bool,
+    /// Bumped on every change, as the SSE event id.
+    #[serde(skip)]
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    Cancel,
+    Timeout,
+}
+
+struct JobEntry {
+    view: watch::Sender<JobView>,
+    spec: ImageSpec,
+    stop: CancellationToken,
+    stop_reason: Mutex<Option<StopReason>>,
+    done: CancellationToken,
+}
+
+/// The handle a provider reports through.
+pub struct JobUpdates {
+    entry: Arc<JobEntry>,
+    store: Store,
+}
+
+impl JobUpdates {
+    fn change(&self, f: impl FnOnce(&mut JobView)) {
+        self.entry.view.send_modify(|v| {
+            f(v);
+            v.seq += 1;
+            v.updated_at = now_text();
+        });
+    }
+
+    /// The provider's id for the job; stored before submitting, so a restart can find it.
+    pub async fn upstream(&self, upstream_id: &str) {
+        let id = upstream_id.to_string();
+        self.change(|v| v.upstream_id = Some(id.clone()));
+        let job_id = self.entry.view.borrow().job_id.clone();
+        let res = self
+            .store
+            .with(move |c| {
+                c.execute(
+                    "UPDATE jobs SET upstream_id = ?1, updated_at = ?2 WHERE id = ?3",
+                    params![id, now_text(), job_id],
+                )
+            })
+            .await;
+        if let Err(e) = res {
+            tracing::warn!("cannot store the upstream id of a media job: {e:#}");
+        }
+    }
+
+    /// The provider took the job.
+    pub fn accepted(&self) {
+        self.change(|v| v.accepted = true);
+    }
+
+    pub fn queue_position(&self, position: Option<u32>) {
+        self.change(|v| {
+            if v.status == JobStatus::Queued {
+                v.queue_position = position;
+            }
+        });
+    }
+
+    /// Execution started.
+    pub async fn running(&self) {
+        let was = self.entry.view.borrow().status;
+        if was != JobStatus::Queued {
+            return;
+        }
+        self.change(|v| {
+            v.status = JobStatus::Running;
+            v.queue_position = None;
+        });
+        persist_status(&self.store, &self.entry, JobStatus::Running).await;
+    }
+
+    /// Progress 0..1 (never goes back), with the sampler step when known.
+    pub fn progress(&self, fraction: f64, step: Option<(u32, u32)>, node: Option<String>) {
+        self.change(|v| {
+            let f = fraction.clamp(0.0, 1.0);
+            if f > v.progress {
+                v.progress = f;
+            }
+            if let Some((s, total)) = step {
+                v.step = Some(s);
+                v.total_steps = Some(total);
+            }
+            if node.is_some() {
+                v.node = node;
+            }
+        });
+    }
+}
+
+async fn persist_status(store: &Store, entry: &JobEntry, status: JobStatus) {
+    let (id, result, error) = {
+        let v = entry.view.borrow();
+        (
+            v.job_id.clone(),
+            v.result.as_ref().map(Value::to_string),
+            v.error.as_ref().map(Value::to_string),
+        )
+    };
+    let res = store
+        .with(move |c| {
+            c.execute(
+                "UPDATE jobs SET status = ?1, result = ?2, error = ?3, updated_at = ?4 WHERE id = ?5",
+                params![status.as_str(), result, error, now_text(), id],
+            )
+        })
+        .await;
+    if let Err(e) = res {
+        tracing::warn!("cannot store a media job's state: {e:#}");
+    }
+}
+
+/// All jobs of this process, plus the stored ones.
+pub struct JobManager {
+    store: Store,
+    files: FileStore,
+    metrics: Arc<MetricsHandle>,
+    live: Mutex<HashMap<String, Arc<JobEntry>>>,
+    shutdown: CancellationToken,
+}
+
+/// The two metric families the job task writes (shared with the app's registry).
+pub struct MetricsHandle {
+    pub requests: prometheus_client::metrics::family::Family<
+        MediaRequestLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    pub latency: prometheus_client::metrics::family::Family<
+        ProviderKindLabels,
+        prometheus_client::metrics::histogram::Histogram,
+        fn() -> prometheus_client::metrics::histogram::Histogram,
+    >,
+}
+
+impl MetricsHandle {
+    pub fn from(metrics: &Metrics) -> Self {
+        Self {
+            requests: metrics.media_requests.clone(),
+            latency: metrics.media_latency_ms.clone(),
+        }
+    }
+
+    pub fn record(&self, provider: &str, kind: &str, status: &str, latency_ms: f64) {
+        self.requests
+            .get_or_create(&MediaRequestLabels {
+                provider: provider.into(),
+                kind: kind.into(),
+                status: status.into(),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&ProviderKindLabels {
+                provider: provider.into(),
+                kind: kind.into(),
+            })
+            .observe(latency_ms);
+    }
+}
+
+fn new_view(id: &str, spec: &ImageSpec, created_at: String) -> JobView {
+    JobView {
+        job_id: id.to_string(),
+        status: JobStatus::Queued,
+        progress: 0.0,
+        step: None,
+        total_steps: spec.steps,
+        node: None,
+        queue_position: None,
+        provider: spec.provider.clone(),
+        kind: spec.kind.clone(),
+        task: spec.task.clone(),
+        workflow: spec.workflow.clone(),
+        upstream_id: None,
+        updated_at: created_at.clone(),
+        created_at,
+        result: None,
+        error: None,
+        accepted: false,
+        seq: 0,
+    }
+}
+
+impl JobManager {
+    pub fn new(
+        store: Store,
+        files: FileStore,
+        metrics: &Metrics,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            store,
+            files,
+            metrics: Arc::new(MetricsHandle::from(metrics)),
+            live: Mutex::new(HashMap::new()),
+            shutdown,
+        }
+    }
+
+    pub fn files(&self) -> &FileStore {
+        &self.files
+    }
+
+    pub fn metrics(&self) -> &MetricsHandle {
+        &self.metrics
+    }
+
+    /// Record and start a job; returns a receiver of its state.
+    pub async fn create(
+        self: &Arc<Self>,
+        spec: ImageSpec,
+        provider: SharedProvider,
+    ) -> Result<watch::Receiver<JobView>, ApiError> {
+        let id = format!("job_{}", uuid::Uuid::new_v4().simple());
+        let created = now_text();
+        let request = serde_json::to_string(&spec).unwrap_or_default();
+        let (row_id, row_created, row_provider) =
+            (id.clone(), created.clone(), spec.provider.clone());
+        self.store
+            .with(move |c| {
+                c.execute(
+                    "INSERT INTO jobs (id, kind, status, provider, upstream_id, request, result, error, created_at, updated_at)
+                     VALUES (?1, 'image', 'queued', ?2, NULL, ?3, NULL, NULL, ?4, ?4)",
+                    params![row_id, row_provider, request, row_created],
+                )
+            })
+            .await
+            .map_err(|e| ApiError::internal(format!("cannot record the job: {e:#}")))?;
+        let view = new_view(&id, &spec, created);
+        Ok(self.spawn(view, spec, provider, None))
+    }
+
+    fn spawn(
+        self: &Arc<Self>,
+        view: JobView,
+        spec: ImageSpec,
+        provider: SharedProvider,
+        resume_upstream: Option<String>,
+    ) -> watch::Receiver<JobView> {
+        let (tx, rx) = watch::channel(view);
+        let id = tx.borrow().job_id.clone();
+        let entry = Arc::new(JobEntry {
+            view: tx,
+            spec: spec.clone(),
+            stop: CancellationToken::new(),
+            stop_reason: Mutex::new(None),
+            done: CancellationToken::new(),
+        });
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), entry.clone());
+        let manager = self.clone();
+        tokio::spawn(async move {
+            let run = JobRun {
+                job_id: id.clone(),
+                spec,
+                resume_upstream,
+            };
+            manager.drive(entry, run, provider).await;
+        });
+        rx
+    }
+
+    async fn drive(self: Arc<Self>, entry: Arc<JobEntry>, run: JobRun, provider: SharedProvider) {
+        let started = Instant::now();
+        let timeout = Duration::from_secs_f64(provider.config().timeout_s);
+        let updates = JobUpdates {
+            entry: entry.clone(),
+            store: self.store.clone(),
+        };
+        if let Some(id) = &run.resume_upstream {
+            entry.view.send_modify(|v| {
+                v.upstream_id = Some(id.clone());
+                v.accepted = true;
+            });
+        }
+        let outcome = tokio::select! {
+            r = provider.run(&run, &updates) => r,
+            _ = tokio::time::sleep(timeout) => {
+                *entry.stop_reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(StopReason::Timeout);
+                Err(media_error("MEDIA_TIMEOUT", format!(
+                    "{} did not finish the image within {:.0} s (the job was interrupted upstream)",
+                    provider.name(), timeout.as_secs_f64()
+                )).with("provider", provider.name()).with("timeout_s", timeout.as_secs_f64()))
+            }
+            _ = entry.stop.cancelled() => {
+                Err(media_error("JOB_CANCELLED", "the job was cancelled").with("provider", provider.name()))
+            }
+            _ = self.shutdown.cancelled() => {
+                // Leave the row queued/running: the next start picks it up again.
+                entry.done.cancel();
+                return;
+            }
+        };
+        let reason = *entry.stop_reason.lock().unwrap_or_else(|p| p.into_inner());
+        if reason.is_some() {
+            let upstream = entry.view.borrow().upstream_id.clone();
+            if let Some(up) = upstream {
+                if let Err(e) = provider.cancel(&up).await {
+                    tracing::warn!(job = %run.job_id, "cannot cancel the job upstream: {e}");
+                }
+            }
+        }
+        let (status, result, error) = match outcome {
+            Ok(images) => match self.store_images(&run, images).await {
+                Ok(files) => {
+                    let result = json!({
+                        "files": files,
+                        "generation_time_s": started.elapsed().as_secs_f64(),
+                    });
+                    (JobStatus::Succeeded, Some(result), None)
+                }
+                Err(e) => failure(
+                    &entry.spec,
+                    media_error("INTERNAL", format!("cannot store the image: {e:#}")),
+                    reason,
+                ),
+            },
+            Err(e) => failure(&entry.spec, e, reason),
+        };
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        // Stored and counted before anyone sees the final state, so a caller that
+        // gets its answer finds the row, the usage record and the metric in place.
+        persist_final(&self.store, &run.job_id, status, &result, &error).await;
+        self.record_usage(&run.spec, status, error.as_ref(), latency_ms)
+            .await;
+        entry.view.send_modify(|v| {
+            v.status = status;
+            v.queue_position = None;
+            if status == JobStatus::Succeeded {
+                v.progress = 1.0;
+            }
+            v.result = result;
+            v.error = error;
+            v.seq += 1;
+            v.updated_at = now_text();
+        });
+        // Later reads come from the table.
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&run.job_id);
+        entry.done.cancel();
+    }
+
+    async fn store_images(
+        &self,
+        run: &JobRun,
+        images: Vec<GeneratedImage>,
+    ) -> anyhow::Result<Vec<Value>> {
+        if images.is_empty() {
+            anyhow::bail!("the provider returned no image");
+        }
+        let mut out = Vec::new();
+        for img in images {
+            let f = self
+                .files
+                .save(
+                    img.data,
+                    NewFile {
+                        mime: img.mime,
+                        width: img.width,
+                        height: img.height,
+                        job_id: Some(run.job_id.clone()),
+                        provider: Some(run.spec.provider.clone()),
+                        workflow: Some(run.spec.workflow.clone()),
+                        prompt: Some(run.spec.prompt.clone()),
+                        seed: Some(img.seed),
+                    },
+                )
+                .await?;
+            out.push(json!({
+                "id": f.id, "mime": f.mime, "width": f.width, "height": f.height,
+                "seed": f.seed, "bytes": f.bytes, "sha256": f.sha256,
+            }));
+        }
+        Ok(out)
+    }
+
+    async fn record_usage(
+        &self,
+        spec: &ImageSpec,
+        status: JobStatus,
+        error: Option<&Value>,
+        latency_ms: f64,
+    ) {
+        let (code, http) = match (status, error.map(error_from_json)) {
+            (JobStatus::Succeeded, _) => (None, 200),
+            (_, Some(e)) => (Some(e.code.to_string()), e.status.as_u16()),
+            (_, None) => (Some("INTERNAL".into()), 500),
+        };
+        let label = match status {
+            JobStatus::Succeeded => "success",
+            JobStatus::Cancelled => "cancelled",
+            _ => "error",
+        };
+        self.metrics
+            .record(&spec.provider, &spec.kind, label, latency_ms);
+        let row = UsageRow {
+            ts: now_text(),
+            request_id: spec.request_id.clone(),
+            client: spec.caller.clone(),
+            key_id: spec.key_id.clone(),
+            kind: "media".into(),
+            role: None,
+            task: Some(spec.task.clone().unwrap_or_else(|| spec.kind.clone())),
+            mode: Some(spec.generator_mode.clone()),
+            provider: Some(spec.provider.clone()),
+            model: Some(spec.workflow.clone()),
+            latency_ms,
+            status: http,
+            error_code: code,
+            ..Default::default()
+        };
+        if let Err(e) = self.store.insert_usage(row).await {
+            tracing::warn!("cannot write the media usage row: {e:#}");
+        }
+    }
+
+    /// The live state of a job of this process, if any.
+    pub fn watch(&self, id: &str) -> Option<watch::Receiver<JobView>> {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .map(|e| e.view.subscribe())
+    }
+
+    /// The job's state: live, else as stored.
+    pub async fn get(&self, id: &str) -> anyhow::Result<Option<JobView>> {
+        if let Some(rx) = self.watch(id) {
+            return Ok(Some(rx.borrow().clone()));
+        }
+        Ok(self.load(id).await?.map(|(view, _)| view))
+    }
+
+    async fn load(&self, id: &str) -> anyhow::Result<Option<(JobView, ImageSpec)>> {
+        let id = id.to_string();
+        let row = self
+            .store
+            .with(move |c| {
+                c.query_row(
+                    "SELECT id, status, upstream_id, request, result, error, created_at, updated_at FROM jobs WHERE id = ?1 AND kind = 'image'",
+                    params![id],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, Option<String>>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, Option<String>>(4)?,
+                            r.get::<_, Option<String>>(5)?,
+                            r.get::<_, String>(6)?,
+                            r.get::<_, String>(7)?,
+                        ))
+                    },
+                )
+                .optional()
+            })
+            .await?;
+        let Some((id, status, upstream, request, result, error, created, updated)) = row else {
+            return Ok(None);
+        };
+        let spec: ImageSpec = serde_json::from_str(&request)?;
+        let mut view = new_view(&id, &spec, created);
+        view.status = JobStatus::parse(&status);
+        view.upstream_id = upstream;
+        view.updated_at = updated;
+        view.result = result.and_then(|r| serde_json::from_str(&r).ok());
+        view.error = error.and_then(|r| serde_json::from_str(&r).ok());
+        if view.status == JobStatus::Succeeded {
+            view.progress = 1.0;
+        }
+        Ok(Some((view, spec)))
+    }
+
+    /// Cancel a job: upstream queue delete or interrupt, then `cancelled`.
+    /// Returns the final view (or the current one when it already ended).
+    pub async fn cancel(&self, id: &str) -> anyhow::Result<Option<JobView>> {
+        let entry = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned();
+        let Some(entry) = entry else {
+            return self.get(id).await;
+        };
+        if !entry.view.borrow().status.is_terminal() {
+            *entry.stop_reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(StopReason::Cancel);
+            entry.stop.cancel();
+            // The task cancels upstream and writes the final state; bounded wait.
+            let _ = tokio::time::timeout(Duration::from_secs(15), entry.done.cancelled()).await;
+        }
+        let view = entry.view.borrow().clone();
+        Ok(Some(view))
+    }
+
+    /// Jobs left queued or running by an earlier run: resume them with their provider
+    /// (which finds them in its history or queue), or mark them failed with the reason.
+    pub async fn recover(
+        self: &Arc<Self>,
+        provider_for: impl Fn(&str) -> Option<SharedProvider>,
+    ) -> anyhow::Result<usize> {
+        let ids: Vec<String> = self
+            .store
+            .with(|c| {
+                let mut stmt = c.prepare(
+                    "SELECT id FROM jobs WHERE kind = 'image' AND status IN ('queued', 'running') ORDER BY created_at",
+                )?;
+                let rows = stmt.query_map([], |r| r.get(0))?;
+                rows.collect()
+            })
+            .await?;
+        let mut resumed = 0;
+        for id in ids {
+            let loaded = self.load(&id).await;
+            let (view, spec) = match loaded {
+                Ok(Some(x)) => x,
+                Ok(None) => continue,
+                Err(e) => {
+                    self.fail_stored(
+                        &id,
+                        media_error(
+                            "JOB_LOST",
+                            format!("the stored job cannot be read after a restart: {e:#}"),
+                        ),
+                    )
+                    .await;
+                    continue;
+                }
+            };
+            let Some(provider) = provider_for(&spec.provider) else {
+                self.fail_stored(
+                    &id,
+                    media_error(
+                        "JOB_LOST",
+                        format!(
+                            "the gateway restarted and provider {:?} is no longer configured",
+                            spec.provider
+                        ),
+                    ),
+                )
+                .await;
+                continue;
+            };
+            let Some(upstream) = view.upstream_id.clone() else {
+                self.fail_stored(&id, media_error("JOB_LOST", format!(
+                    "the gateway stopped before the job was submitted to {}; submit it again", spec.provider
+                ))).await;
+                continue;
+            };
+            tracing::info!(job = %id, upstream = %upstream, "resuming a media job after restart");
+            self.spawn(view, spec, provider, Some(upstream));
+            resumed += 1;
+        }
+        Ok(resumed)
+    }
+
+    async fn fail_stored(&self, id: &str, e: ApiError) {
+        tracing::warn!(job = %id, "media job failed at restart: {}", e.message);
+        let id = id.to_string();
+        let error = error_to_json(&e).to_string();
+        let res = self
+            .store
+            .with(move |c| {
+                c.execute(
+                    "UPDATE jobs SET status = 'failed', error = ?1, updated_at = ?2 WHERE id = ?3",
+                    params![error, now_text(), id],
+                )
+            })
+            .await;
+        if let Err(e) = res {
+            tracing::warn!("cannot store a recovered job's failure: {e:#}");
+        }
+    }
+
+    /// Counts of live jobs by status, for health.
+    pub fn counts(&self) -> (usize, usize) {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut queued = 0;
+        let mut running = 0;
+        for e in live.values() {
+            match e.view.borrow().status {
+                JobStatus::Queued => queued += 1,
+                JobStatus::Running => running += 1,
+                _ => {}
+            }
+        }
+        (queued, running)
+    }
+}
+
+/// The final state of a job that did not succeed.
+fn failure(
+    spec: &ImageSpec,
+    e: ApiError,
+    reason: Option<StopReason>,
+) -> (JobStatus, Option<Value>, Option<Value>) {
+    match reason {
+        Some(StopReason::Cancel) => (
+            JobStatus::Cancelled,
+            None,
+            Some(error_to_json(
+                &media_error("JOB_CANCELLED", "the job was cancelled")
+                    .with("provider", spec.provider.clone()),
+            )),
+        ),
+        _ => (JobStatus::Failed, None, Some(error_to_json(&e))),
+    }
+}
+
+async fn persist_final(
+    store: &Store,
+    id: &str,
+    status: JobStatus,
+    result: &Option<Value>,
+    error: &Option<Value>,
+) {
+    let id = id.to_string();
+    let result = result.as_ref().map(Value::to_string);
+    let error = error.as_ref().map(Value::to_string);
+    let res = store
+        .with(move |c| {
+            c.execute(
+                "UPDATE jobs SET status = ?1, result = ?2, error = ?3, updated_at = ?4 WHERE id = ?5",
+                params![status.as_str(), result, error, now_text(), id],
+            )
+        })
+        .await;
+    if let Err(e) = res {
+        tracing::warn!("cannot store a media job's final state: {e:#}");
+    }
+}

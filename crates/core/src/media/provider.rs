@@ -1,0 +1,190 @@
+//! The one interface every media provider implements, and the registry that builds
+//! providers from `[media.providers.NAME]` by their `kind`.
+//!
+//! Adding a provider: a new file in `providers/` and one line in [`REGISTRY`].
+
+use super::jobs::JobUpdates;
+use super::workflows::Workflows;
+use crate::config::MediaProviderConfig;
+use crate::http::ApiError;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// A fully resolved image request: what the provider runs and what the job remembers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageSpec {
+    pub provider: String,
+    pub kind: String,
+    pub task: Option<String>,
+    pub workflow: String,
+    pub prompt: String,
+    pub negative_prompt: Option<String>,
+    /// The size generated (multiples of 8).
+    pub width: u32,
+    pub height: u32,
+    /// The size asked for, before rounding.
+    pub requested_width: u32,
+    pub requested_height: u32,
+    pub aspect_ratio: Option<String>,
+    /// The actual seed (a random one when the caller sent none or -1).
+    pub seed: u64,
+    pub steps: Option<u32>,
+    pub cfg: Option<f64>,
+    pub count: u32,
+    pub checkpoint: Option<String>,
+    pub brand: Option<Value>,
+    pub generator_mode: String,
+    pub request_id: String,
+    /// ComfyUI routes execution events to this client id only.
+    pub client_id: String,
+    /// Who asked (for the usage row written when the job ends).
+    pub caller: String,
+    pub key_id: Option<String>,
+}
+
+/// One image a provider produced.
+#[derive(Debug, Clone)]
+pub struct GeneratedImage {
+    pub data: Vec<u8>,
+    pub mime: String,
+    pub width: u32,
+    pub height: u32,
+    pub seed: u64,
+}
+
+/// Everything a provider needs to run (or resume) one job.
+pub struct JobRun {
+    pub job_id: String,
+    pub spec: ImageSpec,
+    /// Set when the gateway restarted: the upstream id of a job submitted before.
+    pub resume_upstream: Option<String>,
+}
+
+/// A model file a provider can use.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    pub name: String,
+    /// `checkpoint`, `lora` or `vae`.
+    #[serde(rename = "type")]
+    pub model_type: String,
+    pub provider: String,
+}
+
+#[async_trait::async_trait]
+pub trait MediaProvider: Send + Sync {
+    fn name(&self) -> &str;
+    /// The registry kind (`comfyui`, `mock`).
+    fn kind(&self) -> &'static str;
+    fn config(&self) -> &MediaProviderConfig;
+    fn workflows(&self) -> &Workflows;
+    /// Cheap health: `{"status": "healthy"|"unhealthy", ...}` (never generates anything).
+    async fn health(&self) -> Value;
+    async fn models(&self) -> Result<Vec<ModelInfo>, ApiError>;
+    /// Checks that can fail fast, before a job exists (reachable, workflow valid, model present).
+    async fn prepare(&self, spec: &ImageSpec) -> Result<(), ApiError>;
+    /// Run (or resume) one job to its end, reporting state through `updates`.
+    /// Dropping the future stops following the job; it does not cancel it upstream.
+    async fn run(
+        &self,
+        job: &JobRun,
+        updates: &JobUpdates,
+    ) -> Result<Vec<GeneratedImage>, ApiError>;
+    /// Remove a job from the upstream queue, or interrupt it when it is running.
+    async fn cancel(&self, upstream_id: &str) -> Result<(), ApiError>;
+}
+
+pub type SharedProvider = Arc<dyn MediaProvider>;
+
+type Constructor = fn(name: &str, config: &MediaProviderConfig) -> anyhow::Result<SharedProvider>;
+
+/// Provider kinds and how to build them.
+const REGISTRY: &[(&str, Constructor)] = &[
+    ("comfyui", super::providers::comfyui::build),
+    ("mock", super::providers::mock::build),
+];
+
+pub fn known_kinds() -> Vec<&'static str> {
+    REGISTRY.iter().map(|(k, _)| *k).collect()
+}
+
+pub fn is_known_kind(kind: &str) -> bool {
+    REGISTRY.iter().any(|(k, _)| *k == kind)
+}
+
+/// Build the provider configured as `name`.
+pub fn build(name: &str, config: &MediaProviderConfig) -> anyhow::Result<SharedProvider> {
+    let (_, constructor) = REGISTRY
+        .iter()
+        .find(|(k, _)| *k == config.kind)
+        .ok_or_else(|| anyhow::anyhow!("unknown media provider kind {:?}", config.kind))?;
+    constructor(name, config)
+}
+
+/// The error codes media failures use, with their HTTP status.
+pub const ERROR_CODES: &[(&str, u16)] = &[
+    ("VALIDATION_ERROR", 400),
+    ("UNSUPPORTED_MEDIA_TYPE", 400),
+    ("MODEL_NOT_FOUND", 404),
+    ("NOT_FOUND", 404),
+    ("JOB_CANCELLED", 409),
+    ("WORKFLOW_INVALID", 422),
+    ("INTERNAL", 500),
+    ("PROVIDER_ERROR", 502),
+    ("GENERATION_FAILED", 502),
+    ("JOB_LOST", 502),
+    ("PROVIDER_UNAVAILABLE", 503),
+    ("GATEWAY_PAUSED", 503),
+    ("MEDIA_TIMEOUT", 504),
+];
+
+/// A media error by code (the status comes from [`ERROR_CODES`]).
+pub fn media_error(code: &str, message: impl Into<String>) -> ApiError {
+    let (code, status) = ERROR_CODES
+        .iter()
+        .find(|(c, _)| *c == code)
+        .copied()
+        .unwrap_or(("PROVIDER_ERROR", 502));
+    ApiError::new(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+        code,
+        message,
+    )
+}
+
+/// An error as stored with a job: `{code, message, ...fields}`.
+pub fn error_to_json(e: &ApiError) -> Value {
+    let mut m = e.fields.clone();
+    m.insert("code".into(), e.code.into());
+    m.insert("message".into(), e.message.clone().into());
+    Value::Object(m)
+}
+
+/// Back from the stored form.
+pub fn error_from_json(v: &Value) -> ApiError {
+    let code = v
+        .get("code")
+        .and_then(Value::as_str)
+        .unwrap_or("PROVIDER_ERROR");
+    let message = v.get("message").and_then(Value::as_str).unwrap_or("failed");
+    let mut e = media_error(code, message);
+    if let Some(obj) = v.as_object() {
+        for (k, val) in obj {
+            if k != "code" && k != "message" {
+                e.fields.insert(k.clone(), val.clone());
+            }
+        }
+    }
+    e
+}
+
+/// Width and height from a PNG's IHDR chunk.
+pub fn png_size(data: &[u8]) -> Option<(u32, u32)> {
+    if data.len() < 24 || &data[..8] != b"\x89PNG\r\n\x1a\n" || &data[12..16] != b"IHDR" {
+        return None;
+    }
+    let w = u32::from_be_bytes(data[16..20].try_into().ok()?);
+    let h = u32::from_be_bytes(data[20..24].try_into().ok()?);
+    Some((w, h))
+}

@@ -1,0 +1,5 @@
+//! One file per media provider kind; the registry is in `provider.rs`.
+
+pub mod comfyui;
+pub mod comfyui_client;
+pub mod mock;

@@ -1,0 +1,321 @@
+//! Which state changes deserve a desktop notification, and how often.
+//!
+//! The tray app shows what this decides; the decision lives here (GUI-free, tested) so
+//! a flapping service cannot flood the desktop whatever front end is used. Every
+//! notification comes from an event that is also in the event log, so the dashboard's
+//! timeline shows all of them.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// The overall health the tray icon shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Ok,
+    Degraded,
+    Down,
+}
+
+/// How a service state counts toward the overall health.
+pub fn level_of_state(state: &str) -> Level {
+    match state {
+        "running" => Level::Ok,
+        "starting" | "restarting" | "backoff" | "unhealthy" => Level::Degraded,
+        "crashed" | "failed" => Level::Down,
+        // Stopped on purpose, or not managed: not a fault.
+        _ => Level::Ok,
+    }
+}
+
+/// Overall health and a one-line summary (the tray tooltip's first line).
+pub fn overall<'a>(services: impl IntoIterator<Item = (&'a str, &'a str)>) -> (Level, String) {
+    let mut level = Level::Ok;
+    let mut parts = Vec::new();
+    for (name, state) in services {
+        level = level.max(level_of_state(state));
+        parts.push(format!("{name}: {state}"));
+    }
+    let summary = match (level, parts.is_empty()) {
+        (_, true) => "no services supervised".to_string(),
+        (Level::Ok, false) => "all services up".to_string(),
+        (_, false) => parts
+            .iter()
+            .filter(|p| !p.ends_with(": running"))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    (level, summary)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    pub title: String,
+    pub body: String,
+    pub level: Level,
+}
+
+/// Decides notifications with a per-topic rate limit. A change that is held back is
+/// counted and mentioned in the next notification of its topic.
+pub struct NotificationPolicy {
+    min_interval: Duration,
+    last_sent: HashMap<String, Instant>,
+    held_back: HashMap<String, u32>,
+    /// Services that went down since they last ran: their return is news.
+    down: std::collections::HashSet<String>,
+    /// Error-rate alarm: fraction of failed gateway requests, with a minimum sample.
+    pub error_rate_threshold: f64,
+    pub error_rate_min_requests: u64,
+    gateway_alarm_on: bool,
+}
+
+impl Default for NotificationPolicy {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(60))
+    }
+}
+
+impl NotificationPolicy {
+    pub fn new(min_interval: Duration) -> Self {
+        Self {
+            min_interval,
+            last_sent: HashMap::new(),
+            held_back: HashMap::new(),
+            down: Default::default(),
+            error_rate_threshold: 0.2,
+            error_rate_min_requests: 10,
+            gateway_alarm_on: false,
+        }
+    }
+
+    fn gate(&mut self, topic: &str, now: Instant, mut n: Notification) -> Option<Notification> {
+        if let Some(last) = self.last_sent.get(topic) {
+            if now.duration_since(*last) < self.min_interval {
+                *self.held_back.entry(topic.to_string()).or_default() += 1;
+                return None;
+            }
+        }
+        if let Some(count) = self.held_back.remove(topic) {
+            n.body
+                .push_str(&format!(" ({count} earlier change(s) not shown)"));
+        }
+        self.last_sent.insert(topic.to_string(), now);
+        Some(n)
+    }
+
+    /// A service changed state (an event of the event log).
+    pub fn on_state_change(
+        &mut self,
+        service: &str,
+        to: &str,
+        reason: &str,
+        now: Instant,
+    ) -> Option<Notification> {
+        let was_down = if to == "running" {
+            self.down.remove(service)
+        } else {
+            if matches!(to, "crashed" | "unhealthy" | "failed") {
+                self.down.insert(service.to_string());
+            }
+            false
+        };
+        let docker_down = reason
+            .to_ascii_lowercase()
+            .contains("docker is not running");
+        let (topic, title, level) = match to {
+            _ if docker_down => (
+                "docker".to_string(),
+                "Docker is not running".to_string(),
+                Level::Down,
+            ),
+            "failed" => (
+                service.to_string(),
+                format!("{service} failed (crash loop)"),
+                Level::Down,
+            ),
+            "crashed" | "unhealthy" => (
+                service.to_string(),
+                format!("{service} went down"),
+                Level::Down,
+            ),
+            "restarting" if reason.contains("by ") => (
+                format!("{service}:restart"),
+                format!("{service} is restarting"),
+                Level::Degraded,
+            ),
+            "running" if was_down => (service.to_string(), format!("{service} is back"), Level::Ok),
+            _ => return None,
+        };
+        // "Back up" must not be swallowed by the rate limit of the "down" that preceded
+        // it, or the desktop would keep showing a stale failure.
+        if to == "running" {
+            self.last_sent.remove(&topic);
+        }
+        self.gate(
+            &topic,
+            now,
+            Notification {
+                title,
+                body: reason.to_string(),
+                level,
+            },
+        )
+    }
+
+    /// The gateway's recent error rate; notifies once when it crosses the threshold and
+    /// once when it recovers.
+    pub fn on_gateway_errors(
+        &mut self,
+        requests: u64,
+        errors: u64,
+        now: Instant,
+    ) -> Option<Notification> {
+        if requests < self.error_rate_min_requests {
+            return None;
+        }
+        let rate = errors as f64 / requests as f64;
+        let failing = rate >= self.error_rate_threshold;
+        if failing == self.gateway_alarm_on {
+            return None;
+        }
+        self.gateway_alarm_on = failing;
+        let n = if failing {
+            Notification {
+                title: "Gateway requests are failing".into(),
+                body: format!(
+                    "{errors} of the last {requests} requests failed ({:.0} %)",
+                    rate * 100.0
+                ),
+                level: Level::Down,
+            }
+        } else {
+            Notification {
+                title: "Gateway recovered".into(),
+                body: format!("{errors} of the last {requests} requests failed"),
+                level: Level::Ok,
+            }
+        };
+        if !failing {
+            self.last_sent.remove("gateway");
+        }
+        self.gate("gateway", now, n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overall_takes_the_worst_state() {
+        assert_eq!(
+            overall([("ollama", "running"), ("comfyui", "running")]).0,
+            Level::Ok
+        );
+        let (level, summary) = overall([("ollama", "running"), ("comfyui", "backoff")]);
+        assert_eq!(
+            (level, summary.as_str()),
+            (Level::Degraded, "comfyui: backoff")
+        );
+        assert_eq!(
+            overall([("ollama", "failed"), ("comfyui", "backoff")]).0,
+            Level::Down
+        );
+        assert_eq!(overall([]).1, "no services supervised");
+    }
+
+    #[test]
+    fn a_flapping_service_is_rate_limited_and_the_rest_is_counted() {
+        let mut p = NotificationPolicy::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        let n = p
+            .on_state_change("comfyui", "crashed", "exit code 1", t0)
+            .unwrap();
+        assert_eq!(n.title, "comfyui went down");
+        assert_eq!(n.level, Level::Down);
+        // Ten more crashes within the minute: silent.
+        for i in 1..=10 {
+            assert!(p
+                .on_state_change(
+                    "comfyui",
+                    "crashed",
+                    "exit code 1",
+                    t0 + Duration::from_secs(i)
+                )
+                .is_none());
+        }
+        // After the interval, one notification that mentions what was held back.
+        let n = p
+            .on_state_change(
+                "comfyui",
+                "crashed",
+                "exit code 1",
+                t0 + Duration::from_secs(61),
+            )
+            .unwrap();
+        assert!(n.body.contains("10 earlier change(s)"), "{}", n.body);
+    }
+
+    #[test]
+    fn coming_back_is_always_told_and_quiet_transitions_are_not() {
+        let mut p = NotificationPolicy::default();
+        let t0 = Instant::now();
+        assert!(p
+            .on_state_change("ollama", "unhealthy", "3 health probes failed", t0)
+            .is_some());
+        let back = p
+            .on_state_change("ollama", "running", "health probe passed", t0)
+            .unwrap();
+        assert_eq!(back.title, "ollama is back");
+        assert!(p.on_state_change("ollama", "starting", "", t0).is_none());
+        assert!(p.on_state_change("ollama", "running", "", t0).is_none());
+    }
+
+    #[test]
+    fn crash_loop_docker_and_admin_restarts_have_their_own_messages() {
+        let mut p = NotificationPolicy::default();
+        let t0 = Instant::now();
+        let n = p
+            .on_state_change("comfyui", "failed", "5 restarts within 120 s", t0)
+            .unwrap();
+        assert!(n.title.contains("crash loop"));
+        let n = p
+            .on_state_change("ollama-sparklio", "crashed", "Docker is not running", t0)
+            .unwrap();
+        assert_eq!(n.title, "Docker is not running");
+        let n = p
+            .on_state_change(
+                "ollama-sparklio",
+                "restarting",
+                "restarted by admin from 127.0.0.1",
+                t0,
+            )
+            .unwrap();
+        assert!(n.title.contains("restarting"));
+    }
+
+    #[test]
+    fn gateway_error_rate_alarm_fires_once_and_recovers() {
+        let mut p = NotificationPolicy::default();
+        let t0 = Instant::now();
+        assert!(
+            p.on_gateway_errors(5, 5, t0).is_none(),
+            "too few requests to judge"
+        );
+        assert!(p
+            .on_gateway_errors(20, 10, t0)
+            .unwrap()
+            .title
+            .contains("failing"));
+        assert!(
+            p.on_gateway_errors(30, 15, t0).is_none(),
+            "still failing: no repeat"
+        );
+        assert!(p
+            .on_gateway_errors(30, 0, t0)
+            .unwrap()
+            .title
+            .contains("recovered"));
+    }
+}
