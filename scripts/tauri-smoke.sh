@@ -234,12 +234,20 @@ APP_PID=""
 ((rc == 0)) || fail "the app exited with code $rc after SIGTERM (expected 0)"
 plain_log | grep -q 'shutdown complete' || fail "the core did not log 'shutdown complete'"
 ! port_open || fail "port $PORT still accepts connections after the app exited"
-sleep 1
-for p in $tree_before; do
-    [[ "$p" == "$pid" ]] && continue
-    if kill -0 "$p" 2>/dev/null; then
-        fail "process $p ($(cat "/proc/$p/comm" 2>/dev/null)) outlived the app"
-    fi
+# WebKit's helpers exit when their connection to the app closes; give them a moment.
+leftovers() {
+    local p state
+    for p in $tree_before; do
+        [[ "$p" == "$pid" ]] && continue
+        state=$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null) || continue
+        [[ "$state" == Z ]] && continue # exited, waiting to be reaped by its new parent
+        echo "$p($(cat "/proc/$p/comm" 2>/dev/null))"
+    done
+}
+deadline=$(($(date +%s) + 15))
+while [[ -n "$(leftovers)" ]]; do
+    (($(date +%s) < deadline)) || fail "processes outlived the app by 15s: $(leftovers | tr '\n' ' ')"
+    sleep 0.25
 done
 step "clean exit (code 0), port $PORT closed, no process left behind"
 step "PASS"

@@ -3,7 +3,7 @@
 //! request from a plugin) goes through [`quit`], which shuts the core down cleanly
 //! (in-flight requests get their grace period, the port is released) and then exits.
 
-use sparklio_core::app::{shutdown_signal, RunningApp, SharedState};
+use sparklio_core::app::{shutdown_signal, RunningApp};
 use sparklio_core::config::LoadedConfig;
 use sparklio_core::StartOptions;
 use std::net::SocketAddr;
@@ -14,21 +14,36 @@ use tauri::{App, AppHandle, Manager};
 /// Managed state: the running core and where it listens.
 pub struct Core {
     pub addr: SocketAddr,
-    /// Kept apart from `running` so the stop can be awaited without holding the lock.
-    state: SharedState,
     running: Mutex<Option<RunningApp>>,
     quitting: AtomicBool,
 }
 
-/// Start the core in Tauri's async runtime and put it in the app's managed state.
+/// Start the core in Tauri's async runtime, put it in the app's managed state, and quit
+/// when a stop signal arrives or the core stops on its own.
 pub fn start_core(app: &mut App, loaded: LoadedConfig) -> anyhow::Result<()> {
-    let running =
-        tauri::async_runtime::block_on(sparklio_core::start(loaded, StartOptions::default()))?;
+    let (signal, running) = tauri::async_runtime::block_on(async {
+        // Handlers first, so a SIGTERM right after start-up still stops the core cleanly.
+        let signal = shutdown_signal();
+        let running = sparklio_core::start(loaded, StartOptions::default()).await?;
+        anyhow::Ok((signal, running))
+    })?;
+    let state = running.state.clone();
     app.manage(Core {
         addr: running.addr,
-        state: running.state.clone(),
         running: Mutex::new(Some(running)),
         quitting: AtomicBool::new(false),
+    });
+
+    let handle = app.handle().clone();
+    tauri::async_runtime::spawn(async move {
+        signal.await;
+        quit(&handle);
+    });
+    // The window never outlives the server behind it.
+    let handle = app.handle().clone();
+    tauri::async_runtime::spawn(async move {
+        state.shutdown.cancelled().await;
+        quit(&handle);
     });
     Ok(())
 }
@@ -36,22 +51,6 @@ pub fn start_core(app: &mut App, loaded: LoadedConfig) -> anyhow::Result<()> {
 pub fn core_running(app: &AppHandle) -> bool {
     app.try_state::<Core>()
         .is_some_and(|core| lock(&core.running).is_some())
-}
-
-/// Quit on SIGTERM / Ctrl-C (the console equivalents on Windows) and when the core stops
-/// on its own, so the window never outlives the server behind it.
-pub fn quit_on_signal_or_core_stop(app: &AppHandle) {
-    let handle = app.clone();
-    tauri::async_runtime::spawn(async move {
-        shutdown_signal().await;
-        quit(&handle);
-    });
-    let handle = app.clone();
-    let state = app.state::<Core>().state.clone();
-    tauri::async_runtime::spawn(async move {
-        state.shutdown.cancelled().await;
-        quit(&handle);
-    });
 }
 
 /// Stop the core, wait for it, then exit the process with 0 (1 if the core failed to stop).

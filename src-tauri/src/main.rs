@@ -50,7 +50,6 @@ fn main() -> ExitCode {
             lifecycle::start_core(app, loaded)?;
             tray::create(app.handle());
             window::open_dashboard(app.handle());
-            lifecycle::quit_on_signal_or_core_stop(app.handle());
             Ok(())
         })
         .build(tauri::generate_context!());
