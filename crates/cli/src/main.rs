@@ -4,6 +4,8 @@ mod e2e;
 
 use clap::{Parser, Subcommand};
 use sparklio_core::config::{self, ConfigInput, LoadedConfig, Problem};
+use sparklio_core::llm::router::{RouteQuery, Router};
+use sparklio_core::llm::wire::GenerateBody;
 use sparklio_core::telemetry::{init_tracing, LogFormat};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,6 +47,24 @@ enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Show which LLM provider and model a request would get, and which rule decided.
+    Route {
+        /// Agent role (aliases such as brief_agent are resolved).
+        #[arg(long)]
+        role: String,
+        /// Business task (e.g. product_detail).
+        #[arg(long)]
+        task: String,
+        /// json, text or chat.
+        #[arg(long, default_value = "json")]
+        mode: String,
+        /// Force a provider, as options.provider does.
+        #[arg(long)]
+        provider: Option<String>,
+        /// Force a model, as options.model / override_model do.
+        #[arg(long)]
+        model: Option<String>,
+    },
     /// Checks of the whole stack.
     #[command(subcommand)]
     Check(CheckCommand),
@@ -110,6 +130,16 @@ fn main() -> ExitCode {
                 key,
             }))
         }
+        Command::Route {
+            role,
+            task,
+            mode,
+            provider,
+            model,
+        } => match load(cli.config) {
+            Ok(l) => route_command(&l, role, task, mode, provider, model),
+            Err(code) => code,
+        },
         Command::Serve {
             bind,
             log_format,
@@ -179,6 +209,60 @@ fn config_command(file: Option<PathBuf>, cmd: ConfigCommand) -> ExitCode {
     }
 }
 
+fn route_command(
+    loaded: &LoadedConfig,
+    role: String,
+    task: String,
+    mode: String,
+    provider: Option<String>,
+    model: Option<String>,
+) -> ExitCode {
+    let body = serde_json::json!({
+        "role": role, "task": task, "mode": mode, "payload": {},
+        "options": {"provider": provider, "model": model},
+    });
+    let request = match serde_json::from_value::<GenerateBody>(body)
+        .map_err(|e| e.to_string())
+        .and_then(|b| b.normalize().map_err(|e| e.message))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let decision = Router::new(&loaded.config.llm).route(&RouteQuery {
+        role: &request.role,
+        task: &request.task,
+        mode: &request.mode,
+        provider: request.provider.as_deref(),
+        model: request.model.as_deref(),
+    });
+    if let Some(alias) = &request.requested_role {
+        println!("role:     {} (alias of {alias})", request.role);
+    }
+    println!("provider: {}", decision.provider);
+    println!(
+        "model:    {}",
+        decision
+            .model
+            .as_deref()
+            .unwrap_or("<none: set a model or default_model>")
+    );
+    println!("matched:  {}", decision.matched);
+    println!("why:      {}", decision.reason);
+    if loaded.config.mode() == sparklio_core::config::GeneratorMode::Mock {
+        println!(
+            "note:     generator_mode is mock: the mock provider answers, reporting this model"
+        );
+    }
+    if !loaded.config.llm.providers.contains_key(&decision.provider) {
+        eprintln!("error: provider {:?} is not configured", decision.provider);
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
 async fn serve(
     mut loaded: LoadedConfig,
     bind: Option<SocketAddr>,
@@ -188,11 +272,13 @@ async fn serve(
         loaded.config.server.bind = addr.to_string();
         loaded.set_from_cli("server.bind", "--bind");
     }
+    // Listen for signals before anything starts, so none is missed.
+    let signal = sparklio_core::app::shutdown_signal();
     let app =
         sparklio_core::start(loaded, sparklio_core::StartOptions { insecure_no_auth }).await?;
     let waiter = app.state.shutdown.clone();
     tokio::spawn(async move {
-        sparklio_core::app::shutdown_signal().await;
+        signal.await;
         waiter.cancel();
     });
     app.wait().await

@@ -154,7 +154,7 @@ fn insecure_no_auth_allows_a_lan_address_and_json_logs_parse() {
     sigterm(&child);
     let exit = wait_exit(&mut child, Duration::from_secs(15));
     assert!(saw_serving, "no JSON 'serving' line");
-    assert!(exit.is_some_and(|e| e.success()));
+    assert!(exit.is_some_and(|e| e.success()), "exit: {exit:?}");
 }
 
 #[test]

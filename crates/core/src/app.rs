@@ -45,6 +45,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The Media Gateway (providers, jobs, file store).
     pub media: crate::media::MediaGateway,
+    /// The LLM Gateway (providers, router, prompts).
+    pub llm: crate::llm::LlmGateway,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -180,6 +182,7 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         );
     }
 
+    let llm = crate::llm::LlmGateway::from_config(&config.llm).context("LLM gateway")?;
     let data_dir = config.storage.resolved_data_dir();
     let store = Store::open(&data_dir)?;
     let listener = tokio::net::TcpListener::bind(bind)
@@ -217,6 +220,7 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         provider_board: ProviderBoard::default(),
         shutdown,
         media,
+        llm,
     });
     match state.media.recover().await {
         Ok(0) => {}

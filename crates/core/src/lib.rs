@@ -13,6 +13,7 @@ pub mod config;
 pub mod contracts;
 pub mod flow;
 pub mod http;
+pub mod llm;
 pub mod media;
 pub mod notify;
 pub mod store;

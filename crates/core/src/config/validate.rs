@@ -114,10 +114,22 @@ pub fn validate(config: &Config) -> Vec<Problem> {
 
     for (name, prov) in &config.llm.providers {
         let key = format!("llm.providers.{name}");
-        if prov.kind.trim().is_empty() {
+        if !crate::llm::providers::kinds().any(|k| k == prov.kind) {
             p.push(Problem::new(
                 format!("{key}.kind"),
-                "must name a provider kind",
+                format!(
+                    "{:?} is not a provider kind (have: {})",
+                    prov.kind,
+                    crate::llm::providers::kinds()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        if prov.kind == "ollama" && prov.base_url.is_none() {
+            p.push(Problem::new(
+                format!("{key}.base_url"),
+                "an ollama provider needs a base_url",
             ));
         }
         if let Some(url) = &prov.base_url {
@@ -141,6 +153,14 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                 providers.iter().copied().collect::<Vec<_>>().join(", ")
             ),
         ));
+    }
+    if let Some(dir) = &config.llm.prompt_dir {
+        if !dir.is_dir() {
+            p.push(Problem::new(
+                "llm.prompt_dir",
+                format!("{} is not a folder", dir.display()),
+            ));
+        }
     }
     for (i, r) in config.llm.routes.iter().enumerate() {
         if !known(&r.provider) {

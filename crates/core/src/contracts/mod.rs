@@ -121,9 +121,64 @@ impl Contract {
             .collect()
     }
 
-    /// A compact description of the expected shape, for prompts and repair requests.
+    /// The expected shape in the compact notation prompts use, e.g.
+    /// `{"headline": string, "features": [string], "cta": string (optional)}`.
     pub fn shape_hint(&self) -> String {
-        serde_json::to_string(&self.schema).unwrap_or_default()
+        shape_of(&self.schema)
+    }
+}
+
+/// Render a schema as a compact shape: what a model needs to produce it.
+pub fn shape_of(schema: &Value) -> String {
+    let kind = match &schema["type"] {
+        Value::String(t) => t.clone(),
+        Value::Array(ts) => ts
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(" | "),
+        _ => String::from("any"),
+    };
+    match kind.as_str() {
+        "object" if schema["properties"].is_object() => {
+            let required: Vec<&str> = schema["required"]
+                .as_array()
+                .map(|r| r.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let props = schema["properties"].as_object().expect("checked");
+            let mut keys: Vec<&String> = props.keys().collect();
+            // Required keys first, in the schema's listed order.
+            keys.sort_by_key(|k| required.iter().position(|r| r == k).unwrap_or(usize::MAX));
+            let fields: Vec<String> = keys
+                .into_iter()
+                .map(|k| {
+                    let optional = if required.contains(&k.as_str()) {
+                        ""
+                    } else {
+                        " (optional)"
+                    };
+                    format!("\"{k}\": {}{optional}", shape_of(&props[k]))
+                })
+                .collect();
+            format!("{{{}}}", fields.join(", "))
+        }
+        "array" => {
+            let min = schema["minItems"].as_u64().filter(|n| *n > 0);
+            let inner = shape_of(&schema["items"]);
+            match min {
+                Some(n) => format!("[{inner}, at least {n}]"),
+                None => format!("[{inner}]"),
+            }
+        }
+        "number" | "integer" => match (schema["minimum"].as_f64(), schema["maximum"].as_f64()) {
+            (Some(lo), Some(hi)) => format!("{kind} ({lo}-{hi})"),
+            _ => kind,
+        },
+        _ => match schema["examples"].get(0) {
+            // A constrained string is easiest to get right from an example.
+            Some(example) => format!("{kind} (e.g. {example})"),
+            None => kind,
+        },
     }
 }
 
@@ -188,6 +243,26 @@ mod tests {
         assert_eq!(v[0].path, "/sections/0");
         assert!(v[0].message.contains("title"), "{}", v[0]);
         assert!(!c.violations(&json!({"sections": []})).is_empty());
+    }
+
+    #[test]
+    fn shapes_read_like_the_prompts_want_them() {
+        let c = contract_for("copywriter", "product_detail").unwrap();
+        let shape = c.shape_hint();
+        assert!(
+            shape.starts_with(
+                "{\"headline\": string, \"body\": string, \"features\": [string, at least 1]"
+            ),
+            "{shape}"
+        );
+        assert!(shape.contains("\"cta\": string (optional)"), "{shape}");
+        let review = contract_for("reviewer", "style_check")
+            .unwrap()
+            .shape_hint();
+        assert!(
+            review.contains("\"overall_score\": number (1-10)"),
+            "{review}"
+        );
     }
 
     #[test]

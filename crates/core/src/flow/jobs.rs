@@ -165,12 +165,15 @@ impl FlowJobs {
         self.update(id, |j| match event {
             FlowEvent::StepStarted { name, total, index } => {
                 j.current_step = Some(name);
-                j.progress = index as f64 / total.max(1) as f64;
+                // The total grows once the section plan is known: never go backwards.
+                j.progress = j.progress.max(index as f64 / total.max(1) as f64);
             }
             FlowEvent::StepFinished { step, index, total } => {
                 j.steps.push(*step);
                 // 1.0 is kept for "finished", after the result is recorded.
-                j.progress = ((index + 1) as f64 / total.max(1) as f64).min(0.99);
+                j.progress = j
+                    .progress
+                    .max(((index + 1) as f64 / total.max(1) as f64).min(0.99));
             }
         });
     }

@@ -27,13 +27,8 @@ pub fn router(state: SharedState) -> Router {
     let gateway = routes::gateway_routes()
         .route_layer(from_fn_with_state(state.clone(), auth::require_gateway));
 
-    // axum panics on a route_layer over no routes (admin routes may be empty).
-    let admin = routes::admin_routes();
-    let admin = if admin.has_routes() {
-        admin.route_layer(from_fn_with_state(state.clone(), auth::require_admin))
-    } else {
-        admin
-    };
+    let admin =
+        routes::admin_routes().route_layer(from_fn_with_state(state.clone(), auth::require_admin));
 
     Router::new()
         .merge(public)

@@ -57,6 +57,9 @@ pub struct GenerateOptions {
     pub negative_prompt: Option<String>,
     #[serde(default)]
     pub checkpoint: Option<String>,
+    /// Answer from the mock provider for this request only (as `options.mock` on the LLM side).
+    #[serde(default)]
+    pub mock: Option<bool>,
     /// `url` (default) or `base64`: what `outputs[].data` holds.
     #[serde(default, rename = "return")]
     pub return_as: Option<String>,

@@ -82,7 +82,12 @@ async fn generate_inner(
         .clone()
         .or_else(current_request_id)
         .unwrap_or_default();
-    let mode = state.runtime.mode();
+    // `options.mock = true` switches this one request to the mock, as on the LLM side.
+    let mode = if req.options.as_ref().and_then(|o| o.mock) == Some(true) {
+        crate::config::GeneratorMode::Mock
+    } else {
+        state.runtime.mode()
+    };
     let mut spec_for_usage: Option<ImageSpec> = None;
     let result = async {
         if state.runtime.paused() {

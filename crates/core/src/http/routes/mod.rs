@@ -2,6 +2,7 @@
 
 pub mod dashboard;
 pub mod flows;
+pub mod llm;
 pub mod media;
 pub mod runtime;
 pub mod status;
@@ -37,6 +38,7 @@ pub fn gateway_routes() -> Router<SharedState> {
         .route("/api/v1/media/files/{id}", get(media::get_file))
         .route("/api/v1/media/health", get(media::health))
         .route("/api/v1/media/models", get(media::models))
+        .merge(llm::routes())
 }
 
 /// Control routes (admin key or trusted network).

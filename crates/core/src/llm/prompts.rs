@@ -1,0 +1,352 @@
+//! Prompt building: a system prompt per role and a template per task (minijinja),
+//! rendering the request's input. Built-in templates live in `prompts/` beside this
+//! file; `system/<role>.j2` and `task/<task>.j2` in `llm.prompt_dir` override them.
+//!
+//! Template context: `role`, `task`, `mode`, `json` (bool), `input` (the object),
+//! `input_block` (the input as readable text, the user's `prompt` first) and `hints`
+//! (extra request options such as tone or length, as text).
+
+use super::provider::ChatMessage;
+use anyhow::Context;
+use minijinja::{Environment, UndefinedBehavior};
+use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
+
+macro_rules! builtin {
+    ($($name:literal),* $(,)?) => {
+        &[$(($name, include_str!(concat!("prompts/", $name, ".j2")))),*]
+    };
+}
+
+/// The built-in templates (name, source).
+const BUILTIN: &[(&str, &str)] = builtin!(
+    "system/_default",
+    "system/brand",
+    "system/brief",
+    "system/strategist",
+    "system/copywriter",
+    "system/vision",
+    "system/reviewer",
+    "system/editor",
+    "system/optimizer",
+    "task/_default",
+    "task/brand_summary",
+    "task/brand_kit",
+    "task/marketing_brief",
+    "task/content_plan",
+    "task/product_detail",
+    "task/sns",
+    "task/campaign",
+    "task/image_prompt",
+    "task/style_check",
+    "task/content_review",
+    "task/review",
+    "task/seo_optimize",
+    "task/proofread",
+    "task/heavy_reasoning",
+    "task/tagging",
+    "task/short_summary",
+);
+
+/// Where each template came from, for `router/info`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TemplateInfo {
+    pub name: String,
+    /// `builtin` or the override file.
+    pub source: String,
+}
+
+pub struct Prompts {
+    env: Environment<'static>,
+    templates: Vec<TemplateInfo>,
+}
+
+/// The input keys shown first, in this order (the user's own words first, so a
+/// model cannot ignore them; the team lost a day to a formatter that dropped `prompt`).
+const LEADING_KEYS: &[(&str, &str)] = &[
+    ("prompt", "The user's request (follow it)"),
+    ("product_name", "Product name"),
+    ("features", "Features"),
+    ("target_audience", "Target audience"),
+];
+
+impl Prompts {
+    /// The built-in templates, overridden by `*.j2` files under `prompt_dir/system` and
+    /// `prompt_dir/task`. A template that does not compile is an error naming the file.
+    pub fn load(prompt_dir: Option<&Path>) -> anyhow::Result<Self> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Lenient);
+        env.set_trim_blocks(true);
+        let mut templates = Vec::new();
+        for (name, source) in BUILTIN {
+            env.add_template(name, source)
+                .with_context(|| format!("built-in prompt {name}"))?;
+            templates.push(TemplateInfo {
+                name: name.to_string(),
+                source: "builtin".into(),
+            });
+        }
+        if let Some(dir) = prompt_dir {
+            for (name, path) in override_files(dir)? {
+                let source = std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read prompt {}", path.display()))?;
+                env.add_template_owned(name.clone(), source)
+                    .with_context(|| {
+                        format!("prompt template {} does not compile", path.display())
+                    })?;
+                let info = TemplateInfo {
+                    name: name.clone(),
+                    source: path.display().to_string(),
+                };
+                match templates.iter_mut().find(|t| t.name == name) {
+                    Some(t) => *t = info,
+                    None => templates.push(info),
+                }
+            }
+        }
+        templates.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Self { env, templates })
+    }
+
+    pub fn templates(&self) -> &[TemplateInfo] {
+        &self.templates
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.templates.iter().any(|t| t.name == name)
+    }
+
+    /// The template used for a role (`system/…`) or task (`task/…`), falling back to `_default`.
+    pub fn template_for(&self, kind: &str, key: &str) -> String {
+        let specific = format!("{kind}/{key}");
+        if self.has(&specific) {
+            specific
+        } else {
+            format!("{kind}/_default")
+        }
+    }
+
+    /// The messages for one request: the role's system prompt, then the task prompt;
+    /// in chat mode an `input.messages` conversation follows.
+    pub fn build(
+        &self,
+        role: &str,
+        task: &str,
+        mode: &str,
+        input: &Value,
+        hints: &Map<String, Value>,
+    ) -> anyhow::Result<Vec<ChatMessage>> {
+        let json_mode = mode == "json";
+        let conversation: Vec<ChatMessage> = if json_mode {
+            vec![]
+        } else {
+            chat_messages(input)
+        };
+        let shown_input = match input {
+            Value::Object(m) if !conversation.is_empty() => {
+                let mut m = m.clone();
+                m.remove("messages");
+                Value::Object(m)
+            }
+            other => other.clone(),
+        };
+        let ctx = json!({
+            "role": role,
+            "task": task,
+            "mode": mode,
+            "json": json_mode,
+            "input": shown_input,
+            "input_block": input_block(&shown_input),
+            "hints": hints_text(hints),
+            // The role contract's shape, so the prompt asks for what will be validated.
+            "shape": crate::contracts::contract_for(role, task).map(|c| c.shape_hint()),
+        });
+        let render = |name: String| -> anyhow::Result<String> {
+            let t = self.env.get_template(&name)?;
+            Ok(t.render(&ctx)
+                .with_context(|| format!("rendering prompt {name}"))?
+                .trim()
+                .to_string())
+        };
+        let mut messages = vec![
+            ChatMessage::new("system", render(self.template_for("system", role))?),
+            ChatMessage::new("user", render(self.template_for("task", task))?),
+        ];
+        messages.extend(conversation);
+        Ok(messages)
+    }
+}
+
+/// `*.j2` files under `dir/system` and `dir/task` as (template name, path).
+fn override_files(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "llm.prompt_dir {} is not a folder (expected system/<role>.j2 and task/<task>.j2 inside)",
+            dir.display()
+        );
+    }
+    let mut out = Vec::new();
+    for kind in ["system", "task"] {
+        let sub = dir.join(kind);
+        let Ok(entries) = std::fs::read_dir(&sub) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("j2") {
+                continue;
+            }
+            if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+                out.push((format!("{kind}/{stem}"), path));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// A `messages: [{role, content}]` conversation in the input (chat mode).
+fn chat_messages(input: &Value) -> Vec<ChatMessage> {
+    input
+        .get("messages")
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|m| {
+                    let role = m.get("role")?.as_str()?;
+                    let content = m.get("content")?.as_str()?;
+                    ["user", "assistant"]
+                        .contains(&role)
+                        .then(|| ChatMessage::new(role, content))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn scalar_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "null".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The input as text: the leading keys first, lists as bullets, then every other key
+/// as `- key: value` (JSON for nested values).
+pub fn input_block(input: &Value) -> String {
+    let Value::Object(map) = input else {
+        return format!("Input: {}", scalar_text(input));
+    };
+    let mut out = String::from("Input:\n");
+    for (key, label) in LEADING_KEYS {
+        match map.get(*key) {
+            Some(Value::Array(items)) => {
+                out.push_str(&format!("{label}:\n"));
+                for item in items {
+                    out.push_str(&format!("  - {}\n", scalar_text(item)));
+                }
+            }
+            Some(Value::Null) | None => {}
+            Some(v) => out.push_str(&format!("{label}: {}\n", scalar_text(v))),
+        }
+    }
+    for (key, value) in map {
+        if LEADING_KEYS.iter().any(|(k, _)| k == key) || value.is_null() {
+            continue;
+        }
+        out.push_str(&format!("- {key}: {}\n", scalar_text(value)));
+    }
+    out.push_str("Use only the facts above; do not invent another product or copy an example.");
+    out
+}
+
+fn hints_text(hints: &Map<String, Value>) -> String {
+    hints
+        .iter()
+        .map(|(k, v)| format!("{k}={}", scalar_text(v)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_renders_and_json_mode_asks_for_the_shape() {
+        let p = Prompts::load(None).unwrap();
+        let input = json!({"product_name": "프로틴플러스 초코맛", "features": ["30g 단백질", "저당"], "prompt": "초코맛 소개", "brand": {"name": "프로틴플러스"}});
+        for (name, _) in BUILTIN.iter().filter(|(n, _)| n.starts_with("task/")) {
+            let task = name.trim_start_matches("task/");
+            let msgs = p
+                .build("copywriter", task, "json", &input, &Map::new())
+                .unwrap();
+            assert_eq!(msgs.len(), 2);
+            assert!(
+                msgs[1].content.contains("프로틴플러스 초코맛"),
+                "{task}: {}",
+                msgs[1].content
+            );
+            assert!(msgs[1].content.contains("JSON object"), "{task}");
+        }
+        let chat = p
+            .build("copywriter", "product_detail", "chat", &input, &Map::new())
+            .unwrap();
+        assert!(!chat[1].content.contains("JSON object"));
+    }
+
+    #[test]
+    fn prompt_comes_first_and_lists_are_bullets() {
+        let text = input_block(&json!({"zeta": 1, "features": ["a", "b"], "prompt": "do it"}));
+        let prompt_at = text.find("do it").unwrap();
+        let features_at = text.find("  - a").unwrap();
+        let zeta_at = text.find("- zeta: 1").unwrap();
+        assert!(prompt_at < features_at && features_at < zeta_at, "{text}");
+    }
+
+    #[test]
+    fn unknown_role_and_task_use_defaults_and_hints_render() {
+        let p = Prompts::load(None).unwrap();
+        let mut hints = Map::new();
+        hints.insert("tone".into(), json!("playful"));
+        let msgs = p
+            .build(
+                "prompt_engineer",
+                "odd_task",
+                "json",
+                &json!({"x": "y"}),
+                &hints,
+            )
+            .unwrap();
+        assert!(msgs[0].content.contains("prompt_engineer"));
+        assert!(msgs[1].content.contains("odd_task"));
+        assert!(msgs[1].content.contains("tone=playful"));
+    }
+
+    #[test]
+    fn files_override_builtins_and_bad_templates_fail_loudly() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("task")).unwrap();
+        std::fs::write(
+            dir.path().join("task/sns.j2"),
+            "CUSTOM {{ input.product_name }} {{ mode }}",
+        )
+        .unwrap();
+        let p = Prompts::load(Some(dir.path())).unwrap();
+        let msgs = p
+            .build(
+                "copywriter",
+                "sns",
+                "json",
+                &json!({"product_name": "P"}),
+                &Map::new(),
+            )
+            .unwrap();
+        assert_eq!(msgs[1].content, "CUSTOM P json");
+        std::fs::write(dir.path().join("task/sns.j2"), "{% if %}").unwrap();
+        let err = Prompts::load(Some(dir.path())).err().unwrap();
+        assert!(format!("{err:#}").contains("sns.j2"), "{err:#}");
+    }
+}

@@ -1,0 +1,465 @@
+//! The mock provider: no network, answers at once, deterministic for the same
+//! request, and in the same shape as a live answer. The content is built from the
+//! request's input (product, brand, features, target), so a prompt bug that drops
+//! the input shows up in mock mode too.
+
+use crate::config::LlmProviderConfig;
+use crate::llm::provider::{
+    HealthReport, LlmCall, LlmProvider, LlmReply, ModelEntry, ModelInfo, ProviderError,
+    ReplyStream, StreamEvent, Usage,
+};
+use async_trait::async_trait;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+pub struct MockProvider {
+    name: String,
+    default_model: Option<String>,
+}
+
+impl MockProvider {
+    pub fn build(name: &str, cfg: &LlmProviderConfig) -> anyhow::Result<Arc<dyn LlmProvider>> {
+        Ok(Arc::new(Self::new(name, cfg.default_model.clone())))
+    }
+
+    pub fn new(name: &str, default_model: Option<String>) -> Self {
+        Self {
+            name: name.to_string(),
+            default_model,
+        }
+    }
+
+    fn reply(&self, call: &LlmCall) -> LlmReply {
+        let content = if call.json {
+            serde_json::to_string_pretty(&mock_json(call)).unwrap_or_default()
+        } else {
+            mock_text(call)
+        };
+        let prompt_chars: usize = call
+            .messages
+            .iter()
+            .map(|m| m.content.chars().count())
+            .sum();
+        let usage = Usage::new(
+            estimate_tokens(prompt_chars),
+            estimate_tokens(content.chars().count()),
+        );
+        LlmReply {
+            model: call.model.clone(),
+            content,
+            usage,
+            model_info: ModelInfo::default(),
+            done_reason: Some("stop".into()),
+        }
+    }
+}
+
+/// About one token per three characters: between English (~4) and Korean (~1.5).
+fn estimate_tokens(chars: usize) -> u64 {
+    (chars as u64).div_ceil(3).max(1)
+}
+
+#[async_trait]
+impl LlmProvider for MockProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> &str {
+        "mock"
+    }
+    fn default_model(&self) -> Option<&str> {
+        self.default_model.as_deref()
+    }
+    fn is_mock(&self) -> bool {
+        true
+    }
+
+    async fn chat(&self, call: &LlmCall) -> Result<LlmReply, ProviderError> {
+        Ok(self.reply(call))
+    }
+
+    async fn chat_stream(&self, call: &LlmCall) -> Result<ReplyStream, ProviderError> {
+        let reply = self.reply(call);
+        // Word-sized pieces, like a model streams; joined they are exactly the content.
+        let mut pieces: Vec<String> = Vec::new();
+        let mut cur = String::new();
+        for ch in reply.content.chars() {
+            cur.push(ch);
+            if ch == ' ' || ch == '\n' {
+                pieces.push(std::mem::take(&mut cur));
+            }
+        }
+        if !cur.is_empty() {
+            pieces.push(cur);
+        }
+        let events: Vec<Result<StreamEvent, ProviderError>> = pieces
+            .into_iter()
+            .map(|p| Ok(StreamEvent::Delta(p)))
+            .chain(std::iter::once(Ok(StreamEvent::Done(reply))))
+            .collect();
+        Ok(futures::stream::iter(events).boxed())
+    }
+
+    async fn list_models(&self) -> Result<Vec<ModelEntry>, ProviderError> {
+        Ok(self
+            .default_model
+            .iter()
+            .map(|m| ModelEntry {
+                name: m.clone(),
+                size_bytes: None,
+                loaded: true,
+            })
+            .collect())
+    }
+
+    async fn health(&self) -> HealthReport {
+        HealthReport {
+            reachable: true,
+            latency_ms: 0.0,
+            version: Some(env!("CARGO_PKG_VERSION").to_string()),
+            error: None,
+        }
+    }
+}
+
+/// What the mock reads from the input, wherever the caller nested it
+/// (`payload.product_name`, `input.payload.product.name`, `input.brand.name`, ...).
+struct Facts {
+    product: String,
+    brand: String,
+    category: String,
+    target: String,
+    features: Vec<String>,
+    platform: String,
+    text: String,
+    seed: u64,
+}
+
+impl Facts {
+    fn from(call: &LlmCall) -> Self {
+        let input = &call.context.input;
+        let prompt = find_str(input, &["prompt"]);
+        let product = find_str(
+            input,
+            &["product_name", "product", "product_title", "title"],
+        )
+        .or_else(|| prompt.clone())
+        .unwrap_or_else(|| "신제품".into());
+        let brand = find_str(input, &["brand_name", "brand"])
+            .or_else(|| find_in(input, "brand", &["name"]))
+            .unwrap_or_else(|| "Sparklio".into());
+        let features = find_list(input, &["features", "key_features", "benefits"])
+            .filter(|f| !f.is_empty())
+            .unwrap_or_else(|| vec![format!("{product}만의 차별화된 품질")]);
+        let digest = Sha256::digest(
+            format!(
+                "{}|{}|{}|{}|{}",
+                call.context.role, call.context.task, call.context.mode, call.model, input
+            )
+            .as_bytes(),
+        );
+        let seed = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
+        Self {
+            category: find_str(input, &["category", "industry"]).unwrap_or_else(|| "제품".into()),
+            target: find_str(input, &["target_audience", "target", "audience"])
+                .unwrap_or_else(|| "20–30대 직장인".into()),
+            platform: find_str(input, &["platform", "channel"])
+                .unwrap_or_else(|| "instagram".into()),
+            text: find_str(input, &["text", "content", "copy", "body"])
+                .or(prompt)
+                .unwrap_or_else(|| format!("{brand} {product} 소개")),
+            product,
+            brand,
+            features,
+            seed,
+        }
+    }
+
+    /// A deterministic pick among variants.
+    fn pick<'a>(&self, salt: u64, options: &[&'a str]) -> &'a str {
+        options[((self.seed ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15)) % options.len() as u64)
+            as usize]
+    }
+
+    /// A deterministic number in `lo..=hi`.
+    fn number(&self, salt: u64, lo: u64, hi: u64) -> u64 {
+        lo + (self.seed.rotate_left(salt as u32 % 64) % (hi - lo + 1))
+    }
+}
+
+fn as_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Depth-first search for the first key in `keys` holding text.
+fn find_str(v: &Value, keys: &[&str]) -> Option<String> {
+    for key in keys {
+        // An object such as `product: {name: ...}` stands for its name.
+        let found =
+            find_key(v, key).and_then(|x| as_text(x).or_else(|| x.get("name").and_then(as_text)));
+        if let Some(found) = found {
+            return Some(found);
+        }
+    }
+    None
+}
+
+/// `parent.child` text, e.g. `brand.name`.
+fn find_in(v: &Value, parent: &str, keys: &[&str]) -> Option<String> {
+    find_key(v, parent).and_then(|p| find_str(p, keys))
+}
+
+fn find_list(v: &Value, keys: &[&str]) -> Option<Vec<String>> {
+    keys.iter().find_map(|k| match find_key(v, k)? {
+        Value::Array(items) => Some(items.iter().filter_map(as_text).collect()),
+        Value::String(s) => Some(
+            s.split([',', '\n'])
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+                .map(str::to_string)
+                .collect(),
+        ),
+        _ => None,
+    })
+}
+
+fn find_key<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    match v {
+        Value::Object(map) => {
+            if let Some(found) = map.get(key).filter(|x| !x.is_null()) {
+                if as_text(found).is_some() || found.is_array() || found.is_object() {
+                    return Some(found);
+                }
+            }
+            map.values().find_map(|child| find_key(child, key))
+        }
+        _ => None,
+    }
+}
+
+/// The parsed answer a model would give for this role/task, in the shape the
+/// Sparklio agents read.
+pub fn mock_json(call: &LlmCall) -> Value {
+    let f = Facts::from(call);
+    let (p, b, t) = (&f.product, &f.brand, &f.target);
+    let first = f.features.first().cloned().unwrap_or_default();
+    match call.context.task.as_str() {
+        "brand_summary" => json!({
+            "brand_summary": {
+                "mission": format!("{b}는 {t}을 위한 {}를 만드는 브랜드입니다.", f.category),
+                "core_values": ["신뢰", "건강한 일상", "간편함"],
+                "differentiators": [format!("{p}: {first}"), format!("{t}에 맞춘 제품 설계")],
+            },
+            "brand_voice": {
+                "tone": f.pick(1, &["친근하고 활기찬", "신뢰감 있고 전문적인", "간결하고 세련된"]),
+                "keywords": [b, f.category, p],
+                "avoid": ["과장된 효능 표현", "근거 없는 최상급 표현"],
+            },
+        }),
+        "brand_kit" => json!({
+            "brand_identity": {
+                "mission": format!("{t}의 하루를 {b}로 더 가볍게"),
+                "vision": format!("{} 분야에서 가장 먼저 떠오르는 브랜드", f.category),
+                "values": ["정직함", "실용성", "꾸준함"],
+            },
+            "positioning": format!("{t}을 위한 실용적인 {} 브랜드", f.category),
+            "tone_of_voice": f.pick(2, &["친근함", "전문성", "위트"]),
+            "key_messages": [format!("{b}와 함께하는 건강한 습관"), format!("{p}, 매일 쉽게")],
+            "color_palette": [f.pick(3, &["#1E3A8A", "#0F766E", "#B91C1C"]), "#F5F5F4", "#111827"],
+        }),
+        "marketing_brief" => json!({
+            "target": t,
+            "positioning": format!("{t}을 위한 간편한 {p}"),
+            "key_messages": [
+                format!("{p}: {first}"),
+                format!("{b}가 보증하는 품질"),
+                "바쁜 일상에도 간편하게".to_string(),
+            ],
+            "tone": f.pick(4, &["활기찬", "신뢰감 있는", "친근한"]),
+            "channels": ["instagram", "naver_blog", "smartstore"],
+        }),
+        "content_plan" => {
+            let mut sections = vec![
+                json!({"id": "hero", "type": "hero", "title": format!("{p}, 지금 만나보세요")}),
+            ];
+            sections.push(
+                json!({"id": "features", "type": "features", "title": format!("{p}의 핵심 특징")}),
+            );
+            sections.push(json!({"id": "usage", "type": "how_to", "title": "이렇게 즐기세요"}));
+            sections.push(
+                json!({"id": "reviews", "type": "social_proof", "title": format!("{t}의 선택")}),
+            );
+            sections.push(json!({"id": "cta", "type": "cta", "title": "지금 구매하기"}));
+            json!({"sections": sections, "total_sections": 5, "flow": "hero → features → usage → reviews → cta"})
+        }
+        "product_detail" => json!({
+            "headline": format!("{p}, {}", f.pick(5, &["하루의 시작을 바꾸다", "매일이 가벼워지는 선택", "이제 더 쉽게"])),
+            "subheadline": format!("{t}을 위한 {b}의 {}", f.category),
+            "body": format!("{p}는 {}. {t}의 바쁜 일상에 꼭 맞춘 {b}의 제품입니다.", f.features.join(", ")),
+            "features": f.features,
+            "bullets": f.features.iter().take(3).map(|x| format!("✔ {x}")).collect::<Vec<_>>(),
+            "cta": f.pick(6, &["지금 구매하기", "첫 구매 할인 받기", "자세히 보기"]),
+        }),
+        "sns" | "sns_caption" => json!({
+            "platform": f.platform,
+            "caption": format!("{p} 출시! {first} ✨ {t}라면 꼭 확인하세요."),
+            "hashtags": [format!("#{}", p.replace(' ', "")), format!("#{}", b.replace(' ', "")), "#신제품", "#데일리"],
+            "call_to_action": "프로필 링크에서 만나보세요",
+        }),
+        "campaign" => json!({
+            "campaign_name": format!("{p} 런칭 캠페인"),
+            "objective": format!("{t} 대상 {p} 인지도 확대"),
+            "duration": format!("{}주", f.number(7, 2, 8)),
+            "budget_allocation": {"digital": 60, "offline": 15, "influencer": 25},
+            "channels": ["instagram", "youtube", "naver"],
+            "kpis": ["도달 100만", "전환율 2%"],
+        }),
+        "image_prompt" => json!({
+            "prompt": format!("professional product photo of {p} by {b}, {}, studio lighting, clean background, high detail", f.pick(8, &["soft morning light", "vibrant colors", "minimal composition"])),
+            "negative_prompt": "blurry, low quality, distorted text, watermark, extra objects",
+            "style": f.pick(9, &["photorealistic", "editorial", "minimal"]),
+            "aspect_ratio": find_str(&call.context.input, &["aspect_ratio"])
+                .filter(|r| r.split(':').count() == 2 && r.split(':').all(|n| n.parse::<u32>().is_ok()))
+                .unwrap_or_else(|| "1:1".to_string()),
+        }),
+        "style_check" | "consistency_check" => json!({
+            "overall_score": f.number(10, 7, 9),
+            "tone_match": true,
+            "warnings": [{
+                "type": "consistency",
+                "location": "body",
+                "issue": format!("{p} 표기가 한 곳에서 다르게 쓰였습니다"),
+                "suggestion": format!("{b}의 톤({})을 본문 전체에 유지하세요", f.pick(11, &["친근함", "전문성"])),
+            }],
+            "compliance_check": {"health_claims": false, "risky_words": []},
+        }),
+        "content_review" | "review" => json!({
+            "overall_score": f.number(12, 6, 9),
+            "strengths": [format!("{p}의 핵심 특징({first})이 명확합니다"), "타깃에 맞는 어조".to_string()],
+            "weaknesses": ["구매 유도 문구가 약합니다"],
+            "improvements": [format!("{t}의 구체적인 사용 장면을 추가하세요")],
+            "detailed_feedback": format!("{b}의 {p} 카피는 전반적으로 브랜드 톤과 일치합니다. CTA를 더 분명히 하면 좋겠습니다."),
+        }),
+        "seo_optimize" => json!({
+            "optimized_content": format!("{p} | {b} — {t}을 위한 {}. {first}.", f.category),
+            "keywords": [p, b, f.category],
+            "meta_description": format!("{t}을 위한 {p}. {first}."),
+            "title": format!("{p} | {b}"),
+            "slug": slug(p, f.seed),
+        }),
+        "proofread" => json!({
+            "corrected_content": if f.text.trim().is_empty() { format!("{b}의 {p}") } else { f.text.clone() },
+            "corrections": [],
+            "summary": "맞춤법과 띄어쓰기를 확인했습니다.",
+        }),
+        "heavy_reasoning" => json!({
+            "analysis": format!("{p}의 시장 적합성을 {t} 관점에서 검토했습니다."),
+            "steps": ["시장 규모 확인", "경쟁 제품 비교", "차별화 포인트 도출"],
+            "conclusion": format!("{first}을(를) 중심으로 포지셔닝하는 것이 유리합니다."),
+            "confidence": 0.7 + (f.number(14, 0, 20) as f64) / 100.0,
+        }),
+        "tagging" => json!({
+            "tags": [p, b, f.category, t],
+        }),
+        "short_summary" => json!({
+            "summary": format!("{b}의 {p}: {first}"),
+        }),
+        _ => json!({
+            "role": call.context.role,
+            "task": call.context.task,
+            "result": format!("{b} {p}에 대한 {} 결과입니다.", call.context.task),
+            "summary": format!("{p} ({t})"),
+            "status": "success",
+        }),
+    }
+}
+
+fn slug(product: &str, seed: u64) -> String {
+    let ascii: String = product
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == ' ')
+        .collect::<String>()
+        .trim()
+        .to_ascii_lowercase()
+        .replace(' ', "-");
+    if ascii.is_empty() {
+        format!("product-{:x}", seed & 0xffff)
+    } else {
+        ascii
+    }
+}
+
+/// Text-mode answer: a short paragraph built from the input.
+fn mock_text(call: &LlmCall) -> String {
+    let f = Facts::from(call);
+    let lead = f.pick(
+        15,
+        &[
+            "좋은 질문입니다.",
+            "요청하신 내용입니다.",
+            "정리해 드립니다.",
+        ],
+    );
+    format!(
+        "{lead} {}의 {}은(는) {}을 위한 {}입니다. 핵심: {}. ({} / {})",
+        f.brand,
+        f.product,
+        f.target,
+        f.category,
+        f.features.join(", "),
+        call.context.role,
+        call.context.task
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::provider::{CallContext, Sampling};
+
+    fn call(task: &str, input: Value, json: bool) -> LlmCall {
+        LlmCall {
+            model: "m".into(),
+            messages: vec![],
+            json,
+            sampling: Sampling {
+                temperature: 0.7,
+                top_p: 0.9,
+                max_tokens: 100,
+                stop: vec![],
+            },
+            context: CallContext {
+                role: "copywriter".into(),
+                task: task.into(),
+                mode: "json".into(),
+                input,
+            },
+        }
+    }
+
+    #[test]
+    fn reflects_nested_input_and_is_deterministic() {
+        let input = json!({"payload": {"product": {"name": "프로틴플러스 초코맛"}, "features": ["30g 단백질", "저당"]}});
+        let a = mock_json(&call("product_detail", input.clone(), true));
+        let b = mock_json(&call("product_detail", input, true));
+        assert_eq!(a, b);
+        assert!(a["headline"]
+            .as_str()
+            .unwrap()
+            .contains("프로틴플러스 초코맛"));
+        assert_eq!(a["features"], json!(["30g 단백질", "저당"]));
+    }
+
+    #[test]
+    fn unknown_task_is_generic() {
+        let v = mock_json(&call("something_new", json!({"product_name": "X"}), true));
+        assert_eq!(v["status"], "success");
+        assert_eq!(v["task"], "something_new");
+    }
+}

@@ -1,0 +1,281 @@
+//! Config-driven routing: which provider and model a request gets, and why.
+//!
+//! Order of precedence: `options.model` / `override_model` and `options.provider`
+//! from the request, then the first matching `[[llm.routes]]` rule (lower priority
+//! first, file order among equals), then `[llm.default_route]`. The model comes from
+//! the same step as the provider, else from the provider's `default_model`.
+
+use crate::config::{LlmConfig, RouteRule};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// What the request asks for, already normalised (canonical role, `text` → `chat`).
+#[derive(Debug, Clone, Default)]
+pub struct RouteQuery<'a> {
+    pub role: &'a str,
+    pub task: &'a str,
+    pub mode: &'a str,
+    pub provider: Option<&'a str>,
+    pub model: Option<&'a str>,
+}
+
+/// The outcome: provider, model, and a human explanation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouteDecision {
+    pub provider: String,
+    pub model: Option<String>,
+    /// The rule that matched (its name, or `routes[i]`), `default_route` or `request`.
+    pub matched: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Router {
+    /// Rules sorted by priority (stable, so file order breaks ties), with their config index.
+    rules: Vec<(usize, RouteRule)>,
+    default_provider: String,
+    default_model: Option<String>,
+    provider_defaults: BTreeMap<String, Option<String>>,
+}
+
+fn rule_matches(rule: &RouteRule, q: &RouteQuery) -> bool {
+    let ok = |list: &[String], value: &str| list.is_empty() || list.iter().any(|x| x == value);
+    // `text` is `chat`: a rule written for either matches both.
+    let mode_ok = rule.modes.is_empty()
+        || rule
+            .modes
+            .iter()
+            .any(|m| normalize_mode(m) == normalize_mode(q.mode));
+    ok(&rule.roles, q.role) && ok(&rule.tasks, q.task) && mode_ok
+}
+
+fn normalize_mode(m: &str) -> &str {
+    if m == "text" {
+        "chat"
+    } else {
+        m
+    }
+}
+
+impl Router {
+    pub fn new(cfg: &LlmConfig) -> Self {
+        let mut rules: Vec<(usize, RouteRule)> = cfg.routes.iter().cloned().enumerate().collect();
+        rules.sort_by_key(|(_, r)| r.priority);
+        Self {
+            rules,
+            default_provider: cfg.default_route.provider.clone(),
+            default_model: cfg.default_route.model.clone(),
+            provider_defaults: cfg
+                .providers
+                .iter()
+                .map(|(n, p)| (n.clone(), p.default_model.clone()))
+                .collect(),
+        }
+    }
+
+    fn rule_label(index: usize, rule: &RouteRule) -> String {
+        match &rule.name {
+            Some(n) => format!("{n:?} (llm.routes[{index}])"),
+            None => format!("llm.routes[{index}]"),
+        }
+    }
+
+    fn provider_default(&self, provider: &str) -> Option<String> {
+        self.provider_defaults.get(provider).cloned().flatten()
+    }
+
+    pub fn route(&self, q: &RouteQuery) -> RouteDecision {
+        let rule = self.rules.iter().find(|(_, r)| rule_matches(r, q));
+        let (mut provider, mut model, mut matched, mut reason) = match rule {
+            Some((i, r)) => (
+                r.provider.clone(),
+                r.model.clone(),
+                Self::rule_label(*i, r),
+                format!(
+                    "rule {} (priority {}) matches role={} task={} mode={}",
+                    Self::rule_label(*i, r),
+                    r.priority,
+                    q.role,
+                    q.task,
+                    q.mode
+                ),
+            ),
+            None => (
+                self.default_provider.clone(),
+                self.default_model.clone(),
+                "default_route".to_string(),
+                format!(
+                    "no rule matches role={} task={} mode={}: llm.default_route",
+                    q.role, q.task, q.mode
+                ),
+            ),
+        };
+        if let Some(p) = q.provider.filter(|p| !p.is_empty()) {
+            if p != provider {
+                // A forced provider does not inherit a model meant for another provider.
+                model = None;
+            }
+            provider = p.to_string();
+            matched = "request".into();
+            reason = format!("options.provider = {p:?} (request override)");
+        }
+        if let Some(m) = q.model.filter(|m| !m.is_empty()) {
+            model = Some(m.to_string());
+            matched = "request".into();
+            reason = format!("{reason}; model {m:?} forced by the request");
+        }
+        if model.is_none() {
+            model = self.provider_default(&provider);
+            if let Some(m) = &model {
+                reason = format!("{reason}; model = llm.providers.{provider}.default_model ({m})");
+            }
+        }
+        RouteDecision {
+            provider,
+            model,
+            matched,
+            reason,
+        }
+    }
+
+    /// The routing table, for `router/info`.
+    pub fn describe(&self) -> serde_json::Value {
+        let rules: Vec<serde_json::Value> = self
+            .rules
+            .iter()
+            .map(|(i, r)| {
+                serde_json::json!({
+                    "index": i,
+                    "name": r.name,
+                    "priority": r.priority,
+                    "roles": r.roles,
+                    "tasks": r.tasks,
+                    "modes": r.modes,
+                    "provider": r.provider,
+                    "model": r.model.clone().or_else(|| self.provider_default(&r.provider)),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "routes": rules,
+            "default_route": {
+                "provider": self.default_provider,
+                "model": self.default_model.clone().or_else(|| self.provider_default(&self.default_provider)),
+            },
+        })
+    }
+
+    /// Every model a route can send to each provider (rules, default route, provider defaults).
+    pub fn routed_models(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        let mut add = |p: &str, m: Option<String>| {
+            if let Some(m) = m.or_else(|| self.provider_default(p)) {
+                if !out.iter().any(|(op, om)| op == p && *om == m) {
+                    out.push((p.to_string(), m));
+                }
+            }
+        };
+        for (_, r) in &self.rules {
+            add(&r.provider, r.model.clone());
+        }
+        add(&self.default_provider, self.default_model.clone());
+        out
+    }
+
+    pub fn default_provider(&self) -> &str {
+        &self.default_provider
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn q<'a>(role: &'a str, task: &'a str, mode: &'a str) -> RouteQuery<'a> {
+        RouteQuery {
+            role,
+            task,
+            mode,
+            ..Default::default()
+        }
+    }
+
+    fn default_router() -> Router {
+        Router::new(&Config::default().llm)
+    }
+
+    #[test]
+    fn default_config_ships_the_team_routing() {
+        let r = default_router();
+        let model = |role, task| r.route(&q(role, task, "json")).model.unwrap();
+        assert_eq!(model("strategist", "content_plan"), "qwen2.5:14b");
+        assert_eq!(model("copywriter", "product_detail"), "qwen2.5:14b");
+        for role in ["brief", "brand", "reviewer", "vision", "editor"] {
+            assert_eq!(model(role, "x"), "qwen2.5:7b", "{role}");
+        }
+        assert_eq!(model("strategist", "heavy_reasoning"), "mistral-small");
+        assert_eq!(model("copywriter", "tagging"), "llama3.2");
+        assert_eq!(model("brief", "short_summary"), "llama3.2");
+        let d = r.route(&q("someone", "something", "json"));
+        assert_eq!(d.matched, "default_route");
+        assert_eq!(d.model.as_deref(), Some("qwen2.5:7b"));
+        assert_eq!(d.provider, "ollama");
+    }
+
+    #[test]
+    fn priority_then_file_order_then_request_overrides() {
+        let mut cfg = Config::default().llm;
+        cfg.routes = vec![
+            RouteRule {
+                name: Some("late".into()),
+                priority: 50,
+                roles: vec!["copywriter".into()],
+                tasks: vec![],
+                modes: vec![],
+                provider: "ollama".into(),
+                model: Some("late-model".into()),
+            },
+            RouteRule {
+                name: Some("chat copy".into()),
+                priority: 5,
+                roles: vec!["copywriter".into()],
+                tasks: vec![],
+                modes: vec!["text".into()],
+                provider: "mock".into(),
+                model: None,
+            },
+            RouteRule {
+                name: Some("tie-first".into()),
+                priority: 50,
+                roles: vec![],
+                tasks: vec!["sns".into()],
+                modes: vec![],
+                provider: "ollama".into(),
+                model: Some("first".into()),
+            },
+        ];
+        let r = Router::new(&cfg);
+        assert_eq!(
+            r.route(&q("copywriter", "sns", "json")).model.as_deref(),
+            Some("late-model"),
+            "equal priority keeps file order"
+        );
+        let chat = r.route(&q("copywriter", "sns", "chat"));
+        assert_eq!(chat.provider, "mock", "a text rule matches chat");
+        assert_eq!(chat.model.as_deref(), Some("mock-model"));
+        let forced = r.route(&RouteQuery {
+            model: Some("forced:1b"),
+            ..q("copywriter", "sns", "json")
+        });
+        assert_eq!(forced.model.as_deref(), Some("forced:1b"));
+        assert_eq!(forced.provider, "ollama");
+        assert_eq!(forced.matched, "request");
+        let prov = r.route(&RouteQuery {
+            provider: Some("mock"),
+            ..q("copywriter", "sns", "json")
+        });
+        assert_eq!(prov.provider, "mock");
+        assert_eq!(prov.model.as_deref(), Some("mock-model"));
+    }
+}

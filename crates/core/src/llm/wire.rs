@@ -1,0 +1,309 @@
+//! The Sparklio wire format: both request shapes in (design: `input`, `chat`,
+//! `options.model`; code: `payload`, `json|text`, `override_model`, `*_agent` roles),
+//! one superset answer out.
+
+use crate::http::ApiError;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+/// `POST /api/v1/llm/generate`, as sent.
+#[derive(Debug, Deserialize)]
+pub struct GenerateBody {
+    pub role: String,
+    pub task: String,
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub payload: Option<Value>,
+    #[serde(default)]
+    pub input: Option<Value>,
+    #[serde(default)]
+    pub override_model: Option<String>,
+    #[serde(default)]
+    pub options: Option<GenerateOptions>,
+    #[serde(default)]
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct GenerateOptions {
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    #[serde(default, alias = "stop")]
+    pub stop_sequences: Option<Vec<String>>,
+    #[serde(default)]
+    pub provider: Option<String>,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub stream: Option<bool>,
+    #[serde(default)]
+    pub mock: Option<bool>,
+    /// Tone, length and other hints some agents send; passed to the templates.
+    #[serde(flatten)]
+    pub hints: Map<String, Value>,
+}
+
+/// Defaults of the team's providers (LP/base).
+pub const DEFAULT_TEMPERATURE: f64 = 0.7;
+pub const DEFAULT_TOP_P: f64 = 0.9;
+pub const DEFAULT_MAX_TOKENS: u32 = 2000;
+const MAX_MAX_TOKENS: u32 = 131_072;
+
+/// Their code's role names → the design's.
+const ROLE_ALIASES: &[(&str, &str)] = &[
+    ("brief_agent", "brief"),
+    ("brand_agent", "brand"),
+    ("strategist_agent", "strategist"),
+    ("copywriter_agent", "copywriter"),
+    ("reviewer_agent", "reviewer"),
+    ("editor_agent", "editor"),
+    ("optimizer_agent", "optimizer"),
+    ("vision_agent", "vision"),
+    ("vision_generator", "vision"),
+    ("designer", "vision"),
+];
+
+pub fn role_aliases() -> Value {
+    ROLE_ALIASES
+        .iter()
+        .map(|(a, r)| (a.to_string(), json!(r)))
+        .collect::<Map<_, _>>()
+        .into()
+}
+
+/// A request after validation and normalisation.
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    /// Canonical role (aliases resolved).
+    pub role: String,
+    /// The role as sent, when it was an alias.
+    pub requested_role: Option<String>,
+    pub task: String,
+    /// `json` or `chat` (`text` is `chat`).
+    pub mode: String,
+    /// The mode as sent, echoed in `meta.mode`.
+    pub mode_label: String,
+    /// `payload` and `input` merged into one object.
+    pub input: Value,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub max_tokens: u32,
+    pub stop: Vec<String>,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub stream: bool,
+    pub mock: bool,
+    pub hints: Map<String, Value>,
+    pub request_id: Option<String>,
+}
+
+fn check_name(field: &str, v: &str) -> Result<String, ApiError> {
+    let v = v.trim().to_ascii_lowercase();
+    if v.is_empty() {
+        return Err(ApiError::validation(field, "must not be empty"));
+    }
+    if v.len() > 64
+        || !v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(ApiError::validation(
+            field,
+            "must be up to 64 letters, digits, '_' or '-'",
+        ));
+    }
+    Ok(v)
+}
+
+fn into_object(field: &str, v: Value) -> Result<Map<String, Value>, ApiError> {
+    match v {
+        Value::Object(m) => Ok(m),
+        // A bare string is the user's request.
+        Value::String(s) => Ok([("prompt".to_string(), Value::String(s))]
+            .into_iter()
+            .collect()),
+        Value::Null => Ok(Map::new()),
+        _ => Err(ApiError::validation(
+            field,
+            "must be an object (or a string, taken as the prompt)",
+        )),
+    }
+}
+
+impl GenerateBody {
+    pub fn normalize(self) -> Result<GenerateRequest, ApiError> {
+        let requested = check_name("role", &self.role)?;
+        let role = ROLE_ALIASES
+            .iter()
+            .find(|(a, _)| *a == requested)
+            .map(|(_, r)| r.to_string())
+            .unwrap_or_else(|| requested.clone());
+        let task = check_name("task", &self.task)?;
+        let mode_label = self
+            .mode
+            .as_deref()
+            .map(|m| m.trim().to_ascii_lowercase())
+            .unwrap_or_else(|| "json".into());
+        let mode = match mode_label.as_str() {
+            "json" => "json",
+            "text" | "chat" => "chat",
+            "tools" => {
+                return Err(ApiError::validation(
+                    "mode",
+                    "\"tools\" is not supported yet; use json, text or chat",
+                ))
+            }
+            _ => return Err(ApiError::validation("mode", "must be json, text or chat")),
+        };
+
+        if self.payload.is_none() && self.input.is_none() {
+            return Err(ApiError::validation(
+                "payload",
+                "required: the input data as `payload` (or `input`)",
+            ));
+        }
+        // Design: input = {brand, context, payload}; code: payload = {...}. One object,
+        // with a nested `input.payload` flattened in and `payload` keys winning.
+        let mut input = Map::new();
+        if let Some(i) = self.input {
+            for (k, v) in into_object("input", i)? {
+                match (k.as_str(), v) {
+                    ("payload", Value::Object(inner)) => {
+                        for (ik, iv) in inner {
+                            input.entry(ik).or_insert(iv);
+                        }
+                    }
+                    (_, v) => {
+                        input.insert(k, v);
+                    }
+                }
+            }
+        }
+        if let Some(p) = self.payload {
+            input.extend(into_object("payload", p)?);
+        }
+
+        let o = self.options.unwrap_or_default();
+        let temperature = o.temperature.unwrap_or(DEFAULT_TEMPERATURE);
+        if !(0.0..=2.0).contains(&temperature) {
+            return Err(ApiError::validation(
+                "options.temperature",
+                "must be between 0 and 2",
+            ));
+        }
+        let top_p = o.top_p.unwrap_or(DEFAULT_TOP_P);
+        if !(top_p > 0.0 && top_p <= 1.0) {
+            return Err(ApiError::validation(
+                "options.top_p",
+                "must be above 0 and at most 1",
+            ));
+        }
+        let max_tokens = o.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+        if max_tokens == 0 || max_tokens > MAX_MAX_TOKENS {
+            return Err(ApiError::validation(
+                "options.max_tokens",
+                format!("must be between 1 and {MAX_MAX_TOKENS}"),
+            ));
+        }
+        let stream = o.stream.unwrap_or(false);
+        if stream && mode == "json" {
+            return Err(ApiError::validation(
+                "options.stream",
+                "streaming is for mode chat/text; json mode answers in one piece",
+            ));
+        }
+        let non_empty =
+            |s: Option<String>| s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        let request_id = non_empty(self.request_id);
+        if request_id.as_ref().is_some_and(|id| id.len() > 128) {
+            return Err(ApiError::validation("request_id", "at most 128 characters"));
+        }
+        Ok(GenerateRequest {
+            requested_role: (requested != role).then_some(requested),
+            role,
+            task,
+            mode: mode.to_string(),
+            mode_label,
+            input: Value::Object(input),
+            temperature,
+            top_p,
+            max_tokens,
+            stop: o.stop_sequences.unwrap_or_default(),
+            provider: non_empty(o.provider),
+            // The design's options.model wins over the code's override_model.
+            model: non_empty(o.model).or(non_empty(self.override_model)),
+            stream,
+            mock: o.mock.unwrap_or(false),
+            hints: o.hints,
+            request_id,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(v: Value) -> GenerateBody {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn code_shape() {
+        let r = body(json!({"role": "brief_agent", "task": "marketing_brief", "payload": {"a": 1}, "mode": "text", "override_model": "m1"}))
+            .normalize()
+            .unwrap();
+        assert_eq!(r.role, "brief");
+        assert_eq!(r.requested_role.as_deref(), Some("brief_agent"));
+        assert_eq!(r.mode, "chat");
+        assert_eq!(r.mode_label, "text");
+        assert_eq!(r.model.as_deref(), Some("m1"));
+        assert_eq!(r.input, json!({"a": 1}));
+    }
+
+    #[test]
+    fn design_shape() {
+        let r = body(json!({"role": "copywriter", "task": "sns", "mode": "chat", "input": {"brand": {"name": "B"}, "payload": {"p": 1}}, "options": {"model": "m2", "provider": "ollama", "tone": "fun", "temperature": 0.2}, "request_id": "abc"}))
+            .normalize()
+            .unwrap();
+        assert_eq!(r.input, json!({"brand": {"name": "B"}, "p": 1}));
+        assert_eq!(r.model.as_deref(), Some("m2"));
+        assert_eq!(r.provider.as_deref(), Some("ollama"));
+        assert_eq!(r.hints.get("tone"), Some(&json!("fun")));
+        assert_eq!(r.temperature, 0.2);
+        assert_eq!(r.request_id.as_deref(), Some("abc"));
+        assert_eq!(r.mode, "chat");
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let cases = [
+            (json!({"role": "", "task": "t", "payload": {}}), "role"),
+            (json!({"role": "r", "task": "../x", "payload": {}}), "task"),
+            (json!({"role": "r", "task": "t"}), "payload"),
+            (json!({"role": "r", "task": "t", "payload": 3}), "payload"),
+            (
+                json!({"role": "r", "task": "t", "payload": {}, "mode": "yaml"}),
+                "mode",
+            ),
+            (
+                json!({"role": "r", "task": "t", "payload": {}, "options": {"temperature": 3}}),
+                "options.temperature",
+            ),
+            (
+                json!({"role": "r", "task": "t", "payload": {}, "options": {"stream": true}}),
+                "options.stream",
+            ),
+        ];
+        for (v, field) in cases {
+            let e = body(v).normalize().unwrap_err();
+            assert_eq!(e.code, "VALIDATION_ERROR");
+            assert_eq!(e.fields["field"], json!(field));
+        }
+    }
+}
