@@ -4,6 +4,7 @@
 #   bash scripts/tauri-smoke.sh            (build first: cargo build -p sparklio-desk-app)
 #
 # Checks, each with a bounded wait and a clear failure message:
+#   0. with its port already taken, the app exits 1 and says so (no panic, no window);
 #   1. the app starts its in-process core on a free loopback port (/healthz answers);
 #   2. a visible X window named "Sparklio Desk" appears, the tray icon's X window exists, and
 #      the webview runs the dashboard (the core logs the page's own GET /api/v1/status);
@@ -49,6 +50,7 @@ fi
 T0=$(date +%s%N)
 WORK=$(mktemp -d)
 APP_PID=""
+HOLDER_PID=""
 LOG="$OUT/app.log"
 
 elapsed() {
@@ -69,6 +71,7 @@ fail() {
 }
 
 cleanup() {
+    [[ -z "$HOLDER_PID" ]] || kill "$HOLDER_PID" 2>/dev/null || true
     if [[ -n "$APP_PID" ]] && kill -0 "$APP_PID" 2>/dev/null; then
         kill -TERM "$APP_PID" 2>/dev/null || true
         for _ in $(seq 50); do kill -0 "$APP_PID" 2>/dev/null || break; sleep 0.1; done
@@ -82,6 +85,7 @@ free_port() {
     /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$BUSY_PORT") 2>/dev/null; }
 app_alive() { kill -0 "$APP_PID" 2>/dev/null; }
 # The app's log without colour codes (NO_COLOR is set; this also copes with a logger ignoring it).
 plain_log() { sed 's/\x1b\[[0-9;]*m//g' "$LOG"; }
@@ -171,6 +175,24 @@ export SPARKLIO_DESK_CONFIG="$WORK/config.toml"
 export NO_COLOR=1
 export RUST_LOG="info,sparklio_core::http=debug,hyper=warn,reqwest=warn"
 cd "$WORK" # no stray .env from the checkout
+
+# 0. A port that is already taken (say `sparklio-desk serve` runs): exit 1 with a message.
+BUSY_PORT=$(free_port)
+/usr/bin/python3 -c 'import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(); time.sleep(120)' "$BUSY_PORT" &
+HOLDER_PID=$!
+wait_until 10 "the port holder to listen" port_busy
+sed "s/:$PORT\"/:$BUSY_PORT\"/" "$WORK/config.toml" >"$WORK/busy.toml"
+set +e
+SPARKLIO_DESK_CONFIG="$WORK/busy.toml" timeout 60 "$APP" >"$OUT/port-taken.log" 2>&1
+busy_rc=$?
+set -e
+kill "$HOLDER_PID" 2>/dev/null || true
+((busy_rc == 1)) || fail "with port $BUSY_PORT taken the app exited with $busy_rc, expected 1 (log: $OUT/port-taken.log)"
+grep -q "could not start.*cannot listen on 127.0.0.1:$BUSY_PORT" "$OUT/port-taken.log" ||
+    fail "with port $BUSY_PORT taken the app did not say so (log: $OUT/port-taken.log)"
+! grep -q panicked "$OUT/port-taken.log" || fail "the app panicked on a taken port (log: $OUT/port-taken.log)"
+step "port taken: exit code 1 with a clear message"
 
 step "starting $APP on 127.0.0.1:$PORT (display $DISPLAY)"
 "$APP" >"$LOG" 2>&1 &

@@ -47,7 +47,14 @@ fn main() -> ExitCode {
             None,
         ))
         .setup(move |app| {
-            lifecycle::start_core(app, loaded)?;
+            // Not `?`: Tauri turns a setup error into a panic; a taken port or a refused
+            // bind deserves a plain message and exit code 1, like `serve`.
+            if let Err(e) = lifecycle::start_core(app, loaded) {
+                tracing::error!("Sparklio Desk could not start: {e:#}");
+                eprintln!("error: Sparklio Desk could not start: {e:#}");
+                app.handle().exit(1);
+                return Ok(());
+            }
             tray::create(app.handle());
             window::open_dashboard(app.handle());
             Ok(())
