@@ -12,6 +12,9 @@ use std::collections::BTreeMap;
 
 const RUNS: usize = 10;
 
+/// Per step: client, gateway and provider milliseconds of every run.
+type StepTimes = BTreeMap<String, (Vec<f64>, Vec<f64>, Vec<f64>)>;
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
@@ -55,7 +58,7 @@ async fn main() {
     assert!(warm.ok, "{:?}", warm.error);
 
     let mut totals = Vec::new();
-    let mut per_step: BTreeMap<String, (Vec<f64>, Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    let mut per_step = StepTimes::new();
     for _ in 0..RUNS {
         let r = flow::run(&client, &input, true, |_| {}).await;
         assert!(r.ok, "{:?}", r.error);
