@@ -55,9 +55,7 @@ pub fn admin_routes() -> Router<SharedState> {
         .route("/api/v1/services", get(services::list))
         .route("/api/v1/services/restart-all", post(services::restart_all))
         .route("/api/v1/services/{name}", get(services::get_one))
-        .route("/api/v1/services/{name}/start", post(services::start))
-        .route("/api/v1/services/{name}/stop", post(services::stop))
-        .route("/api/v1/services/{name}/restart", post(services::restart))
+        .route("/api/v1/services/{name}/{action}", post(services::action))
         .route("/api/v1/services/{name}/logs", get(services::logs))
         .route(
             "/api/v1/services/{name}/logs/stream",

@@ -110,49 +110,24 @@ fn control(
     }
 }
 
-pub async fn start(
+/// `POST /api/v1/services/{name}/start|stop|restart`.
+pub async fn action(
     State(state): State<SharedState>,
     Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
+    Path((name, action)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
-    control(
-        &state,
-        &name,
-        "start",
-        Control::Start {
-            actor: actor(&caller),
-        },
-    )
-}
-
-pub async fn stop(
-    State(state): State<SharedState>,
-    Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
-    control(
-        &state,
-        &name,
-        "stop",
-        Control::Stop {
-            actor: actor(&caller),
-        },
-    )
-}
-
-pub async fn restart(
-    State(state): State<SharedState>,
-    Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
-    control(
-        &state,
-        &name,
-        "restart",
-        Control::Restart {
-            actor: actor(&caller),
-        },
-    )
+    let actor = actor(&caller);
+    let (label, control_msg) = match action.as_str() {
+        "start" => ("start", Control::Start { actor }),
+        "stop" => ("stop", Control::Stop { actor }),
+        "restart" => ("restart", Control::Restart { actor }),
+        other => {
+            return Err(ApiError::not_found(format!(
+                "no action {other:?} (start, stop, restart)"
+            )))
+        }
+    };
+    control(&state, &name, label, control_msg)
 }
 
 pub async fn restart_all(
