@@ -5,8 +5,10 @@
 //! notification comes from an event that is also in the event log, so the dashboard's
 //! timeline shows all of them.
 
+pub mod glance;
 pub mod notifier;
 
+pub use glance::{glance, Glance};
 pub use notifier::{Notifier, NotifierOptions};
 
 use std::collections::HashMap;
