@@ -10,6 +10,9 @@ use sparklio_core::config::{self, ConfigInput};
 use sparklio_core::flow::{self, FlowInput};
 use std::collections::BTreeMap;
 
+/// Per step: three series of samples (ms).
+type StepSamples = (Vec<f64>, Vec<f64>, Vec<f64>);
+
 const RUNS: usize = 10;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -55,7 +58,7 @@ async fn main() {
     assert!(warm.ok, "{:?}", warm.error);
 
     let mut totals = Vec::new();
-    let mut per_step: BTreeMap<String, (Vec<f64>, Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    let mut per_step: BTreeMap<String, StepSamples> = BTreeMap::new();
     for _ in 0..RUNS {
         let r = flow::run(&client, &input, true, |_| {}).await;
         assert!(r.ok, "{:?}", r.error);
