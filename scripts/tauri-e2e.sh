@@ -24,7 +24,7 @@ for tool in xvfb-run xauth dbus-run-session; do
 done
 
 CARGO_BIN=${CARGO_HOME:-$HOME/.cargo}/bin
-export TAURI_DRIVER=${TAURI_DRIVER:-$CARGO_BIN/tauri-driver}
+export TAURI_DRIVER=${TAURI_DRIVER:-$(command -v tauri-driver || echo "$CARGO_BIN/tauri-driver")}
 if [[ ! -x "$TAURI_DRIVER" ]]; then
     echo "tauri-e2e: installing tauri-driver (cargo install tauri-driver --locked)"
     start=$SECONDS
