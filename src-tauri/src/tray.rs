@@ -102,16 +102,19 @@ pub fn refresh(app: &AppHandle) {
         return; // `show_stopping` has the last word.
     }
     let now = glance(&state);
-    let mut shown = menu.shown.lock().unwrap_or_else(|p| p.into_inner());
-    if shown.as_ref() == Some(&now) {
-        return;
-    }
-    if shown.as_ref().map(|g| g.level) != Some(now.level)
-        || shown.as_ref().map(|g| &g.tooltip) != Some(&now.tooltip)
-    {
+    // Swap under the lock, update the tray after it: tray calls from a worker wait for the
+    // main thread, which may itself be waiting for this lock (a menu click).
+    let previous = {
+        let mut shown = menu.shown.lock().unwrap_or_else(|p| p.into_inner());
+        if shown.as_ref() == Some(&now) {
+            return;
+        }
+        shown.replace(now.clone())
+    };
+    if previous.as_ref().map(|g| (g.level, &g.tooltip)) != Some((now.level, &now.tooltip)) {
         set_icon_and_tooltip(app, now.level, &now.tooltip);
     }
-    let labels = menu
+    let failed = menu
         .restart
         .iter()
         .map(|(name, item)| {
@@ -130,10 +133,9 @@ pub fn refresh(app: &AppHandle) {
         ])
         .filter_map(Result::err)
         .next();
-    if let Some(e) = labels {
+    if let Some(e) = failed {
         tracing::debug!("tray menu not updated: {e}");
     }
-    *shown = Some(now);
 }
 
 fn mode_label(mode: GeneratorMode) -> String {
