@@ -111,6 +111,11 @@ pub fn refresh(app: &AppHandle) {
         }
         shown.replace(now.clone())
     };
+    if previous.as_ref().map(|g| g.level) != Some(now.level) {
+        // The end-to-end test follows the icon through this line.
+        let summary = now.tooltip.lines().next().unwrap_or_default();
+        tracing::info!("tray icon: {} ({summary})", level_name(now.level));
+    }
     if previous.as_ref().map(|g| (g.level, &g.tooltip)) != Some((now.level, &now.tooltip)) {
         set_icon_and_tooltip(app, now.level, &now.tooltip);
     }
@@ -135,6 +140,14 @@ pub fn refresh(app: &AppHandle) {
         .next();
     if let Some(e) = failed {
         tracing::debug!("tray menu not updated: {e}");
+    }
+}
+
+fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::Ok => "ok",
+        Level::Degraded => "degraded",
+        Level::Down => "down",
     }
 }
 

@@ -106,7 +106,7 @@ data_dir = {data:?}
 name = "{SERVICE}"
 kind = "process"
 command = {cmd}
-args = ["--port", "{service_port}"]
+args = ["--port", "{service_port}", "--startup-ms", "1500"]
 port = {service_port}
 health = {{ url = "http://127.0.0.1:{service_port}/health", interval_ms = 200, timeout_ms = 300, failures = 3 }}
 stop_timeout_ms = 1500
@@ -220,6 +220,29 @@ stop_timeout_ms = 1500
         started.elapsed(),
         after["pid"]
     );
+    // The tray followed (amber while the service started, green again) and the app's
+    // notifier saw the restart (shown as a desktop notification, logged either way).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tray: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.split_once("tray icon: ").map(|(_, rest)| rest))
+            .collect();
+        let degraded = tray.iter().filter(|t| t.starts_with("degraded")).count();
+        let ok_last = tray.last().is_some_and(|t| t.starts_with("ok"));
+        let notified = text.contains(&format!("notification: {SERVICE} is restarting"));
+        if degraded >= 2 && ok_last && notified {
+            eprintln!("tray: {tray:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tray/notifier did not follow the restart (tray {tray:?}, notified {notified}); see {}",
+            log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     s.screenshot(&artifacts_dir().join("tray-app.png"))
         .await
         .unwrap();
