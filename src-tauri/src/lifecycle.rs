@@ -3,7 +3,7 @@
 //! request from a plugin) goes through [`quit`], which shuts the core down cleanly
 //! (in-flight requests get their grace period, the port is released) and then exits.
 
-use sparklio_core::app::{shutdown_signal, RunningApp};
+use sparklio_core::app::{shutdown_signal, RunningApp, SharedState};
 use sparklio_core::config::LoadedConfig;
 use sparklio_core::StartOptions;
 use std::net::SocketAddr;
@@ -14,6 +14,8 @@ use tauri::{App, AppHandle, Manager};
 /// Managed state: the running core and where it listens.
 pub struct Core {
     pub addr: SocketAddr,
+    /// The core's state: the tray reads health from it and acts on it directly.
+    pub state: SharedState,
     running: Mutex<Option<RunningApp>>,
     quitting: AtomicBool,
 }
@@ -30,6 +32,7 @@ pub fn start_core(app: &mut App, loaded: LoadedConfig) -> anyhow::Result<()> {
     let state = running.state.clone();
     app.manage(Core {
         addr: running.addr,
+        state: state.clone(),
         running: Mutex::new(Some(running)),
         quitting: AtomicBool::new(false),
     });

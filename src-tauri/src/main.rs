@@ -6,8 +6,8 @@
 //!
 //! - `lifecycle`: starting the core and the one clean way out (Quit, SIGTERM, core stop).
 //! - `window`: the dashboard window (created on demand, destroyed on close to free WebKit).
-//! - `tray`: the tray icon and its menu.
-//! - `notify`: desktop notifications that never fail the app.
+//! - `tray`: the tray icon (health colour, tooltip) and its menu (restarts, switches).
+//! - `notify`: the core's notifier shown as desktop notifications that never fail the app.
 
 // Release builds on Windows are GUI programs (no console window).
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
@@ -56,6 +56,7 @@ fn main() -> ExitCode {
                 return Ok(());
             }
             tray::create(app.handle());
+            notify::start(app.handle());
             window::open_dashboard(app.handle());
             Ok(())
         })

@@ -1,47 +1,66 @@
-//! The tray icon and its menu. The icon's colour tells the app's health at a glance
-//! (`icons/tray-*.png`; issue 6 drives it from the supervisor).
+//! The tray icon and its menu. The icon's colour is the core's overall health
+//! (`sparklio_core::notify::glance`: green all up, amber something degraded, red something
+//! down or failed), the tooltip has one line per service; both are refreshed on every
+//! supervisor event and every 2 s. The menu acts on the core directly (the same calls
+//! the control API makes).
 //!
 //! Creating the tray is allowed to fail (no tray host, e.g. a bare X server): the app then
 //! quits when its window closes instead of hiding in a tray nobody can see.
 
 use crate::lifecycle::{self, Core};
 use crate::window;
+use sparklio_core::app::SharedState;
+use sparklio_core::config::{GeneratorMode, ServiceKind};
+use sparklio_core::notify::{glance, Glance, Level};
+use sparklio_core::supervisor::Control;
+use std::sync::Mutex;
+use std::time::Duration;
 use tauri::image::Image;
-use tauri::menu::{Menu, MenuEvent, MenuItem, PredefinedMenuItem};
+use tauri::menu::{CheckMenuItem, Menu, MenuEvent, MenuItem, PredefinedMenuItem};
 use tauri::tray::{MouseButton, MouseButtonState, TrayIcon, TrayIconBuilder, TrayIconEvent};
 use tauri::{AppHandle, Manager};
+use tauri_plugin_autostart::ManagerExt;
 
 const TRAY_ID: &str = "sparklio-desk";
-const TOOLTIP: &str = "Sparklio Desk";
 const MENU_OPEN: &str = "open-dashboard";
+const MENU_RESTART_PREFIX: &str = "restart:";
+const MENU_RESTART_ALL: &str = "restart-all";
+const MENU_MODE: &str = "mode-live";
+const MENU_PAUSE: &str = "pause";
+const MENU_AUTOSTART: &str = "autostart";
 const MENU_QUIT: &str = "quit";
+/// Who the tray's actions name in the event log.
+const ACTOR: &str = "tray";
+/// The tooltip and labels are also refreshed on this period (uptime-free, so cheap).
+const REFRESH_EVERY: Duration = Duration::from_secs(2);
 
-/// What the tray icon's colour says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TrayHealth {
-    /// Everything is up (green dot).
-    Ok,
-    /// The core is stopping or down (red dot).
-    Down,
+fn icon(level: Level) -> tauri::Result<Image<'static>> {
+    Image::from_bytes(match level {
+        Level::Ok => include_bytes!("../../icons/tray-ok.png"),
+        Level::Degraded => include_bytes!("../../icons/tray-warn.png"),
+        Level::Down => include_bytes!("../../icons/tray-down.png"),
+    })
 }
 
-impl TrayHealth {
-    fn icon_png(self) -> &'static [u8] {
-        match self {
-            TrayHealth::Ok => include_bytes!("../../icons/tray-ok.png"),
-            TrayHealth::Down => include_bytes!("../../icons/tray-down.png"),
-        }
-    }
-
-    fn icon(self) -> tauri::Result<Image<'static>> {
-        Image::from_bytes(self.icon_png())
-    }
+/// The menu items whose text or check mark follows the core's state.
+struct TrayMenu {
+    restart: Vec<(String, MenuItem<tauri::Wry>)>,
+    mode: CheckMenuItem<tauri::Wry>,
+    pause: MenuItem<tauri::Wry>,
+    autostart: CheckMenuItem<tauri::Wry>,
+    /// What was last shown, so an unchanged state costs nothing (on Linux a new icon is
+    /// a new temporary PNG file).
+    shown: Mutex<Option<Glance>>,
 }
 
-/// Create the tray icon; a failure is logged, never fatal.
+/// Create the tray icon and start refreshing it; a failure is logged, never fatal.
 pub fn create(app: &AppHandle) {
     match build(app) {
-        Ok(_) => tracing::info!("tray icon ready"),
+        Ok(_) => {
+            tracing::info!("tray icon ready");
+            refresh(app);
+            spawn_refresher(app);
+        }
         Err(e) => {
             tracing::warn!("no tray icon ({e}); closing the window will quit the app")
         }
@@ -55,16 +74,14 @@ pub fn is_available(app: &AppHandle) -> bool {
 
 /// Show that the app is on its way out (red icon, tooltip says so).
 pub fn show_stopping(app: &AppHandle) {
-    set_health(app, TrayHealth::Down, "Sparklio Desk: stopping");
+    set_icon_and_tooltip(app, Level::Down, "Sparklio Desk: stopping");
 }
 
-/// Set the icon colour and tooltip; a tray that cannot be updated is only logged.
-pub fn set_health(app: &AppHandle, health: TrayHealth, tooltip: &str) {
+fn set_icon_and_tooltip(app: &AppHandle, level: Level, tooltip: &str) {
     let Some(tray) = app.tray_by_id(TRAY_ID) else {
         return;
     };
-    let result = health
-        .icon()
+    let result = icon(level)
         .and_then(|icon| tray.set_icon(Some(icon)))
         .and_then(|()| tray.set_tooltip(Some(tooltip)));
     if let Err(e) = result {
@@ -72,25 +89,193 @@ pub fn set_health(app: &AppHandle, health: TrayHealth, tooltip: &str) {
     }
 }
 
+fn core_state(app: &AppHandle) -> Option<SharedState> {
+    app.try_state::<Core>().map(|core| core.state.clone())
+}
+
+/// Bring icon, tooltip and menu labels in line with the core (only what changed).
+pub fn refresh(app: &AppHandle) {
+    let (Some(state), Some(menu)) = (core_state(app), app.try_state::<TrayMenu>()) else {
+        return;
+    };
+    if state.shutdown.is_cancelled() {
+        return; // `show_stopping` has the last word.
+    }
+    let now = glance(&state);
+    // Swap under the lock, update the tray after it: tray calls from a worker wait for the
+    // main thread, which may itself be waiting for this lock (a menu click).
+    let previous = {
+        let mut shown = menu.shown.lock().unwrap_or_else(|p| p.into_inner());
+        if shown.as_ref() == Some(&now) {
+            return;
+        }
+        shown.replace(now.clone())
+    };
+    if previous.as_ref().map(|g| g.level) != Some(now.level) {
+        // The end-to-end test follows the icon through this line.
+        let summary = now.tooltip.lines().next().unwrap_or_default();
+        tracing::info!("tray icon: {} ({summary})", level_name(now.level));
+    }
+    if previous.as_ref().map(|g| (g.level, &g.tooltip)) != Some((now.level, &now.tooltip)) {
+        set_icon_and_tooltip(app, now.level, &now.tooltip);
+    }
+    let failed = menu
+        .restart
+        .iter()
+        .map(|(name, item)| {
+            let st = now
+                .services
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, s)| s.as_str())
+                .unwrap_or("?");
+            item.set_text(format!("Restart {name} ({st})"))
+        })
+        .chain([
+            menu.mode.set_text(mode_label(now.mode)),
+            menu.mode.set_checked(now.mode == GeneratorMode::Live),
+            menu.pause.set_text(pause_label(now.paused)),
+        ])
+        .filter_map(Result::err)
+        .next();
+    if let Some(e) = failed {
+        tracing::debug!("tray menu not updated: {e}");
+    }
+}
+
+fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::Ok => "ok",
+        Level::Degraded => "degraded",
+        Level::Down => "down",
+    }
+}
+
+fn mode_label(mode: GeneratorMode) -> String {
+    format!("Live generators (now: {})", mode.as_str())
+}
+
+fn pause_label(paused: bool) -> &'static str {
+    if paused {
+        "Resume gateway (paused)"
+    } else {
+        "Pause gateway"
+    }
+}
+
+/// Refresh on every supervisor event, and every [`REFRESH_EVERY`] for the switches that
+/// the control API may flip behind the tray's back.
+fn spawn_refresher(app: &AppHandle) {
+    let Some(state) = core_state(app) else {
+        return;
+    };
+    let app = app.clone();
+    tauri::async_runtime::spawn(async move {
+        let mut events = state.supervisor.events.subscribe();
+        let mut tick = tokio::time::interval(REFRESH_EVERY);
+        loop {
+            tokio::select! {
+                _ = state.shutdown.cancelled() => break,
+                received = events.recv() => {
+                    if matches!(received, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                        break;
+                    }
+                }
+                _ = tick.tick() => {}
+            }
+            refresh(&app);
+        }
+    });
+}
+
 fn build(app: &AppHandle) -> tauri::Result<TrayIcon> {
-    let addr = app.state::<Core>().addr;
+    let core = app.state::<Core>();
+    let state = core.state.clone();
     let open = MenuItem::with_id(app, MENU_OPEN, "Open dashboard", true, None::<&str>)?;
     let serving = MenuItem::with_id(
         app,
         "serving",
-        format!("Serving on {}", window::dashboard_url(addr)),
+        format!("Serving on {}", window::dashboard_url(core.addr)),
         false,
         None::<&str>,
     )?;
-    let quit = MenuItem::with_id(app, MENU_QUIT, "Quit", true, None::<&str>)?;
-    let menu = Menu::with_items(
+    let mut restart = Vec::new();
+    for entry in state.supervisor.services() {
+        let name = entry.config.name.clone();
+        // External services are only watched: nothing to restart.
+        let controllable = entry.config.kind != ServiceKind::External;
+        let item = MenuItem::with_id(
+            app,
+            format!("{MENU_RESTART_PREFIX}{name}"),
+            format!("Restart {name}"),
+            controllable,
+            None::<&str>,
+        )?;
+        restart.push((name, item));
+    }
+    let restart_all = MenuItem::with_id(
         app,
-        &[&open, &serving, &PredefinedMenuItem::separator(app)?, &quit],
+        MENU_RESTART_ALL,
+        "Restart all services",
+        !restart.is_empty(),
+        None::<&str>,
     )?;
+    let mode = CheckMenuItem::with_id(
+        app,
+        MENU_MODE,
+        mode_label(state.runtime.mode()),
+        true,
+        state.runtime.mode() == GeneratorMode::Live,
+        None::<&str>,
+    )?;
+    let pause = MenuItem::with_id(
+        app,
+        MENU_PAUSE,
+        pause_label(state.runtime.paused()),
+        true,
+        None::<&str>,
+    )?;
+    let autostart_on = app.autolaunch().is_enabled().unwrap_or_else(|e| {
+        tracing::debug!("cannot tell whether start at login is on: {e}");
+        false
+    });
+    let autostart = CheckMenuItem::with_id(
+        app,
+        MENU_AUTOSTART,
+        "Start at login",
+        true,
+        autostart_on,
+        None::<&str>,
+    )?;
+    let quit = MenuItem::with_id(app, MENU_QUIT, "Quit", true, None::<&str>)?;
+
+    let separator = || PredefinedMenuItem::separator(app);
+    let menu = Menu::with_items(app, &[&open, &serving, &separator()?])?;
+    for (_, item) in &restart {
+        menu.append(item)?;
+    }
+    menu.append_items(&[
+        &restart_all,
+        &separator()?,
+        &mode,
+        &pause,
+        &autostart,
+        &separator()?,
+        &quit,
+    ])?;
+    app.manage(TrayMenu {
+        restart,
+        mode,
+        pause,
+        autostart: autostart.clone(),
+        shown: Mutex::new(None),
+    });
+
+    let initial = glance(&state);
     // No `title`: on Linux it becomes a text label beside the icon; the tooltip names the app.
     TrayIconBuilder::with_id(TRAY_ID)
-        .icon(TrayHealth::Ok.icon()?)
-        .tooltip(TOOLTIP)
+        .icon(icon(initial.level)?)
+        .tooltip(&initial.tooltip)
         .menu(&menu)
         // Left click opens the dashboard (Windows, macOS); the menu is on the right click.
         .show_menu_on_left_click(false)
@@ -109,10 +294,75 @@ fn build(app: &AppHandle) -> tauri::Result<TrayIcon> {
 }
 
 fn on_menu_event(app: &AppHandle, event: MenuEvent) {
-    match event.id().as_ref() {
+    let id = event.id().as_ref();
+    match id {
         MENU_OPEN => open_dashboard_async(app),
         MENU_QUIT => lifecycle::quit(app),
-        other => tracing::debug!("unknown tray menu item {other}"),
+        MENU_AUTOSTART => toggle_autostart(app),
+        _ => {
+            let Some(state) = core_state(app) else {
+                return;
+            };
+            match id {
+                MENU_RESTART_ALL => {
+                    for entry in state.supervisor.services() {
+                        restart(&state, &entry.config.name);
+                    }
+                }
+                MENU_MODE => {
+                    let mode = match state.runtime.mode() {
+                        GeneratorMode::Mock => GeneratorMode::Live,
+                        GeneratorMode::Live => GeneratorMode::Mock,
+                    };
+                    state.runtime.set_mode(mode);
+                    tracing::info!(mode = mode.as_str(), by = ACTOR, "generator mode switched");
+                }
+                MENU_PAUSE => {
+                    let paused = !state.runtime.paused();
+                    state.runtime.set_paused(paused);
+                    tracing::info!(paused, by = ACTOR, "gateway pause switched");
+                }
+                _ => match id.strip_prefix(MENU_RESTART_PREFIX) {
+                    Some(name) => restart(&state, name),
+                    None => tracing::debug!("unknown tray menu item {id}"),
+                },
+            }
+            // The check item toggled itself; make every label say the truth again.
+            if let Some(menu) = app.try_state::<TrayMenu>() {
+                *menu.shown.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            }
+            refresh(app);
+        }
+    }
+}
+
+fn restart(state: &SharedState, name: &str) {
+    match state.supervisor.control(
+        name,
+        Control::Restart {
+            actor: ACTOR.into(),
+        },
+    ) {
+        Ok(_) => tracing::info!(service = name, by = ACTOR, "restart requested"),
+        // External services are watched only; the menu disables them, restart-all skips them.
+        Err(e) => tracing::debug!(service = name, "not restarted: {e:?}"),
+    }
+}
+
+/// Start at login on/off (tauri-plugin-autostart); a failure leaves the check mark as it was.
+fn toggle_autostart(app: &AppHandle) {
+    let launcher = app.autolaunch();
+    let result = match launcher.is_enabled() {
+        Ok(true) => launcher.disable(),
+        _ => launcher.enable(),
+    };
+    if let Err(e) = &result {
+        tracing::warn!("start at login not changed: {e}");
+    }
+    let on = launcher.is_enabled().unwrap_or(false);
+    tracing::info!(on, "start at login");
+    if let Some(menu) = app.try_state::<TrayMenu>() {
+        let _ = menu.autostart.set_checked(on);
     }
 }
 

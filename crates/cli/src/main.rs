@@ -281,5 +281,11 @@ async fn serve(
         signal.await;
         waiter.cancel();
     });
+    // Headless: what the tray would show as a desktop notification goes to the log.
+    sparklio_core::notify::Notifier::spawn(
+        app.state.clone(),
+        Default::default(),
+        |n: sparklio_core::notify::Notification| tracing::info!(level = ?n.level, body = %n.body, "notification: {}", n.title),
+    );
     app.wait().await
 }

@@ -5,6 +5,12 @@
 //! notification comes from an event that is also in the event log, so the dashboard's
 //! timeline shows all of them.
 
+pub mod glance;
+pub mod notifier;
+
+pub use glance::{glance, Glance};
+pub use notifier::{Notifier, NotifierOptions};
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -65,6 +71,9 @@ pub struct NotificationPolicy {
     held_back: HashMap<String, u32>,
     /// Services that went down since they last ran: their return is news.
     down: std::collections::HashSet<String>,
+    /// Topics whose last *shown* notification said "down": only their return may skip
+    /// the rate limit (a flapping service whose downs were held back stays quiet).
+    shown_down: std::collections::HashSet<String>,
     /// Error-rate alarm: fraction of failed gateway requests, with a minimum sample.
     pub error_rate_threshold: f64,
     pub error_rate_min_requests: u64,
@@ -84,6 +93,7 @@ impl NotificationPolicy {
             last_sent: HashMap::new(),
             held_back: HashMap::new(),
             down: Default::default(),
+            shown_down: Default::default(),
             error_rate_threshold: 0.2,
             error_rate_min_requests: 10,
             gateway_alarm_on: false,
@@ -102,6 +112,11 @@ impl NotificationPolicy {
                 .push_str(&format!(" ({count} earlier change(s) not shown)"));
         }
         self.last_sent.insert(topic.to_string(), now);
+        if n.level == Level::Down {
+            self.shown_down.insert(topic.to_string());
+        } else {
+            self.shown_down.remove(topic);
+        }
         Some(n)
     }
 
@@ -130,8 +145,10 @@ impl NotificationPolicy {
                 "Docker is not running".to_string(),
                 Level::Down,
             ),
+            // Its own topic: the end of a crash loop is news even right after "went
+            // down", and nothing follows it to carry a held-back count.
             "failed" => (
-                service.to_string(),
+                format!("{service}:failed"),
                 format!("{service} failed (crash loop)"),
                 Level::Down,
             ),
@@ -148,9 +165,9 @@ impl NotificationPolicy {
             "running" if was_down => (service.to_string(), format!("{service} is back"), Level::Ok),
             _ => return None,
         };
-        // "Back up" must not be swallowed by the rate limit of the "down" that preceded
-        // it, or the desktop would keep showing a stale failure.
-        if to == "running" {
+        // "Back up" must not be swallowed by the rate limit of the "down" that was shown
+        // before it, or the desktop would keep showing a stale failure.
+        if to == "running" && self.shown_down.contains(&topic) {
             self.last_sent.remove(&topic);
         }
         self.gate(
@@ -162,6 +179,11 @@ impl NotificationPolicy {
                 level,
             },
         )
+    }
+
+    /// Whether the gateway error-rate alarm is on (failing requests above the threshold).
+    pub fn gateway_alarm_on(&self) -> bool {
+        self.gateway_alarm_on
     }
 
     /// The gateway's recent error rate; notifies once when it crosses the threshold and
@@ -256,6 +278,25 @@ mod tests {
             )
             .unwrap();
         assert!(n.body.contains("10 earlier change(s)"), "{}", n.body);
+    }
+
+    #[test]
+    fn a_service_flapping_between_down_and_back_is_told_once_each_way() {
+        let mut p = NotificationPolicy::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        let mut shown = Vec::new();
+        for i in 0..10 {
+            let t = t0 + Duration::from_secs(i);
+            shown.extend(p.on_state_change("comfyui", "crashed", "exit code 1", t));
+            shown.extend(p.on_state_change("comfyui", "running", "health probe passed", t));
+        }
+        let titles: Vec<_> = shown.iter().map(|n| n.title.as_str()).collect();
+        assert_eq!(titles, ["comfyui went down", "comfyui is back"]);
+        // The end of the crash loop is told even within the interval.
+        let failed = p
+            .on_state_change("comfyui", "failed", "5 restarts within 120 s", t0)
+            .unwrap();
+        assert!(failed.title.contains("crash loop"));
     }
 
     #[test]

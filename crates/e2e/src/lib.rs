@@ -103,11 +103,29 @@ impl Drop for Guard {
 
 /// Start a WebDriver server binary on a free port, in its own process group.
 pub fn start_driver(program: &str, args: &[String], port: u16) -> anyhow::Result<Guard> {
+    start_driver_with(program, args, &[], None, port)
+}
+
+/// [`start_driver`] with extra environment variables (the driver passes them on to the
+/// program it launches) and its output (and that program's) appended to `log`.
+pub fn start_driver_with(
+    program: &str,
+    args: &[String],
+    envs: &[(&str, &str)],
+    log: Option<&Path>,
+    port: u16,
+) -> anyhow::Result<Guard> {
     let mut cmd = Command::new(program);
     cmd.args(args)
+        .envs(envs.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    if let Some(path) = log {
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        cmd.stdout(file.try_clone()?).stderr(file);
+    }
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt;

@@ -52,6 +52,8 @@ pub fn status_json(state: &SharedState) -> Value {
         "name": "sparklio-desk",
         "health": {"level": level, "summary": summary},
         "version": env!("CARGO_PKG_VERSION"),
+        // The process serving this (the tray app or `serve`), for tools that stop it.
+        "pid": std::process::id(),
         "uptime_s": state.started_at.elapsed().as_secs(),
         "generator_mode": state.runtime.mode().as_str(),
         "paused": state.runtime.paused(),

@@ -1,0 +1,145 @@
+//! The running side of [`NotificationPolicy`]: watches the supervisor's events and the
+//! gateway's recent error rate, and hands each notification the policy lets through to a
+//! sink chosen by the front end (desktop notifications in the tray app, a log line in
+//! `serve`). The gateway alarm is also written to the event log (service `gateway`), so
+//! every notification is in the dashboard's event list.
+
+use super::{Notification, NotificationPolicy};
+use crate::app::SharedState;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
+
+/// Who the notifier's own events name as their actor.
+pub const NOTIFIER_ACTOR: &str = "notifier";
+/// The event log's service name for the gateway alarm.
+pub const GATEWAY_SERVICE: &str = "gateway";
+
+/// How often and over what the notifier looks.
+#[derive(Debug, Clone)]
+pub struct NotifierOptions {
+    /// The shortest gap between two notifications of one topic (a service, `docker`,
+    /// `gateway`); what is held back is counted in the next one.
+    pub min_interval: Duration,
+    /// How often the gateway's error rate is read.
+    pub poll_interval: Duration,
+    /// The window the error rate is computed over (seconds).
+    pub error_window_s: u64,
+    /// Alarm when at least this fraction of the window's requests failed...
+    pub error_rate_threshold: f64,
+    /// ...and the window holds at least this many requests.
+    pub error_rate_min_requests: u64,
+}
+
+impl Default for NotifierOptions {
+    fn default() -> Self {
+        Self {
+            min_interval: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(5),
+            error_window_s: 300,
+            error_rate_threshold: 0.2,
+            error_rate_min_requests: 10,
+        }
+    }
+}
+
+/// Receives the notifications (called on a runtime worker; keep it quick).
+pub type Sink = Arc<dyn Fn(Notification) + Send + Sync>;
+
+pub struct Notifier;
+
+impl Notifier {
+    /// Start watching; the task ends when the app shuts down.
+    pub fn spawn(
+        state: SharedState,
+        options: NotifierOptions,
+        sink: impl Fn(Notification) + Send + Sync + 'static,
+    ) -> JoinHandle<()> {
+        let sink: Sink = Arc::new(sink);
+        // Subscribe before returning, so no event after `spawn` is missed.
+        let events = state.supervisor.events.subscribe();
+        tokio::spawn(run(state, options, sink, events))
+    }
+}
+
+async fn run(
+    state: SharedState,
+    options: NotifierOptions,
+    sink: Sink,
+    mut events: tokio::sync::broadcast::Receiver<crate::supervisor::events::Event>,
+) {
+    let mut policy = NotificationPolicy::new(options.min_interval);
+    policy.error_rate_threshold = options.error_rate_threshold;
+    policy.error_rate_min_requests = options.error_rate_min_requests;
+    let mut tick = tokio::time::interval(options.poll_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => break,
+            received = events.recv() => match received {
+                Ok(event) => {
+                    // The notifier's own alarm events were already notified.
+                    if event.actor.as_deref() == Some(NOTIFIER_ACTOR) {
+                        continue;
+                    }
+                    if let Some(n) = policy.on_state_change(&event.service, &event.to, &event.reason, Instant::now()) {
+                        sink(n);
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!("notifier missed {missed} event(s) (too many at once)");
+                }
+                Err(RecvError::Closed) => break,
+            },
+            _ = tick.tick() => check_gateway(&state, &options, &mut policy, &sink).await,
+        }
+    }
+}
+
+async fn check_gateway(
+    state: &SharedState,
+    options: &NotifierOptions,
+    policy: &mut NotificationPolicy,
+    sink: &Sink,
+) {
+    let summary = match state.store.usage_summary(options.error_window_s).await {
+        Ok(summary) => summary,
+        Err(e) => {
+            tracing::debug!("notifier cannot read the usage log: {e:#}");
+            return;
+        }
+    };
+    let was_failing = policy.gateway_alarm_on();
+    let notification = policy.on_gateway_errors(summary.requests, summary.errors, Instant::now());
+    let failing = policy.gateway_alarm_on();
+    if failing != was_failing {
+        let (from, to) = if failing {
+            ("ok", "failing")
+        } else {
+            ("failing", "ok")
+        };
+        let reason = format!(
+            "{} of {} requests in the last {} s failed ({:.0} %, alarm at {:.0} %)",
+            summary.errors,
+            summary.requests,
+            options.error_window_s,
+            summary.error_rate * 100.0,
+            options.error_rate_threshold * 100.0
+        );
+        state
+            .supervisor
+            .events
+            .record(
+                GATEWAY_SERVICE,
+                Some(from),
+                to,
+                &reason,
+                Some(NOTIFIER_ACTOR),
+            )
+            .await;
+    }
+    if let Some(n) = notification {
+        sink(n);
+    }
+}

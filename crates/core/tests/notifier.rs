@@ -1,0 +1,217 @@
+//! The notifier against a real core: real child processes (`sparklio-test-service`) crash
+//! and come back under the supervisor, real gateway requests fail, and the notifications
+//! the policy lets through reach the sink. Delivery to a desktop is the tray's business;
+//! what is tested here is what gets notified, the rate limit and the event log.
+
+mod common;
+
+use common::{test_service, TestApp};
+use serde_json::{json, Value};
+use sparklio_core::notify::{Level, Notification, Notifier, NotifierOptions};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A test service that exits with code 3 `exit_after_ms` after each launch.
+fn crashing_service(name: &str, exit_after_ms: u64, crash_loop: &str) -> String {
+    let port = free_port();
+    format!(
+        r#"
+[[services]]
+name = "{name}"
+kind = "process"
+command = {cmd}
+args = ["--port", "{port}", "--exit-after-ms", "{exit_after_ms}", "--exit-code", "3"]
+port = {port}
+health = {{ url = "http://127.0.0.1:{port}/health", interval_ms = 100, timeout_ms = 300, failures = 3 }}
+backoff = {{ initial_ms = 100, max_ms = 200 }}
+crash_loop = {crash_loop}
+stop_timeout_ms = 1500
+"#,
+        cmd = serde_json::to_string(&test_service().display().to_string()).unwrap(),
+    )
+}
+
+/// Start the notifier on `app` with a sink that collects what it is handed.
+fn collect(app: &TestApp, options: NotifierOptions) -> Arc<Mutex<Vec<Notification>>> {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let sink = got.clone();
+    Notifier::spawn(
+        app.app.as_ref().unwrap().state.clone(),
+        options,
+        move |n: Notification| sink.lock().unwrap().push(n),
+    );
+    got
+}
+
+fn titles(got: &Arc<Mutex<Vec<Notification>>>) -> Vec<String> {
+    got.lock()
+        .unwrap()
+        .iter()
+        .map(|n| n.title.clone())
+        .collect()
+}
+
+/// Poll (bounded: 30 s) until `check` holds for the collected titles.
+async fn wait_titles(
+    got: &Arc<Mutex<Vec<Notification>>>,
+    what: &str,
+    check: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let t = titles(got);
+        if check(&t) {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "no {what}; notifications: {t:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn events(app: &TestApp, service: &str) -> Vec<Value> {
+    let (status, body) = app
+        .get_json(&format!("/api/v1/events?service={service}&limit=1000"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no events array: {body}"))
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashing_service_is_told_down_then_back() {
+    // Runs 1.5 s, exits 3, is restarted; never enough restarts for a crash loop.
+    let app = TestApp::start(&crashing_service(
+        "comfyui",
+        1500,
+        "{ restarts = 50, within_s = 60 }",
+    ))
+    .await;
+    let got = collect(&app, NotifierOptions::default());
+
+    let t = wait_titles(&got, "'went down' then 'is back'", |t| {
+        t.iter()
+            .position(|x| x == "comfyui went down")
+            .is_some_and(|down| t[down..].iter().any(|x| x == "comfyui is back"))
+    })
+    .await;
+    let all = got.lock().unwrap().clone();
+    let down = all.iter().find(|n| n.title == "comfyui went down").unwrap();
+    assert_eq!(down.level, Level::Down);
+    assert!(
+        down.body.contains("3"),
+        "the exit code is said: {}",
+        down.body
+    );
+    let back = all.iter().find(|n| n.title == "comfyui is back").unwrap();
+    assert_eq!(back.level, Level::Ok);
+    // Both came from events that are in the log the dashboard shows.
+    let log = events(&app, "comfyui").await;
+    assert!(log.iter().any(|e| e["to"] == "crashed"), "{log:?}");
+    assert!(
+        log.iter().filter(|e| e["to"] == "running").count() >= 2,
+        "{t:?} {log:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_service_is_rate_limited_and_its_crash_loop_told() {
+    // Exits 300 ms after each launch; the 6th automatic restart within a minute is a crash loop.
+    let app = TestApp::start(&crashing_service(
+        "flappy",
+        300,
+        "{ restarts = 6, within_s = 60 }",
+    ))
+    .await;
+    let got = collect(&app, NotifierOptions::default());
+
+    let t = wait_titles(&got, "the crash-loop notification", |t| {
+        t.iter().any(|x| x == "flappy failed (crash loop)")
+    })
+    .await;
+    let log = events(&app, "flappy").await;
+    let crashes = log.iter().filter(|e| e["to"] == "crashed").count();
+    assert!(crashes >= 6, "the service crashed {crashes} times: {log:?}");
+    // Many changes, few notifications: one "went down", at most one "is back", one "failed".
+    let count = |title: &str| t.iter().filter(|x| *x == title).count();
+    assert_eq!(count("flappy went down"), 1, "{t:?}");
+    assert!(count("flappy is back") <= 1, "{t:?}");
+    assert_eq!(count("flappy failed (crash loop)"), 1, "{t:?}");
+    assert!(t.len() <= 3, "{t:?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_error_alarm_fires_once_and_is_in_the_event_log() {
+    let app = TestApp::start("").await;
+    let got = collect(
+        &app,
+        NotifierOptions {
+            poll_interval: Duration::from_millis(100),
+            ..Default::default()
+        },
+    );
+    // Twelve requests the gateway rejects (an empty body is a validation error): every
+    // one is a failed request in the usage log.
+    for _ in 0..12 {
+        let (status, body) = app.post_json("/api/v1/llm/generate", &json!({})).await;
+        assert_eq!(status, 400, "{body}");
+    }
+    let (_, summary) = app.get_json("/api/v1/usage/summary").await;
+    assert!(
+        summary["summary"]["errors"].as_u64().unwrap() >= 12,
+        "{summary}"
+    );
+
+    let t = wait_titles(&got, "the gateway alarm", |t| {
+        t.iter().any(|x| x == "Gateway requests are failing")
+    })
+    .await;
+    // More failures, more polls: still one alarm.
+    for _ in 0..5 {
+        app.post_json("/api/v1/llm/generate", &json!({})).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let t2 = titles(&got);
+    assert_eq!(
+        t2.iter()
+            .filter(|x| *x == "Gateway requests are failing")
+            .count(),
+        1,
+        "{t:?} then {t2:?}"
+    );
+    let alarm = got
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|n| n.title == "Gateway requests are failing")
+        .cloned()
+        .unwrap();
+    assert_eq!(alarm.level, Level::Down);
+    assert!(alarm.body.contains("of the last"), "{}", alarm.body);
+
+    // The dashboard's event list has it, once.
+    let log = events(&app, "gateway").await;
+    let failing: Vec<_> = log.iter().filter(|e| e["to"] == "failing").collect();
+    assert_eq!(failing.len(), 1, "{log:?}");
+    assert_eq!(failing[0]["from"], "ok");
+    assert_eq!(failing[0]["actor"], "notifier");
+    assert!(
+        failing[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("requests in the last"),
+        "{log:?}"
+    );
+    app.stop().await;
+}
