@@ -142,6 +142,8 @@ const LEVELS = {
   running: "ok",
   starting: "degraded", restarting: "degraded", backoff: "degraded", unhealthy: "degraded",
   crashed: "down", failed: "down", unavailable: "down", stopped: "idle",
+  // The gateway's error-rate alarm (service "gateway" in the event log).
+  failing: "down", ok: "ok",
 };
 
 function levelOf(state) { return LEVELS[state] || "idle"; }
