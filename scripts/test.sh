@@ -9,13 +9,13 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
-if ! command -v chromium >/dev/null 2>&1; then
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    log "installing Chromium for the dashboard browser test"
+    log "installing Chromium and chromedriver for the dashboard browser test"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
   else
-    echo "note: chromium is not installed; the dashboard browser test will be skipped" >&2
+    echo "note: chromium/chromedriver are not installed; the dashboard browser test will be skipped" >&2
   fi
 fi
 
