@@ -1122,3 +1122,46 @@ async fn schemas_are_published() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn usage_rows_carry_the_estimated_cost_from_the_provider_prices() {
+    let double = OllamaDouble::start().await;
+    // Appended right after [llm.providers.ollama]: these keys belong to it.
+    let prices = "cost_per_1k_prompt_tokens = 0.5\ncost_per_1k_completion_tokens = 1.5\n";
+    let app = live_app(&double, prices).await;
+    let req = json!({"role": "copywriter", "task": "product_detail", "payload": product_payload(), "request_id": "priced"});
+    let (s, body) = app.post_json(GENERATE, &req).await;
+    assert_eq!(s, 200, "{body}");
+    let mock = json!({"role": "brief", "task": "marketing_brief", "payload": {}, "options": {"mock": true}, "request_id": "free"});
+    assert_eq!(app.post_json(GENERATE, &mock).await.0, 200);
+
+    let rows = state(&app)
+        .store
+        .recent_usage(UsageQuery {
+            limit: Some(10),
+            kind: None,
+        })
+        .await
+        .unwrap();
+    let priced = rows.iter().find(|r| r.request_id == "priced").unwrap();
+    let (p, c) = (
+        priced.prompt_tokens.unwrap() as f64,
+        priced.completion_tokens.unwrap() as f64,
+    );
+    let expected = (p * 0.5 + c * 1.5) / 1000.0;
+    assert!(
+        (priced.estimated_cost_usd.unwrap() - expected).abs() < 1e-12,
+        "{priced:?}"
+    );
+    let free = rows.iter().find(|r| r.request_id == "free").unwrap();
+    assert_eq!(
+        free.estimated_cost_usd,
+        Some(0.0),
+        "mock answers cost nothing"
+    );
+
+    let (_, summary) = app.get_json("/api/v1/usage/summary").await;
+    let total = summary["summary"]["estimated_cost_usd"].as_f64().unwrap();
+    assert!((total - expected).abs() < 1e-12, "{summary}");
+    app.stop().await;
+}

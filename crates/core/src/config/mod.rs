@@ -132,6 +132,21 @@ pub struct LlmProviderConfig {
     pub default_model: Option<String>,
     #[serde(default)]
     pub keep_alive: Option<String>,
+    /// Price in USD per 1,000 prompt / completion tokens, for the usage log's
+    /// `estimated_cost_usd` (0 for local models; set it for paid providers).
+    #[serde(default)]
+    pub cost_per_1k_prompt_tokens: f64,
+    #[serde(default)]
+    pub cost_per_1k_completion_tokens: f64,
+}
+
+impl LlmProviderConfig {
+    /// What `prompt` + `completion` tokens cost on this provider, in USD.
+    pub fn estimated_cost_usd(&self, prompt: u64, completion: u64) -> f64 {
+        (prompt as f64 * self.cost_per_1k_prompt_tokens
+            + completion as f64 * self.cost_per_1k_completion_tokens)
+            / 1000.0
+    }
 }
 
 fn default_llm_timeout_s() -> f64 {

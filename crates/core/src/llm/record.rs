@@ -56,6 +56,13 @@ pub async fn record(state: &AppState, caller: Option<&Caller>, o: Outcome) {
             })
             .inc();
     }
+    let estimated_cost_usd = o.usage.map(|u| {
+        o.provider
+            .as_ref()
+            .and_then(|p| state.config().llm.providers.get(p))
+            .map(|p| p.estimated_cost_usd(u.prompt_tokens, u.completion_tokens))
+            .unwrap_or(0.0)
+    });
     let row = UsageRow {
         ts: crate::store::now_text(),
         request_id: o.request_id,
@@ -73,6 +80,7 @@ pub async fn record(state: &AppState, caller: Option<&Caller>, o: Outcome) {
         latency_ms: o.latency_ms,
         status: o.status,
         error_code: o.error_code,
+        estimated_cost_usd,
     };
     if let Err(e) = state.store.insert_usage(row).await {
         tracing::warn!("usage log: {e:#}");

@@ -73,6 +73,8 @@ const MIGRATIONS: &[&str] = &[
         created_at TEXT NOT NULL
     );
     CREATE INDEX media_files_job ON media_files(job_id);",
+    // 3: the estimated cost of each request (contract: the usage record carries it).
+    "ALTER TABLE usage ADD COLUMN estimated_cost_usd REAL",
 ];
 
 #[derive(Clone)]

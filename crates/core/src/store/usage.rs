@@ -23,6 +23,9 @@ pub struct UsageRow {
     pub latency_ms: f64,
     pub status: u16,
     pub error_code: Option<String>,
+    /// From the provider's configured token prices; 0 for local models.
+    #[serde(default)]
+    pub estimated_cost_usd: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -42,20 +45,21 @@ pub struct UsageSummary {
     pub p50_ms: Option<f64>,
     pub p95_ms: Option<f64>,
     pub total_tokens: i64,
+    pub estimated_cost_usd: f64,
 }
 
 const COLUMNS: &str = "ts, request_id, client, key_id, kind, role, task, mode, provider, model, \
-    prompt_tokens, completion_tokens, total_tokens, latency_ms, status, error_code";
+    prompt_tokens, completion_tokens, total_tokens, latency_ms, status, error_code, estimated_cost_usd";
 
 impl Store {
     pub async fn insert_usage(&self, row: UsageRow) -> anyhow::Result<()> {
         self.with(move |c| {
             c.execute(
-                &format!("INSERT INTO usage ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)"),
+                &format!("INSERT INTO usage ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)"),
                 params![
                     row.ts, row.request_id, row.client, row.key_id, row.kind, row.role, row.task, row.mode,
                     row.provider, row.model, row.prompt_tokens, row.completion_tokens, row.total_tokens,
-                    row.latency_ms, row.status, row.error_code
+                    row.latency_ms, row.status, row.error_code, row.estimated_cost_usd
                 ],
             )
             .map(|_| ())
@@ -88,6 +92,7 @@ impl Store {
                     latency_ms: r.get(13)?,
                     status: r.get(14)?,
                     error_code: r.get(15)?,
+                    estimated_cost_usd: r.get(16)?,
                 })
             })?;
             rows.collect()
@@ -101,10 +106,10 @@ impl Store {
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         self.with(move |c| {
             let mut stmt = c.prepare(
-                "SELECT latency_ms, status, COALESCE(total_tokens, 0) FROM usage WHERE ts >= ?1 ORDER BY latency_ms",
+                "SELECT latency_ms, status, COALESCE(total_tokens, 0), COALESCE(estimated_cost_usd, 0) FROM usage WHERE ts >= ?1 ORDER BY latency_ms",
             )?;
             let mut latencies = Vec::new();
-            let (mut errors, mut tokens) = (0u64, 0i64);
+            let (mut errors, mut tokens, mut cost) = (0u64, 0i64, 0f64);
             let mut rows = stmt.query(params![since])?;
             while let Some(r) = rows.next()? {
                 latencies.push(r.get::<_, f64>(0)?);
@@ -112,6 +117,7 @@ impl Store {
                     errors += 1;
                 }
                 tokens += r.get::<_, i64>(2)?;
+                cost += r.get::<_, f64>(3)?;
             }
             let n = latencies.len() as u64;
             let pct = |p: f64| -> Option<f64> {
@@ -129,6 +135,7 @@ impl Store {
                 p50_ms: pct(0.50),
                 p95_ms: pct(0.95),
                 total_tokens: tokens,
+                estimated_cost_usd: cost,
             })
         })
         .await
