@@ -5,8 +5,10 @@
 //!
 //! Run: `cargo bench -p sparklio-desk-core --bench e2e_flow` (a few seconds).
 
+#[path = "support/app.rs"]
+mod support;
+
 use sparklio_core::client::{GatewayClient, Timeouts};
-use sparklio_core::config::{self, ConfigInput};
 use sparklio_core::flow::{self, FlowInput};
 use std::collections::BTreeMap;
 
@@ -28,24 +30,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bench.toml");
-    std::fs::write(
-        &path,
-        format!("[storage]\ndata_dir = {:?}\n", dir.path().join("data")),
-    )
-    .unwrap();
-    let env: BTreeMap<String, String> =
-        [("SPARKLIO_DESK_BIND".to_string(), "127.0.0.1:0".to_string())].into();
-    let loaded = config::load(&ConfigInput {
-        config_flag: Some(path),
-        env,
-        dotenv_path: None,
-        use_os_config_dir: false,
-    })
-    .expect("config");
-    let app = sparklio_core::start(loaded, Default::default())
-        .await
-        .expect("start");
+    let app = support::start_app(&dir, "", &[]).await;
     let client = GatewayClient::new(
         format!("http://{}", app.addr),
         None,

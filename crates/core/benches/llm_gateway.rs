@@ -6,11 +6,11 @@
 
 #[path = "../tests/support/ollama_double.rs"]
 mod ollama_double;
+#[path = "support/app.rs"]
+mod support;
 
 use ollama_double::OllamaDouble;
 use serde_json::{json, Value};
-use sparklio_core::config::{self, ConfigInput};
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// Requests per measured series (after a warm-up of `WARMUP`).
@@ -29,30 +29,8 @@ async fn start_app(
     base_url: &str,
     mode: &str,
 ) -> sparklio_core::RunningApp {
-    let path = dir.path().join(format!("{mode}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            "[storage]\ndata_dir = {:?}\n[llm.providers.ollama]\nbase_url = \"{base_url}\"\ntimeout_s = 30\n",
-            dir.path().join(format!("data-{mode}"))
-        ),
-    )
-    .unwrap();
-    let env: BTreeMap<String, String> = [
-        ("SPARKLIO_DESK_BIND".to_string(), "127.0.0.1:0".to_string()),
-        ("GENERATOR_MODE".to_string(), mode.to_string()),
-    ]
-    .into();
-    let loaded = config::load(&ConfigInput {
-        config_flag: Some(path),
-        env,
-        dotenv_path: None,
-        use_os_config_dir: false,
-    })
-    .expect("config");
-    sparklio_core::start(loaded, Default::default())
-        .await
-        .expect("start")
+    let toml = format!("[llm.providers.ollama]\nbase_url = \"{base_url}\"\ntimeout_s = 30\n");
+    support::start_app(dir, &toml, &[("GENERATOR_MODE", mode)]).await
 }
 
 /// Send `total` requests with `concurrency` in flight; per-request latencies in ms.

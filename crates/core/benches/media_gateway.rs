@@ -7,37 +7,15 @@
 
 #[path = "../tests/support/comfyui_double.rs"]
 mod comfyui_double;
+#[path = "support/app.rs"]
+mod support;
 
 use comfyui_double::ComfyDouble;
 use serde_json::{json, Value};
-use sparklio_core::config::{self, ConfigInput};
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 async fn start_app(dir: &tempfile::TempDir, mode: &str, toml: &str) -> sparklio_core::RunningApp {
-    let path = dir.path().join("sparklio-desk.toml");
-    let text = format!(
-        "[storage]\ndata_dir = {:?}\n{toml}",
-        dir.path().join("data")
-    );
-    std::fs::write(&path, text).unwrap();
-    let env: BTreeMap<String, String> = [
-        ("SPARKLIO_DESK_BIND", "127.0.0.1:0"),
-        ("GENERATOR_MODE", mode),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let loaded = config::load(&ConfigInput {
-        config_flag: Some(path),
-        env,
-        dotenv_path: None,
-        use_os_config_dir: false,
-    })
-    .expect("config");
-    sparklio_core::start(loaded, Default::default())
-        .await
-        .expect("start")
+    support::start_app(dir, toml, &[("GENERATOR_MODE", mode)]).await
 }
 
 fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {

@@ -7,9 +7,10 @@
 //! Run: `cargo bench -p sparklio-desk-core --bench supervisor`
 //! (builds `sparklio-test-service` in release mode first, as the tests do).
 
-use sparklio_core::config::{self, ConfigInput};
+#[path = "support/app.rs"]
+mod support;
+
 use sparklio_core::supervisor::events::Event;
-use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -61,27 +62,7 @@ health = {{ url = "http://127.0.0.1:{port}/health", interval_ms = {interval_ms},
 }
 
 async fn start(dir: &tempfile::TempDir, toml: &str) -> sparklio_core::RunningApp {
-    let path = dir.path().join("sparklio-desk.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[storage]\ndata_dir = {:?}\n{toml}",
-            dir.path().join("data")
-        ),
-    )
-    .unwrap();
-    let env: BTreeMap<String, String> =
-        [("SPARKLIO_DESK_BIND".to_string(), "127.0.0.1:0".to_string())].into();
-    let input = ConfigInput {
-        config_flag: Some(path),
-        env,
-        dotenv_path: None,
-        use_os_config_dir: false,
-    };
-    let loaded = config::load(&input).expect("config");
-    sparklio_core::start(loaded, Default::default())
-        .await
-        .expect("app starts")
+    support::start_app(dir, toml, &[]).await
 }
 
 /// Wait (bounded) for `service` to reach `to`; returns when it was seen.

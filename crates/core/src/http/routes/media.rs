@@ -399,22 +399,29 @@ fn job_not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("no media job {id:?}"))
 }
 
+/// The answer for a job lookup (get or cancel): its body, or the standard 404 / 500.
+async fn job_answer(
+    state: &SharedState,
+    headers: &HeaderMap,
+    id: &str,
+    found: anyhow::Result<Option<crate::media::jobs::JobView>>,
+) -> ApiResult<Json<Value>> {
+    let view = found
+        .map_err(|e| ApiError::internal(format!("{e:#}")))?
+        .ok_or_else(|| job_not_found(id))?;
+    Ok(Json(
+        job_body(state, &view, &base_url(state, headers)).await,
+    ))
+}
+
 /// `GET /api/v1/media/jobs/{id}`.
 pub async fn get_job(
     State(state): State<SharedState>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let view = state
-        .media
-        .jobs
-        .get(&id)
-        .await
-        .map_err(|e| ApiError::internal(format!("{e:#}")))?
-        .ok_or_else(|| job_not_found(&id))?;
-    Ok(Json(
-        job_body(&state, &view, &base_url(&state, &headers)).await,
-    ))
+    let found = state.media.jobs.get(&id).await;
+    job_answer(&state, &headers, &id, found).await
 }
 
 /// `DELETE /api/v1/media/jobs/{id}`: cancel (queue delete upstream, or interrupt).
@@ -423,16 +430,8 @@ pub async fn cancel_job(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let view = state
-        .media
-        .jobs
-        .cancel(&id)
-        .await
-        .map_err(|e| ApiError::internal(format!("{e:#}")))?
-        .ok_or_else(|| job_not_found(&id))?;
-    Ok(Json(
-        job_body(&state, &view, &base_url(&state, &headers)).await,
-    ))
+    let found = state.media.jobs.cancel(&id).await;
+    job_answer(&state, &headers, &id, found).await
 }
 
 /// `GET /api/v1/media/jobs/{id}/events`: the job's state as Server-Sent Events

@@ -464,6 +464,8 @@ mod tests {
                 timeout_s: 5.0,
                 default_model: Some("m".into()),
                 keep_alive: keep_alive.map(str::to_string),
+                cost_per_1k_prompt_tokens: 0.0,
+                cost_per_1k_completion_tokens: 0.0,
             },
         )
         .unwrap()
