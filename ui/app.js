@@ -383,7 +383,7 @@ function modelTable(models, missing) {
       el("td", { text: [m.family, m.parameter_size].filter(Boolean).join(" ") || "—" }),
       el("td", { text: m.quantization || "—" }),
       el("td", { text: m.modified_at ? new Date(m.modified_at).toLocaleDateString() : "—" }),
-      el("td", { text: m.loaded ? `loaded, ${fmt.bytes(m.size_vram)} VRAM` : "" }),
+      el("td", { text: m.loaded ? (m.size_vram != null ? `loaded, ${fmt.bytes(m.size_vram)} VRAM` : "loaded") : "" }),
     ),
   );
   for (const name of missing || []) {
@@ -401,13 +401,13 @@ function renderModels(body) {
   const box = $("#models");
   const parts = [];
   for (const inst of body.llm || []) {
-    parts.push(el("h3", { text: `${inst.provider} (${inst.kind}) — ${inst.base_url || ""}` }));
+    parts.push(el("h3", { text: inst.base_url ? `${inst.provider} (${inst.kind}) — ${inst.base_url}` : `${inst.provider} (${inst.kind})` }));
     if (inst.service_down) parts.push(el("p", { class: "empty", text: `service down: ${inst.service_down}` }));
     else if (inst.error) parts.push(el("p", { class: "empty", text: `unreachable: ${inst.error}` }));
     parts.push(modelTable(inst.models || [], inst.missing));
   }
   for (const inst of body.media || []) {
-    parts.push(el("h3", { text: `${inst.provider} (${inst.kind}) — ${inst.base_url || ""}` }));
+    parts.push(el("h3", { text: inst.base_url ? `${inst.provider} (${inst.kind}) — ${inst.base_url}` : `${inst.provider} (${inst.kind})` }));
     if (inst.error) parts.push(el("p", { class: "empty", text: `unreachable: ${inst.error}` }));
     for (const [folder, names] of Object.entries(inst.models || {})) {
       parts.push(el("p", {}, el("strong", { text: `${folder}: ` }), document.createTextNode(names.length ? names.join(", ") : "none")));
@@ -578,7 +578,7 @@ async function liveLoop() {
   for (;;) {
     try {
       await initialLoad();
-      setConnection("up", "live");
+      setConnection("up", "connected");
       showBanner("");
       delay = 1000;
       await readEvents("/api/v1/stream", (name, data) => {
