@@ -118,6 +118,59 @@ pub struct LlmConfig {
     pub routes: Vec<RouteRule>,
     /// Folder of prompt templates that override the built-in ones.
     pub prompt_dir: Option<PathBuf>,
+    /// Sampling defaults when a request does not set them.
+    pub sampling: SamplingConfig,
+}
+
+/// Sampling defaults: a request's `options` win, then the task's, then the role's, then
+/// these global values.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplingConfig {
+    pub temperature: f64,
+    pub top_p: f64,
+    pub max_tokens: u32,
+    pub roles: BTreeMap<String, SamplingOverride>,
+    pub tasks: BTreeMap<String, SamplingOverride>,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        Self {
+            temperature: 0.7,
+            top_p: 0.9,
+            max_tokens: 2000,
+            roles: BTreeMap::new(),
+            tasks: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplingOverride {
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+}
+
+impl SamplingConfig {
+    /// The default (temperature, top_p, max_tokens) for a role and task.
+    pub fn defaults_for(&self, role: &str, task: &str) -> (f64, f64, u32) {
+        let (r, t) = (self.roles.get(role), self.tasks.get(task));
+        let pick =
+            |f: fn(&SamplingOverride) -> Option<f64>| t.and_then(f).or_else(|| r.and_then(f));
+        (
+            pick(|o| o.temperature).unwrap_or(self.temperature),
+            pick(|o| o.top_p).unwrap_or(self.top_p),
+            t.and_then(|o| o.max_tokens)
+                .or_else(|| r.and_then(|o| o.max_tokens))
+                .unwrap_or(self.max_tokens),
+        )
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -2,6 +2,7 @@
 //! `options.model`; code: `payload`, `json|text`, `override_model`, `*_agent` roles),
 //! one superset answer out.
 
+use crate::config::SamplingConfig;
 use crate::http::ApiError;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -48,10 +49,6 @@ pub struct GenerateOptions {
     pub hints: Map<String, Value>,
 }
 
-/// Defaults of the team's providers (LP/base).
-pub const DEFAULT_TEMPERATURE: f64 = 0.7;
-pub const DEFAULT_TOP_P: f64 = 0.9;
-pub const DEFAULT_MAX_TOKENS: u32 = 2000;
 const MAX_MAX_TOKENS: u32 = 131_072;
 
 /// Their code's role names → the design's.
@@ -136,7 +133,7 @@ fn into_object(field: &str, v: Value) -> Result<Map<String, Value>, ApiError> {
 }
 
 impl GenerateBody {
-    pub fn normalize(self) -> Result<GenerateRequest, ApiError> {
+    pub fn normalize(self, sampling: &SamplingConfig) -> Result<GenerateRequest, ApiError> {
         let requested = check_name("role", &self.role)?;
         let role = ROLE_ALIASES
             .iter()
@@ -189,21 +186,23 @@ impl GenerateBody {
         }
 
         let o = self.options.unwrap_or_default();
-        let temperature = o.temperature.unwrap_or(DEFAULT_TEMPERATURE);
+        let (default_temperature, default_top_p, default_max_tokens) =
+            sampling.defaults_for(&role, &task);
+        let temperature = o.temperature.unwrap_or(default_temperature);
         if !(0.0..=2.0).contains(&temperature) {
             return Err(ApiError::validation(
                 "options.temperature",
                 "must be between 0 and 2",
             ));
         }
-        let top_p = o.top_p.unwrap_or(DEFAULT_TOP_P);
+        let top_p = o.top_p.unwrap_or(default_top_p);
         if !(top_p > 0.0 && top_p <= 1.0) {
             return Err(ApiError::validation(
                 "options.top_p",
                 "must be above 0 and at most 1",
             ));
         }
-        let max_tokens = o.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+        let max_tokens = o.max_tokens.unwrap_or(default_max_tokens);
         if max_tokens == 0 || max_tokens > MAX_MAX_TOKENS {
             return Err(ApiError::validation(
                 "options.max_tokens",
@@ -256,7 +255,7 @@ mod tests {
     #[test]
     fn code_shape() {
         let r = body(json!({"role": "brief_agent", "task": "marketing_brief", "payload": {"a": 1}, "mode": "text", "override_model": "m1"}))
-            .normalize()
+            .normalize(&SamplingConfig::default())
             .unwrap();
         assert_eq!(r.role, "brief");
         assert_eq!(r.requested_role.as_deref(), Some("brief_agent"));
@@ -269,7 +268,7 @@ mod tests {
     #[test]
     fn design_shape() {
         let r = body(json!({"role": "copywriter", "task": "sns", "mode": "chat", "input": {"brand": {"name": "B"}, "payload": {"p": 1}}, "options": {"model": "m2", "provider": "ollama", "tone": "fun", "temperature": 0.2}, "request_id": "abc"}))
-            .normalize()
+            .normalize(&SamplingConfig::default())
             .unwrap();
         assert_eq!(r.input, json!({"brand": {"name": "B"}, "p": 1}));
         assert_eq!(r.model.as_deref(), Some("m2"));
@@ -301,9 +300,31 @@ mod tests {
             ),
         ];
         for (v, field) in cases {
-            let e = body(v).normalize().unwrap_err();
+            let e = body(v).normalize(&SamplingConfig::default()).unwrap_err();
             assert_eq!(e.code, "VALIDATION_ERROR");
             assert_eq!(e.fields["field"], json!(field));
         }
+    }
+
+    #[test]
+    fn sampling_defaults_come_from_task_then_role_then_global() {
+        let cfg: crate::config::Config = toml::from_str(crate::config::DEFAULT_TOML).unwrap();
+        let s = &cfg.llm.sampling;
+        let r = body(json!({"role": "copywriter", "task": "sns", "payload": {}}))
+            .normalize(s)
+            .unwrap();
+        assert_eq!((r.temperature, r.max_tokens), (0.8, 1000));
+        let r = body(json!({"role": "reviewer_agent", "task": "style_check", "payload": {}}))
+            .normalize(s)
+            .unwrap();
+        assert_eq!((r.temperature, r.top_p, r.max_tokens), (0.3, 0.9, 2000));
+        let r = body(json!({"role": "strategist", "task": "brand_kit", "payload": {}, "options": {"temperature": 0.1}}))
+            .normalize(s)
+            .unwrap();
+        assert_eq!(
+            (r.temperature, r.max_tokens),
+            (0.1, 3000),
+            "a request's options win"
+        );
     }
 }

@@ -122,7 +122,7 @@ fn prepare(
             ApiError::bad_request("VALIDATION_ERROR", format!("cannot read the body: {rej}"))
         }
     })?;
-    let request = parse_json::<GenerateBody>(&bytes)?.normalize()?;
+    let request = parse_json::<GenerateBody>(&bytes)?.normalize(&state.config().llm.sampling)?;
     outcome.role = Some(request.role.clone());
     outcome.task = Some(request.task.clone());
     outcome.mode = Some(request.mode_label.clone());
