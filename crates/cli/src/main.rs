@@ -223,8 +223,10 @@ fn route_command(
     });
     let request = match serde_json::from_value::<GenerateBody>(body)
         .map_err(|e| e.to_string())
-        .and_then(|b| b.normalize(&loaded.config.llm.sampling).map_err(|e| e.message))
-    {
+        .and_then(|b| {
+            b.normalize(&loaded.config.llm.sampling)
+                .map_err(|e| e.message)
+        }) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");

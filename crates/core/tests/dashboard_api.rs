@@ -1,0 +1,152 @@
+//! The APIs the dashboard reads: models, usage, the live stream, overall health.
+
+mod common;
+#[path = "support/ollama_double.rs"]
+mod ollama_double;
+
+use common::TestApp;
+use ollama_double::OllamaDouble;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+async fn app_with(double: &OllamaDouble) -> TestApp {
+    let toml = format!(
+        "[llm.providers.ollama]\nkind = \"ollama\"\nbase_url = \"{}\"\n\
+         [media.providers.comfyui]\nkind = \"comfyui\"\nbase_url = \"http://127.0.0.1:9\"\n",
+        double.base_url()
+    );
+    TestApp::start_with(&toml, &[("GENERATOR_MODE", "live")], Default::default()).await
+}
+
+#[tokio::test]
+async fn models_lists_installed_loaded_and_missing_routed_models() {
+    let double =
+        OllamaDouble::start_with(&["qwen2.5:7b", "llama3.2:latest"], &["qwen2.5:7b"]).await;
+    let app = app_with(&double).await;
+    let (s, body) = app.get_json("/api/v1/models").await;
+    assert_eq!(s, 200, "{body}");
+    let ollama = body["llm"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["provider"] == "ollama")
+        .unwrap();
+    assert_eq!(ollama["reachable"], true, "{ollama}");
+    let q7 = ollama["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "qwen2.5:7b")
+        .unwrap();
+    assert_eq!(q7["loaded"], true);
+    assert_eq!(q7["family"], "qwen2");
+    assert_eq!(q7["quantization"], "Q4_K_M");
+    assert!(q7["size_vram"].as_u64().unwrap() > 0);
+    assert!(q7["modified_at"].is_string());
+    let missing: Vec<&str> = ollama["missing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    assert!(
+        missing.contains(&"qwen2.5:14b") && missing.contains(&"mistral-small"),
+        "{missing:?}"
+    );
+    assert!(
+        !missing.contains(&"qwen2.5:7b") && !missing.contains(&"llama3.2"),
+        "{missing:?}"
+    );
+    // A media provider that is down says why instead of failing the whole answer.
+    let comfy = body["media"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["provider"] == "comfyui")
+        .unwrap();
+    assert!(
+        comfy["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{comfy}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn usage_lists_recent_requests_and_summarises_them() {
+    let double = OllamaDouble::start().await;
+    let app = app_with(&double).await;
+    let ok = json!({"role": "brief", "task": "marketing_brief", "payload": {"product": "x"}, "request_id": "u-ok"});
+    assert_eq!(app.post_json("/api/v1/llm/generate", &ok).await.0, 200);
+    let bad = json!({"role": "brief", "task": "marketing_brief", "payload": {}, "options": {"model": "nope:1b"}, "request_id": "u-bad"});
+    assert_eq!(app.post_json("/api/v1/llm/generate", &bad).await.0, 404);
+
+    let (s, body) = app.get_json("/api/v1/usage?limit=10").await;
+    assert_eq!(s, 200);
+    let ids: Vec<&str> = body["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["request_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["u-bad", "u-ok"], "newest first");
+    let (_, body) = app.get_json("/api/v1/usage/summary?window_s=600").await;
+    let s = &body["summary"];
+    assert_eq!(
+        (s["requests"].as_u64(), s["errors"].as_u64()),
+        (Some(2), Some(1)),
+        "{body}"
+    );
+    assert_eq!(s["error_rate"], 0.5);
+    assert!(s["p50_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(body["generator_mode"], "live");
+    let (s, body) = app.get_json("/api/v1/usage?limit=abc").await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (400, Some("VALIDATION_ERROR"))
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_live_stream_sends_snapshots_and_ends_at_shutdown() {
+    let double = OllamaDouble::start().await;
+    let app = app_with(&double).await;
+    let (_, status) = app.get_json("/api/v1/status").await;
+    assert_eq!(status["health"]["level"], "ok");
+    assert_eq!(status["health"]["summary"], "no services supervised");
+    assert_eq!(status["pid"], std::process::id());
+
+    let mut resp = app
+        .client
+        .get(app.url("/api/v1/stream"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut text = String::new();
+    while !text.contains("\n\n") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.starts_with("event: snapshot"), "{text}");
+    let data = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+    let snap: Value = serde_json::from_str(data).unwrap();
+    for key in ["status", "services", "system", "usage", "recent"] {
+        assert!(snap.get(key).is_some(), "snapshot lacks {key}: {snap}");
+    }
+    assert!(snap["system"]["memory_total_bytes"].as_u64().unwrap() > 0);
+
+    // Shutdown ends the stream instead of holding the server open.
+    let app_handle = app.app.as_ref().unwrap();
+    app_handle.request_shutdown();
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(_)) = resp.chunk().await {}
+    })
+    .await;
+    assert!(end.is_ok(), "the stream did not end at shutdown");
+    app.stop().await;
+}
