@@ -524,10 +524,7 @@ async fn upstream_failures_map_to_codes_and_statuses() {
 
 #[tokio::test]
 async fn closed_port_fails_fast_far_below_the_timeout() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = common::free_port();
     let app = live_app_at(&format!("http://127.0.0.1:{port}"), 60.0, "").await;
     let started = Instant::now();
     let (status, body) = app

@@ -795,10 +795,7 @@ async fn execution_error_and_timeout_fail_the_job() {
 
 #[tokio::test]
 async fn comfyui_down_answers_provider_unavailable_at_once() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = common::free_port();
     let app = start_in("live", &format!("[media.providers.comfyui]\nkind = \"comfyui\"\nbase_url = \"http://127.0.0.1:{port}\"\n")).await;
     let t = Instant::now();
     let (s, v) = app

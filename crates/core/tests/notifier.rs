@@ -5,19 +5,11 @@
 
 mod common;
 
-use common::{test_service, TestApp};
+use common::{free_port, test_service, TestApp};
 use serde_json::{json, Value};
 use sparklio_core::notify::{Level, Notification, Notifier, NotifierOptions};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A test service that exits with code 3 `exit_after_ms` after each launch.
 fn crashing_service(name: &str, exit_after_ms: u64, crash_loop: &str) -> String {

@@ -9,19 +9,11 @@
 
 mod common;
 
-use common::{test_service, TestApp};
+use common::{free_port, test_service, TestApp};
 use serde_json::{json, Value};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A `[[services]]` block running the test service on `port` with extra args and keys.
 fn service_toml(name: &str, port: u16, args: &[&str], extra: &str) -> String {
