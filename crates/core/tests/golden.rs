@@ -53,12 +53,15 @@ const VOLATILE_KEYS: &[&str] = &[
     "cpu_percent",
     "memory_bytes",
     "rss_bytes",
+    "processes",
     "model_info",
     "elapsed_ms",
     "duration_ms",
     "seed",
     "port",
 ];
+
+const SAMPLED_KEYS: &[&str] = &["cpu_percent", "memory_bytes", "processes"];
 
 /// Object keys whose whole value is machine-dependent (only the shape is kept).
 const SHAPE_ONLY_KEYS: &[&str] = &["system", "cpu", "memory", "disk", "gpu", "history", "steps"];
@@ -102,6 +105,10 @@ impl Masker {
     }
 
     fn value(&self, key: &str, v: &Value) -> Value {
+        // Sampled figures may not exist yet on a first read: masked even when null.
+        if SAMPLED_KEYS.contains(&key) {
+            return json!("<sampled>");
+        }
         if VOLATILE_KEYS.contains(&key) && !v.is_null() {
             return json!("<masked>");
         }
