@@ -164,7 +164,7 @@ fn main() -> ExitCode {
 }
 
 fn load(file: Option<PathBuf>) -> Result<LoadedConfig, ExitCode> {
-    config::load(&ConfigInput::from_process(file)).map_err(|problems| {
+    sparklio_core::load_config(&ConfigInput::from_process(file)).map_err(|problems| {
         print_problems(&problems);
         ExitCode::FAILURE
     })
@@ -225,7 +225,7 @@ fn route_command(
         .map_err(|e| e.to_string())
         .and_then(|b| {
             b.normalize(&loaded.config.llm.sampling)
-                .map_err(|e| e.message)
+                .map_err(|e| e.to_string())
         }) {
         Ok(r) => r,
         Err(e) => {
@@ -285,7 +285,7 @@ async fn serve(
     });
     // Headless: what the tray would show as a desktop notification goes to the log.
     sparklio_core::notify::Notifier::spawn(
-        app.state.clone(),
+        app.state.notifier_inputs(),
         Default::default(),
         |n: sparklio_core::notify::Notification| tracing::info!(level = ?n.level, body = %n.body, "notification: {}", n.title),
     );

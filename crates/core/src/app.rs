@@ -1,15 +1,21 @@
 //! Starting and stopping everything: the one entry point shared by the headless
 //! binary and the tray app, so both run exactly the same services.
+//!
+//! This is the only place that knows every part: it builds the domain modules, hands
+//! each the narrow handles it needs (runtime switches, provider board, store, shutdown
+//! token), and gives the HTTP layer the whole [`AppState`].
 
-use crate::config::{Config, GeneratorMode, LoadedConfig};
+use crate::config::{ConfigInput, KnownKinds, LoadedConfig, Problem};
+use crate::gateway::UsageRecorder;
 use crate::http::auth::{check_bind, Auth};
+use crate::runtime::{ProviderBoard, RuntimeSwitches};
 use crate::store::Store;
 use crate::telemetry::Metrics;
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -24,19 +30,38 @@ pub struct StartOptions {
     pub insecure_no_auth: bool,
 }
 
+/// The provider kinds this build can construct, for config validation.
+pub fn known_kinds() -> KnownKinds<'static> {
+    static LLM: OnceLock<Vec<&'static str>> = OnceLock::new();
+    static MEDIA: OnceLock<Vec<&'static str>> = OnceLock::new();
+    KnownKinds {
+        llm: LLM.get_or_init(|| crate::llm::providers::kinds().collect()),
+        media: MEDIA.get_or_init(crate::media::provider::known_kinds),
+    }
+}
+
+/// Load and validate the configuration layers (see [`crate::config`]).
+pub fn load_config(input: &ConfigInput) -> Result<LoadedConfig, Vec<Problem>> {
+    crate::config::load(input, &known_kinds())
+}
+
 /// Everything a request handler can reach.
 pub struct AppState {
-    pub loaded: LoadedConfig,
+    /// The effective config behind a swappable handle, so a reload can replace it
+    /// without a restart; readers take a cheap snapshot with [`AppState::config`].
+    loaded: ArcSwap<LoadedConfig>,
     pub started_at: Instant,
     /// The address actually bound (port 0 in the config becomes a real port).
     pub bound: SocketAddr,
     pub data_dir: PathBuf,
     pub auth: Auth,
     pub store: Store,
-    pub metrics: Metrics,
-    pub runtime: RuntimeSwitches,
+    pub metrics: Arc<Metrics>,
+    pub runtime: Arc<RuntimeSwitches>,
     /// Which providers are known to be down (the supervisor writes, the gateways read).
-    pub provider_board: ProviderBoard,
+    pub provider_board: Arc<ProviderBoard>,
+    /// Usage rows and request metrics, shared by every gateway and front.
+    pub usage: UsageRecorder,
     /// The product-detail end-to-end check jobs.
     pub flows: crate::flow::jobs::FlowJobs,
     /// A random key the app uses to call its own API (never leaves the process).
@@ -46,7 +71,7 @@ pub struct AppState {
     /// The Media Gateway (providers, jobs, file store).
     pub media: crate::media::MediaGateway,
     /// The LLM Gateway (providers, router, prompts).
-    pub llm: crate::llm::LlmGateway,
+    pub llm: Arc<crate::llm::LlmGateway>,
     /// Runs and watches the `[[services]]`; writes `provider_board`.
     pub supervisor: crate::supervisor::Supervisor,
     /// CPU, RAM, disk, GPU and their recent history.
@@ -56,76 +81,23 @@ pub struct AppState {
 pub type SharedState = Arc<AppState>;
 
 impl AppState {
-    pub fn config(&self) -> &Config {
-        &self.loaded.config
+    /// The effective config now (with where each value came from).
+    pub fn config(&self) -> Arc<LoadedConfig> {
+        self.loaded.load_full()
     }
-}
 
-/// Settings the tray and the control API can flip while running.
-pub struct RuntimeSwitches {
-    mode: AtomicU8,
-    paused: AtomicBool,
-}
-
-impl RuntimeSwitches {
-    fn new(mode: GeneratorMode) -> Self {
-        Self {
-            mode: AtomicU8::new(mode as u8),
-            paused: AtomicBool::new(false),
+    /// What a notifier watches in this app.
+    pub fn notifier_inputs(&self) -> crate::notify::NotifierInputs {
+        crate::notify::NotifierInputs {
+            events: self.supervisor.events.clone(),
+            store: self.store.clone(),
+            shutdown: self.shutdown.clone(),
         }
     }
 
-    pub fn mode(&self) -> GeneratorMode {
-        if self.mode.load(Ordering::Relaxed) == GeneratorMode::Live as u8 {
-            GeneratorMode::Live
-        } else {
-            GeneratorMode::Mock
-        }
-    }
-
-    pub fn set_mode(&self, mode: GeneratorMode) {
-        self.mode.store(mode as u8, Ordering::Relaxed);
-    }
-
-    pub fn paused(&self) -> bool {
-        self.paused.load(Ordering::Relaxed)
-    }
-
-    pub fn set_paused(&self, paused: bool) {
-        self.paused.store(paused, Ordering::Relaxed);
-    }
-}
-
-/// What the supervisor knows about the services behind each gateway provider, so a
-/// request to a provider whose service is down fails at once instead of timing out.
-#[derive(Default)]
-pub struct ProviderBoard {
-    down: std::sync::RwLock<std::collections::HashMap<String, String>>,
-}
-
-impl ProviderBoard {
-    /// Mark `provider` down, with a reason such as "service comfyui is crashed (exit code 1)".
-    pub fn mark_down(&self, provider: &str, reason: impl Into<String>) {
-        self.down
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(provider.to_string(), reason.into());
-    }
-
-    pub fn mark_up(&self, provider: &str) {
-        self.down
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(provider);
-    }
-
-    /// `Some(reason)` when the provider's service is known to be down.
-    pub fn down_reason(&self, provider: &str) -> Option<String> {
-        self.down
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(provider)
-            .cloned()
+    /// What the tray shows at a glance.
+    pub fn glance(&self) -> crate::notify::Glance {
+        crate::notify::glance(&self.supervisor, &self.runtime)
     }
 }
 
@@ -188,7 +160,6 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         );
     }
 
-    let llm = crate::llm::LlmGateway::from_config(&config.llm).context("LLM gateway")?;
     let data_dir = config.storage.resolved_data_dir();
     let store = Store::open(&data_dir)?;
     let listener = tokio::net::TcpListener::bind(bind)
@@ -201,16 +172,22 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
     );
-    let flows = crate::flow::jobs::FlowJobs::open(store.clone()).await?;
-    let metrics = Metrics::new();
     let shutdown = CancellationToken::new();
-    let media = crate::media::MediaGateway::new(
-        config,
-        &data_dir,
-        store.clone(),
-        &metrics,
-        shutdown.clone(),
-    )?;
+    let runtime = Arc::new(RuntimeSwitches::new(config.mode()));
+    let provider_board = Arc::new(ProviderBoard::default());
+    let metrics = Arc::new(Metrics::new());
+    let usage = UsageRecorder::new(store.clone(), metrics.clone(), config);
+    let links = crate::gateway::GatewayLinks {
+        runtime: runtime.clone(),
+        board: provider_board.clone(),
+        usage: usage.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let llm = Arc::new(
+        crate::llm::LlmGateway::from_config(&config.llm, links.clone()).context("LLM gateway")?,
+    );
+    let media = crate::media::MediaGateway::new(config, &data_dir, store.clone(), links)?;
+    let flows = crate::flow::jobs::FlowJobs::open(store.clone()).await?;
     let supervisor = crate::supervisor::Supervisor::new(config, store.clone(), &data_dir);
     let system = Arc::new(crate::system::SystemMonitor::new(&config.system, &data_dir));
 
@@ -220,14 +197,15 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         flows,
         supervisor,
         system,
-        runtime: RuntimeSwitches::new(config.mode()),
-        loaded,
+        runtime,
+        loaded: ArcSwap::from_pointee(loaded),
         started_at: Instant::now(),
         bound,
         data_dir,
         store,
         metrics,
-        provider_board: ProviderBoard::default(),
+        usage,
+        provider_board,
         shutdown,
         media,
         llm,
@@ -238,7 +216,9 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         Err(e) => tracing::warn!("cannot look for unfinished media jobs: {e:#}"),
     }
 
-    state.supervisor.start(state.clone());
+    state
+        .supervisor
+        .start(state.provider_board.clone(), state.shutdown.clone());
     state.system.spawn_sampler(state.shutdown.clone());
 
     let router = crate::http::router(state.clone());

@@ -12,13 +12,15 @@ pub mod client;
 pub mod config;
 pub mod contracts;
 pub mod flow;
+pub mod gateway;
 pub mod http;
 pub mod llm;
 pub mod media;
 pub mod notify;
+pub mod runtime;
 pub mod store;
 pub mod supervisor;
 pub mod system;
 pub mod telemetry;
 
-pub use app::{start, RunningApp, StartOptions};
+pub use app::{load_config, start, RunningApp, StartOptions};

@@ -1,6 +1,7 @@
 //! Config layering (defaults < file < .env < environment), provenance and validation.
 
-use sparklio_core::config::{load, ConfigInput, GeneratorMode, Source};
+use sparklio_core::config::{ConfigInput, GeneratorMode, Source};
+use sparklio_core::load_config as load;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -171,7 +172,7 @@ fn backend_env_names_are_honoured() {
     );
     let c = &l.config.media.providers["comfyui"];
     assert_eq!(c.base_url.as_deref(), Some("http://127.0.0.1:8189"));
-    assert_eq!(c.timeout_s, 45.0);
+    assert_eq!(c.timeout_s(), 45.0);
     assert_eq!(
         c.workflow_dir.as_deref(),
         Some(std::path::Path::new("workflows/"))

@@ -42,7 +42,11 @@ async fn assert_complete(app: &TestApp, report: &FlowReport) {
     }
     assert!(names.iter().any(|n| n.starts_with("copy:")), "{names:?}");
     for step in &report.steps {
-        assert_eq!(step.status, "succeeded", "{step:?}");
+        assert_eq!(
+            step.status,
+            sparklio_core::flow::StepStatus::Succeeded,
+            "{step:?}"
+        );
         assert!(step.violations.is_empty(), "{step:?}");
     }
     let r = &report.result;

@@ -7,7 +7,7 @@ mod common;
 use comfyui_double::ComfyDouble;
 use common::TestApp;
 use serde_json::{json, Value};
-use sparklio_core::media::provider::png_size;
+use sparklio_core::media::png_size;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -541,7 +541,7 @@ async fn restart_recovers_unfinished_jobs_or_fails_them_with_a_reason() {
     let toml = live_toml(&double, "");
     let start = || async {
         let input = common::input_for(&dir, &toml, &[("GENERATOR_MODE", "live")]);
-        let loaded = sparklio_core::config::load(&input).unwrap();
+        let loaded = sparklio_core::load_config(&input).unwrap();
         sparklio_core::start(loaded, Default::default())
             .await
             .unwrap()
@@ -1017,7 +1017,7 @@ fn media_config_problems_name_their_key() {
         "[media]\ndefault_provider = \"nope\"\n[media.tasks.banner]\nkind = \"poster\"\n[media.providers.x]\nkind = \"dalle\"\n",
         &[],
     );
-    let problems = sparklio_core::config::load(&input).unwrap_err();
+    let problems = sparklio_core::load_config(&input).unwrap_err();
     let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
     for key in [
         "media.default_provider",

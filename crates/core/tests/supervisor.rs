@@ -695,7 +695,7 @@ async fn gateway_link_marks_the_provider_down_while_its_service_is_down() {
         .supervisor
         .provider_services("comfyui");
     assert_eq!(backing.len(), 1);
-    assert_eq!(backing[0].0, "comfy");
+    assert_eq!(backing[0].name, "comfy");
     app.stop().await;
 }
 
@@ -776,7 +776,7 @@ fn default_config_service_examples_are_valid() {
         Some(r"D:\AI\ComfyUI\python_embeded\python.exe")
     );
     assert!(comfy.args.windows(2).any(|w| w == ["--listen", "0.0.0.0"]));
-    let problems = sparklio_core::config::validate(&config);
+    let problems = sparklio_core::config::validate(&config, &sparklio_core::app::known_kinds());
     assert!(problems.is_empty(), "{problems:?}");
 }
 

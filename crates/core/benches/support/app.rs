@@ -1,7 +1,7 @@
 //! Starting a real app for a benchmark: `toml` as its config file (with a temporary data
 //! folder), a free loopback port, and the given environment.
 
-use sparklio_core::config::{self, ConfigInput};
+use sparklio_core::config::ConfigInput;
 use std::collections::BTreeMap;
 
 pub async fn start_app(
@@ -27,7 +27,7 @@ pub async fn start_app(
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     env.insert("SPARKLIO_DESK_BIND".into(), "127.0.0.1:0".into());
-    let loaded = config::load(&ConfigInput {
+    let loaded = sparklio_core::load_config(&ConfigInput {
         config_flag: Some(path),
         env,
         dotenv_path: None,

@@ -1,6 +1,6 @@
 //! Loading the layers and remembering where each value came from.
 
-use super::{validate::Problem, Config, GeneratorMode};
+use super::{validate::KnownKinds, validate::Problem, Config, GeneratorMode};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -133,12 +133,14 @@ pub struct EnvOverride {
     pub replaced: Source,
 }
 
-impl LoadedConfig {
-    /// Built-in defaults only (what a fresh machine runs with).
-    pub fn defaults() -> Self {
-        load(&ConfigInput::default()).expect("the built-in defaults are valid")
+impl std::ops::Deref for LoadedConfig {
+    type Target = Config;
+    fn deref(&self) -> &Config {
+        &self.config
     }
+}
 
+impl LoadedConfig {
     /// Where the value at `key` (e.g. `server.bind`) came from.
     pub fn source_of(&self, key: &str) -> Source {
         let mut k = key.to_string();
@@ -176,7 +178,7 @@ pub(super) fn builtin_defaults() -> Config {
 }
 
 /// Load all layers, validate, and return the effective config or every problem found.
-pub fn load(input: &ConfigInput) -> Result<LoadedConfig, Vec<Problem>> {
+pub fn load(input: &ConfigInput, known: &KnownKinds<'_>) -> Result<LoadedConfig, Vec<Problem>> {
     let mut tree: Value = toml::from_str(DEFAULT_TOML).expect("default.toml parses");
     let mut provenance = BTreeMap::new();
     let mut problems = Vec::new();
@@ -298,7 +300,7 @@ pub fn load(input: &ConfigInput) -> Result<LoadedConfig, Vec<Problem>> {
         env_overrides,
     });
     if let Some(l) = &loaded {
-        for mut p in super::validate(&l.config) {
+        for mut p in super::validate(&l.config, known) {
             if let Source::File { path, line } = l.source_of(&p.key) {
                 p.file = Some(path);
                 p.line = Some(line);

@@ -12,7 +12,9 @@ pub use load::flatten;
 pub use load::{
     default_config_path, load, ConfigInput, LoadedConfig, Source, DEFAULT_TOML, ENV_OVERRIDES,
 };
-pub use validate::{parse_network, validate, Problem};
+pub use validate::{parse_network, validate, KnownKinds, Problem};
+
+pub use crate::runtime::GeneratorMode;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -51,22 +53,6 @@ impl Config {
     /// The mode after loading (loading always fills it in).
     pub fn mode(&self) -> GeneratorMode {
         self.generator_mode.unwrap_or(GeneratorMode::Mock)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GeneratorMode {
-    Mock,
-    Live,
-}
-
-impl GeneratorMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GeneratorMode::Mock => "mock",
-            GeneratorMode::Live => "live",
-        }
     }
 }
 
@@ -267,14 +253,20 @@ impl Default for MediaConfig {
     }
 }
 
+/// How long a media job may take when `timeout_s` is not set: ComfyUI's SDXL jobs take
+/// minutes on a busy card; the mock draws at once.
+pub const DEFAULT_MEDIA_TIMEOUT_S: f64 = 300.0;
+pub const DEFAULT_MOCK_MEDIA_TIMEOUT_S: f64 = 30.0;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MediaProviderConfig {
     pub kind: String,
     #[serde(default)]
     pub base_url: Option<String>,
-    #[serde(default = "default_media_timeout_s")]
-    pub timeout_s: f64,
+    /// Unset: [`DEFAULT_MEDIA_TIMEOUT_S`], or [`DEFAULT_MOCK_MEDIA_TIMEOUT_S`] for the mock.
+    #[serde(default)]
+    pub timeout_s: Option<f64>,
     #[serde(default)]
     pub workflow_dir: Option<PathBuf>,
     /// Checkpoint put into a workflow's `checkpoint` parameter unless the request names one.
@@ -291,9 +283,17 @@ pub struct MediaProviderConfig {
     pub step_delay_ms: u64,
 }
 
-fn default_media_timeout_s() -> f64 {
-    300.0
+impl MediaProviderConfig {
+    /// The job time limit in seconds (the configured one, else the kind's default).
+    pub fn timeout_s(&self) -> f64 {
+        self.timeout_s.unwrap_or(if self.kind == "mock" {
+            DEFAULT_MOCK_MEDIA_TIMEOUT_S
+        } else {
+            DEFAULT_MEDIA_TIMEOUT_S
+        })
+    }
 }
+
 fn default_media_poll_ms() -> u64 {
     1_000
 }

@@ -71,8 +71,16 @@ fn check_url(problems: &mut Vec<Problem>, key: String, url: &str) {
     }
 }
 
+/// The provider kinds this build can construct. The registries live above `config`
+/// (in `llm` and `media`), so the caller that knows them passes them in.
+#[derive(Debug, Clone, Copy)]
+pub struct KnownKinds<'a> {
+    pub llm: &'a [&'a str],
+    pub media: &'a [&'a str],
+}
+
 /// Every meaning problem in `config` (types were checked while loading).
-pub fn validate(config: &Config) -> Vec<Problem> {
+pub fn validate(config: &Config, kinds: &KnownKinds<'_>) -> Vec<Problem> {
     let mut p = Vec::new();
     let s = &config.server;
     if let Err(e) = s.bind.parse::<SocketAddr>() {
@@ -114,15 +122,13 @@ pub fn validate(config: &Config) -> Vec<Problem> {
 
     for (name, prov) in &config.llm.providers {
         let key = format!("llm.providers.{name}");
-        if !crate::llm::providers::kinds().any(|k| k == prov.kind) {
+        if !kinds.llm.contains(&prov.kind.as_str()) {
             p.push(Problem::new(
                 format!("{key}.kind"),
                 format!(
                     "{:?} is not a provider kind (have: {})",
                     prov.kind,
-                    crate::llm::providers::kinds()
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    kinds.llm.join(", ")
                 ),
             ));
         }
@@ -181,20 +187,20 @@ pub fn validate(config: &Config) -> Vec<Problem> {
 
     for (name, prov) in &config.media.providers {
         let key = format!("media.providers.{name}");
-        if !crate::media::provider::is_known_kind(&prov.kind) {
+        if !kinds.media.contains(&prov.kind.as_str()) {
             p.push(Problem::new(
                 format!("{key}.kind"),
                 format!(
                     "{:?} is not a media provider kind ({})",
                     prov.kind,
-                    crate::media::provider::known_kinds().join(", ")
+                    kinds.media.join(", ")
                 ),
             ));
         }
         if let Some(url) = &prov.base_url {
             check_url(&mut p, format!("{key}.base_url"), url);
         }
-        if !(prov.timeout_s > 0.0 && prov.timeout_s.is_finite()) {
+        if !(prov.timeout_s() > 0.0 && prov.timeout_s().is_finite()) {
             p.push(Problem::new(
                 format!("{key}.timeout_s"),
                 "must be a positive number of seconds",

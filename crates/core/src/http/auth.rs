@@ -33,6 +33,14 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Who asked, as the usage log records it.
+    pub fn requester(&self) -> crate::gateway::Requester {
+        crate::gateway::Requester {
+            client: self.addr.ip().to_string(),
+            key_id: self.key_id.clone(),
+        }
+    }
+
     /// "admin from 100.64.1.2" style description for the event log.
     pub fn describe(&self) -> String {
         match &self.key_id {

@@ -152,3 +152,29 @@ impl IntoResponse for ApiError {
 pub struct ErrorCode(pub &'static str);
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+fn status_of(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+impl From<crate::llm::Error> for ApiError {
+    fn from(e: crate::llm::Error) -> Self {
+        Self {
+            status: status_of(e.status()),
+            code: e.code(),
+            fields: e.fields(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<crate::media::Error> for ApiError {
+    fn from(e: crate::media::Error) -> Self {
+        Self {
+            status: status_of(e.status()),
+            code: e.code(),
+            fields: e.details,
+            message: e.message,
+        }
+    }
+}

@@ -5,7 +5,6 @@
 //! one line in `providers::REGISTRY` plus its config section.
 
 use async_trait::async_trait;
-use axum::http::StatusCode;
 use futures::stream::BoxStream;
 use serde::Serialize;
 use serde_json::Value;
@@ -56,7 +55,7 @@ pub struct CallContext {
     pub input: Value,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -166,15 +165,6 @@ impl ProviderError {
             FailureKind::Timeout => "LLM_TIMEOUT",
             FailureKind::ModelNotFound => "MODEL_NOT_FOUND",
             FailureKind::Upstream => "PROVIDER_ERROR",
-        }
-    }
-
-    pub fn status(&self) -> StatusCode {
-        match self.kind {
-            FailureKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            FailureKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            FailureKind::ModelNotFound => StatusCode::NOT_FOUND,
-            FailureKind::Upstream => StatusCode::BAD_GATEWAY,
         }
     }
 }

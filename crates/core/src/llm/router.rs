@@ -29,6 +29,33 @@ pub struct RouteDecision {
     pub reason: String,
 }
 
+/// The rules in the order they are tried, and the default.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoutingTable {
+    pub routes: Vec<RouteView>,
+    pub default_route: RouteTargetView,
+}
+
+/// One rule as `router/info` shows it (the model filled in from the provider's default).
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteView {
+    /// Its place in `[[llm.routes]]`.
+    pub index: usize,
+    pub name: Option<String>,
+    pub priority: i64,
+    pub roles: Vec<String>,
+    pub tasks: Vec<String>,
+    pub modes: Vec<String>,
+    pub provider: String,
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteTargetView {
+    pub provider: String,
+    pub model: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Router {
     /// Rules sorted by priority (stable, so file order breaks ties), with their config index.
@@ -139,30 +166,34 @@ impl Router {
     }
 
     /// The routing table, for `router/info`.
-    pub fn describe(&self) -> serde_json::Value {
-        let rules: Vec<serde_json::Value> = self
+    pub fn describe(&self) -> RoutingTable {
+        let routes = self
             .rules
             .iter()
-            .map(|(i, r)| {
-                serde_json::json!({
-                    "index": i,
-                    "name": r.name,
-                    "priority": r.priority,
-                    "roles": r.roles,
-                    "tasks": r.tasks,
-                    "modes": r.modes,
-                    "provider": r.provider,
-                    "model": r.model.clone().or_else(|| self.provider_default(&r.provider)),
-                })
+            .map(|(i, r)| RouteView {
+                index: *i,
+                name: r.name.clone(),
+                priority: r.priority,
+                roles: r.roles.clone(),
+                tasks: r.tasks.clone(),
+                modes: r.modes.clone(),
+                provider: r.provider.clone(),
+                model: r
+                    .model
+                    .clone()
+                    .or_else(|| self.provider_default(&r.provider)),
             })
             .collect();
-        serde_json::json!({
-            "routes": rules,
-            "default_route": {
-                "provider": self.default_provider,
-                "model": self.default_model.clone().or_else(|| self.provider_default(&self.default_provider)),
+        RoutingTable {
+            routes,
+            default_route: RouteTargetView {
+                provider: self.default_provider.clone(),
+                model: self
+                    .default_model
+                    .clone()
+                    .or_else(|| self.provider_default(&self.default_provider)),
             },
-        })
+        }
     }
 
     /// Every model a route can send to each provider (rules, default route, provider defaults).

@@ -3,8 +3,14 @@
 //! One connection behind a mutex, used from `spawn_blocking`: the write rate is a few
 //! rows per request, far below what one SQLite connection in WAL mode sustains.
 
+mod events;
+mod jobs;
+mod media_files;
 mod usage;
 
+pub use events::{EventQuery, EventRow};
+pub use jobs::{JobKind, JobRow};
+pub use media_files::StoredFile;
 pub use usage::{UsageQuery, UsageRow, UsageSummary};
 
 use anyhow::Context;

@@ -15,8 +15,9 @@ pub mod ports;
 pub mod process;
 mod runner;
 
-use crate::app::SharedState;
 use crate::config::{Config, ServiceConfig, ServiceKind};
+use crate::gateway::BackingService;
+use crate::runtime::ProviderBoard;
 use crate::store::Store;
 use events::EventLog;
 use logs::{LogFileSpec, ServiceLogs};
@@ -26,8 +27,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceState {
     Stopped,
@@ -43,6 +45,23 @@ pub enum ServiceState {
 }
 
 impl ServiceState {
+    pub const ALL: [ServiceState; 9] = [
+        ServiceState::Stopped,
+        ServiceState::Starting,
+        ServiceState::Running,
+        ServiceState::Unhealthy,
+        ServiceState::Restarting,
+        ServiceState::Crashed,
+        ServiceState::Backoff,
+        ServiceState::Failed,
+        ServiceState::Unavailable,
+    ];
+
+    /// The state an event log row names (`None` for the gateway alarm's `ok`/`failing`).
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ServiceState::Stopped => "stopped",
@@ -55,6 +74,12 @@ impl ServiceState {
             ServiceState::Failed => "failed",
             ServiceState::Unavailable => "unavailable",
         }
+    }
+}
+
+impl std::fmt::Display for ServiceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -131,6 +156,71 @@ impl ServiceEntry {
     }
 }
 
+/// A service as the API shows it: its config, its state, and what its processes use.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceView {
+    pub name: String,
+    pub kind: crate::config::ServiceKind,
+    pub state: ServiceState,
+    pub reason: String,
+    pub since: String,
+    pub pid: Option<u32>,
+    pub uptime_s: Option<u64>,
+    pub restarts: u32,
+    pub last_exit: Option<LastExit>,
+    pub last_error: Option<String>,
+    pub cpu_percent: Option<f32>,
+    pub memory_bytes: Option<u64>,
+    pub processes: Option<u32>,
+    pub port: Option<u16>,
+    pub port_holder: Option<String>,
+    pub last_probe_latency_ms: Option<f64>,
+    pub last_probe: Option<LastProbe>,
+    pub health_url: Option<String>,
+    pub container: Option<String>,
+    pub provides: Vec<String>,
+    pub autostart: bool,
+    pub restart: crate::config::RestartPolicy,
+    pub detach: bool,
+}
+
+impl ServiceEntry {
+    /// The API's view, with the CPU/memory of its process tree when known.
+    pub fn view(&self, usage: Option<crate::system::ProcessUsage>) -> ServiceView {
+        let st = self.status();
+        let c = &self.config;
+        ServiceView {
+            name: c.name.clone(),
+            kind: c.kind,
+            state: st.state,
+            reason: st.reason,
+            since: st.since,
+            pid: st.pid,
+            uptime_s: self.uptime().map(|d| d.as_secs()),
+            restarts: st.restarts,
+            last_exit: st.last_exit,
+            last_error: st.last_error,
+            cpu_percent: usage.map(|u| u.cpu_percent),
+            memory_bytes: usage.map(|u| u.memory_bytes),
+            processes: usage.map(|u| u.processes),
+            port: c.port,
+            port_holder: st.port_holder,
+            last_probe_latency_ms: st
+                .last_probe
+                .as_ref()
+                .filter(|p| p.ok)
+                .map(|p| p.latency_ms),
+            last_probe: st.last_probe,
+            health_url: c.health.as_ref().map(|h| h.url.clone()),
+            container: c.container.clone(),
+            provides: c.provides.clone(),
+            autostart: c.autostart,
+            restart: c.restart,
+            detach: c.detach,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum ControlError {
     NotFound(String),
@@ -190,7 +280,7 @@ impl Supervisor {
     }
 
     /// Start one task per service (once). Providers start out down until their service runs.
-    pub fn start(&self, state: SharedState) {
+    pub fn start(&self, board: Arc<ProviderBoard>, shutdown: CancellationToken) {
         let docker = self
             .services
             .iter()
@@ -207,14 +297,15 @@ impl Supervisor {
                 continue;
             };
             for p in &entry.config.provides {
-                state.provider_board.mark_down(
+                board.mark_down(
                     p,
                     format!("service {} is stopped: not started yet", entry.config.name),
                 );
             }
             let runner = runner::Runner::new(
                 entry.clone(),
-                state.clone(),
+                board.clone(),
+                shutdown.clone(),
                 self.events.clone(),
                 docker.clone(),
                 rx,
@@ -247,11 +338,19 @@ impl Supervisor {
     }
 
     /// The services backing a gateway provider, with their states (for health endpoints).
-    pub fn provider_services(&self, provider: &str) -> Vec<(String, ServiceStatus)> {
+    pub fn provider_services(&self, provider: &str) -> Vec<BackingService> {
         self.services
             .iter()
             .filter(|s| s.config.provides.iter().any(|p| p == provider))
-            .map(|s| (s.config.name.clone(), s.status()))
+            .map(|s| {
+                let st = s.status();
+                BackingService {
+                    name: s.config.name.clone(),
+                    state: st.state.as_str().to_string(),
+                    reason: st.reason,
+                    since: st.since,
+                }
+            })
             .collect()
     }
 
@@ -273,30 +372,6 @@ impl Supervisor {
                 tracing::warn!("a service did not stop within {limit:?}");
                 abort.abort();
             }
-        }
-    }
-}
-
-/// Add `services` (the supervised services backing it: name, state, reason) to each
-/// provider object of a health answer, so clients see *why* a provider is down.
-pub fn annotate_provider_services(
-    state: &crate::app::SharedState,
-    providers: &mut serde_json::Value,
-) {
-    let Some(map) = providers.as_object_mut() else {
-        return;
-    };
-    for (name, entry) in map.iter_mut() {
-        let services: Vec<serde_json::Value> = state
-            .supervisor
-            .provider_services(name)
-            .into_iter()
-            .map(|(service, st)| {
-                serde_json::json!({"name": service, "state": st.state, "reason": st.reason, "since": st.since})
-            })
-            .collect();
-        if let Some(obj) = entry.as_object_mut() {
-            obj.insert("services".into(), serde_json::Value::Array(services));
         }
     }
 }

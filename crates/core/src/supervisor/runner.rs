@@ -5,14 +5,15 @@ use super::events::EventLog;
 use super::health::{probe, probe_client, ProbeResult};
 use super::process::{describe_exit, ProcessHandle, StopOutcome};
 use super::{Control, LastExit, LastProbe, ServiceEntry, ServiceState};
-use crate::app::SharedState;
 use crate::config::{RestartPolicy, ServiceKind};
+use crate::runtime::ProviderBoard;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// How often a blocked service (Docker down, port taken) is checked again.
 const UNAVAILABLE_RECHECK: Duration = Duration::from_secs(5);
@@ -64,7 +65,9 @@ enum Exit {
 
 pub(super) struct Runner {
     entry: Arc<ServiceEntry>,
-    app: SharedState,
+    /// Where the gateways read whether this service's providers are up.
+    board: Arc<ProviderBoard>,
+    shutdown: CancellationToken,
     events: EventLog,
     docker: Option<DockerClient>,
     rx: mpsc::UnboundedReceiver<Control>,
@@ -77,14 +80,16 @@ pub(super) struct Runner {
 impl Runner {
     pub(super) fn new(
         entry: Arc<ServiceEntry>,
-        app: SharedState,
+        board: Arc<ProviderBoard>,
+        shutdown: CancellationToken,
         events: EventLog,
         docker: Option<DockerClient>,
         rx: mpsc::UnboundedReceiver<Control>,
     ) -> Self {
         Self {
             entry,
-            app,
+            board,
+            shutdown,
             events,
             docker,
             rx,
@@ -144,9 +149,9 @@ impl Runner {
         });
         for p in &self.entry.config.provides {
             if to == ServiceState::Running {
-                self.app.provider_board.mark_up(p);
+                self.board.mark_up(p);
             } else {
-                self.app.provider_board.mark_down(
+                self.board.mark_down(
                     p,
                     format!("service {} is {}: {reason}", self.name(), to.as_str()),
                 );
@@ -173,7 +178,7 @@ impl Runner {
     async fn next_control(&mut self) -> Option<Control> {
         tokio::select! {
             c = self.rx.recv() => c,
-            _ = self.app.shutdown.cancelled() => None,
+            _ = self.shutdown.cancelled() => None,
         }
     }
 
@@ -262,7 +267,7 @@ impl Runner {
         if let Some(h) = &self.entry.config.health {
             if self.probe_once(h.url.clone(), h.timeout_ms).await.ok {
                 for p in &self.entry.config.provides {
-                    self.app.provider_board.mark_up(p);
+                    self.board.mark_up(p);
                 }
             }
         }
@@ -478,7 +483,7 @@ impl Runner {
                     }
                     None => return Next::Exit,
                 },
-                _ = self.app.shutdown.cancelled() => {
+                _ = self.shutdown.cancelled() => {
                     if cfg.detach {
                         self.entry.logs.push("supervisor", "left running on quit (detach = true)");
                         self.events.record(self.name(), Some(self.state().as_str()), self.state().as_str(),

@@ -6,9 +6,10 @@ use crate::http::auth::Caller;
 use crate::http::error::current_request_id;
 use crate::http::{ApiError, ApiJson, ApiResult};
 use crate::media::jobs::{JobStatus, JobView};
-use crate::media::provider::{error_from_json, ImageSpec};
-use crate::media::request::{resolve, GenerateRequest, ResolveContext};
-use crate::store::{now_text, UsageRow};
+use crate::media::provider::ImageSpec;
+use crate::media::request::GenerateRequest;
+use crate::media::{Generated, MediaRequestCtx};
+use crate::store::now_text;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -76,176 +77,49 @@ async fn generate_inner(
     headers: HeaderMap,
     req: GenerateRequest,
 ) -> Response {
-    let started = Instant::now();
-    let request_id = req
-        .request_id
-        .clone()
-        .or_else(current_request_id)
-        .unwrap_or_default();
-    // `options.mock = true` switches this one request to the mock, as on the LLM side.
-    let mode = if req.options.as_ref().and_then(|o| o.mock) == Some(true) {
-        crate::config::GeneratorMode::Mock
-    } else {
-        state.runtime.mode()
+    let generated_async = wants_async(&req, &headers);
+    let ctx = MediaRequestCtx {
+        request_id: req
+            .request_id
+            .clone()
+            .or_else(current_request_id)
+            .unwrap_or_default(),
+        requester: caller.requester(),
+        run_async: generated_async,
     };
-    let mut spec_for_usage: Option<ImageSpec> = None;
-    let result = async {
-        if state.runtime.paused() {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "GATEWAY_PAUSED",
-                "the gateway is paused; resume it from the tray or the control API",
-            ));
+    let generated = match state.media.generate(req, ctx).await {
+        Ok(g) => g,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let base = base_url(&state, &headers);
+    let Generated {
+        spec,
+        view,
+        return_base64,
+        started,
+    } = generated;
+    // Asked for async: always the job (it may already have finished: a mock draws at once).
+    if generated_async || !view.status.is_terminal() {
+        let status_url = format!("{JOBS_PATH}{}", view.job_id);
+        let body = json!({
+            "job_id": view.job_id,
+            "status": view.status,
+            "status_url": format!("{base}{status_url}"),
+            "events_url": format!("{base}{status_url}/events"),
+            "queue_position": view.queue_position,
+            "provider": view.provider,
+            "model": view.workflow,
+            "request_id": spec.request_id,
+        });
+        let mut resp = (StatusCode::ACCEPTED, Json(body)).into_response();
+        if let Ok(v) = HeaderValue::from_str(&status_url) {
+            resp.headers_mut().insert(header::LOCATION, v);
         }
-        let provider = state
-            .media
-            .choose(mode, req.provider.as_deref())
-            .map_err(|m| ApiError::validation("provider", m))?;
-        let spec = resolve(
-            &req,
-            ResolveContext {
-                config: &state.config().media,
-                provider: provider.name().to_string(),
-                generator_mode: mode.as_str(),
-                request_id: request_id.clone(),
-                caller: caller.addr.ip().to_string(),
-                key_id: caller.key_id.clone(),
-                random_seed: u64::from_le_bytes(
-                    uuid::Uuid::new_v4().as_bytes()[..8]
-                        .try_into()
-                        .unwrap_or([0; 8]),
-                ),
-            },
-        )?;
-        spec_for_usage = Some(spec.clone());
-        if provider.workflows().get(&spec.workflow).is_none() {
-            return Err(ApiError::validation(
-                "options.workflow",
-                format!(
-                    "{:?} is not a workflow (have: {})",
-                    spec.workflow,
-                    provider.workflows().names().join(", ")
-                ),
-            ));
-        }
-        if let Some(reason) = state.provider_board.down_reason(provider.name()) {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "PROVIDER_UNAVAILABLE",
-                format!("{} is down: {reason}", provider.name()),
-            )
-            .with("provider", provider.name()));
-        }
-        provider.prepare(&spec).await?;
-        let mut rx = state
-            .media
-            .jobs
-            .create(spec.clone(), provider.clone())
-            .await?;
-        Ok((spec, rx.clone(), {
-            let run_async = wants_async(&req, &headers);
-            // Async: answer once the provider has accepted (or refused) the job.
-            // Sync: wait for the end; the job enforces the provider timeout itself.
-            let limit = Duration::from_secs_f64(provider.config().timeout_s + 10.0);
-            let _ = tokio::time::timeout(
-                limit,
-                rx.wait_for(|v| v.status.is_terminal() || (run_async && v.accepted)),
-            )
-            .await;
-            let view = rx.borrow().clone();
-            (run_async, view)
-        }))
+        return resp;
     }
-    .await;
-
-    match result {
-        Ok((spec, _, (run_async, view))) => {
-            let base = base_url(&state, &headers);
-            if view.status == JobStatus::Failed || view.status == JobStatus::Cancelled {
-                let e = view
-                    .error
-                    .as_ref()
-                    .map(error_from_json)
-                    .unwrap_or_else(|| ApiError::internal("job failed"));
-                return e.with("job_id", view.job_id.clone()).into_response();
-            }
-            if run_async && !view.status.is_terminal() {
-                let status_url = format!("{JOBS_PATH}{}", view.job_id);
-                let body = json!({
-                    "job_id": view.job_id,
-                    "status": view.status,
-                    "status_url": format!("{base}{status_url}"),
-                    "events_url": format!("{base}{status_url}/events"),
-                    "queue_position": view.queue_position,
-                    "provider": view.provider,
-                    "model": view.workflow,
-                    "request_id": spec.request_id,
-                });
-                let mut resp = (StatusCode::ACCEPTED, Json(body)).into_response();
-                if let Ok(v) = HeaderValue::from_str(&status_url) {
-                    resp.headers_mut().insert(header::LOCATION, v);
-                }
-                return resp;
-            }
-            if view.status != JobStatus::Succeeded {
-                return ApiError::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "MEDIA_TIMEOUT",
-                    "the job did not finish in time",
-                )
-                .with("job_id", view.job_id.clone())
-                .into_response();
-            }
-            let return_base64 =
-                req.options.as_ref().and_then(|o| o.return_as.as_deref()) == Some("base64");
-            match render_result(&state, &spec, &view, &base, return_base64, started).await {
-                Ok(body) => Json(body).into_response(),
-                Err(e) => e.into_response(),
-            }
-        }
-        Err(e) => {
-            // Failed before a job existed: the job task writes usage for the others.
-            let provider = spec_for_usage
-                .as_ref()
-                .map(|s| s.provider.clone())
-                .or_else(|| {
-                    e.fields
-                        .get("provider")
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
-                })
-                .unwrap_or_else(|| "none".into());
-            let kind = spec_for_usage
-                .as_ref()
-                .map(|s| s.kind.clone())
-                .or_else(|| req.kind.clone())
-                .unwrap_or_else(|| "unknown".into());
-            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-            state
-                .media
-                .jobs
-                .metrics()
-                .record(&provider, &kind, "error", latency_ms);
-            let row = UsageRow {
-                ts: now_text(),
-                request_id,
-                client: caller.addr.ip().to_string(),
-                key_id: caller.key_id.clone(),
-                kind: "media".into(),
-                task: req.task.clone().or(Some(kind)),
-                mode: Some(mode.as_str().into()),
-                provider: Some(provider),
-                model: spec_for_usage.as_ref().map(|s| s.workflow.clone()),
-                latency_ms,
-                status: e.status.as_u16(),
-                error_code: Some(e.code.to_string()),
-                ..Default::default()
-            };
-            if let Err(err) = state.store.insert_usage(row).await {
-                tracing::warn!("cannot write the media usage row: {err:#}");
-            }
-            e.into_response()
-        }
+    match render_result(&state, &spec, &view, &base, return_base64, started).await {
+        Ok(body) => Json(body).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -273,7 +147,6 @@ async fn render_result(
         let data = if return_base64 {
             let (_, bytes) = state
                 .media
-                .jobs
                 .files()
                 .read(id)
                 .await
@@ -343,25 +216,6 @@ async fn render_result(
     }))
 }
 
-async fn job_spec(state: &SharedState, id: &str) -> Option<ImageSpec> {
-    let id = id.to_string();
-    let text: Option<String> = state
-        .store
-        .with(move |c| {
-            use rusqlite::OptionalExtension;
-            c.query_row(
-                "SELECT request FROM jobs WHERE id = ?1 AND kind = 'image'",
-                [id],
-                |r| r.get(0),
-            )
-            .optional()
-        })
-        .await
-        .ok()
-        .flatten();
-    text.and_then(|t| serde_json::from_str(&t).ok())
-}
-
 /// A job as the API shows it: state, and the rendered result or error.
 async fn job_body(state: &SharedState, view: &JobView, base: &str) -> Value {
     let mut body = serde_json::to_value(view).unwrap_or(Value::Null);
@@ -372,7 +226,7 @@ async fn job_body(state: &SharedState, view: &JobView, base: &str) -> Value {
         format!("{base}{JOBS_PATH}{}", view.job_id).into(),
     );
     if view.status == JobStatus::Succeeded {
-        if let Some(spec) = job_spec(state, &view.job_id).await {
+        if let Some(spec) = state.media.job_spec(&view.job_id).await {
             if let Ok(Value::Object(r)) =
                 render_result(state, &spec, view, base, false, Instant::now()).await
             {
@@ -385,10 +239,10 @@ async fn job_body(state: &SharedState, view: &JobView, base: &str) -> Value {
         }
     }
     if let Some(err) = &view.error {
-        let e = error_from_json(err);
+        let status = crate::media::Error::from_json(err).status();
         let mut err = err.clone();
         if let Some(o) = err.as_object_mut() {
-            o.insert("status".into(), e.status.as_u16().into());
+            o.insert("status".into(), status.into());
         }
         obj.insert("error".into(), err);
     }
@@ -503,7 +357,7 @@ pub async fn job_events(
 /// `GET /api/v1/media/files/{id}`: an image from the store, by id only.
 pub async fn get_file(State(state): State<SharedState>, Path(id): Path<String>) -> Response {
     let not_found = || ApiError::not_found(format!("no media file {id:?}")).into_response();
-    match state.media.jobs.files().read(&id).await {
+    match state.media.files().read(&id).await {
         Ok(Some((file, bytes))) => {
             let mut resp = bytes.into_response();
             let h = resp.headers_mut();
@@ -532,86 +386,16 @@ pub async fn get_file(State(state): State<SharedState>, Path(id): Path<String>) 
 }
 
 /// `GET /api/v1/media/health`: like the LLM health (gateway, mode, providers), cheap probes only.
-pub async fn health(State(state): State<SharedState>) -> Json<Value> {
-    let mode = state.runtime.mode();
-    let mut providers = serde_json::Map::new();
-    for (name, p) in state.media.providers() {
-        let mut h = p.health().await;
-        if let Some(reason) = state.provider_board.down_reason(name) {
-            h["status"] = "unhealthy".into();
-            h["error"] = reason.into();
-        }
-        providers.insert(name.clone(), h);
+pub async fn health(State(state): State<SharedState>) -> impl IntoResponse {
+    let mut body = state.media.health().await;
+    for (name, provider) in &mut body.providers {
+        provider.services = state.supervisor.provider_services(name);
     }
-    let active = match mode {
-        crate::config::GeneratorMode::Mock => state.media.mock().name().to_string(),
-        crate::config::GeneratorMode::Live => state.media.default_provider().to_string(),
-    };
-    if !providers.contains_key(&active) {
-        providers.insert(active.clone(), state.media.mock().health().await);
-    }
-    let healthy = providers
-        .get(&active)
-        .and_then(|h| h.get("status"))
-        .and_then(Value::as_str)
-        == Some("healthy");
-    let (queued, running) = state.media.jobs.counts();
-    let mut providers = Value::Object(providers);
-    crate::supervisor::annotate_provider_services(&state, &mut providers);
-    Json(json!({
-        "gateway": if healthy { "healthy" } else { "unhealthy" },
-        "mode": mode.as_str(),
-        "paused": state.runtime.paused(),
-        "active_provider": active,
-        "providers": providers,
-        "jobs": {"queued": queued, "running": running},
-    }))
+    Json(body)
 }
 
 /// `GET /api/v1/media/models`: model files (checkpoints, LoRAs, VAEs) as each provider
 /// reports them, plus the workflows and the kind/task tables.
-pub async fn models(State(state): State<SharedState>) -> Json<Value> {
-    let mut models = Vec::new();
-    let mut providers = serde_json::Map::new();
-    for (name, p) in state.media.providers() {
-        let workflows: Vec<Value> = p
-            .workflows()
-            .all()
-            .map(|w| {
-                json!({
-                    "name": w.name,
-                    "description": w.description,
-                    "parameters": w.parameters.keys().collect::<Vec<_>>(),
-                    "source": w.source,
-                })
-            })
-            .collect();
-        let entry = if state.provider_board.down_reason(name).is_some() {
-            json!({"status": "unavailable", "workflows": workflows})
-        } else {
-            match p.models().await {
-                Ok(list) => {
-                    models.extend(
-                        list.iter()
-                            .map(|m| serde_json::to_value(m).unwrap_or_default()),
-                    );
-                    json!({"status": "ok", "models": list, "workflows": workflows})
-                }
-                Err(e) => {
-                    json!({"status": "unavailable", "error": e.message, "workflows": workflows})
-                }
-            }
-        };
-        providers.insert(name.clone(), entry);
-    }
-    let media = &state.config().media;
-    Json(json!({
-        "total": models.len(),
-        "models": models,
-        "default_provider": media.default_provider,
-        "providers": providers,
-        "kinds": media.kinds,
-        "tasks": media.tasks,
-        "aspect_ratios": media.aspect_ratios,
-    }))
+pub async fn models(State(state): State<SharedState>) -> impl IntoResponse {
+    Json(state.media.models().await)
 }

@@ -5,7 +5,7 @@
 use crate::app::SharedState;
 use crate::http::auth::Caller;
 use crate::http::error::ApiError;
-use crate::supervisor::{Control, ControlError, ServiceEntry};
+use crate::supervisor::{Control, ControlError, ServiceEntry, ServiceView};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -40,56 +40,30 @@ fn entry<'a>(state: &'a SharedState, name: &str) -> Result<&'a Arc<ServiceEntry>
 }
 
 /// Every service as the list route shows it.
-pub fn services_json(state: &SharedState) -> Vec<Value> {
+pub fn services_view(state: &SharedState) -> Vec<ServiceView> {
     state
         .supervisor
         .services()
         .iter()
-        .map(|e| service_json(state, e))
+        .map(|e| service_view(state, e))
         .collect()
 }
 
-fn service_json(state: &SharedState, e: &ServiceEntry) -> Value {
-    let st = e.status();
-    let usage = st.pid.and_then(|pid| state.system.tree_usage(pid));
-    let c = &e.config;
-    json!({
-        "name": c.name,
-        "kind": c.kind,
-        "state": st.state,
-        "reason": st.reason,
-        "since": st.since,
-        "pid": st.pid,
-        "uptime_s": e.uptime().map(|d| d.as_secs()),
-        "restarts": st.restarts,
-        "last_exit": st.last_exit,
-        "last_error": st.last_error,
-        "cpu_percent": usage.map(|u| u.cpu_percent),
-        "memory_bytes": usage.map(|u| u.memory_bytes),
-        "processes": usage.map(|u| u.processes),
-        "port": c.port,
-        "port_holder": st.port_holder,
-        "last_probe_latency_ms": st.last_probe.as_ref().filter(|p| p.ok).map(|p| p.latency_ms),
-        "last_probe": st.last_probe,
-        "health_url": c.health.as_ref().map(|h| h.url.clone()),
-        "container": c.container,
-        "provides": c.provides,
-        "autostart": c.autostart,
-        "restart": c.restart,
-        "detach": c.detach,
-    })
+fn service_view(state: &SharedState, e: &ServiceEntry) -> ServiceView {
+    let usage = e.status().pid.and_then(|pid| state.system.tree_usage(pid));
+    e.view(usage)
 }
 
 pub async fn list(State(state): State<SharedState>) -> Json<Value> {
-    Json(json!({ "services": services_json(&state) }))
+    Json(json!({ "services": services_view(&state) }))
 }
 
 pub async fn get_one(
     State(state): State<SharedState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ServiceView>, ApiError> {
     let e = entry(&state, &name)?;
-    Ok(Json(service_json(&state, e)))
+    Ok(Json(service_view(&state, e)))
 }
 
 fn control(

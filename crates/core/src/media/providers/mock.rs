@@ -3,13 +3,13 @@
 //! live provider, so callers and the dashboard behave the same in both modes.
 
 use crate::config::MediaProviderConfig;
-use crate::http::ApiError;
+use crate::media::error::{Error, ErrorKind};
 use crate::media::jobs::JobUpdates;
 use crate::media::provider::{
-    media_error, GeneratedImage, ImageSpec, JobRun, MediaProvider, ModelInfo, SharedProvider,
+    GeneratedImage, ImageSpec, JobRun, MediaProvider, ModelInfo, SharedProvider,
 };
+use crate::media::views::ProviderHealth;
 use crate::media::workflows::Workflows;
-use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,11 +54,14 @@ impl MediaProvider for MockProvider {
         &self.workflows
     }
 
-    async fn health(&self) -> Value {
-        json!({"status": "healthy", "vendor": "mock", "model": MOCK_MODEL})
+    async fn health(&self) -> ProviderHealth {
+        ProviderHealth {
+            model: Some(MOCK_MODEL),
+            ..ProviderHealth::healthy("mock")
+        }
     }
 
-    async fn models(&self) -> Result<Vec<ModelInfo>, ApiError> {
+    async fn models(&self) -> Result<Vec<ModelInfo>, Error> {
         Ok(vec![ModelInfo {
             name: MOCK_MODEL.into(),
             model_type: "checkpoint".into(),
@@ -66,21 +69,17 @@ impl MediaProvider for MockProvider {
         }])
     }
 
-    async fn prepare(&self, spec: &ImageSpec) -> Result<(), ApiError> {
+    async fn prepare(&self, spec: &ImageSpec) -> Result<(), Error> {
         if self.workflows.get(&spec.workflow).is_none() {
-            return Err(media_error(
-                "WORKFLOW_INVALID",
+            return Err(Error::new(
+                ErrorKind::WorkflowInvalid,
                 format!("workflow {:?} does not exist", spec.workflow),
             ));
         }
         Ok(())
     }
 
-    async fn run(
-        &self,
-        job: &JobRun,
-        updates: &JobUpdates,
-    ) -> Result<Vec<GeneratedImage>, ApiError> {
+    async fn run(&self, job: &JobRun, updates: &JobUpdates) -> Result<Vec<GeneratedImage>, Error> {
         // A resumed mock job is drawn again: the result is the same image.
         updates.upstream(&format!("mock-{}", job.job_id)).await;
         updates.accepted();
@@ -117,12 +116,22 @@ impl MediaProvider for MockProvider {
                 .collect::<Result<Vec<_>, String>>()
         })
         .await
-        .map_err(|e| media_error("INTERNAL", format!("mock drawing task failed: {e}")))?
-        .map_err(|e| media_error("INTERNAL", format!("mock PNG encoding failed: {e}")))?;
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("mock drawing task failed: {e}"),
+            )
+        })?
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("mock PNG encoding failed: {e}"),
+            )
+        })?;
         Ok(images)
     }
 
-    async fn cancel(&self, _upstream_id: &str) -> Result<(), ApiError> {
+    async fn cancel(&self, _upstream_id: &str) -> Result<(), Error> {
         Ok(())
     }
 }
@@ -195,7 +204,7 @@ pub fn draw_png(width: u32, height: u32, prompt: &str, seed: u64) -> Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::provider::png_size;
+    use crate::media::png_size;
 
     #[test]
     fn png_has_the_size_and_depends_on_prompt_and_seed() {
