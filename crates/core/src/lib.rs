@@ -14,6 +14,8 @@ pub mod contracts;
 pub mod flow;
 pub mod gateway;
 pub mod http;
+#[cfg(test)]
+mod layering;
 pub mod llm;
 pub mod media;
 pub mod notify;

@@ -404,6 +404,10 @@ pub struct SupervisorConfig {
     pub log_file_max_bytes: u64,
     /// Rotated log files kept per service (`name.log.1` .. `name.log.N`).
     pub log_files_kept: u32,
+    /// Longer output lines are split into pieces of this many bytes.
+    pub log_line_max_bytes: usize,
+    /// Output kept in memory per service (besides the line count `log_lines`).
+    pub log_memory_max_bytes: usize,
 }
 
 impl Default for SupervisorConfig {
@@ -412,6 +416,8 @@ impl Default for SupervisorConfig {
             docker_host: None,
             log_file_max_bytes: 10 * 1024 * 1024,
             log_files_kept: 3,
+            log_line_max_bytes: 16 * 1024,
+            log_memory_max_bytes: 1024 * 1024,
         }
     }
 }

@@ -178,3 +178,9 @@ impl From<crate::media::Error> for ApiError {
         }
     }
 }
+
+impl From<crate::supervisor::ControlError> for ApiError {
+    fn from(e: crate::supervisor::ControlError) -> Self {
+        Self::new(status_of(e.status()), e.code(), e.to_string())
+    }
+}

@@ -9,6 +9,7 @@
 pub mod answer;
 pub mod error;
 pub mod json;
+pub mod ndjson;
 pub mod prompts;
 pub mod provider;
 pub mod providers;

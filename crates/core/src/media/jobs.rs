@@ -4,11 +4,12 @@
 
 use super::files::{FileStore, NewFile};
 use super::provider::{GeneratedImage, ImageSpec, JobRun, SharedProvider};
+use super::views::{JobResult, StoredImage};
 use crate::gateway::{Finished, RequestKind, Requester, UsageRecorder};
 use crate::media::error::{Error, ErrorKind};
 use crate::store::{now_text, JobKind, Store};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -72,7 +73,7 @@ pub struct JobView {
     pub created_at: String,
     pub updated_at: String,
     /// Set when succeeded: files and timings (rendered into `images`/`outputs`).
-    pub result: Option<Value>,
+    pub result: Option<JobResult>,
     /// Set when failed or cancelled: `{code, message, ...}`.
     pub error: Option<Value>,
     /// The provider accepted the job (async answers wait for this).
@@ -171,7 +172,9 @@ async fn persist_status(store: &Store, entry: &JobEntry, status: JobStatus) {
         let v = entry.view.borrow();
         (
             v.job_id.clone(),
-            v.result.as_ref().map(Value::to_string),
+            v.result
+                .as_ref()
+                .and_then(|r| serde_json::to_string(r).ok()),
             v.error.as_ref().map(Value::to_string),
         )
     };
@@ -333,10 +336,10 @@ impl JobManager {
         let (status, result, error) = match outcome {
             Ok(images) => match self.store_images(&run, images).await {
                 Ok(files) => {
-                    let result = json!({
-                        "files": files,
-                        "generation_time_s": started.elapsed().as_secs_f64(),
-                    });
+                    let result = JobResult {
+                        files,
+                        generation_time_s: started.elapsed().as_secs_f64(),
+                    };
                     (JobStatus::Succeeded, Some(result), None)
                 }
                 Err(e) => failure(
@@ -379,7 +382,7 @@ impl JobManager {
         &self,
         run: &JobRun,
         images: Vec<GeneratedImage>,
-    ) -> anyhow::Result<Vec<Value>> {
+    ) -> anyhow::Result<Vec<StoredImage>> {
         if images.is_empty() {
             anyhow::bail!("the provider returned no image");
         }
@@ -401,10 +404,15 @@ impl JobManager {
                     },
                 )
                 .await?;
-            out.push(json!({
-                "id": f.id, "mime": f.mime, "width": f.width, "height": f.height,
-                "seed": f.seed, "bytes": f.bytes, "sha256": f.sha256,
-            }));
+            out.push(StoredImage {
+                id: f.id,
+                mime: f.mime,
+                width: f.width,
+                height: f.height,
+                seed: f.seed,
+                bytes: f.bytes,
+                sha256: f.sha256,
+            });
         }
         Ok(out)
     }
@@ -614,7 +622,7 @@ fn failure(
     spec: &ImageSpec,
     e: Error,
     reason: Option<StopReason>,
-) -> (JobStatus, Option<Value>, Option<Value>) {
+) -> (JobStatus, Option<JobResult>, Option<Value>) {
     match reason {
         Some(StopReason::Cancel) => (
             JobStatus::Cancelled,
@@ -633,10 +641,10 @@ async fn persist_final(
     store: &Store,
     id: &str,
     status: JobStatus,
-    result: &Option<Value>,
+    result: &Option<JobResult>,
     error: &Option<Value>,
 ) {
-    let result = result.as_ref().map(Value::to_string);
+    let result = result.as_ref().and_then(|r| serde_json::to_string(r).ok());
     let error = error.as_ref().map(Value::to_string);
     if let Err(e) = store
         .set_job_state(id, status.as_str(), result, error)

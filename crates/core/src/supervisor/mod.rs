@@ -20,7 +20,7 @@ use crate::gateway::BackingService;
 use crate::runtime::ProviderBoard;
 use crate::store::Store;
 use events::EventLog;
-use logs::{LogFileSpec, ServiceLogs};
+use logs::{LogFileSpec, LogLimits, ServiceLogs};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -221,11 +221,29 @@ impl ServiceEntry {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ControlError {
+    #[error("{0}")]
     NotFound(String),
     /// External services are only watched.
+    #[error("{0}")]
     NotControllable(String),
+}
+
+impl ControlError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::NotControllable(_) => "NOT_CONTROLLABLE",
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::NotFound(_) => 404,
+            Self::NotControllable(_) => 409,
+        }
+    }
 }
 
 pub struct Supervisor {
@@ -252,7 +270,14 @@ impl Supervisor {
                     .then(|| log_dir.join(format!("{}.detached.log", svc.name)));
                 Arc::new(ServiceEntry {
                     config: svc.clone(),
-                    logs: Arc::new(ServiceLogs::new(svc.log_lines, spec)),
+                    logs: Arc::new(ServiceLogs::new(
+                        LogLimits {
+                            ring_lines: svc.log_lines,
+                            ring_bytes: config.supervisor.log_memory_max_bytes,
+                            max_line_bytes: config.supervisor.log_line_max_bytes,
+                        },
+                        spec,
+                    )),
                     status: Mutex::new(ServiceStatus {
                         state: ServiceState::Stopped,
                         reason: "not started yet".into(),

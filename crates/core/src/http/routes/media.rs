@@ -8,8 +8,8 @@ use crate::http::{ApiError, ApiJson, ApiResult};
 use crate::media::jobs::{JobStatus, JobView};
 use crate::media::provider::ImageSpec;
 use crate::media::request::GenerateRequest;
+use crate::media::views::MediaAnswer;
 use crate::media::{Generated, MediaRequestCtx};
-use crate::store::now_text;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -131,89 +131,33 @@ async fn render_result(
     base: &str,
     return_base64: bool,
     started: Instant,
-) -> ApiResult<Value> {
-    let result = view.result.clone().unwrap_or(Value::Null);
-    let files = result
-        .get("files")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let mut images = Vec::new();
-    let mut outputs = Vec::new();
-    for f in &files {
-        let id = f.get("id").and_then(Value::as_str).unwrap_or("");
-        let mime = f.get("mime").and_then(Value::as_str).unwrap_or("image/png");
-        let url = format!("{base}{FILES_PATH}{id}");
-        let data = if return_base64 {
+) -> ApiResult<MediaAnswer> {
+    let base64 = if return_base64 {
+        let mut all = Vec::new();
+        for f in view.result.iter().flat_map(|r| &r.files) {
             let (_, bytes) = state
                 .media
                 .files()
-                .read(id)
+                .read(&f.id)
                 .await
-                .map_err(|e| ApiError::internal(format!("cannot read image {id}: {e:#}")))?
+                .map_err(|e| ApiError::internal(format!("cannot read image {}: {e:#}", f.id)))?
                 .ok_or_else(|| {
-                    ApiError::internal(format!("image {id} is missing from the store"))
+                    ApiError::internal(format!("image {} is missing from the store", f.id))
                 })?;
-            Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
-        } else {
-            Value::String(url.clone())
-        };
-        images.push(json!({
-            "id": id,
-            "url": url,
-            "width": f.get("width"),
-            "height": f.get("height"),
-            "seed": f.get("seed"),
-            "mime_type": mime,
-            "bytes": f.get("bytes"),
-            "meta": {"workflow": spec.workflow, "seed": f.get("seed"), "aspect_ratio": spec.aspect_ratio},
-        }));
-        outputs.push(json!({
-            "type": "image",
-            "format": mime.strip_prefix("image/").unwrap_or("png"),
-            "data": data,
-            "encoding": if return_base64 { "base64" } else { "url" },
-            "url": url,
-            "width": f.get("width"),
-            "height": f.get("height"),
-            "duration": null,
-        }));
-    }
-    let generation_time = result
-        .get("generation_time_s")
-        .and_then(Value::as_f64)
-        .unwrap_or(0.0);
-    Ok(json!({
-        "status": "completed",
-        "job_id": view.job_id,
-        "provider": view.provider,
-        "model": view.workflow,
-        "kind": spec.kind,
-        "task": spec.task,
-        "images": images,
-        "outputs": outputs,
-        "usage": {"generation_time": generation_time, "images": files.len(), "vram_used": 0},
-        "meta": {
-            "prompt": spec.prompt,
-            "negative_prompt": spec.negative_prompt,
-            "kind": spec.kind,
-            "task": spec.task,
-            "workflow": spec.workflow,
-            "seed": spec.seed,
-            "steps": spec.steps,
-            "cfg_scale": spec.cfg,
-            "width": spec.width,
-            "height": spec.height,
-            "requested_width": spec.requested_width,
-            "requested_height": spec.requested_height,
-            "aspect_ratio": spec.aspect_ratio,
-            "prompt_id": view.upstream_id,
-            "latency_ms": started.elapsed().as_secs_f64() * 1000.0,
-            "generator_mode": spec.generator_mode,
-            "request_id": spec.request_id,
-        },
-        "timestamp": now_text(),
-    }))
+            all.push(base64::engine::general_purpose::STANDARD.encode(bytes));
+        }
+        Some(all)
+    } else {
+        None
+    };
+    let url_of = |id: &str| format!("{base}{FILES_PATH}{id}");
+    Ok(MediaAnswer::new(
+        spec,
+        view,
+        &url_of,
+        base64,
+        started.elapsed().as_secs_f64() * 1000.0,
+    ))
 }
 
 /// A job as the API shows it: state, and the rendered result or error.
@@ -228,7 +172,9 @@ async fn job_body(state: &SharedState, view: &JobView, base: &str) -> Value {
     if view.status == JobStatus::Succeeded {
         if let Some(spec) = state.media.job_spec(&view.job_id).await {
             if let Ok(Value::Object(r)) =
-                render_result(state, &spec, view, base, false, Instant::now()).await
+                render_result(state, &spec, view, base, false, Instant::now())
+                    .await
+                    .map(|a| serde_json::to_value(a).unwrap_or_default())
             {
                 for key in ["images", "outputs", "usage", "meta", "model"] {
                     if let Some(v) = r.get(key) {

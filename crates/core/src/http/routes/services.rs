@@ -5,7 +5,7 @@
 use crate::app::SharedState;
 use crate::http::auth::Caller;
 use crate::http::error::ApiError;
-use crate::supervisor::{Control, ControlError, ServiceEntry, ServiceView};
+use crate::supervisor::{Control, ServiceEntry, ServiceView};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -19,6 +19,8 @@ use std::sync::Arc;
 use tokio_stream::wrappers::BroadcastStream;
 
 const MAX_TAIL: usize = 10_000;
+/// How much of a detached process's own log file a tail reads.
+const DETACHED_TAIL_BYTES: u64 = 1024 * 1024;
 const MAX_EVENTS: u32 = 1_000;
 
 /// "admin from 100.64.1.2" / "trusted client from 127.0.0.1 (key ...)".
@@ -77,10 +79,7 @@ fn control(
             StatusCode::ACCEPTED,
             Json(json!({"service": name, "action": action, "accepted": true, "state": st})),
         )),
-        Err(ControlError::NotFound(m)) => Err(ApiError::not_found(m).with("service", name)),
-        Err(ControlError::NotControllable(m)) => {
-            Err(ApiError::new(StatusCode::CONFLICT, "NOT_CONTROLLABLE", m).with("service", name))
-        }
+        Err(e) => Err(ApiError::from(e).with("service", name)),
     }
 }
 
@@ -150,10 +149,16 @@ pub async fn logs(
     let e = entry(&state, &name)?;
     let n = parse_tail(&q, 200)?;
     let mut lines: Vec<Value> = e.logs.tail(n).into_iter().map(|l| json!(l)).collect();
-    // A detached process writes to its own file; show that file's end too.
-    if let Some(path) = &e.detached_log {
+    // A detached process writes to its own file; show that file's end too (read off
+    // the runtime, and only its last bytes: the file may be large).
+    if let (Some(path), true) = (e.detached_log.clone(), n > 0) {
+        let from_file = tokio::task::spawn_blocking(move || {
+            crate::supervisor::logs::tail_file(&path, n, DETACHED_TAIL_BYTES)
+        })
+        .await
+        .unwrap_or_default();
         lines.extend(
-            crate::supervisor::logs::tail_file(path, n)
+            from_file
                 .into_iter()
                 .map(|l| json!({"ts": null, "stream": "file", "line": l})),
         );

@@ -6,6 +6,7 @@
 //! once (connection refused) instead of after the request timeout.
 
 use crate::config::LlmProviderConfig;
+use crate::llm::ndjson::{LineError, LineReader};
 use crate::llm::provider::{
     channel_stream, FailureKind, HealthReport, LlmCall, LlmProvider, LlmReply, ModelEntry,
     ModelInfo, ProviderError, ReplyStream, StreamEvent, Usage,
@@ -20,6 +21,8 @@ use std::time::{Duration, Instant};
 /// Longest wait for a TCP connection: an unreachable host (desktop off) must not
 /// cost the whole generation timeout.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The longest NDJSON line accepted from a stream (one token's message is tiny).
+const MAX_STREAM_LINE: usize = 1024 * 1024;
 /// Timeout of the health, tags and ps calls.
 const MAX_CHEAP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -296,77 +299,61 @@ impl LlmProvider for OllamaProvider {
         let timeout_err = self.timeout_error();
         let base = self.base_url.clone();
         let model = call.model.clone();
-        let mut bytes = resp.bytes_stream();
+        let body = tokio_util::io::StreamReader::new(
+            resp.bytes_stream()
+                .map(|r| r.map_err(|e| std::io::Error::other(root_cause(&e)))),
+        );
         // Lines may split across network chunks; the upstream may stall (idle timeout
-        // per chunk, since a long answer legitimately streams for minutes).
+        // per read, since a long answer legitimately streams for minutes).
         let stream = channel_stream(move |tx| async move {
-            let mut buf: Vec<u8> = Vec::new();
+            let mut lines = LineReader::new(body, MAX_STREAM_LINE);
             let mut content = String::new();
+            let fail = |message: String| Err(ProviderError::new(FailureKind::Upstream, message));
             loop {
-                let next = match tokio::time::timeout(timeout, bytes.next()).await {
-                    Err(_) => return tx.send(Err(timeout_err.clone())).await,
-                    Ok(n) => n,
+                let line = match lines.next_line(timeout).await {
+                    Ok(Some(line)) => line,
+                    Ok(None) => {
+                        return tx
+                            .send(fail(format!(
+                                "ollama at {base} closed the stream before it was done"
+                            )))
+                            .await;
+                    }
+                    Err(LineError::Stalled(_)) => return tx.send(Err(timeout_err.clone())).await,
+                    Err(e) => {
+                        return tx
+                            .send(fail(format!("ollama at {base} dropped the stream: {e}")))
+                            .await;
+                    }
                 };
-                match next {
-                    None => {
+                let chunk: ChatChunk = match serde_json::from_slice(&line) {
+                    Ok(c) => c,
+                    Err(e) => {
                         return tx
-                            .send(Err(ProviderError::new(
-                                FailureKind::Upstream,
-                                format!("ollama at {base} closed the stream before it was done"),
+                            .send(fail(format!(
+                                "unreadable stream line from ollama ({e}): {}",
+                                String::from_utf8_lossy(&line[..line.len().min(300)])
                             )))
                             .await;
                     }
-                    Some(Err(e)) => {
-                        return tx
-                            .send(Err(ProviderError::new(
-                                FailureKind::Upstream,
-                                format!("ollama at {base} dropped the stream: {}", root_cause(&e)),
-                            )))
-                            .await;
-                    }
-                    Some(Ok(b)) => buf.extend_from_slice(&b),
+                };
+                if let Some(err) = chunk.error {
+                    return tx.send(fail(format!("ollama error: {err}"))).await;
                 }
-                while let Some(pos) = buf.iter().position(|&c| c == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=pos).collect();
-                    let line = String::from_utf8_lossy(&line);
-                    let line = line.trim();
-                    if line.is_empty() {
-                        continue;
+                let piece = chunk
+                    .message
+                    .as_ref()
+                    .map(|m| m.content.clone())
+                    .unwrap_or_default();
+                if !piece.is_empty() {
+                    content.push_str(&piece);
+                    if !tx.send(Ok(StreamEvent::Delta(piece))).await {
+                        return false;
                     }
-                    let chunk: ChatChunk = match serde_json::from_str(line) {
-                        Ok(c) => c,
-                        Err(e) => {
-                            return tx
-                                .send(Err(ProviderError::new(
-                                    FailureKind::Upstream,
-                                    format!("unreadable stream line from ollama ({e}): {line}"),
-                                )))
-                                .await;
-                        }
-                    };
-                    if let Some(err) = chunk.error {
-                        return tx
-                            .send(Err(ProviderError::new(
-                                FailureKind::Upstream,
-                                format!("ollama error: {err}"),
-                            )))
-                            .await;
-                    }
-                    let piece = chunk
-                        .message
-                        .as_ref()
-                        .map(|m| m.content.clone())
-                        .unwrap_or_default();
-                    if !piece.is_empty() {
-                        content.push_str(&piece);
-                        if !tx.send(Ok(StreamEvent::Delta(piece))).await {
-                            return false;
-                        }
-                    }
-                    if chunk.done {
-                        let reply = chunk.into_reply(std::mem::take(&mut content), &model);
-                        return tx.send(Ok(StreamEvent::Done(reply))).await;
-                    }
+                }
+                if chunk.done {
+                    let reply = chunk.into_reply(std::mem::take(&mut content), &model);
+                    return tx.send(Ok(StreamEvent::Done(reply))).await;
                 }
             }
         });
