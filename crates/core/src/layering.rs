@@ -119,15 +119,14 @@ fn violations(code: &str) -> Vec<String> {
     for w in words(&squeezed) {
         let reaches_up = w.starts_with("crate::") || w.starts_with("super::");
         let parts: Vec<&str> = w.split("::").collect();
-        if w == "axum" || w.starts_with("axum::") || w.contains("::axum") {
-            found.push(w.clone());
-        } else if reaches_up
+        let names_axum = w == "axum" || w.starts_with("axum::") || w.contains("::axum");
+        let names_http_or_app = reaches_up
             && parts
                 .iter()
                 .skip_while(|p| **p == "crate" || **p == "super")
                 .take(1)
-                .any(|p| *p == "http" || *p == "app")
-        {
+                .any(|p| *p == "http" || *p == "app");
+        if names_axum || names_http_or_app {
             found.push(w.clone());
         }
     }

@@ -74,14 +74,14 @@ impl ProviderBoard {
     pub fn mark_down(&self, provider: &str, reason: impl Into<String>) {
         self.down
             .write()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(provider.to_string(), reason.into());
     }
 
     pub fn mark_up(&self, provider: &str) {
         self.down
             .write()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(provider);
     }
 
@@ -89,7 +89,7 @@ impl ProviderBoard {
     pub fn down_reason(&self, provider: &str) -> Option<String> {
         self.down
             .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(provider)
             .cloned()
     }

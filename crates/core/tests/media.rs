@@ -645,8 +645,7 @@ async fn prompt_injection_lands_verbatim_in_its_one_input() {
         for (input, value) in node["inputs"].as_object().unwrap() {
             let mapped = matches!(
                 (id.as_str(), input.as_str()),
-                ("6", "text")
-                    | ("7", "text")
+                ("6" | "7", "text")
                     | ("5", _)
                     | ("3", "seed" | "steps" | "cfg")
                     | ("4", "ckpt_name")

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 /// A `[[services]]` block running the test service on `port` with extra args and keys.
 fn service_toml(name: &str, port: u16, args: &[&str], extra: &str) -> String {
     let mut all = vec!["--port".to_string(), port.to_string()];
-    all.extend(args.iter().map(|s| s.to_string()));
+    all.extend(args.iter().map(std::string::ToString::to_string));
     format!(
         r#"
 [[services]]
@@ -811,7 +811,7 @@ mod docker_double {
         let path = uri.path();
         // Strip the API version prefix (/v1.53).
         let path = match path.strip_prefix("/v") {
-            Some(rest) => rest.find('/').map(|i| &rest[i..]).unwrap_or(path),
+            Some(rest) => rest.find('/').map_or(path, |i| &rest[i..]),
             None => path,
         };
         if path == "/ollama/" {

@@ -9,9 +9,7 @@ pub async fn start_app(
     toml: &str,
     env: &[(&str, &str)],
 ) -> sparklio_core::RunningApp {
-    let n = std::fs::read_dir(dir.path())
-        .map(|d| d.count())
-        .unwrap_or(0);
+    let n = std::fs::read_dir(dir.path()).map_or(0, std::iter::Iterator::count);
     let path = dir.path().join(format!("bench-{n}.toml"));
     // `toml` first: its top-level keys must come before any table.
     std::fs::write(

@@ -90,9 +90,10 @@ impl StorageConfig {
         if let Some(dir) = &self.data_dir {
             return dir.clone();
         }
-        directories::ProjectDirs::from("", "Sparklio", "Sparklio Desk")
-            .map(|d| d.data_dir().to_path_buf())
-            .unwrap_or_else(|| PathBuf::from("sparklio-desk-data"))
+        directories::ProjectDirs::from("", "Sparklio", "Sparklio Desk").map_or_else(
+            || PathBuf::from("sparklio-desk-data"),
+            |d| d.data_dir().to_path_buf(),
+        )
     }
 }
 
@@ -522,9 +523,10 @@ pub fn render_show(loaded: &LoadedConfig) -> String {
         Some(f) => out.push_str(&format!("# config file: {}\n", f.display())),
         None => out.push_str(&format!(
             "# config file: none (built-in defaults; would read {})\n",
-            default_config_path()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "nothing: no OS config folder".into())
+            default_config_path().map_or_else(
+                || "nothing: no OS config folder".into(),
+                |p| p.display().to_string()
+            )
         )),
     }
     let leaves = load::flatten(&tree);

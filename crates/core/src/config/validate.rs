@@ -235,13 +235,13 @@ pub fn validate(config: &Config, kinds: &KnownKinds<'_>) -> Vec<Problem> {
                 p.push(Problem::new(
                     format!("{key}.command"),
                     "a process service needs a command",
-                ))
+                ));
             }
             ServiceKind::Docker if svc.container.as_deref().is_none_or(str::is_empty) => {
                 p.push(Problem::new(
                     format!("{key}.container"),
                     "a docker service needs a container name",
-                ))
+                ));
             }
             ServiceKind::External if svc.health.is_none() => p.push(Problem::new(
                 format!("{key}.health"),

@@ -119,7 +119,10 @@ impl FlowJobs {
             .insert_job(&id, JobKind::Flow, None, request, now)
             .await?;
         {
-            let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let mut inner = self
+                .inner
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let (events, _) = broadcast::channel(64);
             inner.jobs.insert(
                 id.clone(),
@@ -190,7 +193,10 @@ impl FlowJobs {
     }
 
     fn update(&self, id: &str, f: impl FnOnce(&mut FlowJob)) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(entry) = inner.jobs.get_mut(id) {
             f(&mut entry.job);
             entry.job.updated_at = now_text();
@@ -203,7 +209,7 @@ impl FlowJobs {
         if let Some(e) = self
             .inner
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .jobs
             .get(id)
         {
@@ -258,7 +264,10 @@ impl FlowJobs {
 
     /// The latest jobs held in memory, newest first.
     pub fn recent(&self) -> Vec<FlowJob> {
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         inner
             .order
             .iter()
@@ -270,7 +279,10 @@ impl FlowJobs {
 
     /// The job now, and a receiver of its later states (None when not in memory).
     pub fn subscribe(&self, id: &str) -> Option<(FlowJob, broadcast::Receiver<FlowJob>)> {
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         inner
             .jobs
             .get(id)

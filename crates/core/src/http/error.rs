@@ -16,7 +16,7 @@ tokio::task_local! {
 
 /// The current request id, if running inside a request.
 pub fn current_request_id() -> Option<String> {
-    REQUEST_ID.try_with(|id| id.clone()).ok()
+    REQUEST_ID.try_with(std::clone::Clone::clone).ok()
 }
 
 #[derive(Debug, Clone)]
@@ -100,9 +100,7 @@ impl ApiError {
         error.insert("message".into(), self.message.clone().into());
         error.insert(
             "request_id".into(),
-            current_request_id()
-                .map(Value::String)
-                .unwrap_or(Value::Null),
+            current_request_id().map_or(Value::Null, Value::String),
         );
         for (k, v) in &self.fields {
             error.insert(k.clone(), v.clone());

@@ -21,6 +21,17 @@ impl Target {
     }
 }
 
+/// What was wrong with an answer that does not fit its contract.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mismatch {
+    pub raw: String,
+    /// Still wrong after the repair round-trip (or the only check, when none ran).
+    pub violations: Vec<String>,
+    /// What the first answer got wrong, when a repair round-trip ran.
+    pub first_violations: Option<Vec<String>>,
+    pub usage: Option<Usage>,
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
     /// The request is not usable; `field` names the offending part (`options.temperature`).
@@ -62,12 +73,7 @@ pub enum Error {
     SchemaMismatch {
         target: Target,
         message: String,
-        raw: String,
-        /// Still wrong after the repair round-trip (or the only check, when none ran).
-        violations: Vec<String>,
-        /// What the first answer got wrong, when a repair round-trip ran.
-        first_violations: Option<Vec<String>>,
-        usage: Option<Usage>,
+        details: Box<Mismatch>,
     },
     #[error("{message}")]
     Internal { target: Target, message: String },
@@ -178,13 +184,13 @@ impl Error {
             Self::InvalidJson { raw, .. } => {
                 m.insert("raw".into(), raw.clone().into());
             }
-            Self::SchemaMismatch {
-                raw,
-                violations,
-                first_violations,
-                usage,
-                ..
-            } => {
+            Self::SchemaMismatch { details, .. } => {
+                let Mismatch {
+                    raw,
+                    violations,
+                    first_violations,
+                    usage,
+                } = details.as_ref();
                 m.insert("raw".into(), raw.clone().into());
                 // An answer that is not an object has no field-level violations to list.
                 if !violations.is_empty() {

@@ -189,14 +189,14 @@ impl LlmGateway {
     fn note_error(&self, provider: &str, message: &str) {
         self.last_errors
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(provider.to_string(), message.to_string());
     }
 
     fn last_error(&self, provider: &str) -> Option<String> {
         self.last_errors
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(provider)
             .cloned()
     }
@@ -564,10 +564,12 @@ impl LlmGateway {
         Err(Error::SchemaMismatch {
             target: plan.target(),
             message,
-            raw: second.reply.content.clone(),
-            violations: still,
-            first_violations: Some(listed),
-            usage: Some(second.reply.usage),
+            details: Box::new(error::Mismatch {
+                raw: second.reply.content.clone(),
+                violations: still,
+                first_violations: Some(listed),
+                usage: Some(second.reply.usage),
+            }),
         })
     }
 
@@ -586,10 +588,12 @@ impl LlmGateway {
                     return Err(Error::SchemaMismatch {
                         target: plan.target(),
                         message,
-                        raw: reply.content,
-                        violations: Vec::new(),
-                        first_violations: None,
-                        usage: None,
+                        details: Box::new(error::Mismatch {
+                            raw: reply.content,
+                            violations: Vec::new(),
+                            first_violations: None,
+                            usage: None,
+                        }),
                     });
                 }
                 Err(why) => {

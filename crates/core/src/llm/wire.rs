@@ -153,14 +153,12 @@ impl GenerateBody {
         let role = ROLE_ALIASES
             .iter()
             .find(|(a, _)| *a == requested)
-            .map(|(_, r)| r.to_string())
-            .unwrap_or_else(|| requested.clone());
+            .map_or_else(|| requested.clone(), |(_, r)| r.to_string());
         let task = check_name("task", &self.task)?;
         let mode_label = self
             .mode
             .as_deref()
-            .map(|m| m.trim().to_ascii_lowercase())
-            .unwrap_or_else(|| "json".into());
+            .map_or_else(|| "json".into(), |m| m.trim().to_ascii_lowercase());
         let mode = match mode_label.as_str() {
             "json" => "json",
             "text" | "chat" => "chat",

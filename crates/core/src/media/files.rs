@@ -38,7 +38,7 @@ pub fn is_valid_id(id: &str) -> bool {
         return false;
     }
     let (date, hex) = rest.split_at(8);
-    true && date.bytes().all(|b| b.is_ascii_digit())
+    date.bytes().all(|b| b.is_ascii_digit())
         && hex.starts_with('_')
         && hex[1..]
             .bytes()

@@ -279,7 +279,7 @@ impl JobManager {
         });
         self.live
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(id.clone(), entry.clone());
         let manager = self.clone();
         tokio::spawn(async move {
@@ -309,7 +309,7 @@ impl JobManager {
         let outcome = tokio::select! {
             r = provider.run(&run, &updates) => r,
             _ = tokio::time::sleep(timeout) => {
-                *entry.stop_reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(StopReason::Timeout);
+                *entry.stop_reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(StopReason::Timeout);
                 Err(Error::new(ErrorKind::Timeout, format!(
                     "{} did not finish the image within {:.0} s (the job was interrupted upstream)",
                     provider.name(), timeout.as_secs_f64()
@@ -324,7 +324,10 @@ impl JobManager {
                 return;
             }
         };
-        let reason = *entry.stop_reason.lock().unwrap_or_else(|p| p.into_inner());
+        let reason = *entry
+            .stop_reason
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if reason.is_some() {
             let upstream = entry.view.borrow().upstream_id.clone();
             if let Some(up) = upstream {
@@ -373,7 +376,7 @@ impl JobManager {
         // Later reads come from the table.
         self.live
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&run.job_id);
         entry.done.cancel();
     }
@@ -457,7 +460,7 @@ impl JobManager {
     pub fn watch(&self, id: &str) -> Option<watch::Receiver<JobView>> {
         self.live
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(id)
             .map(|e| e.view.subscribe())
     }
@@ -467,7 +470,7 @@ impl JobManager {
         let live = self
             .live
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(id)
             .map(|e| e.spec.clone());
         match live {
@@ -517,14 +520,17 @@ impl JobManager {
         let entry = self
             .live
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(id)
             .cloned();
         let Some(entry) = entry else {
             return self.get(id).await;
         };
         if !entry.view.borrow().status.is_terminal() {
-            *entry.stop_reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(StopReason::Cancel);
+            *entry
+                .stop_reason
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(StopReason::Cancel);
             entry.stop.cancel();
             // The task cancels upstream and writes the final state; bounded wait.
             let _ = tokio::time::timeout(Duration::from_secs(15), entry.done.cancelled()).await;
@@ -603,7 +609,10 @@ impl JobManager {
 
     /// Counts of live jobs by status, for health.
     pub fn counts(&self) -> (usize, usize) {
-        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let live = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut queued = 0;
         let mut running = 0;
         for e in live.values() {

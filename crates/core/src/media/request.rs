@@ -191,7 +191,7 @@ pub fn resolve(req: &GenerateRequest, ctx: ResolveContext<'_>) -> Result<ImageSp
         }
     }
     match opts.return_as.as_deref() {
-        None | Some("url") | Some("base64") => {}
+        None | Some("url" | "base64") => {}
         Some(other) => {
             return Err(Error::validation(
                 "options.return",

@@ -72,7 +72,7 @@ struct RotatingFile {
 
 impl RotatingFile {
     fn new(spec: LogFileSpec) -> Self {
-        let size = std::fs::metadata(&spec.path).map(|m| m.len()).unwrap_or(0);
+        let size = std::fs::metadata(&spec.path).map_or(0, |m| m.len());
         Self {
             spec,
             file: None,
@@ -239,7 +239,10 @@ impl ServiceLogs {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
         {
-            let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+            let mut ring = self
+                .ring
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             ring.bytes += line.line.len();
             ring.lines.push_back(line.clone());
             while ring.lines.len() > self.limits.ring_lines || ring.bytes > self.limits.ring_bytes {
@@ -262,7 +265,10 @@ impl ServiceLogs {
 
     /// The last `n` lines, oldest first.
     pub fn tail(&self, n: usize) -> Vec<LogLine> {
-        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let ring = self
+            .ring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let skip = ring.lines.len().saturating_sub(n);
         ring.lines.iter().skip(skip).cloned().collect()
     }
@@ -346,7 +352,7 @@ pub fn tail_file(path: &Path, n: usize, max_bytes: u64) -> Vec<String> {
     let Ok(mut f) = File::open(path) else {
         return vec![];
     };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let len = f.metadata().map_or(0, |m| m.len());
     let start = len.saturating_sub(max_bytes);
     if f.seek(SeekFrom::Start(start)).is_err() {
         return vec![];

@@ -142,12 +142,15 @@ impl ServiceEntry {
     pub fn status(&self) -> ServiceStatus {
         self.status
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
 
     fn update(&self, f: impl FnOnce(&mut ServiceStatus)) {
-        f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
+        f(&mut self
+            .status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner));
     }
 
     /// Seconds since the current process/container was started (while it runs).
@@ -311,12 +314,15 @@ impl Supervisor {
             .iter()
             .any(|s| s.config.kind == ServiceKind::Docker)
             .then(|| docker::DockerClient::new(self.docker_host.as_deref()));
-        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tasks = self
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for entry in &self.services {
             let Some(rx) = entry
                 .control_rx
                 .lock()
-                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take()
             else {
                 continue;
@@ -382,8 +388,12 @@ impl Supervisor {
     /// Wait for every service task to finish after shutdown was requested (they stop
     /// their services unless `detach = true`).
     pub async fn join(&self) {
-        let tasks: Vec<_> =
-            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let tasks: Vec<_> = std::mem::take(
+            &mut *self
+                .tasks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         let longest = self
             .services
             .iter()

@@ -369,7 +369,7 @@ impl Runner {
                 latency_ms: (r.latency_ms * 10.0).round() / 10.0,
                 error: r.error.clone(),
                 at: crate::store::now_text(),
-            })
+            });
         });
         r
     }
@@ -638,7 +638,7 @@ async fn exited(docker: Option<&DockerClient>, inst: &mut Instance) -> Exit {
                 Ok(info) if info.running => {}
                 Ok(info) => {
                     let mut reason = match info.exit_code {
-                        Some(c) => format!("container {} exited with code {c}", container),
+                        Some(c) => format!("container {container} exited with code {c}"),
                         None => format!("container {} is {}", container, info.status),
                     };
                     if let Some(e) = info.error {

@@ -82,7 +82,10 @@ impl SystemMonitor {
 
     /// Take one reading now (blocking: sysinfo and NVML calls).
     pub fn sample_now(&self) -> Sample {
-        let mut s = self.sampler.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self
+            .sampler
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         s.gpu.load_once();
         let gpus = s.gpu.sample();
         let Some(system) = s.system.as_mut() else {
@@ -115,7 +118,10 @@ impl SystemMonitor {
                 )
             })
             .collect();
-        *self.processes.lock().unwrap_or_else(|p| p.into_inner()) = rows;
+        *self
+            .processes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = rows;
         let sample = Sample {
             ts: crate::store::now_text(),
             cpu_percent: (system.global_cpu_usage() * 10.0).round() / 10.0,
@@ -125,7 +131,10 @@ impl SystemMonitor {
         };
         drop(s);
         let cap = self.capacity();
-        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let mut h = self
+            .history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         while h.len() >= cap {
             h.pop_front();
         }
@@ -159,7 +168,7 @@ impl SystemMonitor {
     pub fn latest(&self) -> Option<Sample> {
         self.history
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .back()
             .cloned()
     }
@@ -167,7 +176,7 @@ impl SystemMonitor {
     pub fn history(&self) -> Vec<Sample> {
         self.history
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
             .cloned()
             .collect()
@@ -175,7 +184,10 @@ impl SystemMonitor {
 
     /// `{"available": bool, "reason": ...}` about NVIDIA GPUs.
     pub fn gpu_status(&self) -> (bool, Option<String>) {
-        let s = self.sampler.lock().unwrap_or_else(|p| p.into_inner());
+        let s = self
+            .sampler
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         s.gpu.status()
     }
 
@@ -209,7 +221,10 @@ impl SystemMonitor {
 
     /// CPU and memory of `pid` and all its descendants, from the latest reading.
     pub fn tree_usage(&self, pid: u32) -> Option<ProcessUsage> {
-        let rows = self.processes.lock().unwrap_or_else(|p| p.into_inner());
+        let rows = self
+            .processes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let root = rows.get(&pid)?;
         let mut usage = ProcessUsage {
             cpu_percent: root.cpu,

@@ -54,8 +54,7 @@ fn base_url(state: &SharedState, headers: &HeaderMap) -> String {
                 && h.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
         })
-        .map(str::to_string)
-        .unwrap_or_else(|| state.bound.to_string());
+        .map_or_else(|| state.bound.to_string(), str::to_string);
     format!("http://{host}")
 }
 

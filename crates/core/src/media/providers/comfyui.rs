@@ -169,7 +169,11 @@ pub fn validate_graph(
             if options.contains(&value) {
                 continue;
             }
-            let shown: Vec<String> = options.iter().take(20).map(|o| o.to_string()).collect();
+            let shown: Vec<String> = options
+                .iter()
+                .take(20)
+                .map(std::string::ToString::to_string)
+                .collect();
             if is_model_input(name) {
                 return Err(Error::new(ErrorKind::ModelNotFound,
                     format!(

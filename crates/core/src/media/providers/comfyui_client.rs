@@ -135,13 +135,20 @@ impl ComfyClient {
 
     /// `/system_stats`, cached for a few seconds (health stays cheap).
     pub async fn system_stats(&self) -> Result<Value, String> {
-        if let Some((at, v)) = &*self.health.lock().unwrap_or_else(|p| p.into_inner()) {
+        if let Some((at, v)) = &*self
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
             if at.elapsed() < HEALTH_CACHE {
                 return v.clone();
             }
         }
         let v = self.get_json("/system_stats").await.map_err(|e| e.message);
-        *self.health.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), v.clone()));
+        *self
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((Instant::now(), v.clone()));
         v
     }
 
@@ -151,7 +158,11 @@ impl ComfyClient {
         fresh: bool,
     ) -> Result<(std::sync::Arc<Map<String, Value>>, Duration), Error> {
         if !fresh {
-            if let Some((at, v)) = &*self.object_info.lock().unwrap_or_else(|p| p.into_inner()) {
+            if let Some((at, v)) = &*self
+                .object_info
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+            {
                 if at.elapsed() < self.object_info_ttl {
                     return Ok((v.clone(), at.elapsed()));
                 }
@@ -162,7 +173,10 @@ impl ComfyClient {
             return Err(self.upstream_error("GET /object_info (not an object)", 200, ""));
         };
         let map = std::sync::Arc::new(map);
-        *self.object_info.lock().unwrap_or_else(|p| p.into_inner()) =
+        *self
+            .object_info
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
             Some((Instant::now(), map.clone()));
         Ok((map, Duration::ZERO))
     }
@@ -295,8 +309,7 @@ impl ComfyClient {
         Ok(pending
             .iter()
             .position(|(_, id)| id == prompt_id)
-            .map(|p| QueueState::Pending(p as u32 + 1))
-            .unwrap_or(QueueState::Absent))
+            .map_or(QueueState::Absent, |p| QueueState::Pending(p as u32 + 1)))
     }
 
     /// Remove a pending prompt (running ones are not affected).
