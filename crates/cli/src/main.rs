@@ -271,7 +271,8 @@ async fn serve(
     insecure_no_auth: bool,
 ) -> anyhow::Result<()> {
     if let Some(addr) = bind {
-        loaded.config.server.bind = addr.to_string();
+        loaded.config.server.bind =
+            sparklio_core::config::BindList::from(addr.to_string().as_str());
         loaded.set_from_cli("server.bind", "--bind");
     }
     // Listen for signals before anything starts, so none is missed.

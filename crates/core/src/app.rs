@@ -51,8 +51,18 @@ pub struct AppState {
     /// without a restart; readers take a cheap snapshot with [`AppState::config`].
     loaded: ArcSwap<LoadedConfig>,
     pub started_at: Instant,
-    /// The address actually bound (port 0 in the config becomes a real port).
+    /// The first address actually bound (port 0 in the config becomes a real port).
     pub bound: SocketAddr,
+    /// Every address listened on (`server.bind` may list several).
+    pub bound_all: Vec<SocketAddr>,
+    /// Which hosts and origins keyless (browser) requests may use.
+    pub browser: crate::http::browser::BrowserPolicy,
+    /// Per-key and per-client request limits.
+    pub limiter: Arc<crate::http::limits::Limiter>,
+    /// Signs the media file URLs the Desk hands out.
+    pub signer: crate::http::urls::UrlSigner,
+    /// Connection counters of the server loop.
+    pub server_stats: Arc<crate::http::serve::ServerStats>,
     pub data_dir: PathBuf,
     pub auth: Auth,
     pub store: Store,
@@ -142,14 +152,28 @@ impl RunningApp {
 /// Start the HTTP server and every configured service.
 pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<RunningApp> {
     let config = &loaded.config;
-    let bind: SocketAddr = config
+    let binds: Vec<SocketAddr> = config
         .server
         .bind
-        .parse()
-        .with_context(|| format!("server.bind {:?} is not an address", config.server.bind))?;
-    check_bind(bind, &config.server, opts.insecure_no_auth).map_err(anyhow::Error::msg)?;
-    if !bind.ip().is_loopback() && config.server.api_keys.is_empty() {
-        tracing::warn!(%bind, "serving the network WITHOUT keys (--insecure-no-auth)");
+        .addresses()
+        .iter()
+        .map(|a| {
+            a.parse()
+                .with_context(|| format!("server.bind {a:?} is not an address"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    for bind in &binds {
+        check_bind(*bind, &config.server, opts.insecure_no_auth).map_err(anyhow::Error::msg)?;
+        if !bind.ip().is_loopback() && !config.server.has_gateway_keys() {
+            tracing::warn!(%bind, "serving the network WITHOUT keys (--insecure-no-auth)");
+        }
+        if bind.ip().is_unspecified() && config.server.public_url.is_none() {
+            tracing::warn!(
+                %bind,
+                "listening on every interface: list the addresses to serve in server.bind \
+                 (e.g. loopback and the Tailscale address) or set server.public_url"
+            );
+        }
     }
     for o in &loaded.env_overrides {
         tracing::warn!(
@@ -162,10 +186,21 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
 
     let data_dir = config.storage.resolved_data_dir();
     let store = Store::open(&data_dir)?;
-    let listener = tokio::net::TcpListener::bind(bind)
-        .await
-        .with_context(|| format!("cannot listen on {bind} (server.bind)"))?;
-    let bound = listener.local_addr()?;
+    let mut listeners = Vec::new();
+    for bind in &binds {
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .with_context(|| format!("cannot listen on {bind} (server.bind)"))?;
+        listeners.push(listener);
+    }
+    let bound_all: Vec<SocketAddr> = listeners
+        .iter()
+        .map(tokio::net::TcpListener::local_addr)
+        .collect::<std::io::Result<_>>()?;
+    let bound = bound_all[0];
+    let signer =
+        crate::http::urls::UrlSigner::open(&data_dir, Duration::from_secs(config.media.url_ttl_s))
+            .context("the URL signing secret in the data folder")?;
 
     let internal_key = format!(
         "{}{}",
@@ -191,6 +226,12 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
     let supervisor = crate::supervisor::Supervisor::new(config, store.clone(), &data_dir);
     let system = Arc::new(crate::system::SystemMonitor::new(&config.system, &data_dir));
 
+    let browser = crate::http::browser::BrowserPolicy::new(
+        &bound_all,
+        &config.server.allowed_hosts,
+        &config.server.cors_origins,
+    );
+    let limiter = crate::http::limits::Limiter::new(config.server.client_limits.clone());
     let state = Arc::new(AppState {
         auth: Auth::new(&config.server).with_internal_key(&internal_key),
         internal_key,
@@ -200,7 +241,12 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         runtime,
         loaded: ArcSwap::from_pointee(loaded),
         started_at: Instant::now(),
+        browser,
+        limiter,
+        signer,
+        server_stats: Arc::default(),
         bound,
+        bound_all,
         data_dir,
         store,
         metrics,
@@ -222,21 +268,26 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
     state.system.spawn_sampler(state.shutdown.clone());
 
     let router = crate::http::router(state.clone());
-    let token = state.shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(token.cancelled_owned())
-        .await
-    });
-    tracing::info!(
-        addr = %bound,
-        mode = state.runtime.mode().as_str(),
-        data_dir = %state.data_dir.display(),
-        "Sparklio Desk is serving on http://{bound}/"
-    );
+    let limits = &state.config().server.limits;
+    let server = tokio::spawn(crate::http::serve::serve(
+        listeners,
+        router,
+        crate::http::serve::ConnectionLimits {
+            max_connections: limits.max_connections,
+            loopback_reserve: limits.loopback_reserve,
+            header_timeout: Duration::from_secs_f64(limits.header_timeout_s),
+        },
+        state.server_stats.clone(),
+        state.shutdown.clone(),
+    ));
+    for addr in &state.bound_all {
+        tracing::info!(
+            %addr,
+            mode = state.runtime.mode().as_str(),
+            data_dir = %state.data_dir.display(),
+            "Sparklio Desk is serving on http://{addr}/"
+        );
+    }
     Ok(RunningApp {
         addr: bound,
         state,

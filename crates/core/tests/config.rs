@@ -51,7 +51,7 @@ default_model = "from-file"
 #[test]
 fn defaults_alone_run_in_mock_mode_on_11500() {
     let l = load(&ConfigInput::default()).unwrap();
-    assert_eq!(l.config.server.bind, "127.0.0.1:11500");
+    assert_eq!(l.config.server.bind.to_string(), "127.0.0.1:11500");
     assert_eq!(l.config.mode(), GeneratorMode::Mock);
     assert!(matches!(
         l.source_of("generator_mode"),
@@ -70,7 +70,7 @@ fn file_beats_defaults_and_records_lines() {
     let f = Files::new();
     let path = f.write("c.toml", FILE);
     let l = load(&f.input(Some(path.clone()), None, &[])).unwrap();
-    assert_eq!(l.config.server.bind, "127.0.0.1:12000");
+    assert_eq!(l.config.server.bind.to_string(), "127.0.0.1:12000");
     assert_eq!(
         l.source_of("server.bind"),
         Source::File {

@@ -900,7 +900,7 @@ async fn files_are_served_by_id_only() {
     // Raw traversal in the path (not normalised by the client).
     let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    stream.write_all(b"GET /api/v1/media/files/../../secret.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    stream.write_all(b"GET /api/v1/media/files/../../secret.txt HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").await.unwrap();
     let mut resp = String::new();
     stream.read_to_string(&mut resp).await.unwrap();
     assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");

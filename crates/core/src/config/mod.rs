@@ -41,6 +41,26 @@ pub struct Config {
     pub supervisor: SupervisorConfig,
     #[serde(default)]
     pub system: SystemConfig,
+    #[serde(default)]
+    pub flows: FlowsConfig,
+}
+
+/// `[flows]`: the end-to-end check runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowsConfig {
+    /// Checks run at once; more wait in a queue of `max_queue`.
+    pub max_concurrent: usize,
+    pub max_queue: usize,
+}
+
+impl Default for FlowsConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 1,
+            max_queue: 4,
+        }
+    }
 }
 
 impl Default for Config {
@@ -59,23 +79,169 @@ impl Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    pub bind: String,
+    /// One address or several (`["127.0.0.1:11500", "100.x.y.z:11500"]`).
+    pub bind: BindList,
     pub api_keys: Vec<String>,
     pub admin_keys: Vec<String>,
+    /// Named keys with their own settings (see `KeyConfig`); the plain lists keep working.
+    pub keys: Vec<KeyConfig>,
     pub trusted_networks: Vec<String>,
     pub max_body_bytes: usize,
+    /// The base of URLs the Desk hands out (`http://gpu-desktop.tailnet.ts.net:11500`).
+    pub public_url: Option<String>,
+    /// Host names (besides loopback, `localhost` and the bound addresses) keyless
+    /// requests may use in their `Host` header.
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins allowed to call the Desk cross-site (CORS), e.g. the team's
+    /// frontend `http://100.x.y.z:3000`.
+    pub cors_origins: Vec<String>,
+    pub limits: ServerLimits,
+    /// Per client address (requests without a named key's own limits).
+    pub client_limits: ClientLimits,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            bind: "127.0.0.1:11500".into(),
+            bind: BindList(vec!["127.0.0.1:11500".into()]),
             api_keys: vec![],
             admin_keys: vec![],
+            keys: vec![],
             trusted_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
             max_body_bytes: 4 * 1024 * 1024,
+            public_url: None,
+            allowed_hosts: vec![],
+            cors_origins: vec![],
+            limits: ServerLimits::default(),
+            client_limits: ClientLimits::default(),
         }
     }
+}
+
+impl ServerConfig {
+    /// Whether any key that opens the gateway is configured.
+    pub fn has_gateway_keys(&self) -> bool {
+        !self.api_keys.is_empty() || !self.admin_keys.is_empty() || !self.keys.is_empty()
+    }
+}
+
+/// `server.bind`: written as one string (commas allowed, for the environment variable)
+/// or a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindList(pub Vec<String>);
+
+impl BindList {
+    pub fn addresses(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl From<&str> for BindList {
+    fn from(s: &str) -> Self {
+        BindList(
+            s.split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(str::to_string)
+                .collect(),
+        )
+    }
+}
+
+impl std::fmt::Display for BindList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(", "))
+    }
+}
+
+impl Serialize for BindList {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => s.serialize_str(one),
+            many => many.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BindList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        Ok(match OneOrMany::deserialize(d)? {
+            OneOrMany::One(s) => BindList::from(s.as_str()),
+            OneOrMany::Many(v) => BindList(v),
+        })
+    }
+}
+
+/// What a named key opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyRole {
+    /// Gateway and status routes (like `api_keys`).
+    #[default]
+    Gateway,
+    /// Everything, control routes included (like `admin_keys`).
+    Admin,
+}
+
+/// `[[server.keys]]`: a key with a name and its own rights and limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    pub name: String,
+    pub key: String,
+    #[serde(default)]
+    pub role: KeyRole,
+    /// The fronts it opens (`sparklio`, `ollama`, `openai`, `comfyui`); unset: all.
+    #[serde(default)]
+    pub fronts: Option<Vec<String>>,
+    #[serde(default)]
+    pub rate_per_min: Option<u32>,
+    #[serde(default)]
+    pub max_concurrent: Option<u32>,
+    /// `url` or `base64`: what media answers put in `outputs[].data` for this key.
+    #[serde(default)]
+    pub media_return: Option<String>,
+}
+
+/// `[server.limits]`: what one connection may hold.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerLimits {
+    pub max_connections: usize,
+    /// Connections only loopback clients may use (the owner's dashboard always gets in).
+    pub loopback_reserve: usize,
+    /// A request's headers must arrive within this; also how long an idle keep-alive
+    /// connection stays open.
+    pub header_timeout_s: f64,
+    /// Each piece of a request body must arrive within this.
+    pub body_timeout_s: f64,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 512,
+            loopback_reserve: 32,
+            header_timeout_s: 10.0,
+            body_timeout_s: 30.0,
+        }
+    }
+}
+
+/// `server.client_limits`: per client address; 0 = no limit.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientLimits {
+    pub rate_per_min: u32,
+    pub max_concurrent: u32,
+    /// Apply them to loopback clients too (off: the owner's tools are not throttled).
+    pub loopback: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -237,6 +403,13 @@ pub struct MediaConfig {
     pub max_count: u32,
     /// Largest width or height accepted.
     pub max_side: u32,
+    /// Most pixels one request may ask for (width × height × count).
+    pub max_pixels: u64,
+    /// Images drawn at once (mock and live); more wait in a queue of `max_queue`.
+    pub max_concurrent: usize,
+    pub max_queue: usize,
+    /// How long a signed file URL stays valid (the backend stores the URLs it gets).
+    pub url_ttl_s: u64,
 }
 
 impl Default for MediaConfig {
@@ -250,6 +423,10 @@ impl Default for MediaConfig {
             aspect_ratios: BTreeMap::new(),
             max_count: 4,
             max_side: 4096,
+            max_pixels: 4096 * 4096,
+            max_concurrent: 2,
+            max_queue: 32,
+            url_ttl_s: 7 * 24 * 3600,
         }
     }
 }

@@ -57,6 +57,27 @@ pub async fn request_context(req: Request, next: Next) -> Response {
     resp
 }
 
+/// A body declared larger than the limit is refused before a byte of it is read.
+pub async fn refuse_declared_oversize(
+    axum::extract::State(max): axum::extract::State<usize>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        let mut resp = ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE).into_response();
+        // The client may still be sending: do not keep the connection for it.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return resp;
+    }
+    next.run(req).await
+}
+
 /// Failures produced below our handlers (405, 413 from a body limit, …) come without
 /// our JSON body; give them one. Runs inside the request-id scope.
 fn normalize_error(resp: Response) -> Response {

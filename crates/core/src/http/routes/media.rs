@@ -3,6 +3,7 @@
 
 use crate::app::SharedState;
 use crate::http::auth::Caller;
+use crate::http::auth::{Front, Scope};
 use crate::http::error::current_request_id;
 use crate::http::{ApiError, ApiJson, ApiResult};
 use crate::media::jobs::{JobStatus, JobView};
@@ -10,13 +11,14 @@ use crate::media::provider::ImageSpec;
 use crate::media::request::GenerateRequest;
 use crate::media::views::MediaAnswer;
 use crate::media::{Generated, MediaRequestCtx};
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use base64::Engine;
 use futures::Stream;
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
@@ -44,18 +46,19 @@ pub async fn generate(
     generate_inner(state, caller, headers, req).await
 }
 
-/// `http://host:port` as the caller reached us (falls back to the bound address).
+/// The base of the URLs in an answer (see `http::urls`).
 fn base_url(state: &SharedState, headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            !h.is_empty()
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
-        })
-        .map_or_else(|| state.bound.to_string(), str::to_string);
-    format!("http://{host}")
+    crate::http::urls::base_url(
+        state.config().server.public_url.as_deref(),
+        &state.browser,
+        &state.bound_all,
+        headers,
+    )
+}
+
+/// A file's URL, signed so an `<img src>` can fetch it without a key.
+fn file_url(state: &SharedState, base: &str, id: &str) -> String {
+    format!("{base}{FILES_PATH}{id}?{}", state.signer.query_for(id))
 }
 
 fn wants_async(req: &GenerateRequest, headers: &HeaderMap) -> bool {
@@ -149,7 +152,7 @@ async fn render_result(
     } else {
         None
     };
-    let url_of = |id: &str| format!("{base}{FILES_PATH}{id}");
+    let url_of = |id: &str| file_url(state, base, id);
     Ok(MediaAnswer::new(
         spec,
         view,
@@ -299,8 +302,37 @@ pub async fn job_events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-/// `GET /api/v1/media/files/{id}`: an image from the store, by id only.
-pub async fn get_file(State(state): State<SharedState>, Path(id): Path<String>) -> Response {
+#[derive(Debug, Deserialize)]
+pub struct Signature {
+    exp: Option<u64>,
+    sig: Option<String>,
+}
+
+/// `GET /api/v1/media/files/{id}`: an image from the store, by id only. A valid
+/// signature (`?exp=&sig=`, as in the URLs answers carry) opens it without a key; an
+/// unsigned request needs what any gateway route needs.
+pub async fn get_file(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+    Query(signature): Query<Signature>,
+    req_headers: HeaderMap,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+) -> Response {
+    let signed = match (signature.exp, signature.sig.as_deref()) {
+        (Some(exp), Some(sig)) => state.signer.verify(&id, exp, sig),
+        _ => false,
+    };
+    if !signed {
+        let checked = state.auth.check(
+            peer,
+            crate::http::auth::bearer(&req_headers),
+            Scope::Gateway,
+            Front::Sparklio,
+        );
+        if let Err(e) = checked {
+            return e.into_response();
+        }
+    }
     let not_found = || ApiError::not_found(format!("no media file {id:?}")).into_response();
     match state.media.files().read(&id).await {
         Ok(Some((file, bytes))) => {
@@ -311,15 +343,11 @@ pub async fn get_file(State(state): State<SharedState>, Path(id): Path<String>) 
             }
             h.insert(
                 header::CACHE_CONTROL,
-                HeaderValue::from_static("public, max-age=31536000, immutable"),
+                HeaderValue::from_static("private, max-age=86400, immutable"),
             );
             if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", file.sha256)) {
                 h.insert(header::ETAG, v);
             }
-            h.insert(
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            );
             resp
         }
         Ok(None) => not_found(),

@@ -38,7 +38,6 @@ pub fn gateway_routes() -> Router<SharedState> {
             get(media::get_job).delete(media::cancel_job),
         )
         .route("/api/v1/media/jobs/{id}/events", get(media::job_events))
-        .route("/api/v1/media/files/{id}", get(media::get_file))
         .route("/api/v1/media/health", get(media::health))
         .route("/api/v1/media/models", get(media::models))
         .merge(llm::routes())
