@@ -63,6 +63,8 @@ pub struct AppState {
     pub signer: crate::http::urls::UrlSigner,
     /// Connection counters of the server loop.
     pub server_stats: Arc<crate::http::serve::ServerStats>,
+    /// What the last retention sweep removed.
+    pub last_sweep: std::sync::Mutex<Option<crate::store::SweepReport>>,
     pub data_dir: PathBuf,
     pub auth: Auth,
     pub store: Store,
@@ -222,7 +224,7 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         crate::llm::LlmGateway::from_config(&config.llm, links.clone()).context("LLM gateway")?,
     );
     let media = crate::media::MediaGateway::new(config, &data_dir, store.clone(), links)?;
-    let flows = crate::flow::jobs::FlowJobs::open(store.clone()).await?;
+    let flows = crate::flow::jobs::FlowJobs::open(store.clone(), &config.flows).await?;
     let supervisor = crate::supervisor::Supervisor::new(config, store.clone(), &data_dir);
     let system = Arc::new(crate::system::SystemMonitor::new(&config.system, &data_dir));
 
@@ -245,6 +247,7 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         limiter,
         signer,
         server_stats: Arc::default(),
+        last_sweep: std::sync::Mutex::default(),
         bound,
         bound_all,
         data_dir,
@@ -266,6 +269,7 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         .supervisor
         .start(state.provider_board.clone(), state.shutdown.clone());
     state.system.spawn_sampler(state.shutdown.clone());
+    spawn_retention(state.clone());
 
     let router = crate::http::router(state.clone());
     let limits = &state.config().server.limits;
@@ -293,6 +297,44 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         state,
         server,
     })
+}
+
+/// How often retention runs after the sweep at start.
+const SWEEP_EVERY: Duration = Duration::from_secs(24 * 3600);
+
+/// Apply `[storage.retention]` now and once a day.
+fn spawn_retention(state: SharedState) {
+    tokio::spawn(async move {
+        loop {
+            let policy = state.config().storage.retention.clone();
+            match state.store.sweep(policy).await {
+                Ok((report, orphans)) => {
+                    let files = state.media.files().delete_orphans(orphans).await;
+                    if report.usage_rows + report.event_rows + report.job_rows + report.media_rows
+                        > 0
+                    {
+                        tracing::info!(
+                            usage = report.usage_rows,
+                            events = report.event_rows,
+                            jobs = report.job_rows,
+                            images = report.media_rows,
+                            files,
+                            "retention sweep"
+                        );
+                    }
+                    *state
+                        .last_sweep
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(report);
+                }
+                Err(e) => tracing::warn!("retention sweep failed: {e:#}"),
+            }
+            tokio::select! {
+                () = state.shutdown.cancelled() => break,
+                () = tokio::time::sleep(SWEEP_EVERY) => {}
+            }
+        }
+    });
 }
 
 /// Resolves on Ctrl-C, SIGTERM (Unix) or the console close/break/shutdown events

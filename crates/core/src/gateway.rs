@@ -12,8 +12,8 @@ use crate::telemetry::{
     LlmRequestLabels, MediaRequestLabels, Metrics, ProviderCodeLabels, ProviderKindLabels,
     ProviderModelLabels,
 };
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, PoisonError, RwLock};
 use tokio_util::sync::CancellationToken;
 
 /// Who sent a request, as the usage log records it (never the key itself).
@@ -113,6 +113,122 @@ impl Finished {
 /// Label for a value that was never determined (e.g. a request rejected before routing).
 const UNKNOWN: &str = "none";
 
+/// Metric label values come only from configuration (and the models providers report,
+/// up to a bound); anything else is counted as `other`, so a client sending 100k
+/// different task names cannot grow `/metrics` or our memory.
+pub struct LabelPolicy {
+    roles: BTreeSet<String>,
+    tasks: BTreeSet<String>,
+    providers: BTreeSet<String>,
+    kinds: BTreeSet<String>,
+    models: RwLock<BTreeSet<String>>,
+}
+
+/// Installed models accepted as label values at most (on top of the configured ones).
+const MAX_REPORTED_MODELS: usize = 256;
+/// The label for values outside the policy.
+pub const OTHER: &str = "other";
+
+impl LabelPolicy {
+    pub fn from_config(config: &Config) -> Self {
+        let llm = &config.llm;
+        let mut roles: BTreeSet<String> = [
+            "brand",
+            "brief",
+            "strategist",
+            "copywriter",
+            "vision",
+            "reviewer",
+            "editor",
+            "optimizer",
+            "designer",
+            "assistant",
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        let mut tasks = BTreeSet::new();
+        for c in crate::contracts::contracts() {
+            roles.insert(c.role.to_string());
+            tasks.insert(c.task.to_string());
+        }
+        for r in &llm.routes {
+            roles.extend(r.roles.iter().cloned());
+            tasks.extend(r.tasks.iter().cloned());
+        }
+        roles.extend(llm.sampling.roles.keys().cloned());
+        tasks.extend(llm.sampling.tasks.keys().cloned());
+        tasks.extend(config.media.tasks.keys().cloned());
+        tasks.extend(config.media.kinds.keys().cloned());
+        let mut models: BTreeSet<String> = llm
+            .routes
+            .iter()
+            .filter_map(|r| r.model.clone())
+            .chain(llm.default_route.model.clone())
+            .chain(
+                llm.providers
+                    .values()
+                    .filter_map(|p| p.default_model.clone()),
+            )
+            .collect();
+        models.insert("mock-model".into());
+        let providers = llm
+            .providers
+            .keys()
+            .chain(config.media.providers.keys())
+            .cloned()
+            .chain(["mock".to_string(), UNKNOWN.to_string()])
+            .collect();
+        Self {
+            roles,
+            tasks,
+            providers,
+            kinds: config.media.kinds.keys().cloned().collect(),
+            models: RwLock::new(models),
+        }
+    }
+
+    /// Accept the models a provider reports as installed (bounded).
+    pub fn allow_models<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        let mut models = self.models.write().unwrap_or_else(PoisonError::into_inner);
+        for n in names {
+            if models.len() >= MAX_REPORTED_MODELS {
+                break;
+            }
+            models.insert(n.to_string());
+        }
+    }
+
+    fn pick(set: &BTreeSet<String>, v: &Option<String>) -> String {
+        match v {
+            None => UNKNOWN.to_string(),
+            Some(v) if set.contains(v) => v.clone(),
+            Some(_) => OTHER.to_string(),
+        }
+    }
+
+    pub fn role(&self, v: &Option<String>) -> String {
+        Self::pick(&self.roles, v)
+    }
+    pub fn task(&self, v: &Option<String>) -> String {
+        Self::pick(&self.tasks, v)
+    }
+    pub fn provider(&self, v: &Option<String>) -> String {
+        Self::pick(&self.providers, v)
+    }
+    pub fn kind(&self, v: &Option<String>) -> String {
+        match v {
+            None => "unknown".into(),
+            Some(k) if self.kinds.contains(k) => k.clone(),
+            Some(_) => OTHER.to_string(),
+        }
+    }
+    pub fn model(&self, v: &Option<String>) -> String {
+        let models = self.models.read().unwrap_or_else(PoisonError::into_inner);
+        Self::pick(&models, v)
+    }
+}
+
 /// Writes one usage row and the Prometheus series for every finished request.
 #[derive(Clone)]
 pub struct UsageRecorder {
@@ -120,6 +236,7 @@ pub struct UsageRecorder {
     metrics: Arc<Metrics>,
     /// USD per 1,000 prompt / completion tokens, per LLM provider.
     prices: Arc<BTreeMap<String, (f64, f64)>>,
+    pub labels: Arc<LabelPolicy>,
 }
 
 impl UsageRecorder {
@@ -139,6 +256,7 @@ impl UsageRecorder {
             store,
             metrics,
             prices: Arc::new(prices),
+            labels: Arc::new(LabelPolicy::from_config(config)),
         }
     }
 
@@ -157,16 +275,16 @@ impl UsageRecorder {
     /// Count the request in the metrics and write its usage row. A storage failure is
     /// logged, never the caller's problem.
     pub async fn record(&self, f: Finished) {
-        let label = |v: &Option<String>| v.clone().unwrap_or_else(|| UNKNOWN.to_string());
         let m = &self.metrics;
+        let l = &self.labels;
         match f.kind {
             RequestKind::Llm => {
                 m.llm_requests
                     .get_or_create(&LlmRequestLabels {
-                        provider: label(&f.provider),
-                        model: label(&f.model),
-                        role: label(&f.role),
-                        task: label(&f.task),
+                        provider: l.provider(&f.provider),
+                        model: l.model(&f.model),
+                        role: l.role(&f.role),
+                        task: l.task(&f.task),
                         status: if f.error_code.is_none() {
                             "success"
                         } else {
@@ -177,14 +295,14 @@ impl UsageRecorder {
                     .inc();
                 m.llm_latency_ms
                     .get_or_create(&ProviderModelLabels {
-                        provider: label(&f.provider),
-                        model: label(&f.model),
+                        provider: l.provider(&f.provider),
+                        model: l.model(&f.model),
                     })
                     .observe(f.latency_ms);
                 if let Some(code) = &f.error_code {
                     m.llm_errors
                         .get_or_create(&ProviderCodeLabels {
-                            provider: label(&f.provider),
+                            provider: l.provider(&f.provider),
                             code: code.clone(),
                         })
                         .inc();
@@ -196,8 +314,8 @@ impl UsageRecorder {
                     (Some(_), true) => "cancelled",
                     (Some(_), false) => "error",
                 };
-                let provider = f.provider.clone().unwrap_or_else(|| UNKNOWN.into());
-                let kind = f.image_kind.clone().unwrap_or_else(|| "unknown".into());
+                let provider = l.provider(&f.provider);
+                let kind = l.kind(&f.image_kind);
                 m.media_requests
                     .get_or_create(&MediaRequestLabels {
                         provider: provider.clone(),

@@ -24,5 +24,6 @@ pub mod store;
 pub mod supervisor;
 pub mod system;
 pub mod telemetry;
+pub mod work;
 
 pub use app::{load_config, start, RunningApp, StartOptions};

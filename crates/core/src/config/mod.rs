@@ -248,6 +248,32 @@ pub struct ClientLimits {
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     pub data_dir: Option<PathBuf>,
+    pub retention: RetentionConfig,
+}
+
+/// `[storage.retention]`: what is kept, swept at start and daily. 0 = keep forever.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    pub usage_days: u32,
+    pub events_days: u32,
+    pub events_max_rows: u64,
+    pub jobs_days: u32,
+    pub media_days: u32,
+    pub media_max_bytes: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            usage_days: 90,
+            events_days: 90,
+            events_max_rows: 50_000,
+            jobs_days: 30,
+            media_days: 30,
+            media_max_bytes: 5 * 1024 * 1024 * 1024,
+        }
+    }
 }
 
 impl StorageConfig {

@@ -4,6 +4,7 @@
 use super::{run, FlowEvent, FlowInput, FlowReport, StepReport};
 use crate::client::{GatewayClient, Timeouts};
 use crate::store::{now_text, JobKind, Store};
+use crate::work::WorkLimiter;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
@@ -73,6 +74,17 @@ struct Entry {
 pub struct FlowJobs {
     inner: Arc<Mutex<Inner>>,
     store: Store,
+    /// Checks run one (or a few) at a time; more wait, and beyond that are refused.
+    work: Arc<WorkLimiter>,
+}
+
+/// Why a check could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0} checks are running or waiting already; try again later")]
+    Overloaded(usize, u64),
+    #[error("{0:#}")]
+    Store(#[from] anyhow::Error),
 }
 
 #[derive(Default)]
@@ -84,12 +96,13 @@ struct Inner {
 impl FlowJobs {
     /// Jobs left unfinished by a previous run are marked failed: a flow cannot be resumed
     /// halfway, and a job must never be silently lost.
-    pub async fn open(store: Store) -> anyhow::Result<Self> {
+    pub async fn open(store: Store, limits: &crate::config::FlowsConfig) -> anyhow::Result<Self> {
         let error = json!({"code": "INTERRUPTED", "message": "the app stopped while this check was running"}).to_string();
         store.fail_unfinished_jobs(JobKind::Flow, error).await?;
         Ok(Self {
             inner: Arc::default(),
             store,
+            work: Arc::new(WorkLimiter::new(limits.max_concurrent, limits.max_queue)),
         })
     }
 
@@ -100,7 +113,11 @@ impl FlowJobs {
         key: String,
         input: FlowInput,
         mock: bool,
-    ) -> anyhow::Result<FlowJob> {
+    ) -> Result<FlowJob, StartError> {
+        let ticket = self
+            .work
+            .reserve()
+            .map_err(|o| StartError::Overloaded(o.waiting, o.retry_after_s))?;
         let id = format!("flow_{}", uuid::Uuid::new_v4().simple());
         let now = now_text();
         let job = FlowJob {
@@ -143,8 +160,10 @@ impl FlowJobs {
         let base = format!("http://{}", loopback_of(addr));
         tokio::spawn(async move {
             let client = GatewayClient::new(base, Some(key), Timeouts::for_mode(!mock));
+            let running = ticket.start().await;
             this.update(&id, |j| j.status = FlowStatus::Running);
             let report = run(&client, &input, mock, |event| this.on_event(&id, event)).await;
+            running.finished();
             let status = if report.ok {
                 FlowStatus::Succeeded
             } else {
@@ -260,6 +279,11 @@ impl FlowJobs {
             created_at: row.created_at,
             updated_at: row.updated_at,
         }))
+    }
+
+    /// Runs at once and waiting.
+    pub fn work(&self) -> crate::work::WorkFigures {
+        self.work.figures()
     }
 
     /// The latest jobs held in memory, newest first.

@@ -140,6 +140,13 @@ impl IntoResponse for ApiError {
                 axum::http::HeaderValue::from_static("Bearer"),
             );
         }
+        // Shed load and rate limits say when to come back.
+        if let Some(s) = self.fields.get("retry_after_s").and_then(Value::as_u64) {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&s.to_string()) {
+                resp.headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, v);
+            }
+        }
         resp.extensions_mut().insert(ErrorCode(self.code));
         resp
     }

@@ -9,7 +9,7 @@ use crate::app::SharedState;
 use crate::config::ClientLimits;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
@@ -156,17 +156,8 @@ pub async fn limit(State(state): State<SharedState>, req: Request, next: Next) -
         return next.run(req).await;
     };
     match state.limiter.admit(&caller) {
-        Err(e) => {
-            let retry = e
-                .fields
-                .get("retry_after_s")
-                .and_then(serde_json::Value::as_u64);
-            let mut resp = e.into_response();
-            if let Some(s) = retry.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, s);
-            }
-            resp
-        }
+        // `retry_after_s` becomes the Retry-After header.
+        Err(e) => e.into_response(),
         Ok(None) => next.run(req).await,
         Ok(Some(slot)) => {
             // The slot is held until the whole body is sent (streams count while they run).

@@ -756,6 +756,10 @@ impl LlmGateway {
             match r {
                 None => {}
                 Some(Ok(models)) => {
+                    self.links
+                        .usage
+                        .labels
+                        .allow_models(models.iter().map(|m| m.name.as_str()));
                     per_provider.insert(
                         name.clone(),
                         ProviderModels {

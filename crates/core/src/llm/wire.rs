@@ -231,6 +231,18 @@ impl GenerateBody {
         }
         let non_empty =
             |s: Option<String>| s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        for (field, v, max) in [
+            ("options.provider", &o.provider, 64),
+            ("options.model", &o.model, 200),
+            ("override_model", &self.override_model, 200),
+        ] {
+            if v.as_ref().is_some_and(|v| v.len() > max) {
+                return Err(Error::validation(
+                    field,
+                    format!("at most {max} characters"),
+                ));
+            }
+        }
         let request_id = non_empty(self.request_id);
         if request_id.as_ref().is_some_and(|id| id.len() > 128) {
             return Err(Error::validation("request_id", "at most 128 characters"));

@@ -22,10 +22,11 @@ pub enum ErrorKind {
     Unavailable,
     Paused,
     Timeout,
+    Overloaded,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 14] = [
         Self::Validation,
         Self::UnsupportedMediaType,
         Self::ModelNotFound,
@@ -39,6 +40,7 @@ impl ErrorKind {
         Self::Unavailable,
         Self::Paused,
         Self::Timeout,
+        Self::Overloaded,
     ];
 
     pub fn code(self) -> &'static str {
@@ -56,6 +58,7 @@ impl ErrorKind {
             Self::Unavailable => "PROVIDER_UNAVAILABLE",
             Self::Paused => "GATEWAY_PAUSED",
             Self::Timeout => "MEDIA_TIMEOUT",
+            Self::Overloaded => "OVERLOADED",
         }
     }
 
@@ -67,7 +70,7 @@ impl ErrorKind {
             Self::WorkflowInvalid => 422,
             Self::Internal => 500,
             Self::Provider | Self::GenerationFailed | Self::JobLost => 502,
-            Self::Unavailable | Self::Paused => 503,
+            Self::Unavailable | Self::Paused | Self::Overloaded => 503,
             Self::Timeout => 504,
         }
     }

@@ -86,10 +86,14 @@ impl FileStore {
             }
             let dir = path.parent().expect("two levels under root");
             std::fs::create_dir_all(dir)?;
-            // Write beside, then rename: a reader never sees half a file.
+            // Write beside, then rename: a reader never sees half a file. A failed
+            // write (disk full) leaves nothing behind.
             let tmp = dir.join(format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
-            std::fs::write(&tmp, &data)?;
-            std::fs::rename(&tmp, &path)
+            let written = std::fs::write(&tmp, &data).and_then(|()| std::fs::rename(&tmp, &path));
+            if written.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            written
         })
         .await??;
         let rand = uuid::Uuid::new_v4().simple().to_string();
@@ -125,6 +129,23 @@ impl FileStore {
             let path = self.path_for(&f.sha256, &f.mime);
             (f, path)
         }))
+    }
+
+    /// Delete the files of contents no row refers to any more (after a retention sweep).
+    pub async fn delete_orphans(&self, orphans: Vec<crate::store::Orphan>) -> usize {
+        let paths: Vec<PathBuf> = orphans
+            .iter()
+            .filter(|o| is_sha_hex(&o.sha256))
+            .map(|o| self.path_for(&o.sha256, &o.mime))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            paths
+                .iter()
+                .filter(|p| std::fs::remove_file(p).is_ok())
+                .count()
+        })
+        .await
+        .unwrap_or(0)
     }
 
     /// The content of file `id`.

@@ -8,6 +8,7 @@ use super::views::{JobResult, StoredImage};
 use crate::gateway::{Finished, RequestKind, Requester, UsageRecorder};
 use crate::media::error::{Error, ErrorKind};
 use crate::store::{now_text, JobKind, Store};
+use crate::work::Ticket;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -243,6 +244,7 @@ impl JobManager {
         self: &Arc<Self>,
         spec: ImageSpec,
         provider: SharedProvider,
+        ticket: Ticket,
     ) -> Result<watch::Receiver<JobView>, Error> {
         let id = format!("job_{}", uuid::Uuid::new_v4().simple());
         let created = now_text();
@@ -258,7 +260,7 @@ impl JobManager {
             .await
             .map_err(|e| Error::internal(format!("cannot record the job: {e:#}")))?;
         let view = new_view(&id, &spec, created);
-        Ok(self.spawn(view, spec, provider, None))
+        Ok(self.spawn(view, spec, provider, None, Some(ticket)))
     }
 
     fn spawn(
@@ -267,6 +269,7 @@ impl JobManager {
         spec: ImageSpec,
         provider: SharedProvider,
         resume_upstream: Option<String>,
+        ticket: Option<Ticket>,
     ) -> watch::Receiver<JobView> {
         let (tx, rx) = watch::channel(view);
         let id = tx.borrow().job_id.clone();
@@ -287,13 +290,20 @@ impl JobManager {
                 job_id: id.clone(),
                 spec,
                 resume_upstream,
+                stop: entry.stop.clone(),
             };
-            manager.drive(entry, run, provider).await;
+            manager.drive(entry, run, provider, ticket).await;
         });
         rx
     }
 
-    async fn drive(self: Arc<Self>, entry: Arc<JobEntry>, run: JobRun, provider: SharedProvider) {
+    async fn drive(
+        self: Arc<Self>,
+        entry: Arc<JobEntry>,
+        run: JobRun,
+        provider: SharedProvider,
+        ticket: Option<Ticket>,
+    ) {
         let started = Instant::now();
         let timeout = Duration::from_secs_f64(provider.config().timeout_s());
         let updates = JobUpdates {
@@ -306,10 +316,24 @@ impl JobManager {
                 v.accepted = true;
             });
         }
+        // Waiting for a drawing slot counts against the job's time like the drawing does.
+        let work = async {
+            let running = match ticket {
+                Some(t) => Some(t.start().await),
+                None => None,
+            };
+            let r = provider.run(&run, &updates).await;
+            if let Some(running) = running {
+                running.finished();
+            }
+            r
+        };
         let outcome = tokio::select! {
-            r = provider.run(&run, &updates) => r,
-            _ = tokio::time::sleep(timeout) => {
+            r = work => r,
+            () = tokio::time::sleep(timeout) => {
                 *entry.stop_reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(StopReason::Timeout);
+                // Local work (the mock's drawing) stops too, not only our waiting for it.
+                entry.stop.cancel();
                 Err(Error::new(ErrorKind::Timeout, format!(
                     "{} did not finish the image within {:.0} s (the job was interrupted upstream)",
                     provider.name(), timeout.as_secs_f64()
@@ -564,6 +588,27 @@ impl JobManager {
                     continue;
                 }
             };
+            // A job far past its time limit is not resumed: it could not finish (or not be
+            // saved, e.g. on a full disk) last time, and must not be re-run at every start.
+            let age_s = chrono::DateTime::parse_from_rfc3339(&view.created_at)
+                .map(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds())
+                .unwrap_or(0);
+            let limit_s =
+                provider_for(&spec.provider).map_or(crate::config::DEFAULT_MEDIA_TIMEOUT_S, |p| {
+                    p.config().timeout_s()
+                }) * 2.0
+                    + 600.0;
+            if age_s as f64 > limit_s {
+                self.fail_stored(
+                    &id,
+                    Error::new(
+                        ErrorKind::JobLost,
+                        format!("the job is {age_s} s old, past its time limit; it is not resumed"),
+                    ),
+                )
+                .await;
+                continue;
+            }
             let Some(provider) = provider_for(&spec.provider) else {
                 self.fail_stored(
                     &id,
@@ -585,7 +630,7 @@ impl JobManager {
                 continue;
             };
             tracing::info!(job = %id, upstream = %upstream, "resuming a media job after restart");
-            self.spawn(view, spec, provider, Some(upstream));
+            self.spawn(view, spec, provider, Some(upstream), None);
             resumed += 1;
         }
         Ok(resumed)

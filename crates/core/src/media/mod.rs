@@ -33,6 +33,8 @@ pub struct MediaGateway {
     /// Used in mock mode: the first provider of kind `mock` (a built-in one if none is configured).
     mock: SharedProvider,
     pub jobs: Arc<JobManager>,
+    /// Images drawn at once and waiting (mock and live alike).
+    pub work: crate::work::WorkLimiter,
     config: MediaConfig,
     links: GatewayLinks,
 }
@@ -103,6 +105,10 @@ impl MediaGateway {
                 links.usage.clone(),
                 links.shutdown.clone(),
             )),
+            work: crate::work::WorkLimiter::new(
+                config.media.max_concurrent,
+                config.media.max_queue,
+            ),
             config: config.media.clone(),
             links,
         })
@@ -193,6 +199,12 @@ impl MediaGateway {
                 return Err(e);
             }
         };
+        // A caller that waits for the image and goes away takes the job with it.
+        let job_id = rx.borrow().job_id.clone();
+        let abandon = (!ctx.run_async).then(|| CancelOnDrop {
+            jobs: self.jobs.clone(),
+            job_id: Some(job_id),
+        });
         // Async: answer once the provider has accepted (or refused) the job.
         // Sync: wait for the end; the job enforces the provider timeout itself.
         let limit = Duration::from_secs_f64(provider.config().timeout_s() + 10.0);
@@ -215,6 +227,9 @@ impl MediaGateway {
                 Error::new(ErrorKind::Timeout, "the job did not finish in time")
                     .with("job_id", view.job_id.clone()),
             );
+        }
+        if let Some(mut guard) = abandon {
+            guard.job_id = None;
         }
         let return_base64 =
             req.options.as_ref().and_then(|o| o.return_as.as_deref()) == Some("base64");
@@ -283,7 +298,20 @@ impl MediaGateway {
             .with("provider", provider.name()));
         }
         provider.prepare(&spec).await?;
-        let rx = self.jobs.create(spec.clone(), provider.clone()).await?;
+        let ticket = self.work.reserve().map_err(|o| {
+            Error::new(
+                ErrorKind::Overloaded,
+                format!(
+                    "{} image jobs are running or waiting already; try again in {} s",
+                    o.waiting, o.retry_after_s
+                ),
+            )
+            .with("retry_after_s", o.retry_after_s)
+        })?;
+        let rx = self
+            .jobs
+            .create(spec.clone(), provider.clone(), ticket)
+            .await?;
         Ok((spec, rx, provider))
     }
 
@@ -417,6 +445,24 @@ impl MediaGateway {
     /// The spec a stored job was made from.
     pub async fn job_spec(&self, id: &str) -> Option<ImageSpec> {
         self.jobs.spec(id).await
+    }
+}
+
+/// Cancels a job when the caller waiting for it goes away (unless disarmed).
+struct CancelOnDrop {
+    jobs: Arc<JobManager>,
+    job_id: Option<String>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(id) = self.job_id.take() {
+            let jobs = self.jobs.clone();
+            tokio::spawn(async move {
+                tracing::info!(job = %id, "the caller went away: cancelling its image job");
+                let _ = jobs.cancel(&id).await;
+            });
+        }
     }
 }
 

@@ -59,6 +59,9 @@ pub struct JobRun {
     pub spec: ImageSpec,
     /// Set when the gateway restarted: the upstream id of a job submitted before.
     pub resume_upstream: Option<String>,
+    /// Cancelled when the job is cancelled or times out: work done locally (the mock's
+    /// drawing) checks it and stops.
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 pub use super::views::ModelInfo;

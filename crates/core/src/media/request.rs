@@ -180,6 +180,16 @@ pub fn resolve(req: &GenerateRequest, ctx: ResolveContext<'_>) -> Result<ImageSp
             format!("must be 1..={}", cfg.max_count),
         ));
     }
+    let pixels = u64::from(round8(width)) * u64::from(round8(height)) * u64::from(count);
+    if pixels > cfg.max_pixels {
+        return Err(Error::validation(
+            "options.count",
+            format!(
+                "{count} image(s) of {width}×{height} are {pixels} pixels; one request may ask for at most {} (media.max_pixels)",
+                cfg.max_pixels
+            ),
+        ));
+    }
     if let Some(steps) = opts.steps {
         if !(1..=200).contains(&steps) {
             return Err(Error::validation("options.steps", "must be 1..=200"));

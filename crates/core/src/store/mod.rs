@@ -6,11 +6,13 @@
 mod events;
 mod jobs;
 mod media_files;
+mod retention;
 mod usage;
 
 pub use events::{EventQuery, EventRow};
 pub use jobs::{JobKind, JobRow};
 pub use media_files::StoredFile;
+pub use retention::{Orphan, StorageFigures, SweepReport};
 pub use usage::{UsageQuery, UsageRow, UsageSummary};
 
 use anyhow::Context;

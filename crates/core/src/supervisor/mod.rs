@@ -7,6 +7,7 @@
 //! `unavailable` when something outside the service blocks it (Docker is not running,
 //! its port is held by a process we did not start). Every change is an [`events::Event`].
 
+pub mod children;
 pub mod docker;
 pub mod events;
 pub mod health;
@@ -254,6 +255,8 @@ pub struct Supervisor {
     pub events: EventLog,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     docker_host: Option<String>,
+    /// Processes we started, so a crashed run's leftovers are ended at the next start.
+    children: Arc<children::ChildRegistry>,
 }
 
 impl Supervisor {
@@ -304,11 +307,15 @@ impl Supervisor {
             events: EventLog::new(store),
             tasks: Mutex::new(Vec::new()),
             docker_host: config.supervisor.docker_host.clone(),
+            children: Arc::new(children::ChildRegistry::open(data_dir)),
         }
     }
 
     /// Start one task per service (once). Providers start out down until their service runs.
     pub fn start(&self, board: Arc<ProviderBoard>, shutdown: CancellationToken) {
+        for ended in self.children.reap_previous() {
+            tracing::warn!("ended a process a previous run of Sparklio Desk left behind: {ended}");
+        }
         let docker = self
             .services
             .iter()
@@ -337,6 +344,7 @@ impl Supervisor {
                 entry.clone(),
                 board.clone(),
                 shutdown.clone(),
+                self.children.clone(),
                 self.events.clone(),
                 docker.clone(),
                 rx,

@@ -68,6 +68,7 @@ pub(super) struct Runner {
     /// Where the gateways read whether this service's providers are up.
     board: Arc<ProviderBoard>,
     shutdown: CancellationToken,
+    children: Arc<super::children::ChildRegistry>,
     events: EventLog,
     docker: Option<DockerClient>,
     rx: mpsc::UnboundedReceiver<Control>,
@@ -82,6 +83,7 @@ impl Runner {
         entry: Arc<ServiceEntry>,
         board: Arc<ProviderBoard>,
         shutdown: CancellationToken,
+        children: Arc<super::children::ChildRegistry>,
         events: EventLog,
         docker: Option<DockerClient>,
         rx: mpsc::UnboundedReceiver<Control>,
@@ -90,6 +92,7 @@ impl Runner {
             entry,
             board,
             shutdown,
+            children,
             events,
             docker,
             rx,
@@ -302,6 +305,10 @@ impl Runner {
                     ))
                 })?;
                 let pid = handle.pid;
+                if !cfg.detach {
+                    let (children, name) = (self.children.clone(), cfg.name.clone());
+                    tokio::task::spawn_blocking(move || children.record(&name, pid));
+                }
                 self.entry.logs.push(
                     "supervisor",
                     format!(
@@ -501,7 +508,10 @@ impl Runner {
     /// The instance ended: forget its pid, end what is left of its tree.
     fn clear_instance(&self, inst: &mut Instance) {
         match inst {
-            Instance::Process(h) => h.kill_leftovers(),
+            Instance::Process(h) => {
+                h.kill_leftovers();
+                self.children.forget(self.name());
+            }
             Instance::Docker { logs_task, .. } => logs_task.abort(),
             Instance::External => {}
         }

@@ -146,11 +146,93 @@ fn config_with_sources(loaded: &LoadedConfig) -> Value {
 }
 
 pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut text = state.metrics.render();
+    // Gauges and counters the server keeps itself, in the same exposition format.
+    let text_end = text.trim_end_matches("# EOF\n").len();
+    text.truncate(text_end);
+    let s = &state.server_stats;
+    let mut add = |name: &str, kind: &str, help: &str, lines: &[(String, u64)]| {
+        let _ = writeln!(text, "# HELP {name} {help}.\n# TYPE {name} {kind}");
+        for (labels, v) in lines {
+            let _ = writeln!(text, "{name}{labels} {v}");
+        }
+    };
+    add(
+        "desk_connections_open",
+        "gauge",
+        "Open HTTP connections",
+        &[(String::new(), s.open.load(Relaxed))],
+    );
+    add(
+        "desk_connections_refused_total",
+        "counter",
+        "Connections closed at once because the connection cap was reached",
+        &[(String::new(), s.refused.load(Relaxed))],
+    );
+    let work = [
+        ("media", state.media.work.figures()),
+        ("flows", state.flows.work()),
+    ];
+    let per_kind = |f: fn(&crate::work::WorkFigures) -> u64| -> Vec<(String, u64)> {
+        work.iter()
+            .map(|(k, w)| (format!("{{kind=\"{k}\"}}"), f(w)))
+            .collect()
+    };
+    add(
+        "desk_work_running",
+        "gauge",
+        "Work running now",
+        &per_kind(|w| w.running as u64),
+    );
+    add(
+        "desk_work_waiting",
+        "gauge",
+        "Work waiting for a slot",
+        &per_kind(|w| w.waiting as u64),
+    );
+    add(
+        "desk_work_rejected_total",
+        "counter",
+        "Work shed because the queue was full",
+        &per_kind(|w| w.rejected),
+    );
+    add(
+        "desk_work_stopped_total",
+        "counter",
+        "Work stopped before its end (cancelled, timed out, caller gone)",
+        &per_kind(|w| w.stopped),
+    );
+    text.push_str("# EOF\n");
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(),
+        text,
     )
+}
+
+/// `GET /api/v1/storage`: what the database and the image store hold, the retention
+/// policy, and what the last sweep removed.
+pub async fn storage(
+    State(state): State<SharedState>,
+) -> Result<Json<Value>, crate::http::ApiError> {
+    let figures = state
+        .store
+        .figures()
+        .await
+        .map_err(|e| crate::http::ApiError::internal(format!("storage figures: {e:#}")))?;
+    let last = state
+        .last_sweep
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    Ok(Json(json!({
+        "figures": figures,
+        "retention": state.config().storage.retention,
+        "last_sweep": last,
+        "work": {"media": state.media.work.figures(), "flows": state.flows.work()},
+    })))
 }

@@ -88,6 +88,9 @@ impl MediaProvider for MockProvider {
         let steps = job.spec.steps.unwrap_or(20).max(1);
         let delay = Duration::from_millis(self.config.step_delay_ms);
         for step in 1..=steps {
+            if job.stop.is_cancelled() {
+                return Err(Error::new(ErrorKind::Cancelled, "the job was stopped"));
+            }
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
@@ -99,11 +102,12 @@ impl MediaProvider for MockProvider {
             );
         }
         let spec = job.spec.clone();
+        let stop = job.stop.clone();
         let images = tokio::task::spawn_blocking(move || {
             (0..spec.count.max(1))
                 .map(|i| {
-                    let seed = spec.seed.wrapping_add(i as u64);
-                    draw_png(spec.width, spec.height, &spec.prompt, seed).map(|data| {
+                    let seed = spec.seed.wrapping_add(u64::from(i));
+                    draw_png_until(spec.width, spec.height, &spec.prompt, seed, &stop).map(|data| {
                         GeneratedImage {
                             data,
                             mime: "image/png".into(),
@@ -139,6 +143,24 @@ impl MediaProvider for MockProvider {
 /// A deterministic picture: a two-colour diagonal gradient with soft discs, all
 /// chosen from a hash of the prompt and seed.
 pub fn draw_png(width: u32, height: u32, prompt: &str, seed: u64) -> Result<Vec<u8>, String> {
+    draw_png_until(
+        width,
+        height,
+        prompt,
+        seed,
+        &tokio_util::sync::CancellationToken::new(),
+    )
+}
+
+/// [`draw_png`] that checks `stop` every row, so a cancelled or timed-out job stops
+/// drawing at once instead of finishing for nobody.
+pub fn draw_png_until(
+    width: u32,
+    height: u32,
+    prompt: &str,
+    seed: u64,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Result<Vec<u8>, String> {
     let mut h = Sha256::new();
     h.update(prompt.as_bytes());
     h.update(seed.to_le_bytes());
@@ -160,6 +182,9 @@ pub fn draw_png(width: u32, height: u32, prompt: &str, seed: u64) -> Result<Vec<
     let mut pixels = vec![0u8; w * hgt * 3];
     let span = (w + hgt).max(1) as f32;
     for y in 0..hgt {
+        if stop.is_cancelled() {
+            return Err("stopped: the job was cancelled or timed out".into());
+        }
         for x in 0..w {
             let t = (x + y) as f32 / span;
             let mut px = [0f32; 3];
@@ -208,11 +233,15 @@ mod tests {
 
     #[test]
     fn png_has_the_size_and_depends_on_prompt_and_seed() {
-        let a = draw_png(40, 24, "cat", 1).unwrap();
+        let go = tokio_util::sync::CancellationToken::new();
+        let a = draw_png_until(40, 24, "cat", 1, &go).unwrap();
         assert_eq!(png_size(&a), Some((40, 24)));
         assert_eq!(a, draw_png(40, 24, "cat", 1).unwrap());
         assert_ne!(a, draw_png(40, 24, "cat", 2).unwrap());
         assert_ne!(a, draw_png(40, 24, "dog", 1).unwrap());
+        let stopped = tokio_util::sync::CancellationToken::new();
+        stopped.cancel();
+        assert!(draw_png_until(4096, 4096, "cat", 1, &stopped).is_err());
         let decoder = png::Decoder::new(std::io::Cursor::new(a));
         let reader = decoder.read_info().unwrap();
         assert_eq!(reader.info().width, 40);
