@@ -68,6 +68,17 @@ enum Command {
     /// Checks of the whole stack.
     #[command(subcommand)]
     Check(CheckCommand),
+    /// Secrets the Desk keeps in its data folder.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a new secret for signed image URLs. URLs signed with the previous secret keep
+    /// working for one media.url_ttl_s (the backend stores URLs); a running Desk picks the
+    /// new secret up within seconds.
+    RotateUrlSecret,
 }
 
 #[derive(Subcommand)]
@@ -130,6 +141,27 @@ fn main() -> ExitCode {
                 key,
             }))
         }
+        Command::Keys(KeysCommand::RotateUrlSecret) => match load(cli.config) {
+            Ok(l) => {
+                let dir = l.storage.resolved_data_dir();
+                let ttl = std::time::Duration::from_secs(l.media.url_ttl_s);
+                match sparklio_core::http::urls::UrlSigner::rotate(&dir, ttl) {
+                    Ok(()) => {
+                        println!(
+                            "new URL signing secret in {}; URLs signed before stay valid for {} s",
+                            dir.display(),
+                            ttl.as_secs()
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: cannot write the secret in {}: {e}", dir.display());
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            Err(code) => code,
+        },
         Command::Route {
             role,
             task,
