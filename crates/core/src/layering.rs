@@ -16,6 +16,8 @@ const DOMAIN: &[&str] = &[
     "system",
     "gateway.rs",
     "runtime.rs",
+    "resilience",
+    "work.rs",
     "telemetry.rs",
     "contracts",
     "client.rs",

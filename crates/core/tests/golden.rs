@@ -61,7 +61,14 @@ const VOLATILE_KEYS: &[&str] = &[
     "port",
 ];
 
-const SAMPLED_KEYS: &[&str] = &["cpu_percent", "memory_bytes", "processes"];
+const SAMPLED_KEYS: &[&str] = &[
+    "cpu_percent",
+    "memory_bytes",
+    "processes",
+    // Counted by background probes as well as requests.
+    "calls",
+    "failures",
+];
 
 /// Object keys whose whole value is machine-dependent (only the shape is kept).
 const SHAPE_ONLY_KEYS: &[&str] = &["system", "cpu", "memory", "disk", "gpu", "history", "steps"];

@@ -153,7 +153,9 @@ async fn json_answer_has_every_contract_field_and_sends_the_routed_model() {
     let sent = double.last_request();
     assert_eq!(sent["model"], "qwen2.5:14b");
     assert_eq!(sent["format"], "json");
-    assert_eq!(sent["stream"], false);
+    // Ollama is always asked to stream, even for a one-piece answer: that is what lets a
+    // first-token timeout and an idle timeout bound the call (issue 12).
+    assert_eq!(sent["stream"], true);
     assert_eq!(sent["keep_alive"], "10m");
     assert_eq!(sent["options"]["temperature"], 0.8);
     assert_eq!(sent["options"]["top_p"], 0.95);

@@ -356,10 +356,29 @@ impl SamplingConfig {
 #[serde(deny_unknown_fields)]
 pub struct LlmProviderConfig {
     pub kind: String,
+    /// One instance (named `main`); or list `instances` instead.
     #[serde(default)]
     pub base_url: Option<String>,
+    /// Interchangeable instances of this provider (`[[llm.providers.NAME.instances]]`).
+    #[serde(default)]
+    pub instances: Vec<InstanceConfig>,
+    /// The whole request at most (a request may shorten it, never extend it).
     #[serde(default = "default_llm_timeout_s")]
     pub timeout_s: f64,
+    /// Waiting for a TCP connection (the desktop is on the LAN: short).
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Cheap calls: health probes, model lists.
+    #[serde(default = "default_control_timeout_ms")]
+    pub control_timeout_ms: u64,
+    /// Until the first token: a cold load of a 14B–24B model from disk takes tens of seconds.
+    #[serde(default = "default_first_byte_timeout_s")]
+    pub first_byte_timeout_s: f64,
+    /// Between two pieces of a streamed answer.
+    #[serde(default = "default_idle_timeout_s")]
+    pub idle_timeout_s: f64,
+    #[serde(default)]
+    pub resilience: ResilienceConfig,
     #[serde(default)]
     pub default_model: Option<String>,
     #[serde(default)]
@@ -373,6 +392,11 @@ pub struct LlmProviderConfig {
 }
 
 impl LlmProviderConfig {
+    /// A provider of `kind` with every other setting at its default.
+    pub fn of_kind(kind: &str) -> Self {
+        toml::from_str(&format!("kind = {kind:?}")).expect("defaults for every other key")
+    }
+
     /// What `prompt` + `completion` tokens cost on this provider, in USD.
     pub fn estimated_cost_usd(&self, prompt: u64, completion: u64) -> f64 {
         (prompt as f64 * self.cost_per_1k_prompt_tokens
@@ -384,11 +408,131 @@ impl LlmProviderConfig {
 fn default_llm_timeout_s() -> f64 {
     120.0
 }
+fn default_connect_timeout_ms() -> u64 {
+    1_000
+}
+fn default_control_timeout_ms() -> u64 {
+    3_000
+}
+fn default_first_byte_timeout_s() -> f64 {
+    90.0
+}
+fn default_idle_timeout_s() -> f64 {
+    30.0
+}
+fn default_weight() -> u32 {
+    1
+}
+
+/// One instance of a provider.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceConfig {
+    pub name: String,
+    pub url: String,
+    /// Share of the calls relative to the other instances.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Calls at once on this instance (0 = the provider's `resilience.max_concurrent`).
+    #[serde(default)]
+    pub max_concurrent: usize,
+    #[serde(default)]
+    pub max_queue: Option<usize>,
+}
+
+/// Breaker, probe and load settings of a provider's instances
+/// (`[llm.providers.NAME.resilience]`, same for media).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResilienceConfig {
+    /// Consecutive connect failures / timeouts / failed probes that open an instance's breaker.
+    pub breaker_failures: u32,
+    /// Consecutive 5xx answers that open it.
+    pub breaker_errors: u32,
+    /// How long it stays open before one trial (doubled after a failed trial, up to max).
+    pub breaker_open_s: f64,
+    pub breaker_max_open_s: f64,
+    /// How often each instance gets a cheap probe (`/api/version`, `/system_stats`).
+    pub probe_interval_ms: u64,
+    /// Calls at once per instance (0 = no limit) and how many more may wait; beyond,
+    /// requests are shed with 503 OVERLOADED.
+    pub max_concurrent: usize,
+    pub max_queue: usize,
+}
+
+impl Default for ResilienceConfig {
+    fn default() -> Self {
+        Self {
+            breaker_failures: 3,
+            breaker_errors: 5,
+            breaker_open_s: 5.0,
+            breaker_max_open_s: 60.0,
+            probe_interval_ms: 2_000,
+            max_concurrent: 8,
+            max_queue: 64,
+        }
+    }
+}
+
+impl ResilienceConfig {
+    pub fn breaker(&self) -> crate::resilience::BreakerConfig {
+        crate::resilience::BreakerConfig {
+            failures: self.breaker_failures.max(1),
+            errors: self.breaker_errors.max(1),
+            open_for: std::time::Duration::from_secs_f64(self.breaker_open_s.max(0.05)),
+            max_open: std::time::Duration::from_secs_f64(
+                self.breaker_max_open_s.max(self.breaker_open_s).max(0.05),
+            ),
+        }
+    }
+
+    /// The instances of a provider: `instances`, else `base_url` as one named `main`.
+    pub fn instances(
+        &self,
+        base_url: Option<&str>,
+        instances: &[InstanceConfig],
+    ) -> Vec<crate::resilience::InstanceSpec> {
+        let one = base_url.map(|url| InstanceConfig {
+            name: "main".into(),
+            url: url.to_string(),
+            weight: 1,
+            max_concurrent: 0,
+            max_queue: None,
+        });
+        instances
+            .iter()
+            .cloned()
+            .chain(if instances.is_empty() { one } else { None })
+            .map(|i| crate::resilience::InstanceSpec {
+                url: i.url.trim_end_matches('/').to_string(),
+                name: i.name,
+                weight: i.weight.max(1),
+                max_concurrent: if i.max_concurrent > 0 {
+                    i.max_concurrent
+                } else {
+                    self.max_concurrent
+                },
+                max_queue: i.max_queue.unwrap_or(self.max_queue),
+            })
+            .collect()
+    }
+}
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouteTarget {
     pub provider: String,
+    pub model: Option<String>,
+    /// Tried in order when this target is unavailable, times out or fails with 5xx.
+    pub fallbacks: Vec<FallbackTarget>,
+}
+
+/// Where a request goes when its route's provider cannot answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackTarget {
+    pub provider: String,
+    #[serde(default)]
     pub model: Option<String>,
 }
 
@@ -409,6 +553,10 @@ pub struct RouteRule {
     pub provider: String,
     #[serde(default)]
     pub model: Option<String>,
+    /// Tried in order when the provider is unavailable, times out or fails with 5xx
+    /// (never on 4xx, validation or schema errors).
+    #[serde(default)]
+    pub fallbacks: Vec<FallbackTarget>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -436,6 +584,8 @@ pub struct MediaConfig {
     pub max_queue: usize,
     /// How long a signed file URL stays valid (the backend stores the URLs it gets).
     pub url_ttl_s: u64,
+    /// After a provider restart lost a job, submit it once more (same workflow and seed).
+    pub resubmit_after_restart: bool,
 }
 
 impl Default for MediaConfig {
@@ -453,6 +603,7 @@ impl Default for MediaConfig {
             max_concurrent: 2,
             max_queue: 32,
             url_ttl_s: 7 * 24 * 3600,
+            resubmit_after_restart: true,
         }
     }
 }
@@ -466,8 +617,22 @@ pub const DEFAULT_MOCK_MEDIA_TIMEOUT_S: f64 = 30.0;
 #[serde(deny_unknown_fields)]
 pub struct MediaProviderConfig {
     pub kind: String,
+    /// One instance (named `main`); or list `instances` instead.
     #[serde(default)]
     pub base_url: Option<String>,
+    #[serde(default)]
+    pub instances: Vec<InstanceConfig>,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Cheap calls: probes, `/queue`, `/history`, `/object_info`, submitting a prompt.
+    #[serde(default = "default_control_timeout_ms")]
+    pub control_timeout_ms: u64,
+    /// After the progress socket drops or ComfyUI restarts, how long to keep looking for
+    /// it before giving the job up (covers a supervised restart's start time).
+    #[serde(default = "default_recovery_grace_s")]
+    pub recovery_grace_s: f64,
+    #[serde(default)]
+    pub resilience: ResilienceConfig,
     /// Unset: [`DEFAULT_MEDIA_TIMEOUT_S`], or [`DEFAULT_MOCK_MEDIA_TIMEOUT_S`] for the mock.
     #[serde(default)]
     pub timeout_s: Option<f64>,
@@ -487,7 +652,16 @@ pub struct MediaProviderConfig {
     pub step_delay_ms: u64,
 }
 
+fn default_recovery_grace_s() -> f64 {
+    180.0
+}
+
 impl MediaProviderConfig {
+    /// A provider of `kind` with every other setting at its default.
+    pub fn of_kind(kind: &str) -> Self {
+        toml::from_str(&format!("kind = {kind:?}")).expect("defaults for every other key")
+    }
+
     /// The job time limit in seconds (the configured one, else the kind's default).
     pub fn timeout_s(&self) -> f64 {
         self.timeout_s.unwrap_or(if self.kind == "mock" {

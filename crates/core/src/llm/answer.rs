@@ -63,6 +63,32 @@ pub struct AnswerMeta {
     pub schema_repaired: bool,
     pub provider_latency_ms: f64,
     pub model_info: ModelInfo,
+    /// When a configured fallback answered: the provider and model that failed first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_from: Option<Attempt>,
+    /// Every target tried before the one that answered, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<Attempt>,
+}
+
+/// A target that was tried and failed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub provider: String,
+    pub model: String,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Attempt {
+    pub fn failed(plan: &Plan, e: &super::Error) -> Self {
+        Self {
+            provider: plan.provider_label.clone(),
+            model: plan.model.clone(),
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
 }
 
 fn tenth(ms: f64) -> f64 {
@@ -102,6 +128,8 @@ impl Answer {
                 schema_repaired: self.schema_repaired,
                 provider_latency_ms: tenth(self.provider_ms),
                 model_info: reply.model_info,
+                fallback_from: plan.attempts.first().cloned(),
+                attempts: plan.attempts.clone(),
             },
             timestamp: crate::store::now_text(),
         }

@@ -43,9 +43,23 @@ pub enum Error {
     },
     #[error("{}", crate::gateway::PAUSED_MESSAGE)]
     Paused,
-    /// Refused connection, misconfigured provider, or its service known to be down.
+    /// Refused connection, misconfigured provider, its service known to be down, an
+    /// open breaker or a wedged instance.
     #[error("{message}")]
-    Unavailable { target: Target, message: String },
+    Unavailable {
+        target: Target,
+        message: String,
+        /// The instance that failed (`ollama/main`), when one was chosen.
+        instance: Option<String>,
+        retry_after_s: Option<u64>,
+    },
+    /// Every instance is busy and its queue full (load shedding).
+    #[error("{message}")]
+    Overloaded {
+        target: Target,
+        message: String,
+        retry_after_s: u64,
+    },
     #[error("{message}")]
     Timeout { target: Target, message: String },
     #[error("{message}")]
@@ -85,6 +99,18 @@ pub enum Error {
 }
 
 impl Error {
+    /// A failure another provider could answer instead (a configured fallback): the
+    /// provider was down, slow, overloaded or failed on its side — never the request's fault.
+    pub fn allows_fallback(&self) -> bool {
+        match self {
+            Self::Unavailable { .. } | Self::Timeout { .. } | Self::Overloaded { .. } => true,
+            Self::Upstream {
+                upstream_status, ..
+            } => upstream_status.is_none_or(|s| s >= 500),
+            _ => false,
+        }
+    }
+
     pub fn validation(field: &str, message: impl Into<String>) -> Self {
         Self::Validation {
             field: field.to_string(),
@@ -98,6 +124,7 @@ impl Error {
             Self::Validation { .. } => "VALIDATION_ERROR",
             Self::Paused => "GATEWAY_PAUSED",
             Self::Unavailable { .. } => "PROVIDER_UNAVAILABLE",
+            Self::Overloaded { .. } => "OVERLOADED",
             Self::Timeout { .. } => "LLM_TIMEOUT",
             Self::ModelNotFound { .. } => "MODEL_NOT_FOUND",
             Self::Upstream { .. } => "PROVIDER_ERROR",
@@ -118,7 +145,10 @@ impl Error {
             Self::Upstream { .. } | Self::InvalidJson { .. } | Self::SchemaMismatch { .. } => 502,
             // nginx's "client closed request": never sent, only logged and counted.
             Self::ClientClosed => 499,
-            Self::Paused | Self::Unavailable { .. } | Self::ShuttingDown => 503,
+            Self::Paused
+            | Self::Unavailable { .. }
+            | Self::Overloaded { .. }
+            | Self::ShuttingDown => 503,
             Self::Timeout { .. } => 504,
         }
     }
@@ -128,6 +158,7 @@ impl Error {
             Self::Paused | Self::ClientClosed | Self::ShuttingDown => None,
             Self::Validation { target, .. }
             | Self::Unavailable { target, .. }
+            | Self::Overloaded { target, .. }
             | Self::Timeout { target, .. }
             | Self::ModelNotFound { target, .. }
             | Self::Upstream { target, .. }
@@ -143,6 +174,7 @@ impl Error {
             Self::Paused | Self::ClientClosed | Self::ShuttingDown => {}
             Self::Validation { target, .. }
             | Self::Unavailable { target, .. }
+            | Self::Overloaded { target, .. }
             | Self::Timeout { target, .. }
             | Self::ModelNotFound { target, .. }
             | Self::Upstream { target, .. }
@@ -180,6 +212,21 @@ impl Error {
                 ..
             } => {
                 m.insert("upstream_status".into(), (*s).into());
+            }
+            Self::Unavailable {
+                instance,
+                retry_after_s,
+                ..
+            } => {
+                if let Some(i) = instance {
+                    m.insert("instance".into(), i.clone().into());
+                }
+                if let Some(s) = retry_after_s {
+                    m.insert("retry_after_s".into(), (*s).into());
+                }
+            }
+            Self::Overloaded { retry_after_s, .. } => {
+                m.insert("retry_after_s".into(), (*retry_after_s).into());
             }
             Self::InvalidJson { raw, .. } => {
                 m.insert("raw".into(), raw.clone().into());

@@ -70,6 +70,8 @@ pub struct Plan {
     pub generator_mode: GeneratorMode,
     pub request: GenerateRequest,
     pub request_id: String,
+    /// Earlier targets that failed before this one answered (configured fallbacks).
+    pub attempts: Vec<answer::Attempt>,
 }
 
 impl Plan {
@@ -83,6 +85,8 @@ impl Plan {
 pub struct RequestCtx {
     pub request_id: String,
     pub requester: Requester,
+    /// A time limit the transport asked for (`x-request-timeout`), if any.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// One step of a streamed answer as the gateway hands it to the transport.
@@ -145,7 +149,7 @@ impl Tracker {
 impl LlmGateway {
     /// Build from config. Fails only when prompt templates do not compile.
     pub fn from_config(cfg: &LlmConfig, links: GatewayLinks) -> anyhow::Result<Self> {
-        let providers = cfg
+        let providers: BTreeMap<String, Slot> = cfg
             .providers
             .iter()
             .map(|(name, pc)| {
@@ -159,6 +163,11 @@ impl LlmGateway {
                 (name.clone(), slot)
             })
             .collect();
+        for slot in providers.values() {
+            if let Slot::Ready(p) = slot {
+                p.attach(links.board.clone(), links.shutdown.clone());
+            }
+        }
         let mock_default = cfg
             .providers
             .values()
@@ -220,8 +229,9 @@ impl LlmGateway {
         self.links.usage.record(f).await;
     }
 
-    /// One complete answer (non-streaming): normalise, check the switches, route, call,
-    /// parse, enforce the contract, record usage.
+    /// One complete answer (non-streaming): normalise, check the switches, route, call
+    /// (the route's fallbacks in turn when the provider cannot answer), parse, enforce
+    /// the contract, record usage.
     pub async fn generate(
         &self,
         body: GenerateBody,
@@ -229,9 +239,42 @@ impl LlmGateway {
     ) -> Result<GenerateAnswer, Error> {
         let mut tracker = Tracker::new(&ctx);
         let result = async {
-            let plan = self.prepare(body, &ctx, &mut tracker)?;
-            let answer = self.complete(&plan).await?;
-            Ok::<_, Error>((answer.to_wire(&plan, tracker.ms()), answer.reply.usage))
+            let (request, mode) = self.prepare(body, &mut tracker)?;
+            let mut plan = self.plan(request, mode, &ctx, None, &mut tracker.target)?;
+            let targets = plan.route.fallbacks.clone();
+            let mut next = targets.iter();
+            loop {
+                match self.complete(&plan).await {
+                    Ok(answer) => {
+                        return Ok::<_, Error>((
+                            answer.to_wire(&plan, tracker.ms()),
+                            answer.reply.usage,
+                        ))
+                    }
+                    Err(e) if e.allows_fallback() && Instant::now() < plan.call.deadline => {
+                        let Some(fallback) = next.next() else {
+                            return Err(e);
+                        };
+                        let mut attempts = std::mem::take(&mut plan.attempts);
+                        attempts.push(answer::Attempt::failed(&plan, &e));
+                        tracing::info!(
+                            from = %plan.provider_label,
+                            to = %fallback.provider,
+                            code = e.code(),
+                            "falling back"
+                        );
+                        plan = self.plan(
+                            plan.request.clone(),
+                            mode,
+                            &ctx,
+                            Some((fallback, plan.call.deadline)),
+                            &mut tracker.target,
+                        )?;
+                        plan.attempts = attempts;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         }
         .await;
         match result {
@@ -257,13 +300,36 @@ impl LlmGateway {
     ) -> Result<mpsc::Receiver<StreamItem>, Error> {
         let mut tracker = Tracker::new(&ctx);
         let started = async {
-            let plan = self.prepare(body, &ctx, &mut tracker)?;
-            let upstream = plan
-                .provider
-                .chat_stream(&plan.call)
-                .await
-                .map_err(|e| self.provider_failure(&plan, e))?;
-            Ok::<_, Error>((plan, upstream))
+            let (request, mode) = self.prepare(body, &mut tracker)?;
+            let mut plan = self.plan(request, mode, &ctx, None, &mut tracker.target)?;
+            let targets = plan.route.fallbacks.clone();
+            let mut next = targets.iter();
+            loop {
+                match plan.provider.chat_stream(&plan.call).await {
+                    Ok(upstream) => return Ok::<_, Error>((plan, upstream)),
+                    Err(e) => {
+                        let e = self.provider_failure(&plan, e);
+                        let fallback = match next.next() {
+                            Some(f)
+                                if e.allows_fallback() && Instant::now() < plan.call.deadline =>
+                            {
+                                f
+                            }
+                            _ => return Err(e),
+                        };
+                        let mut attempts = std::mem::take(&mut plan.attempts);
+                        attempts.push(answer::Attempt::failed(&plan, &e));
+                        plan = self.plan(
+                            plan.request.clone(),
+                            mode,
+                            &ctx,
+                            Some((fallback, plan.call.deadline)),
+                            &mut tracker.target,
+                        )?;
+                        plan.attempts = attempts;
+                    }
+                }
+            }
         }
         .await;
         let (plan, mut upstream) = match started {
@@ -325,20 +391,19 @@ impl LlmGateway {
         Ok(rx)
     }
 
-    /// Normalise, check the pause switch, route, build the prompt.
+    /// Normalise and check the pause switch.
     fn prepare(
         &self,
         body: GenerateBody,
-        ctx: &RequestCtx,
         tracker: &mut Tracker,
-    ) -> Result<Plan, Error> {
+    ) -> Result<(GenerateRequest, GeneratorMode), Error> {
         let request = body.normalize(&self.sampling)?;
         tracker.describe(&request);
         if self.links.runtime.paused() {
             return Err(Error::Paused);
         }
         let mode = self.links.mode_for(request.mock);
-        self.plan(request, mode, ctx.request_id.clone(), &mut tracker.target)
+        Ok((request, mode))
     }
 
     /// Route, pick the provider, build the prompt. Fails fast (no network) when the
@@ -347,16 +412,23 @@ impl LlmGateway {
         &self,
         request: GenerateRequest,
         mode: GeneratorMode,
-        request_id: String,
+        ctx: &RequestCtx,
+        fallback: Option<(&crate::config::FallbackTarget, Instant)>,
         target: &mut Target,
     ) -> Result<Plan, Error> {
-        let route = self.router.route(&RouteQuery {
+        let mut route = self.router.route(&RouteQuery {
             role: &request.role,
             task: &request.task,
             mode: &request.mode,
             provider: request.provider.as_deref(),
             model: request.model.as_deref(),
         });
+        if let Some((f, _)) = fallback {
+            route.reason = format!("fallback of {} ({})", route.provider, route.matched);
+            route.matched = format!("{} → fallback {}", route.matched, f.provider);
+            route.provider.clone_from(&f.provider);
+            route.model.clone_from(&f.model);
+        }
         *target = Target {
             provider: Some(route.provider.clone()),
             model: route.model.clone(),
@@ -389,6 +461,8 @@ impl LlmGateway {
                     return Err(Error::Unavailable {
                         target: target.clone(),
                         message: format!("provider {} is misconfigured: {why}", route.provider),
+                        instance: None,
+                        retry_after_s: None,
                     })
                 }
             };
@@ -396,6 +470,8 @@ impl LlmGateway {
                 return Err(Error::Unavailable {
                     target: target.clone(),
                     message: format!("provider {} is down: {reason}", route.provider),
+                    instance: None,
+                    retry_after_s: None,
                 });
             }
             // A route that names the mock provider is an explicit choice, not a fallback.
@@ -440,8 +516,22 @@ impl LlmGateway {
                 target: target.clone(),
                 message: format!("prompt: {e:#}"),
             })?;
+        // The provider's limit, shortened by what the request or its transport asked for;
+        // a fallback keeps the deadline of the first attempt.
+        let deadline = match fallback {
+            Some((_, d)) => d,
+            None => {
+                let limit = [Some(provider.timeout()), request.timeout, ctx.timeout]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or_else(|| provider.timeout());
+                Instant::now() + limit
+            }
+        };
         let call = LlmCall {
             model: model.clone(),
+            deadline,
             messages,
             json: request.mode == "json",
             sampling: Sampling {
@@ -465,7 +555,8 @@ impl LlmGateway {
             call,
             generator_mode,
             request,
-            request_id,
+            request_id: ctx.request_id.clone(),
+            attempts: Vec::new(),
         })
     }
 
@@ -473,7 +564,17 @@ impl LlmGateway {
         self.note_error(&plan.provider_label, &e.message);
         let (target, message) = (plan.target(), e.message);
         match e.kind {
-            FailureKind::Unavailable => Error::Unavailable { target, message },
+            FailureKind::Unavailable => Error::Unavailable {
+                target,
+                message,
+                instance: e.instance,
+                retry_after_s: e.retry_after_s,
+            },
+            FailureKind::Overloaded => Error::Overloaded {
+                target,
+                message,
+                retry_after_s: e.retry_after_s.unwrap_or(1),
+            },
             FailureKind::Timeout => Error::Timeout { target, message },
             FailureKind::ModelNotFound => Error::ModelNotFound {
                 target,
@@ -676,6 +777,7 @@ impl LlmGateway {
                     last_error: Some(why.clone()),
                     service_down: down,
                     services: Vec::new(),
+                    instances: BTreeMap::new(),
                 },
                 Slot::Ready(p) => {
                     // A provider the supervisor reports down is not probed: that would
@@ -708,6 +810,7 @@ impl LlmGateway {
                         last_error: report.error.or_else(|| self.last_error(name)),
                         service_down: down,
                         services: Vec::new(),
+                        instances: p.instances().into_iter().collect(),
                     }
                 }
             };

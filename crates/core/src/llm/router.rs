@@ -27,6 +27,10 @@ pub struct RouteDecision {
     /// The rule that matched (its name, or `routes[i]`), `default_route` or `request`.
     pub matched: String,
     pub reason: String,
+    /// Where to go when the provider cannot answer (the rule's `fallbacks`; none when
+    /// the request forced a provider).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<crate::config::FallbackTarget>,
 }
 
 /// The rules in the order they are tried, and the default.
@@ -48,6 +52,8 @@ pub struct RouteView {
     pub modes: Vec<String>,
     pub provider: String,
     pub model: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<crate::config::FallbackTarget>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -62,6 +68,7 @@ pub struct Router {
     rules: Vec<(usize, RouteRule)>,
     default_provider: String,
     default_model: Option<String>,
+    default_fallbacks: Vec<crate::config::FallbackTarget>,
     provider_defaults: BTreeMap<String, Option<String>>,
 }
 
@@ -92,6 +99,7 @@ impl Router {
             rules,
             default_provider: cfg.default_route.provider.clone(),
             default_model: cfg.default_route.model.clone(),
+            default_fallbacks: cfg.default_route.fallbacks.clone(),
             provider_defaults: cfg
                 .providers
                 .iter()
@@ -113,6 +121,10 @@ impl Router {
 
     pub fn route(&self, q: &RouteQuery) -> RouteDecision {
         let rule = self.rules.iter().find(|(_, r)| rule_matches(r, q));
+        let mut fallbacks = rule.map_or_else(
+            || self.default_fallbacks.clone(),
+            |(_, r)| r.fallbacks.clone(),
+        );
         let (mut provider, mut model, mut matched, mut reason) = match rule {
             Some((i, r)) => (
                 r.provider.clone(),
@@ -145,6 +157,8 @@ impl Router {
             provider = p.to_string();
             matched = "request".into();
             reason = format!("options.provider = {p:?} (request override)");
+            // A forced provider is that provider, not a route with fallbacks.
+            fallbacks.clear();
         }
         if let Some(m) = q.model.filter(|m| !m.is_empty()) {
             model = Some(m.to_string());
@@ -157,11 +171,21 @@ impl Router {
                 reason = format!("{reason}; model = llm.providers.{provider}.default_model ({m})");
             }
         }
+        let fallbacks = fallbacks
+            .into_iter()
+            .map(|mut f| {
+                if f.model.is_none() {
+                    f.model = self.provider_default(&f.provider);
+                }
+                f
+            })
+            .collect();
         RouteDecision {
             provider,
             model,
             matched,
             reason,
+            fallbacks,
         }
     }
 
@@ -182,6 +206,7 @@ impl Router {
                     .model
                     .clone()
                     .or_else(|| self.provider_default(&r.provider)),
+                fallbacks: r.fallbacks.clone(),
             })
             .collect();
         RoutingTable {
@@ -208,8 +233,14 @@ impl Router {
         };
         for (_, r) in &self.rules {
             add(&r.provider, r.model.clone());
+            for f in &r.fallbacks {
+                add(&f.provider, f.model.clone());
+            }
         }
         add(&self.default_provider, self.default_model.clone());
+        for f in &self.default_fallbacks {
+            add(&f.provider, f.model.clone());
+        }
         out
     }
 
@@ -266,6 +297,7 @@ mod tests {
                 modes: vec![],
                 provider: "ollama".into(),
                 model: Some("late-model".into()),
+                fallbacks: vec![],
             },
             RouteRule {
                 name: Some("chat copy".into()),
@@ -275,6 +307,7 @@ mod tests {
                 modes: vec!["text".into()],
                 provider: "mock".into(),
                 model: None,
+                fallbacks: vec![],
             },
             RouteRule {
                 name: Some("tie-first".into()),
@@ -284,6 +317,7 @@ mod tests {
                 modes: vec![],
                 provider: "ollama".into(),
                 model: Some("first".into()),
+                fallbacks: vec![],
             },
         ];
         let r = Router::new(&cfg);

@@ -57,6 +57,9 @@ pub struct ProviderHealth {
     pub service_down: Option<String>,
     /// The supervised services backing it (filled in by the caller that knows them).
     pub services: Vec<BackingService>,
+    /// Each instance: breaker, load, last probe (answered from memory, never blocking).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub instances: BTreeMap<String, crate::resilience::pool::InstanceView>,
 }
 
 /// `GET /api/v1/llm/models`.

@@ -44,6 +44,9 @@ pub struct GenerateOptions {
     pub stream: Option<bool>,
     #[serde(default)]
     pub mock: Option<bool>,
+    /// This request's own time limit in seconds (shorter than the provider's only).
+    #[serde(default)]
+    pub timeout_s: Option<f64>,
     /// Tone, length and other hints some agents send; passed to the templates.
     #[serde(flatten)]
     pub hints: Map<String, Value>,
@@ -94,6 +97,8 @@ pub struct GenerateRequest {
     pub model: Option<String>,
     pub stream: bool,
     pub mock: bool,
+    /// The request's own time limit, when it set one.
+    pub timeout: Option<std::time::Duration>,
     pub hints: Map<String, Value>,
     pub request_id: Option<String>,
 }
@@ -263,6 +268,18 @@ impl GenerateBody {
             model: non_empty(o.model).or(non_empty(self.override_model)),
             stream,
             mock: o.mock.unwrap_or(false),
+            timeout: match o.timeout_s {
+                None => None,
+                Some(t) if t > 0.0 && t.is_finite() && t <= 86_400.0 => {
+                    Some(std::time::Duration::from_secs_f64(t))
+                }
+                Some(_) => {
+                    return Err(Error::validation(
+                        "options.timeout_s",
+                        "must be a positive number of seconds",
+                    ))
+                }
+            },
             hints: o.hints,
             request_id,
         })

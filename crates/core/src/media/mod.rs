@@ -61,16 +61,7 @@ pub struct Generated {
 
 /// The mock provider's settings when the config has none: no network, a 30 s job limit.
 pub fn builtin_mock_config() -> MediaProviderConfig {
-    MediaProviderConfig {
-        kind: "mock".into(),
-        base_url: None,
-        timeout_s: None,
-        workflow_dir: None,
-        checkpoint: None,
-        poll_interval_ms: 1000,
-        object_info_ttl_s: 0,
-        step_delay_ms: 0,
-    }
+    MediaProviderConfig::of_kind("mock")
 }
 
 impl MediaGateway {

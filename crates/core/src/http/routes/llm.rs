@@ -11,7 +11,7 @@ use crate::llm::{RequestCtx, StreamItem};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -58,9 +58,20 @@ fn failure(e: impl Into<ApiError>, request_id: &str) -> ApiError {
     e.into().with("request_id", request_id)
 }
 
+/// `x-request-timeout: <seconds>`: a caller's own time limit (only ever shortens).
+pub fn request_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
+    headers
+        .get("x-request-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| *s > 0.0 && s.is_finite() && *s <= 86_400.0)
+        .map(std::time::Duration::from_secs_f64)
+}
+
 pub async fn generate(
     State(state): State<SharedState>,
     caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
@@ -81,6 +92,7 @@ pub async fn generate(
             let ctx = RequestCtx {
                 request_id: transport_id.clone(),
                 requester,
+                timeout: None,
             };
             let elapsed = started.elapsed().as_secs_f64() * 1000.0;
             state
@@ -97,6 +109,7 @@ pub async fn generate(
     let ctx = RequestCtx {
         request_id: body.request_id_or(&transport_id),
         requester,
+        timeout: request_timeout(&headers),
     };
     let request_id = ctx.request_id.clone();
     if body.wants_stream() {
