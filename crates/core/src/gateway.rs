@@ -371,6 +371,9 @@ pub struct BackingService {
 #[serde(rename_all = "lowercase")]
 pub enum HealthStatus {
     Healthy,
+    /// It answers, wrongly.
     Unhealthy,
+    /// It cannot be reached (down, wedged, breaker open, service stopped).
+    Unavailable,
     Error,
 }

@@ -77,6 +77,12 @@ pub struct JobView {
     pub result: Option<JobResult>,
     /// Set when failed or cancelled: `{code, message, ...}`.
     pub error: Option<Value>,
+    /// The provider instance it runs on, when the provider has several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// Something the caller should know (e.g. it was submitted again after a restart).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// The provider accepted the job (async answers wait for this).
     #[serde(skip)]
     pub accepted: bool,
@@ -122,6 +128,18 @@ impl JobUpdates {
         if let Err(e) = self.store.set_job_upstream(&job_id, upstream_id).await {
             tracing::warn!("cannot store the upstream id of a media job: {e:#}");
         }
+    }
+
+    /// The instance the job runs on.
+    pub fn instance(&self, name: &str) {
+        let name = name.to_string();
+        self.change(|v| v.instance = Some(name));
+    }
+
+    /// Something the caller should know about the job's course.
+    pub fn note(&self, text: &str) {
+        let text = text.to_string();
+        self.change(|v| v.note = Some(text));
     }
 
     /// The provider took the job.
@@ -192,6 +210,8 @@ pub struct JobManager {
     store: Store,
     files: FileStore,
     usage: UsageRecorder,
+    /// `media.resubmit_after_restart`.
+    resubmit: bool,
     live: Mutex<HashMap<String, Arc<JobEntry>>>,
     shutdown: CancellationToken,
 }
@@ -214,6 +234,8 @@ fn new_view(id: &str, spec: &ImageSpec, created_at: String) -> JobView {
         created_at,
         result: None,
         error: None,
+        instance: spec.instance.clone(),
+        note: None,
         accepted: false,
         seq: 0,
     }
@@ -224,12 +246,14 @@ impl JobManager {
         store: Store,
         files: FileStore,
         usage: UsageRecorder,
+        resubmit: bool,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             store,
             files,
             usage,
+            resubmit,
             live: Mutex::new(HashMap::new()),
             shutdown,
         }
@@ -291,6 +315,7 @@ impl JobManager {
                 spec,
                 resume_upstream,
                 stop: entry.stop.clone(),
+                resubmit: manager.resubmit,
             };
             manager.drive(entry, run, provider, ticket).await;
         });
@@ -353,9 +378,12 @@ impl JobManager {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if reason.is_some() {
-            let upstream = entry.view.borrow().upstream_id.clone();
+            let (upstream, instance) = {
+                let v = entry.view.borrow();
+                (v.upstream_id.clone(), v.instance.clone())
+            };
             if let Some(up) = upstream {
-                if let Err(e) = provider.cancel(&up).await {
+                if let Err(e) = provider.cancel(&up, instance.as_deref()).await {
                     tracing::warn!(job = %run.job_id, "cannot cancel the job upstream: {e}");
                 }
             }

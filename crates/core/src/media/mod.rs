@@ -86,6 +86,9 @@ impl MediaGateway {
             Some(p) => p.clone(),
             None => providers::mock::build("mock", &builtin_mock_config())?,
         };
+        for p in providers.values() {
+            p.attach(links.board.clone(), links.shutdown.clone());
+        }
         let files = FileStore::new(data_dir, store.clone())?;
         Ok(Self {
             providers,
@@ -94,6 +97,7 @@ impl MediaGateway {
                 store,
                 files,
                 links.usage.clone(),
+                config.media.resubmit_after_restart,
                 links.shutdown.clone(),
             )),
             work: crate::work::WorkLimiter::new(
@@ -270,6 +274,16 @@ impl MediaGateway {
                 ),
             },
         )?;
+        // Parameters the workflow does not have are not reported as used.
+        let mut spec = spec;
+        if let Some(wf) = provider.workflows().get(&spec.workflow) {
+            if !wf.parameters.contains_key("steps") {
+                spec.steps = None;
+            }
+            if !wf.parameters.contains_key("cfg") {
+                spec.cfg = None;
+            }
+        }
         *spec_seen = Some(spec.clone());
         if provider.workflows().get(&spec.workflow).is_none() {
             return Err(Error::validation(
@@ -288,7 +302,8 @@ impl MediaGateway {
             )
             .with("provider", provider.name()));
         }
-        provider.prepare(&spec).await?;
+        let mut spec = spec;
+        spec.instance = provider.prepare(&spec).await?;
         let ticket = self.work.reserve().map_err(|o| {
             Error::new(
                 ErrorKind::Overloaded,
@@ -347,9 +362,10 @@ impl MediaGateway {
         for (name, p) in &self.providers {
             let mut h = p.health().await;
             if let Some(reason) = self.links.board.down_reason(name) {
-                h.status = HealthStatus::Unhealthy;
+                h.status = HealthStatus::Unavailable;
                 h.error = Some(reason);
             }
+            h.instances = p.instances().into_iter().collect();
             providers.insert(name.clone(), h);
         }
         let active = match mode {
@@ -381,6 +397,7 @@ impl MediaGateway {
     /// workflows and the kind/task tables.
     pub async fn models(&self) -> views::MediaModels {
         use views::{ModelsStatus, ProviderModels, WorkflowInfo};
+        let mock_mode = self.links.runtime.mode() == GeneratorMode::Mock;
         let mut models = Vec::new();
         let mut providers = BTreeMap::new();
         for (name, p) in &self.providers {
@@ -404,7 +421,10 @@ impl MediaGateway {
             } else {
                 match p.models().await {
                     Ok(list) => {
-                        models.extend(list.iter().cloned());
+                        // In live mode the mock's model is not one the caller can use.
+                        if mock_mode || p.kind() != "mock" {
+                            models.extend(list.iter().cloned());
+                        }
                         ProviderModels {
                             status: ModelsStatus::Ok,
                             models: Some(list),

@@ -7,6 +7,7 @@ use super::error::Error;
 use super::jobs::JobUpdates;
 use super::workflows::Workflows;
 use crate::config::MediaProviderConfig;
+use crate::runtime::ProviderBoard;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
@@ -41,6 +42,9 @@ pub struct ImageSpec {
     /// Who asked (for the usage row written when the job ends).
     pub caller: String,
     pub key_id: Option<String>,
+    /// The provider instance the job runs on (pinned for progress, cancel and recovery).
+    #[serde(default)]
+    pub instance: Option<String>,
 }
 
 /// One image a provider produced.
@@ -62,6 +66,8 @@ pub struct JobRun {
     /// Cancelled when the job is cancelled or times out: work done locally (the mock's
     /// drawing) checks it and stops.
     pub stop: tokio_util::sync::CancellationToken,
+    /// Submit once more when the provider restarted and lost the job.
+    pub resubmit: bool,
 }
 
 pub use super::views::ModelInfo;
@@ -76,13 +82,20 @@ pub trait MediaProvider: Send + Sync {
     /// Cheap health (never generates anything).
     async fn health(&self) -> super::views::ProviderHealth;
     async fn models(&self) -> Result<Vec<ModelInfo>, Error>;
-    /// Checks that can fail fast, before a job exists (reachable, workflow valid, model present).
-    async fn prepare(&self, spec: &ImageSpec) -> Result<(), Error>;
+    /// Checks that can fail fast, before a job exists (reachable, workflow valid, model
+    /// present). Returns the instance the job should run on, when the provider has several.
+    async fn prepare(&self, spec: &ImageSpec) -> Result<Option<String>, Error>;
     /// Run (or resume) one job to its end, reporting state through `updates`.
     /// Dropping the future stops following the job; it does not cancel it upstream.
     async fn run(&self, job: &JobRun, updates: &JobUpdates) -> Result<Vec<GeneratedImage>, Error>;
     /// Remove a job from the upstream queue, or interrupt it when it is running.
-    async fn cancel(&self, upstream_id: &str) -> Result<(), Error>;
+    async fn cancel(&self, upstream_id: &str, instance: Option<&str>) -> Result<(), Error>;
+    /// Start background work (probes) and see the supervisor's view of services.
+    fn attach(&self, _board: Arc<ProviderBoard>, _shutdown: tokio_util::sync::CancellationToken) {}
+    /// Each instance's state (breaker, queue, last probe), for health answers.
+    fn instances(&self) -> Vec<(String, crate::resilience::pool::InstanceView)> {
+        Vec::new()
+    }
 }
 
 pub type SharedProvider = Arc<dyn MediaProvider>;

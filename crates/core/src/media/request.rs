@@ -247,6 +247,7 @@ pub fn resolve(req: &GenerateRequest, ctx: ResolveContext<'_>) -> Result<ImageSp
         client_id: uuid::Uuid::new_v4().simple().to_string(),
         caller: ctx.caller,
         key_id: ctx.key_id,
+        instance: None,
     })
 }
 

@@ -26,6 +26,9 @@ pub struct ProviderHealth {
     pub error: Option<String>,
     /// The supervised services backing it (filled in by the caller that knows them).
     pub services: Vec<BackingService>,
+    /// Each instance: breaker, queue, last probe (answered from memory).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub instances: BTreeMap<String, crate::resilience::pool::InstanceView>,
 }
 
 impl ProviderHealth {
@@ -39,6 +42,7 @@ impl ProviderHealth {
             model: None,
             error: None,
             services: Vec::new(),
+            instances: BTreeMap::new(),
         }
     }
 }

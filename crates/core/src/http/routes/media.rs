@@ -21,7 +21,7 @@ use futures::Stream;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::convert::Infallible;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const FILES_PATH: &str = "/api/v1/media/files/";
 const JOBS_PATH: &str = "/api/v1/media/jobs/";
@@ -119,7 +119,8 @@ async fn generate_inner(
         }
         return resp;
     }
-    match render_result(&state, &spec, &view, &base, return_base64, started).await {
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match render_result(&state, &spec, &view, &base, return_base64, latency_ms).await {
         Ok(body) => Json(body).into_response(),
         Err(e) => e.into_response(),
     }
@@ -132,7 +133,7 @@ async fn render_result(
     view: &JobView,
     base: &str,
     return_base64: bool,
-    started: Instant,
+    latency_ms: f64,
 ) -> ApiResult<MediaAnswer> {
     let base64 = if return_base64 {
         let mut all = Vec::new();
@@ -153,13 +154,16 @@ async fn render_result(
         None
     };
     let url_of = |id: &str| file_url(state, base, id);
-    Ok(MediaAnswer::new(
-        spec,
-        view,
-        &url_of,
-        base64,
-        started.elapsed().as_secs_f64() * 1000.0,
-    ))
+    Ok(MediaAnswer::new(spec, view, &url_of, base64, latency_ms))
+}
+
+/// How long a stored job took, from its creation to its last change.
+fn job_latency_ms(view: &JobView) -> f64 {
+    let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).ok();
+    match (t(&view.created_at), t(&view.updated_at)) {
+        (Some(a), Some(b)) => (b - a).num_milliseconds().max(0) as f64,
+        _ => 0.0,
+    }
 }
 
 /// A job as the API shows it: state, and the rendered result or error.
@@ -174,7 +178,7 @@ async fn job_body(state: &SharedState, view: &JobView, base: &str) -> Value {
     if view.status == JobStatus::Succeeded {
         if let Some(spec) = state.media.job_spec(&view.job_id).await {
             if let Ok(Value::Object(r)) =
-                render_result(state, &spec, view, base, false, Instant::now())
+                render_result(state, &spec, view, base, false, job_latency_ms(view))
                     .await
                     .map(|a| serde_json::to_value(a).unwrap_or_default())
             {

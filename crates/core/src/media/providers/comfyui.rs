@@ -2,11 +2,19 @@
 //! queueing, `POST /prompt` with our own client and prompt ids, progress from the
 //! `/ws` socket (end = `executing` with `node: null`, sent after history is written),
 //! `/history` polling when the socket drops, outputs through `/view`.
+//!
+//! A provider is a set of instances (`base_url` is one, named `main`); a job goes to
+//! the instance with the shortest queue and stays pinned to it. A job survives its
+//! socket dropping (reconnect, poll) and ComfyUI restarting (which empties its queue
+//! and history: the job is submitted once more, same workflow and seed), within
+//! `recovery_grace_s`. Every call has a short limit, so a hung ComfyUI answers
+//! PROVIDER_UNAVAILABLE within seconds, and once its breaker opens, at once.
 
 use super::comfyui_client::{
-    execution_error, images_in, next_json, outcome_of, ComfyClient, HistoryOutcome, ImageRef,
-    QueueState, WsStream,
+    execution_error, images_in, next_json, outcome_of, ClientTimeouts, ComfyClient, HistoryOutcome,
+    ImageRef, QueueState, WsStream,
 };
+use super::comfyui_graph::{param_values, validate_graph};
 use crate::config::MediaProviderConfig;
 use crate::gateway::HealthStatus;
 use crate::media::error::{Error, ErrorKind};
@@ -16,186 +24,64 @@ use crate::media::provider::{
     GeneratedImage, ImageSpec, JobRun, MediaProvider, ModelInfo, SharedProvider,
 };
 use crate::media::views::{Device, ProviderHealth};
-use crate::media::workflows::{ParamValues, Workflows};
+use crate::media::workflows::Workflows;
+use crate::resilience::pool::{probe_once, InstanceView, Preference};
+use crate::resilience::{Instance, Outcome, PickError, Pool, ProbeError, ProbeFacts};
+use crate::runtime::ProviderBoard;
+use futures::future::BoxFuture;
+use futures::FutureExt;
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 pub struct ComfyUiProvider {
     name: String,
     config: MediaProviderConfig,
     workflows: Workflows,
-    client: ComfyClient,
+    pool: Arc<Pool>,
+    /// One client per instance, in the pool's order.
+    clients: Vec<Arc<ComfyClient>>,
+    /// The last model lists that could be read, answered with their age when ComfyUI is sick.
+    models_seen: Mutex<Option<(Instant, Vec<ModelInfo>)>>,
+    probe_every: Duration,
 }
 
 pub fn build(name: &str, config: &MediaProviderConfig) -> anyhow::Result<SharedProvider> {
-    let base = config.base_url.clone().ok_or_else(|| {
-        anyhow::anyhow!("media.providers.{name}.base_url is required for kind comfyui")
-    })?;
+    let specs = config
+        .resilience
+        .instances(config.base_url.as_deref(), &config.instances);
+    if specs.is_empty() {
+        anyhow::bail!("media.providers.{name} needs a base_url or [[instances]] (kind comfyui)");
+    }
     let (workflows, problems) = Workflows::load(config.workflow_dir.as_deref());
     for p in problems {
         tracing::warn!(provider = name, "{p}");
     }
+    let timeouts = ClientTimeouts {
+        connect: Duration::from_millis(config.connect_timeout_ms),
+        control: Duration::from_millis(config.control_timeout_ms),
+        transfer: Duration::from_millis(config.control_timeout_ms * 10),
+    };
+    let ttl = Duration::from_secs(config.object_info_ttl_s);
+    let clients = specs
+        .iter()
+        .map(|s| ComfyClient::new(name, &s.url, ttl, timeouts).map(Arc::new))
+        .collect::<anyhow::Result<_>>()?;
+    // ComfyUI queues prompts itself: the pool only chooses and guards instances.
+    let mut resilience = config.resilience.clone();
+    resilience.max_concurrent = 0;
+    let specs = resilience.instances(config.base_url.as_deref(), &config.instances);
     Ok(Arc::new(ComfyUiProvider {
         name: name.to_string(),
-        client: ComfyClient::new(name, &base, Duration::from_secs(config.object_info_ttl_s))?,
         config: config.clone(),
         workflows,
+        pool: Arc::new(Pool::new(name, specs, config.resilience.breaker())),
+        clients,
+        models_seen: Mutex::default(),
+        probe_every: Duration::from_millis(config.resilience.probe_interval_ms.max(100)),
     }))
-}
-
-/// Inputs that name a model file: a value missing from their list is `MODEL_NOT_FOUND`.
-pub fn is_model_input(input: &str) -> bool {
-    input == "ckpt_name"
-        || input.ends_with("_name")
-            && [
-                "lora",
-                "vae",
-                "unet",
-                "clip",
-                "control_net",
-                "model",
-                "upscale",
-                "style",
-                "gligen",
-                "hypernetwork",
-            ]
-            .iter()
-            .any(|k| input.starts_with(k))
-        || input.starts_with("clip_name")
-}
-
-/// The values a spec puts into its workflow.
-pub fn param_values(spec: &ImageSpec, default_checkpoint: Option<&str>) -> ParamValues {
-    ParamValues {
-        prompt: Some(spec.prompt.clone()),
-        negative_prompt: spec.negative_prompt.clone(),
-        width: Some(spec.width),
-        height: Some(spec.height),
-        seed: Some(spec.seed),
-        steps: spec.steps,
-        cfg: spec.cfg,
-        checkpoint: spec
-            .checkpoint
-            .clone()
-            .or_else(|| default_checkpoint.map(str::to_string)),
-        batch_size: Some(spec.count.max(1)),
-    }
-}
-
-/// The allowed values of a COMBO input spec (old `[[...], {...}]` and new `["COMBO", {options}]`).
-fn combo_options(spec: &Value) -> Option<Vec<&Value>> {
-    let first = spec.get(0)?;
-    if let Some(list) = first.as_array() {
-        return Some(list.iter().collect());
-    }
-    if first.as_str() == Some("COMBO") {
-        return spec
-            .get(1)
-            .and_then(|o| o.get("options"))
-            .and_then(Value::as_array)
-            .map(|l| l.iter().collect());
-    }
-    None
-}
-
-fn is_link(v: &Value) -> bool {
-    v.as_array()
-        .is_some_and(|a| a.len() == 2 && a[0].is_string() && a[1].is_u64())
-}
-
-/// Check a graph against ComfyUI's node catalogue: every node type installed, every
-/// required input given, every model file present.
-pub fn validate_graph(
-    graph: &Map<String, Value>,
-    object_info: &Map<String, Value>,
-    provider: &str,
-) -> Result<(), Error> {
-    let invalid = |node: &str, class: &str, msg: String| {
-        Error::new(
-            ErrorKind::WorkflowInvalid,
-            format!("node {node} ({class}): {msg}"),
-        )
-        .with("provider", provider)
-        .with("node_id", node)
-        .with("class_type", class)
-    };
-    for (id, node) in graph {
-        let class = node.get("class_type").and_then(Value::as_str).unwrap_or("");
-        let Some(info) = object_info.get(class) else {
-            return Err(invalid(
-                id,
-                class,
-                format!("node type {class:?} is not installed in ComfyUI (missing custom node?)"),
-            ));
-        };
-        let inputs = node
-            .get("inputs")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
-        let required = info.pointer("/input/required").and_then(Value::as_object);
-        let optional = info.pointer("/input/optional").and_then(Value::as_object);
-        for (name, _) in required.into_iter().flatten() {
-            if !inputs.contains_key(name) {
-                return Err(
-                    invalid(id, class, format!("required input {name:?} is missing"))
-                        .with("input", name.as_str()),
-                );
-            }
-        }
-        for (name, value) in &inputs {
-            if is_link(value) {
-                let target = value[0].as_str().unwrap_or("");
-                if !graph.contains_key(target) {
-                    return Err(invalid(
-                        id,
-                        class,
-                        format!(
-                            "input {name:?} links to node {target:?}, which is not in the workflow"
-                        ),
-                    )
-                    .with("input", name.as_str()));
-                }
-                continue;
-            }
-            let spec = required
-                .and_then(|r| r.get(name))
-                .or_else(|| optional.and_then(|o| o.get(name)));
-            let Some(options) = spec.and_then(combo_options) else {
-                continue;
-            };
-            if options.contains(&value) {
-                continue;
-            }
-            let shown: Vec<String> = options
-                .iter()
-                .take(20)
-                .map(std::string::ToString::to_string)
-                .collect();
-            if is_model_input(name) {
-                return Err(Error::new(ErrorKind::ModelNotFound,
-                    format!(
-                        "node {id} ({class}): {name} {value} is not installed in ComfyUI (available: {})",
-                        if shown.is_empty() { "none".to_string() } else { shown.join(", ") }
-                    ),
-                )
-                .with("provider", provider)
-                .with("node_id", id.as_str())
-                .with("class_type", class)
-                .with("input", name.as_str())
-                .with("model", value.clone()));
-            }
-            return Err(invalid(
-                id,
-                class,
-                format!("{name} {value} is not one of {}", shown.join(", ")),
-            )
-            .with("input", name.as_str()));
-        }
-    }
-    Ok(())
 }
 
 /// Progress from ComfyUI's per-node states.
@@ -218,7 +104,52 @@ impl Progress {
     }
 }
 
+/// Where a prompt stands when looked at without the socket.
+enum Look {
+    Ended(HistoryOutcome),
+    Waiting,
+    /// Neither queued nor in the history: ComfyUI restarted or its queue was cleared.
+    Gone,
+}
+
+/// What `follow` needs to resubmit a job ComfyUI lost.
+struct Submission<'a> {
+    graph: &'a Map<String, Value>,
+    client_id: &'a str,
+    resubmit: bool,
+}
+
+fn breaker_outcome(e: &Error) -> Outcome {
+    match e.kind {
+        ErrorKind::Unavailable
+            if e.details.get("timed_out").and_then(Value::as_bool) == Some(true) =>
+        {
+            Outcome::Timeout
+        }
+        ErrorKind::Unavailable => Outcome::ConnectFailure,
+        ErrorKind::Provider => Outcome::ServerError,
+        _ => Outcome::ClientError,
+    }
+}
+
 impl ComfyUiProvider {
+    fn instance(&self, name: &str) -> Option<(Arc<Instance>, Arc<ComfyClient>)> {
+        let i = self
+            .pool
+            .instances
+            .iter()
+            .position(|i| i.spec.name == name)?;
+        Some((self.pool.instances[i].clone(), self.clients[i].clone()))
+    }
+
+    /// Tell the instance's breaker what a call found.
+    fn observe<T>(&self, inst: &Instance, r: &Result<T, Error>) {
+        match r {
+            Ok(_) => inst.report(Outcome::Success, "answered"),
+            Err(e) => inst.report(breaker_outcome(e), &e.message),
+        }
+    }
+
     fn graph_for(&self, spec: &ImageSpec) -> Result<Map<String, Value>, Error> {
         let wf = self.workflows.get(&spec.workflow).ok_or_else(|| {
             Error::new(
@@ -232,66 +163,183 @@ impl ComfyUiProvider {
             .0)
     }
 
-    async fn check_history(&self, prompt_id: &str) -> Result<Option<HistoryOutcome>, Error> {
-        Ok(self
-            .client
+    /// The instance for a new job: healthy, then the shortest queue.
+    async fn choose(&self) -> Result<(Arc<Instance>, Arc<ComfyClient>), Error> {
+        let prefer: Preference<'_> =
+            &|i: &Instance| u8::try_from(i.facts().queue_len.unwrap_or(0).min(250)).unwrap_or(250);
+        let deadline = Instant::now() + Duration::from_millis(self.config.control_timeout_ms);
+        let lease = self.pool.acquire(prefer, deadline).await.map_err(|e| {
+            let (message, retry) = match e {
+                PickError::Unavailable {
+                    reason,
+                    retry_after,
+                } => (reason, retry_after),
+                PickError::Overloaded {
+                    reason,
+                    retry_after,
+                } => (reason, Some(retry_after)),
+            };
+            let mut err = Error::new(
+                ErrorKind::Unavailable,
+                format!("no instance of {} can take the job: {message}", self.name),
+            )
+            .with("provider", self.name.clone());
+            if let Some(r) = retry {
+                err = err.with("retry_after_s", r.as_secs().max(1));
+            }
+            err
+        })?;
+        let name = lease.instance.spec.name.clone();
+        // The choice is made; the job's calls report on the instance themselves.
+        lease.report(Outcome::ClientError, "chosen");
+        self.instance(&name)
+            .ok_or_else(|| Error::internal(format!("instance {name} vanished")))
+    }
+
+    async fn check_history(
+        &self,
+        client: &ComfyClient,
+        prompt_id: &str,
+    ) -> Result<Option<HistoryOutcome>, Error> {
+        Ok(client
             .history(prompt_id)
             .await?
             .and_then(|e| outcome_of(&e, &self.name)))
     }
 
-    /// One look without the socket: the outcome if the prompt ended, its queue place
-    /// otherwise, and `JOB_LOST` when ComfyUI knows nothing of it any more.
-    async fn poll_once(
+    /// One look without the socket.
+    async fn look(
         &self,
+        client: &ComfyClient,
         prompt_id: &str,
         updates: &JobUpdates,
-    ) -> Result<Option<HistoryOutcome>, Error> {
-        if let Some(o) = self.check_history(prompt_id).await? {
-            return Ok(Some(o));
+    ) -> Result<Look, Error> {
+        if let Some(o) = self.check_history(client, prompt_id).await? {
+            return Ok(Look::Ended(o));
         }
-        match self.client.queue_state(prompt_id).await? {
+        match client.queue_state(prompt_id).await? {
             QueueState::Running => updates.running().await,
             QueueState::Pending(p) => updates.queue_position(Some(p)),
             QueueState::Absent => {
                 // It may have finished between the two calls.
-                if let Some(o) = self.check_history(prompt_id).await? {
-                    return Ok(Some(o));
+                if let Some(o) = self.check_history(client, prompt_id).await? {
+                    return Ok(Look::Ended(o));
                 }
-                return Err(Error::new(ErrorKind::JobLost,
-                    format!("ComfyUI no longer knows prompt {prompt_id}: it is neither queued nor in its history (was ComfyUI restarted or its queue cleared?)"),
-                )
-                .with("provider", self.name.clone())
-                .with("prompt_id", prompt_id));
+                return Ok(Look::Gone);
             }
         }
-        Ok(None)
+        Ok(Look::Waiting)
     }
 
-    /// Follow the prompt until it ends, over the socket while it lasts, then by polling.
+    fn lost(&self, prompt_id: &str, why: &str) -> Error {
+        Error::new(
+            ErrorKind::JobLost,
+            format!("ComfyUI lost prompt {prompt_id}: {why}"),
+        )
+        .with("provider", self.name.clone())
+        .with("prompt_id", prompt_id)
+    }
+
+    /// Submit the graph under a prompt id chosen here (stored first, so a restart finds
+    /// it). A submit that times out is looked up by that id and removed, so no orphan
+    /// runs on for nobody.
+    async fn submit(
+        &self,
+        inst: &Arc<Instance>,
+        client: &Arc<ComfyClient>,
+        graph: &Map<String, Value>,
+        client_id: &str,
+        updates: &JobUpdates,
+    ) -> Result<String, Error> {
+        let id = uuid::Uuid::new_v4().to_string();
+        updates.upstream(&id).await;
+        let submitted = client.queue_prompt(graph, client_id, &id).await;
+        self.observe(inst, &submitted);
+        if let Err(e) = &submitted {
+            if breaker_outcome(e) == Outcome::Timeout {
+                let (client, orphan) = (client.clone(), id.clone());
+                tokio::spawn(async move {
+                    let _ = client.delete_from_queue(&orphan).await;
+                    if client.queue_state(&orphan).await.ok() == Some(QueueState::Running) {
+                        let _ = client.interrupt(&orphan).await;
+                    }
+                });
+            }
+        }
+        submitted.map(|_| id)
+    }
+
+    /// Follow the prompt until it ends: over the socket while it lasts, reconnecting and
+    /// polling when it drops, resubmitting once when ComfyUI restarted and forgot it.
+    #[allow(clippy::too_many_lines)]
     async fn follow(
         &self,
-        prompt_id: &str,
+        inst: &Arc<Instance>,
+        client: &Arc<ComfyClient>,
+        mut prompt_id: String,
         mut ws: Option<WsStream>,
         updates: &JobUpdates,
-        total_nodes: usize,
+        submission: &Submission<'_>,
     ) -> Result<HistoryOutcome, Error> {
         let poll = Duration::from_millis(self.config.poll_interval_ms.max(10));
+        let grace = Duration::from_secs_f64(self.config.recovery_grace_s.max(0.0));
         // With the socket up, still look at /history now and then, in case an event was missed.
         let quiet = (poll * 10).max(Duration::from_secs(5));
         let mut progress = Progress {
-            total: total_nodes,
+            total: submission.graph.len(),
             done: HashSet::new(),
             partial: HashMap::new(),
         };
         let mut seen_outputs: Vec<ImageRef> = Vec::new();
         let mut started = false;
+        let mut resubmitted = false;
+        // Since when ComfyUI has not answered (a restart, a crash): bounded by `grace`.
+        let mut unreachable_since: Option<Instant> = None;
         loop {
             let Some(sock) = ws.as_mut() else {
-                if let Some(o) = self.poll_once(prompt_id, updates).await? {
-                    return Ok(o);
+                let looked = self.look(client, &prompt_id, updates).await;
+                match looked {
+                    Ok(Look::Ended(o)) => return Ok(o),
+                    Ok(Look::Waiting) => unreachable_since = None,
+                    Ok(Look::Gone) if submission.resubmit && !resubmitted => {
+                        resubmitted = true;
+                        tracing::warn!(prompt_id, instance = %inst.label(), "ComfyUI forgot the prompt (restarted?): submitting it once more");
+                        updates.note("ComfyUI restarted and lost the job: submitted again (same workflow and seed)");
+                        prompt_id = self
+                            .submit(inst, client, submission.graph, submission.client_id, updates)
+                            .await?;
+                        unreachable_since = None;
+                    }
+                    Ok(Look::Gone) => {
+                        return Err(self.lost(
+                            &prompt_id,
+                            if resubmitted {
+                                "it was submitted again after a restart and lost again"
+                            } else {
+                                "it is neither queued nor in its history (was ComfyUI restarted or its queue cleared?); media.resubmit_after_restart is off"
+                            },
+                        ))
+                    }
+                    Err(e) if matches!(e.kind, ErrorKind::Unavailable) => {
+                        let since = *unreachable_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= grace {
+                            return Err(self.lost(
+                                &prompt_id,
+                                &format!(
+                                    "ComfyUI did not come back within {:.0} s ({})",
+                                    grace.as_secs_f64(),
+                                    e.message
+                                ),
+                            ));
+                        }
+                    }
+                    Err(e) => return Err(e),
                 }
                 tokio::time::sleep(poll).await;
+                // The socket gives progress again once ComfyUI answers.
+                if unreachable_since.is_none() {
+                    ws = client.connect_ws(submission.client_id).await.ok();
+                }
                 continue;
             };
             let msg = match tokio::time::timeout(quiet, next_json(sock)).await {
@@ -299,14 +347,17 @@ impl ComfyUiProvider {
                 Ok(Err(e)) => {
                     tracing::info!(
                         prompt_id,
-                        "ComfyUI progress socket dropped ({e}); polling /history"
+                        "ComfyUI progress socket dropped ({e}); reconnecting and polling /history"
                     );
                     ws = None;
                     continue;
                 }
                 Err(_) => {
-                    if let Some(o) = self.poll_once(prompt_id, updates).await? {
-                        return Ok(o);
+                    match self.look(client, &prompt_id, updates).await? {
+                        Look::Ended(o) => return Ok(o),
+                        Look::Waiting => {}
+                        // Let the socket-less path decide (resubmit or lost).
+                        Look::Gone => ws = None,
                     }
                     continue;
                 }
@@ -318,7 +369,7 @@ impl ComfyUiProvider {
                 continue;
             }
             match kind {
-                "status" if !started => match self.client.queue_state(prompt_id).await {
+                "status" if !started => match client.queue_state(&prompt_id).await {
                     Ok(QueueState::Pending(p)) => updates.queue_position(Some(p)),
                     Ok(QueueState::Running) => {
                         started = true;
@@ -388,9 +439,9 @@ impl ComfyUiProvider {
                         updates.running().await;
                         updates.progress(progress.fraction(), None, Some(node.to_string()));
                     }
-                    None if pid == Some(prompt_id) => {
+                    None if pid == Some(prompt_id.as_str()) => {
                         // The end: history is written before this message.
-                        return Ok(match self.check_history(prompt_id).await? {
+                        return Ok(match self.check_history(client, &prompt_id).await? {
                             Some(o) => o,
                             None => HistoryOutcome::Success(seen_outputs),
                         });
@@ -420,6 +471,7 @@ impl ComfyUiProvider {
 
     async fn fetch_outputs(
         &self,
+        client: &ComfyClient,
         refs: Vec<ImageRef>,
         spec: &ImageSpec,
     ) -> Result<Vec<GeneratedImage>, Error> {
@@ -435,7 +487,7 @@ impl ComfyUiProvider {
         }
         let mut out = Vec::new();
         for r in refs {
-            let (data, mime) = self.client.view(&r).await?;
+            let (data, mime) = client.view(&r).await?;
             let (width, height) = png_size(&data).unwrap_or((spec.width, spec.height));
             out.push(GeneratedImage {
                 data,
@@ -446,6 +498,70 @@ impl ComfyUiProvider {
             });
         }
         Ok(out)
+    }
+
+    async fn finish(
+        &self,
+        client: &ComfyClient,
+        outcome: HistoryOutcome,
+        spec: &ImageSpec,
+    ) -> Result<Vec<GeneratedImage>, Error> {
+        match outcome {
+            HistoryOutcome::Success(refs) => self.fetch_outputs(client, refs, spec).await,
+            HistoryOutcome::Error(e) => Err(e),
+            HistoryOutcome::Interrupted => Err(Error::new(
+                ErrorKind::GenerationFailed,
+                "ComfyUI interrupted the job (cancelled in ComfyUI itself?)",
+            )
+            .with("provider", self.name.clone())),
+        }
+    }
+
+    fn probe_fn(
+        &self,
+    ) -> Arc<
+        dyn Fn(Arc<Instance>) -> BoxFuture<'static, Result<ProbeFacts, ProbeError>> + Send + Sync,
+    > {
+        let clients: HashMap<String, Arc<ComfyClient>> = self
+            .pool
+            .instances
+            .iter()
+            .zip(&self.clients)
+            .map(|(i, c)| (i.spec.name.clone(), c.clone()))
+            .collect();
+        Arc::new(move |inst: Arc<Instance>| {
+            let client = clients.get(&inst.spec.name).cloned();
+            async move {
+                let Some(client) = client else {
+                    return Err(ProbeError::Failed("no client".into()));
+                };
+                let stats = client.system_stats().await.map_err(|e| {
+                    if breaker_outcome(&e) == Outcome::ServerError {
+                        ProbeError::Failed(e.message)
+                    } else {
+                        ProbeError::Unreachable(e.message)
+                    }
+                })?;
+                let queue_len = client.queue_len().await.ok();
+                Ok(ProbeFacts {
+                    version: stats
+                        .pointer("/system/comfyui_version")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                    loaded: None,
+                    installed: None,
+                    queue_len,
+                })
+            }
+            .boxed()
+        })
+    }
+
+    fn remember_models(&self, list: &[ModelInfo]) {
+        *self
+            .models_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), list.to_vec()));
     }
 }
 
@@ -468,49 +584,96 @@ impl MediaProvider for ComfyUiProvider {
     }
 
     async fn health(&self) -> ProviderHealth {
-        let base = ProviderHealth {
-            base_url: Some(self.client.base_url().to_string()),
+        // Fresh enough (one and a half probe periods): answer from memory; otherwise
+        // look now, bounded by the control timeout. An open breaker is never waited on.
+        let probe = self.probe_fn();
+        let stale = self.pool.instances.iter().filter(|i| {
+            i.breaker().is_closed()
+                && i.facts()
+                    .probed_at
+                    .is_none_or(|t| t.elapsed() > self.probe_every * 3 / 2)
+        });
+        let timeout = Duration::from_millis(self.config.control_timeout_ms);
+        futures::future::join_all(stale.map(|i| probe_once(i, timeout, &probe))).await;
+        let first = &self.pool.instances[0];
+        let f = first.facts();
+        let up = f.probe_ok && first.breaker().is_closed();
+        let mut h = ProviderHealth {
+            base_url: Some(first.spec.url.clone()),
             ..ProviderHealth::healthy("comfyui")
         };
-        match self.client.system_stats().await {
-            Ok(stats) => {
+        if up {
+            // Devices come from a fresh /system_stats when the instance is up.
+            if let Ok(stats) = self.clients[0].system_stats().await {
                 let field = |x: &Value, k: &str| x.get(k).cloned().unwrap_or(Value::Null);
-                ProviderHealth {
-                    version: Some(
-                        stats
-                            .pointer("/system/comfyui_version")
-                            .cloned()
-                            .unwrap_or(Value::Null),
-                    ),
-                    devices: stats.get("devices").and_then(Value::as_array).map(|d| {
-                        d.iter()
-                            .map(|x| Device {
-                                name: field(x, "name"),
-                                kind: field(x, "type"),
-                                vram_total: field(x, "vram_total"),
-                                vram_free: field(x, "vram_free"),
-                            })
-                            .collect()
-                    }),
-                    ..base
-                }
+                h.version = Some(
+                    stats
+                        .pointer("/system/comfyui_version")
+                        .cloned()
+                        .unwrap_or(Value::Null),
+                );
+                h.devices = stats.get("devices").and_then(Value::as_array).map(|d| {
+                    d.iter()
+                        .map(|x| Device {
+                            name: field(x, "name"),
+                            kind: field(x, "type"),
+                            vram_total: field(x, "vram_total"),
+                            vram_free: field(x, "vram_free"),
+                        })
+                        .collect()
+                });
             }
-            Err(e) => ProviderHealth {
-                status: HealthStatus::Unhealthy,
-                error: Some(e),
-                ..base
-            },
         }
+        let any_up = self
+            .pool
+            .instances
+            .iter()
+            .any(|i| i.facts().probe_ok && i.breaker().is_closed());
+        if !any_up {
+            h.status = HealthStatus::Unavailable;
+            h.error = Some(
+                self.pool
+                    .instances
+                    .iter()
+                    .filter_map(|i| i.facts().probe_error.or_else(|| i.last_error()))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            );
+        }
+        h
     }
 
     async fn models(&self) -> Result<Vec<ModelInfo>, Error> {
+        let usable = self
+            .pool
+            .instances
+            .iter()
+            .position(|i| i.breaker().is_closed());
+        let Some(i) = usable else {
+            // Sick: what was last seen, rather than waiting on it.
+            if let Some((_, list)) = self
+                .models_seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+            {
+                return Ok(list);
+            }
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                format!("no instance of {} answers (breaker open)", self.name),
+            ));
+        };
+        let client = &self.clients[i];
         let mut out = Vec::new();
         for (folder, kind) in [
             ("checkpoints", "checkpoint"),
             ("loras", "lora"),
             ("vae", "vae"),
         ] {
-            for name in self.client.models(folder).await?.unwrap_or_default() {
+            let listed = client.models(folder).await;
+            self.observe(&self.pool.instances[i], &listed);
+            for name in listed?.unwrap_or_default() {
                 out.push(ModelInfo {
                     name,
                     model_type: kind.into(),
@@ -518,84 +681,102 @@ impl MediaProvider for ComfyUiProvider {
                 });
             }
         }
+        self.remember_models(&out);
         Ok(out)
     }
 
-    async fn prepare(&self, spec: &ImageSpec) -> Result<(), Error> {
+    async fn prepare(&self, spec: &ImageSpec) -> Result<Option<String>, Error> {
         let graph = self.graph_for(spec)?;
-        let (info, age) = self.client.object_info(false).await?;
-        match validate_graph(&graph, &info, &self.name) {
-            // A model or custom node may have been added since the catalogue was cached.
-            Err(_) if age > Duration::ZERO => {
-                let (info, _) = self.client.object_info(true).await?;
-                validate_graph(&graph, &info, &self.name)
-            }
-            r => r,
-        }
+        let (inst, client) = self.choose().await?;
+        let classes: Vec<&str> = graph
+            .values()
+            .filter_map(|n| n.get("class_type").and_then(Value::as_str))
+            .collect();
+        let info = client.object_info(&classes).await;
+        self.observe(&inst, &info);
+        validate_graph(&graph, info?.as_ref(), &self.name)?;
+        Ok(Some(inst.spec.name.clone()))
     }
 
     async fn run(&self, job: &JobRun, updates: &JobUpdates) -> Result<Vec<GeneratedImage>, Error> {
         let spec = &job.spec;
         let graph = self.graph_for(spec)?;
+        // Pinned to the instance it was prepared on (or submitted to, before a restart).
+        let (inst, client) = match spec.instance.as_deref() {
+            Some(name) => self.instance(name).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::JobLost,
+                    format!("instance {name:?} of {} is no longer configured", self.name),
+                )
+                .with("provider", self.name.clone())
+            })?,
+            None => self.choose().await?,
+        };
+        updates.instance(&inst.spec.name);
         // Subscribe before queueing so no event is missed; without a socket we poll.
-        let ws = match self.client.connect_ws(&spec.client_id).await {
+        let ws = match client.connect_ws(&spec.client_id).await {
             Ok(ws) => Some(ws),
             Err(e) => {
                 tracing::info!(job = %job.job_id, "no ComfyUI progress socket ({e}); polling /history");
                 None
             }
         };
+        let submission = Submission {
+            graph: &graph,
+            client_id: &spec.client_id,
+            resubmit: job.resubmit,
+        };
         let prompt_id = match &job.resume_upstream {
             Some(id) => {
-                if let Some(o) = self.poll_once(id, updates).await? {
-                    return self.finish(o, spec).await;
+                if let Ok(Look::Ended(o)) = self.look(&client, id, updates).await {
+                    return self.finish(&client, o, spec).await;
                 }
                 id.clone()
             }
             None => {
-                let id = uuid::Uuid::new_v4().to_string();
-                // Stored before queueing: a crash right after still finds the prompt.
-                updates.upstream(&id).await;
-                self.client
-                    .queue_prompt(&graph, &spec.client_id, &id)
-                    .await?;
-                id
+                self.submit(&inst, &client, &graph, &spec.client_id, updates)
+                    .await?
             }
         };
-        match self.client.queue_state(&prompt_id).await? {
-            QueueState::Pending(p) => updates.queue_position(Some(p)),
-            QueueState::Running => updates.running().await,
-            QueueState::Absent => {}
+        match client.queue_state(&prompt_id).await {
+            Ok(QueueState::Pending(p)) => updates.queue_position(Some(p)),
+            Ok(QueueState::Running) => updates.running().await,
+            _ => {}
         }
         // After the queue place is known, so a 202 answer can carry it.
         updates.accepted();
-        let outcome = self.follow(&prompt_id, ws, updates, graph.len()).await?;
-        self.finish(outcome, spec).await
+        let outcome = self
+            .follow(&inst, &client, prompt_id, ws, updates, &submission)
+            .await?;
+        self.finish(&client, outcome, spec).await
     }
 
-    async fn cancel(&self, upstream_id: &str) -> Result<(), Error> {
-        self.client.delete_from_queue(upstream_id).await?;
-        if self.client.queue_state(upstream_id).await? == QueueState::Running {
-            self.client.interrupt(upstream_id).await?;
+    async fn cancel(&self, upstream_id: &str, instance: Option<&str>) -> Result<(), Error> {
+        let client = instance
+            .and_then(|n| self.instance(n))
+            .map_or_else(|| self.clients[0].clone(), |(_, c)| c);
+        client.delete_from_queue(upstream_id).await?;
+        if client.queue_state(upstream_id).await? == QueueState::Running {
+            client.interrupt(upstream_id).await?;
         }
         Ok(())
     }
-}
 
-impl ComfyUiProvider {
-    async fn finish(
-        &self,
-        outcome: HistoryOutcome,
-        spec: &ImageSpec,
-    ) -> Result<Vec<GeneratedImage>, Error> {
-        match outcome {
-            HistoryOutcome::Success(refs) => self.fetch_outputs(refs, spec).await,
-            HistoryOutcome::Error(e) => Err(e),
-            HistoryOutcome::Interrupted => Err(Error::new(
-                ErrorKind::GenerationFailed,
-                "ComfyUI interrupted the job (cancelled in ComfyUI itself?)",
-            )
-            .with("provider", self.name.clone())),
-        }
+    fn attach(&self, board: Arc<ProviderBoard>, shutdown: CancellationToken) {
+        self.pool.attach_board(board);
+        self.pool.spawn_prober(
+            self.probe_every,
+            Duration::from_millis(self.config.control_timeout_ms),
+            shutdown,
+            self.probe_fn(),
+        );
+    }
+
+    fn instances(&self) -> Vec<(String, InstanceView)> {
+        self.pool
+            .instances
+            .iter()
+            .map(|i| (i.spec.name.clone(), i.view()))
+            .collect()
     }
 }

@@ -14,11 +14,15 @@ use tokio_tungstenite::tungstenite::Message;
 pub type WsStream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Connection and per-call limits (submission and reads are quick; generation time is
-/// bounded by the job, not by one HTTP call).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-const HEALTH_CACHE: Duration = Duration::from_secs(3);
+/// Limits of one client: every call is a cheap control call (submission, reads), except
+/// fetching an image, which may be megabytes; generation time is bounded by the job.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientTimeouts {
+    pub connect: Duration,
+    pub control: Duration,
+    /// `/view` and `/object_info` (large answers).
+    pub transfer: Duration,
+}
 
 /// `/object_info`: node class name → its inputs and outputs.
 pub type NodeCatalogue = std::sync::Arc<Map<String, Value>>;
@@ -27,9 +31,11 @@ pub struct ComfyClient {
     provider: String,
     base: String,
     http: reqwest::Client,
+    timeouts: ClientTimeouts,
     object_info: Mutex<Option<(Instant, NodeCatalogue)>>,
     object_info_ttl: Duration,
-    health: Mutex<Option<(Instant, Result<Value, String>)>>,
+    /// One `/object_info` fetch at a time: concurrent requests wait for it.
+    object_info_fetch: tokio::sync::Mutex<()>,
 }
 
 /// Where a prompt is in ComfyUI's queue.
@@ -58,19 +64,30 @@ pub struct ImageRef {
 }
 
 impl ComfyClient {
-    pub fn new(provider: &str, base_url: &str, object_info_ttl: Duration) -> anyhow::Result<Self> {
+    pub fn new(
+        provider: &str,
+        base_url: &str,
+        object_info_ttl: Duration,
+        timeouts: ClientTimeouts,
+    ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
+            .connect_timeout(timeouts.connect)
+            .timeout(timeouts.control)
+            .tcp_nodelay(true)
             .build()?;
         Ok(Self {
             provider: provider.to_string(),
             base: base_url.trim_end_matches('/').to_string(),
             http,
+            timeouts,
             object_info: Mutex::new(None),
             object_info_ttl,
-            health: Mutex::new(None),
+            object_info_fetch: tokio::sync::Mutex::new(()),
         })
+    }
+
+    pub fn timeouts(&self) -> ClientTimeouts {
+        self.timeouts
     }
 
     pub fn base_url(&self) -> &str {
@@ -105,9 +122,14 @@ impl ComfyClient {
     }
 
     async fn get_json(&self, path: &str) -> Result<Value, Error> {
+        self.get_json_within(path, self.timeouts.control).await
+    }
+
+    async fn get_json_within(&self, path: &str, limit: Duration) -> Result<Value, Error> {
         let r = self
             .http
             .get(self.url(path))
+            .timeout(limit)
             .send()
             .await
             .map_err(|e| self.unavailable(&e))?;
@@ -133,42 +155,42 @@ impl ComfyClient {
         Ok((status, text))
     }
 
-    /// `/system_stats`, cached for a few seconds (health stays cheap).
-    pub async fn system_stats(&self) -> Result<Value, String> {
-        if let Some((at, v)) = &*self
-            .health
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-        {
-            if at.elapsed() < HEALTH_CACHE {
-                return v.clone();
-            }
-        }
-        let v = self.get_json("/system_stats").await.map_err(|e| e.message);
-        *self
-            .health
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((Instant::now(), v.clone()));
-        v
+    /// `/system_stats` (the cheap health probe).
+    pub async fn system_stats(&self) -> Result<Value, Error> {
+        self.get_json("/system_stats").await
     }
 
-    /// `/object_info` (every node class), cached; `fresh` forces a new fetch.
-    pub async fn object_info(
-        &self,
-        fresh: bool,
-    ) -> Result<(std::sync::Arc<Map<String, Value>>, Duration), Error> {
-        if !fresh {
-            if let Some((at, v)) = &*self
+    /// Prompts running and waiting (`/queue`), for choosing the least busy instance.
+    pub async fn queue_len(&self) -> Result<u32, Error> {
+        let v = self.get_json("/queue").await?;
+        let n = |k: &str| v.get(k).and_then(Value::as_array).map_or(0, Vec::len);
+        Ok((n("queue_running") + n("queue_pending")) as u32)
+    }
+
+    /// `/object_info` (every node class), cached for the TTL. `need` names classes a
+    /// workflow uses: when the cache lacks one (a custom node installed since), it is
+    /// fetched again, once for all callers waiting at that moment.
+    pub async fn object_info(&self, need: &[&str]) -> Result<NodeCatalogue, Error> {
+        let cached = |me: &Self| -> Option<NodeCatalogue> {
+            let guard = me
                 .object_info
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-            {
-                if at.elapsed() < self.object_info_ttl {
-                    return Ok((v.clone(), at.elapsed()));
-                }
-            }
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (at, v) = guard.as_ref()?;
+            let fresh = at.elapsed() < me.object_info_ttl;
+            (fresh && need.iter().all(|c| v.contains_key(*c))).then(|| v.clone())
+        };
+        if let Some(v) = cached(self) {
+            return Ok(v);
         }
-        let v = self.get_json("/object_info").await?;
+        let _one_at_a_time = self.object_info_fetch.lock().await;
+        // Someone else may have fetched it while we waited.
+        if let Some(v) = cached(self) {
+            return Ok(v);
+        }
+        let v = self
+            .get_json_within("/object_info", self.timeouts.transfer)
+            .await?;
         let Value::Object(map) = v else {
             return Err(self.upstream_error("GET /object_info (not an object)", 200, ""));
         };
@@ -178,7 +200,7 @@ impl ComfyClient {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) =
             Some((Instant::now(), map.clone()));
-        Ok((map, Duration::ZERO))
+        Ok(map)
     }
 
     /// Queue a graph. 400 answers become `WORKFLOW_INVALID` / `MODEL_NOT_FOUND` with
@@ -224,7 +246,7 @@ impl ComfyClient {
                         .and_then(Value::as_str)
                         .unwrap_or("");
                     if err.get("type").and_then(Value::as_str) == Some("value_not_in_list")
-                        && super::comfyui::is_model_input(input)
+                        && super::comfyui_graph::is_model_input(input)
                     {
                         let class = ne.get("class_type").and_then(Value::as_str).unwrap_or("?");
                         let value = err
@@ -339,6 +361,7 @@ impl ComfyClient {
         let r = self
             .http
             .get(self.url("/view"))
+            .timeout(self.timeouts.transfer)
             .query(&[
                 ("filename", img.filename.as_str()),
                 ("subfolder", img.subfolder.as_str()),
@@ -403,7 +426,7 @@ impl ComfyClient {
         };
         let url = format!("{ws_base}/ws?clientId={}", urlencode(client_id));
         match tokio::time::timeout(
-            CONNECT_TIMEOUT,
+            self.timeouts.connect + self.timeouts.control,
             tokio_tungstenite::connect_async(url.as_str()),
         )
         .await

@@ -69,14 +69,14 @@ impl MediaProvider for MockProvider {
         }])
     }
 
-    async fn prepare(&self, spec: &ImageSpec) -> Result<(), Error> {
+    async fn prepare(&self, spec: &ImageSpec) -> Result<Option<String>, Error> {
         if self.workflows.get(&spec.workflow).is_none() {
             return Err(Error::new(
                 ErrorKind::WorkflowInvalid,
                 format!("workflow {:?} does not exist", spec.workflow),
             ));
         }
-        Ok(())
+        Ok(None)
     }
 
     async fn run(&self, job: &JobRun, updates: &JobUpdates) -> Result<Vec<GeneratedImage>, Error> {
@@ -135,7 +135,7 @@ impl MediaProvider for MockProvider {
         Ok(images)
     }
 
-    async fn cancel(&self, _upstream_id: &str) -> Result<(), Error> {
+    async fn cancel(&self, _upstream_id: &str, _instance: Option<&str>) -> Result<(), Error> {
         Ok(())
     }
 }

@@ -2,4 +2,5 @@
 
 pub mod comfyui;
 pub mod comfyui_client;
+pub mod comfyui_graph;
 pub mod mock;
