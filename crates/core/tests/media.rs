@@ -344,7 +344,7 @@ async fn live_sync_generation_through_comfyui_and_same_shape_as_mock() {
         bytes,
         std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/comfyui/bodies/output.png"
+            "/../testkit/fixtures/comfyui/bodies/output.png"
         ))
         .unwrap()
     );

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/comfyui");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../testkit/fixtures/comfyui");
 
 pub fn fixture(rel: &str) -> Value {
     let text = std::fs::read_to_string(format!("{FIXTURES}/{rel}")).unwrap();
