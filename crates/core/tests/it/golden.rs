@@ -196,7 +196,7 @@ async fn exchange(
                 .collect(),
         )
     } else {
-        json!({"content_type": ct, "bytes": bytes.len() > 0})
+        json!({"content_type": ct, "bytes": !bytes.is_empty()})
     };
     let masked = json!({
         "request": {"method": method, "path": m.string(path), "body": body},
