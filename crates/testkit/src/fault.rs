@@ -274,10 +274,10 @@ impl FaultSlot {
         std::mem::replace(&mut *self.rule.lock().unwrap(), rule)
     }
 
-    /// Back to healthy if `fault` is still the one in force (a restart that is over).
-    pub(crate) fn clear_if(&self, fault: &Fault) {
+    /// Back to healthy if a restart is the rule in force: it is over.
+    pub(crate) fn end_restart(&self) {
         let mut rule = self.rule.lock().unwrap();
-        if rule.fault == *fault {
+        if matches!(rule.fault, Fault::Restart { .. }) {
             *rule = FaultRule::default();
         }
     }

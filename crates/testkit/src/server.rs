@@ -263,12 +263,14 @@ async fn accept_loop(
                     Some(Command::Down { down_for, ack }) => break (down_for, ack),
                     Some(Command::Up { ack }) => { let _ = ack.send(()); }
                 },
-                accepted = listener.accept() => {
-                    if let Ok((stream, _)) = accepted {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
                         let cancel = shared.connections.lock().unwrap().clone();
                         tokio::spawn(connection(shared.clone(), router.clone(), stream, cancel));
                     }
-                }
+                    // Out of file descriptors and the like: let it pass rather than spin.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                },
             }
         };
         drop(listener);
@@ -279,7 +281,7 @@ async fn accept_loop(
         let _ = ack.send(());
 
         // Down: refuse until cleared, or until the restart's downtime is over.
-        let mut waiting = Vec::new();
+        let mut up_requested = None;
         let mut deadline = down_for.map(|d| tokio::time::Instant::now() + d);
         loop {
             let downtime = async {
@@ -292,7 +294,7 @@ async fn accept_loop(
                 _ = downtime => break,
                 command = commands.recv() => match command {
                     None => return,
-                    Some(Command::Up { ack }) => { waiting.push(ack); break; }
+                    Some(Command::Up { ack }) => { up_requested = Some(ack); break; }
                     Some(Command::Down { down_for, ack }) => {
                         deadline = down_for.map(|d| tokio::time::Instant::now() + d);
                         if down_for.is_some() {
@@ -305,11 +307,8 @@ async fn accept_loop(
         }
         listener = bind_again(shared.addr).await;
         // A restart is over once the port listens again.
-        let fault = shared.slot.current().fault;
-        if matches!(fault, Fault::Restart { .. }) {
-            shared.slot.clear_if(&fault);
-        }
-        for ack in waiting {
+        shared.slot.end_restart();
+        if let Some(ack) = up_requested {
             let _ = ack.send(());
         }
     }
@@ -358,11 +357,9 @@ async fn connection(
             }
         })
     };
-    let serving = Box::pin(
-        hyper::server::conn::http1::Builder::new()
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades(),
-    );
+    let serving = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
     let reset_requested = tokio::select! {
         _ = serving => false,
         _ = cancel.cancelled() => false,

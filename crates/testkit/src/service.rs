@@ -51,6 +51,15 @@ fn workspace_binary(package: &str, bin: &str) -> PathBuf {
         // Inside the workspace, whatever folder the test runs in.
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(Stdio::null());
+    // Run outside cargo (a bench executable started by hand), rustup would pick the
+    // toolchain from each dependency's folder (axum-macros pins a nightly there): keep
+    // the one that built the kit.
+    if let (None, Some(toolchain)) = (
+        std::env::var_os("RUSTUP_TOOLCHAIN"),
+        option_env!("RUSTUP_TOOLCHAIN"),
+    ) {
+        cmd.env("RUSTUP_TOOLCHAIN", toolchain);
+    }
     match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") | None => {}
         Some("release") => {
