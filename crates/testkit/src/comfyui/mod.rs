@@ -13,6 +13,7 @@
 //! [`Fault`]: crate::Fault
 
 mod multipart;
+mod picture;
 mod routes;
 mod worker;
 

@@ -304,13 +304,7 @@ async fn execute(inner: &Inner, item: &Item, epoch: u64) {
                 let bytes = if (w, h) == (64, 64) {
                     std::fs::read(fixture_path("bodies/output.png")).unwrap()
                 } else {
-                    sparklio_core::media::providers::mock::draw_png(
-                        w,
-                        h,
-                        &format!("comfy {pid} {b}"),
-                        n,
-                    )
-                    .unwrap()
+                    super::picture::draw(w, h, &format!("comfy {pid} {b}"), n)
                 };
                 inner.files.lock().unwrap().insert(filename.clone(), bytes);
                 images.push(json!({"filename": filename, "subfolder": "", "type": "output"}));
