@@ -56,23 +56,3 @@ fn param(line: &str, key: &str) -> Option<String> {
         (k == key).then(|| v.trim_matches('"').to_string())
     })
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_the_fields_and_the_file_of_a_form() {
-        let body = Bytes::from_static(
-            b"--XyZ\r\nContent-Disposition: form-data; name=\"image\"; filename=\"in.png\"\r\nContent-Type: image/png\r\n\r\n\x89PNG\r\n\x1a\n\r\n--XyZ\r\nContent-Disposition: form-data; name=\"overwrite\"\r\n\r\ntrue\r\n--XyZ--\r\n",
-        );
-        let parts = parse("multipart/form-data; boundary=XyZ", &body).unwrap();
-        assert_eq!(parts.len(), 2);
-        assert_eq!(parts[0].name, "image");
-        assert_eq!(parts[0].filename.as_deref(), Some("in.png"));
-        assert_eq!(&parts[0].data[..], b"\x89PNG\r\n\x1a\n");
-        assert_eq!(parts[1].name, "overwrite");
-        assert_eq!(&parts[1].data[..], b"true");
-        assert!(parse("application/json", &body).is_none());
-    }
-}

@@ -6,3 +6,4 @@ mod comfyui;
 mod faults;
 mod ollama;
 mod raw;
+mod rules;
