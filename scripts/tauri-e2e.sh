@@ -33,7 +33,7 @@ if [[ ! -x "$TAURI_DRIVER" ]]; then
 fi
 
 # Build the test (and the test service it supervises) outside Xvfb, then run it inside.
-cargo test -p sparklio-desk-e2e --test tray_app --no-run
+cargo test -p sparklio-desk-e2e --test it --no-run
 exec xvfb-run -a -s "-screen 0 1280x900x24 -nolisten tcp" \
     dbus-run-session -- \
-    cargo test -p sparklio-desk-e2e --test tray_app -- --ignored --nocapture
+    cargo test -p sparklio-desk-e2e --test it -- --ignored --nocapture tray_app::

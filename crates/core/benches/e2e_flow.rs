@@ -5,9 +5,6 @@
 //!
 //! Run: `cargo bench -p sparklio-desk-core --bench e2e_flow` (a few seconds).
 
-#[path = "support/app.rs"]
-mod support;
-
 use sparklio_core::client::{GatewayClient, Timeouts};
 use sparklio_core::flow::{self, FlowInput};
 use std::collections::BTreeMap;
@@ -30,7 +27,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let app = support::start_app(&dir, "", &[]).await;
+    let app = sparklio_testkit::app::start_app(&dir, "", &[]).await;
     let client = GatewayClient::new(
         format!("http://{}", app.addr),
         None,

@@ -4,13 +4,8 @@
 //! Run: `cargo bench -p sparklio-desk-core --bench llm_gateway` (about 30 s).
 //! Request counts are fixed (`ROUNDS`), so the runtime stays bounded.
 
-#[path = "../tests/support/ollama_double.rs"]
-mod ollama_double;
-#[path = "support/app.rs"]
-mod support;
-
-use ollama_double::OllamaDouble;
 use serde_json::{json, Value};
+use sparklio_testkit::OllamaDouble;
 use std::time::{Duration, Instant};
 
 /// Requests per measured series (after a warm-up of `WARMUP`).
@@ -30,7 +25,7 @@ async fn start_app(
     mode: &str,
 ) -> sparklio_core::RunningApp {
     let toml = format!("[llm.providers.ollama]\nbase_url = \"{base_url}\"\ntimeout_s = 30\n");
-    support::start_app(dir, &toml, &[("GENERATOR_MODE", mode)]).await
+    sparklio_testkit::app::start_app(dir, &toml, &[("GENERATOR_MODE", mode)]).await
 }
 
 /// Send `total` requests with `concurrency` in flight; per-request latencies in ms.

@@ -5,17 +5,12 @@
 //!
 //! Run: `cargo bench -p sparklio-desk-core --bench media_gateway`
 
-#[path = "../tests/support/comfyui_double.rs"]
-mod comfyui_double;
-#[path = "support/app.rs"]
-mod support;
-
-use comfyui_double::ComfyDouble;
 use serde_json::{json, Value};
+use sparklio_testkit::ComfyDouble;
 use std::time::{Duration, Instant};
 
 async fn start_app(dir: &tempfile::TempDir, mode: &str, toml: &str) -> sparklio_core::RunningApp {
-    support::start_app(dir, toml, &[("GENERATOR_MODE", mode)]).await
+    sparklio_testkit::app::start_app(dir, toml, &[("GENERATOR_MODE", mode)]).await
 }
 
 fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {

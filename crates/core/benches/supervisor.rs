@@ -7,62 +7,28 @@
 //! Run: `cargo bench -p sparklio-desk-core --bench supervisor`
 //! (builds `sparklio-test-service` in release mode first, as the tests do).
 
-#[path = "support/app.rs"]
-mod support;
-
 use sparklio_core::supervisor::events::Event;
-use std::net::TcpListener;
-use std::path::PathBuf;
+use sparklio_testkit::{free_port, test_service, ServiceToml};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
 const ROUNDS: usize = 5;
 const STARTUP_MS: u64 = 300;
 
-fn test_service() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    let mut cmd = std::process::Command::new(env!("CARGO"));
-    cmd.args(["build", "--quiet", "-p", "sparklio-test-service"]);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    assert!(cmd.status().expect("cargo build").success());
-    profile_dir.join(format!(
-        "sparklio-test-service{}",
-        std::env::consts::EXE_SUFFIX
-    ))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn service(bin: &str, name: &str, port: u16, interval_ms: u64, startup_ms: u64) -> String {
-    format!(
-        r#"
-[[services]]
-name = "{name}"
-kind = "process"
-command = {bin}
-args = ["--port", "{port}", "--startup-ms", "{startup_ms}"]
-port = {port}
-restart = "always"
-crash_loop = {{ restarts = 100, within_s = 60 }}
-backoff = {{ initial_ms = 100, max_ms = 100 }}
-stop_timeout_ms = 2000
-health = {{ url = "http://127.0.0.1:{port}/health", interval_ms = {interval_ms}, timeout_ms = 500, failures = 3 }}
-"#,
-        bin = serde_json::to_string(bin).unwrap()
-    )
+/// A test-service block: `startup_ms` before it is healthy, probed every `interval_ms`.
+fn service(name: &str, port: u16, interval_ms: u64, startup_ms: u64) -> String {
+    ServiceToml::new(name, port)
+        .args(&["--startup-ms", &startup_ms.to_string()])
+        .health(interval_ms, 500, 3)
+        .backoff(100, 100)
+        .stop_timeout_ms(2000)
+        .line("restart = \"always\"")
+        .line("crash_loop = { restarts = 100, within_s = 60 }")
+        .to_string()
 }
 
 async fn start(dir: &tempfile::TempDir, toml: &str) -> sparklio_core::RunningApp {
-    support::start_app(dir, toml, &[]).await
+    sparklio_testkit::app::start_app(dir, toml, &[]).await
 }
 
 /// Wait (bounded) for `service` to reach `to`; returns when it was seen.
@@ -184,8 +150,8 @@ async fn run() {
     let (p_fast, p_hang) = (free_port(), free_port());
     let toml = format!(
         "{}{}",
-        service(&bin, "fast", p_fast, 200, STARTUP_MS),
-        service(&bin, "hang", p_hang, 1000, STARTUP_MS)
+        service("fast", p_fast, 200, STARTUP_MS),
+        service("hang", p_hang, 1000, STARTUP_MS)
     );
     let mut events = {
         let app = start(&dir, &toml).await;
@@ -234,8 +200,8 @@ async fn run() {
     let dir = tempfile::tempdir().unwrap();
     let toml = format!(
         "{}{}",
-        service(&bin, "a", free_port(), 1000, 0),
-        service(&bin, "b", free_port(), 1000, 0)
+        service("a", free_port(), 1000, 0),
+        service("b", free_port(), 1000, 0)
     );
     let app = start(&dir, &toml).await;
     until_running(&app, "a").await;

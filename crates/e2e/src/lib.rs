@@ -1,12 +1,12 @@
 //! Helpers for end-to-end tests: a minimal W3C WebDriver client (enough to load a page,
-//! find elements, click and take screenshots) and process utilities.
+//! find elements, click and take screenshots) and process utilities. Ports and the
+//! supervised test service come from `sparklio-testkit` (re-exported here).
 //!
 //! The same client drives headless Chromium (through chromedriver) for the dashboard
 //! and the Tauri window (through tauri-driver and WebKitWebDriver).
 
 use anyhow::{anyhow, bail, Context};
 use serde_json::{json, Value};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,57 +14,8 @@ use std::time::{Duration, Instant};
 /// The W3C element reference key.
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-/// The workspace's `sparklio-test-service` binary (a stand-in service for the supervisor),
-/// built once per test run by the cargo that builds these tests, taken from this test
-/// executable's profile folder.
-pub fn test_service() -> PathBuf {
-    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>")
-            .to_path_buf();
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "-p", "sparklio-test-service"])
-            .stdin(Stdio::null())
-            .status()
-            .expect("cargo build -p sparklio-test-service");
-        assert!(
-            status.success(),
-            "cargo build -p sparklio-test-service failed"
-        );
-        let bin = profile_dir.join(format!(
-            "sparklio-test-service{}",
-            std::env::consts::EXE_SUFFIX
-        ));
-        assert!(bin.exists(), "{} missing", bin.display());
-        bin
-    })
-    .clone()
-}
-
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Wait (bounded) until something accepts TCP connections on 127.0.0.1:`port`.
-pub fn wait_for_port(port: u16, limit: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bail!("nothing listened on 127.0.0.1:{port} within {limit:?}")
-}
+// The kit's port and test-service helpers, where the tests of this crate look for them.
+pub use sparklio_testkit::{free_port, test_service, wait_for_port};
 
 /// Where tests save screenshots: `$SPARKLIO_ARTIFACTS`, else `<workspace>/ci-artifacts`.
 pub fn artifacts_dir() -> PathBuf {

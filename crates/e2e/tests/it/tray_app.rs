@@ -9,8 +9,9 @@
 
 use serde_json::{json, Value};
 use sparklio_desk_e2e::{
-    artifacts_dir, free_port, start_driver_with, test_service, wait_for_port, Guard, Session,
+    artifacts_dir, free_port, start_driver_with, wait_for_port, Guard, Session,
 };
+use sparklio_testkit::ServiceToml;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -102,17 +103,11 @@ bind = "127.0.0.1:{port}"
 [storage]
 data_dir = {data:?}
 
-[[services]]
-name = "{SERVICE}"
-kind = "process"
-command = {cmd}
-args = ["--port", "{service_port}", "--startup-ms", "1500"]
-port = {service_port}
-health = {{ url = "http://127.0.0.1:{service_port}/health", interval_ms = 200, timeout_ms = 300, failures = 3 }}
-stop_timeout_ms = 1500
-"#,
+{service}"#,
             data = dir.path().join("data"),
-            cmd = serde_json::to_string(&test_service().display().to_string()).unwrap(),
+            service = ServiceToml::new(SERVICE, service_port)
+                .args(&["--startup-ms", "1500"])
+                .default_backoff(),
         ),
     )
     .unwrap();

@@ -1,13 +1,9 @@
 //! Media Gateway against a ComfyUI double built from recorded fixtures, and in mock mode.
 
-#[path = "support/comfyui_double.rs"]
-mod comfyui_double;
-mod common;
-
-use comfyui_double::ComfyDouble;
-use common::TestApp;
 use serde_json::{json, Value};
 use sparklio_core::media::png_size;
+use sparklio_testkit::comfyui::ComfyDouble;
+use sparklio_testkit::TestApp;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -342,11 +338,7 @@ async fn live_sync_generation_through_comfyui_and_same_shape_as_mock() {
     assert_eq!((st, ct.as_deref()), (200, Some("image/png")));
     assert_eq!(
         bytes,
-        std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/comfyui/bodies/output.png"
-        ))
-        .unwrap()
+        std::fs::read(sparklio_testkit::comfyui::fixture_path("bodies/output.png")).unwrap()
     );
     // The seed went into the EmptyImage colour, the size into its inputs.
     let graph = double.received().pop().unwrap();
@@ -540,7 +532,7 @@ async fn restart_recovers_unfinished_jobs_or_fails_them_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let toml = live_toml(&double, "");
     let start = || async {
-        let input = common::input_for(&dir, &toml, &[("GENERATOR_MODE", "live")]);
+        let input = sparklio_testkit::input_for(&dir, &toml, &[("GENERATOR_MODE", "live")]);
         let loaded = sparklio_core::load_config(&input).unwrap();
         sparklio_core::start(loaded, Default::default())
             .await
@@ -630,7 +622,7 @@ async fn prompt_injection_lands_verbatim_in_its_one_input() {
     assert_eq!(s, 200, "{v}");
     let graph = double.received().pop().unwrap();
     let workflow: Value =
-        serde_json::from_str(include_str!("../src/media/workflows/sdxl_txt2img.json")).unwrap();
+        serde_json::from_str(include_str!("../../src/media/workflows/sdxl_txt2img.json")).unwrap();
     assert_eq!(
         graph.as_object().unwrap().len(),
         workflow.as_object().unwrap().len(),
@@ -719,8 +711,8 @@ async fn object_info_validation_names_the_node_before_queueing() {
     assert!(double.received().is_empty(), "nothing reached POST /prompt");
 
     // ComfyUI itself rejects the graph: its node errors come back as WORKFLOW_INVALID.
-    let rejection = comfyui_double::fixture("http/post_prompt_err_missing_input.json")["response"]
-        ["body_json"]
+    let rejection = sparklio_testkit::comfyui::fixture("http/post_prompt_err_missing_input.json")
+        ["response"]["body_json"]
         .clone();
     *double.inner.knobs.reject_next.lock().unwrap() = Some(rejection);
     let (s, v) = app
@@ -794,7 +786,7 @@ async fn execution_error_and_timeout_fail_the_job() {
 
 #[tokio::test]
 async fn comfyui_down_answers_provider_unavailable_at_once() {
-    let port = common::free_port();
+    let port = sparklio_testkit::free_port();
     let app = start_in("live", &format!("[media.providers.comfyui]\nkind = \"comfyui\"\nbase_url = \"http://127.0.0.1:{port}\"\n")).await;
     let t = Instant::now();
     let (s, v) = app
@@ -924,7 +916,7 @@ async fn the_double_answers_like_the_recordings() {
         "get_view_traversal_relative",
         "get_view_subfolder_traversal",
     ] {
-        let rec = comfyui_double::fixture(&format!("http/{name}.json"));
+        let rec = sparklio_testkit::comfyui::fixture(&format!("http/{name}.json"));
         let req = &rec["request"];
         let url = format!("{}{}", double.url(), req["path"].as_str().unwrap());
         let mut b = match req["method"].as_str().unwrap() {
@@ -1011,7 +1003,7 @@ async fn refused_requests_still_leave_a_usage_row_and_a_metric() {
 #[test]
 fn media_config_problems_name_their_key() {
     let dir = tempfile::tempdir().unwrap();
-    let input = common::input_for(
+    let input = sparklio_testkit::input_for(
         &dir,
         "[media]\ndefault_provider = \"nope\"\n[media.tasks.banner]\nkind = \"poster\"\n[media.providers.x]\nkind = \"dalle\"\n",
         &[],

@@ -1,10 +1,8 @@
 //! The server's foundations over real HTTP: access control, the standard error body,
 //! request ids, body limits, status.
 
-mod common;
-
-use common::TestApp;
 use serde_json::{json, Value};
+use sparklio_testkit::TestApp;
 
 const GATEWAY_KEY: &str = "gateway-key-0123456789abcdef";
 const ADMIN_KEY: &str = "admin-key-0123456789abcdef00";

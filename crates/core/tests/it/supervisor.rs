@@ -3,38 +3,22 @@
 //! ignores SIGTERM or starts a grandchild.
 //!
 //! Locating the binary: it is another package, so `CARGO_BIN_EXE_*` does not exist here.
-//! `common::test_service()` runs `cargo build -p sparklio-test-service` once per test
-//! run (a no-op when fresh) and takes the binary from the profile folder this test
+//! `sparklio_testkit::test_service()` runs `cargo build -p sparklio-test-service` once per
+//! test run (a no-op when fresh) and takes the binary from the profile folder this test
 //! executable lives in (`target/<profile>/`).
 
-mod common;
-
-use common::{free_port, test_service, TestApp};
 use serde_json::{json, Value};
+use sparklio_testkit::{free_port, test_service, ServiceToml, TestApp};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// A `[[services]]` block running the test service on `port` with extra args and keys.
 fn service_toml(name: &str, port: u16, args: &[&str], extra: &str) -> String {
-    let mut all = vec!["--port".to_string(), port.to_string()];
-    all.extend(args.iter().map(std::string::ToString::to_string));
-    format!(
-        r#"
-[[services]]
-name = "{name}"
-kind = "process"
-command = {cmd}
-args = {args}
-port = {port}
-health = {{ url = "http://127.0.0.1:{port}/health", interval_ms = 200, timeout_ms = 300, failures = 3 }}
-backoff = {{ initial_ms = 100, max_ms = 400 }}
-stop_timeout_ms = 1500
-{extra}
-"#,
-        cmd = serde_json::to_string(&test_service().display().to_string()).unwrap(),
-        args = serde_json::to_string(&all).unwrap(),
-    )
+    ServiceToml::new(name, port)
+        .args(args)
+        .line(extra)
+        .to_string()
 }
 
 async fn service(app: &TestApp, name: &str) -> Value {

@@ -1,12 +1,8 @@
 //! The APIs the dashboard reads: models, usage, the live stream, overall health.
 
-mod common;
-#[path = "support/ollama_double.rs"]
-mod ollama_double;
-
-use common::TestApp;
-use ollama_double::OllamaDouble;
 use serde_json::{json, Value};
+use sparklio_testkit::ollama::OllamaDouble;
+use sparklio_testkit::TestApp;
 use std::time::Duration;
 
 async fn app_with(double: &OllamaDouble) -> TestApp {

@@ -1,19 +1,13 @@
 //! The product-detail end-to-end check: in mock mode, live against the Ollama and
 //! ComfyUI doubles, through the job API, and failing at the right step.
 
-#[path = "support/comfyui_double.rs"]
-mod comfyui_double;
-mod common;
-#[path = "support/ollama_double.rs"]
-mod ollama_double;
-
-use comfyui_double::ComfyDouble;
-use common::TestApp;
-use ollama_double::{Behaviour, OllamaDouble};
 use serde_json::{json, Value};
 use sparklio_core::client::{GatewayClient, Timeouts};
 use sparklio_core::contracts::contract_for;
 use sparklio_core::flow::{self, png_size, FlowEvent, FlowInput, FlowReport};
+use sparklio_testkit::comfyui::ComfyDouble;
+use sparklio_testkit::ollama::{Behaviour, OllamaDouble};
+use sparklio_testkit::TestApp;
 use std::time::{Duration, Instant};
 
 const CHECKPOINT: &str = "sd_xl_base_1.0.safetensors";

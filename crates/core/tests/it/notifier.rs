@@ -3,32 +3,25 @@
 //! the policy lets through reach the sink. Delivery to a desktop is the tray's business;
 //! what is tested here is what gets notified, the rate limit and the event log.
 
-mod common;
-
-use common::{free_port, test_service, TestApp};
 use serde_json::{json, Value};
 use sparklio_core::notify::{Level, Notification, Notifier, NotifierOptions};
+use sparklio_testkit::{free_port, ServiceToml, TestApp};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A test service that exits with code 3 `exit_after_ms` after each launch.
 fn crashing_service(name: &str, exit_after_ms: u64, crash_loop: &str) -> String {
-    let port = free_port();
-    format!(
-        r#"
-[[services]]
-name = "{name}"
-kind = "process"
-command = {cmd}
-args = ["--port", "{port}", "--exit-after-ms", "{exit_after_ms}", "--exit-code", "3"]
-port = {port}
-health = {{ url = "http://127.0.0.1:{port}/health", interval_ms = 100, timeout_ms = 300, failures = 3 }}
-backoff = {{ initial_ms = 100, max_ms = 200 }}
-crash_loop = {crash_loop}
-stop_timeout_ms = 1500
-"#,
-        cmd = serde_json::to_string(&test_service().display().to_string()).unwrap(),
-    )
+    ServiceToml::new(name, free_port())
+        .args(&[
+            "--exit-after-ms",
+            &exit_after_ms.to_string(),
+            "--exit-code",
+            "3",
+        ])
+        .health(100, 300, 3)
+        .backoff(100, 200)
+        .line(format!("crash_loop = {crash_loop}"))
+        .to_string()
 }
 
 /// Start the notifier on `app` with a sink that collects what it is handed.

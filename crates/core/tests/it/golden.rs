@@ -1,17 +1,11 @@
 //! Golden answers for every route: the same requests must give the same JSON (ids,
 //! times, ports and measured figures masked) before and after a refactor.
 //!
-//! `UPDATE_GOLDEN=1 cargo test -p sparklio-desk-core --test golden` rewrites the files in
-//! `tests/golden/`; without it a difference fails with both versions printed.
+//! `UPDATE_GOLDEN=1 cargo test -p sparklio-desk-core --test it golden::` rewrites the files
+//! in `tests/golden/`; without it a difference fails with both versions printed.
 
-#[path = "support/comfyui_double.rs"]
-mod comfyui_double;
-mod common;
-#[path = "support/ollama_double.rs"]
-mod ollama_double;
-
-use common::TestApp;
 use serde_json::{json, Map, Value};
+use sparklio_testkit::TestApp;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -689,10 +683,10 @@ async fn mock_mode_routes() {
 
 #[tokio::test]
 async fn live_mode_routes() {
-    let ollama = ollama_double::OllamaDouble::start().await;
-    let comfy = comfyui_double::ComfyDouble::start().await;
-    let service = common::test_service();
-    let port = common::free_port();
+    let ollama = sparklio_testkit::OllamaDouble::start().await;
+    let comfy = sparklio_testkit::ComfyDouble::start().await;
+    let service = sparklio_testkit::test_service();
+    let port = sparklio_testkit::free_port();
     let toml = format!(
         r#"
 [llm.providers.ollama]

@@ -1,20 +1,10 @@
-//! Shared harness for integration tests: a real server on 127.0.0.1 with its own
-//! temporary data folder and config file.
-#![allow(dead_code)]
+//! A real Sparklio Desk core on 127.0.0.1 with its own temporary data folder and config
+//! file: [`TestApp`] for integration tests, [`start_app`] for benchmarks.
 
 use sparklio_core::config::ConfigInput;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-
-/// A loopback port nothing listens on (bound once, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -131,32 +121,40 @@ impl Drop for TestApp {
     }
 }
 
-/// Path of the `sparklio-test-service` binary (workspace member `crates/test-service`).
-/// It is another package, so `CARGO_BIN_EXE_*` does not exist for it: build it once per
-/// test run with the cargo that builds these tests (a no-op when fresh) and take it
-/// from the profile folder this test executable lives in (`target/<profile>/`).
-pub fn test_service() -> PathBuf {
-    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        // target/<profile>/deps/<test>-<hash>
-        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-        let mut cmd = std::process::Command::new(env!("CARGO"));
-        cmd.args(["build", "--quiet", "-p", "sparklio-test-service"]);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("run cargo build for the test service");
-        assert!(
-            status.success(),
-            "cargo build -p sparklio-test-service failed"
-        );
-        let bin = profile_dir.join(format!(
-            "sparklio-test-service{}",
-            std::env::consts::EXE_SUFFIX
-        ));
-        assert!(bin.exists(), "{} missing", bin.display());
-        bin
+/// Start a real app for a benchmark or a browser test: `toml` as its config file (with
+/// a temporary data folder), a free loopback port, and the given environment. Several
+/// apps may share `dir`: each gets its own config file and data folder.
+pub async fn start_app(
+    dir: &tempfile::TempDir,
+    toml: &str,
+    env: &[(&str, &str)],
+) -> sparklio_core::RunningApp {
+    let n = std::fs::read_dir(dir.path())
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let path = dir.path().join(format!("bench-{n}.toml"));
+    // `toml` first: its top-level keys must come before any table.
+    std::fs::write(
+        &path,
+        format!(
+            "{toml}\n[storage]\ndata_dir = {:?}\n",
+            dir.path().join(format!("data-{n}"))
+        ),
+    )
+    .unwrap();
+    let mut env: BTreeMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    env.insert("SPARKLIO_DESK_BIND".into(), "127.0.0.1:0".into());
+    let loaded = sparklio_core::load_config(&ConfigInput {
+        config_flag: Some(path),
+        env,
+        dotenv_path: None,
+        use_os_config_dir: false,
     })
-    .clone()
+    .expect("config");
+    sparklio_core::start(loaded, Default::default())
+        .await
+        .expect("the app starts")
 }

@@ -2,10 +2,8 @@
 //! requests, DNS rebinding, slowloris, oversized bodies, memory amplification through
 //! big images, unbounded metric labels and log lines, a multibyte file id.
 
-mod common;
-
-use common::{free_port, TestApp};
 use serde_json::{json, Value};
+use sparklio_testkit::{free_port, TestApp};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -416,7 +414,7 @@ async fn a_huge_line_without_newline_stays_within_the_log_caps() {
         "[supervisor]\nlog_file_max_bytes = 1048576\nlog_files_kept = 2\nlog_line_max_bytes = 8192\nlog_memory_max_bytes = 65536\n\
          [[services]]\nname = \"blob\"\nkind = \"process\"\ncommand = {cmd}\nargs = [\"--port\", \"{port}\"]\nport = {port}\n\
          health = {{ url = \"http://127.0.0.1:{port}/health\", interval_ms = 200 }}\n",
-        cmd = serde_json::to_string(&common::test_service().display().to_string()).unwrap()
+        cmd = serde_json::to_string(&sparklio_testkit::test_service().display().to_string()).unwrap()
     );
     let app = TestApp::start(&toml).await;
     for _ in 0..200 {

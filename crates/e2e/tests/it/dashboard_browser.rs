@@ -1,13 +1,10 @@
 //! The dashboard in a real browser: headless Chromium (Debian's package) driven through
 //! chromedriver, against a real `sparklio-desk` core on 127.0.0.1.
 
-#[path = "../../core/tests/support/ollama_double.rs"]
-mod ollama_double;
-
-use ollama_double::OllamaDouble;
 use serde_json::{json, Value};
-use sparklio_core::config::ConfigInput;
-use sparklio_desk_e2e::{artifacts_dir, free_port, start_driver, test_service, Guard, Session};
+use sparklio_desk_e2e::{artifacts_dir, free_port, start_driver, Guard, Session};
+use sparklio_testkit::app::start_app;
+use sparklio_testkit::{OllamaDouble, ServiceToml};
 use std::time::Duration;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -49,36 +46,13 @@ async fn browser(driver: &str, profile: &std::path::Path) -> Session {
     .expect("browser session")
 }
 
-pub async fn start_app(dir: &tempfile::TempDir, toml: &str) -> sparklio_core::RunningApp {
-    let path = dir.path().join("config.toml");
-    std::fs::write(
-        &path,
-        // Top-level keys of `toml` must come before any table.
-        format!(
-            "{toml}\n[storage]\ndata_dir = {:?}\n",
-            dir.path().join("data")
-        ),
-    )
-    .unwrap();
-    let loaded = sparklio_core::load_config(&ConfigInput {
-        config_flag: Some(path),
-        env: [("SPARKLIO_DESK_BIND".to_string(), "127.0.0.1:0".to_string())].into(),
-        dotenv_path: None,
-        use_os_config_dir: false,
-    })
-    .expect("config");
-    sparklio_core::start(loaded, Default::default())
-        .await
-        .expect("app starts")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_renders_status_and_switches_mode() {
     let Some((_driver, driver_url)) = chromedriver() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let app = start_app(&dir, "").await;
+    let app = start_app(&dir, "", &[]).await;
     let base = format!("http://{}", app.addr);
     let profile = dir.path().join("profile");
     let s = browser(&driver_url, &profile).await;
@@ -149,7 +123,7 @@ async fn dashboard_says_when_the_core_is_unreachable() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let app = start_app(&dir, "").await;
+    let app = start_app(&dir, "", &[]).await;
     let base = format!("http://{}", app.addr);
     let s = browser(&driver_url, &dir.path().join("profile")).await;
     s.goto(&format!("{base}/")).await.unwrap();
@@ -205,26 +179,19 @@ base_url = "{ollama}"
 [supervisor]
 docker_host = "tcp://127.0.0.1:{dead}"
 
-[[services]]
-name = "comfyui"
-kind = "process"
-command = {cmd}
-args = ["--port", "{port}"]
-port = {port}
-provides = ["comfyui"]
-health = {{ url = "http://127.0.0.1:{port}/health", interval_ms = 200, timeout_ms = 300, failures = 3 }}
-stop_timeout_ms = 1500
-
+{comfyui}
 [[services]]
 name = "ollama-sparklio"
 kind = "docker"
 container = "ollama-sparklio"
 "#,
         ollama = ollama.base_url(),
-        cmd = serde_json::to_string(&test_service().display().to_string()).unwrap(),
+        comfyui = ServiceToml::new("comfyui", port)
+            .default_backoff()
+            .line(r#"provides = ["comfyui"]"#),
     );
     let dir = tempfile::tempdir().unwrap();
-    let app = start_app(&dir, &toml).await;
+    let app = start_app(&dir, &toml, &[]).await;
     let base = format!("http://{}", app.addr);
     let s = browser(&driver_url, &dir.path().join("profile")).await;
     s.goto(&format!("{base}/")).await.unwrap();

@@ -1,14 +1,10 @@
 //! LLM Gateway against a real server and an Ollama test double, both on 127.0.0.1.
 
-mod common;
-#[path = "support/ollama_double.rs"]
-mod ollama_double;
-
-use common::TestApp;
-use ollama_double::{Behaviour, OllamaDouble};
 use serde_json::{json, Value};
 use sparklio_core::app::AppState;
 use sparklio_core::store::UsageQuery;
+use sparklio_testkit::ollama::{Behaviour, OllamaDouble};
+use sparklio_testkit::TestApp;
 use std::time::{Duration, Instant};
 
 const GENERATE: &str = "/api/v1/llm/generate";
@@ -526,7 +522,7 @@ async fn upstream_failures_map_to_codes_and_statuses() {
 
 #[tokio::test]
 async fn closed_port_fails_fast_far_below_the_timeout() {
-    let port = common::free_port();
+    let port = sparklio_testkit::free_port();
     let app = live_app_at(&format!("http://127.0.0.1:{port}"), 60.0, "").await;
     let started = Instant::now();
     let (status, body) = app

@@ -1,0 +1,15 @@
+//! Core's integration tests as one binary: one link of the whole crate instead of one
+//! per file. Doubles, the app harness and helpers come from `sparklio-testkit`.
+//!
+//! Run one module with `cargo test -p sparklio-desk-core --test it supervisor::`.
+
+mod config;
+mod dashboard_api;
+mod flow;
+mod golden;
+mod http_foundation;
+mod llm;
+mod media;
+mod notifier;
+mod security;
+mod supervisor;

@@ -1,0 +1,5 @@
+//! End-to-end tests as one binary: the dashboard in headless Chromium, and the Tauri
+//! app through WebDriver (ignored by default: `bash scripts/tauri-e2e.sh`).
+
+mod dashboard_browser;
+mod tray_app;
