@@ -77,11 +77,9 @@ pub struct JobView {
     pub result: Option<JobResult>,
     /// Set when failed or cancelled: `{code, message, ...}`.
     pub error: Option<Value>,
-    /// The provider instance it runs on, when the provider has several.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The provider instance it runs on.
     pub instance: Option<String>,
     /// Something the caller should know (e.g. it was submitted again after a restart).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     /// The provider accepted the job (async answers wait for this).
     #[serde(skip)]

@@ -420,14 +420,21 @@ impl Pool {
         >,
     ) {
         for inst in &self.instances {
-            let (inst, probe, shutdown) = (inst.clone(), probe.clone(), shutdown.clone());
+            let (pool, inst, probe, shutdown) =
+                (self.clone(), inst.clone(), probe.clone(), shutdown.clone());
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
+                // The first look is on demand (health, a request); then every period.
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {
                         () = shutdown.cancelled() => break,
                         _ = tick.tick() => {}
+                    }
+                    // A service the supervisor reports down is not knocked on: its state
+                    // comes from the supervisor until it runs again.
+                    if pool.service_down(&inst).is_some() {
+                        continue;
                     }
                     probe_once(&inst, timeout, &probe).await;
                 }

@@ -530,7 +530,12 @@ async fn restart_recovers_unfinished_jobs_or_fails_them_with_a_reason() {
     let double = ComfyDouble::start().await;
     double.node_ms(250);
     let dir = tempfile::tempdir().unwrap();
-    let toml = live_toml(&double, "");
+    // With resubmission off, a job ComfyUI forgot is reported lost (the resubmitting
+    // path has its own test in the fault matrix).
+    let toml = format!(
+        "{}[media]\nresubmit_after_restart = false\n",
+        live_toml(&double, "")
+    );
     let start = || async {
         let input = sparklio_testkit::input_for(&dir, &toml, &[("GENERATOR_MODE", "live")]);
         let loaded = sparklio_core::load_config(&input).unwrap();
@@ -805,7 +810,8 @@ async fn comfyui_down_answers_provider_unavailable_at_once() {
     let (s, h) = app.get_json("/api/v1/media/health").await;
     assert_eq!(s, 200);
     assert_eq!(h["gateway"], "unhealthy");
-    assert_eq!(h["providers"]["comfyui"]["status"], "unhealthy");
+    // The same word as the models route for the same state (issue 12).
+    assert_eq!(h["providers"]["comfyui"]["status"], "unavailable");
     let (_, m) = app.get_json("/api/v1/media/models").await;
     assert_eq!(m["providers"]["comfyui"]["status"], "unavailable");
     app.stop().await;

@@ -694,7 +694,22 @@ impl MediaProvider for ComfyUiProvider {
             .collect();
         let info = client.object_info(&classes).await;
         self.observe(&inst, &info);
-        validate_graph(&graph, info?.as_ref(), &self.name)?;
+        match validate_graph(&graph, info?.as_ref(), &self.name) {
+            Ok(()) => {}
+            // A value not in a node's list (a model file added since the catalogue was
+            // read): look at that one node class again before refusing.
+            Err(e) if e.details.contains_key("input") => {
+                let class = e
+                    .details
+                    .get("class_type")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let info = client.refresh_class(&class).await?;
+                validate_graph(&graph, info.as_ref(), &self.name)?;
+            }
+            Err(e) => return Err(e),
+        }
         Ok(Some(inst.spec.name.clone()))
     }
 

@@ -203,6 +203,29 @@ impl ComfyClient {
         Ok(map)
     }
 
+    /// Re-read one node class (`/object_info/{class}`, a few KB) into the cache: how a
+    /// model file added since the catalogue was fetched becomes known without fetching
+    /// the whole catalogue again.
+    pub async fn refresh_class(&self, class: &str) -> Result<NodeCatalogue, Error> {
+        let v = self
+            .get_json(&format!("/object_info/{}", urlencode(class)))
+            .await?;
+        let mut guard = self
+            .object_info
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (at, old) = guard
+            .take()
+            .unwrap_or((Instant::now(), NodeCatalogue::default()));
+        let mut map = (*old).clone();
+        if let Some(entry) = v.get(class) {
+            map.insert(class.to_string(), entry.clone());
+        }
+        let map = std::sync::Arc::new(map);
+        *guard = Some((at, map.clone()));
+        Ok(map)
+    }
+
     /// Queue a graph. 400 answers become `WORKFLOW_INVALID` / `MODEL_NOT_FOUND` with
     /// ComfyUI's node errors. Returns ComfyUI's queue number.
     pub async fn queue_prompt(

@@ -76,7 +76,8 @@ impl MediaProvider for MockProvider {
                 format!("workflow {:?} does not exist", spec.workflow),
             ));
         }
-        Ok(None)
+        // One instance, named like a live provider's single one, so answers keep one shape.
+        Ok(Some("main".into()))
     }
 
     async fn run(&self, job: &JobRun, updates: &JobUpdates) -> Result<Vec<GeneratedImage>, Error> {
