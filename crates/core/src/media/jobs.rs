@@ -134,10 +134,17 @@ impl JobUpdates {
         self.change(|v| v.instance = Some(name));
     }
 
-    /// Something the caller should know about the job's course.
-    pub fn note(&self, text: &str) {
-        let text = text.to_string();
-        self.change(|v| v.note = Some(text));
+    /// Something the caller should know about the job's course (kept with the job).
+    pub async fn note(&self, text: &str) {
+        let note = text.to_string();
+        self.change(|v| v.note = Some(note.clone()));
+        let (id, progress) = {
+            let v = self.entry.view.borrow();
+            (v.job_id.clone(), v.progress)
+        };
+        if let Err(e) = self.store.set_job_progress(&id, progress, Some(note)).await {
+            tracing::warn!("cannot store a media job's note: {e:#}");
+        }
     }
 
     /// The provider took the job.
@@ -166,8 +173,18 @@ impl JobUpdates {
         persist_status(&self.store, &self.entry, JobStatus::Running).await;
     }
 
-    /// Progress 0..1 (never goes back), with the sampler step when known.
+    /// Progress 0..1 (never goes back), with the sampler step when known. Stored each
+    /// time it passes a tenth, so a restart resumes from there, not from 0.
     pub fn progress(&self, fraction: f64, step: Option<(u32, u32)>, node: Option<String>) {
+        let before = self.entry.view.borrow().progress;
+        let tenth = |p: f64| (p * 10.0).floor() as i32;
+        if tenth(fraction.clamp(0.0, 1.0)) > tenth(before) {
+            let (store, id) = (self.store.clone(), self.entry.view.borrow().job_id.clone());
+            let p = fraction.clamp(0.0, 1.0);
+            tokio::spawn(async move {
+                let _ = store.set_job_progress(&id, p, None).await;
+            });
+        }
         self.change(|v| {
             let f = fraction.clamp(0.0, 1.0);
             if f > v.progress {
@@ -551,6 +568,7 @@ impl JobManager {
             row.created_at,
             row.updated_at,
         );
+        let (stored_progress, note) = (row.progress, row.note);
         let spec: ImageSpec = serde_json::from_str(&request)?;
         let mut view = new_view(&id, &spec, created);
         view.status = JobStatus::parse(&status);
@@ -558,6 +576,8 @@ impl JobManager {
         view.updated_at = updated;
         view.result = result.and_then(|r| serde_json::from_str(&r).ok());
         view.error = error.and_then(|r| serde_json::from_str(&r).ok());
+        view.progress = stored_progress.unwrap_or(0.0);
+        view.note = note;
         if view.status == JobStatus::Succeeded {
             view.progress = 1.0;
         }

@@ -31,6 +31,8 @@ pub struct JobRow {
     pub error: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    pub progress: Option<f64>,
+    pub note: Option<String>,
 }
 
 impl Store {
@@ -85,11 +87,29 @@ impl Store {
         .await
     }
 
+    /// Remember how far a job got, and why (progress only ever grows).
+    pub async fn set_job_progress(
+        &self,
+        id: &str,
+        progress: f64,
+        note: Option<String>,
+    ) -> anyhow::Result<()> {
+        let id = id.to_string();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE jobs SET progress = MAX(COALESCE(progress, 0), ?1), note = COALESCE(?2, note) WHERE id = ?3",
+                params![progress, note, id],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
     pub async fn job(&self, id: &str, kind: JobKind) -> anyhow::Result<Option<JobRow>> {
         let id = id.to_string();
         self.with(move |c| {
             c.query_row(
-                "SELECT id, status, upstream_id, request, result, error, created_at, updated_at
+                "SELECT id, status, upstream_id, request, result, error, created_at, updated_at, progress, note
                  FROM jobs WHERE id = ?1 AND kind = ?2",
                 params![id, kind.as_str()],
                 |r| {
@@ -102,6 +122,8 @@ impl Store {
                         error: r.get(5)?,
                         created_at: r.get(6)?,
                         updated_at: r.get(7)?,
+                        progress: r.get(8)?,
+                        note: r.get(9)?,
                     })
                 },
             )

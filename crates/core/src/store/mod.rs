@@ -83,6 +83,9 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX media_files_job ON media_files(job_id);",
     // 3: the estimated cost of each request (contract: the usage record carries it).
     "ALTER TABLE usage ADD COLUMN estimated_cost_usd REAL",
+    // 4: a job's progress survives a restart (it never goes back), and its note.
+    "ALTER TABLE jobs ADD COLUMN progress REAL;
+     ALTER TABLE jobs ADD COLUMN note TEXT",
 ];
 
 #[derive(Clone)]

@@ -5,6 +5,7 @@
 
 mod config;
 mod dashboard_api;
+mod faults;
 mod flow;
 mod golden;
 mod http_foundation;

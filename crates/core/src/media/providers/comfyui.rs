@@ -189,9 +189,10 @@ impl ComfyUiProvider {
             }
             err
         })?;
+        // The choice is made; the job's calls report on the instance themselves (a
+        // half-open trial stays the trial until they do).
         let name = lease.instance.spec.name.clone();
-        // The choice is made; the job's calls report on the instance themselves.
-        lease.report(Outcome::ClientError, "chosen");
+        drop(lease);
         self.instance(&name)
             .ok_or_else(|| Error::internal(format!("instance {name} vanished")))
     }
@@ -304,7 +305,9 @@ impl ComfyUiProvider {
                     Ok(Look::Gone) if submission.resubmit && !resubmitted => {
                         resubmitted = true;
                         tracing::warn!(prompt_id, instance = %inst.label(), "ComfyUI forgot the prompt (restarted?): submitting it once more");
-                        updates.note("ComfyUI restarted and lost the job: submitted again (same workflow and seed)");
+                        updates
+                            .note("ComfyUI restarted and lost the job: submitted again (same workflow and seed)")
+                            .await;
                         prompt_id = self
                             .submit(inst, client, submission.graph, submission.client_id, updates)
                             .await?;

@@ -106,6 +106,19 @@ impl ComfyClient {
         .with("provider", self.provider.clone())
     }
 
+    fn no_answer(&self, what: &str) -> Error {
+        Error::new(
+            ErrorKind::Unavailable,
+            format!(
+                "ComfyUI at {} did not answer {what} within {:.1} s (hung? a stuck custom node or GPU driver)",
+                self.base,
+                self.timeouts.control.as_secs_f64()
+            ),
+        )
+        .with("provider", self.provider.clone())
+        .with("timed_out", true)
+    }
+
     fn upstream_error(&self, what: &str, status: u16, body: &str) -> Error {
         let snippet: String = body.chars().take(300).collect();
         let hint = if status == 403 {
@@ -125,13 +138,13 @@ impl ComfyClient {
         self.get_json_within(path, self.timeouts.control).await
     }
 
+    /// GET `path`: its answer must begin within the control timeout (a hung ComfyUI is
+    /// known in seconds) and be complete within `limit` (a large catalogue may take longer).
     async fn get_json_within(&self, path: &str, limit: Duration) -> Result<Value, Error> {
-        let r = self
-            .http
-            .get(self.url(path))
-            .timeout(limit)
-            .send()
+        let send = self.http.get(self.url(path)).timeout(limit).send();
+        let r = tokio::time::timeout(self.timeouts.control, send)
             .await
+            .map_err(|_| self.no_answer(path))?
             .map_err(|e| self.unavailable(&e))?;
         let status = r.status().as_u16();
         let text = r.text().await.map_err(|e| self.unavailable(&e))?;
