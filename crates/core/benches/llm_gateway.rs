@@ -80,13 +80,14 @@ fn main() {
         let payload = json!({"product_name": "프로틴플러스 초코맛", "features": ["30g 단백질", "저당"]});
         let gateway_body = json!({"role": "copywriter", "task": "product_detail", "payload": payload});
         let gateway_url = format!("http://{}/api/v1/llm/generate", live.addr);
-        // The same upstream request the gateway sends (same prompt size and options).
+        // The same upstream request the gateway sends (same prompt size and options;
+        // the gateway always streams from Ollama).
         let direct_body = {
             let prompts = sparklio_core::llm::prompts::Prompts::load(None).unwrap();
             let messages = prompts
                 .build("copywriter", "product_detail", "json", &payload, &Default::default())
                 .unwrap();
-            json!({"model": "qwen2.5:14b", "messages": messages, "stream": false, "format": "json",
+            json!({"model": "qwen2.5:14b", "messages": messages, "stream": true, "format": "json",
                    "options": {"temperature": 0.7, "top_p": 0.9, "num_predict": 2000}, "keep_alive": "10m"})
         };
         let direct_url = format!("{}/api/chat", double.base_url());

@@ -265,6 +265,9 @@ async fn accept_loop(
                 },
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
+                        // Many small writes per answer (NDJSON pieces): without this,
+                        // Nagle and the client's delayed ACK add 40 ms per answer.
+                        let _ = stream.set_nodelay(true);
                         let cancel = shared.connections.lock().unwrap().clone();
                         tokio::spawn(connection(shared.clone(), router.clone(), stream, cancel));
                     }
