@@ -74,8 +74,8 @@ fn interface_addresses() -> Vec<IpAddr> {
     let Ok(nets) = sysinfo::Networks::new_with_refreshed_list() else {
         return Vec::new();
     };
-    nets.iter()
-        .flat_map(|(_, n)| n.ip_networks().iter().map(|ip| ip.addr))
+    nets.values()
+        .flat_map(|n| n.ip_networks().iter().map(|ip| ip.addr))
         .collect()
 }
 
@@ -96,7 +96,7 @@ fn changes_state(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-fn text<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+fn text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -303,6 +303,7 @@ mod tests {
     #[test]
     fn the_rules_as_a_table() {
         let ok_host = ("host", "127.0.0.1:11500");
+        #[allow(clippy::type_complexity)] // a table's row type, read once here
         let cases: &[(Method, &[(&'static str, &str)], Option<&str>)] = &[
             (Method::GET, &[ok_host], None),
             (Method::GET, &[("host", "localhost:11500")], None),

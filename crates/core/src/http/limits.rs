@@ -49,7 +49,7 @@ impl Drop for InFlight {
             .limiter
             .buckets
             .lock()
-            .unwrap_or_else(|p| p.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(b) = buckets.get_mut(&self.key) {
             b.inflight = b.inflight.saturating_sub(1);
         }
@@ -102,7 +102,10 @@ impl Limiter {
             return Ok(None);
         };
         let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&key) {
             buckets.retain(|_, b| b.inflight > 0);
             if buckets.len() >= MAX_TRACKED {

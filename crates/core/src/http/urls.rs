@@ -90,8 +90,7 @@ pub struct UrlSigner {
 fn now_s() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn random_hex() -> String {
@@ -182,7 +181,10 @@ impl UrlSigner {
     }
 
     fn reload(&self, force: bool) {
-        let mut s = self.secrets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self
+            .secrets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if !force && s.checked.elapsed() < RELOAD_EVERY {
             return;
         }
@@ -213,7 +215,10 @@ impl UrlSigner {
     pub fn query_for(&self, id: &str) -> String {
         self.reload(false);
         let exp = now_s() + self.ttl.as_secs();
-        let s = self.secrets.lock().unwrap_or_else(|p| p.into_inner());
+        let s = self
+            .secrets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         format!("exp={exp}&sig={}", hex(&Self::mac(&s.current, id, exp)))
     }
 
@@ -223,7 +228,10 @@ impl UrlSigner {
             return false;
         }
         self.reload(false);
-        let s = self.secrets.lock().unwrap_or_else(|p| p.into_inner());
+        let s = self
+            .secrets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let sig = sig.as_bytes();
         let matches = |secret: &[u8]| -> bool {
             hex(&Self::mac(secret, id, exp))

@@ -636,9 +636,9 @@ impl JobManager {
             };
             // A job far past its time limit is not resumed: it could not finish (or not be
             // saved, e.g. on a full disk) last time, and must not be re-run at every start.
-            let age_s = chrono::DateTime::parse_from_rfc3339(&view.created_at)
-                .map(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds())
-                .unwrap_or(0);
+            let age_s = chrono::DateTime::parse_from_rfc3339(&view.created_at).map_or(0, |t| {
+                (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds()
+            });
             let limit_s =
                 provider_for(&spec.provider).map_or(crate::config::DEFAULT_MEDIA_TIMEOUT_S, |p| {
                     p.config().timeout_s()

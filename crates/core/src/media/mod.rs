@@ -302,7 +302,6 @@ impl MediaGateway {
             )
             .with("provider", provider.name()));
         }
-        let mut spec = spec;
         spec.instance = provider.prepare(&spec).await?;
         let ticket = self.work.reserve().map_err(|o| {
             Error::new(

@@ -246,6 +246,7 @@ mod tests {
             reason: String::new(),
         };
         // (from, outcome, expected state name, expected counts when closed / period when open)
+        #[allow(clippy::type_complexity)] // a table's row type, read once here
         let cases: Vec<(State, Outcome, &str, Option<(u32, u32)>, Option<u64>)> = vec![
             (closed(0, 0), Outcome::Success, "closed", Some((0, 0)), None),
             (

@@ -413,11 +413,7 @@ impl Pool {
         every: Duration,
         timeout: Duration,
         shutdown: CancellationToken,
-        probe: Arc<
-            dyn Fn(Arc<Instance>) -> BoxFuture<'static, Result<ProbeFacts, ProbeError>>
-                + Send
-                + Sync,
-        >,
+        probe: Prober,
     ) {
         for inst in &self.instances {
             let (pool, inst, probe, shutdown) =
@@ -443,6 +439,10 @@ impl Pool {
     }
 }
 
+/// Looks at one instance: what it has loaded and installed, or why it cannot tell.
+pub type Prober =
+    Arc<dyn Fn(Arc<Instance>) -> BoxFuture<'static, Result<ProbeFacts, ProbeError>> + Send + Sync>;
+
 /// How a probe failed.
 #[derive(Debug, Clone)]
 pub enum ProbeError {
@@ -453,13 +453,7 @@ pub enum ProbeError {
 }
 
 /// One probe of one instance, bounded by `timeout`.
-pub async fn probe_once(
-    inst: &Arc<Instance>,
-    timeout: Duration,
-    probe: &Arc<
-        dyn Fn(Arc<Instance>) -> BoxFuture<'static, Result<ProbeFacts, ProbeError>> + Send + Sync,
-    >,
-) {
+pub async fn probe_once(inst: &Arc<Instance>, timeout: Duration, probe: &Prober) {
     let started = Instant::now();
     let result = tokio::time::timeout(timeout, probe(inst.clone())).await;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;

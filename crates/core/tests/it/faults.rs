@@ -60,6 +60,7 @@ async fn ollama_fault_matrix() {
     let double = OllamaDouble::start().await;
     let app = live(&ollama_toml(&[("main", double.base_url())], "")).await;
     // (fault, expected status, expected code, time bound)
+    #[allow(clippy::type_complexity)] // a table's row type, read once here
     let matrix: Vec<(&str, Fault, Option<&str>, u16, &str, Duration)> = vec![
         (
             "500",

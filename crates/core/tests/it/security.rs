@@ -167,8 +167,7 @@ async fn dripped_headers_and_idle_connections_are_closed_after_the_timeout() {
         // The close may only show on a read.
         let n = tokio::time::timeout(Duration::from_secs(5), drip.read(&mut buf))
             .await
-            .map(|r| r.unwrap_or(0))
-            .unwrap_or(usize::MAX);
+            .map_or(usize::MAX, |r| r.unwrap_or(0));
         closed = n != usize::MAX && !String::from_utf8_lossy(&buf[..n]).contains("200 OK");
     }
     assert!(closed, "a dripping client was kept open");

@@ -11,7 +11,7 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 /// Chromedriver, or None (with a note) when Chromium is not installed outside CI.
-fn chromedriver() -> Option<(Guard, String)> {
+pub(crate) fn chromedriver() -> Option<(Guard, String)> {
     if !std::path::Path::new(CHROMEDRIVER).exists() || !std::path::Path::new(CHROMIUM).exists() {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -26,7 +26,7 @@ fn chromedriver() -> Option<(Guard, String)> {
     Some((guard, format!("http://127.0.0.1:{port}")))
 }
 
-async fn browser(driver: &str, profile: &std::path::Path) -> Session {
+pub(crate) async fn browser(driver: &str, profile: &std::path::Path) -> Session {
     Session::new(
         driver,
         json!({

@@ -1,5 +1,6 @@
 //! End-to-end tests as one binary: the dashboard in headless Chromium, and the Tauri
 //! app through WebDriver (ignored by default: `bash scripts/tauri-e2e.sh`).
 
+mod browser_security;
 mod dashboard_browser;
 mod tray_app;

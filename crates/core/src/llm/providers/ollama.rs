@@ -15,11 +15,10 @@ use crate::llm::provider::{
     channel_stream, FailureKind, HealthReport, LlmCall, LlmProvider, LlmReply, ModelEntry,
     ModelInfo, ProviderError, ReplyStream, StreamEvent, Usage,
 };
-use crate::resilience::pool::{probe_once, InstanceView, Preference};
+use crate::resilience::pool::{probe_once, InstanceView, Preference, Prober};
 use crate::resilience::{Instance, Lease, Outcome, PickError, Pool, ProbeError, ProbeFacts};
 use crate::runtime::ProviderBoard;
 use async_trait::async_trait;
-use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -273,11 +272,7 @@ impl OllamaProvider {
         )
     }
 
-    fn probe_fn(
-        &self,
-    ) -> Arc<
-        dyn Fn(Arc<Instance>) -> BoxFuture<'static, Result<ProbeFacts, ProbeError>> + Send + Sync,
-    > {
+    fn probe_fn(&self) -> Prober {
         let client = self.client.clone();
         Arc::new(move |inst: Arc<Instance>| {
             let client = client.clone();

@@ -25,10 +25,9 @@ use crate::media::provider::{
 };
 use crate::media::views::{Device, ProviderHealth};
 use crate::media::workflows::Workflows;
-use crate::resilience::pool::{probe_once, InstanceView, Preference};
+use crate::resilience::pool::{probe_once, InstanceView, Preference, Prober};
 use crate::resilience::{Instance, Outcome, PickError, Pool, ProbeError, ProbeFacts};
 use crate::runtime::ProviderBoard;
-use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
@@ -520,11 +519,7 @@ impl ComfyUiProvider {
         }
     }
 
-    fn probe_fn(
-        &self,
-    ) -> Arc<
-        dyn Fn(Arc<Instance>) -> BoxFuture<'static, Result<ProbeFacts, ProbeError>> + Send + Sync,
-    > {
+    fn probe_fn(&self) -> Prober {
         let clients: HashMap<String, Arc<ComfyClient>> = self
             .pool
             .instances
