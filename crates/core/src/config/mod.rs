@@ -586,6 +586,9 @@ pub struct MediaConfig {
     pub url_ttl_s: u64,
     /// After a provider restart lost a job, submit it once more (same workflow and seed).
     pub resubmit_after_restart: bool,
+    /// `url` or `base64`: what `outputs[].data` holds when a request does not say
+    /// (`options.return`); a key's `media_return` overrides it for that key.
+    pub default_return: String,
 }
 
 impl Default for MediaConfig {
@@ -604,6 +607,7 @@ impl Default for MediaConfig {
             max_queue: 32,
             url_ttl_s: 7 * 24 * 3600,
             resubmit_after_restart: true,
+            default_return: "url".into(),
         }
     }
 }

@@ -140,12 +140,7 @@ pub fn validate(config: &Config, kinds: &KnownKinds<'_>) -> Vec<Problem> {
             }
         }
         if let Some(r) = &k.media_return {
-            if r != "url" && r != "base64" {
-                p.push(Problem::new(
-                    format!("server.keys[{i}].media_return"),
-                    format!("{r:?} is not \"url\" or \"base64\""),
-                ));
-            }
+            check_return(&mut p, &format!("server.keys[{i}].media_return"), r);
         }
     }
     let l = &s.limits;
@@ -401,7 +396,18 @@ pub fn validate(config: &Config, kinds: &KnownKinds<'_>) -> Vec<Problem> {
     p
 }
 
+/// `url` or `base64`: what a media answer's `outputs[].data` holds.
+fn check_return(p: &mut Vec<Problem>, key: &str, value: &str) {
+    if value != "url" && value != "base64" {
+        p.push(Problem::new(
+            key.to_string(),
+            format!("{value:?} is not \"url\" or \"base64\""),
+        ));
+    }
+}
+
 fn validate_media(config: &Config, p: &mut Vec<Problem>) {
+    check_return(p, "media.default_return", &config.media.default_return);
     let m = &config.media;
     if !m.providers.is_empty() && !m.providers.contains_key(&m.default_provider) {
         p.push(Problem::new(

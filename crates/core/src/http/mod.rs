@@ -27,6 +27,7 @@ use std::time::Duration;
 pub fn router(state: SharedState) -> Router {
     let public = Router::new()
         .route("/healthz", get(routes::status::healthz))
+        .route("/health", get(routes::status::health))
         .route("/api/v1/media/files/{id}", get(routes::media::get_file))
         .merge(ui::routes());
 

@@ -29,6 +29,7 @@ const BUILTIN: &[(&str, &str)] = builtin!(
     "system/reviewer",
     "system/editor",
     "system/optimizer",
+    "system/assistant",
     "task/_default",
     "task/brand_summary",
     "task/brand_kit",
@@ -46,6 +47,7 @@ const BUILTIN: &[(&str, &str)] = builtin!(
     "task/heavy_reasoning",
     "task/tagging",
     "task/short_summary",
+    "task/chat",
 );
 
 /// Where each template came from, for `router/info`.
@@ -168,10 +170,15 @@ impl Prompts {
                 .trim()
                 .to_string())
         };
-        let mut messages = vec![
-            ChatMessage::new("system", render(self.template_for("system", role))?),
-            ChatMessage::new("user", render(self.template_for("task", task))?),
-        ];
+        let mut messages = vec![ChatMessage::new(
+            "system",
+            render(self.template_for("system", role))?,
+        )];
+        // A conversation may carry the whole request; an empty task prompt adds nothing.
+        let task_prompt = render(self.template_for("task", task))?;
+        if !task_prompt.is_empty() || conversation.is_empty() {
+            messages.push(ChatMessage::new("user", task_prompt));
+        }
         messages.extend(conversation);
         Ok(messages)
     }
@@ -216,7 +223,7 @@ fn chat_messages(input: &Value) -> Vec<ChatMessage> {
                 .filter_map(|m| {
                     let role = m.get("role")?.as_str()?;
                     let content = m.get("content")?.as_str()?;
-                    ["user", "assistant"]
+                    ["system", "user", "assistant"]
                         .contains(&role)
                         .then(|| ChatMessage::new(role, content))
                 })

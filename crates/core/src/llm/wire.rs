@@ -10,10 +10,17 @@ use serde_json::{Map, Value};
 /// `POST /api/v1/llm/generate`, as sent.
 #[derive(Debug, Deserialize)]
 pub struct GenerateBody {
-    pub role: String,
-    pub task: String,
+    /// Absent: `assistant` (a prompt-only request).
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Absent: `chat`.
+    #[serde(default)]
+    pub task: Option<String>,
     #[serde(default)]
     pub mode: Option<String>,
+    /// The user's request on its own (`{"prompt": "…"}`), merged into the input.
+    #[serde(default)]
+    pub prompt: Option<String>,
     #[serde(default)]
     pub payload: Option<Value>,
     #[serde(default)]
@@ -53,6 +60,74 @@ pub struct GenerateOptions {
 }
 
 const MAX_MAX_TOKENS: u32 = 131_072;
+
+/// Role and task of a request that names neither (`{"prompt": "…"}`, `/llm/chat`).
+pub const DEFAULT_ROLE: &str = "assistant";
+pub const DEFAULT_TASK: &str = "chat";
+
+/// `POST /api/v1/llm/chat`: a conversation in, the generate answer out.
+#[derive(Debug, Deserialize)]
+pub struct ChatBody {
+    pub messages: Vec<ChatTurn>,
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub task: Option<String>,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub stream: Option<bool>,
+    #[serde(default)]
+    pub options: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, serde::Serialize)]
+pub struct ChatTurn {
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatBody {
+    /// The same request as a chat-mode generate body.
+    pub fn into_generate(self) -> Result<GenerateBody, Error> {
+        if self.messages.is_empty() {
+            return Err(Error::validation("messages", "at least one message"));
+        }
+        if let Some((i, turn)) = self
+            .messages
+            .iter()
+            .enumerate()
+            .find(|(_, t)| !matches!(t.role.as_str(), "system" | "user" | "assistant"))
+        {
+            return Err(Error::validation(
+                &format!("messages[{i}].role"),
+                format!("{:?} is not system, user or assistant", turn.role),
+            ));
+        }
+        let mut options = self.options.unwrap_or_default();
+        if let Some(m) = self.model {
+            options.insert("model".into(), Value::String(m));
+        }
+        if let Some(s) = self.stream {
+            options.insert("stream".into(), Value::Bool(s));
+        }
+        let options: GenerateOptions = serde_json::from_value(Value::Object(options))
+            .map_err(|e| Error::validation("options", e.to_string()))?;
+        Ok(GenerateBody {
+            role: Some(self.role.unwrap_or_else(|| DEFAULT_ROLE.into())),
+            task: Some(self.task.unwrap_or_else(|| DEFAULT_TASK.into())),
+            mode: Some("chat".into()),
+            prompt: None,
+            payload: Some(serde_json::json!({"messages": self.messages})),
+            input: None,
+            override_model: None,
+            options: Some(options),
+            request_id: self.request_id,
+        })
+    }
+}
 
 /// Their code's role names → the design's.
 const ROLE_ALIASES: &[(&str, &str)] = &[
@@ -154,16 +229,32 @@ impl GenerateBody {
     }
 
     pub fn normalize(self, sampling: &SamplingConfig) -> Result<GenerateRequest, Error> {
-        let requested = check_name("role", &self.role)?;
+        // A prompt-only request (`{"prompt": "…"}`, nothing else to go on) is a chat with
+        // a general assistant; any other request names its role and task.
+        let prompt_only = self.role.is_none()
+            && self.task.is_none()
+            && self.payload.is_none()
+            && self.input.is_none()
+            && self.prompt.as_deref().is_some_and(|p| !p.trim().is_empty());
+        let named = |field: &str, v: Option<&str>, default: &str| match v {
+            Some(v) => check_name(field, v),
+            None if prompt_only => Ok(default.to_string()),
+            None => Err(Error::validation(
+                field,
+                "required (or send only a `prompt`, answered as role assistant, task chat)",
+            )),
+        };
+        let requested = named("role", self.role.as_deref(), DEFAULT_ROLE)?;
         let role = ROLE_ALIASES
             .iter()
             .find(|(a, _)| *a == requested)
             .map_or_else(|| requested.clone(), |(_, r)| r.to_string());
-        let task = check_name("task", &self.task)?;
+        let task = named("task", self.task.as_deref(), DEFAULT_TASK)?;
+        let default_mode = if prompt_only { "chat" } else { "json" };
         let mode_label = self
             .mode
             .as_deref()
-            .map_or_else(|| "json".into(), |m| m.trim().to_ascii_lowercase());
+            .map_or_else(|| default_mode.into(), |m| m.trim().to_ascii_lowercase());
         let mode = match mode_label.as_str() {
             "json" => "json",
             "text" | "chat" => "chat",
@@ -176,10 +267,11 @@ impl GenerateBody {
             _ => return Err(Error::validation("mode", "must be json, text or chat")),
         };
 
-        if self.payload.is_none() && self.input.is_none() {
+        let prompt = self.prompt.filter(|p| !p.trim().is_empty());
+        if self.payload.is_none() && self.input.is_none() && prompt.is_none() {
             return Err(Error::validation(
                 "payload",
-                "required: the input data as `payload` (or `input`)",
+                "required: the input data as `payload` (or `input`), or a `prompt`",
             ));
         }
         // Design: input = {brand, context, payload}; code: payload = {...}. One object,
@@ -201,6 +293,9 @@ impl GenerateBody {
         }
         if let Some(p) = self.payload {
             input.extend(into_object("payload", p)?);
+        }
+        if let Some(p) = prompt {
+            input.insert("prompt".into(), Value::String(p));
         }
 
         let o = self.options.unwrap_or_default();

@@ -46,6 +46,9 @@ pub struct MediaRequestCtx {
     pub requester: Requester,
     /// Answer once the provider accepted the job (202) instead of waiting for the image.
     pub run_async: bool,
+    /// `outputs[].data` as base64 unless the request says `options.return` (the
+    /// caller's key or `media.default_return` decides).
+    pub base64_by_default: bool,
 }
 
 /// A request that got as far as a job.
@@ -226,8 +229,10 @@ impl MediaGateway {
         if let Some(mut guard) = abandon {
             guard.job_id = None;
         }
-        let return_base64 =
-            req.options.as_ref().and_then(|o| o.return_as.as_deref()) == Some("base64");
+        let return_base64 = match req.options.as_ref().and_then(|o| o.return_as.as_deref()) {
+            Some(asked) => asked == "base64",
+            None => ctx.base64_by_default,
+        };
         Ok(Generated {
             spec,
             view,
@@ -373,6 +378,9 @@ impl MediaGateway {
         };
         if !providers.contains_key(&active) {
             providers.insert(active.clone(), self.mock.health().await);
+        }
+        for h in providers.values_mut() {
+            h.available = h.status == HealthStatus::Healthy;
         }
         let healthy = providers
             .get(&active)

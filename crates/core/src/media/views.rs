@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, Serialize)]
 pub struct ProviderHealth {
     pub status: HealthStatus,
+    /// `status == healthy`: what the team's frontend reads.
+    pub available: bool,
     pub vendor: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base_url: Option<String>,
@@ -35,6 +37,7 @@ impl ProviderHealth {
     pub fn healthy(vendor: &'static str) -> Self {
         Self {
             status: HealthStatus::Healthy,
+            available: true,
             vendor,
             base_url: None,
             version: None,

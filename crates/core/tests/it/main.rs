@@ -3,6 +3,7 @@
 //!
 //! Run one module with `cargo test -p sparklio-desk-core --test it supervisor::`.
 
+mod backend;
 mod config;
 mod dashboard_api;
 mod faults;

@@ -6,7 +6,7 @@ use crate::http::auth::Caller;
 use crate::http::error::current_request_id;
 use crate::http::request::parse_json;
 use crate::http::ApiError;
-use crate::llm::wire::GenerateBody;
+use crate::llm::wire::{ChatBody, GenerateBody};
 use crate::llm::{RequestCtx, StreamItem};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -28,6 +28,7 @@ pub fn routes() -> Router<SharedState> {
     for prefix in ["/api/v1/llm", "/api/v1/llm/llm"] {
         r = r
             .route(&format!("{prefix}/generate"), post(generate))
+            .route(&format!("{prefix}/chat"), post(chat))
             .route(&format!("{prefix}/health"), get(health))
             .route(&format!("{prefix}/models"), get(models))
             .route(&format!("{prefix}/router/info"), get(router_info))
@@ -74,18 +75,44 @@ pub async fn generate(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let parsed = read_body(body).and_then(|bytes| parse_json::<GenerateBody>(&bytes));
+    answer(&state, caller, &headers, parsed).await
+}
+
+/// `POST /api/v1/llm/chat`: `{messages: [{role, content}], model?, stream?, options?}`;
+/// the answer is the generate answer (chat mode).
+pub async fn chat(
+    State(state): State<SharedState>,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let parsed = read_body(body)
+        .and_then(|bytes| parse_json::<ChatBody>(&bytes))
+        .and_then(|chat| chat.into_generate().map_err(ApiError::from));
+    answer(&state, caller, &headers, parsed).await
+}
+
+fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rej| {
+        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE)
+        } else {
+            ApiError::bad_request("VALIDATION_ERROR", format!("cannot read the body: {rej}"))
+        }
+    })
+}
+
+/// Run a parsed request (or record why it was refused): JSON, or SSE when it asked to stream.
+async fn answer(
+    state: &SharedState,
+    caller: Option<Extension<Caller>>,
+    headers: &HeaderMap,
+    parsed: Result<GenerateBody, ApiError>,
+) -> Response {
     let started = Instant::now();
     let transport_id = current_request_id().unwrap_or_default();
     let requester = caller.map(|Extension(c)| c.requester()).unwrap_or_default();
-    let parsed = body
-        .map_err(|rej| {
-            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE)
-            } else {
-                ApiError::bad_request("VALIDATION_ERROR", format!("cannot read the body: {rej}"))
-            }
-        })
-        .and_then(|bytes| parse_json::<GenerateBody>(&bytes));
     let body = match parsed {
         Ok(body) => body,
         Err(e) => {
@@ -109,7 +136,7 @@ pub async fn generate(
     let ctx = RequestCtx {
         request_id: body.request_id_or(&transport_id),
         requester,
-        timeout: request_timeout(&headers),
+        timeout: request_timeout(headers),
     };
     let request_id = ctx.request_id.clone();
     if body.wants_stream() {

@@ -88,6 +88,12 @@ async fn generate_inner(
             .unwrap_or_default(),
         requester: caller.requester(),
         run_async: generated_async,
+        base64_by_default: caller
+            .key
+            .as_ref()
+            .and_then(|k| k.media_return.clone())
+            .unwrap_or_else(|| state.config().media.default_return.clone())
+            == "base64",
     };
     let generated = match state.media.generate(req, ctx).await {
         Ok(g) => g,

@@ -23,6 +23,7 @@ pub fn gateway_routes() -> Router<SharedState> {
         .route("/api/v1/status", get(status::status))
         .route("/api/v1/config", get(status::effective_config))
         .route("/api/v1/storage", get(status::storage))
+        .route("/api/v1/debug/settings", get(status::debug_settings))
         .route("/api/v1/runtime", get(runtime::get_runtime))
         .route("/api/v1/flows/product-detail", post(flows::start))
         .route("/api/v1/flows/jobs", get(flows::list))

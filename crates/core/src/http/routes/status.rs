@@ -236,3 +236,101 @@ pub async fn storage(
         "work": {"media": state.media.work.figures(), "flows": state.flows.work()},
     })))
 }
+
+/// `GET /health`: liveness plus the overall level, in the shape the team's checks
+/// read (`status`: `healthy`, `degraded` or `unhealthy`). Public like `/healthz`.
+pub async fn health(State(state): State<SharedState>) -> Json<Value> {
+    let glance = state.glance();
+    let (level, summary) =
+        crate::notify::overall(glance.services.iter().map(|(n, s)| (n.as_str(), *s)));
+    let status = match level {
+        Level::Ok => "healthy",
+        Level::Degraded => "degraded",
+        Level::Down => "unhealthy",
+    };
+    Json(json!({
+        "status": status,
+        "level": level,
+        "summary": summary,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": state.started_at.elapsed().as_secs(),
+    }))
+}
+
+/// `GET /api/v1/debug/settings`: the effective generator mode and provider addresses,
+/// under the names the team's scripts read (`generator_mode`, `ollama_base_url`, …),
+/// then every provider. Credentials and query strings in URLs are redacted.
+pub async fn debug_settings(State(state): State<SharedState>) -> Json<Value> {
+    let c = state.config();
+    let llm_urls = |p: &crate::config::LlmProviderConfig| {
+        urls_of(
+            p.base_url.as_deref(),
+            p.instances.iter().map(|i| i.url.as_str()),
+        )
+    };
+    let media_urls = |p: &crate::config::MediaProviderConfig| {
+        urls_of(
+            p.base_url.as_deref(),
+            p.instances.iter().map(|i| i.url.as_str()),
+        )
+    };
+    let ollama = c.llm.providers.values().find(|p| p.kind == "ollama");
+    let comfyui = c.media.providers.values().find(|p| p.kind == "comfyui");
+    let llm: Vec<Value> = c
+        .llm
+        .providers
+        .iter()
+        .map(|(name, p)| json!({"name": name, "kind": p.kind, "urls": llm_urls(p), "timeout_s": p.timeout_s, "default_model": p.default_model}))
+        .collect();
+    let media: Vec<Value> = c
+        .media
+        .providers
+        .iter()
+        .map(|(name, p)| json!({"name": name, "kind": p.kind, "urls": media_urls(p)}))
+        .collect();
+    Json(json!({
+        "generator_mode": state.runtime.mode().as_str(),
+        "paused": state.runtime.paused(),
+        "ollama_base_url": ollama.and_then(|p| llm_urls(p).into_iter().next()),
+        "ollama_timeout": ollama.map(|p| p.timeout_s),
+        "ollama_default_model": ollama.and_then(|p| p.default_model.clone()),
+        "comfyui_base_url": comfyui.and_then(|p| media_urls(p).into_iter().next()),
+        "llm_providers": llm,
+        "media_providers": media,
+    }))
+}
+
+fn urls_of<'a>(base: Option<&'a str>, instances: impl Iterator<Item = &'a str>) -> Vec<String> {
+    base.into_iter().chain(instances).map(redact_url).collect()
+}
+
+/// A URL safe to show: no password, no query string.
+fn redact_url(raw: &str) -> String {
+    match reqwest::Url::parse(raw) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                let _ = url.set_password(Some("redacted"));
+            }
+            if url.query().is_some() {
+                url.set_query(Some("redacted"));
+            }
+            url.to_string().trim_end_matches('/').to_string()
+        }
+        Err(_) => "(not a URL)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urls_lose_their_secrets() {
+        assert_eq!(
+            super::redact_url("http://u:pw@gpu:11434/?token=x"),
+            "http://u:redacted@gpu:11434/?redacted"
+        );
+        assert_eq!(
+            super::redact_url("http://127.0.0.1:8188"),
+            "http://127.0.0.1:8188"
+        );
+    }
+}
