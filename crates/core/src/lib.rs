@@ -16,6 +16,7 @@ pub mod http;
 pub mod llm;
 pub mod media;
 pub mod notify;
+pub mod platform;
 pub mod store;
 pub mod supervisor;
 pub mod system;

@@ -1,8 +1,11 @@
 //! Child processes done right: each service runs in its own process group (Unix) or
 //! Job Object (Windows), so stopping it ends the whole tree (ComfyUI and Ollama both
-//! start children). Stop is graceful first (SIGTERM to the group), then a kill after
-//! `stop_timeout_ms`. Windows has no SIGTERM for windowless children, so there the Job
-//! Object is terminated at once.
+//! start children). Stop is graceful first, then a kill after `stop_timeout_ms`:
+//! - Unix: SIGTERM to the group, SIGKILL to the group at the deadline;
+//! - Windows, a ladder: CTRL_BREAK to the child's process group (every child is started
+//!   with `CREATE_NEW_PROCESS_GROUP`; on our console when we have one, else on its own
+//!   hidden console, see `platform::windows`), then at half the timeout WM_CLOSE to the
+//!   tree's visible windows (GUI programs), then `TerminateJobObject` at the deadline.
 
 use super::logs::{pump, ServiceLogs};
 use crate::config::ServiceConfig;
@@ -13,11 +16,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A running service process and its tree.
-#[derive(Debug)]
 pub struct ProcessHandle {
     child: Box<dyn ChildWrapper>,
     pub pid: u32,
     exited: Option<ExitStatus>,
+    /// Where the stop ladder's steps are written (stream `supervisor`).
+    logs: Arc<ServiceLogs>,
+    /// Windows: the child was started on our console (else on its own hidden one).
+    #[cfg(windows)]
+    on_our_console: bool,
+}
+
+impl std::fmt::Debug for ProcessHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessHandle")
+            .field("pid", &self.pid)
+            .field("exited", &self.exited)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How a stop went.
@@ -62,16 +78,25 @@ pub fn spawn(
     #[cfg(unix)]
     wrap.wrap(ProcessGroup::leader());
     #[cfg(windows)]
-    {
+    let on_our_console = {
+        use windows::Win32::System::Threading::{CREATE_NEW_PROCESS_GROUP, CREATE_NO_WINDOW};
         wrap.wrap(JobObject);
         // Closing the job (our exit, even a crash) ends the tree, unless detached.
         if detached_log.is_none() {
             wrap.wrap(KillOnDrop);
         }
-        wrap.wrap(CreationFlags(
-            windows::Win32::System::Threading::CREATE_NO_WINDOW,
-        ));
-    }
+        // Own process group (group id = pid) so CTRL_BREAK reaches this tree only. Share
+        // our console when we have one; else (tray, Windows service) or when detached (it
+        // must outlive our console) a console of its own, hidden.
+        let on_our_console = detached_log.is_none() && crate::platform::windows::has_console();
+        let flags = if on_our_console {
+            CREATE_NEW_PROCESS_GROUP
+        } else {
+            CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW
+        };
+        wrap.wrap(CreationFlags(flags));
+        on_our_console
+    };
     let mut child = wrap.spawn()?;
     let pid = child.id().unwrap_or_default();
     if let Some(out) = child.stdout().take() {
@@ -84,6 +109,9 @@ pub fn spawn(
         child,
         pid,
         exited: None,
+        logs: logs.clone(),
+        #[cfg(windows)]
+        on_our_console,
     })
 }
 
@@ -125,12 +153,82 @@ impl ProcessHandle {
             let _ = tokio::time::timeout(Duration::from_secs(5), self.wait_exit()).await;
             StopOutcome::Killed
         }
-        #[cfg(not(unix))]
+        #[cfg(windows)]
+        {
+            self.stop_ladder(timeout).await
+        }
+        #[cfg(not(any(unix, windows)))]
         {
             let _ = timeout;
             self.kill_leftovers();
             let _ = tokio::time::timeout(Duration::from_secs(5), self.wait_exit()).await;
             StopOutcome::Killed
+        }
+    }
+
+    /// Windows: CTRL_BREAK, WM_CLOSE at half the timeout, TerminateJobObject at the deadline.
+    #[cfg(windows)]
+    async fn stop_ladder(&mut self, timeout: Duration) -> StopOutcome {
+        use crate::platform::windows as win;
+        let start = tokio::time::Instant::now();
+        let deadline = start + timeout;
+        let (pid, shared) = (self.pid, self.on_our_console);
+        let step = tokio::task::spawn_blocking(move || win::ctrl_break(pid, shared))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        self.logs.push(
+            "supervisor",
+            match step {
+                Ok(how) => format!("stop: {how}"),
+                Err(why) => format!("stop: no CTRL_BREAK ({why})"),
+            },
+        );
+        if self.tree_gone_by(start + timeout / 2).await {
+            return StopOutcome::Graceful;
+        }
+        let mut tree = win::descendants(pid);
+        tree.push(pid);
+        let closed = tokio::task::spawn_blocking(move || win::close_windows(&tree))
+            .await
+            .unwrap_or(0);
+        self.logs.push(
+            "supervisor",
+            format!(
+                "stop: still running after {} ms; WM_CLOSE posted to {closed} window(s)",
+                timeout.as_millis() / 2
+            ),
+        );
+        if self.tree_gone_by(deadline).await {
+            return StopOutcome::Graceful;
+        }
+        self.kill_leftovers();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.wait_exit()).await;
+        StopOutcome::Killed
+    }
+
+    /// Windows: whether the leader and all its descendants have exited by `deadline`.
+    #[cfg(windows)]
+    async fn tree_gone_by(&mut self, deadline: tokio::time::Instant) -> bool {
+        if tokio::time::timeout_at(deadline, self.wait_exit())
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        loop {
+            let pid = self.pid;
+            let left = tokio::task::spawn_blocking(move || {
+                crate::platform::windows::descendants(pid).len()
+            })
+            .await
+            .unwrap_or(0);
+            if left == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
