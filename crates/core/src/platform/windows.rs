@@ -13,7 +13,7 @@
 
 use std::sync::Mutex;
 use windows::core::{s, w};
-use windows::Win32::Foundation::{CloseHandle, HWND, LPARAM, WPARAM};
+use windows::Win32::Foundation::{CloseHandle, ERROR_ACCESS_DENIED, HWND, LPARAM, WPARAM};
 use windows::Win32::System::Console::{
     AttachConsole, FreeConsole, GenerateConsoleCtrlEvent, GetConsoleProcessList, GetStdHandle,
     SetConsoleCtrlHandler, SetStdHandle, CTRL_BREAK_EVENT, STD_ERROR_HANDLE, STD_INPUT_HANDLE,
@@ -57,7 +57,15 @@ pub fn ctrl_break(pid: u32, shares_our_console: bool) -> Result<&'static str, St
     unsafe {
         let saved = [STD_INPUT_HANDLE, STD_OUTPUT_HANDLE, STD_ERROR_HANDLE]
             .map(|which| (which, GetStdHandle(which).ok()));
-        AttachConsole(pid).map_err(|e| format!("AttachConsole({pid}): {e}"))?;
+        if let Err(e) = AttachConsole(pid) {
+            // ERROR_ACCESS_DENIED: we hold a console handle that no console call accepts
+            // (Wine gives a console program started without a terminal one). Let it go.
+            if e.code() != ERROR_ACCESS_DENIED.to_hresult() {
+                return Err(format!("AttachConsole({pid}): {e}"));
+            }
+            let _ = FreeConsole();
+            AttachConsole(pid).map_err(|e| format!("AttachConsole({pid}): {e}"))?;
+        }
         // We are not in the child's group, but ignore Ctrl-C while attached all the same.
         let _ = SetConsoleCtrlHandler(None, true);
         let sent = GenerateConsoleCtrlEvent(CTRL_BREAK_EVENT, pid);
@@ -100,8 +108,17 @@ pub fn close_windows(pids: &[u32]) -> usize {
 
 /// Live processes descending from `root` (not `root` itself), from a process snapshot.
 /// Parent ids stay recorded after a parent exits, so this finds orphans of a dead leader.
+/// `conhost.exe` (the host of a child's own console, started as its child) is left out:
+/// it ends by itself once the processes on its console are gone.
 pub fn descendants(root: u32) -> Vec<u32> {
+    descendants_named(root).into_iter().map(|(pid, _)| pid).collect()
+}
+
+/// [`descendants`] with their program names (`python.exe`), for the log.
+pub fn descendants_named(root: u32) -> Vec<(u32, String)> {
     let mut pairs = Vec::new();
+    let mut names = std::collections::HashMap::new();
+    let mut hosts = Vec::new();
     // SAFETY: snapshot walk with a correctly sized entry; the handle is closed below.
     unsafe {
         let Ok(snap) = CreateToolhelp32Snapshot(TH32CS_SNAPPROCESS, 0) else {
@@ -114,11 +131,21 @@ pub fn descendants(root: u32) -> Vec<u32> {
         let mut ok = Process32FirstW(snap, &mut entry).is_ok();
         while ok {
             pairs.push((entry.th32ProcessID, entry.th32ParentProcessID));
+            let len = entry.szExeFile.iter().position(|&c| c == 0).unwrap_or(0);
+            let name = String::from_utf16_lossy(&entry.szExeFile[..len]);
+            if name.eq_ignore_ascii_case("conhost.exe") {
+                hosts.push(entry.th32ProcessID);
+            }
+            names.insert(entry.th32ProcessID, name);
             ok = Process32NextW(snap, &mut entry).is_ok();
         }
         let _ = CloseHandle(snap);
     }
     crate::platform::tree_of(root, &pairs)
+        .into_iter()
+        .filter(|pid| !hosts.contains(pid))
+        .map(|pid| (pid, names.remove(&pid).unwrap_or_default()))
+        .collect()
 }
 
 /// Wine's version, when running under Wine.

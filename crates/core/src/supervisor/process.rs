@@ -20,7 +20,8 @@ pub struct ProcessHandle {
     child: Box<dyn ChildWrapper>,
     pub pid: u32,
     exited: Option<ExitStatus>,
-    /// Where the stop ladder's steps are written (stream `supervisor`).
+    /// Windows: where the stop ladder's steps are written (stream `supervisor`).
+    #[cfg(windows)]
     logs: Arc<ServiceLogs>,
     /// Windows: the child was started on our console (else on its own hidden one).
     #[cfg(windows)]
@@ -109,6 +110,7 @@ pub fn spawn(
         child,
         pid,
         exited: None,
+        #[cfg(windows)]
         logs: logs.clone(),
         #[cfg(windows)]
         on_our_console,
@@ -201,6 +203,24 @@ impl ProcessHandle {
         if self.tree_gone_by(deadline).await {
             return StopOutcome::Graceful;
         }
+        let left = tokio::task::spawn_blocking(move || win::descendants_named(pid))
+            .await
+            .unwrap_or_default();
+        let leader = if self.exited.is_some() { "exited" } else { "running" };
+        self.logs.push(
+            "supervisor",
+            format!(
+                "stop: at the deadline the main process is {leader}; descendants left: {}",
+                if left.is_empty() {
+                    "none".to_string()
+                } else {
+                    left.iter()
+                        .map(|(p, n)| format!("{n} ({p})"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ),
+        );
         self.kill_leftovers();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.wait_exit()).await;
         StopOutcome::Killed
