@@ -148,7 +148,8 @@ kind = "process"
 command = '$INSTALL_WIN\\smoke-window.exe'
 autostart = false
 restart = "never"
-stop_timeout_ms = 3000
+# Wine + Xvfb take ~2 s to end a windowed program after WM_CLOSE.
+stop_timeout_ms = 8000
 EOF
 check=$(desk config check 2>&1 || true)
 if [[ "$check" == "config ok: C:\\users\\$USER\\AppData\\Roaming\\Sparklio\\Sparklio Desk\\config\\sparklio-desk.toml"* ]]; then
@@ -161,8 +162,10 @@ fi
 T1=$SECONDS
 # Not through the desk function: $! must be the Windows process itself (Wine keeps the pid).
 "$WINE" "$INSTALL_WIN\\sparklio-desk.exe" serve --log-format json >"$OUT/serve.log" 2>&1 &
-SERVER_PID=$!
+LOADER_PID=$!
 if wait_for 90 curl -sf "http://127.0.0.1:$DESK/healthz"; then
+    # The Windows process (the one Ctrl-C goes to), whatever Wine's loader did with its pid.
+    SERVER_PID=$(pgrep -f 'Sparklio Smoke.*sparklio-desk\.exe serve' | head -1)
     pass "serve answers /healthz ($((SECONDS - T1)) s after start)"
     echo "serve start: $((SECONDS - T1)) s" >>"$OUT/timings.txt"
 else
@@ -268,7 +271,7 @@ done
 if kill -0 "$SERVER_PID" 2>/dev/null; then
     fail "Ctrl-C" "still running 30 s after SIGINT"
 else
-    wait "$SERVER_PID" || rc=$?
+    wait "$LOADER_PID" || rc=$?
     SERVER_PID=""
     if ((rc == 0)) && grep -q '"shutdown complete"' "$OUT/serve.log" && port_closed "$DESK" &&
         wait_for 10 no_test_procs; then

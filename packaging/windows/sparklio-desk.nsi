@@ -14,7 +14,8 @@
 ;
 ; Defines from the build script: VERSION, SRC (staged files), OUTFILE.
 
-Unicode true
+; A 64-bit installer for a 64-bit app (it also runs under a 64-bit-only Wine).
+Target amd64-unicode
 SetCompressor /SOLID lzma
 RequestExecutionLevel user
 ManifestDPIAware true

@@ -5,7 +5,8 @@
 //! - Windows, a ladder: CTRL_BREAK to the child's process group (every child is started
 //!   with `CREATE_NEW_PROCESS_GROUP`; on our console when we have one, else on its own
 //!   hidden console, see `platform::windows`), then at half the timeout WM_CLOSE to the
-//!   tree's visible windows (GUI programs), then `TerminateJobObject` at the deadline.
+//!   tree's visible windows (GUI programs), then `TerminateJobObject` at the deadline. A
+//!   step that cannot be delivered is not waited for; each step is written to the log.
 
 use super::logs::{pump, ServiceLogs};
 use crate::config::ServiceConfig;
@@ -168,7 +169,8 @@ impl ProcessHandle {
         }
     }
 
-    /// Windows: CTRL_BREAK, WM_CLOSE at half the timeout, TerminateJobObject at the deadline.
+    /// Windows: CTRL_BREAK; WM_CLOSE at half the timeout (at once when the break could not be
+    /// delivered); TerminateJobObject at the deadline (at once when neither could be).
     #[cfg(windows)]
     async fn stop_ladder(&mut self, timeout: Duration) -> StopOutcome {
         use crate::platform::windows as win;
@@ -178,6 +180,7 @@ impl ProcessHandle {
         let step = tokio::task::spawn_blocking(move || win::ctrl_break(pid, shared))
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
+        let break_sent = step.is_ok();
         self.logs.push(
             "supervisor",
             match step {
@@ -185,7 +188,7 @@ impl ProcessHandle {
                 Err(why) => format!("stop: no CTRL_BREAK ({why})"),
             },
         );
-        if self.tree_gone_by(start + timeout / 2).await {
+        if break_sent && self.tree_gone_by(start + timeout / 2).await {
             return StopOutcome::Graceful;
         }
         let mut tree = win::descendants(pid);
@@ -196,21 +199,34 @@ impl ProcessHandle {
         self.logs.push(
             "supervisor",
             format!(
-                "stop: still running after {} ms; WM_CLOSE posted to {closed} window(s)",
-                timeout.as_millis() / 2
+                "stop: {}WM_CLOSE posted to {closed} window(s)",
+                if break_sent {
+                    format!("still running after {} ms; ", timeout.as_millis() / 2)
+                } else {
+                    String::new()
+                }
             ),
         );
-        if self.tree_gone_by(deadline).await {
+        if (break_sent || closed > 0) && self.tree_gone_by(deadline).await {
             return StopOutcome::Graceful;
         }
         let left = tokio::task::spawn_blocking(move || win::descendants_named(pid))
             .await
             .unwrap_or_default();
-        let leader = if self.exited.is_some() { "exited" } else { "running" };
+        let leader = if self.exited.is_some() {
+            "exited"
+        } else {
+            "running"
+        };
         self.logs.push(
             "supervisor",
             format!(
-                "stop: at the deadline the main process is {leader}; descendants left: {}",
+                "stop: {} the main process is {leader}; descendants left: {}; terminating the job",
+                if break_sent || closed > 0 {
+                    "at the deadline"
+                } else {
+                    "nothing could be asked politely:"
+                },
                 if left.is_empty() {
                     "none".to_string()
                 } else {
