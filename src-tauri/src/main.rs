@@ -20,6 +20,7 @@ mod tray;
 mod window;
 
 use sparklio_core::config::{self, ConfigInput};
+use tauri::Manager;
 use sparklio_core::telemetry::{init_tracing, LogFormat};
 use std::process::ExitCode;
 use tauri::RunEvent;

@@ -13,7 +13,7 @@
 
 use std::sync::Mutex;
 use windows::core::{s, w};
-use windows::Win32::Foundation::{CloseHandle, ERROR_ACCESS_DENIED, HWND, LPARAM, WPARAM};
+use windows::Win32::Foundation::{CloseHandle, HWND, LPARAM, WPARAM};
 use windows::Win32::System::Console::{
     AttachConsole, FreeConsole, GenerateConsoleCtrlEvent, GetConsoleProcessList, GetStdHandle,
     SetConsoleCtrlHandler, SetStdHandle, CTRL_BREAK_EVENT, STD_ERROR_HANDLE, STD_INPUT_HANDLE,
@@ -57,15 +57,11 @@ pub fn ctrl_break(pid: u32, shares_our_console: bool) -> Result<&'static str, St
     unsafe {
         let saved = [STD_INPUT_HANDLE, STD_OUTPUT_HANDLE, STD_ERROR_HANDLE]
             .map(|which| (which, GetStdHandle(which).ok()));
-        if let Err(e) = AttachConsole(pid) {
-            // ERROR_ACCESS_DENIED: we hold a console handle that no console call accepts
-            // (Wine gives a console program started without a terminal one). Let it go.
-            if e.code() != ERROR_ACCESS_DENIED.to_hresult() {
-                return Err(format!("AttachConsole({pid}): {e}"));
-            }
-            let _ = FreeConsole();
-            AttachConsole(pid).map_err(|e| format!("AttachConsole({pid}): {e}"))?;
-        }
+        // ERROR_ACCESS_DENIED here means we hold a console handle that no console call
+        // accepts (what Wine gives a console program started without a terminal). Freeing it
+        // would let the attach succeed, but Wine then stops turning SIGINT into Ctrl-C for us
+        // and cannot deliver the break anyway: report it and let the ladder go on.
+        AttachConsole(pid).map_err(|e| format!("AttachConsole({pid}): {e}"))?;
         // We are not in the child's group, but ignore Ctrl-C while attached all the same.
         let _ = SetConsoleCtrlHandler(None, true);
         let sent = GenerateConsoleCtrlEvent(CTRL_BREAK_EVENT, pid);
