@@ -100,7 +100,7 @@ echo "$check" >"$OUT/config-check.txt"
 if wait_for 60 curl -sf "http://127.0.0.1:$PORT/healthz"; then
     SERVER_PID=$(pgrep -f 'Sparklio Desk.sparklio-desk\.exe serve' | head -1)
     services=$(curl -sf "http://127.0.0.1:$PORT/api/v1/services" |
-        python3 -c 'import json,sys; print(" ".join(f"{s["name"]}={s["state"]}" for s in json.load(sys.stdin)["services"]))')
+        python3 -c 'import json,sys; print(" ".join(s["name"] + "=" + s["state"] for s in json.load(sys.stdin)["services"]))')
     pass "installed sparklio-desk.exe serves with the installed config ($services)"
     kill -INT "$SERVER_PID" 2>/dev/null || true
     wait_for 40 bash -c "! kill -0 $SERVER_PID 2>/dev/null" || kill -9 "$SERVER_PID" 2>/dev/null || true

@@ -38,7 +38,10 @@ pub struct Attached {
 /// A core already serving on `server.bind`, if any.
 pub fn probe(loaded: &LoadedConfig) -> Option<Attached> {
     let addr: SocketAddr = loaded.config.server.bind.parse().ok()?;
-    let base = window::dashboard_url(addr).as_str().trim_end_matches('/').to_string();
+    let base = window::dashboard_url(addr)
+        .as_str()
+        .trim_end_matches('/')
+        .to_string();
     let client = reqwest::Client::builder()
         .timeout(PROBE_TIMEOUT)
         .build()
@@ -64,7 +67,14 @@ async fn get_status(client: &reqwest::Client, base: &str, key: Option<&str>) -> 
     if let Some(k) = key {
         req = req.bearer_auth(k);
     }
-    req.send().await.ok()?.error_for_status().ok()?.json().await.ok()
+    req.send()
+        .await
+        .ok()?
+        .error_for_status()
+        .ok()?
+        .json()
+        .await
+        .ok()
 }
 
 /// Level and tooltip from a `/api/v1/status` answer (the same words as the in-process tray).
@@ -85,7 +95,10 @@ pub fn level_and_tooltip(status: &Value) -> (Level, String) {
     let mode = status["generator_mode"].as_str().unwrap_or("?");
     let paused = status["paused"].as_bool().unwrap_or(false);
     let (level, text) = tooltip(&services, mode, paused);
-    (level, format!("{text}\n(attached to pid {})", status["pid"]))
+    (
+        level,
+        format!("{text}\n(attached to pid {})", status["pid"]),
+    )
 }
 
 fn icon(level: Level) -> tauri::Result<Image<'static>> {
@@ -103,7 +116,11 @@ pub fn create_tray(app: &AppHandle) -> tauri::Result<()> {
     let serving = MenuItem::with_id(
         app,
         "serving",
-        format!("Attached to {} (pid {})", window::dashboard_url(att.addr), att.pid),
+        format!(
+            "Attached to {} (pid {})",
+            window::dashboard_url(att.addr),
+            att.pid
+        ),
         false,
         None::<&str>,
     )?;
@@ -127,11 +144,26 @@ pub fn create_tray(app: &AppHandle) -> tauri::Result<()> {
         app.autolaunch().is_enabled().unwrap_or(false),
         None::<&str>,
     )?;
-    let quit = MenuItem::with_id(app, "quit", "Quit tray (the service keeps running)", true, None::<&str>)?;
+    let quit = MenuItem::with_id(
+        app,
+        "quit",
+        "Quit tray (the service keeps running)",
+        true,
+        None::<&str>,
+    )?;
     let sep = || PredefinedMenuItem::separator(app);
     let menu = Menu::with_items(
         app,
-        &[&open, &serving, &sep()?, &restart_all, &edit, &autostart, &sep()?, &quit],
+        &[
+            &open,
+            &serving,
+            &sep()?,
+            &restart_all,
+            &edit,
+            &autostart,
+            &sep()?,
+            &quit,
+        ],
     )?;
     TrayIconBuilder::with_id(TRAY_ID)
         .icon(icon(Level::Degraded)?)

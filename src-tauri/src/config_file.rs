@@ -29,7 +29,9 @@ pub fn edit() {
             .map_or(Ok(()), std::fs::create_dir_all)
             .and_then(|()| std::fs::write(&path, template));
         match written {
-            Ok(()) => tracing::info!(path = %path.display(), "wrote the gpu-desktop config template"),
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "wrote the gpu-desktop config template")
+            }
             Err(e) => {
                 tracing::warn!(path = %path.display(), "cannot write the config template: {e}");
                 return;
@@ -39,11 +41,16 @@ pub fn edit() {
     #[cfg(windows)]
     let opened = std::process::Command::new("notepad.exe").arg(&path).spawn();
     #[cfg(target_os = "macos")]
-    let opened = std::process::Command::new("open").arg("-t").arg(&path).spawn();
+    let opened = std::process::Command::new("open")
+        .arg("-t")
+        .arg(&path)
+        .spawn();
     #[cfg(not(any(windows, target_os = "macos")))]
     let opened = std::process::Command::new("xdg-open").arg(&path).spawn();
     match opened {
-        Ok(_) => tracing::info!(path = %path.display(), "config opened for editing (restart to apply)"),
+        Ok(_) => {
+            tracing::info!(path = %path.display(), "config opened for editing (restart to apply)")
+        }
         Err(e) => tracing::warn!(path = %path.display(), "cannot open an editor: {e}"),
     }
 }

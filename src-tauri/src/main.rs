@@ -20,9 +20,9 @@ mod tray;
 mod window;
 
 use sparklio_core::config::{self, ConfigInput};
-use tauri::Manager;
 use sparklio_core::telemetry::{init_tracing, LogFormat};
 use std::process::ExitCode;
+use tauri::Manager;
 use tauri::RunEvent;
 
 fn main() -> ExitCode {

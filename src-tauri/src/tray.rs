@@ -249,8 +249,7 @@ fn build(app: &AppHandle) -> tauri::Result<TrayIcon> {
         None::<&str>,
     )?;
     // Opens the config file in Notepad (the template first when there is none).
-    let edit_config =
-        MenuItem::with_id(app, MENU_EDIT_CONFIG, "Edit config", true, None::<&str>)?;
+    let edit_config = MenuItem::with_id(app, MENU_EDIT_CONFIG, "Edit config", true, None::<&str>)?;
     let quit = MenuItem::with_id(app, MENU_QUIT, "Quit", true, None::<&str>)?;
 
     let separator = || PredefinedMenuItem::separator(app);

@@ -90,11 +90,23 @@ mod tests {
     fn finds_every_kind_of_all_interface_listener() {
         let mut c = Config::default();
         c.services = vec![
-            process("comfy", &["main.py", "--listen", "0.0.0.0", "--port", "8188"], &[]),
-            process("comfy-bare", &["main.py", "--listen", "--port", "8188"], &[]),
+            process(
+                "comfy",
+                &["main.py", "--listen", "0.0.0.0", "--port", "8188"],
+                &[],
+            ),
+            process(
+                "comfy-bare",
+                &["main.py", "--listen", "--port", "8188"],
+                &[],
+            ),
             process("ollama", &["serve"], &[("OLLAMA_HOST", "0.0.0.0:11434")]),
             process("uvicorn", &["--host=::"], &[]),
-            process("fine", &["--listen", "127.0.0.1"], &[("OLLAMA_HOST", "127.0.0.1:11434")]),
+            process(
+                "fine",
+                &["--listen", "127.0.0.1"],
+                &[("OLLAMA_HOST", "127.0.0.1:11434")],
+            ),
         ];
         let w = warnings(&c);
         assert_eq!(w.len(), 4, "{w:#?}");
@@ -118,10 +130,24 @@ mod tests {
 
     #[test]
     fn address_forms() {
-        for yes in ["0.0.0.0", "0.0.0.0:8188", "::", "[::]:8188", "0.0.0.0,::", "http://0.0.0.0:11434"] {
+        for yes in [
+            "0.0.0.0",
+            "0.0.0.0:8188",
+            "::",
+            "[::]:8188",
+            "0.0.0.0,::",
+            "http://0.0.0.0:11434",
+        ] {
             assert!(is_every_interface(yes), "{yes}");
         }
-        for no in ["127.0.0.1", "127.0.0.1:8188", "::1", "[::1]:8188", "100.120.180.42", "localhost"] {
+        for no in [
+            "127.0.0.1",
+            "127.0.0.1:8188",
+            "::1",
+            "[::1]:8188",
+            "100.120.180.42",
+            "localhost",
+        ] {
             assert!(!is_every_interface(no), "{no}");
         }
     }

@@ -116,13 +116,20 @@ mod tests {
         assert_eq!(names, ["ollama-sparklio", "ollama-lab", "comfyui"]);
         assert_eq!(c.services[0].port, Some(11434));
         assert_eq!(c.services[1].port, Some(11435));
-        assert_eq!(c.llm.providers["ollama_lab"].base_url.as_deref(), Some("http://127.0.0.1:11435"));
+        assert_eq!(
+            c.llm.providers["ollama_lab"].base_url.as_deref(),
+            Some("http://127.0.0.1:11435")
+        );
         let comfy = &c.services[2];
         assert_eq!(comfy.kind, ServiceKind::Process);
         let args = comfy.args.join(" ");
         assert!(args.contains("--listen 127.0.0.1"), "{args}");
         // Nothing in the profile listens on every interface.
-        assert!(crate::listen::warnings(c).is_empty(), "{:?}", crate::listen::warnings(c));
+        assert!(
+            crate::listen::warnings(c).is_empty(),
+            "{:?}",
+            crate::listen::warnings(c)
+        );
     }
 
     #[test]

@@ -97,7 +97,8 @@ mod imp {
     const SERVICE_TYPE: ServiceType = ServiceType::OWN_PROCESS;
 
     fn manager(access: ServiceManagerAccess) -> anyhow::Result<ServiceManager> {
-        ServiceManager::local_computer(None::<&str>, access).map_err(|e| explain(e, "open the service manager"))
+        ServiceManager::local_computer(None::<&str>, access)
+            .map_err(|e| explain(e, "open the service manager"))
     }
 
     /// "Access is denied" becomes advice.
@@ -137,7 +138,12 @@ mod imp {
             Some(d) => d,
             None => config::load(&ConfigInput::from_process(Some(config_file.clone())))
                 .map(|l| l.config.storage.resolved_data_dir())
-                .map_err(|p| anyhow!("the config has {} problem(s): run `sparklio-desk config check`", p.len()))?,
+                .map_err(|p| {
+                    anyhow!(
+                        "the config has {} problem(s): run `sparklio-desk config check`",
+                        p.len()
+                    )
+                })?,
         };
         let info = ServiceInfo {
             name: SERVICE_NAME.into(),
@@ -186,7 +192,10 @@ mod imp {
                 .start(&[] as &[&std::ffi::OsStr])
                 .map_err(|e| explain(e, "start the service"))?;
             wait_for(&service, ServiceState::Running, Duration::from_secs(30))?;
-            println!("started; log: {}", data_dir.join("logs").join("service.log").display());
+            println!(
+                "started; log: {}",
+                data_dir.join("logs").join("service.log").display()
+            );
         }
         Ok(())
     }
@@ -204,7 +213,9 @@ mod imp {
             let _ = service.stop();
             wait_for(&service, ServiceState::Stopped, Duration::from_secs(60))?;
         }
-        service.delete().map_err(|e| explain(e, "delete the service"))?;
+        service
+            .delete()
+            .map_err(|e| explain(e, "delete the service"))?;
         println!("removed the service {SERVICE_NAME} (config and data are kept)");
         Ok(())
     }
@@ -212,7 +223,10 @@ mod imp {
     pub fn start() -> anyhow::Result<()> {
         let m = manager(ServiceManagerAccess::CONNECT)?;
         let service = m
-            .open_service(SERVICE_NAME, ServiceAccess::START | ServiceAccess::QUERY_STATUS)
+            .open_service(
+                SERVICE_NAME,
+                ServiceAccess::START | ServiceAccess::QUERY_STATUS,
+            )
             .map_err(|e| explain(e, "open the service"))?;
         service
             .start(&[] as &[&std::ffi::OsStr])
@@ -225,7 +239,10 @@ mod imp {
     pub fn stop() -> anyhow::Result<()> {
         let m = manager(ServiceManagerAccess::CONNECT)?;
         let service = m
-            .open_service(SERVICE_NAME, ServiceAccess::STOP | ServiceAccess::QUERY_STATUS)
+            .open_service(
+                SERVICE_NAME,
+                ServiceAccess::STOP | ServiceAccess::QUERY_STATUS,
+            )
             .map_err(|e| explain(e, "open the service"))?;
         service.stop().map_err(|e| explain(e, "stop the service"))?;
         wait_for(&service, ServiceState::Stopped, Duration::from_secs(60))?;
@@ -236,9 +253,14 @@ mod imp {
     pub fn status() -> anyhow::Result<()> {
         let m = manager(ServiceManagerAccess::CONNECT)?;
         let service = m
-            .open_service(SERVICE_NAME, ServiceAccess::QUERY_STATUS | ServiceAccess::QUERY_CONFIG)
+            .open_service(
+                SERVICE_NAME,
+                ServiceAccess::QUERY_STATUS | ServiceAccess::QUERY_CONFIG,
+            )
             .map_err(|e| explain(e, "open the service"))?;
-        let status = service.query_status().map_err(|e| explain(e, "query the service"))?;
+        let status = service
+            .query_status()
+            .map_err(|e| explain(e, "query the service"))?;
         println!("{SERVICE_NAME}: {:?}", status.current_state);
         if let Ok(cfg) = service.query_config() {
             println!("  start:   {:?}", cfg.start_type);
@@ -262,7 +284,9 @@ mod imp {
                 return Ok(());
             }
             if start.elapsed() > within {
-                return Err(anyhow!("the service is {now:?}, not {state:?}, after {within:?}"));
+                return Err(anyhow!(
+                    "the service is {now:?}, not {state:?}, after {within:?}"
+                ));
             }
             std::thread::sleep(Duration::from_millis(250));
         }
@@ -343,7 +367,10 @@ mod imp {
             anyhow!(
                 "config: {} problem(s): {}",
                 p.len(),
-                p.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")
+                p.iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
             )
         });
         // A service has no console: its log goes to <data_dir>\logs\service.log.
@@ -380,7 +407,11 @@ mod imp {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        if let Ok(file) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        if let Ok(file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
             let raw = file.into_raw_handle();
             // SAFETY: the handle stays open for the life of the process (into_raw_handle).
             let _ = unsafe { SetStdHandle(STD_ERROR_HANDLE, HANDLE(raw)) };

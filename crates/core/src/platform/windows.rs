@@ -107,7 +107,10 @@ pub fn close_windows(pids: &[u32]) -> usize {
 /// `conhost.exe` (the host of a child's own console, started as its child) is left out:
 /// it ends by itself once the processes on its console are gone.
 pub fn descendants(root: u32) -> Vec<u32> {
-    descendants_named(root).into_iter().map(|(pid, _)| pid).collect()
+    descendants_named(root)
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .collect()
 }
 
 /// [`descendants`] with their program names (`python.exe`), for the log.
