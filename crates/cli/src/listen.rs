@@ -88,26 +88,28 @@ mod tests {
 
     #[test]
     fn finds_every_kind_of_all_interface_listener() {
-        let mut c = Config::default();
-        c.services = vec![
-            process(
-                "comfy",
-                &["main.py", "--listen", "0.0.0.0", "--port", "8188"],
-                &[],
-            ),
-            process(
-                "comfy-bare",
-                &["main.py", "--listen", "--port", "8188"],
-                &[],
-            ),
-            process("ollama", &["serve"], &[("OLLAMA_HOST", "0.0.0.0:11434")]),
-            process("uvicorn", &["--host=::"], &[]),
-            process(
-                "fine",
-                &["--listen", "127.0.0.1"],
-                &[("OLLAMA_HOST", "127.0.0.1:11434")],
-            ),
-        ];
+        let c = Config {
+            services: vec![
+                process(
+                    "comfy",
+                    &["main.py", "--listen", "0.0.0.0", "--port", "8188"],
+                    &[],
+                ),
+                process(
+                    "comfy-bare",
+                    &["main.py", "--listen", "--port", "8188"],
+                    &[],
+                ),
+                process("ollama", &["serve"], &[("OLLAMA_HOST", "0.0.0.0:11434")]),
+                process("uvicorn", &["--host=::"], &[]),
+                process(
+                    "fine",
+                    &["--listen", "127.0.0.1"],
+                    &[("OLLAMA_HOST", "127.0.0.1:11434")],
+                ),
+            ],
+            ..Config::default()
+        };
         let w = warnings(&c);
         assert_eq!(w.len(), 4, "{w:#?}");
         assert!(w[0].starts_with("services[0] comfy listens on every interface (--listen 0.0.0.0)"));
