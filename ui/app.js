@@ -501,6 +501,34 @@ $("#restart-all").addEventListener("click", async () => {
   }
 });
 
+// ---------- storage and retention ----------
+
+function renderStorage(body) {
+  const f = body.figures || {};
+  const r = body.retention || {};
+  const days = (n) => (n ? `${n} d` : "forever");
+  const work = body.work || {};
+  const busy = (w) => (w ? `${w.running}/${w.max_concurrent} running, ${w.waiting} waiting, ${w.rejected} shed` : "—");
+  $("#storage-list").replaceChildren(...definitionList([
+    ["database", fmt.bytes(f.db_bytes)],
+    ["usage log", `${f.usage_rows ?? "—"} requests (kept ${days(r.usage_days)})`],
+    ["events", `${f.event_rows ?? "—"} (kept ${days(r.events_days)}, at most ${r.events_max_rows || "∞"})`],
+    ["jobs", `${f.job_rows ?? "—"} (kept ${days(r.jobs_days)})`],
+    ["images", `${f.media_rows ?? "—"} · ${fmt.bytes(f.media_bytes)} of ${r.media_max_bytes ? fmt.bytes(r.media_max_bytes) : "∞"} (kept ${days(r.media_days)})`],
+    ["image work", busy(work.media)],
+  ]));
+  const s = body.last_sweep;
+  $("#storage-sweep").textContent = s
+    ? `Last sweep ${fmt.time(s.at)}: removed ${s.usage_rows} requests, ${s.event_rows} events, ${s.job_rows} jobs, ${s.media_rows} images (${fmt.bytes(s.media_bytes)}).`
+    : "No retention sweep yet.";
+}
+
+async function refreshStorage() {
+  renderStorage(await api("/api/v1/storage"));
+}
+
+setInterval(() => refreshStorage().catch(() => {}), 30000);
+
 // ---------- end-to-end check ----------
 
 function renderFlow(job) {
@@ -568,7 +596,7 @@ function applySnapshot(snap) {
 async function initialLoad() {
   const st = await api("/api/v1/status");
   renderStatus(st);
-  const tasks = [refreshServices(), loadSystemHistory(), loadEvents(), refreshRecent(), refreshModels()];
+  const tasks = [refreshServices(), loadSystemHistory(), loadEvents(), refreshRecent(), refreshModels(), refreshStorage()];
   const usage = api("/api/v1/usage/summary").then((u) => renderUsage(u.summary, u.generator_mode, u.paused));
   await Promise.allSettled([...tasks, usage]);
 }

@@ -13,6 +13,7 @@ use serde_json::Value;
 use sparklio_core::config::LoadedConfig;
 use sparklio_core::notify::glance::tooltip;
 use sparklio_core::notify::Level;
+use sparklio_core::supervisor::ServiceState;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -37,7 +38,14 @@ pub struct Attached {
 
 /// A core already serving on `server.bind`, if any.
 pub fn probe(loaded: &LoadedConfig) -> Option<Attached> {
-    let addr: SocketAddr = loaded.config.server.bind.parse().ok()?;
+    let addr: SocketAddr = loaded
+        .config
+        .server
+        .bind
+        .addresses()
+        .first()?
+        .parse()
+        .ok()?;
     let base = window::dashboard_url(addr)
         .as_str()
         .trim_end_matches('/')
@@ -79,14 +87,18 @@ async fn get_status(client: &reqwest::Client, base: &str, key: Option<&str>) -> 
 
 /// Level and tooltip from a `/api/v1/status` answer (the same words as the in-process tray).
 pub fn level_and_tooltip(status: &Value) -> (Level, String) {
-    let services: Vec<(String, String)> = status["services"]
+    // A state this build does not know (a newer core) reads as failed: worth a look.
+    let services: Vec<(String, ServiceState)> = status["services"]
         .as_array()
         .map(|list| {
             list.iter()
                 .map(|s| {
                     (
                         s["name"].as_str().unwrap_or("?").to_string(),
-                        s["state"].as_str().unwrap_or("?").to_string(),
+                        s["state"]
+                            .as_str()
+                            .and_then(ServiceState::parse)
+                            .unwrap_or(ServiceState::Failed),
                     )
                 })
                 .collect()

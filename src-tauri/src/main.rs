@@ -27,7 +27,7 @@ use tauri::RunEvent;
 
 fn main() -> ExitCode {
     init_tracing(LogFormat::Human);
-    let loaded = match config::load(&ConfigInput::from_process(None)) {
+    let loaded = match sparklio_core::load_config(&ConfigInput::from_process(None)) {
         Ok(loaded) => loaded,
         Err(problems) => {
             eprintln!("config: {} problem(s):", problems.len());

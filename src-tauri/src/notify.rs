@@ -22,12 +22,16 @@ pub fn start(app: &AppHandle) {
     };
     let app = app.clone();
     tauri::async_runtime::spawn(async move {
-        Notifier::spawn(state, NotifierOptions::default(), move |n: Notification| {
-            tracing::info!(level = ?n.level, body = %n.body, "notification: {}", n.title);
-            // Showing talks to the desktop's notification service (D-Bus on Linux) and
-            // may block: keep it off the runtime's workers.
-            let app = app.clone();
-            tauri::async_runtime::spawn_blocking(move || show(&app, &n.title, &n.body));
-        });
+        Notifier::spawn(
+            state.notifier_inputs(),
+            NotifierOptions::default(),
+            move |n: Notification| {
+                tracing::info!(level = ?n.level, body = %n.body, "notification: {}", n.title);
+                // Showing talks to the desktop's notification service (D-Bus on Linux) and
+                // may block: keep it off the runtime's workers.
+                let app = app.clone();
+                tauri::async_runtime::spawn_blocking(move || show(&app, &n.title, &n.body));
+            },
+        );
     });
 }

@@ -11,7 +11,7 @@ use crate::lifecycle::{self, Core};
 use crate::window;
 use sparklio_core::app::SharedState;
 use sparklio_core::config::{GeneratorMode, ServiceKind};
-use sparklio_core::notify::{glance, Glance, Level};
+use sparklio_core::notify::{Glance, Level};
 use sparklio_core::supervisor::Control;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -102,7 +102,7 @@ pub fn refresh(app: &AppHandle) {
     if state.shutdown.is_cancelled() {
         return; // `show_stopping` has the last word.
     }
-    let now = glance(&state);
+    let now = state.glance();
     // Swap under the lock, update the tray after it: tray calls from a worker wait for the
     // main thread, which may itself be waiting for this lock (a menu click).
     let previous = {
@@ -275,7 +275,7 @@ fn build(app: &AppHandle) -> tauri::Result<TrayIcon> {
         shown: Mutex::new(None),
     });
 
-    let initial = glance(&state);
+    let initial = state.glance();
     // No `title`: on Linux it becomes a text label beside the icon; the tooltip names the app.
     TrayIconBuilder::with_id(TRAY_ID)
         .icon(icon(initial.level)?)

@@ -1,7 +1,7 @@
 //! `sparklio-desk check e2e`: the product-detail flow from the command line.
 
 use sparklio_core::client::{GatewayClient, Timeouts};
-use sparklio_core::config::{self, ConfigInput, GeneratorMode};
+use sparklio_core::config::{ConfigInput, GeneratorMode};
 use sparklio_core::flow::{self, FlowEvent, FlowInput, FlowReport};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,17 +55,18 @@ async fn run_inner(args: Args) -> anyhow::Result<FlowReport> {
             None,
         ),
         None => {
-            let mut loaded = config::load(&ConfigInput::from_process(args.config.clone()))
-                .map_err(|problems| {
-                    anyhow::anyhow!(
-                        "config problems:\n  {}",
-                        problems
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join("\n  ")
-                    )
-                })?;
+            let mut loaded =
+                sparklio_core::load_config(&ConfigInput::from_process(args.config.clone()))
+                    .map_err(|problems| {
+                        anyhow::anyhow!(
+                            "config problems:\n  {}",
+                            problems
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join("\n  ")
+                        )
+                    })?;
             loaded.config.server.bind = "127.0.0.1:0".into();
             loaded.config.generator_mode = Some(if args.live {
                 GeneratorMode::Live
@@ -89,7 +90,7 @@ async fn run_inner(args: Args) -> anyhow::Result<FlowReport> {
     );
     let mut report = flow::run(&client, &input, !args.live, |event| {
         if let FlowEvent::StepFinished { step, .. } = event {
-            let mark = if step.status == "succeeded" {
+            let mark = if step.status == sparklio_core::flow::StepStatus::Succeeded {
                 "ok  "
             } else {
                 "FAIL"

@@ -28,12 +28,13 @@ fn is_every_interface(value: &str) -> bool {
 /// One line per door found: `services[2] comfyui listens on every interface (--listen 0.0.0.0) …`.
 pub fn warnings(config: &Config) -> Vec<String> {
     let mut out = Vec::new();
-    if is_every_interface(&config.server.bind) {
-        out.push(format!(
-            "server.bind {:?} listens on every interface (the whole LAN); bind loopback and the \
-             Tailscale address instead",
-            config.server.bind
-        ));
+    for addr in config.server.bind.addresses() {
+        if is_every_interface(addr) {
+            out.push(format!(
+                "server.bind {addr:?} listens on every interface (the whole LAN); bind loopback \
+                 and the Tailscale address instead"
+            ));
+        }
     }
     for (i, svc) in config.services.iter().enumerate() {
         if svc.kind != ServiceKind::Process {

@@ -78,6 +78,17 @@ enum Command {
     /// Checks of the whole stack.
     #[command(subcommand)]
     Check(CheckCommand),
+    /// Secrets the Desk keeps in its data folder.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a new secret for signed image URLs. URLs signed with the previous secret keep
+    /// working for one media.url_ttl_s (the backend stores URLs); a running Desk picks the
+    /// new secret up within seconds.
+    RotateUrlSecret,
 }
 
 #[derive(Subcommand)]
@@ -165,6 +176,27 @@ fn main() -> ExitCode {
                 key,
             }))
         }
+        Command::Keys(KeysCommand::RotateUrlSecret) => match load(cli.config) {
+            Ok(l) => {
+                let dir = l.storage.resolved_data_dir();
+                let ttl = std::time::Duration::from_secs(l.media.url_ttl_s);
+                match sparklio_core::http::urls::UrlSigner::rotate(&dir, ttl) {
+                    Ok(()) => {
+                        println!(
+                            "new URL signing secret in {}; URLs signed before stay valid for {} s",
+                            dir.display(),
+                            ttl.as_secs()
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: cannot write the secret in {}: {e}", dir.display());
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            Err(code) => code,
+        },
         Command::Route {
             role,
             task,
@@ -207,7 +239,7 @@ fn main() -> ExitCode {
 }
 
 fn load(file: Option<PathBuf>) -> Result<LoadedConfig, ExitCode> {
-    config::load(&ConfigInput::from_process(file)).map_err(|problems| {
+    sparklio_core::load_config(&ConfigInput::from_process(file)).map_err(|problems| {
         print_problems(&problems);
         ExitCode::FAILURE
     })
@@ -339,7 +371,7 @@ fn route_command(
         .map_err(|e| e.to_string())
         .and_then(|b| {
             b.normalize(&loaded.config.llm.sampling)
-                .map_err(|e| e.message)
+                .map_err(|e| e.to_string())
         }) {
         Ok(r) => r,
         Err(e) => {
@@ -396,7 +428,8 @@ pub(crate) async fn serve(
     stop: Option<std::sync::Arc<tokio::sync::Notify>>,
 ) -> anyhow::Result<()> {
     if let Some(addr) = opts.bind {
-        loaded.config.server.bind = addr.to_string();
+        loaded.config.server.bind =
+            sparklio_core::config::BindList::from(addr.to_string().as_str());
         loaded.set_from_cli("server.bind", "--bind");
     }
     if let Some(dir) = opts.data_dir {
@@ -437,7 +470,7 @@ pub(crate) async fn serve(
     });
     // Headless: what the tray would show as a desktop notification goes to the log.
     sparklio_core::notify::Notifier::spawn(
-        app.state.clone(),
+        app.state.notifier_inputs(),
         Default::default(),
         |n: sparklio_core::notify::Notification| tracing::info!(level = ?n.level, body = %n.body, "notification: {}", n.title),
     );

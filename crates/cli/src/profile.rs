@@ -89,7 +89,8 @@ pub fn write(path: &Path, text: &str, force: bool) -> std::io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sparklio_core::config::{load, ConfigInput, ServiceKind};
+    use sparklio_core::config::{ConfigInput, ServiceKind};
+    use sparklio_core::load_config as load;
 
     fn load_text(text: &str) -> sparklio_core::config::LoadedConfig {
         let dir = tempfile::tempdir().unwrap();
@@ -106,7 +107,7 @@ mod tests {
     fn gpu_desktop_template_loads_and_has_the_desktop_layout() {
         let l = load_text(template("gpu-desktop").unwrap());
         let c = &l.config;
-        assert_eq!(c.server.bind, "127.0.0.1:11500");
+        assert_eq!(c.server.bind.addresses(), ["127.0.0.1:11500"]);
         assert_eq!(c.server.trusted_networks, vec!["127.0.0.0/8", "::1/128"]);
         assert_eq!(
             c.supervisor.docker_host.as_deref(),

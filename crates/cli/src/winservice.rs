@@ -79,7 +79,7 @@ pub fn command(config: Option<PathBuf>, cmd: ServiceCommand) -> ExitCode {
 mod imp {
     use super::SERVICE_NAME;
     use anyhow::{anyhow, Context};
-    use sparklio_core::config::{self, ConfigInput};
+    use sparklio_core::config::ConfigInput;
     use std::ffi::OsString;
     use std::path::PathBuf;
     use std::process::ExitCode;
@@ -136,14 +136,16 @@ mod imp {
         // The data folder as this user sees it (LocalSystem's own %APPDATA% is elsewhere).
         let data_dir = match data_dir {
             Some(d) => d,
-            None => config::load(&ConfigInput::from_process(Some(config_file.clone())))
-                .map(|l| l.config.storage.resolved_data_dir())
-                .map_err(|p| {
-                    anyhow!(
-                        "the config has {} problem(s): run `sparklio-desk config check`",
-                        p.len()
-                    )
-                })?,
+            None => {
+                sparklio_core::load_config(&ConfigInput::from_process(Some(config_file.clone())))
+                    .map(|l| l.config.storage.resolved_data_dir())
+                    .map_err(|p| {
+                        anyhow!(
+                            "the config has {} problem(s): run `sparklio-desk config check`",
+                            p.len()
+                        )
+                    })?
+            }
         };
         let info = ServiceInfo {
             name: SERVICE_NAME.into(),
@@ -363,16 +365,17 @@ mod imp {
 
     fn serve_as_service(stop: Arc<tokio::sync::Notify>) -> anyhow::Result<()> {
         let args = RUN_ARGS.get().ok_or_else(|| anyhow!("no arguments"))?;
-        let loaded = config::load(&ConfigInput::from_process(args.config.clone())).map_err(|p| {
-            anyhow!(
-                "config: {} problem(s): {}",
-                p.len(),
-                p.iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            )
-        });
+        let loaded = sparklio_core::load_config(&ConfigInput::from_process(args.config.clone()))
+            .map_err(|p| {
+                anyhow!(
+                    "config: {} problem(s): {}",
+                    p.len(),
+                    p.iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            });
         // A service has no console: its log goes to <data_dir>\logs\service.log.
         let data_dir = args.data_dir.clone().or_else(|| {
             loaded

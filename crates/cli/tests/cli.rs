@@ -58,6 +58,7 @@ fn serve(
 }
 
 #[cfg(unix)]
+#[allow(unsafe_code)] // a plain kill(2) of our own child
 fn sigterm(child: &Child) {
     // libc rather than /bin/kill: Debian 12's procps kill has misread pid arguments.
     let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };

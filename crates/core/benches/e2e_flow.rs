@@ -18,7 +18,7 @@ const RUNS: usize = 10;
 type StepTimes = BTreeMap<String, (Vec<f64>, Vec<f64>, Vec<f64>)>;
 
 fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
+    v.sort_by(f64::total_cmp);
     let n = v.len();
     if n % 2 == 1 {
         v[n / 2]
@@ -59,8 +59,8 @@ async fn main() {
     println!(
         "total: median {:.1} ms (min {:.1}, max {:.1}); budget 30 s",
         median(totals.clone()),
-        totals.iter().cloned().fold(f64::INFINITY, f64::min),
-        totals.iter().cloned().fold(0.0, f64::max)
+        totals.iter().copied().fold(f64::INFINITY, f64::min),
+        totals.iter().copied().fold(0.0, f64::max)
     );
     println!(
         "{:<16} {:>10} {:>10} {:>11} {:>10}",

@@ -96,7 +96,7 @@ fn main() {
         };
         let direct_url = format!("{}/api/chat", double.base_url());
 
-        println!("LLM gateway overhead ({ROUNDS} requests per series, {} CPUs)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+        println!("LLM gateway overhead ({ROUNDS} requests per series, {} CPUs)", std::thread::available_parallelism().map_or(0, std::num::NonZero::get));
         println!("{:<34} {:>9} {:>9} {:>9}", "series", "p50 ms", "p99 ms", "req/s");
         for concurrency in [1usize, 64] {
             run(&client, &direct_url, &direct_body, WARMUP, concurrency.min(WARMUP)).await;

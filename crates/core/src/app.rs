@@ -1,15 +1,21 @@
 //! Starting and stopping everything: the one entry point shared by the headless
 //! binary and the tray app, so both run exactly the same services.
+//!
+//! This is the only place that knows every part: it builds the domain modules, hands
+//! each the narrow handles it needs (runtime switches, provider board, store, shutdown
+//! token), and gives the HTTP layer the whole [`AppState`].
 
-use crate::config::{Config, GeneratorMode, LoadedConfig};
+use crate::config::{ConfigInput, KnownKinds, LoadedConfig, Problem};
+use crate::gateway::UsageRecorder;
 use crate::http::auth::{check_bind, Auth};
+use crate::runtime::{ProviderBoard, RuntimeSwitches};
 use crate::store::Store;
 use crate::telemetry::Metrics;
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -24,19 +30,50 @@ pub struct StartOptions {
     pub insecure_no_auth: bool,
 }
 
+/// The provider kinds this build can construct, for config validation.
+pub fn known_kinds() -> KnownKinds<'static> {
+    static LLM: OnceLock<Vec<&'static str>> = OnceLock::new();
+    static MEDIA: OnceLock<Vec<&'static str>> = OnceLock::new();
+    KnownKinds {
+        llm: LLM.get_or_init(|| crate::llm::providers::kinds().collect()),
+        media: MEDIA.get_or_init(crate::media::provider::known_kinds),
+    }
+}
+
+/// Load and validate the configuration layers (see [`crate::config`]).
+pub fn load_config(input: &ConfigInput) -> Result<LoadedConfig, Vec<Problem>> {
+    crate::config::load(input, &known_kinds())
+}
+
 /// Everything a request handler can reach.
 pub struct AppState {
-    pub loaded: LoadedConfig,
+    /// The effective config behind a swappable handle, so a reload can replace it
+    /// without a restart; readers take a cheap snapshot with [`AppState::config`].
+    loaded: ArcSwap<LoadedConfig>,
     pub started_at: Instant,
-    /// The address actually bound (port 0 in the config becomes a real port).
+    /// The first address actually bound (port 0 in the config becomes a real port).
     pub bound: SocketAddr,
+    /// Every address listened on (`server.bind` may list several).
+    pub bound_all: Vec<SocketAddr>,
+    /// Which hosts and origins keyless (browser) requests may use.
+    pub browser: crate::http::browser::BrowserPolicy,
+    /// Per-key and per-client request limits.
+    pub limiter: Arc<crate::http::limits::Limiter>,
+    /// Signs the media file URLs the Desk hands out.
+    pub signer: crate::http::urls::UrlSigner,
+    /// Connection counters of the server loop.
+    pub server_stats: Arc<crate::http::serve::ServerStats>,
+    /// What the last retention sweep removed.
+    pub last_sweep: std::sync::Mutex<Option<crate::store::SweepReport>>,
     pub data_dir: PathBuf,
     pub auth: Auth,
     pub store: Store,
-    pub metrics: Metrics,
-    pub runtime: RuntimeSwitches,
+    pub metrics: Arc<Metrics>,
+    pub runtime: Arc<RuntimeSwitches>,
     /// Which providers are known to be down (the supervisor writes, the gateways read).
-    pub provider_board: ProviderBoard,
+    pub provider_board: Arc<ProviderBoard>,
+    /// Usage rows and request metrics, shared by every gateway and front.
+    pub usage: UsageRecorder,
     /// The product-detail end-to-end check jobs.
     pub flows: crate::flow::jobs::FlowJobs,
     /// A random key the app uses to call its own API (never leaves the process).
@@ -46,7 +83,7 @@ pub struct AppState {
     /// The Media Gateway (providers, jobs, file store).
     pub media: crate::media::MediaGateway,
     /// The LLM Gateway (providers, router, prompts).
-    pub llm: crate::llm::LlmGateway,
+    pub llm: Arc<crate::llm::LlmGateway>,
     /// Runs and watches the `[[services]]`; writes `provider_board`.
     pub supervisor: crate::supervisor::Supervisor,
     /// CPU, RAM, disk, GPU and their recent history.
@@ -56,76 +93,23 @@ pub struct AppState {
 pub type SharedState = Arc<AppState>;
 
 impl AppState {
-    pub fn config(&self) -> &Config {
-        &self.loaded.config
+    /// The effective config now (with where each value came from).
+    pub fn config(&self) -> Arc<LoadedConfig> {
+        self.loaded.load_full()
     }
-}
 
-/// Settings the tray and the control API can flip while running.
-pub struct RuntimeSwitches {
-    mode: AtomicU8,
-    paused: AtomicBool,
-}
-
-impl RuntimeSwitches {
-    fn new(mode: GeneratorMode) -> Self {
-        Self {
-            mode: AtomicU8::new(mode as u8),
-            paused: AtomicBool::new(false),
+    /// What a notifier watches in this app.
+    pub fn notifier_inputs(&self) -> crate::notify::NotifierInputs {
+        crate::notify::NotifierInputs {
+            events: self.supervisor.events.clone(),
+            store: self.store.clone(),
+            shutdown: self.shutdown.clone(),
         }
     }
 
-    pub fn mode(&self) -> GeneratorMode {
-        if self.mode.load(Ordering::Relaxed) == GeneratorMode::Live as u8 {
-            GeneratorMode::Live
-        } else {
-            GeneratorMode::Mock
-        }
-    }
-
-    pub fn set_mode(&self, mode: GeneratorMode) {
-        self.mode.store(mode as u8, Ordering::Relaxed);
-    }
-
-    pub fn paused(&self) -> bool {
-        self.paused.load(Ordering::Relaxed)
-    }
-
-    pub fn set_paused(&self, paused: bool) {
-        self.paused.store(paused, Ordering::Relaxed);
-    }
-}
-
-/// What the supervisor knows about the services behind each gateway provider, so a
-/// request to a provider whose service is down fails at once instead of timing out.
-#[derive(Default)]
-pub struct ProviderBoard {
-    down: std::sync::RwLock<std::collections::HashMap<String, String>>,
-}
-
-impl ProviderBoard {
-    /// Mark `provider` down, with a reason such as "service comfyui is crashed (exit code 1)".
-    pub fn mark_down(&self, provider: &str, reason: impl Into<String>) {
-        self.down
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(provider.to_string(), reason.into());
-    }
-
-    pub fn mark_up(&self, provider: &str) {
-        self.down
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(provider);
-    }
-
-    /// `Some(reason)` when the provider's service is known to be down.
-    pub fn down_reason(&self, provider: &str) -> Option<String> {
-        self.down
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(provider)
-            .cloned()
+    /// What the tray shows at a glance.
+    pub fn glance(&self) -> crate::notify::Glance {
+        crate::notify::glance(&self.supervisor, &self.runtime)
     }
 }
 
@@ -170,14 +154,28 @@ impl RunningApp {
 /// Start the HTTP server and every configured service.
 pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<RunningApp> {
     let config = &loaded.config;
-    let bind: SocketAddr = config
+    let binds: Vec<SocketAddr> = config
         .server
         .bind
-        .parse()
-        .with_context(|| format!("server.bind {:?} is not an address", config.server.bind))?;
-    check_bind(bind, &config.server, opts.insecure_no_auth).map_err(anyhow::Error::msg)?;
-    if !bind.ip().is_loopback() && config.server.api_keys.is_empty() {
-        tracing::warn!(%bind, "serving the network WITHOUT keys (--insecure-no-auth)");
+        .addresses()
+        .iter()
+        .map(|a| {
+            a.parse()
+                .with_context(|| format!("server.bind {a:?} is not an address"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    for bind in &binds {
+        check_bind(*bind, &config.server, opts.insecure_no_auth).map_err(anyhow::Error::msg)?;
+        if !bind.ip().is_loopback() && !config.server.has_gateway_keys() {
+            tracing::warn!(%bind, "serving the network WITHOUT keys (--insecure-no-auth)");
+        }
+        if bind.ip().is_unspecified() && config.server.public_url.is_none() {
+            tracing::warn!(
+                %bind,
+                "listening on every interface: list the addresses to serve in server.bind \
+                 (e.g. loopback and the Tailscale address) or set server.public_url"
+            );
+        }
     }
     for o in &loaded.env_overrides {
         tracing::warn!(
@@ -188,46 +186,75 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         );
     }
 
-    let llm = crate::llm::LlmGateway::from_config(&config.llm).context("LLM gateway")?;
     let data_dir = config.storage.resolved_data_dir();
     let store = Store::open(&data_dir)?;
-    let listener = tokio::net::TcpListener::bind(bind)
-        .await
-        .with_context(|| format!("cannot listen on {bind} (server.bind)"))?;
-    let bound = listener.local_addr()?;
+    let mut listeners = Vec::new();
+    for bind in &binds {
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .with_context(|| format!("cannot listen on {bind} (server.bind)"))?;
+        listeners.push(listener);
+    }
+    let bound_all: Vec<SocketAddr> = listeners
+        .iter()
+        .map(tokio::net::TcpListener::local_addr)
+        .collect::<std::io::Result<_>>()?;
+    let bound = bound_all[0];
+    let signer =
+        crate::http::urls::UrlSigner::open(&data_dir, Duration::from_secs(config.media.url_ttl_s))
+            .context("the URL signing secret in the data folder")?;
 
     let internal_key = format!(
         "{}{}",
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
     );
-    let flows = crate::flow::jobs::FlowJobs::open(store.clone()).await?;
-    let metrics = Metrics::new();
     let shutdown = CancellationToken::new();
-    let media = crate::media::MediaGateway::new(
-        config,
-        &data_dir,
-        store.clone(),
-        &metrics,
-        shutdown.clone(),
-    )?;
+    let runtime = Arc::new(RuntimeSwitches::new(config.mode()));
+    let provider_board = Arc::new(ProviderBoard::default());
+    let metrics = Arc::new(Metrics::new());
+    let usage = UsageRecorder::new(store.clone(), metrics.clone(), config);
+    let links = crate::gateway::GatewayLinks {
+        runtime: runtime.clone(),
+        board: provider_board.clone(),
+        usage: usage.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let llm = Arc::new(
+        crate::llm::LlmGateway::from_config(&config.llm, links.clone()).context("LLM gateway")?,
+    );
+    let media = crate::media::MediaGateway::new(config, &data_dir, store.clone(), links)?;
+    let flows = crate::flow::jobs::FlowJobs::open(store.clone(), &config.flows).await?;
     let supervisor = crate::supervisor::Supervisor::new(config, store.clone(), &data_dir);
     let system = Arc::new(crate::system::SystemMonitor::new(&config.system, &data_dir));
 
+    let browser = crate::http::browser::BrowserPolicy::new(
+        &bound_all,
+        &config.server.allowed_hosts,
+        &config.server.cors_origins,
+    );
+    let limiter = crate::http::limits::Limiter::new(config.server.client_limits.clone());
     let state = Arc::new(AppState {
         auth: Auth::new(&config.server).with_internal_key(&internal_key),
         internal_key,
         flows,
         supervisor,
         system,
-        runtime: RuntimeSwitches::new(config.mode()),
-        loaded,
+        runtime,
+        loaded: ArcSwap::from_pointee(loaded),
         started_at: Instant::now(),
+        browser,
+        limiter,
+        signer,
+        server_stats: Arc::default(),
+        last_sweep: std::sync::Mutex::default(),
         bound,
+        bound_all,
         data_dir,
         store,
         metrics,
-        provider_board: ProviderBoard::default(),
+        usage,
+        provider_board,
         shutdown,
         media,
         llm,
@@ -238,30 +265,76 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         Err(e) => tracing::warn!("cannot look for unfinished media jobs: {e:#}"),
     }
 
-    state.supervisor.start(state.clone());
+    state
+        .supervisor
+        .start(state.provider_board.clone(), state.shutdown.clone());
     state.system.spawn_sampler(state.shutdown.clone());
+    spawn_retention(state.clone());
 
     let router = crate::http::router(state.clone());
-    let token = state.shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(token.cancelled_owned())
-        .await
-    });
-    tracing::info!(
-        addr = %bound,
-        mode = state.runtime.mode().as_str(),
-        data_dir = %state.data_dir.display(),
-        "Sparklio Desk is serving on http://{bound}/"
-    );
+    let limits = &state.config().server.limits;
+    let server = tokio::spawn(crate::http::serve::serve(
+        listeners,
+        router,
+        crate::http::serve::ConnectionLimits {
+            max_connections: limits.max_connections,
+            loopback_reserve: limits.loopback_reserve,
+            header_timeout: Duration::from_secs_f64(limits.header_timeout_s),
+        },
+        state.server_stats.clone(),
+        state.shutdown.clone(),
+    ));
+    for addr in &state.bound_all {
+        tracing::info!(
+            %addr,
+            mode = state.runtime.mode().as_str(),
+            data_dir = %state.data_dir.display(),
+            "Sparklio Desk is serving on http://{addr}/"
+        );
+    }
     Ok(RunningApp {
         addr: bound,
         state,
         server,
     })
+}
+
+/// How often retention runs after the sweep at start.
+const SWEEP_EVERY: Duration = Duration::from_secs(24 * 3600);
+
+/// Apply `[storage.retention]` now and once a day.
+fn spawn_retention(state: SharedState) {
+    tokio::spawn(async move {
+        loop {
+            let policy = state.config().storage.retention.clone();
+            match state.store.sweep(policy).await {
+                Ok((report, orphans)) => {
+                    let files = state.media.files().delete_orphans(orphans).await;
+                    if report.usage_rows + report.event_rows + report.job_rows + report.media_rows
+                        > 0
+                    {
+                        tracing::info!(
+                            usage = report.usage_rows,
+                            events = report.event_rows,
+                            jobs = report.job_rows,
+                            images = report.media_rows,
+                            files,
+                            "retention sweep"
+                        );
+                    }
+                    *state
+                        .last_sweep
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(report);
+                }
+                Err(e) => tracing::warn!("retention sweep failed: {e:#}"),
+            }
+            tokio::select! {
+                () = state.shutdown.cancelled() => break,
+                () = tokio::time::sleep(SWEEP_EVERY) => {}
+            }
+        }
+    });
 }
 
 /// Resolves on Ctrl-C, SIGTERM (Unix) or the console close/break/shutdown events

@@ -253,18 +253,6 @@ impl GatewayClient {
         Self::decode(r).await
     }
 
-    /// `GET /api/v1/media/jobs/{id}`.
-    pub async fn media_job(&self, id: &str) -> Result<Value, ClientError> {
-        let r = self
-            .send(
-                self.http
-                    .get(format!("{}/api/v1/media/jobs/{id}", self.base)),
-                self.timeouts.llm,
-            )
-            .await?;
-        Self::decode(r).await
-    }
-
     /// Download a file the gateway serves (an image URL from a media answer).
     pub async fn download(&self, url: &str) -> Result<(String, Vec<u8>), ClientError> {
         let r = self

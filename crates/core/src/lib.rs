@@ -12,14 +12,20 @@ pub mod client;
 pub mod config;
 pub mod contracts;
 pub mod flow;
+pub mod gateway;
 pub mod http;
+#[cfg(test)]
+mod layering;
 pub mod llm;
 pub mod media;
 pub mod notify;
 pub mod platform;
+pub mod resilience;
+pub mod runtime;
 pub mod store;
 pub mod supervisor;
 pub mod system;
 pub mod telemetry;
+pub mod work;
 
-pub use app::{start, RunningApp, StartOptions};
+pub use app::{load_config, start, RunningApp, StartOptions};

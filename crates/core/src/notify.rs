@@ -9,8 +9,9 @@ pub mod glance;
 pub mod notifier;
 
 pub use glance::{glance, Glance};
-pub use notifier::{Notifier, NotifierOptions};
+pub use notifier::{Notifier, NotifierInputs, NotifierOptions};
 
+use crate::supervisor::ServiceState;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -24,32 +25,35 @@ pub enum Level {
 }
 
 /// How a service state counts toward the overall health.
-pub fn level_of_state(state: &str) -> Level {
+pub fn level_of_state(state: ServiceState) -> Level {
     match state {
-        "running" => Level::Ok,
-        "starting" | "restarting" | "backoff" | "unhealthy" => Level::Degraded,
+        ServiceState::Running => Level::Ok,
+        ServiceState::Starting
+        | ServiceState::Restarting
+        | ServiceState::Backoff
+        | ServiceState::Unhealthy => Level::Degraded,
         // `unavailable`: Docker is not running, or another process holds the port.
-        "crashed" | "failed" | "unavailable" => Level::Down,
-        // Stopped on purpose, or not managed: not a fault.
-        _ => Level::Ok,
+        ServiceState::Crashed | ServiceState::Failed | ServiceState::Unavailable => Level::Down,
+        // Stopped on purpose: not a fault.
+        ServiceState::Stopped => Level::Ok,
     }
 }
 
 /// Overall health and a one-line summary (the tray tooltip's first line).
-pub fn overall<'a>(services: impl IntoIterator<Item = (&'a str, &'a str)>) -> (Level, String) {
+pub fn overall<'a>(services: impl IntoIterator<Item = (&'a str, ServiceState)>) -> (Level, String) {
     let mut level = Level::Ok;
     let mut parts = Vec::new();
     for (name, state) in services {
         level = level.max(level_of_state(state));
-        parts.push(format!("{name}: {state}"));
+        parts.push((state, format!("{name}: {state}")));
     }
     let summary = match (level, parts.is_empty()) {
         (_, true) => "no services supervised".to_string(),
         (Level::Ok, false) => "all services up".to_string(),
         (_, false) => parts
             .iter()
-            .filter(|p| !p.ends_with(": running"))
-            .cloned()
+            .filter(|(state, _)| *state != ServiceState::Running)
+            .map(|(_, text)| text.as_str())
             .collect::<Vec<_>>()
             .join(", "),
     };
@@ -124,14 +128,15 @@ impl NotificationPolicy {
     pub fn on_state_change(
         &mut self,
         service: &str,
-        to: &str,
+        to: ServiceState,
         reason: &str,
         now: Instant,
     ) -> Option<Notification> {
-        let was_down = if to == "running" {
+        use ServiceState as S;
+        let was_down = if to == S::Running {
             self.down.remove(service)
         } else {
-            if matches!(to, "crashed" | "unhealthy" | "failed") {
+            if matches!(to, S::Crashed | S::Unhealthy | S::Failed) {
                 self.down.insert(service.to_string());
             }
             false
@@ -147,27 +152,29 @@ impl NotificationPolicy {
             ),
             // Its own topic: the end of a crash loop is news even right after "went
             // down", and nothing follows it to carry a held-back count.
-            "failed" => (
+            S::Failed => (
                 format!("{service}:failed"),
                 format!("{service} failed (crash loop)"),
                 Level::Down,
             ),
-            "crashed" | "unhealthy" => (
+            S::Crashed | S::Unhealthy => (
                 service.to_string(),
                 format!("{service} went down"),
                 Level::Down,
             ),
-            "restarting" if reason.contains("by ") => (
+            S::Restarting if reason.contains("by ") => (
                 format!("{service}:restart"),
                 format!("{service} is restarting"),
                 Level::Degraded,
             ),
-            "running" if was_down => (service.to_string(), format!("{service} is back"), Level::Ok),
+            S::Running if was_down => {
+                (service.to_string(), format!("{service} is back"), Level::Ok)
+            }
             _ => return None,
         };
         // "Back up" must not be swallowed by the rate limit of the "down" that was shown
         // before it, or the desktop would keep showing a stale failure.
-        if to == "running" && self.shown_down.contains(&topic) {
+        if to == S::Running && self.shown_down.contains(&topic) {
             self.last_sent.remove(&topic);
         }
         self.gate(
@@ -233,16 +240,27 @@ mod tests {
     #[test]
     fn overall_takes_the_worst_state() {
         assert_eq!(
-            overall([("ollama", "running"), ("comfyui", "running")]).0,
+            overall([
+                ("ollama", ServiceState::Running),
+                ("comfyui", ServiceState::Running)
+            ])
+            .0,
             Level::Ok
         );
-        let (level, summary) = overall([("ollama", "running"), ("comfyui", "backoff")]);
+        let (level, summary) = overall([
+            ("ollama", ServiceState::Running),
+            ("comfyui", ServiceState::Backoff),
+        ]);
         assert_eq!(
             (level, summary.as_str()),
             (Level::Degraded, "comfyui: backoff")
         );
         assert_eq!(
-            overall([("ollama", "failed"), ("comfyui", "backoff")]).0,
+            overall([
+                ("ollama", ServiceState::Failed),
+                ("comfyui", ServiceState::Backoff)
+            ])
+            .0,
             Level::Down
         );
         assert_eq!(overall([]).1, "no services supervised");
@@ -253,7 +271,7 @@ mod tests {
         let mut p = NotificationPolicy::new(Duration::from_secs(60));
         let t0 = Instant::now();
         let n = p
-            .on_state_change("comfyui", "crashed", "exit code 1", t0)
+            .on_state_change("comfyui", ServiceState::Crashed, "exit code 1", t0)
             .unwrap();
         assert_eq!(n.title, "comfyui went down");
         assert_eq!(n.level, Level::Down);
@@ -262,7 +280,7 @@ mod tests {
             assert!(p
                 .on_state_change(
                     "comfyui",
-                    "crashed",
+                    ServiceState::Crashed,
                     "exit code 1",
                     t0 + Duration::from_secs(i)
                 )
@@ -272,7 +290,7 @@ mod tests {
         let n = p
             .on_state_change(
                 "comfyui",
-                "crashed",
+                ServiceState::Crashed,
                 "exit code 1",
                 t0 + Duration::from_secs(61),
             )
@@ -287,14 +305,24 @@ mod tests {
         let mut shown = Vec::new();
         for i in 0..10 {
             let t = t0 + Duration::from_secs(i);
-            shown.extend(p.on_state_change("comfyui", "crashed", "exit code 1", t));
-            shown.extend(p.on_state_change("comfyui", "running", "health probe passed", t));
+            shown.extend(p.on_state_change("comfyui", ServiceState::Crashed, "exit code 1", t));
+            shown.extend(p.on_state_change(
+                "comfyui",
+                ServiceState::Running,
+                "health probe passed",
+                t,
+            ));
         }
         let titles: Vec<_> = shown.iter().map(|n| n.title.as_str()).collect();
         assert_eq!(titles, ["comfyui went down", "comfyui is back"]);
         // The end of the crash loop is told even within the interval.
         let failed = p
-            .on_state_change("comfyui", "failed", "5 restarts within 120 s", t0)
+            .on_state_change(
+                "comfyui",
+                ServiceState::Failed,
+                "5 restarts within 120 s",
+                t0,
+            )
             .unwrap();
         assert!(failed.title.contains("crash loop"));
     }
@@ -304,14 +332,23 @@ mod tests {
         let mut p = NotificationPolicy::default();
         let t0 = Instant::now();
         assert!(p
-            .on_state_change("ollama", "unhealthy", "3 health probes failed", t0)
+            .on_state_change(
+                "ollama",
+                ServiceState::Unhealthy,
+                "3 health probes failed",
+                t0
+            )
             .is_some());
         let back = p
-            .on_state_change("ollama", "running", "health probe passed", t0)
+            .on_state_change("ollama", ServiceState::Running, "health probe passed", t0)
             .unwrap();
         assert_eq!(back.title, "ollama is back");
-        assert!(p.on_state_change("ollama", "starting", "", t0).is_none());
-        assert!(p.on_state_change("ollama", "running", "", t0).is_none());
+        assert!(p
+            .on_state_change("ollama", ServiceState::Starting, "", t0)
+            .is_none());
+        assert!(p
+            .on_state_change("ollama", ServiceState::Running, "", t0)
+            .is_none());
     }
 
     #[test]
@@ -319,17 +356,27 @@ mod tests {
         let mut p = NotificationPolicy::default();
         let t0 = Instant::now();
         let n = p
-            .on_state_change("comfyui", "failed", "5 restarts within 120 s", t0)
+            .on_state_change(
+                "comfyui",
+                ServiceState::Failed,
+                "5 restarts within 120 s",
+                t0,
+            )
             .unwrap();
         assert!(n.title.contains("crash loop"));
         let n = p
-            .on_state_change("ollama-sparklio", "crashed", "Docker is not running", t0)
+            .on_state_change(
+                "ollama-sparklio",
+                ServiceState::Crashed,
+                "Docker is not running",
+                t0,
+            )
             .unwrap();
         assert_eq!(n.title, "Docker is not running");
         let n = p
             .on_state_change(
                 "ollama-sparklio",
-                "restarting",
+                ServiceState::Restarting,
                 "restarted by admin from 127.0.0.1",
                 t0,
             )

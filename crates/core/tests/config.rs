@@ -1,6 +1,7 @@
 //! Config layering (defaults < file < .env < environment), provenance and validation.
 
-use sparklio_core::config::{load, ConfigInput, GeneratorMode, Source};
+use sparklio_core::config::{ConfigInput, GeneratorMode, Source};
+use sparklio_core::load_config as load;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -50,7 +51,7 @@ default_model = "from-file"
 #[test]
 fn defaults_alone_run_in_mock_mode_on_11500() {
     let l = load(&ConfigInput::default()).unwrap();
-    assert_eq!(l.config.server.bind, "127.0.0.1:11500");
+    assert_eq!(l.config.server.bind.to_string(), "127.0.0.1:11500");
     assert_eq!(l.config.mode(), GeneratorMode::Mock);
     assert!(matches!(
         l.source_of("generator_mode"),
@@ -69,7 +70,7 @@ fn file_beats_defaults_and_records_lines() {
     let f = Files::new();
     let path = f.write("c.toml", FILE);
     let l = load(&f.input(Some(path.clone()), None, &[])).unwrap();
-    assert_eq!(l.config.server.bind, "127.0.0.1:12000");
+    assert_eq!(l.config.server.bind.to_string(), "127.0.0.1:12000");
     assert_eq!(
         l.source_of("server.bind"),
         Source::File {
@@ -171,7 +172,7 @@ fn backend_env_names_are_honoured() {
     );
     let c = &l.config.media.providers["comfyui"];
     assert_eq!(c.base_url.as_deref(), Some("http://127.0.0.1:8189"));
-    assert_eq!(c.timeout_s, 45.0);
+    assert_eq!(c.timeout_s(), 45.0);
     assert_eq!(
         c.workflow_dir.as_deref(),
         Some(std::path::Path::new("workflows/"))

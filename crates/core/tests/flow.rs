@@ -28,7 +28,7 @@ fn client(app: &TestApp, live: bool) -> GatewayClient {
 
 /// Every LLM step's answer satisfies its contract and the image is a real PNG.
 async fn assert_complete(app: &TestApp, report: &FlowReport) {
-    assert!(report.ok, "{:#?}", report);
+    assert!(report.ok, "{report:#?}");
     let names: Vec<&str> = report.steps.iter().map(|s| s.name.as_str()).collect();
     for required in [
         "brand_summary",
@@ -42,7 +42,11 @@ async fn assert_complete(app: &TestApp, report: &FlowReport) {
     }
     assert!(names.iter().any(|n| n.starts_with("copy:")), "{names:?}");
     for step in &report.steps {
-        assert_eq!(step.status, "succeeded", "{step:?}");
+        assert_eq!(
+            step.status,
+            sparklio_core::flow::StepStatus::Succeeded,
+            "{step:?}"
+        );
         assert!(step.violations.is_empty(), "{step:?}");
     }
     let r = &report.result;
@@ -86,7 +90,7 @@ async fn mock_flow_produces_six_valid_results_and_a_real_png() {
     let app = TestApp::start("").await;
     let mut events = Vec::new();
     let report = flow::run(&client(&app, false), &FlowInput::sample(), true, |e| {
-        events.push(e)
+        events.push(e);
     })
     .await;
     assert_complete(&app, &report).await;

@@ -153,7 +153,9 @@ async fn json_answer_has_every_contract_field_and_sends_the_routed_model() {
     let sent = double.last_request();
     assert_eq!(sent["model"], "qwen2.5:14b");
     assert_eq!(sent["format"], "json");
-    assert_eq!(sent["stream"], false);
+    // Ollama is always asked to stream, even for a one-piece answer: that is what lets a
+    // first-token timeout and an idle timeout bound the call (issue 12).
+    assert_eq!(sent["stream"], true);
     assert_eq!(sent["keep_alive"], "10m");
     assert_eq!(sent["options"]["temperature"], 0.8);
     assert_eq!(sent["options"]["top_p"], 0.95);
@@ -948,7 +950,8 @@ async fn usage_rows_and_metrics_after_a_mix_of_requests() {
         .unwrap();
     for line in [
         r#"llm_gateway_requests_total{provider="ollama",model="qwen2.5:14b",role="copywriter",task="product_detail",status="success"} 2"#,
-        r#"llm_gateway_requests_total{provider="ollama",model="nope:1b",role="copywriter",task="product_detail",status="error"} 1"#,
+        // A model name no configuration or provider knows is not a label value (issue 11).
+        r#"llm_gateway_requests_total{provider="ollama",model="other",role="copywriter",task="product_detail",status="error"} 1"#,
         r#"llm_gateway_requests_total{provider="mock",model="qwen2.5:7b",role="brief",task="marketing_brief",status="success"} 1"#,
         r#"llm_gateway_errors_total{provider="ollama",code="MODEL_NOT_FOUND"} 1"#,
         r#"llm_gateway_errors_total{provider="none",code="VALIDATION_ERROR"} 1"#,

@@ -7,7 +7,7 @@ mod common;
 use comfyui_double::ComfyDouble;
 use common::TestApp;
 use serde_json::{json, Value};
-use sparklio_core::media::provider::png_size;
+use sparklio_core::media::png_size;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -541,7 +541,7 @@ async fn restart_recovers_unfinished_jobs_or_fails_them_with_a_reason() {
     let toml = live_toml(&double, "");
     let start = || async {
         let input = common::input_for(&dir, &toml, &[("GENERATOR_MODE", "live")]);
-        let loaded = sparklio_core::config::load(&input).unwrap();
+        let loaded = sparklio_core::load_config(&input).unwrap();
         sparklio_core::start(loaded, Default::default())
             .await
             .unwrap()
@@ -645,8 +645,7 @@ async fn prompt_injection_lands_verbatim_in_its_one_input() {
         for (input, value) in node["inputs"].as_object().unwrap() {
             let mapped = matches!(
                 (id.as_str(), input.as_str()),
-                ("6", "text")
-                    | ("7", "text")
+                ("6" | "7", "text")
                     | ("5", _)
                     | ("3", "seed" | "steps" | "cfg")
                     | ("4", "ckpt_name")
@@ -901,7 +900,7 @@ async fn files_are_served_by_id_only() {
     // Raw traversal in the path (not normalised by the client).
     let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    stream.write_all(b"GET /api/v1/media/files/../../secret.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    stream.write_all(b"GET /api/v1/media/files/../../secret.txt HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").await.unwrap();
     let mut resp = String::new();
     stream.read_to_string(&mut resp).await.unwrap();
     assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");
@@ -1017,7 +1016,7 @@ fn media_config_problems_name_their_key() {
         "[media]\ndefault_provider = \"nope\"\n[media.tasks.banner]\nkind = \"poster\"\n[media.providers.x]\nkind = \"dalle\"\n",
         &[],
     );
-    let problems = sparklio_core::config::load(&input).unwrap_err();
+    let problems = sparklio_core::load_config(&input).unwrap_err();
     let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
     for key in [
         "media.default_provider",

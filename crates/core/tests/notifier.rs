@@ -36,7 +36,7 @@ fn collect(app: &TestApp, options: NotifierOptions) -> Arc<Mutex<Vec<Notificatio
     let got = Arc::new(Mutex::new(Vec::new()));
     let sink = got.clone();
     Notifier::spawn(
-        app.app.as_ref().unwrap().state.clone(),
+        app.app.as_ref().unwrap().state.notifier_inputs(),
         options,
         move |n: Notification| sink.lock().unwrap().push(n),
     );

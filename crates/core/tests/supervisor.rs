@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 /// A `[[services]]` block running the test service on `port` with extra args and keys.
 fn service_toml(name: &str, port: u16, args: &[&str], extra: &str) -> String {
     let mut all = vec!["--port".to_string(), port.to_string()];
-    all.extend(args.iter().map(|s| s.to_string()));
+    all.extend(args.iter().map(std::string::ToString::to_string));
     format!(
         r#"
 [[services]]
@@ -695,7 +695,7 @@ async fn gateway_link_marks_the_provider_down_while_its_service_is_down() {
         .supervisor
         .provider_services("comfyui");
     assert_eq!(backing.len(), 1);
-    assert_eq!(backing[0].0, "comfy");
+    assert_eq!(backing[0].name, "comfy");
     app.stop().await;
 }
 
@@ -776,7 +776,7 @@ fn default_config_service_examples_are_valid() {
         Some(r"D:\AI\ComfyUI\python_embeded\python.exe")
     );
     assert!(comfy.args.windows(2).any(|w| w == ["--listen", "0.0.0.0"]));
-    let problems = sparklio_core::config::validate(&config);
+    let problems = sparklio_core::config::validate(&config, &sparklio_core::app::known_kinds());
     assert!(problems.is_empty(), "{problems:?}");
 }
 
@@ -811,7 +811,7 @@ mod docker_double {
         let path = uri.path();
         // Strip the API version prefix (/v1.53).
         let path = match path.strip_prefix("/v") {
-            Some(rest) => rest.find('/').map(|i| &rest[i..]).unwrap_or(path),
+            Some(rest) => rest.find('/').map_or(path, |i| &rest[i..]),
             None => path,
         };
         if path == "/ollama/" {

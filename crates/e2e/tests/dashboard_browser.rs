@@ -6,7 +6,7 @@ mod ollama_double;
 
 use ollama_double::OllamaDouble;
 use serde_json::{json, Value};
-use sparklio_core::config::{self, ConfigInput};
+use sparklio_core::config::ConfigInput;
 use sparklio_desk_e2e::{artifacts_dir, free_port, start_driver, test_service, Guard, Session};
 use std::time::Duration;
 
@@ -60,7 +60,7 @@ pub async fn start_app(dir: &tempfile::TempDir, toml: &str) -> sparklio_core::Ru
         ),
     )
     .unwrap();
-    let loaded = config::load(&ConfigInput {
+    let loaded = sparklio_core::load_config(&ConfigInput {
         config_flag: Some(path),
         env: [("SPARKLIO_DESK_BIND".to_string(), "127.0.0.1:0".to_string())].into(),
         dotenv_path: None,

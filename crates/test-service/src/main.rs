@@ -9,7 +9,8 @@
 //! - `POST /exit/{code}`: exits with that code;
 //! - `POST /hang`: stops answering `/health` (stays alive);
 //! - `POST /grandchild`: starts a child of itself that sleeps, answers its pid;
-//! - `POST /print/{n}`: prints n lines to stdout and n to stderr.
+//! - `POST /print/{n}`: prints n lines to stdout and n to stderr;
+//! - `POST /print-raw/{bytes}`: prints that many bytes to stdout without a line end.
 //!
 //! `--sleep` (no port) only sleeps: that is what a grandchild runs.
 
@@ -89,6 +90,22 @@ fn print_lines(n: usize) {
         println!("stdout line {i}");
         eprintln!("stderr line {i}");
     }
+}
+
+/// `bytes` of output with no line end (a program dumping a blob to stdout).
+fn print_without_newline(bytes: usize) {
+    use std::io::Write;
+    let chunk = [b'x'; 64 * 1024];
+    let mut out = std::io::stdout().lock();
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        if out.write_all(&chunk[..n]).is_err() {
+            return;
+        }
+        left -= n;
+    }
+    let _ = out.flush();
 }
 
 /// Start a sleeping copy of this program (a grandchild of the supervisor); returns its pid.
@@ -221,6 +238,13 @@ async fn main() {
             "/print/{n}",
             post(|Path(n): Path<usize>| async move {
                 print_lines(n);
+                "printed"
+            }),
+        )
+        .route(
+            "/print-raw/{bytes}",
+            post(|Path(bytes): Path<usize>| async move {
+                print_without_newline(bytes);
                 "printed"
             }),
         );

@@ -1,7 +1,7 @@
 //! Starting a real app for a benchmark: `toml` as its config file (with a temporary data
 //! folder), a free loopback port, and the given environment.
 
-use sparklio_core::config::{self, ConfigInput};
+use sparklio_core::config::ConfigInput;
 use std::collections::BTreeMap;
 
 pub async fn start_app(
@@ -9,9 +9,7 @@ pub async fn start_app(
     toml: &str,
     env: &[(&str, &str)],
 ) -> sparklio_core::RunningApp {
-    let n = std::fs::read_dir(dir.path())
-        .map(|d| d.count())
-        .unwrap_or(0);
+    let n = std::fs::read_dir(dir.path()).map_or(0, std::iter::Iterator::count);
     let path = dir.path().join(format!("bench-{n}.toml"));
     // `toml` first: its top-level keys must come before any table.
     std::fs::write(
@@ -27,7 +25,7 @@ pub async fn start_app(
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     env.insert("SPARKLIO_DESK_BIND".into(), "127.0.0.1:0".into());
-    let loaded = config::load(&ConfigInput {
+    let loaded = sparklio_core::load_config(&ConfigInput {
         config_flag: Some(path),
         env,
         dotenv_path: None,

@@ -1,6 +1,6 @@
 //! Loading the layers and remembering where each value came from.
 
-use super::{validate::Problem, Config, GeneratorMode};
+use super::{validate::KnownKinds, validate::Problem, Config, GeneratorMode};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -133,12 +133,14 @@ pub struct EnvOverride {
     pub replaced: Source,
 }
 
-impl LoadedConfig {
-    /// Built-in defaults only (what a fresh machine runs with).
-    pub fn defaults() -> Self {
-        load(&ConfigInput::default()).expect("the built-in defaults are valid")
+impl std::ops::Deref for LoadedConfig {
+    type Target = Config;
+    fn deref(&self) -> &Config {
+        &self.config
     }
+}
 
+impl LoadedConfig {
     /// Where the value at `key` (e.g. `server.bind`) came from.
     pub fn source_of(&self, key: &str) -> Source {
         let mut k = key.to_string();
@@ -176,7 +178,7 @@ pub(super) fn builtin_defaults() -> Config {
 }
 
 /// Load all layers, validate, and return the effective config or every problem found.
-pub fn load(input: &ConfigInput) -> Result<LoadedConfig, Vec<Problem>> {
+pub fn load(input: &ConfigInput, known: &KnownKinds<'_>) -> Result<LoadedConfig, Vec<Problem>> {
     let mut tree: Value = toml::from_str(DEFAULT_TOML).expect("default.toml parses");
     let mut provenance = BTreeMap::new();
     let mut problems = Vec::new();
@@ -298,7 +300,7 @@ pub fn load(input: &ConfigInput) -> Result<LoadedConfig, Vec<Problem>> {
         env_overrides,
     });
     if let Some(l) = &loaded {
-        for mut p in super::validate(&l.config) {
+        for mut p in super::validate(&l.config, known) {
             if let Source::File { path, line } = l.source_of(&p.key) {
                 p.file = Some(path);
                 p.line = Some(line);
@@ -349,7 +351,7 @@ fn read_dotenv(input: &ConfigInput, problems: &mut Vec<Problem>) -> DotEnv {
                         out.insert(k, (v, path.clone()));
                     }
                     Err(e) => {
-                        problems.push(Problem::new("", format!(".env {}: {e}", path.display())))
+                        problems.push(Problem::new("", format!(".env {}: {e}", path.display())));
                     }
                 }
             }
@@ -405,9 +407,9 @@ fn collect_lines(
     text: &str,
     out: &mut BTreeMap<String, usize>,
 ) {
-    for (key, item) in table.iter() {
+    for (key, item) in table {
         let path = join(prefix, key);
-        if let Some(span) = table.key(key).and_then(|k| k.span()) {
+        if let Some(span) = table.key(key).and_then(toml_edit::Key::span) {
             out.insert(path.clone(), line_of(text, span.start));
         }
         collect_item(item, &path, text, out);
@@ -421,7 +423,7 @@ fn collect_item(item: &toml_edit::Item, path: &str, text: &str, out: &mut BTreeM
                 out.entry(path.to_string())
                     .or_insert(line_of(text, span.start));
             }
-            collect_lines(t, path, text, out)
+            collect_lines(t, path, text, out);
         }
         toml_edit::Item::ArrayOfTables(arr) => {
             for (i, t) in arr.iter().enumerate() {
@@ -433,7 +435,7 @@ fn collect_item(item: &toml_edit::Item, path: &str, text: &str, out: &mut BTreeM
             }
         }
         toml_edit::Item::Value(toml_edit::Value::InlineTable(t)) => {
-            for (k, v) in t.iter() {
+            for (k, v) in t {
                 let p = join(path, k);
                 if let Some(span) = v.span() {
                     out.insert(p, line_of(text, span.start));
@@ -445,7 +447,7 @@ fn collect_item(item: &toml_edit::Item, path: &str, text: &str, out: &mut BTreeM
                 if let (Some(span), toml_edit::Value::InlineTable(t)) = (v.span(), v) {
                     let p = format!("{path}[{i}]");
                     out.insert(p.clone(), line_of(text, span.start));
-                    for (k, v) in t.iter() {
+                    for (k, v) in t {
                         if let Some(span) = v.span() {
                             out.insert(join(&p, k), line_of(text, span.start));
                         }
@@ -496,7 +498,7 @@ fn merge(base: &mut Value, over: Value, prefix: &str, on_leaf: &mut dyn FnMut(&s
                 let path = join(prefix, &k);
                 match b.get_mut(&k) {
                     Some(existing) if existing.is_object() && v.is_object() => {
-                        merge(existing, v, &path, on_leaf)
+                        merge(existing, v, &path, on_leaf);
                     }
                     _ => {
                         mark_leaves(&v, &path, on_leaf);

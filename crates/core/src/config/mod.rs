@@ -12,7 +12,9 @@ pub use load::flatten;
 pub use load::{
     default_config_path, load, ConfigInput, LoadedConfig, Source, DEFAULT_TOML, ENV_OVERRIDES,
 };
-pub use validate::{parse_network, validate, Problem};
+pub use validate::{parse_network, validate, KnownKinds, Problem};
+
+pub use crate::runtime::GeneratorMode;
 
 /// Config templates for known machines, by profile name: a starting config file that
 /// `sparklio-desk config init --profile NAME` (and the Windows installer) writes when none
@@ -45,6 +47,26 @@ pub struct Config {
     pub supervisor: SupervisorConfig,
     #[serde(default)]
     pub system: SystemConfig,
+    #[serde(default)]
+    pub flows: FlowsConfig,
+}
+
+/// `[flows]`: the end-to-end check runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowsConfig {
+    /// Checks run at once; more wait in a queue of `max_queue`.
+    pub max_concurrent: usize,
+    pub max_queue: usize,
+}
+
+impl Default for FlowsConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 1,
+            max_queue: 4,
+        }
+    }
 }
 
 impl Default for Config {
@@ -60,48 +82,204 @@ impl Config {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GeneratorMode {
-    Mock,
-    Live,
-}
-
-impl GeneratorMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GeneratorMode::Mock => "mock",
-            GeneratorMode::Live => "live",
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    pub bind: String,
+    /// One address or several (`["127.0.0.1:11500", "100.x.y.z:11500"]`).
+    pub bind: BindList,
     pub api_keys: Vec<String>,
     pub admin_keys: Vec<String>,
+    /// Named keys with their own settings (see `KeyConfig`); the plain lists keep working.
+    pub keys: Vec<KeyConfig>,
     pub trusted_networks: Vec<String>,
     pub max_body_bytes: usize,
+    /// The base of URLs the Desk hands out (`http://gpu-desktop.tailnet.ts.net:11500`).
+    pub public_url: Option<String>,
+    /// Host names (besides loopback, `localhost` and the bound addresses) keyless
+    /// requests may use in their `Host` header.
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins allowed to call the Desk cross-site (CORS), e.g. the team's
+    /// frontend `http://100.x.y.z:3000`.
+    pub cors_origins: Vec<String>,
+    pub limits: ServerLimits,
+    /// Per client address (requests without a named key's own limits).
+    pub client_limits: ClientLimits,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            bind: "127.0.0.1:11500".into(),
+            bind: BindList(vec!["127.0.0.1:11500".into()]),
             api_keys: vec![],
             admin_keys: vec![],
+            keys: vec![],
             trusted_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
             max_body_bytes: 4 * 1024 * 1024,
+            public_url: None,
+            allowed_hosts: vec![],
+            cors_origins: vec![],
+            limits: ServerLimits::default(),
+            client_limits: ClientLimits::default(),
         }
     }
+}
+
+impl ServerConfig {
+    /// Whether any key that opens the gateway is configured.
+    pub fn has_gateway_keys(&self) -> bool {
+        !self.api_keys.is_empty() || !self.admin_keys.is_empty() || !self.keys.is_empty()
+    }
+}
+
+/// `server.bind`: written as one string (commas allowed, for the environment variable)
+/// or a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindList(pub Vec<String>);
+
+impl BindList {
+    pub fn addresses(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl From<&str> for BindList {
+    fn from(s: &str) -> Self {
+        BindList(
+            s.split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(str::to_string)
+                .collect(),
+        )
+    }
+}
+
+impl std::fmt::Display for BindList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(", "))
+    }
+}
+
+impl Serialize for BindList {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => s.serialize_str(one),
+            many => many.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BindList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        Ok(match OneOrMany::deserialize(d)? {
+            OneOrMany::One(s) => BindList::from(s.as_str()),
+            OneOrMany::Many(v) => BindList(v),
+        })
+    }
+}
+
+/// What a named key opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyRole {
+    /// Gateway and status routes (like `api_keys`).
+    #[default]
+    Gateway,
+    /// Everything, control routes included (like `admin_keys`).
+    Admin,
+}
+
+/// `[[server.keys]]`: a key with a name and its own rights and limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    pub name: String,
+    pub key: String,
+    #[serde(default)]
+    pub role: KeyRole,
+    /// The fronts it opens (`sparklio`, `ollama`, `openai`, `comfyui`); unset: all.
+    #[serde(default)]
+    pub fronts: Option<Vec<String>>,
+    #[serde(default)]
+    pub rate_per_min: Option<u32>,
+    #[serde(default)]
+    pub max_concurrent: Option<u32>,
+    /// `url` or `base64`: what media answers put in `outputs[].data` for this key.
+    #[serde(default)]
+    pub media_return: Option<String>,
+}
+
+/// `[server.limits]`: what one connection may hold.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerLimits {
+    pub max_connections: usize,
+    /// Connections only loopback clients may use (the owner's dashboard always gets in).
+    pub loopback_reserve: usize,
+    /// A request's headers must arrive within this; also how long an idle keep-alive
+    /// connection stays open.
+    pub header_timeout_s: f64,
+    /// Each piece of a request body must arrive within this.
+    pub body_timeout_s: f64,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 512,
+            loopback_reserve: 32,
+            header_timeout_s: 10.0,
+            body_timeout_s: 30.0,
+        }
+    }
+}
+
+/// `server.client_limits`: per client address; 0 = no limit.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientLimits {
+    pub rate_per_min: u32,
+    pub max_concurrent: u32,
+    /// Apply them to loopback clients too (off: the owner's tools are not throttled).
+    pub loopback: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     pub data_dir: Option<PathBuf>,
+    pub retention: RetentionConfig,
+}
+
+/// `[storage.retention]`: what is kept, swept at start and daily. 0 = keep forever.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    pub usage_days: u32,
+    pub events_days: u32,
+    pub events_max_rows: u64,
+    pub jobs_days: u32,
+    pub media_days: u32,
+    pub media_max_bytes: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            usage_days: 90,
+            events_days: 90,
+            events_max_rows: 50_000,
+            jobs_days: 30,
+            media_days: 30,
+            media_max_bytes: 5 * 1024 * 1024 * 1024,
+        }
+    }
 }
 
 impl StorageConfig {
@@ -110,9 +288,10 @@ impl StorageConfig {
         if let Some(dir) = &self.data_dir {
             return dir.clone();
         }
-        directories::ProjectDirs::from("", "Sparklio", "Sparklio Desk")
-            .map(|d| d.data_dir().to_path_buf())
-            .unwrap_or_else(|| PathBuf::from("sparklio-desk-data"))
+        directories::ProjectDirs::from("", "Sparklio", "Sparklio Desk").map_or_else(
+            || PathBuf::from("sparklio-desk-data"),
+            |d| d.data_dir().to_path_buf(),
+        )
     }
 }
 
@@ -183,10 +362,29 @@ impl SamplingConfig {
 #[serde(deny_unknown_fields)]
 pub struct LlmProviderConfig {
     pub kind: String,
+    /// One instance (named `main`); or list `instances` instead.
     #[serde(default)]
     pub base_url: Option<String>,
+    /// Interchangeable instances of this provider (`[[llm.providers.NAME.instances]]`).
+    #[serde(default)]
+    pub instances: Vec<InstanceConfig>,
+    /// The whole request at most (a request may shorten it, never extend it).
     #[serde(default = "default_llm_timeout_s")]
     pub timeout_s: f64,
+    /// Waiting for a TCP connection (the desktop is on the LAN: short).
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Cheap calls: health probes, model lists.
+    #[serde(default = "default_control_timeout_ms")]
+    pub control_timeout_ms: u64,
+    /// Until the first token: a cold load of a 14B–24B model from disk takes tens of seconds.
+    #[serde(default = "default_first_byte_timeout_s")]
+    pub first_byte_timeout_s: f64,
+    /// Between two pieces of a streamed answer.
+    #[serde(default = "default_idle_timeout_s")]
+    pub idle_timeout_s: f64,
+    #[serde(default)]
+    pub resilience: ResilienceConfig,
     #[serde(default)]
     pub default_model: Option<String>,
     #[serde(default)]
@@ -200,6 +398,11 @@ pub struct LlmProviderConfig {
 }
 
 impl LlmProviderConfig {
+    /// A provider of `kind` with every other setting at its default.
+    pub fn of_kind(kind: &str) -> Self {
+        toml::from_str(&format!("kind = {kind:?}")).expect("defaults for every other key")
+    }
+
     /// What `prompt` + `completion` tokens cost on this provider, in USD.
     pub fn estimated_cost_usd(&self, prompt: u64, completion: u64) -> f64 {
         (prompt as f64 * self.cost_per_1k_prompt_tokens
@@ -211,11 +414,131 @@ impl LlmProviderConfig {
 fn default_llm_timeout_s() -> f64 {
     120.0
 }
+fn default_connect_timeout_ms() -> u64 {
+    1_000
+}
+fn default_control_timeout_ms() -> u64 {
+    3_000
+}
+fn default_first_byte_timeout_s() -> f64 {
+    90.0
+}
+fn default_idle_timeout_s() -> f64 {
+    30.0
+}
+fn default_weight() -> u32 {
+    1
+}
+
+/// One instance of a provider.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceConfig {
+    pub name: String,
+    pub url: String,
+    /// Share of the calls relative to the other instances.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Calls at once on this instance (0 = the provider's `resilience.max_concurrent`).
+    #[serde(default)]
+    pub max_concurrent: usize,
+    #[serde(default)]
+    pub max_queue: Option<usize>,
+}
+
+/// Breaker, probe and load settings of a provider's instances
+/// (`[llm.providers.NAME.resilience]`, same for media).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResilienceConfig {
+    /// Consecutive connect failures / timeouts / failed probes that open an instance's breaker.
+    pub breaker_failures: u32,
+    /// Consecutive 5xx answers that open it.
+    pub breaker_errors: u32,
+    /// How long it stays open before one trial (doubled after a failed trial, up to max).
+    pub breaker_open_s: f64,
+    pub breaker_max_open_s: f64,
+    /// How often each instance gets a cheap probe (`/api/version`, `/system_stats`).
+    pub probe_interval_ms: u64,
+    /// Calls at once per instance (0 = no limit) and how many more may wait; beyond,
+    /// requests are shed with 503 OVERLOADED.
+    pub max_concurrent: usize,
+    pub max_queue: usize,
+}
+
+impl Default for ResilienceConfig {
+    fn default() -> Self {
+        Self {
+            breaker_failures: 3,
+            breaker_errors: 5,
+            breaker_open_s: 5.0,
+            breaker_max_open_s: 60.0,
+            probe_interval_ms: 2_000,
+            max_concurrent: 8,
+            max_queue: 64,
+        }
+    }
+}
+
+impl ResilienceConfig {
+    pub fn breaker(&self) -> crate::resilience::BreakerConfig {
+        crate::resilience::BreakerConfig {
+            failures: self.breaker_failures.max(1),
+            errors: self.breaker_errors.max(1),
+            open_for: std::time::Duration::from_secs_f64(self.breaker_open_s.max(0.05)),
+            max_open: std::time::Duration::from_secs_f64(
+                self.breaker_max_open_s.max(self.breaker_open_s).max(0.05),
+            ),
+        }
+    }
+
+    /// The instances of a provider: `instances`, else `base_url` as one named `main`.
+    pub fn instances(
+        &self,
+        base_url: Option<&str>,
+        instances: &[InstanceConfig],
+    ) -> Vec<crate::resilience::InstanceSpec> {
+        let one = base_url.map(|url| InstanceConfig {
+            name: "main".into(),
+            url: url.to_string(),
+            weight: 1,
+            max_concurrent: 0,
+            max_queue: None,
+        });
+        instances
+            .iter()
+            .cloned()
+            .chain(if instances.is_empty() { one } else { None })
+            .map(|i| crate::resilience::InstanceSpec {
+                url: i.url.trim_end_matches('/').to_string(),
+                name: i.name,
+                weight: i.weight.max(1),
+                max_concurrent: if i.max_concurrent > 0 {
+                    i.max_concurrent
+                } else {
+                    self.max_concurrent
+                },
+                max_queue: i.max_queue.unwrap_or(self.max_queue),
+            })
+            .collect()
+    }
+}
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouteTarget {
     pub provider: String,
+    pub model: Option<String>,
+    /// Tried in order when this target is unavailable, times out or fails with 5xx.
+    pub fallbacks: Vec<FallbackTarget>,
+}
+
+/// Where a request goes when its route's provider cannot answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackTarget {
+    pub provider: String,
+    #[serde(default)]
     pub model: Option<String>,
 }
 
@@ -236,6 +559,10 @@ pub struct RouteRule {
     pub provider: String,
     #[serde(default)]
     pub model: Option<String>,
+    /// Tried in order when the provider is unavailable, times out or fails with 5xx
+    /// (never on 4xx, validation or schema errors).
+    #[serde(default)]
+    pub fallbacks: Vec<FallbackTarget>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -256,6 +583,15 @@ pub struct MediaConfig {
     pub max_count: u32,
     /// Largest width or height accepted.
     pub max_side: u32,
+    /// Most pixels one request may ask for (width × height × count).
+    pub max_pixels: u64,
+    /// Images drawn at once (mock and live); more wait in a queue of `max_queue`.
+    pub max_concurrent: usize,
+    pub max_queue: usize,
+    /// How long a signed file URL stays valid (the backend stores the URLs it gets).
+    pub url_ttl_s: u64,
+    /// After a provider restart lost a job, submit it once more (same workflow and seed).
+    pub resubmit_after_restart: bool,
 }
 
 impl Default for MediaConfig {
@@ -269,18 +605,43 @@ impl Default for MediaConfig {
             aspect_ratios: BTreeMap::new(),
             max_count: 4,
             max_side: 4096,
+            max_pixels: 4096 * 4096,
+            max_concurrent: 2,
+            max_queue: 32,
+            url_ttl_s: 7 * 24 * 3600,
+            resubmit_after_restart: true,
         }
     }
 }
+
+/// How long a media job may take when `timeout_s` is not set: ComfyUI's SDXL jobs take
+/// minutes on a busy card; the mock draws at once.
+pub const DEFAULT_MEDIA_TIMEOUT_S: f64 = 300.0;
+pub const DEFAULT_MOCK_MEDIA_TIMEOUT_S: f64 = 30.0;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MediaProviderConfig {
     pub kind: String,
+    /// One instance (named `main`); or list `instances` instead.
     #[serde(default)]
     pub base_url: Option<String>,
-    #[serde(default = "default_media_timeout_s")]
-    pub timeout_s: f64,
+    #[serde(default)]
+    pub instances: Vec<InstanceConfig>,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Cheap calls: probes, `/queue`, `/history`, `/object_info`, submitting a prompt.
+    #[serde(default = "default_control_timeout_ms")]
+    pub control_timeout_ms: u64,
+    /// After the progress socket drops or ComfyUI restarts, how long to keep looking for
+    /// it before giving the job up (covers a supervised restart's start time).
+    #[serde(default = "default_recovery_grace_s")]
+    pub recovery_grace_s: f64,
+    #[serde(default)]
+    pub resilience: ResilienceConfig,
+    /// Unset: [`DEFAULT_MEDIA_TIMEOUT_S`], or [`DEFAULT_MOCK_MEDIA_TIMEOUT_S`] for the mock.
+    #[serde(default)]
+    pub timeout_s: Option<f64>,
     #[serde(default)]
     pub workflow_dir: Option<PathBuf>,
     /// Checkpoint put into a workflow's `checkpoint` parameter unless the request names one.
@@ -297,9 +658,26 @@ pub struct MediaProviderConfig {
     pub step_delay_ms: u64,
 }
 
-fn default_media_timeout_s() -> f64 {
-    300.0
+fn default_recovery_grace_s() -> f64 {
+    180.0
 }
+
+impl MediaProviderConfig {
+    /// A provider of `kind` with every other setting at its default.
+    pub fn of_kind(kind: &str) -> Self {
+        toml::from_str(&format!("kind = {kind:?}")).expect("defaults for every other key")
+    }
+
+    /// The job time limit in seconds (the configured one, else the kind's default).
+    pub fn timeout_s(&self) -> f64 {
+        self.timeout_s.unwrap_or(if self.kind == "mock" {
+            DEFAULT_MOCK_MEDIA_TIMEOUT_S
+        } else {
+            DEFAULT_MEDIA_TIMEOUT_S
+        })
+    }
+}
+
 fn default_media_poll_ms() -> u64 {
     1_000
 }
@@ -410,6 +788,10 @@ pub struct SupervisorConfig {
     pub log_file_max_bytes: u64,
     /// Rotated log files kept per service (`name.log.1` .. `name.log.N`).
     pub log_files_kept: u32,
+    /// Longer output lines are split into pieces of this many bytes.
+    pub log_line_max_bytes: usize,
+    /// Output kept in memory per service (besides the line count `log_lines`).
+    pub log_memory_max_bytes: usize,
 }
 
 impl Default for SupervisorConfig {
@@ -418,6 +800,8 @@ impl Default for SupervisorConfig {
             docker_host: None,
             log_file_max_bytes: 10 * 1024 * 1024,
             log_files_kept: 3,
+            log_line_max_bytes: 16 * 1024,
+            log_memory_max_bytes: 1024 * 1024,
         }
     }
 }
@@ -522,9 +906,10 @@ pub fn render_show(loaded: &LoadedConfig) -> String {
         Some(f) => out.push_str(&format!("# config file: {}\n", f.display())),
         None => out.push_str(&format!(
             "# config file: none (built-in defaults; would read {})\n",
-            default_config_path()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "nothing: no OS config folder".into())
+            default_config_path().map_or_else(
+                || "nothing: no OS config folder".into(),
+                |p| p.display().to_string()
+            )
         )),
     }
     let leaves = load::flatten(&tree);

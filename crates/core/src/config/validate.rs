@@ -71,18 +71,97 @@ fn check_url(problems: &mut Vec<Problem>, key: String, url: &str) {
     }
 }
 
+/// The provider kinds this build can construct. The registries live above `config`
+/// (in `llm` and `media`), so the caller that knows them passes them in.
+#[derive(Debug, Clone, Copy)]
+pub struct KnownKinds<'a> {
+    pub llm: &'a [&'a str],
+    pub media: &'a [&'a str],
+}
+
 /// Every meaning problem in `config` (types were checked while loading).
-pub fn validate(config: &Config) -> Vec<Problem> {
+pub fn validate(config: &Config, kinds: &KnownKinds<'_>) -> Vec<Problem> {
     let mut p = Vec::new();
     let s = &config.server;
-    if let Err(e) = s.bind.parse::<SocketAddr>() {
+    if s.bind.addresses().is_empty() {
         p.push(Problem::new(
             "server.bind",
-            format!(
-                "{:?} is not an address:port like 127.0.0.1:11500 ({e})",
-                s.bind
-            ),
+            "needs at least one address:port",
         ));
+    }
+    for (i, addr) in s.bind.addresses().iter().enumerate() {
+        if let Err(e) = addr.parse::<SocketAddr>() {
+            let key = if s.bind.addresses().len() == 1 {
+                "server.bind".to_string()
+            } else {
+                format!("server.bind[{i}]")
+            };
+            p.push(Problem::new(
+                key,
+                format!("{addr:?} is not an address:port like 127.0.0.1:11500 ({e})"),
+            ));
+        }
+    }
+    if let Some(url) = &s.public_url {
+        check_url(&mut p, "server.public_url".into(), url);
+    }
+    for (i, origin) in s.cors_origins.iter().enumerate() {
+        match reqwest::Url::parse(origin) {
+            Ok(u) if (u.scheme() == "http" || u.scheme() == "https")
+                && u.path() == "/"
+                && u.query().is_none()
+                && !origin.ends_with('/') => {}
+            _ => p.push(Problem::new(
+                format!("server.cors_origins[{i}]"),
+                format!("{origin:?} is not an origin like http://100.64.0.5:3000 (scheme, host, port; no path)"),
+            )),
+        }
+    }
+    let mut names = BTreeSet::new();
+    for (i, k) in s.keys.iter().enumerate() {
+        if k.key.trim().len() < 16 {
+            p.push(Problem::new(
+                format!("server.keys[{i}].key"),
+                "keys must be at least 16 characters (e.g. `openssl rand -hex 24`)",
+            ));
+        }
+        if k.name.trim().is_empty() || !names.insert(k.name.as_str()) {
+            p.push(Problem::new(
+                format!("server.keys[{i}].name"),
+                "every key needs its own non-empty name",
+            ));
+        }
+        for (j, f) in k.fronts.iter().flatten().enumerate() {
+            if !["sparklio", "ollama", "openai", "comfyui"].contains(&f.as_str()) {
+                p.push(Problem::new(
+                    format!("server.keys[{i}].fronts[{j}]"),
+                    format!("{f:?} is not a front (sparklio, ollama, openai, comfyui)"),
+                ));
+            }
+        }
+        if let Some(r) = &k.media_return {
+            if r != "url" && r != "base64" {
+                p.push(Problem::new(
+                    format!("server.keys[{i}].media_return"),
+                    format!("{r:?} is not \"url\" or \"base64\""),
+                ));
+            }
+        }
+    }
+    let l = &s.limits;
+    if l.max_connections < 8 || l.loopback_reserve >= l.max_connections {
+        p.push(Problem::new(
+            "server.limits.max_connections",
+            "must be at least 8 and larger than loopback_reserve",
+        ));
+    }
+    for (key, v) in [
+        ("server.limits.header_timeout_s", l.header_timeout_s),
+        ("server.limits.body_timeout_s", l.body_timeout_s),
+    ] {
+        if !(v > 0.0 && v.is_finite()) {
+            p.push(Problem::new(key, "must be a positive number of seconds"));
+        }
     }
     for (i, net) in s.trusted_networks.iter().enumerate() {
         if parse_network(net).is_none() {
@@ -114,15 +193,13 @@ pub fn validate(config: &Config) -> Vec<Problem> {
 
     for (name, prov) in &config.llm.providers {
         let key = format!("llm.providers.{name}");
-        if !crate::llm::providers::kinds().any(|k| k == prov.kind) {
+        if !kinds.llm.contains(&prov.kind.as_str()) {
             p.push(Problem::new(
                 format!("{key}.kind"),
                 format!(
                     "{:?} is not a provider kind (have: {})",
                     prov.kind,
-                    crate::llm::providers::kinds()
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    kinds.llm.join(", ")
                 ),
             ));
         }
@@ -181,20 +258,20 @@ pub fn validate(config: &Config) -> Vec<Problem> {
 
     for (name, prov) in &config.media.providers {
         let key = format!("media.providers.{name}");
-        if !crate::media::provider::is_known_kind(&prov.kind) {
+        if !kinds.media.contains(&prov.kind.as_str()) {
             p.push(Problem::new(
                 format!("{key}.kind"),
                 format!(
                     "{:?} is not a media provider kind ({})",
                     prov.kind,
-                    crate::media::provider::known_kinds().join(", ")
+                    kinds.media.join(", ")
                 ),
             ));
         }
         if let Some(url) = &prov.base_url {
             check_url(&mut p, format!("{key}.base_url"), url);
         }
-        if !(prov.timeout_s > 0.0 && prov.timeout_s.is_finite()) {
+        if !(prov.timeout_s() > 0.0 && prov.timeout_s().is_finite()) {
             p.push(Problem::new(
                 format!("{key}.timeout_s"),
                 "must be a positive number of seconds",
@@ -229,13 +306,13 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                 p.push(Problem::new(
                     format!("{key}.command"),
                     "a process service needs a command",
-                ))
+                ));
             }
             ServiceKind::Docker if svc.container.as_deref().is_none_or(str::is_empty) => {
                 p.push(Problem::new(
                     format!("{key}.container"),
                     "a docker service needs a container name",
-                ))
+                ));
             }
             ServiceKind::External if svc.health.is_none() => p.push(Problem::new(
                 format!("{key}.health"),

@@ -3,8 +3,8 @@
 
 use super::{run, FlowEvent, FlowInput, FlowReport, StepReport};
 use crate::client::{GatewayClient, Timeouts};
-use crate::store::{now_text, Store};
-use rusqlite::params;
+use crate::store::{now_text, JobKind, Store};
+use crate::work::WorkLimiter;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
@@ -15,11 +15,40 @@ use tokio::sync::broadcast;
 /// How many finished jobs stay in memory for the dashboard.
 const KEEP_IN_MEMORY: usize = 50;
 
+/// Where a run of the check is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl FlowStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "queued" => Self::Queued,
+            "running" => Self::Running,
+            "succeeded" => Self::Succeeded,
+            _ => Self::Failed,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct FlowJob {
     pub id: String,
-    /// queued, running, succeeded, failed.
-    pub status: String,
+    pub status: FlowStatus,
     pub generator_mode: String,
     pub progress: f64,
     pub current_step: Option<String>,
@@ -31,7 +60,7 @@ pub struct FlowJob {
 
 impl FlowJob {
     pub fn is_finished(&self) -> bool {
-        self.status == "succeeded" || self.status == "failed"
+        matches!(self.status, FlowStatus::Succeeded | FlowStatus::Failed)
     }
 }
 
@@ -45,6 +74,17 @@ struct Entry {
 pub struct FlowJobs {
     inner: Arc<Mutex<Inner>>,
     store: Store,
+    /// Checks run one (or a few) at a time; more wait, and beyond that are refused.
+    work: Arc<WorkLimiter>,
+}
+
+/// Why a check could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0} checks are running or waiting already; try again later")]
+    Overloaded(usize, u64),
+    #[error("{0:#}")]
+    Store(#[from] anyhow::Error),
 }
 
 #[derive(Default)]
@@ -56,20 +96,13 @@ struct Inner {
 impl FlowJobs {
     /// Jobs left unfinished by a previous run are marked failed: a flow cannot be resumed
     /// halfway, and a job must never be silently lost.
-    pub async fn open(store: Store) -> anyhow::Result<Self> {
-        let now = now_text();
+    pub async fn open(store: Store, limits: &crate::config::FlowsConfig) -> anyhow::Result<Self> {
         let error = json!({"code": "INTERRUPTED", "message": "the app stopped while this check was running"}).to_string();
-        store
-            .with(move |c| {
-                c.execute(
-                    "UPDATE jobs SET status = 'failed', error = ?1, updated_at = ?2 WHERE kind = 'flow' AND status IN ('queued', 'running')",
-                    params![error, now],
-                )
-            })
-            .await?;
+        store.fail_unfinished_jobs(JobKind::Flow, error).await?;
         Ok(Self {
             inner: Arc::default(),
             store,
+            work: Arc::new(WorkLimiter::new(limits.max_concurrent, limits.max_queue)),
         })
     }
 
@@ -80,12 +113,16 @@ impl FlowJobs {
         key: String,
         input: FlowInput,
         mock: bool,
-    ) -> anyhow::Result<FlowJob> {
+    ) -> Result<FlowJob, StartError> {
+        let ticket = self
+            .work
+            .reserve()
+            .map_err(|o| StartError::Overloaded(o.waiting, o.retry_after_s))?;
         let id = format!("flow_{}", uuid::Uuid::new_v4().simple());
         let now = now_text();
         let job = FlowJob {
             id: id.clone(),
-            status: "queued".into(),
+            status: FlowStatus::Queued,
             generator_mode: if mock { "mock" } else { "live" }.into(),
             progress: 0.0,
             current_step: None,
@@ -95,17 +132,14 @@ impl FlowJobs {
             updated_at: now.clone(),
         };
         let request = json!({"input": input, "mock": mock}).to_string();
-        let row = (id.clone(), request, now);
         self.store
-            .with(move |c| {
-                c.execute(
-                    "INSERT INTO jobs (id, kind, status, request, created_at, updated_at) VALUES (?1, 'flow', 'queued', ?2, ?3, ?3)",
-                    params![row.0, row.1, row.2],
-                )
-            })
+            .insert_job(&id, JobKind::Flow, None, request, now)
             .await?;
         {
-            let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let mut inner = self
+                .inner
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let (events, _) = broadcast::channel(64);
             inner.jobs.insert(
                 id.clone(),
@@ -126,11 +160,17 @@ impl FlowJobs {
         let base = format!("http://{}", loopback_of(addr));
         tokio::spawn(async move {
             let client = GatewayClient::new(base, Some(key), Timeouts::for_mode(!mock));
-            this.update(&id, |j| j.status = "running".into());
+            let running = ticket.start().await;
+            this.update(&id, |j| j.status = FlowStatus::Running);
             let report = run(&client, &input, mock, |event| this.on_event(&id, event)).await;
-            let status = if report.ok { "succeeded" } else { "failed" };
+            running.finished();
+            let status = if report.ok {
+                FlowStatus::Succeeded
+            } else {
+                FlowStatus::Failed
+            };
             this.update(&id, |j| {
-                j.status = status.into();
+                j.status = status;
                 j.progress = 1.0;
                 j.current_step = None;
                 j.report = Some(report.clone());
@@ -143,16 +183,9 @@ impl FlowJobs {
                     report.error.as_ref().map(Value::to_string),
                 )
             };
-            let now = now_text();
-            let id2 = id.clone();
             if let Err(e) = this
                 .store
-                .with(move |c| {
-                    c.execute(
-                        "UPDATE jobs SET status = ?1, result = ?2, error = ?3, updated_at = ?4 WHERE id = ?5",
-                        params![status, result, error, now, id2],
-                    )
-                })
+                .set_job_state(&id, status.as_str(), result, error)
                 .await
             {
                 tracing::warn!(job = %id, "could not record the flow result: {e:#}");
@@ -179,7 +212,10 @@ impl FlowJobs {
     }
 
     fn update(&self, id: &str, f: impl FnOnce(&mut FlowJob)) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(entry) = inner.jobs.get_mut(id) {
             f(&mut entry.job);
             entry.job.updated_at = now_text();
@@ -192,56 +228,70 @@ impl FlowJobs {
         if let Some(e) = self
             .inner
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .jobs
             .get(id)
         {
             return Ok(Some(e.job.clone()));
         }
-        let id = id.to_string();
-        self.store
-            .with(move |c| {
-                let mut stmt = c.prepare(
-                    "SELECT id, status, request, result, error, created_at, updated_at FROM jobs WHERE id = ?1 AND kind = 'flow'",
-                )?;
-                let mut rows = stmt.query(params![id])?;
-                let Some(r) = rows.next()? else { return Ok(None) };
-                let request: Value = serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or(Value::Null);
-                let report: Option<FlowReport> = r
-                    .get::<_, Option<String>>(3)?
-                    .and_then(|t| serde_json::from_str(&t).ok());
-                let error: Option<Value> = r.get::<_, Option<String>>(4)?.and_then(|t| serde_json::from_str(&t).ok());
-                let status: String = r.get(1)?;
-                Ok(Some(FlowJob {
-                    id: r.get(0)?,
-                    generator_mode: if request["mock"] == json!(false) { "live" } else { "mock" }.into(),
-                    progress: if status == "succeeded" || status == "failed" { 1.0 } else { 0.0 },
-                    current_step: None,
-                    steps: report.as_ref().map(|r| r.steps.clone()).unwrap_or_default(),
-                    report: report.or_else(|| {
-                        error.map(|e| FlowReport {
-                            generator_mode: String::new(),
-                            ok: false,
-                            failed_step: None,
-                            error: Some(e),
-                            result: json!({}),
-                            steps: vec![],
-                            total_ms: 0.0,
-                            budget_s: 0.0,
-                            within_budget: false,
-                        })
-                    }),
-                    status,
-                    created_at: r.get(5)?,
-                    updated_at: r.get(6)?,
-                }))
-            })
-            .await
+        let Some(row) = self.store.job(id, JobKind::Flow).await? else {
+            return Ok(None);
+        };
+        let request: Value = serde_json::from_str(&row.request).unwrap_or(Value::Null);
+        let report: Option<FlowReport> = row
+            .result
+            .as_deref()
+            .and_then(|t| serde_json::from_str(t).ok());
+        let error: Option<Value> = row
+            .error
+            .as_deref()
+            .and_then(|t| serde_json::from_str(t).ok());
+        let status = FlowStatus::parse(&row.status);
+        Ok(Some(FlowJob {
+            id: row.id,
+            generator_mode: if request["mock"] == json!(false) {
+                "live"
+            } else {
+                "mock"
+            }
+            .into(),
+            progress: if matches!(status, FlowStatus::Succeeded | FlowStatus::Failed) {
+                1.0
+            } else {
+                0.0
+            },
+            current_step: None,
+            steps: report.as_ref().map(|r| r.steps.clone()).unwrap_or_default(),
+            report: report.or_else(|| {
+                error.map(|e| FlowReport {
+                    generator_mode: String::new(),
+                    ok: false,
+                    failed_step: None,
+                    error: Some(e),
+                    result: json!({}),
+                    steps: vec![],
+                    total_ms: 0.0,
+                    budget_s: 0.0,
+                    within_budget: false,
+                })
+            }),
+            status,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }))
+    }
+
+    /// Runs at once and waiting.
+    pub fn work(&self) -> crate::work::WorkFigures {
+        self.work.figures()
     }
 
     /// The latest jobs held in memory, newest first.
     pub fn recent(&self) -> Vec<FlowJob> {
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         inner
             .order
             .iter()
@@ -253,7 +303,10 @@ impl FlowJobs {
 
     /// The job now, and a receiver of its later states (None when not in memory).
     pub fn subscribe(&self, id: &str) -> Option<(FlowJob, broadcast::Receiver<FlowJob>)> {
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         inner
             .jobs
             .get(id)

@@ -58,14 +58,31 @@ impl FlowInput {
     }
 }
 
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepStatus {
+    Succeeded,
+    Failed,
+}
+
+impl StepStatus {
+    fn of(ok: bool) -> Self {
+        if ok {
+            Self::Succeeded
+        } else {
+            Self::Failed
+        }
+    }
+}
+
 /// One step's outcome.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StepReport {
     pub name: String,
     pub role: String,
     pub task: String,
-    /// `succeeded` or `failed`.
-    pub status: String,
+    pub status: StepStatus,
     pub provider: Option<String>,
     pub model: Option<String>,
     /// Wall time seen by the client.
@@ -177,7 +194,7 @@ fn llm_step(
         name: name.into(),
         role: role.into(),
         task: task.into(),
-        status: if ok { "succeeded" } else { "failed" }.into(),
+        status: StepStatus::of(ok),
         provider: Some(resp.provider.clone()),
         model: Some(resp.model.clone()),
         ms,
@@ -203,7 +220,7 @@ fn failed_step(name: &str, role: &str, task: &str, ms: f64, e: &ClientError) -> 
         name: name.into(),
         role: role.into(),
         task: task.into(),
-        status: "failed".into(),
+        status: StepStatus::Failed,
         provider,
         model,
         ms,
@@ -235,7 +252,7 @@ pub async fn run(
     let outcome = run_steps(&mut r, input, &mut result).await;
     let total_ms = started.elapsed().as_secs_f64() * 1000.0;
     let budget_s = if mock { MOCK_BUDGET_S } else { LIVE_BUDGET_S };
-    let failed = r.steps.iter().find(|s| s.status == "failed");
+    let failed = r.steps.iter().find(|s| s.status == StepStatus::Failed);
     FlowReport {
         generator_mode: if mock { "mock" } else { "live" }.into(),
         ok: outcome.is_ok(),
@@ -383,7 +400,7 @@ async fn image_step<F: FnMut(FlowEvent)>(
                 name: "image".into(),
                 role: "vision".into(),
                 task: input.image.kind.clone(),
-                status: if ok { "succeeded" } else { "failed" }.into(),
+                status: StepStatus::of(ok),
                 provider: Some(resp.provider.clone()),
                 model: Some(resp.model.clone()),
                 ms,
@@ -417,16 +434,7 @@ async fn image_step<F: FnMut(FlowEvent)>(
     }
 }
 
-/// Width and height from a PNG's IHDR chunk, if `bytes` is a PNG.
-pub fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
-    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
-    if bytes.len() < 24 || !bytes.starts_with(SIGNATURE) || &bytes[12..16] != b"IHDR" {
-        return None;
-    }
-    let w = u32::from_be_bytes(bytes[16..20].try_into().ok()?);
-    let h = u32::from_be_bytes(bytes[20..24].try_into().ok()?);
-    Some((w, h))
-}
+pub use crate::media::png_size;
 
 #[cfg(test)]
 mod tests {

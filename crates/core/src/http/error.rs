@@ -16,7 +16,7 @@ tokio::task_local! {
 
 /// The current request id, if running inside a request.
 pub fn current_request_id() -> Option<String> {
-    REQUEST_ID.try_with(|id| id.clone()).ok()
+    REQUEST_ID.try_with(std::clone::Clone::clone).ok()
 }
 
 #[derive(Debug, Clone)]
@@ -100,9 +100,7 @@ impl ApiError {
         error.insert("message".into(), self.message.clone().into());
         error.insert(
             "request_id".into(),
-            current_request_id()
-                .map(Value::String)
-                .unwrap_or(Value::Null),
+            current_request_id().map_or(Value::Null, Value::String),
         );
         for (k, v) in &self.fields {
             error.insert(k.clone(), v.clone());
@@ -142,6 +140,13 @@ impl IntoResponse for ApiError {
                 axum::http::HeaderValue::from_static("Bearer"),
             );
         }
+        // Shed load and rate limits say when to come back.
+        if let Some(s) = self.fields.get("retry_after_s").and_then(Value::as_u64) {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&s.to_string()) {
+                resp.headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, v);
+            }
+        }
         resp.extensions_mut().insert(ErrorCode(self.code));
         resp
     }
@@ -152,3 +157,35 @@ impl IntoResponse for ApiError {
 pub struct ErrorCode(pub &'static str);
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+fn status_of(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+impl From<crate::llm::Error> for ApiError {
+    fn from(e: crate::llm::Error) -> Self {
+        Self {
+            status: status_of(e.status()),
+            code: e.code(),
+            fields: e.fields(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<crate::media::Error> for ApiError {
+    fn from(e: crate::media::Error) -> Self {
+        Self {
+            status: status_of(e.status()),
+            code: e.code(),
+            fields: e.details,
+            message: e.message,
+        }
+    }
+}
+
+impl From<crate::supervisor::ControlError> for ApiError {
+    fn from(e: crate::supervisor::ControlError) -> Self {
+        Self::new(status_of(e.status()), e.code(), e.to_string())
+    }
+}

@@ -2,11 +2,15 @@
 //! and tower layers for what every request shares.
 
 pub mod auth;
+pub mod browser;
 pub mod error;
+pub mod limits;
 pub mod request;
 mod routes;
+pub mod serve;
 pub mod sse;
 mod ui;
+pub mod urls;
 
 pub use error::{ApiError, ApiResult};
 pub use request::ApiJson;
@@ -16,26 +20,41 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::get;
 use axum::Router;
+use std::time::Duration;
 
 /// The whole API. Public routes need nothing; gateway routes need a trusted network or
 /// a key; control routes a trusted network or an admin key.
 pub fn router(state: SharedState) -> Router {
     let public = Router::new()
         .route("/healthz", get(routes::status::healthz))
+        .route("/api/v1/media/files/{id}", get(routes::media::get_file))
         .merge(ui::routes());
 
     let gateway = routes::gateway_routes()
+        .route_layer(from_fn_with_state(state.clone(), limits::limit))
         .route_layer(from_fn_with_state(state.clone(), auth::require_gateway));
 
-    let admin =
-        routes::admin_routes().route_layer(from_fn_with_state(state.clone(), auth::require_admin));
+    let admin = routes::admin_routes()
+        .route_layer(from_fn_with_state(state.clone(), limits::limit))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_admin));
 
+    let config = state.config();
+    let server = &config.server;
     Router::new()
         .merge(public)
         .merge(gateway)
         .merge(admin)
         .fallback(routes::not_found)
-        .layer(DefaultBodyLimit::max(state.config().server.max_body_bytes))
+        .layer(DefaultBodyLimit::max(server.max_body_bytes))
+        .layer(from_fn_with_state(state.clone(), browser::guard))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            Duration::from_secs_f64(server.limits.body_timeout_s),
+        ))
+        .layer(from_fn_with_state(
+            server.max_body_bytes,
+            request::refuse_declared_oversize,
+        ))
+        .layer(from_fn(browser::security_headers))
         .layer(from_fn(request::request_context))
         .with_state(state)
 }

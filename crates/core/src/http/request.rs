@@ -21,8 +21,7 @@ fn request_id_from(req: &Request) -> String {
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
+        .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_string)
 }
 
 /// Outermost middleware: every response gets `x-request-id`, every failure the standard body.
@@ -48,11 +47,7 @@ pub async fn request_context(req: Request, next: Next) -> Response {
         resp.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
     let status = resp.status().as_u16();
-    let code = resp
-        .extensions()
-        .get::<ErrorCode>()
-        .map(|c| c.0)
-        .unwrap_or("");
+    let code = resp.extensions().get::<ErrorCode>().map_or("", |c| c.0);
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     if status >= 500 {
         tracing::warn!(request_id = %id, %method, %path, status, code, latency_ms, client = %peer, "request failed");
@@ -60,6 +55,27 @@ pub async fn request_context(req: Request, next: Next) -> Response {
         tracing::debug!(request_id = %id, %method, %path, status, code, latency_ms, client = %peer, "request");
     }
     resp
+}
+
+/// A body declared larger than the limit is refused before a byte of it is read.
+pub async fn refuse_declared_oversize(
+    axum::extract::State(max): axum::extract::State<usize>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        let mut resp = ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE).into_response();
+        // The client may still be sending: do not keep the connection for it.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return resp;
+    }
+    next.run(req).await
 }
 
 /// Failures produced below our handlers (405, 413 from a body limit, …) come without

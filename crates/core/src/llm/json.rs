@@ -42,10 +42,7 @@ fn strip_fences(s: &str) -> &str {
         return s;
     };
     let after = &s[start + 3..];
-    let after = after
-        .split_once('\n')
-        .map(|(_, rest)| rest)
-        .unwrap_or(after);
+    let after = after.split_once('\n').map_or(after, |(_, rest)| rest);
     match after.rfind("```") {
         Some(end) => &after[..end],
         None => after,
@@ -90,7 +87,7 @@ fn remove_trailing_commas(s: &str) -> String {
         }
         if c == ',' {
             let next = chars[i + 1..].iter().find(|n| !n.is_whitespace());
-            if matches!(next, Some('}') | Some(']')) {
+            if matches!(next, Some('}' | ']')) {
                 continue;
             }
         }

@@ -1,32 +1,44 @@
 //! The LLM Gateway: Sparklio's agents send role + task + input; the gateway routes
 //! it to a provider and model (config), builds the prompt (templates), calls the
-//! provider, parses JSON answers, and answers in the Sparklio contract's shape.
+//! provider, parses JSON answers, enforces the role contract, records usage, and
+//! answers in the Sparklio contract's shape.
 //!
-//! HTTP handlers live in `http::routes::llm`; this module is transport-free.
+//! Transport-free: the HTTP layer parses requests, calls [`LlmGateway::generate`] or
+//! [`LlmGateway::stream`], and renders the typed answer or [`Error`].
 
+pub mod answer;
+pub mod error;
 pub mod json;
+pub mod ndjson;
 pub mod prompts;
 pub mod provider;
 pub mod providers;
-pub mod record;
 pub mod router;
+pub mod views;
 pub mod wire;
 
-use crate::app::ProviderBoard;
-use crate::config::{GeneratorMode, LlmConfig};
-use crate::http::ApiError;
-use axum::http::StatusCode;
+pub use answer::{Answer, GenerateAnswer};
+pub use error::{Error, Target};
+
+use crate::config::{GeneratorMode, LlmConfig, SamplingConfig};
+use crate::gateway::{Finished, GatewayLinks, RequestKind, Requester};
 use prompts::Prompts;
 use provider::{
-    CallContext, ChatMessage, LlmCall, LlmProvider, LlmReply, ProviderError, ReplyStream, Sampling,
-    Usage,
+    CallContext, ChatMessage, FailureKind, LlmCall, LlmProvider, LlmReply, ProviderError, Sampling,
+    StreamEvent, Usage,
 };
 use providers::mock::MockProvider;
 use router::{RouteDecision, RouteQuery, Router};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use wire::GenerateRequest;
+use std::time::Instant;
+use tokio::sync::mpsc;
+use views::{
+    HealthStatus, LlmHealth, LlmModels, ModelRow, ProviderHealth, ProviderInfo, ProviderModels,
+    RouterInfo,
+};
+use wire::{GenerateBody, GenerateRequest};
 
 /// A configured provider, or why it could not be built (one broken provider must
 /// not take the gateway down: requests to it fail, the rest work).
@@ -42,7 +54,9 @@ pub struct LlmGateway {
     mock: Arc<dyn LlmProvider>,
     pub router: Router,
     pub prompts: Prompts,
+    sampling: SamplingConfig,
     last_errors: Mutex<BTreeMap<String, String>>,
+    links: GatewayLinks,
 }
 
 /// Everything decided before calling a provider.
@@ -56,19 +70,86 @@ pub struct Plan {
     pub generator_mode: GeneratorMode,
     pub request: GenerateRequest,
     pub request_id: String,
+    /// Earlier targets that failed before this one answered (configured fallbacks).
+    pub attempts: Vec<answer::Attempt>,
 }
 
-/// What the error body and the usage row need to know about a failed request.
-#[derive(Debug, Clone, Default)]
-pub struct FailureContext {
-    pub provider: Option<String>,
-    pub model: Option<String>,
+impl Plan {
+    fn target(&self) -> Target {
+        Target::new(self.provider_label.clone(), self.model.clone())
+    }
+}
+
+/// Who asked and under which id (the body's `request_id`, else the transport's).
+#[derive(Debug, Clone)]
+pub struct RequestCtx {
+    pub request_id: String,
+    pub requester: Requester,
+    /// A time limit the transport asked for (`x-request-timeout`), if any.
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// One step of a streamed answer as the gateway hands it to the transport.
+#[derive(Debug)]
+pub enum StreamItem {
+    Chunk { index: u64, delta: String },
+    Done(Box<GenerateAnswer>),
+    Failed(Error),
+}
+
+/// What the request-level bookkeeping needs while a request runs.
+struct Tracker {
+    started: Instant,
+    finished: Finished,
+    target: Target,
+}
+
+impl Tracker {
+    fn new(ctx: &RequestCtx) -> Self {
+        Self {
+            started: Instant::now(),
+            finished: Finished::new(
+                RequestKind::Llm,
+                ctx.request_id.clone(),
+                ctx.requester.clone(),
+            ),
+            target: Target::default(),
+        }
+    }
+
+    fn ms(&self) -> f64 {
+        self.started.elapsed().as_secs_f64() * 1000.0
+    }
+
+    fn describe(&mut self, request: &GenerateRequest) {
+        self.finished.role = Some(request.role.clone());
+        self.finished.task = Some(request.task.clone());
+        self.finished.mode = Some(request.mode_label.clone());
+    }
+
+    fn success(mut self, usage: Usage) -> Finished {
+        self.finished.provider = self.target.provider;
+        self.finished.model = self.target.model;
+        self.finished.tokens = Some((usage.prompt_tokens, usage.completion_tokens));
+        self.finished.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        self.finished
+    }
+
+    fn failure(mut self, e: &Error) -> Finished {
+        self.finished.provider = self.target.provider;
+        self.finished.model = self.target.model;
+        self.finished.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        self.finished.status = e.status();
+        self.finished.error_code = Some(e.code().to_string());
+        self.finished.cancelled = matches!(e, Error::ClientClosed);
+        self.finished
+    }
 }
 
 impl LlmGateway {
     /// Build from config. Fails only when prompt templates do not compile.
-    pub fn from_config(cfg: &LlmConfig) -> anyhow::Result<Self> {
-        let providers = cfg
+    pub fn from_config(cfg: &LlmConfig, links: GatewayLinks) -> anyhow::Result<Self> {
+        let providers: BTreeMap<String, Slot> = cfg
             .providers
             .iter()
             .map(|(name, pc)| {
@@ -82,6 +163,11 @@ impl LlmGateway {
                 (name.clone(), slot)
             })
             .collect();
+        for slot in providers.values() {
+            if let Slot::Ready(p) = slot {
+                p.attach(links.board.clone(), links.shutdown.clone());
+            }
+        }
         let mock_default = cfg
             .providers
             .values()
@@ -92,7 +178,9 @@ impl LlmGateway {
             mock: Arc::new(MockProvider::new("mock", mock_default)),
             router: Router::new(cfg),
             prompts: Prompts::load(cfg.prompt_dir.as_deref())?,
+            sampling: cfg.sampling.clone(),
             last_errors: Mutex::new(BTreeMap::new()),
+            links,
         })
     }
 
@@ -110,16 +198,212 @@ impl LlmGateway {
     fn note_error(&self, provider: &str, message: &str) {
         self.last_errors
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(provider.to_string(), message.to_string());
     }
 
     fn last_error(&self, provider: &str) -> Option<String> {
         self.last_errors
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(provider)
             .cloned()
+    }
+
+    /// Count a request that failed before it reached the gateway (unreadable body).
+    pub async fn record_rejected(
+        &self,
+        ctx: &RequestCtx,
+        status: u16,
+        code: &str,
+        elapsed_ms: f64,
+    ) {
+        let mut f = Finished::new(
+            RequestKind::Llm,
+            ctx.request_id.clone(),
+            ctx.requester.clone(),
+        );
+        f.status = status;
+        f.error_code = Some(code.to_string());
+        f.latency_ms = elapsed_ms;
+        self.links.usage.record(f).await;
+    }
+
+    /// One complete answer (non-streaming): normalise, check the switches, route, call
+    /// (the route's fallbacks in turn when the provider cannot answer), parse, enforce
+    /// the contract, record usage.
+    pub async fn generate(
+        &self,
+        body: GenerateBody,
+        ctx: RequestCtx,
+    ) -> Result<GenerateAnswer, Error> {
+        let mut tracker = Tracker::new(&ctx);
+        let result = async {
+            let (request, mode) = self.prepare(body, &mut tracker)?;
+            let mut plan = self.plan(request, mode, &ctx, None, &mut tracker.target)?;
+            let targets = plan.route.fallbacks.clone();
+            let mut next = targets.iter();
+            loop {
+                match self.complete(&plan).await {
+                    Ok(answer) => {
+                        return Ok::<_, Error>((
+                            answer.to_wire(&plan, tracker.ms()),
+                            answer.reply.usage,
+                        ))
+                    }
+                    Err(e) if e.allows_fallback() && Instant::now() < plan.call.deadline => {
+                        let Some(fallback) = next.next() else {
+                            return Err(e);
+                        };
+                        let mut attempts = std::mem::take(&mut plan.attempts);
+                        attempts.push(answer::Attempt::failed(&plan, &e));
+                        tracing::info!(
+                            from = %plan.provider_label,
+                            to = %fallback.provider,
+                            code = e.code(),
+                            "falling back"
+                        );
+                        plan = self.plan(
+                            plan.request.clone(),
+                            mode,
+                            &ctx,
+                            Some((fallback, plan.call.deadline)),
+                            &mut tracker.target,
+                        )?;
+                        plan.attempts = attempts;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        .await;
+        match result {
+            Ok((wire, usage)) => {
+                self.links.usage.record(tracker.success(usage)).await;
+                Ok(wire)
+            }
+            Err(e) => {
+                let e = e.with_target(&tracker.target);
+                self.links.usage.record(tracker.failure(&e)).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// A streamed answer: chunks, then one `Done` (or `Failed`). Errors before the first
+    /// byte come back as `Err`, so the transport can still answer with a proper status.
+    /// The stream stops reading upstream when the receiver is dropped.
+    pub async fn stream(
+        self: &Arc<Self>,
+        body: GenerateBody,
+        ctx: RequestCtx,
+    ) -> Result<mpsc::Receiver<StreamItem>, Error> {
+        let mut tracker = Tracker::new(&ctx);
+        let started = async {
+            let (request, mode) = self.prepare(body, &mut tracker)?;
+            let mut plan = self.plan(request, mode, &ctx, None, &mut tracker.target)?;
+            let targets = plan.route.fallbacks.clone();
+            let mut next = targets.iter();
+            loop {
+                match plan.provider.chat_stream(&plan.call).await {
+                    Ok(upstream) => return Ok::<_, Error>((plan, upstream)),
+                    Err(e) => {
+                        let e = self.provider_failure(&plan, e);
+                        let fallback = match next.next() {
+                            Some(f)
+                                if e.allows_fallback() && Instant::now() < plan.call.deadline =>
+                            {
+                                f
+                            }
+                            _ => return Err(e),
+                        };
+                        let mut attempts = std::mem::take(&mut plan.attempts);
+                        attempts.push(answer::Attempt::failed(&plan, &e));
+                        plan = self.plan(
+                            plan.request.clone(),
+                            mode,
+                            &ctx,
+                            Some((fallback, plan.call.deadline)),
+                            &mut tracker.target,
+                        )?;
+                        plan.attempts = attempts;
+                    }
+                }
+            }
+        }
+        .await;
+        let (plan, mut upstream) = match started {
+            Ok(x) => x,
+            Err(e) => {
+                let e = e.with_target(&tracker.target);
+                self.links.usage.record(tracker.failure(&e)).await;
+                return Err(e);
+            }
+        };
+        let (tx, rx) = mpsc::channel(32);
+        let gateway = self.clone();
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            let shutdown = gateway.links.shutdown.clone();
+            let mut index = 0u64;
+            let end: Result<(GenerateAnswer, Usage), Error> = loop {
+                let next = tokio::select! {
+                    () = shutdown.cancelled() => break Err(Error::ShuttingDown),
+                    n = upstream.next() => n,
+                };
+                match next {
+                    Some(Ok(StreamEvent::Delta(delta))) => {
+                        if tx.send(StreamItem::Chunk { index, delta }).await.is_err() {
+                            break Err(Error::ClientClosed);
+                        }
+                        index += 1;
+                    }
+                    Some(Ok(StreamEvent::Done(reply))) => {
+                        let usage = reply.usage;
+                        break gateway
+                            .finish(&plan, reply)
+                            .map(|a| (a.to_wire(&plan, tracker.ms()), usage));
+                    }
+                    Some(Err(e)) => break Err(gateway.provider_failure(&plan, e)),
+                    None => {
+                        break Err(Error::Upstream {
+                            target: plan.target(),
+                            message: "the provider's stream ended without a final message".into(),
+                            upstream_status: None,
+                        })
+                    }
+                }
+            };
+            let finished = match end {
+                Ok((wire, usage)) => {
+                    let _ = tx.send(StreamItem::Done(Box::new(wire))).await;
+                    tracker.success(usage)
+                }
+                Err(e) => {
+                    let e = e.with_target(&tracker.target);
+                    let f = tracker.failure(&e);
+                    let _ = tx.send(StreamItem::Failed(e)).await;
+                    f
+                }
+            };
+            gateway.links.usage.record(finished).await;
+        });
+        Ok(rx)
+    }
+
+    /// Normalise and check the pause switch.
+    fn prepare(
+        &self,
+        body: GenerateBody,
+        tracker: &mut Tracker,
+    ) -> Result<(GenerateRequest, GeneratorMode), Error> {
+        let request = body.normalize(&self.sampling)?;
+        tracker.describe(&request);
+        if self.links.runtime.paused() {
+            return Err(Error::Paused);
+        }
+        let mode = self.links.mode_for(request.mock);
+        Ok((request, mode))
     }
 
     /// Route, pick the provider, build the prompt. Fails fast (no network) when the
@@ -127,30 +411,34 @@ impl LlmGateway {
     pub fn plan(
         &self,
         request: GenerateRequest,
-        global_mode: GeneratorMode,
-        board: &ProviderBoard,
-        request_id: String,
-        ctx: &mut FailureContext,
-    ) -> Result<Plan, ApiError> {
-        let route = self.router.route(&RouteQuery {
+        mode: GeneratorMode,
+        ctx: &RequestCtx,
+        fallback: Option<(&crate::config::FallbackTarget, Instant)>,
+        target: &mut Target,
+    ) -> Result<Plan, Error> {
+        let mut route = self.router.route(&RouteQuery {
             role: &request.role,
             task: &request.task,
             mode: &request.mode,
             provider: request.provider.as_deref(),
             model: request.model.as_deref(),
         });
-        ctx.provider = Some(route.provider.clone());
-        ctx.model = route.model.clone();
-        let with_ctx = |e: ApiError| {
-            e.with("provider", route.provider.clone())
-                .with("model", route.model.clone())
+        if let Some((f, _)) = fallback {
+            route.reason = format!("fallback of {} ({})", route.provider, route.matched);
+            route.matched = format!("{} → fallback {}", route.matched, f.provider);
+            route.provider.clone_from(&f.provider);
+            route.model.clone_from(&f.model);
+        }
+        *target = Target {
+            provider: Some(route.provider.clone()),
+            model: route.model.clone(),
         };
         let slot = self
             .providers
             .get(&route.provider)
             .cloned()
             .ok_or_else(|| {
-                with_ctx(ApiError::validation(
+                Error::validation(
                     if request.provider.is_some() {
                         "options.provider"
                     } else {
@@ -161,29 +449,30 @@ impl LlmGateway {
                         route.provider,
                         self.provider_names().collect::<Vec<_>>().join(", ")
                     ),
-                ))
+                )
             })?;
 
-        let mock_requested = global_mode == GeneratorMode::Mock || request.mock;
-        let (provider, provider_label, generator_mode) = if mock_requested {
+        let (provider, provider_label, generator_mode) = if mode == GeneratorMode::Mock {
             (self.mock.clone(), "mock".to_string(), GeneratorMode::Mock)
         } else {
             let provider = match slot {
                 Slot::Ready(p) => p,
                 Slot::Broken(why) => {
-                    return Err(with_ctx(ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "PROVIDER_UNAVAILABLE",
-                        format!("provider {} is misconfigured: {why}", route.provider),
-                    )))
+                    return Err(Error::Unavailable {
+                        target: target.clone(),
+                        message: format!("provider {} is misconfigured: {why}", route.provider),
+                        instance: None,
+                        retry_after_s: None,
+                    })
                 }
             };
-            if let Some(reason) = board.down_reason(&route.provider) {
-                return Err(with_ctx(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "PROVIDER_UNAVAILABLE",
-                    format!("provider {} is down: {reason}", route.provider),
-                )));
+            if let Some(reason) = self.links.board.down_reason(&route.provider) {
+                return Err(Error::Unavailable {
+                    target: target.clone(),
+                    message: format!("provider {} is down: {reason}", route.provider),
+                    instance: None,
+                    retry_after_s: None,
+                });
             }
             // A route that names the mock provider is an explicit choice, not a fallback.
             let mode = if provider.is_mock() {
@@ -193,7 +482,7 @@ impl LlmGateway {
             };
             (provider.clone(), route.provider.clone(), mode)
         };
-        ctx.provider = Some(provider_label.clone());
+        target.provider = Some(provider_label.clone());
 
         let model = match route.model.clone().or_else(|| {
             (generator_mode == GeneratorMode::Mock)
@@ -203,16 +492,16 @@ impl LlmGateway {
             Some(m) => m,
             None if generator_mode == GeneratorMode::Mock => route.provider.clone(),
             None => {
-                return Err(with_ctx(ApiError::validation(
+                return Err(Error::validation(
                     "options.model",
                     format!(
                         "the route ({}) names no model and llm.providers.{}.default_model is unset",
                         route.matched, route.provider
                     ),
-                )))
+                ))
             }
         };
-        ctx.model = Some(model.clone());
+        target.model = Some(model.clone());
 
         let messages = self
             .prompts
@@ -223,13 +512,26 @@ impl LlmGateway {
                 &request.input,
                 &request.hints,
             )
-            .map_err(|e| {
-                ApiError::internal(format!("prompt: {e:#}"))
-                    .with("provider", provider_label.clone())
-                    .with("model", model.clone())
+            .map_err(|e| Error::Internal {
+                target: target.clone(),
+                message: format!("prompt: {e:#}"),
             })?;
+        // The provider's limit, shortened by what the request or its transport asked for;
+        // a fallback keeps the deadline of the first attempt.
+        let deadline = match fallback {
+            Some((_, d)) => d,
+            None => {
+                let limit = [Some(provider.timeout()), request.timeout, ctx.timeout]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or_else(|| provider.timeout());
+                Instant::now() + limit
+            }
+        };
         let call = LlmCall {
             model: model.clone(),
+            deadline,
             messages,
             json: request.mode == "json",
             sampling: Sampling {
@@ -253,26 +555,45 @@ impl LlmGateway {
             call,
             generator_mode,
             request,
-            request_id,
+            request_id: ctx.request_id.clone(),
+            attempts: Vec::new(),
         })
     }
 
-    fn provider_failure(&self, plan: &Plan, e: ProviderError) -> ApiError {
+    fn provider_failure(&self, plan: &Plan, e: ProviderError) -> Error {
         self.note_error(&plan.provider_label, &e.message);
-        let mut err = ApiError::new(e.status(), e.code(), e.message.clone())
-            .with("provider", plan.provider_label.clone())
-            .with("model", plan.model.clone());
-        if let Some(s) = e.upstream_status {
-            err = err.with("upstream_status", s);
+        let (target, message) = (plan.target(), e.message);
+        match e.kind {
+            FailureKind::Unavailable => Error::Unavailable {
+                target,
+                message,
+                instance: e.instance,
+                retry_after_s: e.retry_after_s,
+            },
+            FailureKind::Overloaded => Error::Overloaded {
+                target,
+                message,
+                retry_after_s: e.retry_after_s.unwrap_or(1),
+            },
+            FailureKind::Timeout => Error::Timeout { target, message },
+            FailureKind::ModelNotFound => Error::ModelNotFound {
+                target,
+                message,
+                upstream_status: e.upstream_status,
+            },
+            FailureKind::Upstream => Error::Upstream {
+                target,
+                message,
+                upstream_status: e.upstream_status,
+            },
         }
-        err
     }
 
-    /// One complete answer (non-streaming). In json mode the answer must also satisfy the
+    /// One complete answer for a plan. In json mode the answer must also satisfy the
     /// role contract; a violating answer gets one repair round-trip that tells the model
     /// what was wrong, then fails with `LLM_SCHEMA_MISMATCH`.
-    pub async fn generate(&self, plan: &Plan) -> Result<Answer, ApiError> {
-        let started = std::time::Instant::now();
+    pub async fn complete(&self, plan: &Plan) -> Result<Answer, Error> {
+        let started = Instant::now();
         let reply = plan
             .provider
             .chat(&plan.call)
@@ -283,7 +604,7 @@ impl LlmGateway {
         self.enforce_contract(plan, answer).await
     }
 
-    async fn enforce_contract(&self, plan: &Plan, first: Answer) -> Result<Answer, ApiError> {
+    async fn enforce_contract(&self, plan: &Plan, first: Answer) -> Result<Answer, Error> {
         let (Some(parsed), Some(contract)) = (
             first.parsed.as_ref(),
             crate::contracts::contract_for(&plan.request.role, &plan.request.task),
@@ -306,7 +627,7 @@ impl LlmGateway {
                 contract.shape_hint()
             ),
         ));
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let reply = plan
             .provider
             .chat(&call)
@@ -334,70 +655,58 @@ impl LlmGateway {
             second.schema_repaired = true;
             return Ok(second);
         }
-        let msg = format!(
+        let message = format!(
             "the answer does not match the {}/{} contract, even after one repair round-trip: {}",
             contract.role,
             contract.task,
             still.join("; ")
         );
-        self.note_error(&plan.provider_label, &msg);
-        Err(
-            ApiError::new(StatusCode::BAD_GATEWAY, "LLM_SCHEMA_MISMATCH", msg)
-                .with("provider", plan.provider_label.clone())
-                .with("model", plan.model.clone())
-                .with("violations", still)
-                .with("first_violations", listed)
-                .with("raw", second.reply.content.clone())
-                .with(
-                    "usage",
-                    serde_json::to_value(second.reply.usage).unwrap_or_default(),
-                ),
-        )
-    }
-
-    /// A streamed answer; errors before the first byte come back as `Err`.
-    pub async fn stream(&self, plan: &Plan) -> Result<ReplyStream, ApiError> {
-        plan.provider
-            .chat_stream(&plan.call)
-            .await
-            .map_err(|e| self.provider_failure(plan, e))
-    }
-
-    /// Turn a mid-stream provider failure into the standard error.
-    pub fn stream_failure(&self, plan: &Plan, e: ProviderError) -> ApiError {
-        self.provider_failure(plan, e)
+        self.note_error(&plan.provider_label, &message);
+        Err(Error::SchemaMismatch {
+            target: plan.target(),
+            message,
+            details: Box::new(error::Mismatch {
+                raw: second.reply.content.clone(),
+                violations: still,
+                first_violations: Some(listed),
+                usage: Some(second.reply.usage),
+            }),
+        })
     }
 
     /// Parse (json mode) and shape the answer.
-    pub fn finish(&self, plan: &Plan, reply: LlmReply) -> Result<Answer, ApiError> {
+    pub fn finish(&self, plan: &Plan, reply: LlmReply) -> Result<Answer, Error> {
         let parsed = if plan.call.json {
             match json::parse_answer(&reply.content) {
                 Ok(p) if p.value.is_object() => Some(p),
                 // Callers read fields of `output.value`; an array or a bare value has none.
                 Ok(p) => {
-                    let msg = format!(
+                    let message = format!(
                         "json mode expects one JSON object; the model answered {}",
                         json_kind(&p.value)
                     );
-                    self.note_error(&plan.provider_label, &msg);
-                    return Err(
-                        ApiError::new(StatusCode::BAD_GATEWAY, "LLM_SCHEMA_MISMATCH", msg)
-                            .with("provider", plan.provider_label.clone())
-                            .with("model", plan.model.clone())
-                            .with("raw", reply.content.clone()),
-                    );
+                    self.note_error(&plan.provider_label, &message);
+                    return Err(Error::SchemaMismatch {
+                        target: plan.target(),
+                        message,
+                        details: Box::new(error::Mismatch {
+                            raw: reply.content,
+                            violations: Vec::new(),
+                            first_violations: None,
+                            usage: None,
+                        }),
+                    });
                 }
                 Err(why) => {
-                    let msg = format!(
+                    let message = format!(
                         "the model's answer is not valid JSON, even after one repair attempt: {why}"
                     );
-                    self.note_error(&plan.provider_label, &msg);
-                    return Err(
-                        ApiError::new(StatusCode::BAD_GATEWAY, "LLM_INVALID_JSON", msg)
-                            .with("provider", plan.provider_label.clone())
-                            .with("model", plan.model.clone())
-                            .with("raw", reply.content.clone()),
-                    );
+                    self.note_error(&plan.provider_label, &message);
+                    return Err(Error::InvalidJson {
+                        target: plan.target(),
+                        message,
+                        raw: reply.content,
+                    });
                 }
             }
         } else {
@@ -412,46 +721,64 @@ impl LlmGateway {
     }
 
     /// The routing table, providers and prompts, for `router/info`.
-    pub fn info(&self, mode: GeneratorMode) -> Value {
-        let providers: serde_json::Map<String, Value> = self
+    pub fn info(&self) -> RouterInfo {
+        let providers = self
             .providers
             .iter()
             .map(|(name, slot)| {
-                let v = match slot {
-                    Slot::Ready(p) => json!({
-                        "kind": p.kind(),
-                        "base_url": p.base_url(),
-                        "default_model": p.default_model(),
-                        "error": null,
-                    }),
-                    Slot::Broken(why) => json!({"kind": null, "error": why}),
+                let info = match slot {
+                    Slot::Ready(p) => ProviderInfo {
+                        kind: Some(p.kind().to_string()),
+                        base_url: p.base_url().map(str::to_string),
+                        default_model: p.default_model().map(str::to_string),
+                        error: None,
+                    },
+                    Slot::Broken(why) => ProviderInfo {
+                        kind: None,
+                        base_url: None,
+                        default_model: None,
+                        error: Some(why.clone()),
+                    },
                 };
-                (name.clone(), v)
+                (name.clone(), info)
             })
             .collect();
-        let mut info = self.router.describe();
-        info["generator_mode"] = json!(mode.as_str());
-        info["providers"] = Value::Object(providers);
-        info["role_aliases"] = wire::role_aliases();
-        info["precedence"] = json!([
-            "options.provider / options.model / override_model (request)",
-            "first matching llm.routes rule by priority (lower first)",
-            "llm.default_route",
-            "llm.providers.<name>.default_model when the step names no model",
-        ]);
-        info["prompts"] = json!(self.prompts.templates());
-        info
+        RouterInfo {
+            table: self.router.describe(),
+            generator_mode: self.links.runtime.mode().as_str(),
+            providers,
+            role_aliases: wire::role_aliases(),
+            precedence: [
+                "options.provider / options.model / override_model (request)",
+                "first matching llm.routes rule by priority (lower first)",
+                "llm.default_route",
+                "llm.providers.<name>.default_model when the step names no model",
+            ],
+            prompts: self.prompts.templates().to_vec(),
+        }
     }
 
     /// Reachability of every provider (cheap endpoints only), with the supervisor's view.
-    pub async fn health(&self, mode: GeneratorMode, board: &ProviderBoard) -> Value {
+    pub async fn health(&self) -> LlmHealth {
+        let mode = self.links.runtime.mode();
+        let board = &self.links.board;
         let checks = self.providers.iter().map(|(name, slot)| async move {
             let down = board.down_reason(name);
-            let body = match slot {
-                Slot::Broken(why) => json!({
-                    "status": "error", "kind": null, "reachable": false, "latency_ms": null,
-                    "default_model": null, "last_error": why, "service_down": down,
-                }),
+            let health = match slot {
+                Slot::Broken(why) => ProviderHealth {
+                    status: HealthStatus::Error,
+                    kind: None,
+                    vendor: None,
+                    base_url: None,
+                    reachable: false,
+                    latency_ms: None,
+                    version: None,
+                    default_model: None,
+                    last_error: Some(why.clone()),
+                    service_down: down,
+                    services: Vec::new(),
+                    instances: BTreeMap::new(),
+                },
                 Slot::Ready(p) => {
                     // A provider the supervisor reports down is not probed: that would
                     // only wait for a connection that cannot succeed.
@@ -467,45 +794,54 @@ impl LlmGateway {
                     if let Some(e) = &report.error {
                         self.note_error(name, e);
                     }
-                    json!({
-                        "status": if report.reachable { "healthy" } else { "unhealthy" },
-                        "kind": p.kind(),
-                        "vendor": p.kind(),
-                        "base_url": p.base_url(),
-                        "reachable": report.reachable,
-                        "latency_ms": report.latency_ms,
-                        "version": report.version,
-                        "default_model": p.default_model(),
-                        "last_error": report.error.or_else(|| self.last_error(name)),
-                        "service_down": down,
-                    })
+                    ProviderHealth {
+                        status: if report.reachable {
+                            HealthStatus::Healthy
+                        } else {
+                            HealthStatus::Unhealthy
+                        },
+                        kind: Some(p.kind().to_string()),
+                        vendor: Some(p.kind().to_string()),
+                        base_url: p.base_url().map(str::to_string),
+                        reachable: report.reachable,
+                        latency_ms: Some(report.latency_ms),
+                        version: report.version,
+                        default_model: p.default_model().map(str::to_string),
+                        last_error: report.error.or_else(|| self.last_error(name)),
+                        service_down: down,
+                        services: Vec::new(),
+                        instances: p.instances().into_iter().collect(),
+                    }
                 }
             };
-            (name.clone(), body)
+            (name.clone(), health)
         });
-        let results = futures::future::join_all(checks).await;
-        let default_ok = results
-            .iter()
-            .find(|(n, _)| n == self.router.default_provider())
-            .is_some_and(|(_, v)| v["reachable"] == json!(true));
-        let gateway = if mode == GeneratorMode::Mock || default_ok {
-            "healthy"
-        } else {
-            "unhealthy"
-        };
-        json!({
-            "gateway": gateway,
-            "mode": mode.as_str(),
-            "default_provider": self.router.default_provider(),
-            "providers": results.into_iter().collect::<serde_json::Map<_, _>>(),
-        })
+        let providers: BTreeMap<String, ProviderHealth> = futures::future::join_all(checks)
+            .await
+            .into_iter()
+            .collect();
+        let default_ok = providers
+            .get(self.router.default_provider())
+            .is_some_and(|h| h.reachable);
+        LlmHealth {
+            gateway: if mode == GeneratorMode::Mock || default_ok {
+                HealthStatus::Healthy
+            } else {
+                HealthStatus::Unhealthy
+            },
+            mode: mode.as_str(),
+            paused: self.links.runtime.paused(),
+            default_provider: self.router.default_provider().to_string(),
+            providers,
+        }
     }
 
     /// Installed models per provider, and every routed model with whether it is installed.
-    /// In mock mode nothing is contacted: `installed` is null.
-    pub async fn models(&self, mode: GeneratorMode, board: &ProviderBoard) -> Value {
+    /// When `mode` is mock nothing is contacted: `installed` is null.
+    pub async fn models(&self, mode: GeneratorMode) -> LlmModels {
         let live = mode == GeneratorMode::Live;
-        let mut per_provider = serde_json::Map::new();
+        let board = &self.links.board;
+        let mut per_provider = BTreeMap::new();
         let mut installed: BTreeMap<String, Vec<provider::ModelEntry>> = BTreeMap::new();
         let lists = self.providers.keys().filter_map(|name| {
             let p = self.ready(name)?;
@@ -523,32 +859,46 @@ impl LlmGateway {
             match r {
                 None => {}
                 Some(Ok(models)) => {
+                    self.links
+                        .usage
+                        .labels
+                        .allow_models(models.iter().map(|m| m.name.as_str()));
                     per_provider.insert(
                         name.clone(),
-                        json!({"reachable": true, "models": models, "error": null}),
+                        ProviderModels {
+                            reachable: true,
+                            models: models.clone(),
+                            error: None,
+                        },
                     );
                     installed.insert(name, models);
                 }
                 Some(Err(e)) => {
-                    per_provider
-                        .insert(name, json!({"reachable": false, "models": [], "error": e}));
+                    per_provider.insert(
+                        name,
+                        ProviderModels {
+                            reachable: false,
+                            models: Vec::new(),
+                            error: Some(e),
+                        },
+                    );
                 }
             }
         }
         let routed = self.router.routed_models();
-        let mut models: Vec<Value> = routed
+        let mut models: Vec<ModelRow> = routed
             .iter()
             .map(|(p, m)| {
                 let found = installed
                     .get(p)
                     .map(|list| list.iter().find(|e| same_model(&e.name, m)).cloned());
-                json!({
-                    "model": m,
-                    "provider": p,
-                    "routed": true,
-                    "installed": found.as_ref().map(Option::is_some),
-                    "loaded": found.as_ref().map(|f| f.as_ref().is_some_and(|e| e.loaded)),
-                })
+                ModelRow {
+                    model: m.clone(),
+                    provider: p.clone(),
+                    routed: true,
+                    installed: found.as_ref().map(Option::is_some),
+                    loaded: found.as_ref().map(|f| f.as_ref().is_some_and(|e| e.loaded)),
+                }
             })
             .collect();
         for (p, list) in &installed {
@@ -557,20 +907,23 @@ impl LlmGateway {
                     .iter()
                     .any(|(rp, rm)| rp == p && same_model(&e.name, rm))
                 {
-                    models.push(json!({
-                        "model": e.name, "provider": p, "routed": false,
-                        "installed": true, "loaded": e.loaded,
-                    }));
+                    models.push(ModelRow {
+                        model: e.name.clone(),
+                        provider: p.clone(),
+                        routed: false,
+                        installed: Some(true),
+                        loaded: Some(e.loaded),
+                    });
                 }
             }
         }
-        json!({
-            "total": models.len(),
-            "models": models,
-            "default_provider": self.router.default_provider(),
-            "mode": mode.as_str(),
-            "providers": per_provider,
-        })
+        LlmModels {
+            total: models.len(),
+            models,
+            default_provider: self.router.default_provider().to_string(),
+            mode: mode.as_str(),
+            providers: per_provider,
+        }
     }
 }
 
@@ -586,7 +939,7 @@ fn json_kind(v: &Value) -> &'static str {
 }
 
 /// Ollama names `llama3.2` and `llama3.2:latest` the same model.
-fn same_model(installed: &str, wanted: &str) -> bool {
+pub fn same_model(installed: &str, wanted: &str) -> bool {
     let norm = |s: &str| {
         if s.contains(':') {
             s.to_string()
@@ -595,57 +948,4 @@ fn same_model(installed: &str, wanted: &str) -> bool {
         }
     };
     norm(installed) == norm(wanted)
-}
-
-/// A finished, parsed answer.
-pub struct Answer {
-    pub reply: LlmReply,
-    pub parsed: Option<json::ParsedJson>,
-    /// Time spent waiting for the provider (all round-trips), in ms.
-    pub provider_ms: f64,
-    /// The answer needed the contract repair round-trip.
-    pub schema_repaired: bool,
-}
-
-impl Answer {
-    /// The contract's superset body.
-    pub fn body(&self, plan: &Plan, latency_ms: f64) -> Value {
-        let parsed = self.parsed.as_ref().map(|p| p.value.clone());
-        let output = json!({
-            "type": if parsed.is_some() { "json" } else { "text" },
-            "value": parsed.clone().unwrap_or_else(|| Value::String(self.reply.content.clone())),
-            "content": self.reply.content,
-            "parsed": parsed,
-        });
-        json!({
-            "provider": plan.provider_label,
-            "model": plan.model,
-            "usage": self.reply.usage,
-            "output": output,
-            "meta": meta(plan, latency_ms, self),
-            "timestamp": crate::store::now_text(),
-        })
-    }
-}
-
-fn meta(plan: &Plan, latency_ms: f64, answer: &Answer) -> Value {
-    let reply = &answer.reply;
-    let repaired = answer.parsed.as_ref().is_some_and(|p| p.repaired);
-    json!({
-        "role": plan.request.role,
-        "requested_role": plan.request.requested_role,
-        "task": plan.request.task,
-        "mode": plan.request.mode_label,
-        "latency_ms": (latency_ms * 10.0).round() / 10.0,
-        "generator_mode": plan.generator_mode.as_str(),
-        "request_id": plan.request_id,
-        "route": plan.route.matched,
-        "temperature": plan.call.sampling.temperature,
-        "max_tokens": plan.call.sampling.max_tokens,
-        "done_reason": reply.done_reason,
-        "json_repaired": repaired,
-        "schema_repaired": answer.schema_repaired,
-        "provider_latency_ms": (answer.provider_ms * 10.0).round() / 10.0,
-        "model_info": reply.model_info,
-    })
 }

@@ -159,7 +159,7 @@ impl Prompts {
             "input_block": input_block(&shown_input),
             "hints": hints_text(hints),
             // The role contract's shape, so the prompt asks for what will be validated.
-            "shape": crate::contracts::contract_for(role, task).map(|c| c.shape_hint()),
+            "shape": crate::contracts::contract_for(role, task).map(super::super::contracts::Contract::shape_hint),
         });
         let render = |name: String| -> anyhow::Result<String> {
             let t = self.env.get_template(&name)?;

@@ -4,11 +4,14 @@
 //! logging and metrics stay in the gateway, so adding a provider is one file plus
 //! one line in `providers::REGISTRY` plus its config section.
 
+use crate::resilience::pool::InstanceView;
+use crate::runtime::ProviderBoard;
 use async_trait::async_trait;
-use axum::http::StatusCode;
 use futures::stream::BoxStream;
 use serde::Serialize;
 use serde_json::Value;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 /// One chat message sent upstream.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -39,6 +42,9 @@ pub struct Sampling {
 #[derive(Debug, Clone)]
 pub struct LlmCall {
     pub model: String,
+    /// When the whole answer must be in: the provider's `timeout_s`, or sooner when the
+    /// request asked for less. Never extended.
+    pub deadline: std::time::Instant,
     pub messages: Vec<ChatMessage>,
     /// Switch the provider's JSON mode on.
     pub json: bool,
@@ -56,7 +62,7 @@ pub struct CallContext {
     pub input: Value,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -118,6 +124,8 @@ pub struct ModelEntry {
     pub modified_at: Option<String>,
     /// Bytes of it in GPU memory while loaded (`/api/ps` `size_vram`).
     pub size_vram: Option<u64>,
+    /// The instances that have it (`main`, `gpu2`, ...).
+    pub instances: Vec<String>,
 }
 
 /// The result of a cheap reachability check.
@@ -141,6 +149,8 @@ pub enum FailureKind {
     ModelNotFound,
     /// Any other upstream failure (HTTP error, dropped connection, unreadable answer).
     Upstream,
+    /// Every instance is busy and its queue full (load shedding).
+    Overloaded,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -149,6 +159,10 @@ pub struct ProviderError {
     pub message: String,
     /// The upstream's HTTP status, when it answered with one.
     pub upstream_status: Option<u16>,
+    /// The instance that failed (`ollama/main`), when one was chosen.
+    pub instance: Option<String>,
+    /// When to try again (an open breaker, a full queue).
+    pub retry_after_s: Option<u64>,
 }
 
 impl ProviderError {
@@ -157,7 +171,19 @@ impl ProviderError {
             kind,
             message: message.into(),
             upstream_status: None,
+            instance: None,
+            retry_after_s: None,
         }
+    }
+
+    pub fn on_instance(mut self, instance: impl Into<String>) -> Self {
+        self.instance = Some(instance.into());
+        self
+    }
+
+    /// Whether the request never reached an instance (so another may take it).
+    pub fn not_sent(&self) -> bool {
+        matches!(self.kind, FailureKind::Unavailable) && self.upstream_status.is_none()
     }
 
     pub fn code(&self) -> &'static str {
@@ -166,15 +192,7 @@ impl ProviderError {
             FailureKind::Timeout => "LLM_TIMEOUT",
             FailureKind::ModelNotFound => "MODEL_NOT_FOUND",
             FailureKind::Upstream => "PROVIDER_ERROR",
-        }
-    }
-
-    pub fn status(&self) -> StatusCode {
-        match self.kind {
-            FailureKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            FailureKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            FailureKind::ModelNotFound => StatusCode::NOT_FOUND,
-            FailureKind::Upstream => StatusCode::BAD_GATEWAY,
+            FailureKind::Overloaded => "OVERLOADED",
         }
     }
 }
@@ -210,8 +228,19 @@ pub trait LlmProvider: Send + Sync {
     async fn chat_stream(&self, call: &LlmCall) -> Result<ReplyStream, ProviderError>;
     /// Installed models (and whether each is loaded).
     async fn list_models(&self) -> Result<Vec<ModelEntry>, ProviderError>;
-    /// A cheap reachability check (never a generation).
+    /// A cheap reachability check (never a generation); answers from the last probe
+    /// when it is recent, so a sick instance never blocks it.
     async fn health(&self) -> HealthReport;
+    /// The longest a call may take (`timeout_s`); a request may ask for less.
+    fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(120)
+    }
+    /// Start background work (probes) and see the supervisor's view of services.
+    fn attach(&self, _board: Arc<ProviderBoard>, _shutdown: CancellationToken) {}
+    /// Each instance's state (breaker, load, last probe), for health answers.
+    fn instances(&self) -> Vec<(String, InstanceView)> {
+        Vec::new()
+    }
 }
 
 /// A channel-backed stream: `produce` pushes items through a sender whose `send`

@@ -27,6 +27,39 @@ pub struct RouteDecision {
     /// The rule that matched (its name, or `routes[i]`), `default_route` or `request`.
     pub matched: String,
     pub reason: String,
+    /// Where to go when the provider cannot answer (the rule's `fallbacks`; none when
+    /// the request forced a provider).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<crate::config::FallbackTarget>,
+}
+
+/// The rules in the order they are tried, and the default.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoutingTable {
+    pub routes: Vec<RouteView>,
+    pub default_route: RouteTargetView,
+}
+
+/// One rule as `router/info` shows it (the model filled in from the provider's default).
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteView {
+    /// Its place in `[[llm.routes]]`.
+    pub index: usize,
+    pub name: Option<String>,
+    pub priority: i64,
+    pub roles: Vec<String>,
+    pub tasks: Vec<String>,
+    pub modes: Vec<String>,
+    pub provider: String,
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<crate::config::FallbackTarget>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteTargetView {
+    pub provider: String,
+    pub model: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -35,6 +68,7 @@ pub struct Router {
     rules: Vec<(usize, RouteRule)>,
     default_provider: String,
     default_model: Option<String>,
+    default_fallbacks: Vec<crate::config::FallbackTarget>,
     provider_defaults: BTreeMap<String, Option<String>>,
 }
 
@@ -65,6 +99,7 @@ impl Router {
             rules,
             default_provider: cfg.default_route.provider.clone(),
             default_model: cfg.default_route.model.clone(),
+            default_fallbacks: cfg.default_route.fallbacks.clone(),
             provider_defaults: cfg
                 .providers
                 .iter()
@@ -86,6 +121,10 @@ impl Router {
 
     pub fn route(&self, q: &RouteQuery) -> RouteDecision {
         let rule = self.rules.iter().find(|(_, r)| rule_matches(r, q));
+        let mut fallbacks = rule.map_or_else(
+            || self.default_fallbacks.clone(),
+            |(_, r)| r.fallbacks.clone(),
+        );
         let (mut provider, mut model, mut matched, mut reason) = match rule {
             Some((i, r)) => (
                 r.provider.clone(),
@@ -118,6 +157,8 @@ impl Router {
             provider = p.to_string();
             matched = "request".into();
             reason = format!("options.provider = {p:?} (request override)");
+            // A forced provider is that provider, not a route with fallbacks.
+            fallbacks.clear();
         }
         if let Some(m) = q.model.filter(|m| !m.is_empty()) {
             model = Some(m.to_string());
@@ -130,39 +171,54 @@ impl Router {
                 reason = format!("{reason}; model = llm.providers.{provider}.default_model ({m})");
             }
         }
+        let fallbacks = fallbacks
+            .into_iter()
+            .map(|mut f| {
+                if f.model.is_none() {
+                    f.model = self.provider_default(&f.provider);
+                }
+                f
+            })
+            .collect();
         RouteDecision {
             provider,
             model,
             matched,
             reason,
+            fallbacks,
         }
     }
 
     /// The routing table, for `router/info`.
-    pub fn describe(&self) -> serde_json::Value {
-        let rules: Vec<serde_json::Value> = self
+    pub fn describe(&self) -> RoutingTable {
+        let routes = self
             .rules
             .iter()
-            .map(|(i, r)| {
-                serde_json::json!({
-                    "index": i,
-                    "name": r.name,
-                    "priority": r.priority,
-                    "roles": r.roles,
-                    "tasks": r.tasks,
-                    "modes": r.modes,
-                    "provider": r.provider,
-                    "model": r.model.clone().or_else(|| self.provider_default(&r.provider)),
-                })
+            .map(|(i, r)| RouteView {
+                index: *i,
+                name: r.name.clone(),
+                priority: r.priority,
+                roles: r.roles.clone(),
+                tasks: r.tasks.clone(),
+                modes: r.modes.clone(),
+                provider: r.provider.clone(),
+                model: r
+                    .model
+                    .clone()
+                    .or_else(|| self.provider_default(&r.provider)),
+                fallbacks: r.fallbacks.clone(),
             })
             .collect();
-        serde_json::json!({
-            "routes": rules,
-            "default_route": {
-                "provider": self.default_provider,
-                "model": self.default_model.clone().or_else(|| self.provider_default(&self.default_provider)),
+        RoutingTable {
+            routes,
+            default_route: RouteTargetView {
+                provider: self.default_provider.clone(),
+                model: self
+                    .default_model
+                    .clone()
+                    .or_else(|| self.provider_default(&self.default_provider)),
             },
-        })
+        }
     }
 
     /// Every model a route can send to each provider (rules, default route, provider defaults).
@@ -177,8 +233,14 @@ impl Router {
         };
         for (_, r) in &self.rules {
             add(&r.provider, r.model.clone());
+            for f in &r.fallbacks {
+                add(&f.provider, f.model.clone());
+            }
         }
         add(&self.default_provider, self.default_model.clone());
+        for f in &self.default_fallbacks {
+            add(&f.provider, f.model.clone());
+        }
         out
     }
 
@@ -235,6 +297,7 @@ mod tests {
                 modes: vec![],
                 provider: "ollama".into(),
                 model: Some("late-model".into()),
+                fallbacks: vec![],
             },
             RouteRule {
                 name: Some("chat copy".into()),
@@ -244,6 +307,7 @@ mod tests {
                 modes: vec!["text".into()],
                 provider: "mock".into(),
                 model: None,
+                fallbacks: vec![],
             },
             RouteRule {
                 name: Some("tie-first".into()),
@@ -253,6 +317,7 @@ mod tests {
                 modes: vec![],
                 provider: "ollama".into(),
                 model: Some("first".into()),
+                fallbacks: vec![],
             },
         ];
         let r = Router::new(&cfg);

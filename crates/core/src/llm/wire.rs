@@ -2,10 +2,10 @@
 //! `options.model`; code: `payload`, `json|text`, `override_model`, `*_agent` roles),
 //! one superset answer out.
 
+use super::Error;
 use crate::config::SamplingConfig;
-use crate::http::ApiError;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 /// `POST /api/v1/llm/generate`, as sent.
 #[derive(Debug, Deserialize)]
@@ -44,6 +44,9 @@ pub struct GenerateOptions {
     pub stream: Option<bool>,
     #[serde(default)]
     pub mock: Option<bool>,
+    /// This request's own time limit in seconds (shorter than the provider's only).
+    #[serde(default)]
+    pub timeout_s: Option<f64>,
     /// Tone, length and other hints some agents send; passed to the templates.
     #[serde(flatten)]
     pub hints: Map<String, Value>,
@@ -65,12 +68,11 @@ const ROLE_ALIASES: &[(&str, &str)] = &[
     ("designer", "vision"),
 ];
 
-pub fn role_aliases() -> Value {
+pub fn role_aliases() -> std::collections::BTreeMap<String, String> {
     ROLE_ALIASES
         .iter()
-        .map(|(a, r)| (a.to_string(), json!(r)))
-        .collect::<Map<_, _>>()
-        .into()
+        .map(|(a, r)| (a.to_string(), r.to_string()))
+        .collect()
 }
 
 /// A request after validation and normalisation.
@@ -95,21 +97,23 @@ pub struct GenerateRequest {
     pub model: Option<String>,
     pub stream: bool,
     pub mock: bool,
+    /// The request's own time limit, when it set one.
+    pub timeout: Option<std::time::Duration>,
     pub hints: Map<String, Value>,
     pub request_id: Option<String>,
 }
 
-fn check_name(field: &str, v: &str) -> Result<String, ApiError> {
+fn check_name(field: &str, v: &str) -> Result<String, Error> {
     let v = v.trim().to_ascii_lowercase();
     if v.is_empty() {
-        return Err(ApiError::validation(field, "must not be empty"));
+        return Err(Error::validation(field, "must not be empty"));
     }
     if v.len() > 64
         || !v
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
-        return Err(ApiError::validation(
+        return Err(Error::validation(
             field,
             "must be up to 64 letters, digits, '_' or '-'",
         ));
@@ -117,7 +121,7 @@ fn check_name(field: &str, v: &str) -> Result<String, ApiError> {
     Ok(v)
 }
 
-fn into_object(field: &str, v: Value) -> Result<Map<String, Value>, ApiError> {
+fn into_object(field: &str, v: Value) -> Result<Map<String, Value>, Error> {
     match v {
         Value::Object(m) => Ok(m),
         // A bare string is the user's request.
@@ -125,7 +129,7 @@ fn into_object(field: &str, v: Value) -> Result<Map<String, Value>, ApiError> {
             .into_iter()
             .collect()),
         Value::Null => Ok(Map::new()),
-        _ => Err(ApiError::validation(
+        _ => Err(Error::validation(
             field,
             "must be an object (or a string, taken as the prompt)",
         )),
@@ -133,33 +137,47 @@ fn into_object(field: &str, v: Value) -> Result<Map<String, Value>, ApiError> {
 }
 
 impl GenerateBody {
-    pub fn normalize(self, sampling: &SamplingConfig) -> Result<GenerateRequest, ApiError> {
+    /// The id the request goes by: its own `request_id` when it brings one, else the
+    /// transport's (an `x-request-id` header or a generated one).
+    pub fn request_id_or(&self, transport_id: &str) -> String {
+        self.request_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|id| !id.is_empty() && id.len() <= 128)
+            .unwrap_or(transport_id)
+            .to_string()
+    }
+
+    /// Whether the caller asked for a streamed answer (`options.stream`).
+    pub fn wants_stream(&self) -> bool {
+        self.options.as_ref().and_then(|o| o.stream) == Some(true)
+    }
+
+    pub fn normalize(self, sampling: &SamplingConfig) -> Result<GenerateRequest, Error> {
         let requested = check_name("role", &self.role)?;
         let role = ROLE_ALIASES
             .iter()
             .find(|(a, _)| *a == requested)
-            .map(|(_, r)| r.to_string())
-            .unwrap_or_else(|| requested.clone());
+            .map_or_else(|| requested.clone(), |(_, r)| r.to_string());
         let task = check_name("task", &self.task)?;
         let mode_label = self
             .mode
             .as_deref()
-            .map(|m| m.trim().to_ascii_lowercase())
-            .unwrap_or_else(|| "json".into());
+            .map_or_else(|| "json".into(), |m| m.trim().to_ascii_lowercase());
         let mode = match mode_label.as_str() {
             "json" => "json",
             "text" | "chat" => "chat",
             "tools" => {
-                return Err(ApiError::validation(
+                return Err(Error::validation(
                     "mode",
                     "\"tools\" is not supported yet; use json, text or chat",
                 ))
             }
-            _ => return Err(ApiError::validation("mode", "must be json, text or chat")),
+            _ => return Err(Error::validation("mode", "must be json, text or chat")),
         };
 
         if self.payload.is_none() && self.input.is_none() {
-            return Err(ApiError::validation(
+            return Err(Error::validation(
                 "payload",
                 "required: the input data as `payload` (or `input`)",
             ));
@@ -190,37 +208,49 @@ impl GenerateBody {
             sampling.defaults_for(&role, &task);
         let temperature = o.temperature.unwrap_or(default_temperature);
         if !(0.0..=2.0).contains(&temperature) {
-            return Err(ApiError::validation(
+            return Err(Error::validation(
                 "options.temperature",
                 "must be between 0 and 2",
             ));
         }
         let top_p = o.top_p.unwrap_or(default_top_p);
         if !(top_p > 0.0 && top_p <= 1.0) {
-            return Err(ApiError::validation(
+            return Err(Error::validation(
                 "options.top_p",
                 "must be above 0 and at most 1",
             ));
         }
         let max_tokens = o.max_tokens.unwrap_or(default_max_tokens);
         if max_tokens == 0 || max_tokens > MAX_MAX_TOKENS {
-            return Err(ApiError::validation(
+            return Err(Error::validation(
                 "options.max_tokens",
                 format!("must be between 1 and {MAX_MAX_TOKENS}"),
             ));
         }
         let stream = o.stream.unwrap_or(false);
         if stream && mode == "json" {
-            return Err(ApiError::validation(
+            return Err(Error::validation(
                 "options.stream",
                 "streaming is for mode chat/text; json mode answers in one piece",
             ));
         }
         let non_empty =
             |s: Option<String>| s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        for (field, v, max) in [
+            ("options.provider", &o.provider, 64),
+            ("options.model", &o.model, 200),
+            ("override_model", &self.override_model, 200),
+        ] {
+            if v.as_ref().is_some_and(|v| v.len() > max) {
+                return Err(Error::validation(
+                    field,
+                    format!("at most {max} characters"),
+                ));
+            }
+        }
         let request_id = non_empty(self.request_id);
         if request_id.as_ref().is_some_and(|id| id.len() > 128) {
-            return Err(ApiError::validation("request_id", "at most 128 characters"));
+            return Err(Error::validation("request_id", "at most 128 characters"));
         }
         Ok(GenerateRequest {
             requested_role: (requested != role).then_some(requested),
@@ -238,6 +268,18 @@ impl GenerateBody {
             model: non_empty(o.model).or(non_empty(self.override_model)),
             stream,
             mock: o.mock.unwrap_or(false),
+            timeout: match o.timeout_s {
+                None => None,
+                Some(t) if t > 0.0 && t.is_finite() && t <= 86_400.0 => {
+                    Some(std::time::Duration::from_secs_f64(t))
+                }
+                Some(_) => {
+                    return Err(Error::validation(
+                        "options.timeout_s",
+                        "must be a positive number of seconds",
+                    ))
+                }
+            },
             hints: o.hints,
             request_id,
         })
@@ -247,6 +289,7 @@ impl GenerateBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn body(v: Value) -> GenerateBody {
         serde_json::from_value(v).unwrap()
@@ -301,8 +344,8 @@ mod tests {
         ];
         for (v, field) in cases {
             let e = body(v).normalize(&SamplingConfig::default()).unwrap_err();
-            assert_eq!(e.code, "VALIDATION_ERROR");
-            assert_eq!(e.fields["field"], json!(field));
+            assert_eq!(e.code(), "VALIDATION_ERROR");
+            assert_eq!(e.fields()["field"], json!(field));
         }
     }
 

@@ -4,27 +4,10 @@
 //! Files are only ever found by id through the table; the path is built from the
 //! stored SHA-256 alone, so nothing a request sends can name a path.
 
+pub use crate::store::StoredFile;
 use crate::store::{now_text, Store};
-use rusqlite::{params, OptionalExtension};
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct StoredFile {
-    pub id: String,
-    pub sha256: String,
-    pub mime: String,
-    pub bytes: u64,
-    pub width: u32,
-    pub height: u32,
-    pub job_id: Option<String>,
-    pub provider: Option<String>,
-    pub workflow: Option<String>,
-    pub prompt: Option<String>,
-    pub seed: Option<u64>,
-    pub created_at: String,
-}
 
 /// What is known about a file when it is saved.
 #[derive(Debug, Clone, Default)]
@@ -50,9 +33,12 @@ pub fn is_valid_id(id: &str) -> bool {
     let Some(rest) = id.strip_prefix("img_") else {
         return false;
     };
-    let (date, hex) = rest.split_at(rest.len().min(8));
-    rest.len() == 8 + 1 + 12
-        && date.bytes().all(|b| b.is_ascii_digit())
+    // ASCII first: splitting inside a multibyte character would panic.
+    if !rest.is_ascii() || rest.len() != 8 + 1 + 12 {
+        return false;
+    }
+    let (date, hex) = rest.split_at(8);
+    date.bytes().all(|b| b.is_ascii_digit())
         && hex.starts_with('_')
         && hex[1..]
             .bytes()
@@ -100,10 +86,14 @@ impl FileStore {
             }
             let dir = path.parent().expect("two levels under root");
             std::fs::create_dir_all(dir)?;
-            // Write beside, then rename: a reader never sees half a file.
+            // Write beside, then rename: a reader never sees half a file. A failed
+            // write (disk full) leaves nothing behind.
             let tmp = dir.join(format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
-            std::fs::write(&tmp, &data)?;
-            std::fs::rename(&tmp, &path)
+            let written = std::fs::write(&tmp, &data).and_then(|()| std::fs::rename(&tmp, &path));
+            if written.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            written
         })
         .await??;
         let rand = uuid::Uuid::new_v4().simple().to_string();
@@ -125,20 +115,7 @@ impl FileStore {
             seed: meta.seed,
             created_at: now_text(),
         };
-        let row = file.clone();
-        self.store
-            .with(move |c| {
-                c.execute(
-                    "INSERT INTO media_files (id, sha256, mime, bytes, width, height, job_id, provider, workflow, prompt, seed, created_at)
-                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
-                    params![
-                        row.id, row.sha256, row.mime, row.bytes as i64, row.width, row.height, row.job_id,
-                        row.provider, row.workflow, row.prompt, row.seed.map(|s| s as i64), row.created_at
-                    ],
-                )
-                .map(|_| ())
-            })
-            .await?;
+        self.store.insert_media_file(file.clone()).await?;
         Ok(file)
     }
 
@@ -147,38 +124,28 @@ impl FileStore {
         if !is_valid_id(id) {
             return Ok(None);
         }
-        let id = id.to_string();
-        let row = self
-            .store
-            .with(move |c| {
-                c.query_row(
-                    "SELECT id, sha256, mime, bytes, width, height, job_id, provider, workflow, prompt, seed, created_at
-                     FROM media_files WHERE id = ?1",
-                    params![id],
-                    |r| {
-                        Ok(StoredFile {
-                            id: r.get(0)?,
-                            sha256: r.get(1)?,
-                            mime: r.get(2)?,
-                            bytes: r.get::<_, i64>(3)? as u64,
-                            width: r.get(4)?,
-                            height: r.get(5)?,
-                            job_id: r.get(6)?,
-                            provider: r.get(7)?,
-                            workflow: r.get(8)?,
-                            prompt: r.get(9)?,
-                            seed: r.get::<_, Option<i64>>(10)?.map(|s| s as u64),
-                            created_at: r.get(11)?,
-                        })
-                    },
-                )
-                .optional()
-            })
-            .await?;
+        let row = self.store.media_file(id).await?;
         Ok(row.filter(|f| is_sha_hex(&f.sha256)).map(|f| {
             let path = self.path_for(&f.sha256, &f.mime);
             (f, path)
         }))
+    }
+
+    /// Delete the files of contents no row refers to any more (after a retention sweep).
+    pub async fn delete_orphans(&self, orphans: Vec<crate::store::Orphan>) -> usize {
+        let paths: Vec<PathBuf> = orphans
+            .iter()
+            .filter(|o| is_sha_hex(&o.sha256))
+            .map(|o| self.path_for(&o.sha256, &o.mime))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            paths
+                .iter()
+                .filter(|p| std::fs::remove_file(p).is_ok())
+                .count()
+        })
+        .await
+        .unwrap_or(0)
     }
 
     /// The content of file `id`.
@@ -210,6 +177,8 @@ mod tests {
             "img_20251116_0A1B2C3D4E5F",
             "img_20251116-0a1b2c3d4e5f",
             "img_20251116_0a1b2c3d4e5",
+            "img_2025111é_0a1b2c3d4e5",
+            "img_한국어한국어한_0",
         ] {
             assert!(!is_valid_id(bad), "{bad}");
         }

@@ -3,16 +3,14 @@
 //! Server-Sent Events, cancellation, timeouts, and recovery after a restart.
 
 use super::files::{FileStore, NewFile};
-use super::provider::{
-    error_from_json, error_to_json, media_error, GeneratedImage, ImageSpec, JobRun, SharedProvider,
-};
-use crate::http::ApiError;
-use crate::store::UsageRow;
-use crate::store::{now_text, Store};
-use crate::telemetry::{MediaRequestLabels, Metrics, ProviderKindLabels};
-use rusqlite::{params, OptionalExtension};
+use super::provider::{GeneratedImage, ImageSpec, JobRun, SharedProvider};
+use super::views::{JobResult, StoredImage};
+use crate::gateway::{Finished, RequestKind, Requester, UsageRecorder};
+use crate::media::error::{Error, ErrorKind};
+use crate::store::{now_text, JobKind, Store};
+use crate::work::Ticket;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -40,7 +38,7 @@ impl JobStatus {
         }
     }
 
-    fn parse(s: &str) -> Self {
+    pub fn parse(s: &str) -> Self {
         match s {
             "queued" => Self::Queued,
             "running" => Self::Running,
@@ -76,7 +74,7 @@ pub struct JobView {
     pub created_at: String,
     pub updated_at: String,
     /// Set when succeeded: files and timings (rendered into `images`/`outputs`).
-    pub result: Option<Value>,
+    pub result: Option<JobResult>,
     /// Set when failed or cancelled: `{code, message, ...}`.
     pub error: Option<Value>,
     /// The provider accepted the job (async answers wait for this).
@@ -121,16 +119,7 @@ impl JobUpdates {
         let id = upstream_id.to_string();
         self.change(|v| v.upstream_id = Some(id.clone()));
         let job_id = self.entry.view.borrow().job_id.clone();
-        let res = self
-            .store
-            .with(move |c| {
-                c.execute(
-                    "UPDATE jobs SET upstream_id = ?1, updated_at = ?2 WHERE id = ?3",
-                    params![id, now_text(), job_id],
-                )
-            })
-            .await;
-        if let Err(e) = res {
+        if let Err(e) = self.store.set_job_upstream(&job_id, upstream_id).await {
             tracing::warn!("cannot store the upstream id of a media job: {e:#}");
         }
     }
@@ -184,19 +173,16 @@ async fn persist_status(store: &Store, entry: &JobEntry, status: JobStatus) {
         let v = entry.view.borrow();
         (
             v.job_id.clone(),
-            v.result.as_ref().map(Value::to_string),
+            v.result
+                .as_ref()
+                .and_then(|r| serde_json::to_string(r).ok()),
             v.error.as_ref().map(Value::to_string),
         )
     };
-    let res = store
-        .with(move |c| {
-            c.execute(
-                "UPDATE jobs SET status = ?1, result = ?2, error = ?3, updated_at = ?4 WHERE id = ?5",
-                params![status.as_str(), result, error, now_text(), id],
-            )
-        })
-        .await;
-    if let Err(e) = res {
+    if let Err(e) = store
+        .set_job_state(&id, status.as_str(), result, error)
+        .await
+    {
         tracing::warn!("cannot store a media job's state: {e:#}");
     }
 }
@@ -205,47 +191,9 @@ async fn persist_status(store: &Store, entry: &JobEntry, status: JobStatus) {
 pub struct JobManager {
     store: Store,
     files: FileStore,
-    metrics: Arc<MetricsHandle>,
+    usage: UsageRecorder,
     live: Mutex<HashMap<String, Arc<JobEntry>>>,
     shutdown: CancellationToken,
-}
-
-/// The two metric families the job task writes (shared with the app's registry).
-pub struct MetricsHandle {
-    pub requests: prometheus_client::metrics::family::Family<
-        MediaRequestLabels,
-        prometheus_client::metrics::counter::Counter,
-    >,
-    pub latency: prometheus_client::metrics::family::Family<
-        ProviderKindLabels,
-        prometheus_client::metrics::histogram::Histogram,
-        fn() -> prometheus_client::metrics::histogram::Histogram,
-    >,
-}
-
-impl MetricsHandle {
-    pub fn from(metrics: &Metrics) -> Self {
-        Self {
-            requests: metrics.media_requests.clone(),
-            latency: metrics.media_latency_ms.clone(),
-        }
-    }
-
-    pub fn record(&self, provider: &str, kind: &str, status: &str, latency_ms: f64) {
-        self.requests
-            .get_or_create(&MediaRequestLabels {
-                provider: provider.into(),
-                kind: kind.into(),
-                status: status.into(),
-            })
-            .inc();
-        self.latency
-            .get_or_create(&ProviderKindLabels {
-                provider: provider.into(),
-                kind: kind.into(),
-            })
-            .observe(latency_ms);
-    }
 }
 
 fn new_view(id: &str, spec: &ImageSpec, created_at: String) -> JobView {
@@ -275,13 +223,13 @@ impl JobManager {
     pub fn new(
         store: Store,
         files: FileStore,
-        metrics: &Metrics,
+        usage: UsageRecorder,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             store,
             files,
-            metrics: Arc::new(MetricsHandle::from(metrics)),
+            usage,
             live: Mutex::new(HashMap::new()),
             shutdown,
         }
@@ -291,33 +239,28 @@ impl JobManager {
         &self.files
     }
 
-    pub fn metrics(&self) -> &MetricsHandle {
-        &self.metrics
-    }
-
     /// Record and start a job; returns a receiver of its state.
     pub async fn create(
         self: &Arc<Self>,
         spec: ImageSpec,
         provider: SharedProvider,
-    ) -> Result<watch::Receiver<JobView>, ApiError> {
+        ticket: Ticket,
+    ) -> Result<watch::Receiver<JobView>, Error> {
         let id = format!("job_{}", uuid::Uuid::new_v4().simple());
         let created = now_text();
         let request = serde_json::to_string(&spec).unwrap_or_default();
-        let (row_id, row_created, row_provider) =
-            (id.clone(), created.clone(), spec.provider.clone());
         self.store
-            .with(move |c| {
-                c.execute(
-                    "INSERT INTO jobs (id, kind, status, provider, upstream_id, request, result, error, created_at, updated_at)
-                     VALUES (?1, 'image', 'queued', ?2, NULL, ?3, NULL, NULL, ?4, ?4)",
-                    params![row_id, row_provider, request, row_created],
-                )
-            })
+            .insert_job(
+                &id,
+                JobKind::Image,
+                Some(spec.provider.clone()),
+                request,
+                created.clone(),
+            )
             .await
-            .map_err(|e| ApiError::internal(format!("cannot record the job: {e:#}")))?;
+            .map_err(|e| Error::internal(format!("cannot record the job: {e:#}")))?;
         let view = new_view(&id, &spec, created);
-        Ok(self.spawn(view, spec, provider, None))
+        Ok(self.spawn(view, spec, provider, None, Some(ticket)))
     }
 
     fn spawn(
@@ -326,6 +269,7 @@ impl JobManager {
         spec: ImageSpec,
         provider: SharedProvider,
         resume_upstream: Option<String>,
+        ticket: Option<Ticket>,
     ) -> watch::Receiver<JobView> {
         let (tx, rx) = watch::channel(view);
         let id = tx.borrow().job_id.clone();
@@ -338,7 +282,7 @@ impl JobManager {
         });
         self.live
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(id.clone(), entry.clone());
         let manager = self.clone();
         tokio::spawn(async move {
@@ -346,15 +290,22 @@ impl JobManager {
                 job_id: id.clone(),
                 spec,
                 resume_upstream,
+                stop: entry.stop.clone(),
             };
-            manager.drive(entry, run, provider).await;
+            manager.drive(entry, run, provider, ticket).await;
         });
         rx
     }
 
-    async fn drive(self: Arc<Self>, entry: Arc<JobEntry>, run: JobRun, provider: SharedProvider) {
+    async fn drive(
+        self: Arc<Self>,
+        entry: Arc<JobEntry>,
+        run: JobRun,
+        provider: SharedProvider,
+        ticket: Option<Ticket>,
+    ) {
         let started = Instant::now();
-        let timeout = Duration::from_secs_f64(provider.config().timeout_s);
+        let timeout = Duration::from_secs_f64(provider.config().timeout_s());
         let updates = JobUpdates {
             entry: entry.clone(),
             store: self.store.clone(),
@@ -365,17 +316,31 @@ impl JobManager {
                 v.accepted = true;
             });
         }
+        // Waiting for a drawing slot counts against the job's time like the drawing does.
+        let work = async {
+            let running = match ticket {
+                Some(t) => Some(t.start().await),
+                None => None,
+            };
+            let r = provider.run(&run, &updates).await;
+            if let Some(running) = running {
+                running.finished();
+            }
+            r
+        };
         let outcome = tokio::select! {
-            r = provider.run(&run, &updates) => r,
-            _ = tokio::time::sleep(timeout) => {
-                *entry.stop_reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(StopReason::Timeout);
-                Err(media_error("MEDIA_TIMEOUT", format!(
+            r = work => r,
+            () = tokio::time::sleep(timeout) => {
+                *entry.stop_reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(StopReason::Timeout);
+                // Local work (the mock's drawing) stops too, not only our waiting for it.
+                entry.stop.cancel();
+                Err(Error::new(ErrorKind::Timeout, format!(
                     "{} did not finish the image within {:.0} s (the job was interrupted upstream)",
                     provider.name(), timeout.as_secs_f64()
                 )).with("provider", provider.name()).with("timeout_s", timeout.as_secs_f64()))
             }
             _ = entry.stop.cancelled() => {
-                Err(media_error("JOB_CANCELLED", "the job was cancelled").with("provider", provider.name()))
+                Err(Error::new(ErrorKind::Cancelled, "the job was cancelled").with("provider", provider.name()))
             }
             _ = self.shutdown.cancelled() => {
                 // Leave the row queued/running: the next start picks it up again.
@@ -383,7 +348,10 @@ impl JobManager {
                 return;
             }
         };
-        let reason = *entry.stop_reason.lock().unwrap_or_else(|p| p.into_inner());
+        let reason = *entry
+            .stop_reason
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if reason.is_some() {
             let upstream = entry.view.borrow().upstream_id.clone();
             if let Some(up) = upstream {
@@ -395,15 +363,18 @@ impl JobManager {
         let (status, result, error) = match outcome {
             Ok(images) => match self.store_images(&run, images).await {
                 Ok(files) => {
-                    let result = json!({
-                        "files": files,
-                        "generation_time_s": started.elapsed().as_secs_f64(),
-                    });
+                    let result = JobResult {
+                        files,
+                        generation_time_s: started.elapsed().as_secs_f64(),
+                    };
                     (JobStatus::Succeeded, Some(result), None)
                 }
                 Err(e) => failure(
                     &entry.spec,
-                    media_error("INTERNAL", format!("cannot store the image: {e:#}")),
+                    Error::new(
+                        ErrorKind::Internal,
+                        format!("cannot store the image: {e:#}"),
+                    ),
                     reason,
                 ),
             },
@@ -429,7 +400,7 @@ impl JobManager {
         // Later reads come from the table.
         self.live
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&run.job_id);
         entry.done.cancel();
     }
@@ -438,7 +409,7 @@ impl JobManager {
         &self,
         run: &JobRun,
         images: Vec<GeneratedImage>,
-    ) -> anyhow::Result<Vec<Value>> {
+    ) -> anyhow::Result<Vec<StoredImage>> {
         if images.is_empty() {
             anyhow::bail!("the provider returned no image");
         }
@@ -460,10 +431,15 @@ impl JobManager {
                     },
                 )
                 .await?;
-            out.push(json!({
-                "id": f.id, "mime": f.mime, "width": f.width, "height": f.height,
-                "seed": f.seed, "bytes": f.bytes, "sha256": f.sha256,
-            }));
+            out.push(StoredImage {
+                id: f.id,
+                mime: f.mime,
+                width: f.width,
+                height: f.height,
+                seed: f.seed,
+                bytes: f.bytes,
+                sha256: f.sha256,
+            });
         }
         Ok(out)
     }
@@ -475,46 +451,56 @@ impl JobManager {
         error: Option<&Value>,
         latency_ms: f64,
     ) {
-        let (code, http) = match (status, error.map(error_from_json)) {
-            (JobStatus::Succeeded, _) => (None, 200),
-            (_, Some(e)) => (Some(e.code.to_string()), e.status.as_u16()),
-            (_, None) => (Some("INTERNAL".into()), 500),
-        };
-        let label = match status {
-            JobStatus::Succeeded => "success",
-            JobStatus::Cancelled => "cancelled",
-            _ => "error",
-        };
-        self.metrics
-            .record(&spec.provider, &spec.kind, label, latency_ms);
-        let row = UsageRow {
-            ts: now_text(),
-            request_id: spec.request_id.clone(),
-            client: spec.caller.clone(),
-            key_id: spec.key_id.clone(),
-            kind: "media".into(),
-            role: None,
-            task: Some(spec.task.clone().unwrap_or_else(|| spec.kind.clone())),
-            mode: Some(spec.generator_mode.clone()),
-            provider: Some(spec.provider.clone()),
-            model: Some(spec.workflow.clone()),
-            latency_ms,
-            status: http,
-            error_code: code,
-            ..Default::default()
-        };
-        if let Err(e) = self.store.insert_usage(row).await {
-            tracing::warn!("cannot write the media usage row: {e:#}");
+        let mut f = Finished::new(
+            RequestKind::Media,
+            spec.request_id.clone(),
+            Requester {
+                client: spec.caller.clone(),
+                key_id: spec.key_id.clone(),
+            },
+        );
+        f.task = Some(spec.task.clone().unwrap_or_else(|| spec.kind.clone()));
+        f.mode = Some(spec.generator_mode.clone());
+        f.provider = Some(spec.provider.clone());
+        f.model = Some(spec.workflow.clone());
+        f.image_kind = Some(spec.kind.clone());
+        f.latency_ms = latency_ms;
+        f.cancelled = status == JobStatus::Cancelled;
+        match (status, error.map(Error::from_json)) {
+            (JobStatus::Succeeded, _) => {}
+            (_, Some(e)) => {
+                f.status = e.status();
+                f.error_code = Some(e.code().to_string());
+            }
+            (_, None) => {
+                f.status = 500;
+                f.error_code = Some("INTERNAL".into());
+            }
         }
+        self.usage.record(f).await;
     }
 
     /// The live state of a job of this process, if any.
     pub fn watch(&self, id: &str) -> Option<watch::Receiver<JobView>> {
         self.live
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(id)
             .map(|e| e.view.subscribe())
+    }
+
+    /// The spec a job (live or stored) was made from.
+    pub async fn spec(&self, id: &str) -> Option<ImageSpec> {
+        let live = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .map(|e| e.spec.clone());
+        match live {
+            Some(spec) => Some(spec),
+            None => self.load(id).await.ok().flatten().map(|(_, spec)| spec),
+        }
     }
 
     /// The job's state: live, else as stored.
@@ -526,32 +512,19 @@ impl JobManager {
     }
 
     async fn load(&self, id: &str) -> anyhow::Result<Option<(JobView, ImageSpec)>> {
-        let id = id.to_string();
-        let row = self
-            .store
-            .with(move |c| {
-                c.query_row(
-                    "SELECT id, status, upstream_id, request, result, error, created_at, updated_at FROM jobs WHERE id = ?1 AND kind = 'image'",
-                    params![id],
-                    |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, Option<String>>(2)?,
-                            r.get::<_, String>(3)?,
-                            r.get::<_, Option<String>>(4)?,
-                            r.get::<_, Option<String>>(5)?,
-                            r.get::<_, String>(6)?,
-                            r.get::<_, String>(7)?,
-                        ))
-                    },
-                )
-                .optional()
-            })
-            .await?;
-        let Some((id, status, upstream, request, result, error, created, updated)) = row else {
+        let Some(row) = self.store.job(id, JobKind::Image).await? else {
             return Ok(None);
         };
+        let (id, status, upstream, request, result, error, created, updated) = (
+            row.id,
+            row.status,
+            row.upstream_id,
+            row.request,
+            row.result,
+            row.error,
+            row.created_at,
+            row.updated_at,
+        );
         let spec: ImageSpec = serde_json::from_str(&request)?;
         let mut view = new_view(&id, &spec, created);
         view.status = JobStatus::parse(&status);
@@ -571,14 +544,17 @@ impl JobManager {
         let entry = self
             .live
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(id)
             .cloned();
         let Some(entry) = entry else {
             return self.get(id).await;
         };
         if !entry.view.borrow().status.is_terminal() {
-            *entry.stop_reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(StopReason::Cancel);
+            *entry
+                .stop_reason
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(StopReason::Cancel);
             entry.stop.cancel();
             // The task cancels upstream and writes the final state; bounded wait.
             let _ = tokio::time::timeout(Duration::from_secs(15), entry.done.cancelled()).await;
@@ -593,16 +569,7 @@ impl JobManager {
         self: &Arc<Self>,
         provider_for: impl Fn(&str) -> Option<SharedProvider>,
     ) -> anyhow::Result<usize> {
-        let ids: Vec<String> = self
-            .store
-            .with(|c| {
-                let mut stmt = c.prepare(
-                    "SELECT id FROM jobs WHERE kind = 'image' AND status IN ('queued', 'running') ORDER BY created_at",
-                )?;
-                let rows = stmt.query_map([], |r| r.get(0))?;
-                rows.collect()
-            })
-            .await?;
+        let ids = self.store.unfinished_jobs(JobKind::Image).await?;
         let mut resumed = 0;
         for id in ids {
             let loaded = self.load(&id).await;
@@ -612,8 +579,8 @@ impl JobManager {
                 Err(e) => {
                     self.fail_stored(
                         &id,
-                        media_error(
-                            "JOB_LOST",
+                        Error::new(
+                            ErrorKind::JobLost,
                             format!("the stored job cannot be read after a restart: {e:#}"),
                         ),
                     )
@@ -621,11 +588,32 @@ impl JobManager {
                     continue;
                 }
             };
+            // A job far past its time limit is not resumed: it could not finish (or not be
+            // saved, e.g. on a full disk) last time, and must not be re-run at every start.
+            let age_s = chrono::DateTime::parse_from_rfc3339(&view.created_at)
+                .map(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds())
+                .unwrap_or(0);
+            let limit_s =
+                provider_for(&spec.provider).map_or(crate::config::DEFAULT_MEDIA_TIMEOUT_S, |p| {
+                    p.config().timeout_s()
+                }) * 2.0
+                    + 600.0;
+            if age_s as f64 > limit_s {
+                self.fail_stored(
+                    &id,
+                    Error::new(
+                        ErrorKind::JobLost,
+                        format!("the job is {age_s} s old, past its time limit; it is not resumed"),
+                    ),
+                )
+                .await;
+                continue;
+            }
             let Some(provider) = provider_for(&spec.provider) else {
                 self.fail_stored(
                     &id,
-                    media_error(
-                        "JOB_LOST",
+                    Error::new(
+                        ErrorKind::JobLost,
                         format!(
                             "the gateway restarted and provider {:?} is no longer configured",
                             spec.provider
@@ -636,39 +624,40 @@ impl JobManager {
                 continue;
             };
             let Some(upstream) = view.upstream_id.clone() else {
-                self.fail_stored(&id, media_error("JOB_LOST", format!(
+                self.fail_stored(&id, Error::new(ErrorKind::JobLost, format!(
                     "the gateway stopped before the job was submitted to {}; submit it again", spec.provider
                 ))).await;
                 continue;
             };
             tracing::info!(job = %id, upstream = %upstream, "resuming a media job after restart");
-            self.spawn(view, spec, provider, Some(upstream));
+            self.spawn(view, spec, provider, Some(upstream), None);
             resumed += 1;
         }
         Ok(resumed)
     }
 
-    async fn fail_stored(&self, id: &str, e: ApiError) {
+    async fn fail_stored(&self, id: &str, e: Error) {
         tracing::warn!(job = %id, "media job failed at restart: {}", e.message);
-        let id = id.to_string();
-        let error = error_to_json(&e).to_string();
-        let res = self
+        if let Err(err) = self
             .store
-            .with(move |c| {
-                c.execute(
-                    "UPDATE jobs SET status = 'failed', error = ?1, updated_at = ?2 WHERE id = ?3",
-                    params![error, now_text(), id],
-                )
-            })
-            .await;
-        if let Err(e) = res {
-            tracing::warn!("cannot store a recovered job's failure: {e:#}");
+            .set_job_state(
+                id,
+                JobStatus::Failed.as_str(),
+                None,
+                Some(e.to_json().to_string()),
+            )
+            .await
+        {
+            tracing::warn!("cannot store a recovered job's failure: {err:#}");
         }
     }
 
     /// Counts of live jobs by status, for health.
     pub fn counts(&self) -> (usize, usize) {
-        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let live = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut queued = 0;
         let mut running = 0;
         for e in live.values() {
@@ -685,19 +674,20 @@ impl JobManager {
 /// The final state of a job that did not succeed.
 fn failure(
     spec: &ImageSpec,
-    e: ApiError,
+    e: Error,
     reason: Option<StopReason>,
-) -> (JobStatus, Option<Value>, Option<Value>) {
+) -> (JobStatus, Option<JobResult>, Option<Value>) {
     match reason {
         Some(StopReason::Cancel) => (
             JobStatus::Cancelled,
             None,
-            Some(error_to_json(
-                &media_error("JOB_CANCELLED", "the job was cancelled")
-                    .with("provider", spec.provider.clone()),
-            )),
+            Some(
+                Error::new(ErrorKind::Cancelled, "the job was cancelled")
+                    .with("provider", spec.provider.clone())
+                    .to_json(),
+            ),
         ),
-        _ => (JobStatus::Failed, None, Some(error_to_json(&e))),
+        _ => (JobStatus::Failed, None, Some(e.to_json())),
     }
 }
 
@@ -705,21 +695,15 @@ async fn persist_final(
     store: &Store,
     id: &str,
     status: JobStatus,
-    result: &Option<Value>,
+    result: &Option<JobResult>,
     error: &Option<Value>,
 ) {
-    let id = id.to_string();
-    let result = result.as_ref().map(Value::to_string);
+    let result = result.as_ref().and_then(|r| serde_json::to_string(r).ok());
     let error = error.as_ref().map(Value::to_string);
-    let res = store
-        .with(move |c| {
-            c.execute(
-                "UPDATE jobs SET status = ?1, result = ?2, error = ?3, updated_at = ?4 WHERE id = ?5",
-                params![status.as_str(), result, error, now_text(), id],
-            )
-        })
-        .await;
-    if let Err(e) = res {
+    if let Err(e) = store
+        .set_job_state(id, status.as_str(), result, error)
+        .await
+    {
         tracing::warn!("cannot store a media job's final state: {e:#}");
     }
 }

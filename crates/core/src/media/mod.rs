@@ -1,32 +1,67 @@
 //! The Media Gateway: images by kind through provider workflows (ComfyUI, or the
 //! local mock), as durable jobs with progress, stored in the gateway's file store.
 //!
-//! Built once at start from `[media]`; HTTP handlers are in `http/routes/media.rs`.
+//! Transport-free: [`MediaGateway::generate`] owns the pipeline (switches, provider
+//! choice, validation, down checks, the job, the wait, usage) the way `LlmGateway` owns
+//! the LLM one; the HTTP layer parses, calls, and renders URLs.
 
+pub mod error;
 pub mod files;
 pub mod jobs;
 pub mod provider;
 pub mod providers;
 pub mod request;
+pub mod views;
 pub mod workflows;
 
-use crate::config::{Config, GeneratorMode};
+pub use error::{Error, ErrorKind};
+
+use crate::config::{Config, GeneratorMode, MediaConfig, MediaProviderConfig};
+use crate::gateway::{Finished, GatewayLinks, RequestKind, Requester};
 use crate::store::Store;
-use crate::telemetry::Metrics;
 use files::FileStore;
-use jobs::JobManager;
-use provider::SharedProvider;
+use jobs::{JobManager, JobView};
+use provider::{ImageSpec, SharedProvider};
+use request::{resolve, GenerateRequest, ResolveContext};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
+use std::time::{Duration, Instant};
 
 pub struct MediaGateway {
     providers: BTreeMap<String, SharedProvider>,
     /// Used in mock mode: the first provider of kind `mock` (a built-in one if none is configured).
     mock: SharedProvider,
     pub jobs: Arc<JobManager>,
-    default_provider: String,
+    /// Images drawn at once and waiting (mock and live alike).
+    pub work: crate::work::WorkLimiter,
+    config: MediaConfig,
+    links: GatewayLinks,
+}
+
+/// Who asked, under which id, and whether they wait for the image.
+#[derive(Debug, Clone)]
+pub struct MediaRequestCtx {
+    pub request_id: String,
+    pub requester: Requester,
+    /// Answer once the provider accepted the job (202) instead of waiting for the image.
+    pub run_async: bool,
+}
+
+/// A request that got as far as a job.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    pub spec: ImageSpec,
+    /// `succeeded`, or (async) the state when the provider accepted it.
+    pub view: JobView,
+    /// The caller asked for `outputs[].data` as base64.
+    pub return_base64: bool,
+    pub started: Instant,
+}
+
+/// The mock provider's settings when the config has none: no network, a 30 s job limit.
+pub fn builtin_mock_config() -> MediaProviderConfig {
+    MediaProviderConfig::of_kind("mock")
 }
 
 impl MediaGateway {
@@ -36,8 +71,7 @@ impl MediaGateway {
         config: &Config,
         data_dir: &Path,
         store: Store,
-        metrics: &Metrics,
-        shutdown: CancellationToken,
+        links: GatewayLinks,
     ) -> anyhow::Result<Self> {
         let mut providers = BTreeMap::new();
         for (name, pc) in &config.media.providers {
@@ -50,26 +84,24 @@ impl MediaGateway {
         }
         let mock = match providers.values().find(|p| p.kind() == "mock") {
             Some(p) => p.clone(),
-            None => providers::mock::build(
-                "mock",
-                &crate::config::MediaProviderConfig {
-                    kind: "mock".into(),
-                    base_url: None,
-                    timeout_s: 30.0,
-                    workflow_dir: None,
-                    checkpoint: None,
-                    poll_interval_ms: 1000,
-                    object_info_ttl_s: 0,
-                    step_delay_ms: 0,
-                },
-            )?,
+            None => providers::mock::build("mock", &builtin_mock_config())?,
         };
         let files = FileStore::new(data_dir, store.clone())?;
         Ok(Self {
             providers,
             mock,
-            jobs: Arc::new(JobManager::new(store, files, metrics, shutdown)),
-            default_provider: config.media.default_provider.clone(),
+            jobs: Arc::new(JobManager::new(
+                store,
+                files,
+                links.usage.clone(),
+                links.shutdown.clone(),
+            )),
+            work: crate::work::WorkLimiter::new(
+                config.media.max_concurrent,
+                config.media.max_queue,
+            ),
+            config: config.media.clone(),
+            links,
         })
     }
 
@@ -87,16 +119,24 @@ impl MediaGateway {
             .await
     }
 
-    pub fn provider(&self, name: &str) -> Option<SharedProvider> {
-        self.providers.get(name).cloned()
-    }
-
     pub fn providers(&self) -> impl Iterator<Item = (&String, &SharedProvider)> {
         self.providers.iter()
     }
 
     pub fn default_provider(&self) -> &str {
-        &self.default_provider
+        &self.config.default_provider
+    }
+
+    pub fn config(&self) -> &MediaConfig {
+        &self.config
+    }
+
+    pub fn files(&self) -> &FileStore {
+        self.jobs.files()
+    }
+
+    pub fn mock(&self) -> &SharedProvider {
+        &self.mock
     }
 
     /// The provider a request goes to: mock mode → the mock; live → the named one
@@ -105,27 +145,324 @@ impl MediaGateway {
         &self,
         mode: GeneratorMode,
         requested: Option<&str>,
-    ) -> Result<SharedProvider, String> {
+    ) -> Result<SharedProvider, Error> {
         if mode == GeneratorMode::Mock {
             return Ok(self.mock.clone());
         }
         let name = match requested {
-            None | Some("auto") | Some("") => self.default_provider.as_str(),
+            None | Some("auto" | "") => self.config.default_provider.as_str(),
             Some(n) => n,
         };
         self.providers.get(name).cloned().ok_or_else(|| {
-            format!(
-                "{name:?} is not a configured media provider (have: {})",
-                self.providers
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
+            Error::validation(
+                "provider",
+                format!(
+                    "{name:?} is not a configured media provider (have: {})",
+                    self.providers
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             )
         })
     }
 
-    pub fn mock(&self) -> &SharedProvider {
-        &self.mock
+    /// The whole pipeline for one image request. Failures before a job exists are
+    /// recorded here; a job records its own end.
+    pub async fn generate(
+        &self,
+        req: GenerateRequest,
+        ctx: MediaRequestCtx,
+    ) -> Result<Generated, Error> {
+        let started = Instant::now();
+        // `options.mock = true` switches this one request to the mock, as on the LLM side.
+        let mode = self
+            .links
+            .mode_for(req.options.as_ref().and_then(|o| o.mock) == Some(true));
+        let mut spec_seen: Option<ImageSpec> = None;
+        let result = self.start_job(&req, &ctx, mode, &mut spec_seen).await;
+        let (spec, mut rx, provider) = match result {
+            Ok(x) => x,
+            Err(e) => {
+                self.record_rejected(&req, &ctx, mode, spec_seen.as_ref(), &e, started)
+                    .await;
+                return Err(e);
+            }
+        };
+        // A caller that waits for the image and goes away takes the job with it.
+        let job_id = rx.borrow().job_id.clone();
+        let abandon = (!ctx.run_async).then(|| CancelOnDrop {
+            jobs: self.jobs.clone(),
+            job_id: Some(job_id),
+        });
+        // Async: answer once the provider has accepted (or refused) the job.
+        // Sync: wait for the end; the job enforces the provider timeout itself.
+        let limit = Duration::from_secs_f64(provider.config().timeout_s() + 10.0);
+        let run_async = ctx.run_async;
+        let _ = tokio::time::timeout(
+            limit,
+            rx.wait_for(|v| v.status.is_terminal() || (run_async && v.accepted)),
+        )
+        .await;
+        let view = rx.borrow().clone();
+        if view.status.is_terminal() && view.status != jobs::JobStatus::Succeeded {
+            let e = view
+                .error
+                .as_ref()
+                .map_or_else(|| Error::internal("job failed"), Error::from_json);
+            return Err(e.with("job_id", view.job_id.clone()));
+        }
+        if !run_async && view.status != jobs::JobStatus::Succeeded {
+            return Err(
+                Error::new(ErrorKind::Timeout, "the job did not finish in time")
+                    .with("job_id", view.job_id.clone()),
+            );
+        }
+        if let Some(mut guard) = abandon {
+            guard.job_id = None;
+        }
+        let return_base64 =
+            req.options.as_ref().and_then(|o| o.return_as.as_deref()) == Some("base64");
+        Ok(Generated {
+            spec,
+            view,
+            return_base64,
+            started,
+        })
     }
+
+    /// Switches, provider, spec, checks, job: everything that can fail fast.
+    async fn start_job(
+        &self,
+        req: &GenerateRequest,
+        ctx: &MediaRequestCtx,
+        mode: GeneratorMode,
+        spec_seen: &mut Option<ImageSpec>,
+    ) -> Result<
+        (
+            ImageSpec,
+            tokio::sync::watch::Receiver<JobView>,
+            SharedProvider,
+        ),
+        Error,
+    > {
+        if self.links.runtime.paused() {
+            return Err(Error::new(
+                ErrorKind::Paused,
+                crate::gateway::PAUSED_MESSAGE,
+            ));
+        }
+        let provider = self.choose(mode, req.provider.as_deref())?;
+        let spec = resolve(
+            req,
+            ResolveContext {
+                config: &self.config,
+                provider: provider.name().to_string(),
+                generator_mode: mode.as_str(),
+                request_id: ctx.request_id.clone(),
+                caller: ctx.requester.client.clone(),
+                key_id: ctx.requester.key_id.clone(),
+                random_seed: u64::from_le_bytes(
+                    uuid::Uuid::new_v4().as_bytes()[..8]
+                        .try_into()
+                        .unwrap_or([0; 8]),
+                ),
+            },
+        )?;
+        *spec_seen = Some(spec.clone());
+        if provider.workflows().get(&spec.workflow).is_none() {
+            return Err(Error::validation(
+                "options.workflow",
+                format!(
+                    "{:?} is not a workflow (have: {})",
+                    spec.workflow,
+                    provider.workflows().names().join(", ")
+                ),
+            ));
+        }
+        if let Some(reason) = self.links.board.down_reason(provider.name()) {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                format!("{} is down: {reason}", provider.name()),
+            )
+            .with("provider", provider.name()));
+        }
+        provider.prepare(&spec).await?;
+        let ticket = self.work.reserve().map_err(|o| {
+            Error::new(
+                ErrorKind::Overloaded,
+                format!(
+                    "{} image jobs are running or waiting already; try again in {} s",
+                    o.waiting, o.retry_after_s
+                ),
+            )
+            .with("retry_after_s", o.retry_after_s)
+        })?;
+        let rx = self
+            .jobs
+            .create(spec.clone(), provider.clone(), ticket)
+            .await?;
+        Ok((spec, rx, provider))
+    }
+
+    async fn record_rejected(
+        &self,
+        req: &GenerateRequest,
+        ctx: &MediaRequestCtx,
+        mode: GeneratorMode,
+        spec: Option<&ImageSpec>,
+        e: &Error,
+        started: Instant,
+    ) {
+        let kind = spec
+            .map(|s| s.kind.clone())
+            .or_else(|| req.kind.clone())
+            .unwrap_or_else(|| "unknown".into());
+        let mut f = Finished::new(
+            RequestKind::Media,
+            ctx.request_id.clone(),
+            ctx.requester.clone(),
+        );
+        f.provider = Some(
+            spec.map(|s| s.provider.clone())
+                .or_else(|| e.provider().map(str::to_string))
+                .unwrap_or_else(|| "none".into()),
+        );
+        f.task = req.task.clone().or(Some(kind.clone()));
+        f.image_kind = Some(kind);
+        f.mode = Some(mode.as_str().into());
+        f.model = spec.map(|s| s.workflow.clone());
+        f.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        f.status = e.status();
+        f.error_code = Some(e.code().to_string());
+        self.links.usage.record(f).await;
+    }
+
+    /// Every provider's cheap health, and the one requests go to now.
+    pub async fn health(&self) -> views::MediaHealth {
+        use crate::gateway::HealthStatus;
+        let mode = self.links.runtime.mode();
+        let mut providers = BTreeMap::new();
+        for (name, p) in &self.providers {
+            let mut h = p.health().await;
+            if let Some(reason) = self.links.board.down_reason(name) {
+                h.status = HealthStatus::Unhealthy;
+                h.error = Some(reason);
+            }
+            providers.insert(name.clone(), h);
+        }
+        let active = match mode {
+            GeneratorMode::Mock => self.mock.name().to_string(),
+            GeneratorMode::Live => self.config.default_provider.clone(),
+        };
+        if !providers.contains_key(&active) {
+            providers.insert(active.clone(), self.mock.health().await);
+        }
+        let healthy = providers
+            .get(&active)
+            .is_some_and(|h| h.status == HealthStatus::Healthy);
+        let (queued, running) = self.jobs.counts();
+        views::MediaHealth {
+            gateway: if healthy {
+                HealthStatus::Healthy
+            } else {
+                HealthStatus::Unhealthy
+            },
+            mode: mode.as_str(),
+            paused: self.links.runtime.paused(),
+            active_provider: active,
+            providers,
+            jobs: views::JobCounts { queued, running },
+        }
+    }
+
+    /// Model files (checkpoints, LoRAs, VAEs) as each provider reports them, plus the
+    /// workflows and the kind/task tables.
+    pub async fn models(&self) -> views::MediaModels {
+        use views::{ModelsStatus, ProviderModels, WorkflowInfo};
+        let mut models = Vec::new();
+        let mut providers = BTreeMap::new();
+        for (name, p) in &self.providers {
+            let workflows: Vec<WorkflowInfo> = p
+                .workflows()
+                .all()
+                .map(|w| WorkflowInfo {
+                    name: w.name.clone(),
+                    description: w.description.clone(),
+                    parameters: w.parameters.keys().cloned().collect(),
+                    source: w.source.clone(),
+                })
+                .collect();
+            let entry = if self.links.board.down_reason(name).is_some() {
+                ProviderModels {
+                    status: ModelsStatus::Unavailable,
+                    models: None,
+                    error: None,
+                    workflows,
+                }
+            } else {
+                match p.models().await {
+                    Ok(list) => {
+                        models.extend(list.iter().cloned());
+                        ProviderModels {
+                            status: ModelsStatus::Ok,
+                            models: Some(list),
+                            error: None,
+                            workflows,
+                        }
+                    }
+                    Err(e) => ProviderModels {
+                        status: ModelsStatus::Unavailable,
+                        models: None,
+                        error: Some(e.message),
+                        workflows,
+                    },
+                }
+            };
+            providers.insert(name.clone(), entry);
+        }
+        views::MediaModels {
+            total: models.len(),
+            models,
+            default_provider: self.config.default_provider.clone(),
+            providers,
+            kinds: self.config.kinds.clone(),
+            tasks: self.config.tasks.clone(),
+            aspect_ratios: self.config.aspect_ratios.clone(),
+        }
+    }
+
+    /// The spec a stored job was made from.
+    pub async fn job_spec(&self, id: &str) -> Option<ImageSpec> {
+        self.jobs.spec(id).await
+    }
+}
+
+/// Cancels a job when the caller waiting for it goes away (unless disarmed).
+struct CancelOnDrop {
+    jobs: Arc<JobManager>,
+    job_id: Option<String>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(id) = self.job_id.take() {
+            let jobs = self.jobs.clone();
+            tokio::spawn(async move {
+                tracing::info!(job = %id, "the caller went away: cancelling its image job");
+                let _ = jobs.cancel(&id).await;
+            });
+        }
+    }
+}
+
+/// Width and height from a PNG's IHDR chunk.
+pub fn png_size(data: &[u8]) -> Option<(u32, u32)> {
+    if data.len() < 24 || &data[..8] != b"\x89PNG\r\n\x1a\n" || &data[12..16] != b"IHDR" {
+        return None;
+    }
+    let w = u32::from_be_bytes(data[16..20].try_into().ok()?);
+    let h = u32::from_be_bytes(data[20..24].try_into().ok()?);
+    Some((w, h))
 }

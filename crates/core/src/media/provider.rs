@@ -3,11 +3,10 @@
 //!
 //! Adding a provider: a new file in `providers/` and one line in [`REGISTRY`].
 
+use super::error::Error;
 use super::jobs::JobUpdates;
 use super::workflows::Workflows;
 use crate::config::MediaProviderConfig;
-use crate::http::ApiError;
-use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
@@ -60,17 +59,12 @@ pub struct JobRun {
     pub spec: ImageSpec,
     /// Set when the gateway restarted: the upstream id of a job submitted before.
     pub resume_upstream: Option<String>,
+    /// Cancelled when the job is cancelled or times out: work done locally (the mock's
+    /// drawing) checks it and stops.
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
-/// A model file a provider can use.
-#[derive(Debug, Clone, Serialize)]
-pub struct ModelInfo {
-    pub name: String,
-    /// `checkpoint`, `lora` or `vae`.
-    #[serde(rename = "type")]
-    pub model_type: String,
-    pub provider: String,
-}
+pub use super::views::ModelInfo;
 
 #[async_trait::async_trait]
 pub trait MediaProvider: Send + Sync {
@@ -79,20 +73,16 @@ pub trait MediaProvider: Send + Sync {
     fn kind(&self) -> &'static str;
     fn config(&self) -> &MediaProviderConfig;
     fn workflows(&self) -> &Workflows;
-    /// Cheap health: `{"status": "healthy"|"unhealthy", ...}` (never generates anything).
-    async fn health(&self) -> Value;
-    async fn models(&self) -> Result<Vec<ModelInfo>, ApiError>;
+    /// Cheap health (never generates anything).
+    async fn health(&self) -> super::views::ProviderHealth;
+    async fn models(&self) -> Result<Vec<ModelInfo>, Error>;
     /// Checks that can fail fast, before a job exists (reachable, workflow valid, model present).
-    async fn prepare(&self, spec: &ImageSpec) -> Result<(), ApiError>;
+    async fn prepare(&self, spec: &ImageSpec) -> Result<(), Error>;
     /// Run (or resume) one job to its end, reporting state through `updates`.
     /// Dropping the future stops following the job; it does not cancel it upstream.
-    async fn run(
-        &self,
-        job: &JobRun,
-        updates: &JobUpdates,
-    ) -> Result<Vec<GeneratedImage>, ApiError>;
+    async fn run(&self, job: &JobRun, updates: &JobUpdates) -> Result<Vec<GeneratedImage>, Error>;
     /// Remove a job from the upstream queue, or interrupt it when it is running.
-    async fn cancel(&self, upstream_id: &str) -> Result<(), ApiError>;
+    async fn cancel(&self, upstream_id: &str) -> Result<(), Error>;
 }
 
 pub type SharedProvider = Arc<dyn MediaProvider>;
@@ -120,71 +110,4 @@ pub fn build(name: &str, config: &MediaProviderConfig) -> anyhow::Result<SharedP
         .find(|(k, _)| *k == config.kind)
         .ok_or_else(|| anyhow::anyhow!("unknown media provider kind {:?}", config.kind))?;
     constructor(name, config)
-}
-
-/// The error codes media failures use, with their HTTP status.
-pub const ERROR_CODES: &[(&str, u16)] = &[
-    ("VALIDATION_ERROR", 400),
-    ("UNSUPPORTED_MEDIA_TYPE", 400),
-    ("MODEL_NOT_FOUND", 404),
-    ("NOT_FOUND", 404),
-    ("JOB_CANCELLED", 409),
-    ("WORKFLOW_INVALID", 422),
-    ("INTERNAL", 500),
-    ("PROVIDER_ERROR", 502),
-    ("GENERATION_FAILED", 502),
-    ("JOB_LOST", 502),
-    ("PROVIDER_UNAVAILABLE", 503),
-    ("GATEWAY_PAUSED", 503),
-    ("MEDIA_TIMEOUT", 504),
-];
-
-/// A media error by code (the status comes from [`ERROR_CODES`]).
-pub fn media_error(code: &str, message: impl Into<String>) -> ApiError {
-    let (code, status) = ERROR_CODES
-        .iter()
-        .find(|(c, _)| *c == code)
-        .copied()
-        .unwrap_or(("PROVIDER_ERROR", 502));
-    ApiError::new(
-        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
-        code,
-        message,
-    )
-}
-
-/// An error as stored with a job: `{code, message, ...fields}`.
-pub fn error_to_json(e: &ApiError) -> Value {
-    let mut m = e.fields.clone();
-    m.insert("code".into(), e.code.into());
-    m.insert("message".into(), e.message.clone().into());
-    Value::Object(m)
-}
-
-/// Back from the stored form.
-pub fn error_from_json(v: &Value) -> ApiError {
-    let code = v
-        .get("code")
-        .and_then(Value::as_str)
-        .unwrap_or("PROVIDER_ERROR");
-    let message = v.get("message").and_then(Value::as_str).unwrap_or("failed");
-    let mut e = media_error(code, message);
-    if let Some(obj) = v.as_object() {
-        for (k, val) in obj {
-            if k != "code" && k != "message" {
-                e.fields.insert(k.clone(), val.clone());
-            }
-        }
-    }
-    e
-}
-
-/// Width and height from a PNG's IHDR chunk.
-pub fn png_size(data: &[u8]) -> Option<(u32, u32)> {
-    if data.len() < 24 || &data[..8] != b"\x89PNG\r\n\x1a\n" || &data[12..16] != b"IHDR" {
-        return None;
-    }
-    let w = u32::from_be_bytes(data[16..20].try_into().ok()?);
-    let h = u32::from_be_bytes(data[20..24].try_into().ok()?);
-    Some((w, h))
 }

@@ -1,9 +1,9 @@
 //! The two request shapes the backend sends (the design's `kind` + `options`, the
 //! running code's `task` + `media_type`), resolved into one [`ImageSpec`].
 
-use super::provider::{media_error, ImageSpec};
+use super::provider::ImageSpec;
 use crate::config::MediaConfig;
-use crate::http::ApiError;
+use crate::media::error::{Error, ErrorKind};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -93,12 +93,12 @@ pub struct ResolveContext<'a> {
 }
 
 /// Request → spec, with 400s naming the field for anything unusable.
-pub fn resolve(req: &GenerateRequest, ctx: ResolveContext<'_>) -> Result<ImageSpec, ApiError> {
+pub fn resolve(req: &GenerateRequest, ctx: ResolveContext<'_>) -> Result<ImageSpec, Error> {
     let cfg = ctx.config;
     if let Some(mt) = req.media_type.as_deref() {
         if mt != "image" {
-            return Err(media_error(
-                "UNSUPPORTED_MEDIA_TYPE",
+            return Err(Error::new(
+                ErrorKind::UnsupportedMediaType,
                 format!("media_type {mt:?} is not supported yet; only \"image\""),
             )
             .with("field", "media_type"));
@@ -114,7 +114,7 @@ pub fn resolve(req: &GenerateRequest, ctx: ResolveContext<'_>) -> Result<ImageSp
         (None, None) => cfg.default_kind.clone(),
     };
     let kind_cfg = cfg.kinds.get(&kind).ok_or_else(|| {
-        ApiError::validation(
+        Error::validation(
             "kind",
             format!(
                 "{kind:?} is not a kind (known: {})",
@@ -136,7 +136,7 @@ pub fn resolve(req: &GenerateRequest, ctx: ResolveContext<'_>) -> Result<ImageSp
             let h = (area * b / a).sqrt();
             (width, height) = ((h * a / b).round() as u32, h.round() as u32);
         } else {
-            return Err(ApiError::validation(
+            return Err(Error::validation(
                 "options.aspect_ratio",
                 format!("{ratio:?} is not a ratio like \"16:9\""),
             ));
@@ -157,7 +157,7 @@ pub fn resolve(req: &GenerateRequest, ctx: ResolveContext<'_>) -> Result<ImageSp
     let max = cfg.max_side;
     for (field, v) in [("options.width", width), ("options.height", height)] {
         if !(8..=max).contains(&v) {
-            return Err(ApiError::validation(
+            return Err(Error::validation(
                 field,
                 format!("{v} is outside 8..={max}"),
             ));
@@ -167,7 +167,7 @@ pub fn resolve(req: &GenerateRequest, ctx: ResolveContext<'_>) -> Result<ImageSp
         None | Some(-1) => ctx.random_seed % (1 << 32),
         Some(s) if s >= 0 && (s as u64) <= MAX_SEED => s as u64,
         Some(s) => {
-            return Err(ApiError::validation(
+            return Err(Error::validation(
                 "options.seed",
                 format!("{s} is outside 0..={MAX_SEED} (or -1 for random)"),
             ))
@@ -175,25 +175,35 @@ pub fn resolve(req: &GenerateRequest, ctx: ResolveContext<'_>) -> Result<ImageSp
     };
     let count = opts.count.unwrap_or(1);
     if count == 0 || count > cfg.max_count {
-        return Err(ApiError::validation(
+        return Err(Error::validation(
             "options.count",
             format!("must be 1..={}", cfg.max_count),
         ));
     }
+    let pixels = u64::from(round8(width)) * u64::from(round8(height)) * u64::from(count);
+    if pixels > cfg.max_pixels {
+        return Err(Error::validation(
+            "options.count",
+            format!(
+                "{count} image(s) of {width}×{height} are {pixels} pixels; one request may ask for at most {} (media.max_pixels)",
+                cfg.max_pixels
+            ),
+        ));
+    }
     if let Some(steps) = opts.steps {
         if !(1..=200).contains(&steps) {
-            return Err(ApiError::validation("options.steps", "must be 1..=200"));
+            return Err(Error::validation("options.steps", "must be 1..=200"));
         }
     }
     if let Some(c) = opts.cfg_scale {
         if !(0.0..=100.0).contains(&c) {
-            return Err(ApiError::validation("options.cfg_scale", "must be 0..=100"));
+            return Err(Error::validation("options.cfg_scale", "must be 0..=100"));
         }
     }
     match opts.return_as.as_deref() {
-        None | Some("url") | Some("base64") => {}
+        None | Some("url" | "base64") => {}
         Some(other) => {
-            return Err(ApiError::validation(
+            return Err(Error::validation(
                 "options.return",
                 format!("{other:?} is not \"url\" or \"base64\""),
             ))

@@ -3,28 +3,28 @@
 //! here so every front end says the same thing.
 
 use super::{overall, Level};
-use crate::app::AppState;
+use crate::runtime::RuntimeSwitches;
+use crate::supervisor::{ServiceState, Supervisor};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Glance {
     pub level: Level,
     pub tooltip: String,
     /// Configured services and their states, in config order.
-    pub services: Vec<(String, String)>,
+    pub services: Vec<(String, ServiceState)>,
     pub mode: crate::config::GeneratorMode,
     pub paused: bool,
 }
 
 /// The app's state right now.
-pub fn glance(state: &AppState) -> Glance {
-    let services: Vec<(String, String)> = state
-        .supervisor
+pub fn glance(supervisor: &Supervisor, runtime: &RuntimeSwitches) -> Glance {
+    let services: Vec<(String, ServiceState)> = supervisor
         .services()
         .iter()
-        .map(|e| (e.config.name.clone(), e.status().state.as_str().to_string()))
+        .map(|e| (e.config.name.clone(), e.status().state))
         .collect();
-    let mode = state.runtime.mode();
-    let paused = state.runtime.paused();
+    let mode = runtime.mode();
+    let paused = runtime.paused();
     let (level, tooltip) = tooltip(&services, mode.as_str(), paused);
     Glance {
         level,
@@ -36,8 +36,8 @@ pub fn glance(state: &AppState) -> Glance {
 }
 
 /// Overall level and tooltip text for these services, mode and pause switch.
-pub fn tooltip(services: &[(String, String)], mode: &str, paused: bool) -> (Level, String) {
-    let (level, summary) = overall(services.iter().map(|(n, s)| (n.as_str(), s.as_str())));
+pub fn tooltip(services: &[(String, ServiceState)], mode: &str, paused: bool) -> (Level, String) {
+    let (level, summary) = overall(services.iter().map(|(n, s)| (n.as_str(), *s)));
     let mut text = format!("Sparklio Desk: {summary}");
     for (name, state) in services {
         text.push_str(&format!("\n{name}: {state}"));
@@ -53,9 +53,9 @@ pub fn tooltip(services: &[(String, String)], mode: &str, paused: bool) -> (Leve
 mod tests {
     use super::*;
 
-    fn svc(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    fn svc(list: &[(&str, &str)]) -> Vec<(String, ServiceState)> {
         list.iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .map(|(a, b)| (a.to_string(), ServiceState::parse(b).unwrap()))
             .collect()
     }
 

@@ -5,11 +5,13 @@
 //! every notification is in the dashboard's event list.
 
 use super::{Notification, NotificationPolicy};
-use crate::app::SharedState;
+use crate::store::Store;
+use crate::supervisor::events::EventLog;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// Who the notifier's own events name as their actor.
 pub const NOTIFIER_ACTOR: &str = "notifier";
@@ -49,22 +51,31 @@ pub type Sink = Arc<dyn Fn(Notification) + Send + Sync>;
 
 pub struct Notifier;
 
+/// What the notifier watches: the supervisor's event feed (which it also writes the
+/// gateway alarm to), the usage log's figures, and the app's shutdown.
+#[derive(Clone)]
+pub struct NotifierInputs {
+    pub events: EventLog,
+    pub store: Store,
+    pub shutdown: CancellationToken,
+}
+
 impl Notifier {
     /// Start watching; the task ends when the app shuts down.
     pub fn spawn(
-        state: SharedState,
+        inputs: NotifierInputs,
         options: NotifierOptions,
         sink: impl Fn(Notification) + Send + Sync + 'static,
     ) -> JoinHandle<()> {
         let sink: Sink = Arc::new(sink);
         // Subscribe before returning, so no event after `spawn` is missed.
-        let events = state.supervisor.events.subscribe();
-        tokio::spawn(run(state, options, sink, events))
+        let events = inputs.events.subscribe();
+        tokio::spawn(run(inputs, options, sink, events))
     }
 }
 
 async fn run(
-    state: SharedState,
+    state: NotifierInputs,
     options: NotifierOptions,
     sink: Sink,
     mut events: tokio::sync::broadcast::Receiver<crate::supervisor::events::Event>,
@@ -83,7 +94,10 @@ async fn run(
                     if event.actor.as_deref() == Some(NOTIFIER_ACTOR) {
                         continue;
                     }
-                    if let Some(n) = policy.on_state_change(&event.service, &event.to, &event.reason, Instant::now()) {
+                    let Some(to) = crate::supervisor::ServiceState::parse(&event.to) else {
+                        continue;
+                    };
+                    if let Some(n) = policy.on_state_change(&event.service, to, &event.reason, Instant::now()) {
                         sink(n);
                     }
                 }
@@ -98,7 +112,7 @@ async fn run(
 }
 
 async fn check_gateway(
-    state: &SharedState,
+    state: &NotifierInputs,
     options: &NotifierOptions,
     policy: &mut NotificationPolicy,
     sink: &Sink,
@@ -128,7 +142,6 @@ async fn check_gateway(
             options.error_rate_threshold * 100.0
         );
         state
-            .supervisor
             .events
             .record(
                 GATEWAY_SERVICE,

@@ -3,8 +3,16 @@
 //! One connection behind a mutex, used from `spawn_blocking`: the write rate is a few
 //! rows per request, far below what one SQLite connection in WAL mode sustains.
 
+mod events;
+mod jobs;
+mod media_files;
+mod retention;
 mod usage;
 
+pub use events::{EventQuery, EventRow};
+pub use jobs::{JobKind, JobRow};
+pub use media_files::StoredFile;
+pub use retention::{Orphan, StorageFigures, SweepReport};
 pub use usage::{UsageQuery, UsageRow, UsageSummary};
 
 use anyhow::Context;
@@ -113,7 +121,9 @@ impl Store {
     {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            let mut guard = conn
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             f(&mut guard)
         })
         .await

@@ -121,8 +121,7 @@ impl DockerClient {
             exit_code: state.exit_code,
             status: state
                 .status
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| "unknown".into()),
+                .map_or_else(|| "unknown".into(), |s| s.to_string()),
             error: state.error.filter(|e| !e.is_empty()),
         })
     }

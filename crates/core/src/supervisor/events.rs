@@ -1,25 +1,10 @@
 //! The event log: every service state change, stored in SQLite (`events` table) and
 //! broadcast live for the SSE stream, the tray's notifications and the gateways.
 
-use crate::store::{now_text, Store};
-use rusqlite::params;
-use serde::Serialize;
+use crate::store::{now_text, EventQuery, Store};
 use tokio::sync::broadcast;
 
-/// One state change of one service.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Event {
-    pub id: i64,
-    /// RFC 3339 UTC.
-    pub ts: String,
-    pub service: String,
-    pub from: Option<String>,
-    pub to: String,
-    /// Why, e.g. "exit code 1", "3 health probes failed", "restarted by admin from 100.64.1.2".
-    pub reason: String,
-    /// Who caused it: "supervisor" or "admin from <ip>".
-    pub actor: Option<String>,
-}
+pub use crate::store::EventRow as Event;
 
 /// Writes events and fans them out to live subscribers.
 #[derive(Clone)]
@@ -53,19 +38,7 @@ impl EventLog {
             reason: reason.to_string(),
             actor: actor.map(str::to_string),
         };
-        let row = event.clone();
-        match self
-            .store
-            .with(move |c| {
-                c.execute(
-                    "INSERT INTO events (ts, service, from_state, to_state, reason, actor) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![row.ts, row.service, row.from, row.to, row.reason, row.actor],
-                )?;
-                Ok(c.last_insert_rowid())
-            })
-            .await
-        {
+        match self.store.insert_event(event.clone()).await {
             Ok(id) => event.id = id,
             Err(e) => tracing::error!(error = %e, service, "cannot store event"),
         }
@@ -85,24 +58,7 @@ impl EventLog {
     /// The latest `limit` events, newest first.
     pub async fn latest(&self, limit: u32, service: Option<String>) -> anyhow::Result<Vec<Event>> {
         self.store
-            .with(move |c| {
-                let mut stmt = c.prepare(
-                    "SELECT id, ts, service, from_state, to_state, reason, actor FROM events \
-                     WHERE (?1 IS NULL OR service = ?1) ORDER BY id DESC LIMIT ?2",
-                )?;
-                let rows = stmt.query_map(params![service, limit], |r| {
-                    Ok(Event {
-                        id: r.get(0)?,
-                        ts: r.get(1)?,
-                        service: r.get(2)?,
-                        from: r.get(3)?,
-                        to: r.get(4)?,
-                        reason: r.get(5)?,
-                        actor: r.get(6)?,
-                    })
-                })?;
-                rows.collect()
-            })
+            .latest_events(EventQuery { limit, service })
             .await
     }
 

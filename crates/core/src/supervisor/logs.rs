@@ -1,12 +1,18 @@
 //! Service output: a ring buffer per service for the API, a rotating file per service
 //! under `<data_dir>/logs`, and a broadcast for the live tail.
+//!
+//! Everything is bounded in bytes, not only lines: a line longer than `max_line_bytes`
+//! is split, the ring holds at most `ring_bytes`, and the file rotates at `max_bytes`
+//! whatever the lines look like. Files are written by one writer thread per service
+//! (buffered, off the async runtime), fed through a bounded queue.
 
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncRead};
 use tokio::sync::broadcast;
 
@@ -26,15 +32,47 @@ pub struct LogFileSpec {
     pub kept: u32,
 }
 
+/// How much output is kept in memory.
+#[derive(Debug, Clone, Copy)]
+pub struct LogLimits {
+    pub ring_lines: usize,
+    pub ring_bytes: usize,
+    /// Longer lines are split into pieces of at most this many bytes.
+    pub max_line_bytes: usize,
+}
+
+impl LogLimits {
+    pub fn lines(ring_lines: usize) -> Self {
+        Self {
+            ring_lines,
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        Self {
+            ring_lines: 2_000,
+            ring_bytes: 1024 * 1024,
+            max_line_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// Lines waiting for the writer thread; beyond this, lines are counted as dropped
+/// (a service printing faster than the disk takes it must not grow our memory).
+const WRITE_QUEUE: usize = 4096;
+
 struct RotatingFile {
     spec: LogFileSpec,
-    file: Option<File>,
+    file: Option<BufWriter<File>>,
     size: u64,
 }
 
 impl RotatingFile {
     fn new(spec: LogFileSpec) -> Self {
-        let size = std::fs::metadata(&spec.path).map(|m| m.len()).unwrap_or(0);
+        let size = std::fs::metadata(&spec.path).map_or(0, |m| m.len());
         Self {
             spec,
             file: None,
@@ -50,12 +88,11 @@ impl RotatingFile {
             if let Some(dir) = self.spec.path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            self.file = Some(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.spec.path)?,
-            );
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.spec.path)?;
+            self.file = Some(BufWriter::with_capacity(64 * 1024, f));
         }
         let f = self.file.as_mut().expect("opened above");
         f.write_all(text.as_bytes())?;
@@ -64,8 +101,16 @@ impl RotatingFile {
         Ok(())
     }
 
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.file.as_mut() {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+
     /// `name.log` → `name.log.1` → ... → `name.log.N` (the oldest is dropped).
     fn rotate(&mut self) -> std::io::Result<()> {
+        self.flush()?;
         self.file = None;
         let numbered = |n: u32| PathBuf::from(format!("{}.{n}", self.spec.path.display()));
         if self.spec.kept == 0 {
@@ -82,61 +127,150 @@ impl RotatingFile {
     }
 }
 
+enum ToWriter {
+    Line(String),
+    /// Write out what is buffered and say so.
+    Flush(mpsc::SyncSender<()>),
+}
+
+/// The writer thread: buffered writes, a flush whenever the queue runs dry.
+fn write_loop(mut file: RotatingFile, rx: mpsc::Receiver<ToWriter>) {
+    let report = |e: std::io::Error, path: &Path| {
+        tracing::warn!(error = %e, path = %path.display(), "cannot write service log");
+    };
+    while let Ok(msg) = rx.recv() {
+        let mut next = Some(msg);
+        while let Some(msg) = next.take() {
+            match msg {
+                ToWriter::Line(text) => {
+                    if let Err(e) = file.write_line(&text) {
+                        report(e, &file.spec.path);
+                    }
+                }
+                ToWriter::Flush(done) => {
+                    if let Err(e) = file.flush() {
+                        report(e, &file.spec.path);
+                    }
+                    let _ = done.send(());
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        if let Err(e) = file.flush() {
+            report(e, &file.spec.path);
+        }
+    }
+    let _ = file.flush();
+}
+
+struct Ring {
+    lines: VecDeque<LogLine>,
+    bytes: usize,
+}
+
 /// One service's captured output.
 pub struct ServiceLogs {
-    capacity: usize,
-    ring: Mutex<VecDeque<LogLine>>,
-    file: Mutex<RotatingFile>,
+    limits: LogLimits,
+    ring: Mutex<Ring>,
+    path: PathBuf,
+    writer: mpsc::SyncSender<ToWriter>,
+    dropped: AtomicU64,
     live: broadcast::Sender<LogLine>,
 }
 
 impl ServiceLogs {
-    pub fn new(capacity: usize, file: LogFileSpec) -> Self {
+    pub fn new(limits: LogLimits, file: LogFileSpec) -> Self {
         let (live, _) = broadcast::channel(1024);
+        let (writer, rx) = mpsc::sync_channel(WRITE_QUEUE);
+        let path = file.path.clone();
+        let name = format!(
+            "log-{}",
+            path.file_stem().and_then(|s| s.to_str()).unwrap_or("svc")
+        );
+        let rotating = RotatingFile::new(file);
+        // Ends when the last sender (this struct) is dropped.
+        if let Err(e) = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || write_loop(rotating, rx))
+        {
+            tracing::warn!("cannot start the log writer for {}: {e}", path.display());
+        }
         Self {
-            capacity: capacity.max(1),
-            ring: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
-            file: Mutex::new(RotatingFile::new(file)),
+            limits: LogLimits {
+                ring_lines: limits.ring_lines.max(1),
+                ring_bytes: limits.ring_bytes.max(1024),
+                max_line_bytes: limits.max_line_bytes.max(64),
+            },
+            ring: Mutex::new(Ring {
+                lines: VecDeque::with_capacity(limits.ring_lines.min(4096)),
+                bytes: 0,
+            }),
+            path,
+            writer,
+            dropped: AtomicU64::new(0),
             live,
         }
     }
 
     pub fn file_path(&self) -> PathBuf {
-        self.file
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .spec
-            .path
-            .clone()
+        self.path.clone()
+    }
+
+    /// Lines the file writer could not keep up with (they are still in the ring).
+    pub fn dropped_from_file(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     pub fn push(&self, stream: &'static str, line: impl Into<String>) {
+        let line: String = line.into();
+        for piece in split_line(&line, self.limits.max_line_bytes) {
+            self.push_piece(stream, piece.to_string());
+        }
+    }
+
+    fn push_piece(&self, stream: &'static str, text: String) {
         let line = LogLine {
             ts: crate::store::now_text(),
             stream,
-            line: line.into(),
+            line: text,
         };
-        {
-            let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
-            if let Err(e) = f.write_line(&format!("{} [{}] {}", line.ts, stream, line.line)) {
-                tracing::warn!(error = %e, path = %f.spec.path.display(), "cannot write service log");
-            }
+        let record = format!("{} [{}] {}", line.ts, stream, line.line);
+        if self.writer.try_send(ToWriter::Line(record)).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
         {
-            let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-            if ring.len() == self.capacity {
-                ring.pop_front();
+            let mut ring = self
+                .ring
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            ring.bytes += line.line.len();
+            ring.lines.push_back(line.clone());
+            while ring.lines.len() > self.limits.ring_lines || ring.bytes > self.limits.ring_bytes {
+                match ring.lines.pop_front() {
+                    Some(old) => ring.bytes -= old.line.len(),
+                    None => break,
+                }
             }
-            ring.push_back(line.clone());
         }
         let _ = self.live.send(line);
     }
 
+    /// Wait until everything pushed so far is in the file (bounded).
+    pub fn flush(&self) {
+        let (tx, rx) = mpsc::sync_channel(1);
+        if self.writer.send(ToWriter::Flush(tx)).is_ok() {
+            let _ = rx.recv_timeout(std::time::Duration::from_secs(5));
+        }
+    }
+
     /// The last `n` lines, oldest first.
     pub fn tail(&self, n: usize) -> Vec<LogLine> {
-        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-        let skip = ring.len().saturating_sub(n);
-        ring.iter().skip(skip).cloned().collect()
+        let ring = self
+            .ring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let skip = ring.lines.len().saturating_sub(n);
+        ring.lines.iter().skip(skip).cloned().collect()
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<LogLine> {
@@ -144,33 +278,94 @@ impl ServiceLogs {
     }
 }
 
-/// Copy lines from a child's pipe into the logs until the pipe closes.
+/// `line` in pieces of at most `max` bytes, cut at character boundaries.
+fn split_line(line: &str, max: usize) -> Vec<&str> {
+    if line.len() <= max {
+        return vec![line];
+    }
+    let mut pieces = Vec::new();
+    let mut rest = line;
+    while rest.len() > max {
+        let mut cut = max;
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        pieces.push(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+    if !rest.is_empty() {
+        pieces.push(rest);
+    }
+    pieces
+}
+
+/// Copy lines from a child's pipe into the logs until the pipe closes. Memory stays
+/// bounded: a line without an end is handed on in `max_line_bytes` pieces.
 pub async fn pump<R: AsyncRead + Unpin>(
     reader: R,
     stream: &'static str,
     logs: std::sync::Arc<ServiceLogs>,
 ) {
-    let mut lines = tokio::io::BufReader::new(reader).lines();
+    let max = logs.limits.max_line_bytes;
+    let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
+    let mut pending: Vec<u8> = Vec::new();
     loop {
-        match lines.next_line().await {
-            Ok(Some(line)) => logs.push(stream, line),
-            Ok(None) => break,
-            // Not UTF-8 or a read error: keep what can be kept, stop on a dead pipe.
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                logs.push(stream, "<line that is not UTF-8 skipped>")
-            }
-            Err(_) => break,
+        let chunk = match reader.fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(chunk) => chunk,
+        };
+        let (take, line_end) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        let room = max.saturating_sub(pending.len());
+        let used = take.min(room.max(1));
+        let body = if line_end && used == take {
+            &chunk[..take - 1]
+        } else {
+            &chunk[..used]
+        };
+        pending.extend_from_slice(body);
+        reader.consume(used);
+        if (line_end && used == take) || pending.len() >= max {
+            emit(&logs, stream, &mut pending);
         }
+    }
+    if !pending.is_empty() {
+        emit(&logs, stream, &mut pending);
     }
 }
 
-/// The last `n` lines of a plain file (for detached processes, which write straight to it).
-pub fn tail_file(path: &Path, n: usize) -> Vec<String> {
-    let Ok(f) = File::open(path) else {
+fn emit(logs: &ServiceLogs, stream: &'static str, pending: &mut Vec<u8>) {
+    let text = String::from_utf8_lossy(pending);
+    let text = text.strip_suffix('\r').unwrap_or(&text);
+    logs.push(stream, text.to_string());
+    pending.clear();
+}
+
+/// The last `n` lines of a plain file (for detached processes, which write straight to
+/// it), reading at most `max_bytes` from its end.
+pub fn tail_file(path: &Path, n: usize, max_bytes: u64) -> Vec<String> {
+    if n == 0 {
+        return vec![];
+    }
+    let Ok(mut f) = File::open(path) else {
         return vec![];
     };
+    let len = f.metadata().map_or(0, |m| m.len());
+    let start = len.saturating_sub(max_bytes);
+    if f.seek(SeekFrom::Start(start)).is_err() {
+        return vec![];
+    }
     let mut ring = VecDeque::with_capacity(n.min(4096));
-    for line in BufReader::new(f).lines().map_while(Result::ok) {
+    let mut lines = BufReader::new(f.take(max_bytes))
+        .lines()
+        .map_while(Result::ok);
+    if start > 0 {
+        // Started mid-line: that partial line is not shown.
+        lines.next();
+    }
+    for line in lines {
         if ring.len() == n {
             ring.pop_front();
         }
@@ -183,18 +378,23 @@ pub fn tail_file(path: &Path, n: usize) -> Vec<String> {
 mod tests {
     use super::*;
 
+    fn spec(dir: &Path, max_bytes: u64) -> LogFileSpec {
+        LogFileSpec {
+            path: dir.join("svc.log"),
+            max_bytes,
+            kept: 2,
+        }
+    }
+
     #[test]
     fn ring_keeps_the_newest_and_file_rotates() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = LogFileSpec {
-            path: dir.path().join("svc.log"),
-            max_bytes: 200,
-            kept: 2,
-        };
-        let logs = ServiceLogs::new(3, spec.clone());
+        let spec = spec(dir.path(), 200);
+        let logs = ServiceLogs::new(LogLimits::lines(3), spec.clone());
         for i in 0..20 {
             logs.push("stdout", format!("line number {i}"));
         }
+        logs.flush();
         let tail: Vec<String> = logs.tail(10).into_iter().map(|l| l.line).collect();
         assert_eq!(tail, ["line number 17", "line number 18", "line number 19"]);
         assert!(spec.path.exists());
@@ -202,7 +402,63 @@ mod tests {
         assert!(dir.path().join("svc.log.2").exists());
         assert!(!dir.path().join("svc.log.3").exists());
         assert!(std::fs::metadata(&spec.path).unwrap().len() <= 200);
-        let last = tail_file(&spec.path, 1);
+        let last = tail_file(&spec.path, 1, 1024);
         assert!(last[0].ends_with("line number 19"), "{last:?}");
+    }
+
+    #[test]
+    fn long_lines_are_split_and_the_ring_is_bounded_in_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = LogLimits {
+            ring_lines: 1000,
+            ring_bytes: 4096,
+            max_line_bytes: 1000,
+        };
+        let logs = ServiceLogs::new(limits, spec(dir.path(), 10_000));
+        // Multibyte characters straddle every cut.
+        logs.push("stdout", "가".repeat(2000));
+        let tail = logs.tail(1000);
+        assert!(tail.iter().all(|l| l.line.len() <= 1000));
+        let kept: usize = tail.iter().map(|l| l.line.len()).sum();
+        assert!(kept <= 4096, "{kept}");
+        assert!(tail.iter().all(|l| l.line.chars().all(|c| c == '가')));
+    }
+
+    #[tokio::test]
+    async fn a_pipe_without_newlines_is_read_in_bounded_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = LogLimits {
+            ring_lines: 100,
+            ring_bytes: 64 * 1024,
+            max_line_bytes: 1024,
+        };
+        let logs = std::sync::Arc::new(ServiceLogs::new(limits, spec(dir.path(), 4096)));
+        // Scripted reads: a long run without a newline, split over several reads,
+        // then a normal line.
+        let mut mock = tokio_test::io::Builder::new();
+        for _ in 0..10 {
+            mock.read(&[b'x'; 700]);
+        }
+        mock.read(b"\nlast line\r\n");
+        pump(mock.build(), "stdout", logs.clone()).await;
+        logs.flush();
+        let tail = logs.tail(100);
+        assert!(tail.iter().all(|l| l.line.len() <= 1024), "{tail:?}");
+        let xs: usize = tail.iter().map(|l| l.line.matches('x').count()).sum();
+        assert_eq!(xs, 7000);
+        assert_eq!(tail.last().unwrap().line, "last line");
+        // The file rotated instead of growing past its cap.
+        assert!(std::fs::metadata(dir.path().join("svc.log")).unwrap().len() <= 4096);
+    }
+
+    #[test]
+    fn tail_file_reads_only_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.log");
+        let body: String = (0..10_000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&path, body).unwrap();
+        assert_eq!(tail_file(&path, 2, 64), ["line 9998", "line 9999"]);
+        assert!(tail_file(&path, 0, 64).is_empty());
+        assert!(tail_file(&path, 10_000, 64).len() < 10);
     }
 }

@@ -7,6 +7,7 @@
 //! `unavailable` when something outside the service blocks it (Docker is not running,
 //! its port is held by a process we did not start). Every change is an [`events::Event`].
 
+pub mod children;
 pub mod docker;
 pub mod events;
 pub mod health;
@@ -15,19 +16,21 @@ pub mod ports;
 pub mod process;
 mod runner;
 
-use crate::app::SharedState;
 use crate::config::{Config, ServiceConfig, ServiceKind};
+use crate::gateway::BackingService;
+use crate::runtime::ProviderBoard;
 use crate::store::Store;
 use events::EventLog;
-use logs::{LogFileSpec, ServiceLogs};
+use logs::{LogFileSpec, LogLimits, ServiceLogs};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceState {
     Stopped,
@@ -43,6 +46,23 @@ pub enum ServiceState {
 }
 
 impl ServiceState {
+    pub const ALL: [ServiceState; 9] = [
+        ServiceState::Stopped,
+        ServiceState::Starting,
+        ServiceState::Running,
+        ServiceState::Unhealthy,
+        ServiceState::Restarting,
+        ServiceState::Crashed,
+        ServiceState::Backoff,
+        ServiceState::Failed,
+        ServiceState::Unavailable,
+    ];
+
+    /// The state an event log row names (`None` for the gateway alarm's `ok`/`failing`).
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ServiceState::Stopped => "stopped",
@@ -55,6 +75,12 @@ impl ServiceState {
             ServiceState::Failed => "failed",
             ServiceState::Unavailable => "unavailable",
         }
+    }
+}
+
+impl std::fmt::Display for ServiceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -117,12 +143,15 @@ impl ServiceEntry {
     pub fn status(&self) -> ServiceStatus {
         self.status
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
 
     fn update(&self, f: impl FnOnce(&mut ServiceStatus)) {
-        f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
+        f(&mut self
+            .status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner));
     }
 
     /// Seconds since the current process/container was started (while it runs).
@@ -131,11 +160,94 @@ impl ServiceEntry {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// A service as the API shows it: its config, its state, and what its processes use.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceView {
+    pub name: String,
+    pub kind: crate::config::ServiceKind,
+    pub state: ServiceState,
+    pub reason: String,
+    pub since: String,
+    pub pid: Option<u32>,
+    pub uptime_s: Option<u64>,
+    pub restarts: u32,
+    pub last_exit: Option<LastExit>,
+    pub last_error: Option<String>,
+    pub cpu_percent: Option<f32>,
+    pub memory_bytes: Option<u64>,
+    pub processes: Option<u32>,
+    pub port: Option<u16>,
+    pub port_holder: Option<String>,
+    pub last_probe_latency_ms: Option<f64>,
+    pub last_probe: Option<LastProbe>,
+    pub health_url: Option<String>,
+    pub container: Option<String>,
+    pub provides: Vec<String>,
+    pub autostart: bool,
+    pub restart: crate::config::RestartPolicy,
+    pub detach: bool,
+}
+
+impl ServiceEntry {
+    /// The API's view, with the CPU/memory of its process tree when known.
+    pub fn view(&self, usage: Option<crate::system::ProcessUsage>) -> ServiceView {
+        let st = self.status();
+        let c = &self.config;
+        ServiceView {
+            name: c.name.clone(),
+            kind: c.kind,
+            state: st.state,
+            reason: st.reason,
+            since: st.since,
+            pid: st.pid,
+            uptime_s: self.uptime().map(|d| d.as_secs()),
+            restarts: st.restarts,
+            last_exit: st.last_exit,
+            last_error: st.last_error,
+            cpu_percent: usage.map(|u| u.cpu_percent),
+            memory_bytes: usage.map(|u| u.memory_bytes),
+            processes: usage.map(|u| u.processes),
+            port: c.port,
+            port_holder: st.port_holder,
+            last_probe_latency_ms: st
+                .last_probe
+                .as_ref()
+                .filter(|p| p.ok)
+                .map(|p| p.latency_ms),
+            last_probe: st.last_probe,
+            health_url: c.health.as_ref().map(|h| h.url.clone()),
+            container: c.container.clone(),
+            provides: c.provides.clone(),
+            autostart: c.autostart,
+            restart: c.restart,
+            detach: c.detach,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ControlError {
+    #[error("{0}")]
     NotFound(String),
     /// External services are only watched.
+    #[error("{0}")]
     NotControllable(String),
+}
+
+impl ControlError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::NotControllable(_) => "NOT_CONTROLLABLE",
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::NotFound(_) => 404,
+            Self::NotControllable(_) => 409,
+        }
+    }
 }
 
 pub struct Supervisor {
@@ -143,6 +255,8 @@ pub struct Supervisor {
     pub events: EventLog,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     docker_host: Option<String>,
+    /// Processes we started, so a crashed run's leftovers are ended at the next start.
+    children: Arc<children::ChildRegistry>,
 }
 
 impl Supervisor {
@@ -162,7 +276,14 @@ impl Supervisor {
                     .then(|| log_dir.join(format!("{}.detached.log", svc.name)));
                 Arc::new(ServiceEntry {
                     config: svc.clone(),
-                    logs: Arc::new(ServiceLogs::new(svc.log_lines, spec)),
+                    logs: Arc::new(ServiceLogs::new(
+                        LogLimits {
+                            ring_lines: svc.log_lines,
+                            ring_bytes: config.supervisor.log_memory_max_bytes,
+                            max_line_bytes: config.supervisor.log_line_max_bytes,
+                        },
+                        spec,
+                    )),
                     status: Mutex::new(ServiceStatus {
                         state: ServiceState::Stopped,
                         reason: "not started yet".into(),
@@ -186,35 +307,44 @@ impl Supervisor {
             events: EventLog::new(store),
             tasks: Mutex::new(Vec::new()),
             docker_host: config.supervisor.docker_host.clone(),
+            children: Arc::new(children::ChildRegistry::open(data_dir)),
         }
     }
 
     /// Start one task per service (once). Providers start out down until their service runs.
-    pub fn start(&self, state: SharedState) {
+    pub fn start(&self, board: Arc<ProviderBoard>, shutdown: CancellationToken) {
+        for ended in self.children.reap_previous() {
+            tracing::warn!("ended a process a previous run of Sparklio Desk left behind: {ended}");
+        }
         let docker = self
             .services
             .iter()
             .any(|s| s.config.kind == ServiceKind::Docker)
             .then(|| docker::DockerClient::new(self.docker_host.as_deref()));
-        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tasks = self
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for entry in &self.services {
             let Some(rx) = entry
                 .control_rx
                 .lock()
-                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take()
             else {
                 continue;
             };
             for p in &entry.config.provides {
-                state.provider_board.mark_down(
+                board.mark_down(
                     p,
                     format!("service {} is stopped: not started yet", entry.config.name),
                 );
             }
             let runner = runner::Runner::new(
                 entry.clone(),
-                state.clone(),
+                board.clone(),
+                shutdown.clone(),
+                self.children.clone(),
                 self.events.clone(),
                 docker.clone(),
                 rx,
@@ -247,19 +377,31 @@ impl Supervisor {
     }
 
     /// The services backing a gateway provider, with their states (for health endpoints).
-    pub fn provider_services(&self, provider: &str) -> Vec<(String, ServiceStatus)> {
+    pub fn provider_services(&self, provider: &str) -> Vec<BackingService> {
         self.services
             .iter()
             .filter(|s| s.config.provides.iter().any(|p| p == provider))
-            .map(|s| (s.config.name.clone(), s.status()))
+            .map(|s| {
+                let st = s.status();
+                BackingService {
+                    name: s.config.name.clone(),
+                    state: st.state.as_str().to_string(),
+                    reason: st.reason,
+                    since: st.since,
+                }
+            })
             .collect()
     }
 
     /// Wait for every service task to finish after shutdown was requested (they stop
     /// their services unless `detach = true`).
     pub async fn join(&self) {
-        let tasks: Vec<_> =
-            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let tasks: Vec<_> = std::mem::take(
+            &mut *self
+                .tasks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         let longest = self
             .services
             .iter()
@@ -273,30 +415,6 @@ impl Supervisor {
                 tracing::warn!("a service did not stop within {limit:?}");
                 abort.abort();
             }
-        }
-    }
-}
-
-/// Add `services` (the supervised services backing it: name, state, reason) to each
-/// provider object of a health answer, so clients see *why* a provider is down.
-pub fn annotate_provider_services(
-    state: &crate::app::SharedState,
-    providers: &mut serde_json::Value,
-) {
-    let Some(map) = providers.as_object_mut() else {
-        return;
-    };
-    for (name, entry) in map.iter_mut() {
-        let services: Vec<serde_json::Value> = state
-            .supervisor
-            .provider_services(name)
-            .into_iter()
-            .map(|(service, st)| {
-                serde_json::json!({"name": service, "state": st.state, "reason": st.reason, "since": st.since})
-            })
-            .collect();
-        if let Some(obj) = entry.as_object_mut() {
-            obj.insert("services".into(), serde_json::Value::Array(services));
         }
     }
 }

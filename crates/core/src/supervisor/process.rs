@@ -350,8 +350,7 @@ pub fn describe_exit(status: ExitStatus) -> (Option<i32>, String) {
         use std::os::unix::process::ExitStatusExt;
         if let Some(sig) = status.signal() {
             let name = nix::sys::signal::Signal::try_from(sig)
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_else(|_| "unknown".into());
+                .map_or_else(|_| "unknown".into(), |s| s.as_str().to_string());
             return (None, format!("killed by signal {sig} ({name})"));
         }
     }

@@ -5,14 +5,15 @@ use super::events::EventLog;
 use super::health::{probe, probe_client, ProbeResult};
 use super::process::{describe_exit, ProcessHandle, StopOutcome};
 use super::{Control, LastExit, LastProbe, ServiceEntry, ServiceState};
-use crate::app::SharedState;
 use crate::config::{RestartPolicy, ServiceKind};
+use crate::runtime::ProviderBoard;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// How often a blocked service (Docker down, port taken) is checked again.
 const UNAVAILABLE_RECHECK: Duration = Duration::from_secs(5);
@@ -64,7 +65,10 @@ enum Exit {
 
 pub(super) struct Runner {
     entry: Arc<ServiceEntry>,
-    app: SharedState,
+    /// Where the gateways read whether this service's providers are up.
+    board: Arc<ProviderBoard>,
+    shutdown: CancellationToken,
+    children: Arc<super::children::ChildRegistry>,
     events: EventLog,
     docker: Option<DockerClient>,
     rx: mpsc::UnboundedReceiver<Control>,
@@ -77,14 +81,18 @@ pub(super) struct Runner {
 impl Runner {
     pub(super) fn new(
         entry: Arc<ServiceEntry>,
-        app: SharedState,
+        board: Arc<ProviderBoard>,
+        shutdown: CancellationToken,
+        children: Arc<super::children::ChildRegistry>,
         events: EventLog,
         docker: Option<DockerClient>,
         rx: mpsc::UnboundedReceiver<Control>,
     ) -> Self {
         Self {
             entry,
-            app,
+            board,
+            shutdown,
+            children,
             events,
             docker,
             rx,
@@ -144,9 +152,9 @@ impl Runner {
         });
         for p in &self.entry.config.provides {
             if to == ServiceState::Running {
-                self.app.provider_board.mark_up(p);
+                self.board.mark_up(p);
             } else {
-                self.app.provider_board.mark_down(
+                self.board.mark_down(
                     p,
                     format!("service {} is {}: {reason}", self.name(), to.as_str()),
                 );
@@ -173,7 +181,7 @@ impl Runner {
     async fn next_control(&mut self) -> Option<Control> {
         tokio::select! {
             c = self.rx.recv() => c,
-            _ = self.app.shutdown.cancelled() => None,
+            _ = self.shutdown.cancelled() => None,
         }
     }
 
@@ -262,7 +270,7 @@ impl Runner {
         if let Some(h) = &self.entry.config.health {
             if self.probe_once(h.url.clone(), h.timeout_ms).await.ok {
                 for p in &self.entry.config.provides {
-                    self.app.provider_board.mark_up(p);
+                    self.board.mark_up(p);
                 }
             }
         }
@@ -297,6 +305,10 @@ impl Runner {
                     ))
                 })?;
                 let pid = handle.pid;
+                if !cfg.detach {
+                    let (children, name) = (self.children.clone(), cfg.name.clone());
+                    tokio::task::spawn_blocking(move || children.record(&name, pid));
+                }
                 self.entry.logs.push(
                     "supervisor",
                     format!(
@@ -364,7 +376,7 @@ impl Runner {
                 latency_ms: (r.latency_ms * 10.0).round() / 10.0,
                 error: r.error.clone(),
                 at: crate::store::now_text(),
-            })
+            });
         });
         r
     }
@@ -478,7 +490,7 @@ impl Runner {
                     }
                     None => return Next::Exit,
                 },
-                _ = self.app.shutdown.cancelled() => {
+                _ = self.shutdown.cancelled() => {
                     if cfg.detach {
                         self.entry.logs.push("supervisor", "left running on quit (detach = true)");
                         self.events.record(self.name(), Some(self.state().as_str()), self.state().as_str(),
@@ -496,7 +508,10 @@ impl Runner {
     /// The instance ended: forget its pid, end what is left of its tree.
     fn clear_instance(&self, inst: &mut Instance) {
         match inst {
-            Instance::Process(h) => h.kill_leftovers(),
+            Instance::Process(h) => {
+                h.kill_leftovers();
+                self.children.forget(self.name());
+            }
             Instance::Docker { logs_task, .. } => logs_task.abort(),
             Instance::External => {}
         }
@@ -633,7 +648,7 @@ async fn exited(docker: Option<&DockerClient>, inst: &mut Instance) -> Exit {
                 Ok(info) if info.running => {}
                 Ok(info) => {
                     let mut reason = match info.exit_code {
-                        Some(c) => format!("container {} exited with code {c}", container),
+                        Some(c) => format!("container {container} exited with code {c}"),
                         None => format!("container {} is {}", container, info.status),
                     };
                     if let Some(e) = info.error {

@@ -46,7 +46,7 @@ impl GpuProbe {
             Err(e) => {
                 self.reason = Some(format!(
                     "no NVIDIA GPU or driver found (NVML could not be loaded: {e})"
-                ))
+                ));
             }
         }
     }

@@ -87,7 +87,10 @@ impl SystemMonitor {
 
     /// Take one reading now (blocking: sysinfo and NVML calls).
     pub fn sample_now(&self) -> Sample {
-        let mut s = self.sampler.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self
+            .sampler
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         s.gpu.load_once();
         let gpus = s.gpu.sample();
         #[cfg(windows)]
@@ -124,7 +127,10 @@ impl SystemMonitor {
                 )
             })
             .collect();
-        *self.processes.lock().unwrap_or_else(|p| p.into_inner()) = rows;
+        *self
+            .processes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = rows;
         let sample = Sample {
             ts: crate::store::now_text(),
             #[cfg(not(windows))]
@@ -137,7 +143,10 @@ impl SystemMonitor {
         };
         drop(s);
         let cap = self.capacity();
-        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let mut h = self
+            .history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         while h.len() >= cap {
             h.pop_front();
         }
@@ -171,7 +180,7 @@ impl SystemMonitor {
     pub fn latest(&self) -> Option<Sample> {
         self.history
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .back()
             .cloned()
     }
@@ -179,7 +188,7 @@ impl SystemMonitor {
     pub fn history(&self) -> Vec<Sample> {
         self.history
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
             .cloned()
             .collect()
@@ -187,7 +196,10 @@ impl SystemMonitor {
 
     /// `{"available": bool, "reason": ...}` about NVIDIA GPUs.
     pub fn gpu_status(&self) -> (bool, Option<String>) {
-        let s = self.sampler.lock().unwrap_or_else(|p| p.into_inner());
+        let s = self
+            .sampler
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         s.gpu.status()
     }
 
@@ -221,7 +233,10 @@ impl SystemMonitor {
 
     /// CPU and memory of `pid` and all its descendants, from the latest reading.
     pub fn tree_usage(&self, pid: u32) -> Option<ProcessUsage> {
-        let rows = self.processes.lock().unwrap_or_else(|p| p.into_inner());
+        let rows = self
+            .processes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let root = rows.get(&pid)?;
         let mut usage = ProcessUsage {
             cpu_percent: root.cpu,

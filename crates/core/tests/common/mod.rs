@@ -2,7 +2,7 @@
 //! temporary data folder and config file.
 #![allow(dead_code)]
 
-use sparklio_core::config::{self, ConfigInput};
+use sparklio_core::config::ConfigInput;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -64,7 +64,8 @@ impl TestApp {
     ) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let input = input_for(&dir, toml, env);
-        let loaded = config::load(&input).unwrap_or_else(|p| panic!("config problems: {p:?}"));
+        let loaded =
+            sparklio_core::load_config(&input).unwrap_or_else(|p| panic!("config problems: {p:?}"));
         let app = sparklio_core::start(loaded, opts)
             .await
             .expect("app starts");

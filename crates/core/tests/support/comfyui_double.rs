@@ -144,7 +144,8 @@ impl ComfyDouble {
     /// Make checkpoint files "installed" (they appear in object_info and /models).
     pub fn set_checkpoints(&self, names: &[&str]) {
         let list: Vec<Value> = names.iter().map(|n| json!(n)).collect();
-        *self.inner.checkpoints.lock().unwrap() = names.iter().map(|s| s.to_string()).collect();
+        *self.inner.checkpoints.lock().unwrap() =
+            names.iter().map(std::string::ToString::to_string).collect();
         let mut info = self.inner.object_info.lock().unwrap();
         info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0] = Value::Array(list);
     }
@@ -293,8 +294,7 @@ async fn post_prompt(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
     let number = inner.counter.fetch_add(1, Ordering::SeqCst) as i64;
     let prompt_id = v["prompt_id"]
         .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
     inner
         .received
         .lock()
@@ -452,7 +452,7 @@ async fn serve_socket(inner: Arc<Inner>, client_id: String, socket: WebSocket) {
                 None => break,
             },
             incoming = stream.next() => match incoming {
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
                 _ => {}
             },
         }

@@ -69,8 +69,14 @@ impl OllamaDouble {
 
     pub async fn start_with(models: &[&str], loaded: &[&str]) -> Self {
         let state = Arc::new(DoubleState {
-            models: models.iter().map(|s| s.to_string()).collect(),
-            loaded: loaded.iter().map(|s| s.to_string()).collect(),
+            models: models
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect(),
+            loaded: loaded
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect(),
             behaviour: Mutex::new(Behaviour::Normal),
             requests: Mutex::new(Vec::new()),
         });
@@ -217,15 +223,12 @@ pub fn follow_shape(prompt: &str) -> Option<Value> {
 }
 
 fn counts(body: &Value, content: &str) -> (u64, u64) {
-    let prompt_chars: usize = body["messages"]
-        .as_array()
-        .map(|m| {
-            m.iter()
-                .filter_map(|x| x["content"].as_str())
-                .map(|s| s.chars().count())
-                .sum()
-        })
-        .unwrap_or(0);
+    let prompt_chars: usize = body["messages"].as_array().map_or(0, |m| {
+        m.iter()
+            .filter_map(|x| x["content"].as_str())
+            .map(|s| s.chars().count())
+            .sum()
+    });
     (
         (prompt_chars / 4 + 1) as u64,
         (content.chars().count() / 4 + 1) as u64,

@@ -1,7 +1,7 @@
 //! The dashboard's live stream: one SSE connection carrying a snapshot of everything
 //! the page shows every couple of seconds, plus state-change events as they happen.
 
-use super::status::status_json;
+use super::status::status_view;
 use crate::app::SharedState;
 use crate::http::sse::{json_event, sse_response};
 use crate::store::UsageQuery;
@@ -26,8 +26,8 @@ pub async fn snapshot(state: &SharedState) -> Value {
         .await
         .unwrap_or_default();
     json!({
-        "status": status_json(state),
-        "services": super::services::services_json(state),
+        "status": status_view(state),
+        "services": super::services::services_view(state),
         "system": super::system::system_json(state, false).await,
         "usage": {
             "summary": summary,

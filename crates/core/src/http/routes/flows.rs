@@ -1,7 +1,7 @@
 //! The product-detail end-to-end check over HTTP: start it, follow it, read the result.
 
 use crate::app::SharedState;
-use crate::flow::jobs::FlowJob;
+use crate::flow::jobs::{FlowJob, StartError};
 use crate::flow::FlowInput;
 use crate::http::sse::{json_event, sse_response};
 use crate::http::{request::parse_json, ApiError, ApiResult};
@@ -38,7 +38,13 @@ pub async fn start(State(state): State<SharedState>, body: Bytes) -> ApiResult<R
         .flows
         .start(state.bound, state.internal_key.clone(), input, !live)
         .await
-        .map_err(|e| ApiError::internal(format!("cannot start the check: {e:#}")))?;
+        .map_err(|e| match e {
+            StartError::Overloaded(_, retry) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "OVERLOADED", e.to_string())
+                    .with("retry_after_s", retry)
+            }
+            StartError::Store(e) => ApiError::internal(format!("cannot start the check: {e:#}")),
+        })?;
     let body = json!({
         "job_id": job.id,
         "status": job.status,

@@ -1,27 +1,25 @@
 //! LLM Gateway routes: `/api/v1/llm/*`, and the same under `/api/v1/llm/llm/*`
 //! (the Sparklio backend's running code mounts its router twice).
 
-use crate::app::{AppState, SharedState};
+use crate::app::SharedState;
 use crate::http::auth::Caller;
 use crate::http::error::current_request_id;
 use crate::http::request::parse_json;
 use crate::http::ApiError;
-use crate::llm::provider::StreamEvent;
-use crate::llm::record::{record, Outcome};
 use crate::llm::wire::GenerateBody;
-use crate::llm::{FailureContext, Plan};
+use crate::llm::{RequestCtx, StreamItem};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use futures::StreamExt;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::json;
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Instant;
 
 /// Both prefixes, every route.
@@ -38,228 +36,126 @@ pub fn routes() -> Router<SharedState> {
     r
 }
 
-pub async fn health(State(state): State<SharedState>) -> Json<Value> {
-    let mut body = state
-        .llm
-        .health(state.runtime.mode(), &state.provider_board)
-        .await;
-    body["paused"] = json!(state.runtime.paused());
-    crate::supervisor::annotate_provider_services(&state, &mut body["providers"]);
+pub async fn health(State(state): State<SharedState>) -> impl IntoResponse {
+    let mut body = state.llm.health().await;
+    for (name, provider) in &mut body.providers {
+        provider.services = state.supervisor.provider_services(name);
+    }
     Json(body)
 }
 
-pub async fn models(State(state): State<SharedState>) -> Json<Value> {
-    Json(
-        state
-            .llm
-            .models(state.runtime.mode(), &state.provider_board)
-            .await,
-    )
+pub async fn models(State(state): State<SharedState>) -> impl IntoResponse {
+    Json(state.llm.models(state.runtime.mode()).await)
 }
 
-pub async fn router_info(State(state): State<SharedState>) -> Json<Value> {
-    Json(state.llm.info(state.runtime.mode()))
+pub async fn router_info(State(state): State<SharedState>) -> impl IntoResponse {
+    Json(state.llm.info())
 }
 
-fn ms_since(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1000.0
+/// The error body for a failed request: the standard envelope, naming the request id
+/// the request goes by (its own `request_id` when it sent one).
+fn failure(e: impl Into<ApiError>, request_id: &str) -> ApiError {
+    e.into().with("request_id", request_id)
 }
 
-/// Make sure an error names provider, model and request id (null when unknown).
-fn complete_error(mut e: ApiError, ctx: &FailureContext, request_id: &str) -> ApiError {
-    if !e.fields.contains_key("provider") {
-        e = e.with("provider", ctx.provider.clone());
-    }
-    if !e.fields.contains_key("model") {
-        e = e.with("model", ctx.model.clone());
-    }
-    e.with("request_id", request_id)
+/// `x-request-timeout: <seconds>`: a caller's own time limit (only ever shortens).
+pub fn request_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
+    headers
+        .get("x-request-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| *s > 0.0 && s.is_finite() && *s <= 86_400.0)
+        .map(std::time::Duration::from_secs_f64)
 }
 
 pub async fn generate(
     State(state): State<SharedState>,
     caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let caller = caller.map(|Extension(c)| c);
-    let mut outcome = Outcome {
-        request_id: current_request_id().unwrap_or_default(),
-        ..Default::default()
-    };
-    let mut ctx = FailureContext::default();
-    match prepare(&state, body, &mut outcome, &mut ctx) {
-        Err(e) => fail(&state, caller.as_ref(), outcome, &ctx, e, started).await,
-        Ok(plan) if plan.request.stream => {
-            stream_answer(state.clone(), caller, outcome, ctx, plan, started).await
-        }
-        Ok(plan) => match state.llm.generate(&plan).await {
-            Err(e) => fail(&state, caller.as_ref(), outcome, &ctx, e, started).await,
-            Ok(answer) => {
-                let latency_ms = ms_since(started);
-                let body = answer.body(&plan, latency_ms);
-                outcome.usage = Some(answer.reply.usage);
-                outcome.latency_ms = latency_ms;
-                outcome.status = 200;
-                record(&state, caller.as_ref(), outcome).await;
-                Json(body).into_response()
+    let transport_id = current_request_id().unwrap_or_default();
+    let requester = caller.map(|Extension(c)| c.requester()).unwrap_or_default();
+    let parsed = body
+        .map_err(|rej| {
+            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE)
+            } else {
+                ApiError::bad_request("VALIDATION_ERROR", format!("cannot read the body: {rej}"))
             }
-        },
-    }
-}
-
-/// Parse, check the switches, route and build the prompt.
-fn prepare(
-    state: &AppState,
-    body: Result<Bytes, BytesRejection>,
-    outcome: &mut Outcome,
-    ctx: &mut FailureContext,
-) -> Result<Plan, ApiError> {
-    let bytes = body.map_err(|rej| {
-        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE)
-        } else {
-            ApiError::bad_request("VALIDATION_ERROR", format!("cannot read the body: {rej}"))
+        })
+        .and_then(|bytes| parse_json::<GenerateBody>(&bytes));
+    let body = match parsed {
+        Ok(body) => body,
+        Err(e) => {
+            let ctx = RequestCtx {
+                request_id: transport_id.clone(),
+                requester,
+                timeout: None,
+            };
+            let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+            state
+                .llm
+                .record_rejected(&ctx, e.status.as_u16(), e.code, elapsed)
+                .await;
+            return e
+                .with("provider", None::<String>)
+                .with("model", None::<String>)
+                .with("request_id", transport_id)
+                .into_response();
         }
-    })?;
-    let request = parse_json::<GenerateBody>(&bytes)?.normalize(&state.config().llm.sampling)?;
-    outcome.role = Some(request.role.clone());
-    outcome.task = Some(request.task.clone());
-    outcome.mode = Some(request.mode_label.clone());
-    if let Some(id) = &request.request_id {
-        outcome.request_id = id.clone();
+    };
+    let ctx = RequestCtx {
+        request_id: body.request_id_or(&transport_id),
+        requester,
+        timeout: request_timeout(&headers),
+    };
+    let request_id = ctx.request_id.clone();
+    if body.wants_stream() {
+        return match state.llm.stream(body, ctx).await {
+            Ok(rx) => sse(rx, request_id),
+            Err(e) => failure(e, &request_id).into_response(),
+        };
     }
-    if state.runtime.paused() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "GATEWAY_PAUSED",
-            "the gateway is paused (resume it from the tray or the control API)",
-        ));
+    match state.llm.generate(body, ctx).await {
+        Ok(answer) => Json(answer).into_response(),
+        Err(e) => failure(e, &request_id).into_response(),
     }
-    let plan = state.llm.plan(
-        request,
-        state.runtime.mode(),
-        &state.provider_board,
-        outcome.request_id.clone(),
-        ctx,
-    );
-    outcome.provider = ctx.provider.clone();
-    outcome.model = ctx.model.clone();
-    plan
 }
 
-async fn fail(
-    state: &AppState,
-    caller: Option<&Caller>,
-    mut outcome: Outcome,
-    ctx: &FailureContext,
-    e: ApiError,
-    started: Instant,
-) -> Response {
-    let e = complete_error(e, ctx, &outcome.request_id);
-    outcome.provider = ctx.provider.clone();
-    outcome.model = ctx.model.clone();
-    outcome.latency_ms = ms_since(started);
-    outcome.status = e.status.as_u16();
-    outcome.error_code = Some(e.code.to_string());
-    record(state, caller, outcome).await;
-    e.into_response()
+#[derive(Serialize)]
+struct Chunk<'a> {
+    index: u64,
+    delta: &'a str,
 }
 
 /// Server-Sent Events: `chunk` events (`{index, delta}`), then one `done` event with
 /// the same body as a non-streaming answer, or one `error` event with the error body.
-async fn stream_answer(
-    state: SharedState,
-    caller: Option<Caller>,
-    mut outcome: Outcome,
-    ctx: FailureContext,
-    plan: Plan,
-    started: Instant,
-) -> Response {
-    let mut upstream = match state.llm.stream(&plan).await {
-        Ok(s) => s,
-        Err(e) => return fail(&state, caller.as_ref(), outcome, &ctx, e, started).await,
-    };
-    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(32);
-    let plan = Arc::new(plan);
-    tokio::spawn(async move {
-        let mut index = 0u64;
-        let end: Result<Value, ApiError> = loop {
-            let next = tokio::select! {
-                _ = state.shutdown.cancelled() => break Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE, "SHUTTING_DOWN", "the gateway is shutting down")),
-                n = upstream.next() => n,
-            };
-            match next {
-                Some(Ok(StreamEvent::Delta(piece))) => {
-                    let ev = Event::default()
-                        .event("chunk")
-                        .json_data(json!({"index": index, "delta": piece}))
-                        .unwrap_or_default();
-                    index += 1;
-                    if tx.send(ev).await.is_err() {
-                        break Err(ApiError::new(
-                            StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
-                            "CLIENT_CLOSED",
-                            "the client closed the stream",
-                        ));
-                    }
-                }
-                Some(Ok(StreamEvent::Done(reply))) => {
-                    outcome.usage = Some(reply.usage);
-                    match state.llm.finish(&plan, reply) {
-                        Ok(answer) => break Ok(answer.body(&plan, ms_since(started))),
-                        Err(e) => break Err(e),
-                    }
-                }
-                Some(Err(e)) => break Err(state.llm.stream_failure(&plan, e)),
-                None => {
-                    break Err(ApiError::new(
-                        StatusCode::BAD_GATEWAY,
-                        "PROVIDER_ERROR",
-                        "the provider's stream ended without a final message",
-                    ))
-                }
+fn sse(rx: tokio::sync::mpsc::Receiver<StreamItem>, request_id: String) -> Response {
+    let events = tokio_stream::wrappers::ReceiverStream::new(rx).map(move |item| {
+        let event = match item {
+            StreamItem::Chunk { index, delta } => {
+                Event::default().event("chunk").json_data(Chunk {
+                    index,
+                    delta: &delta,
+                })
             }
+            StreamItem::Done(answer) => Event::default().event("done").json_data(answer),
+            StreamItem::Failed(e) => Event::default()
+                .event("error")
+                .json_data(failure(e, &request_id).body()),
         };
-        outcome.latency_ms = ms_since(started);
-        match end {
-            Ok(body) => {
-                outcome.status = 200;
-                let _ = tx
-                    .send(
-                        Event::default()
-                            .event("done")
-                            .json_data(body)
-                            .unwrap_or_default(),
-                    )
-                    .await;
-            }
-            Err(e) => {
-                let e = complete_error(e, &ctx, &outcome.request_id);
-                outcome.status = e.status.as_u16();
-                outcome.error_code = Some(e.code.to_string());
-                let _ = tx
-                    .send(
-                        Event::default()
-                            .event("error")
-                            .json_data(e.body())
-                            .unwrap_or_default(),
-                    )
-                    .await;
-            }
-        }
-        record(&state, caller.as_ref(), outcome).await;
+        Ok::<_, Infallible>(event.unwrap_or_default())
     });
-    let events = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, Infallible>);
     Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response()
 }
 
 /// `GET /api/v1/llm/schemas`: the JSON Schema each role/task's json answer must satisfy.
-async fn schemas() -> Json<Value> {
-    let list: Vec<Value> = crate::contracts::contracts()
+async fn schemas() -> impl IntoResponse {
+    let list: Vec<_> = crate::contracts::contracts()
         .map(|c| {
             json!({
                 "role": c.role,

@@ -22,6 +22,7 @@ pub fn gateway_routes() -> Router<SharedState> {
     Router::new()
         .route("/api/v1/status", get(status::status))
         .route("/api/v1/config", get(status::effective_config))
+        .route("/api/v1/storage", get(status::storage))
         .route("/api/v1/runtime", get(runtime::get_runtime))
         .route("/api/v1/flows/product-detail", post(flows::start))
         .route("/api/v1/flows/jobs", get(flows::list))
@@ -38,7 +39,6 @@ pub fn gateway_routes() -> Router<SharedState> {
             get(media::get_job).delete(media::cancel_job),
         )
         .route("/api/v1/media/jobs/{id}/events", get(media::job_events))
-        .route("/api/v1/media/files/{id}", get(media::get_file))
         .route("/api/v1/media/health", get(media::health))
         .route("/api/v1/media/models", get(media::models))
         .merge(llm::routes())

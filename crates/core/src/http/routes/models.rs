@@ -5,69 +5,93 @@
 
 use crate::app::SharedState;
 use crate::config::GeneratorMode;
+use crate::llm::provider::ModelEntry;
 use axum::extract::State;
 use axum::Json;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use std::collections::BTreeMap;
 
-pub async fn models(State(state): State<SharedState>) -> Json<Value> {
-    let llm_view = state
-        .llm
-        .models(GeneratorMode::Live, &state.provider_board)
-        .await;
+#[derive(Debug, Serialize)]
+pub struct ModelsView {
+    pub llm: Vec<LlmProviderModels>,
+    pub media: Vec<MediaProviderModels>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LlmProviderModels {
+    pub provider: String,
+    pub kind: String,
+    pub base_url: Option<String>,
+    /// Null when the provider was not asked (it cannot be built).
+    pub reachable: Option<bool>,
+    pub error: Option<String>,
+    pub service_down: Option<String>,
+    pub models: Vec<ModelEntry>,
+    /// Models a route sends to this provider that it does not have.
+    pub missing: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MediaProviderModels {
+    pub provider: String,
+    pub kind: &'static str,
+    pub base_url: Option<String>,
+    pub error: Option<String>,
+    pub service_down: Option<String>,
+    /// Folder (`checkpoints`, `loras`, `vaes`) → file names.
+    pub models: BTreeMap<String, Vec<String>>,
+}
+
+pub async fn models(State(state): State<SharedState>) -> Json<ModelsView> {
+    let llm_view = state.llm.models(GeneratorMode::Live).await;
     let cfg = state.config();
 
-    let mut llm = Vec::new();
-    for (name, p) in &cfg.llm.providers {
-        let view = &llm_view["providers"][name];
-        let missing: Vec<Value> = llm_view["models"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|m| {
-                m["provider"] == name.as_str() && m["routed"] == true && m["installed"] == false
-            })
-            .map(|m| m["model"].clone())
-            .collect();
-        llm.push(json!({
-            "provider": name,
-            "kind": p.kind,
-            "base_url": p.base_url,
-            "reachable": view["reachable"],
-            "error": view["error"],
-            "service_down": state.provider_board.down_reason(name),
-            "models": view["models"].as_array().cloned().unwrap_or_default(),
-            "missing": missing,
-        }));
-    }
+    let llm = cfg
+        .llm
+        .providers
+        .iter()
+        .map(|(name, p)| {
+            let view = llm_view.providers.get(name);
+            LlmProviderModels {
+                provider: name.clone(),
+                kind: p.kind.clone(),
+                base_url: p.base_url.clone(),
+                reachable: view.map(|v| v.reachable),
+                error: view.and_then(|v| v.error.clone()),
+                service_down: state.provider_board.down_reason(name),
+                models: view.map(|v| v.models.clone()).unwrap_or_default(),
+                missing: llm_view.missing(name),
+            }
+        })
+        .collect();
 
     let mut media = Vec::new();
     for (name, p) in state.media.providers() {
         let (folders, error) = match p.models().await {
             Ok(list) => {
-                let mut folders: Map<String, Value> = Map::new();
+                let mut folders: BTreeMap<String, Vec<String>> = BTreeMap::new();
                 for m in list {
-                    let v = serde_json::to_value(&m).unwrap_or_default();
-                    let kind = v["type"].as_str().unwrap_or("other").to_string();
-                    let entry = folders
-                        .entry(format!("{kind}s"))
-                        .or_insert_with(|| json!([]));
-                    if let Some(a) = entry.as_array_mut() {
-                        a.push(v["name"].clone());
-                    }
+                    folders
+                        .entry(format!("{}s", m.model_type))
+                        .or_default()
+                        .push(m.name);
                 }
-                (Value::Object(folders), Value::Null)
+                (folders, None)
             }
-            Err(e) => (json!({}), json!(e.message)),
+            Err(e) => (BTreeMap::new(), Some(e.message)),
         };
-        let pc = cfg.media.providers.get(name.as_str());
-        media.push(json!({
-            "provider": name,
-            "kind": p.kind(),
-            "base_url": pc.and_then(|c| c.base_url.clone()),
-            "error": error,
-            "service_down": state.provider_board.down_reason(name),
-            "models": folders,
-        }));
+        media.push(MediaProviderModels {
+            provider: name.clone(),
+            kind: p.kind(),
+            base_url: cfg
+                .media
+                .providers
+                .get(name.as_str())
+                .and_then(|c| c.base_url.clone()),
+            error,
+            service_down: state.provider_board.down_reason(name),
+            models: folders,
+        });
     }
-    Json(json!({"llm": llm, "media": media}))
+    Json(ModelsView { llm, media })
 }

@@ -5,7 +5,7 @@
 use crate::app::SharedState;
 use crate::http::auth::Caller;
 use crate::http::error::ApiError;
-use crate::supervisor::{Control, ControlError, ServiceEntry};
+use crate::supervisor::{Control, ServiceEntry, ServiceView};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -19,6 +19,8 @@ use std::sync::Arc;
 use tokio_stream::wrappers::BroadcastStream;
 
 const MAX_TAIL: usize = 10_000;
+/// How much of a detached process's own log file a tail reads.
+const DETACHED_TAIL_BYTES: u64 = 1024 * 1024;
 const MAX_EVENTS: u32 = 1_000;
 
 /// "admin from 100.64.1.2" / "trusted client from 127.0.0.1 (key ...)".
@@ -40,56 +42,30 @@ fn entry<'a>(state: &'a SharedState, name: &str) -> Result<&'a Arc<ServiceEntry>
 }
 
 /// Every service as the list route shows it.
-pub fn services_json(state: &SharedState) -> Vec<Value> {
+pub fn services_view(state: &SharedState) -> Vec<ServiceView> {
     state
         .supervisor
         .services()
         .iter()
-        .map(|e| service_json(state, e))
+        .map(|e| service_view(state, e))
         .collect()
 }
 
-fn service_json(state: &SharedState, e: &ServiceEntry) -> Value {
-    let st = e.status();
-    let usage = st.pid.and_then(|pid| state.system.tree_usage(pid));
-    let c = &e.config;
-    json!({
-        "name": c.name,
-        "kind": c.kind,
-        "state": st.state,
-        "reason": st.reason,
-        "since": st.since,
-        "pid": st.pid,
-        "uptime_s": e.uptime().map(|d| d.as_secs()),
-        "restarts": st.restarts,
-        "last_exit": st.last_exit,
-        "last_error": st.last_error,
-        "cpu_percent": usage.map(|u| u.cpu_percent),
-        "memory_bytes": usage.map(|u| u.memory_bytes),
-        "processes": usage.map(|u| u.processes),
-        "port": c.port,
-        "port_holder": st.port_holder,
-        "last_probe_latency_ms": st.last_probe.as_ref().filter(|p| p.ok).map(|p| p.latency_ms),
-        "last_probe": st.last_probe,
-        "health_url": c.health.as_ref().map(|h| h.url.clone()),
-        "container": c.container,
-        "provides": c.provides,
-        "autostart": c.autostart,
-        "restart": c.restart,
-        "detach": c.detach,
-    })
+fn service_view(state: &SharedState, e: &ServiceEntry) -> ServiceView {
+    let usage = e.status().pid.and_then(|pid| state.system.tree_usage(pid));
+    e.view(usage)
 }
 
 pub async fn list(State(state): State<SharedState>) -> Json<Value> {
-    Json(json!({ "services": services_json(&state) }))
+    Json(json!({ "services": services_view(&state) }))
 }
 
 pub async fn get_one(
     State(state): State<SharedState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ServiceView>, ApiError> {
     let e = entry(&state, &name)?;
-    Ok(Json(service_json(&state, e)))
+    Ok(Json(service_view(&state, e)))
 }
 
 fn control(
@@ -103,10 +79,7 @@ fn control(
             StatusCode::ACCEPTED,
             Json(json!({"service": name, "action": action, "accepted": true, "state": st})),
         )),
-        Err(ControlError::NotFound(m)) => Err(ApiError::not_found(m).with("service", name)),
-        Err(ControlError::NotControllable(m)) => {
-            Err(ApiError::new(StatusCode::CONFLICT, "NOT_CONTROLLABLE", m).with("service", name))
-        }
+        Err(e) => Err(ApiError::from(e).with("service", name)),
     }
 }
 
@@ -176,10 +149,16 @@ pub async fn logs(
     let e = entry(&state, &name)?;
     let n = parse_tail(&q, 200)?;
     let mut lines: Vec<Value> = e.logs.tail(n).into_iter().map(|l| json!(l)).collect();
-    // A detached process writes to its own file; show that file's end too.
-    if let Some(path) = &e.detached_log {
+    // A detached process writes to its own file; show that file's end too (read off
+    // the runtime, and only its last bytes: the file may be large).
+    if let (Some(path), true) = (e.detached_log.clone(), n > 0) {
+        let from_file = tokio::task::spawn_blocking(move || {
+            crate::supervisor::logs::tail_file(&path, n, DETACHED_TAIL_BYTES)
+        })
+        .await
+        .unwrap_or_default();
         lines.extend(
-            crate::supervisor::logs::tail_file(path, n)
+            from_file
                 .into_iter()
                 .map(|l| json!({"ts": null, "stream": "file", "line": l})),
         );

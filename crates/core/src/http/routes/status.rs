@@ -1,73 +1,132 @@
 //! Liveness, status, the effective config and metrics.
 
 use crate::app::SharedState;
-use crate::config::{is_secret_key, LoadedConfig};
+use crate::config::{is_secret_key, LoadedConfig, ServiceKind};
+use crate::notify::Level;
+use crate::supervisor::ServiceState;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
+use serde::Serialize;
 use serde_json::{json, Value};
+use std::path::PathBuf;
 
 /// Liveness: answers as long as the process serves HTTP.
 pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-pub async fn status(State(state): State<SharedState>) -> Json<Value> {
-    Json(status_json(&state))
+pub async fn status(State(state): State<SharedState>) -> Json<StatusView> {
+    Json(status_view(&state))
 }
 
-/// The status document (also part of the dashboard stream's snapshots).
-pub fn status_json(state: &SharedState) -> Value {
-    let c = state.config();
-    let llm: Vec<Value> = c
+/// `GET /api/v1/status` (also part of the dashboard stream's snapshots).
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusView {
+    pub name: &'static str,
+    pub health: HealthView,
+    pub version: &'static str,
+    /// The process serving this (the tray app or `serve`), for tools that stop it.
+    pub pid: u32,
+    pub uptime_s: u64,
+    pub generator_mode: &'static str,
+    pub paused: bool,
+    pub bind: String,
+    pub config_file: Option<PathBuf>,
+    pub data_dir: PathBuf,
+    pub providers: ProvidersView,
+    pub services: Vec<ServiceSummary>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthView {
+    pub level: Level,
+    pub summary: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProvidersView {
+    pub llm: Vec<ProviderSummary>,
+    pub media: Vec<ProviderSummary>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderSummary {
+    pub name: String,
+    pub kind: String,
+    pub base_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_model: Option<Option<String>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceSummary {
+    pub name: String,
+    pub kind: ServiceKind,
+    pub state: Option<ServiceState>,
+    pub autostart: bool,
+    pub provides: Vec<String>,
+}
+
+pub fn status_view(state: &SharedState) -> StatusView {
+    let loaded = state.config();
+    let c = &loaded.config;
+    let llm = c
         .llm
         .providers
         .iter()
-        .map(|(name, p)| json!({"name": name, "kind": p.kind, "base_url": p.base_url, "default_model": p.default_model}))
+        .map(|(name, p)| ProviderSummary {
+            name: name.clone(),
+            kind: p.kind.clone(),
+            base_url: p.base_url.clone(),
+            default_model: Some(p.default_model.clone()),
+        })
         .collect();
-    let media: Vec<Value> = c
+    let media = c
         .media
         .providers
         .iter()
-        .map(|(name, p)| json!({"name": name, "kind": p.kind, "base_url": p.base_url}))
-        .collect();
-    let services: Vec<Value> = c
-        .services
-        .iter()
-        .map(|s| {
-            let state = state.supervisor.get(&s.name).map(|e| e.status().state);
-            json!({"name": s.name, "kind": s.kind, "state": state, "autostart": s.autostart, "provides": s.provides})
+        .map(|(name, p)| ProviderSummary {
+            name: name.clone(),
+            kind: p.kind.clone(),
+            base_url: p.base_url.clone(),
+            default_model: None,
         })
         .collect();
-    let states: Vec<(String, String)> = state
-        .supervisor
-        .services()
+    let services = c
+        .services
         .iter()
-        .map(|e| (e.config.name.clone(), e.status().state.as_str().to_string()))
+        .map(|s| ServiceSummary {
+            name: s.name.clone(),
+            kind: s.kind,
+            state: state.supervisor.get(&s.name).map(|e| e.status().state),
+            autostart: s.autostart,
+            provides: s.provides.clone(),
+        })
         .collect();
+    let glance = state.glance();
     let (level, summary) =
-        crate::notify::overall(states.iter().map(|(n, s)| (n.as_str(), s.as_str())));
-    json!({
-        "name": "sparklio-desk",
-        "health": {"level": level, "summary": summary},
-        "version": env!("CARGO_PKG_VERSION"),
-        // The process serving this (the tray app or `serve`), for tools that stop it.
-        "pid": std::process::id(),
-        "uptime_s": state.started_at.elapsed().as_secs(),
-        "generator_mode": state.runtime.mode().as_str(),
-        "paused": state.runtime.paused(),
-        "bind": state.bound.to_string(),
-        "config_file": state.loaded.file,
-        "data_dir": state.data_dir,
-        "providers": {"llm": llm, "media": media},
-        "services": services,
-    })
+        crate::notify::overall(glance.services.iter().map(|(n, s)| (n.as_str(), *s)));
+    StatusView {
+        name: "sparklio-desk",
+        health: HealthView { level, summary },
+        version: env!("CARGO_PKG_VERSION"),
+        pid: std::process::id(),
+        uptime_s: state.started_at.elapsed().as_secs(),
+        generator_mode: state.runtime.mode().as_str(),
+        paused: state.runtime.paused(),
+        bind: state.bound.to_string(),
+        config_file: loaded.file.clone(),
+        data_dir: state.data_dir.clone(),
+        providers: ProvidersView { llm, media },
+        services,
+    }
 }
 
 /// The effective config as JSON, secrets redacted, with each value's source.
 pub async fn effective_config(State(state): State<SharedState>) -> Json<Value> {
-    Json(config_with_sources(&state.loaded))
+    Json(config_with_sources(&state.config()))
 }
 
 fn config_with_sources(loaded: &LoadedConfig) -> Value {
@@ -87,11 +146,93 @@ fn config_with_sources(loaded: &LoadedConfig) -> Value {
 }
 
 pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut text = state.metrics.render();
+    // Gauges and counters the server keeps itself, in the same exposition format.
+    let text_end = text.trim_end_matches("# EOF\n").len();
+    text.truncate(text_end);
+    let s = &state.server_stats;
+    let mut add = |name: &str, kind: &str, help: &str, lines: &[(String, u64)]| {
+        let _ = writeln!(text, "# HELP {name} {help}.\n# TYPE {name} {kind}");
+        for (labels, v) in lines {
+            let _ = writeln!(text, "{name}{labels} {v}");
+        }
+    };
+    add(
+        "desk_connections_open",
+        "gauge",
+        "Open HTTP connections",
+        &[(String::new(), s.open.load(Relaxed))],
+    );
+    add(
+        "desk_connections_refused_total",
+        "counter",
+        "Connections closed at once because the connection cap was reached",
+        &[(String::new(), s.refused.load(Relaxed))],
+    );
+    let work = [
+        ("media", state.media.work.figures()),
+        ("flows", state.flows.work()),
+    ];
+    let per_kind = |f: fn(&crate::work::WorkFigures) -> u64| -> Vec<(String, u64)> {
+        work.iter()
+            .map(|(k, w)| (format!("{{kind=\"{k}\"}}"), f(w)))
+            .collect()
+    };
+    add(
+        "desk_work_running",
+        "gauge",
+        "Work running now",
+        &per_kind(|w| w.running as u64),
+    );
+    add(
+        "desk_work_waiting",
+        "gauge",
+        "Work waiting for a slot",
+        &per_kind(|w| w.waiting as u64),
+    );
+    add(
+        "desk_work_rejected_total",
+        "counter",
+        "Work shed because the queue was full",
+        &per_kind(|w| w.rejected),
+    );
+    add(
+        "desk_work_stopped_total",
+        "counter",
+        "Work stopped before its end (cancelled, timed out, caller gone)",
+        &per_kind(|w| w.stopped),
+    );
+    text.push_str("# EOF\n");
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(),
+        text,
     )
+}
+
+/// `GET /api/v1/storage`: what the database and the image store hold, the retention
+/// policy, and what the last sweep removed.
+pub async fn storage(
+    State(state): State<SharedState>,
+) -> Result<Json<Value>, crate::http::ApiError> {
+    let figures = state
+        .store
+        .figures()
+        .await
+        .map_err(|e| crate::http::ApiError::internal(format!("storage figures: {e:#}")))?;
+    let last = state
+        .last_sweep
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    Ok(Json(json!({
+        "figures": figures,
+        "retention": state.config().storage.retention,
+        "last_sweep": last,
+        "work": {"media": state.media.work.figures(), "flows": state.flows.work()},
+    })))
 }

@@ -115,6 +115,7 @@ impl LlmProvider for MockProvider {
                 quantization: None,
                 modified_at: None,
                 size_vram: None,
+                instances: Vec::new(),
             })
             .collect())
     }
@@ -431,6 +432,7 @@ mod tests {
     fn call(task: &str, input: Value, json: bool) -> LlmCall {
         LlmCall {
             model: "m".into(),
+            deadline: std::time::Instant::now(),
             messages: vec![],
             json,
             sampling: Sampling {

@@ -1,62 +1,96 @@
-//! Ollama over its HTTP API: `POST /api/chat` (JSON mode via `format: "json"`,
-//! streaming as NDJSON), `GET /api/tags` and `/api/ps` for models, `GET /api/version`
-//! as the cheap health check.
+//! Ollama over its HTTP API: `POST /api/chat` (JSON mode via `format: "json"`), `GET
+//! /api/tags` and `/api/ps` for models, `GET /api/version` as the cheap health probe.
 //!
-//! Failures are classified so a stopped container answers PROVIDER_UNAVAILABLE at
-//! once (connection refused) instead of after the request timeout.
+//! A provider is a set of instances (`base_url` is one, named `main`). A call goes to a
+//! healthy instance that already has the model loaded, else one that has it installed,
+//! else the least busy. Every call streams from Ollama, even when the caller wants one
+//! piece: that is what lets a first-byte timeout (a model's cold load) and an idle
+//! timeout (a runner that stalls mid-answer) bound a call instead of one long timeout.
+//! A stopped instance answers PROVIDER_UNAVAILABLE at once (connection refused), a
+//! wedged one within a probe's time, and an open breaker in microseconds.
 
 use crate::config::LlmProviderConfig;
+use crate::llm::ndjson::{LineError, LineReader};
 use crate::llm::provider::{
     channel_stream, FailureKind, HealthReport, LlmCall, LlmProvider, LlmReply, ModelEntry,
     ModelInfo, ProviderError, ReplyStream, StreamEvent, Usage,
 };
+use crate::resilience::pool::{probe_once, InstanceView, Preference};
+use crate::resilience::{Instance, Lease, Outcome, PickError, Pool, ProbeError, ProbeFacts};
+use crate::runtime::ProviderBoard;
 use async_trait::async_trait;
-use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
-/// Longest wait for a TCP connection: an unreachable host (desktop off) must not
-/// cost the whole generation timeout.
-const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Timeout of the health, tags and ps calls.
-const MAX_CHEAP_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest NDJSON line accepted from a stream (one token's message is tiny).
+const MAX_STREAM_LINE: usize = 1024 * 1024;
+/// How often the installed models (`/api/tags`) are re-read by the probe.
+const TAGS_EVERY: Duration = Duration::from_secs(30);
+
+/// Timeouts, from the provider's config.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    control: Duration,
+    first_byte: Duration,
+    idle: Duration,
+    overall: Duration,
+    probe_every: Duration,
+}
 
 pub struct OllamaProvider {
     name: String,
-    base_url: String,
     default_model: Option<String>,
     keep_alive: Option<String>,
-    timeout: Duration,
+    timeouts: Timeouts,
     client: reqwest::Client,
+    pool: Arc<Pool>,
+    /// The first instance's URL, for messages and `router/info`.
+    base_url: String,
 }
 
 impl OllamaProvider {
     pub fn build(name: &str, cfg: &LlmProviderConfig) -> anyhow::Result<Arc<dyn LlmProvider>> {
-        let base_url = cfg
-            .base_url
-            .as_deref()
-            .ok_or_else(|| anyhow::anyhow!("llm.providers.{name}.base_url is required"))?
-            .trim_end_matches('/')
-            .to_string();
-        let timeout = Duration::from_secs_f64(cfg.timeout_s);
-        let client = reqwest::Client::builder()
-            .connect_timeout(timeout.min(MAX_CONNECT_TIMEOUT))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()?;
-        Ok(Arc::new(Self {
-            name: name.to_string(),
-            base_url,
-            default_model: cfg.default_model.clone(),
-            keep_alive: cfg.keep_alive.clone(),
-            timeout,
-            client,
-        }))
+        Ok(Arc::new(Self::new(name, cfg)?))
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base_url, path)
+    pub fn new(name: &str, cfg: &LlmProviderConfig) -> anyhow::Result<Self> {
+        let specs = cfg
+            .resilience
+            .instances(cfg.base_url.as_deref(), &cfg.instances);
+        let Some(first) = specs.first() else {
+            anyhow::bail!("llm.providers.{name} needs a base_url or [[instances]]");
+        };
+        let base_url = first.url.clone();
+        let overall = Duration::from_secs_f64(cfg.timeout_s);
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms).min(overall))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Self {
+            name: name.to_string(),
+            default_model: cfg.default_model.clone(),
+            keep_alive: cfg.keep_alive.clone(),
+            timeouts: Timeouts {
+                control: Duration::from_millis(cfg.control_timeout_ms),
+                first_byte: Duration::from_secs_f64(cfg.first_byte_timeout_s).min(overall),
+                idle: Duration::from_secs_f64(cfg.idle_timeout_s),
+                overall,
+                probe_every: Duration::from_millis(cfg.resilience.probe_interval_ms.max(100)),
+            },
+            client,
+            pool: Arc::new(Pool::new(name, specs, cfg.resilience.breaker())),
+            base_url,
+        })
+    }
+
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
     }
 
     fn body(&self, call: &LlmCall, stream: bool) -> Value {
@@ -83,105 +117,337 @@ impl OllamaProvider {
         body
     }
 
-    /// Send a chat request and return the response once its status is known to be 2xx.
-    async fn send_chat(
-        &self,
-        call: &LlmCall,
-        stream: bool,
-    ) -> Result<reqwest::Response, ProviderError> {
-        let req = self
-            .client
-            .post(self.url("/api/chat"))
-            .json(&self.body(call, stream));
-        let resp = req.send().await.map_err(|e| self.transport_error(e))?;
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
-        Err(self.status_error(resp, &call.model).await)
-    }
-
-    fn timeout_error(&self) -> ProviderError {
+    fn timeout_error(&self, inst: &Instance, what: &str, limit: Duration) -> ProviderError {
         ProviderError::new(
             FailureKind::Timeout,
             format!(
-                "ollama ({}) gave no answer within {:.1} s (llm.providers.{}.timeout_s)",
-                self.base_url,
-                self.timeout.as_secs_f64(),
-                self.name
+                "{} ({}) gave {what} within {:.1} s",
+                inst.label(),
+                inst.spec.url,
+                limit.as_secs_f64(),
             ),
         )
+        .on_instance(inst.label())
     }
 
-    fn transport_error(&self, e: reqwest::Error) -> ProviderError {
+    fn transport_error(&self, inst: &Instance, e: &reqwest::Error) -> (ProviderError, Outcome) {
         if e.is_connect() {
             // reqwest reports a connect timeout as both connect and timeout: it is
             // still "not reachable", not "slow to answer".
-            return ProviderError::new(
-                FailureKind::Unavailable,
-                format!(
-                    "cannot connect to ollama at {}: {} (is the container running?)",
-                    self.base_url,
-                    root_cause(&e)
-                ),
+            return (
+                ProviderError::new(
+                    FailureKind::Unavailable,
+                    format!(
+                        "cannot connect to {} at {}: {} (is the container running?)",
+                        inst.label(),
+                        inst.spec.url,
+                        root_cause(e)
+                    ),
+                )
+                .on_instance(inst.label()),
+                Outcome::ConnectFailure,
             );
         }
-        if e.is_timeout() {
-            return self.timeout_error();
-        }
-        ProviderError::new(
-            FailureKind::Upstream,
+        // Reset after the request went out: it may be running there, so not "not sent".
+        let mut err = ProviderError::new(
+            FailureKind::Unavailable,
             format!(
-                "ollama at {} failed mid-request: {}",
-                self.base_url,
-                root_cause(&e)
+                "{} at {} dropped the request: {}",
+                inst.label(),
+                inst.spec.url,
+                root_cause(e)
             ),
         )
+        .on_instance(inst.label());
+        err.upstream_status = Some(0);
+        (err, Outcome::ConnectFailure)
     }
 
-    async fn status_error(&self, resp: reqwest::Response, model: &str) -> ProviderError {
+    async fn status_error(
+        &self,
+        inst: &Instance,
+        resp: reqwest::Response,
+        model: &str,
+    ) -> (ProviderError, Outcome) {
         let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
+        let text = tokio::time::timeout(self.timeouts.control, resp.text())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
         let upstream = serde_json::from_str::<Value>(&text)
             .ok()
             .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
             .unwrap_or_else(|| text.chars().take(500).collect());
-        let kind = if status == 404 {
-            FailureKind::ModelNotFound
-        } else {
-            FailureKind::Upstream
+        let (kind, outcome) = match status {
+            404 => (FailureKind::ModelNotFound, Outcome::ClientError),
+            s if s >= 500 => (FailureKind::Upstream, Outcome::ServerError),
+            _ => (FailureKind::Upstream, Outcome::ClientError),
         };
         let message = match kind {
             FailureKind::ModelNotFound => format!(
-                "model {model:?} is not installed on ollama at {} ({upstream}); pull it or change the route",
-                self.base_url
+                "model {model:?} is not installed on {} at {} ({upstream}); pull it or change the route",
+                inst.label(),
+                inst.spec.url
             ),
-            _ => format!("ollama answered {status}: {upstream}"),
+            _ => format!("{} answered {status}: {upstream}", inst.label()),
         };
-        ProviderError {
-            kind,
-            message,
-            upstream_status: Some(status),
+        let mut e = ProviderError::new(kind, message).on_instance(inst.label());
+        e.upstream_status = Some(status);
+        (e, outcome)
+    }
+
+    /// The instance for a call: healthy, then has the model loaded, then installed.
+    async fn lease(
+        &self,
+        model: &str,
+        deadline: Instant,
+        tried: &[String],
+    ) -> Result<Lease, ProviderError> {
+        let prefer: Preference<'_> = &|i: &Instance| {
+            let f = i.facts();
+            if f.loaded.iter().any(|m| crate::llm::same_model(m, model)) {
+                0
+            } else if f.installed.iter().any(|m| crate::llm::same_model(m, model)) {
+                1
+            } else {
+                2
+            }
+        };
+        self.pool
+            .acquire_excluding(prefer, deadline, tried)
+            .await
+            .map_err(|e| pick_error(&self.name, e))
+    }
+
+    /// Send the chat request to one instance and wait for its answer to begin (its
+    /// headers), bounded by the first-byte timeout, the deadline, and the instance being
+    /// found wedged meanwhile.
+    async fn begin(
+        &self,
+        lease: &Lease,
+        call: &LlmCall,
+    ) -> Result<reqwest::Response, (ProviderError, Outcome)> {
+        let inst = &lease.instance;
+        let first_byte = self.first_byte_limit(call);
+        let started = async {
+            let resp = self
+                .client
+                .post(format!("{}/api/chat", inst.spec.url))
+                .json(&self.body(call, true))
+                .send()
+                .await
+                .map_err(|e| self.transport_error(inst, &e))?;
+            if !resp.status().is_success() {
+                return Err(self.status_error(inst, resp, &call.model).await);
+            }
+            Ok(resp)
+        };
+        tokio::select! {
+            r = tokio::time::timeout(first_byte, started) => r.unwrap_or_else(|_| Err((
+                self.timeout_error(inst, "no answer", first_byte),
+                Outcome::Timeout,
+            ))),
+            () = inst.wedged_after(lease.epoch()) => Err(self.wedged_error(inst)),
         }
     }
 
-    async fn get_json(&self, path: &str) -> Result<Value, ProviderError> {
-        let resp = self
-            .client
-            .get(self.url(path))
-            .timeout(self.timeout.min(MAX_CHEAP_TIMEOUT))
-            .send()
-            .await
-            .map_err(|e| self.transport_error(e))?;
-        if !resp.status().is_success() {
-            return Err(self.status_error(resp, "").await);
-        }
-        resp.json()
-            .await
-            .map_err(|e| self.upstream(format!("unreadable {path} answer: {e}")))
+    fn first_byte_limit(&self, call: &LlmCall) -> Duration {
+        self.timeouts
+            .first_byte
+            .min(call.deadline.saturating_duration_since(Instant::now()))
     }
 
-    fn upstream(&self, message: String) -> ProviderError {
-        ProviderError::new(FailureKind::Upstream, message)
+    fn wedged_error(&self, inst: &Instance) -> (ProviderError, Outcome) {
+        (
+            ProviderError::new(
+                FailureKind::Unavailable,
+                format!(
+                    "{} stopped answering (wedged: its health probe timed out)",
+                    inst.label()
+                ),
+            )
+            .on_instance(inst.label()),
+            // Already counted by the probe that found it wedged.
+            Outcome::ClientError,
+        )
+    }
+
+    fn probe_fn(
+        &self,
+    ) -> Arc<
+        dyn Fn(Arc<Instance>) -> BoxFuture<'static, Result<ProbeFacts, ProbeError>> + Send + Sync,
+    > {
+        let client = self.client.clone();
+        Arc::new(move |inst: Arc<Instance>| {
+            let client = client.clone();
+            async move {
+                let get = |path: &str| {
+                    let url = format!("{}{path}", inst.spec.url);
+                    let client = client.clone();
+                    let inst = inst.clone();
+                    async move {
+                        let r = client.get(&url).send().await.map_err(|e| {
+                            if e.is_connect() {
+                                ProbeError::Unreachable(format!(
+                                    "cannot connect to {} at {}: {} (is the container running?)",
+                                    inst.label(),
+                                    inst.spec.url,
+                                    root_cause(&e)
+                                ))
+                            } else {
+                                ProbeError::Failed(format!("{url}: {}", root_cause(&e)))
+                            }
+                        })?;
+                        if !r.status().is_success() {
+                            return Err(ProbeError::Failed(format!("answered {}", r.status())));
+                        }
+                        r.json::<Value>()
+                            .await
+                            .map_err(|e| ProbeError::Failed(format!("unreadable answer: {e}")))
+                    }
+                };
+                let version = get("/api/version").await?;
+                let ps = get("/api/ps").await.ok();
+                let tags_due = inst
+                    .facts()
+                    .installed_at
+                    .is_none_or(|t| t.elapsed() >= TAGS_EVERY);
+                let tags = if tags_due {
+                    get("/api/tags").await.ok()
+                } else {
+                    None
+                };
+                Ok(ProbeFacts {
+                    version: version
+                        .get("version")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                    loaded: ps.as_ref().map(model_names),
+                    installed: tags.as_ref().map(model_names),
+                    queue_len: None,
+                })
+            }
+            .boxed()
+        })
+    }
+
+    async fn get_json(&self, inst: &Instance, path: &str) -> Result<Value, ProviderError> {
+        let work = async {
+            let resp = self
+                .client
+                .get(format!("{}{path}", inst.spec.url))
+                .send()
+                .await
+                .map_err(|e| self.transport_error(inst, &e).0)?;
+            if !resp.status().is_success() {
+                return Err(self.status_error(inst, resp, "").await.0);
+            }
+            resp.json().await.map_err(|e| {
+                ProviderError::new(
+                    FailureKind::Upstream,
+                    format!("unreadable {path} answer from {}: {e}", inst.label()),
+                )
+            })
+        };
+        tokio::time::timeout(self.timeouts.control, work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(self.timeout_error(
+                    inst,
+                    &format!("no answer to {path}"),
+                    self.timeouts.control,
+                ))
+            })
+    }
+
+    /// The models one instance has, with which are loaded and their VRAM.
+    async fn instance_models(&self, inst: &Instance) -> Result<Vec<ModelEntry>, ProviderError> {
+        let tags = self.get_json(inst, "/api/tags").await?;
+        // /api/ps is newer than /api/tags; an Ollama without it still lists models.
+        let ps = self.get_json(inst, "/api/ps").await.unwrap_or(Value::Null);
+        let loaded: Vec<String> = model_names(&ps);
+        inst.update_facts(|f| {
+            f.loaded.clone_from(&loaded);
+            f.installed = model_names(&tags);
+            f.installed_at = Some(Instant::now());
+        });
+        let vram_of = |name: &str| {
+            ps.get("models")?
+                .as_array()?
+                .iter()
+                .find(|m| m.get("name").and_then(Value::as_str) == Some(name))?
+                .get("size_vram")?
+                .as_u64()
+        };
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+        Ok(tags
+            .get("models")
+            .and_then(Value::as_array)
+            .map(|models| {
+                models
+                    .iter()
+                    .filter_map(|m| {
+                        let name = m
+                            .get("name")
+                            .or_else(|| m.get("model"))
+                            .and_then(Value::as_str)?
+                            .to_string();
+                        let details = m.get("details");
+                        Some(ModelEntry {
+                            loaded: loaded.contains(&name),
+                            size_bytes: m.get("size").and_then(Value::as_u64),
+                            family: text(details.and_then(|d| d.get("family"))),
+                            parameter_size: text(details.and_then(|d| d.get("parameter_size"))),
+                            quantization: text(details.and_then(|d| d.get("quantization_level"))),
+                            modified_at: text(m.get("modified_at")),
+                            size_vram: vram_of(&name),
+                            instances: vec![inst.spec.name.clone()],
+                            name,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+type BodyReader = tokio_util::io::StreamReader<
+    futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>,
+    bytes::Bytes,
+>;
+
+fn body_reader(resp: reqwest::Response) -> BodyReader {
+    tokio_util::io::StreamReader::new(
+        resp.bytes_stream()
+            .map(|r| r.map_err(|e| std::io::Error::other(root_cause(&e))))
+            .boxed(),
+    )
+}
+
+/// The error for "no instance can take this call".
+pub fn pick_error(provider: &str, e: PickError) -> ProviderError {
+    match e {
+        PickError::Unavailable {
+            reason,
+            retry_after,
+        } => {
+            let mut err = ProviderError::new(
+                FailureKind::Unavailable,
+                format!("no instance of {provider} can take the request: {reason}"),
+            );
+            err.retry_after_s = retry_after.map(|d| d.as_secs().max(1));
+            err
+        }
+        PickError::Overloaded {
+            reason,
+            retry_after,
+        } => {
+            let mut err =
+                ProviderError::new(FailureKind::Overloaded, format!("{provider}: {reason}"));
+            err.retry_after_s = Some(retry_after.as_secs().max(1));
+            err
+        }
     }
 }
 
@@ -194,7 +460,7 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
-/// One `/api/chat` answer object (whole, or one NDJSON line when streaming).
+/// One `/api/chat` answer object (one NDJSON line when streaming).
 #[derive(Debug, Deserialize, Default)]
 struct ChatChunk {
     #[serde(default)]
@@ -264,109 +530,169 @@ impl LlmProvider for OllamaProvider {
     }
 
     async fn chat(&self, call: &LlmCall) -> Result<LlmReply, ProviderError> {
-        let work = async {
-            let resp = self.send_chat(call, false).await?;
-            let bytes = resp.bytes().await.map_err(|e| self.transport_error(e))?;
-            let chunk: ChatChunk = serde_json::from_slice(&bytes).map_err(|e| {
-                self.upstream(format!(
-                    "unreadable /api/chat answer ({e}): {}",
-                    String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
-                ))
-            })?;
-            if let Some(err) = chunk.error {
-                return Err(self.upstream(format!("ollama error: {err}")));
+        let mut stream = self.chat_stream(call).await?;
+        while let Some(event) = stream.next().await {
+            match event? {
+                StreamEvent::Delta(_) => {}
+                StreamEvent::Done(reply) => return Ok(reply),
             }
-            let content = chunk
-                .message
-                .as_ref()
-                .map(|m| m.content.clone())
-                .unwrap_or_default();
-            Ok(chunk.into_reply(content, &call.model))
-        };
-        tokio::time::timeout(self.timeout, work)
-            .await
-            .unwrap_or_else(|_| Err(self.timeout_error()))
+        }
+        Err(ProviderError::new(
+            FailureKind::Upstream,
+            "the stream ended without a final message",
+        ))
     }
 
     async fn chat_stream(&self, call: &LlmCall) -> Result<ReplyStream, ProviderError> {
-        let resp = tokio::time::timeout(self.timeout, self.send_chat(call, true))
-            .await
-            .unwrap_or_else(|_| Err(self.timeout_error()))?;
-        let timeout = self.timeout;
-        let timeout_err = self.timeout_error();
-        let base = self.base_url.clone();
-        let model = call.model.clone();
-        let mut bytes = resp.bytes_stream();
-        // Lines may split across network chunks; the upstream may stall (idle timeout
-        // per chunk, since a long answer legitimately streams for minutes).
-        let stream = channel_stream(move |tx| async move {
-            let mut buf: Vec<u8> = Vec::new();
-            let mut content = String::new();
-            loop {
-                let next = match tokio::time::timeout(timeout, bytes.next()).await {
-                    Err(_) => return tx.send(Err(timeout_err.clone())).await,
-                    Ok(n) => n,
-                };
-                match next {
-                    None => {
-                        return tx
-                            .send(Err(ProviderError::new(
-                                FailureKind::Upstream,
-                                format!("ollama at {base} closed the stream before it was done"),
-                            )))
-                            .await;
+        // A call that never reached an instance (refused before it was sent) may move to
+        // another; one that was sent may not (it may be running there).
+        let mut tried: Vec<String> = Vec::new();
+        let mut first_failure: Option<ProviderError> = None;
+        let (lease, resp) = loop {
+            let lease = match self.lease(&call.model, call.deadline, &tried).await {
+                Ok(l) => l,
+                Err(e) => return Err(first_failure.unwrap_or(e)),
+            };
+            match self.begin(&lease, call).await {
+                Ok(resp) => break (lease, resp),
+                Err((e, outcome)) => {
+                    let not_sent = outcome == Outcome::ConnectFailure && e.not_sent();
+                    tried.push(lease.instance.spec.name.clone());
+                    lease.report(outcome, &e.message);
+                    if !not_sent {
+                        return Err(e);
                     }
-                    Some(Err(e)) => {
-                        return tx
-                            .send(Err(ProviderError::new(
-                                FailureKind::Upstream,
-                                format!("ollama at {base} dropped the stream: {}", root_cause(&e)),
-                            )))
-                            .await;
-                    }
-                    Some(Ok(b)) => buf.extend_from_slice(&b),
+                    first_failure.get_or_insert(e);
                 }
-                while let Some(pos) = buf.iter().position(|&c| c == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=pos).collect();
-                    let line = String::from_utf8_lossy(&line);
-                    let line = line.trim();
-                    if line.is_empty() {
-                        continue;
-                    }
-                    let chunk: ChatChunk = match serde_json::from_str(line) {
-                        Ok(c) => c,
-                        Err(e) => {
-                            return tx
-                                .send(Err(ProviderError::new(
-                                    FailureKind::Upstream,
-                                    format!("unreadable stream line from ollama ({e}): {line}"),
-                                )))
-                                .await;
+            }
+        };
+        let timeouts = self.timeouts;
+        let model = call.model.clone();
+        let deadline = call.deadline;
+        let first_byte = self.first_byte_limit(call);
+        let wedged = self.wedged_error(&lease.instance).0;
+        let stream = channel_stream(move |tx| async move {
+            let inst = lease.instance.clone();
+            let mut lines = LineReader::new(body_reader(resp), MAX_STREAM_LINE);
+            let mut content = String::new();
+            let fail = |message: String| {
+                Err(ProviderError::new(FailureKind::Upstream, message).on_instance(inst.label()))
+            };
+            // The first line (the model's cold load and first token) has its own limit,
+            // and gives up if the instance is found wedged meanwhile.
+            let first = tokio::select! {
+                r = lines.next_line(first_byte) => r,
+                () = inst.wedged_after(lease.epoch()) => {
+                    drop(lease);
+                    return tx.send(Err(wedged)).await;
+                }
+            };
+            let mut next: Option<Vec<u8>> = match first {
+                Ok(Some(line)) => Some(line),
+                Ok(None) => {
+                    lease.report(Outcome::ServerError, "stream ended before answering");
+                    return tx
+                        .send(fail(format!(
+                            "{} closed the stream before answering",
+                            inst.label()
+                        )))
+                        .await;
+                }
+                Err(LineError::Stalled(d)) => {
+                    lease.report(Outcome::Timeout, "no first token");
+                    let mut e = ProviderError::new(
+                        FailureKind::Timeout,
+                        format!(
+                            "{} gave no first token within {:.1} s",
+                            inst.label(),
+                            d.as_secs_f64()
+                        ),
+                    );
+                    e.instance = Some(inst.label());
+                    return tx.send(Err(e)).await;
+                }
+                Err(e) => {
+                    lease.report(Outcome::ServerError, &e.to_string());
+                    return tx
+                        .send(fail(format!("{} dropped the stream: {e}", inst.label())))
+                        .await;
+                }
+            };
+            loop {
+                let line = match next.take() {
+                    Some(l) => l,
+                    None => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        match lines.next_line(timeouts.idle.min(left)).await {
+                            Ok(Some(line)) => line,
+                            Ok(None) => {
+                                lease.report(Outcome::ServerError, "stream ended early");
+                                return tx
+                                    .send(fail(format!(
+                                        "{} closed the stream before it was done",
+                                        inst.label()
+                                    )))
+                                    .await;
+                            }
+                            Err(LineError::Stalled(d)) => {
+                                let why = if d >= left {
+                                    "did not finish within the request's time"
+                                } else {
+                                    "stalled mid-answer"
+                                };
+                                lease.report(Outcome::Timeout, why);
+                                let mut e = ProviderError::new(
+                                    FailureKind::Timeout,
+                                    format!(
+                                        "{} {why} (nothing for {:.1} s)",
+                                        inst.label(),
+                                        d.as_secs_f64()
+                                    ),
+                                );
+                                e.instance = Some(inst.label());
+                                return tx.send(Err(e)).await;
+                            }
+                            Err(e) => {
+                                lease.report(Outcome::ServerError, &e.to_string());
+                                return tx
+                                    .send(fail(format!("{} dropped the stream: {e}", inst.label())))
+                                    .await;
+                            }
                         }
-                    };
-                    if let Some(err) = chunk.error {
+                    }
+                };
+                let chunk: ChatChunk = match serde_json::from_slice(&line) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        lease.report(Outcome::ServerError, "unreadable stream line");
                         return tx
-                            .send(Err(ProviderError::new(
-                                FailureKind::Upstream,
-                                format!("ollama error: {err}"),
+                            .send(fail(format!(
+                                "unreadable stream line from ollama ({e}): {}",
+                                String::from_utf8_lossy(&line[..line.len().min(300)])
                             )))
                             .await;
                     }
-                    let piece = chunk
-                        .message
-                        .as_ref()
-                        .map(|m| m.content.clone())
-                        .unwrap_or_default();
-                    if !piece.is_empty() {
-                        content.push_str(&piece);
-                        if !tx.send(Ok(StreamEvent::Delta(piece))).await {
-                            return false;
-                        }
+                };
+                if let Some(err) = chunk.error {
+                    lease.report(Outcome::ServerError, &err);
+                    return tx.send(fail(format!("ollama error: {err}"))).await;
+                }
+                let piece = chunk
+                    .message
+                    .as_ref()
+                    .map(|m| m.content.clone())
+                    .unwrap_or_default();
+                if !piece.is_empty() {
+                    content.push_str(&piece);
+                    if !tx.send(Ok(StreamEvent::Delta(piece))).await {
+                        lease.report(Outcome::Success, "the caller went away");
+                        return false;
                     }
-                    if chunk.done {
-                        let reply = chunk.into_reply(std::mem::take(&mut content), &model);
-                        return tx.send(Ok(StreamEvent::Done(reply))).await;
-                    }
+                }
+                if chunk.done {
+                    lease.report(Outcome::Success, "answered");
+                    let reply = chunk.into_reply(std::mem::take(&mut content), &model);
+                    return tx.send(Ok(StreamEvent::Done(reply))).await;
                 }
             }
         });
@@ -374,66 +700,142 @@ impl LlmProvider for OllamaProvider {
     }
 
     async fn list_models(&self) -> Result<Vec<ModelEntry>, ProviderError> {
-        let tags = self.get_json("/api/tags").await?;
-        // /api/ps is newer than /api/tags; an Ollama without it still lists models.
-        let ps = self.get_json("/api/ps").await.unwrap_or(Value::Null);
-        let loaded: Vec<String> = model_names(&ps);
-        let vram_of = |name: &str| {
-            ps.get("models")?
-                .as_array()?
-                .iter()
-                .find(|m| m.get("name").and_then(Value::as_str) == Some(name))?
-                .get("size_vram")?
-                .as_u64()
-        };
-        let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
-        Ok(tags
-            .get("models")
-            .and_then(Value::as_array)
-            .map(|models| {
-                models
+        let mut merged: Vec<ModelEntry> = Vec::new();
+        let mut errors = Vec::new();
+        let lists = self.pool.instances.iter().map(|inst| async move {
+            // An instance whose breaker is open answers from what it last reported.
+            if !inst.breaker().is_closed() {
+                let f = inst.facts();
+                return Ok(f
+                    .installed
                     .iter()
-                    .filter_map(|m| {
-                        let name = m
-                            .get("name")
-                            .or_else(|| m.get("model"))
-                            .and_then(Value::as_str)?
-                            .to_string();
-                        let details = m.get("details");
-                        Some(ModelEntry {
-                            loaded: loaded.contains(&name),
-                            size_bytes: m.get("size").and_then(Value::as_u64),
-                            family: text(details.and_then(|d| d.get("family"))),
-                            parameter_size: text(details.and_then(|d| d.get("parameter_size"))),
-                            quantization: text(details.and_then(|d| d.get("quantization_level"))),
-                            modified_at: text(m.get("modified_at")),
-                            size_vram: vram_of(&name),
-                            name,
-                        })
+                    .map(|name| ModelEntry {
+                        name: name.clone(),
+                        size_bytes: None,
+                        loaded: f.loaded.contains(name),
+                        family: None,
+                        parameter_size: None,
+                        quantization: None,
+                        modified_at: None,
+                        size_vram: None,
+                        instances: vec![inst.spec.name.clone()],
                     })
-                    .collect()
-            })
-            .unwrap_or_default())
+                    .collect::<Vec<_>>())
+                .and_then(|l: Vec<ModelEntry>| {
+                    if l.is_empty() {
+                        Err(ProviderError::new(
+                            FailureKind::Unavailable,
+                            format!(
+                                "{}: {}",
+                                inst.label(),
+                                inst.last_error().unwrap_or_else(|| "breaker open".into())
+                            ),
+                        ))
+                    } else {
+                        Ok(l)
+                    }
+                });
+            }
+            self.instance_models(inst).await
+        });
+        for result in futures::future::join_all(lists).await {
+            match result {
+                Ok(list) => {
+                    for m in list {
+                        match merged.iter_mut().find(|e| e.name == m.name) {
+                            Some(e) => {
+                                e.instances.extend(m.instances);
+                                e.loaded |= m.loaded;
+                            }
+                            None => merged.push(m),
+                        }
+                    }
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        if merged.is_empty() {
+            if let Some(e) = errors.into_iter().next() {
+                return Err(e);
+            }
+        }
+        Ok(merged)
     }
 
     async fn health(&self) -> HealthReport {
-        let started = Instant::now();
-        let result = self.get_json("/api/version").await;
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        match result {
-            Ok(v) => HealthReport {
-                reachable: true,
-                latency_ms,
-                version: v.get("version").and_then(Value::as_str).map(str::to_string),
-                error: None,
-            },
-            Err(e) => HealthReport {
-                reachable: false,
-                latency_ms,
-                version: None,
-                error: Some(e.message),
-            },
+        // A probe from the last interval and a half is fresh enough; otherwise look now
+        // (bounded by the control timeout).
+        let stale = |i: &Instance| {
+            i.facts()
+                .probed_at
+                .is_none_or(|t| t.elapsed() > self.timeouts.probe_every * 3 / 2)
+        };
+        let probe = self.probe_fn();
+        let fresh = self
+            .pool
+            .instances
+            .iter()
+            .filter(|i| i.breaker().is_closed() && stale(i))
+            .map(|i| {
+                let probe = probe.clone();
+                async move { probe_once(i, self.timeouts.control, &probe).await }
+            });
+        futures::future::join_all(fresh).await;
+        let mut report = HealthReport {
+            reachable: false,
+            latency_ms: 0.0,
+            version: None,
+            error: None,
+        };
+        let mut errors = Vec::new();
+        for inst in &self.pool.instances {
+            let f = inst.facts();
+            let up = f.probe_ok
+                && !matches!(
+                    inst.breaker(),
+                    crate::resilience::breaker::State::Open { .. }
+                );
+            if up && (!report.reachable || f.probe_latency_ms < report.latency_ms) {
+                report.reachable = true;
+                report.latency_ms = f.probe_latency_ms;
+                report.version.clone_from(&f.version);
+            } else if !up {
+                if !report.reachable {
+                    report.latency_ms = f.probe_latency_ms;
+                }
+                errors.push(
+                    f.probe_error
+                        .or_else(|| inst.last_error())
+                        .unwrap_or_else(|| format!("{}: breaker open", inst.label())),
+                );
+            }
         }
+        if !report.reachable && !errors.is_empty() {
+            report.error = Some(errors.join("; "));
+        }
+        report
+    }
+
+    fn timeout(&self) -> Duration {
+        self.timeouts.overall
+    }
+
+    fn attach(&self, board: Arc<ProviderBoard>, shutdown: CancellationToken) {
+        self.pool.attach_board(board);
+        self.pool.spawn_prober(
+            self.timeouts.probe_every,
+            self.timeouts.control,
+            shutdown,
+            self.probe_fn(),
+        );
+    }
+
+    fn instances(&self) -> Vec<(String, InstanceView)> {
+        self.pool
+            .instances
+            .iter()
+            .map(|i| (i.spec.name.clone(), i.view()))
+            .collect()
     }
 }
 
@@ -455,34 +857,21 @@ mod tests {
     use super::*;
     use crate::llm::provider::{CallContext, ChatMessage, Sampling};
 
-    fn provider(keep_alive: Option<&str>) -> Arc<dyn LlmProvider> {
-        OllamaProvider::build(
-            "ollama",
-            &LlmProviderConfig {
-                kind: "ollama".into(),
-                base_url: Some("http://127.0.0.1:1/".into()),
-                timeout_s: 5.0,
-                default_model: Some("m".into()),
-                keep_alive: keep_alive.map(str::to_string),
-                cost_per_1k_prompt_tokens: 0.0,
-                cost_per_1k_completion_tokens: 0.0,
-            },
-        )
-        .unwrap()
+    fn provider(keep_alive: Option<&str>) -> OllamaProvider {
+        let mut cfg = LlmProviderConfig::of_kind("ollama");
+        cfg.base_url = Some("http://127.0.0.1:1/".into());
+        cfg.timeout_s = 5.0;
+        cfg.default_model = Some("m".into());
+        cfg.keep_alive = keep_alive.map(str::to_string);
+        OllamaProvider::new("ollama", &cfg).unwrap()
     }
 
     #[test]
     fn request_body_maps_options() {
-        let p = OllamaProvider {
-            name: "o".into(),
-            base_url: "http://x".into(),
-            default_model: None,
-            keep_alive: Some("5m".into()),
-            timeout: Duration::from_secs(1),
-            client: reqwest::Client::new(),
-        };
+        let p = provider(Some("5m"));
         let call = LlmCall {
             model: "qwen2.5:14b".into(),
+            deadline: Instant::now(),
             messages: vec![ChatMessage::new("user", "hi")],
             json: true,
             sampling: Sampling {

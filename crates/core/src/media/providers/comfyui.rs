@@ -8,12 +8,14 @@ use super::comfyui_client::{
     QueueState, WsStream,
 };
 use crate::config::MediaProviderConfig;
-use crate::http::ApiError;
+use crate::gateway::HealthStatus;
+use crate::media::error::{Error, ErrorKind};
 use crate::media::jobs::JobUpdates;
+use crate::media::png_size;
 use crate::media::provider::{
-    media_error, png_size, GeneratedImage, ImageSpec, JobRun, MediaProvider, ModelInfo,
-    SharedProvider,
+    GeneratedImage, ImageSpec, JobRun, MediaProvider, ModelInfo, SharedProvider,
 };
+use crate::media::views::{Device, ProviderHealth};
 use crate::media::workflows::{ParamValues, Workflows};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
@@ -109,12 +111,15 @@ pub fn validate_graph(
     graph: &Map<String, Value>,
     object_info: &Map<String, Value>,
     provider: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     let invalid = |node: &str, class: &str, msg: String| {
-        media_error("WORKFLOW_INVALID", format!("node {node} ({class}): {msg}"))
-            .with("provider", provider)
-            .with("node_id", node)
-            .with("class_type", class)
+        Error::new(
+            ErrorKind::WorkflowInvalid,
+            format!("node {node} ({class}): {msg}"),
+        )
+        .with("provider", provider)
+        .with("node_id", node)
+        .with("class_type", class)
     };
     for (id, node) in graph {
         let class = node.get("class_type").and_then(Value::as_str).unwrap_or("");
@@ -164,10 +169,13 @@ pub fn validate_graph(
             if options.contains(&value) {
                 continue;
             }
-            let shown: Vec<String> = options.iter().take(20).map(|o| o.to_string()).collect();
+            let shown: Vec<String> = options
+                .iter()
+                .take(20)
+                .map(std::string::ToString::to_string)
+                .collect();
             if is_model_input(name) {
-                return Err(media_error(
-                    "MODEL_NOT_FOUND",
+                return Err(Error::new(ErrorKind::ModelNotFound,
                     format!(
                         "node {id} ({class}): {name} {value} is not installed in ComfyUI (available: {})",
                         if shown.is_empty() { "none".to_string() } else { shown.join(", ") }
@@ -211,10 +219,10 @@ impl Progress {
 }
 
 impl ComfyUiProvider {
-    fn graph_for(&self, spec: &ImageSpec) -> Result<Map<String, Value>, ApiError> {
+    fn graph_for(&self, spec: &ImageSpec) -> Result<Map<String, Value>, Error> {
         let wf = self.workflows.get(&spec.workflow).ok_or_else(|| {
-            media_error(
-                "WORKFLOW_INVALID",
+            Error::new(
+                ErrorKind::WorkflowInvalid,
                 format!("workflow {:?} does not exist", spec.workflow),
             )
             .with("provider", self.name.clone())
@@ -224,7 +232,7 @@ impl ComfyUiProvider {
             .0)
     }
 
-    async fn check_history(&self, prompt_id: &str) -> Result<Option<HistoryOutcome>, ApiError> {
+    async fn check_history(&self, prompt_id: &str) -> Result<Option<HistoryOutcome>, Error> {
         Ok(self
             .client
             .history(prompt_id)
@@ -238,7 +246,7 @@ impl ComfyUiProvider {
         &self,
         prompt_id: &str,
         updates: &JobUpdates,
-    ) -> Result<Option<HistoryOutcome>, ApiError> {
+    ) -> Result<Option<HistoryOutcome>, Error> {
         if let Some(o) = self.check_history(prompt_id).await? {
             return Ok(Some(o));
         }
@@ -250,8 +258,7 @@ impl ComfyUiProvider {
                 if let Some(o) = self.check_history(prompt_id).await? {
                     return Ok(Some(o));
                 }
-                return Err(media_error(
-                    "JOB_LOST",
+                return Err(Error::new(ErrorKind::JobLost,
                     format!("ComfyUI no longer knows prompt {prompt_id}: it is neither queued nor in its history (was ComfyUI restarted or its queue cleared?)"),
                 )
                 .with("provider", self.name.clone())
@@ -268,7 +275,7 @@ impl ComfyUiProvider {
         mut ws: Option<WsStream>,
         updates: &JobUpdates,
         total_nodes: usize,
-    ) -> Result<HistoryOutcome, ApiError> {
+    ) -> Result<HistoryOutcome, Error> {
         let poll = Duration::from_millis(self.config.poll_interval_ms.max(10));
         // With the socket up, still look at /history now and then, in case an event was missed.
         let quiet = (poll * 10).max(Duration::from_secs(5));
@@ -415,10 +422,10 @@ impl ComfyUiProvider {
         &self,
         refs: Vec<ImageRef>,
         spec: &ImageSpec,
-    ) -> Result<Vec<GeneratedImage>, ApiError> {
+    ) -> Result<Vec<GeneratedImage>, Error> {
         if refs.is_empty() {
-            return Err(media_error(
-                "GENERATION_FAILED",
+            return Err(Error::new(
+                ErrorKind::GenerationFailed,
                 format!(
                     "workflow {:?} finished without saving an image (it needs a SaveImage node)",
                     spec.workflow
@@ -460,28 +467,43 @@ impl MediaProvider for ComfyUiProvider {
         &self.workflows
     }
 
-    async fn health(&self) -> Value {
+    async fn health(&self) -> ProviderHealth {
+        let base = ProviderHealth {
+            base_url: Some(self.client.base_url().to_string()),
+            ..ProviderHealth::healthy("comfyui")
+        };
         match self.client.system_stats().await {
-            Ok(stats) => json!({
-                "status": "healthy",
-                "vendor": "comfyui",
-                "base_url": self.client.base_url(),
-                "version": stats.pointer("/system/comfyui_version"),
-                "devices": stats.get("devices").and_then(Value::as_array).map(|d| d.iter().map(|x| json!({
-                    "name": x.get("name"), "type": x.get("type"),
-                    "vram_total": x.get("vram_total"), "vram_free": x.get("vram_free"),
-                })).collect::<Vec<_>>()),
-            }),
-            Err(e) => json!({
-                "status": "unhealthy",
-                "vendor": "comfyui",
-                "base_url": self.client.base_url(),
-                "error": e,
-            }),
+            Ok(stats) => {
+                let field = |x: &Value, k: &str| x.get(k).cloned().unwrap_or(Value::Null);
+                ProviderHealth {
+                    version: Some(
+                        stats
+                            .pointer("/system/comfyui_version")
+                            .cloned()
+                            .unwrap_or(Value::Null),
+                    ),
+                    devices: stats.get("devices").and_then(Value::as_array).map(|d| {
+                        d.iter()
+                            .map(|x| Device {
+                                name: field(x, "name"),
+                                kind: field(x, "type"),
+                                vram_total: field(x, "vram_total"),
+                                vram_free: field(x, "vram_free"),
+                            })
+                            .collect()
+                    }),
+                    ..base
+                }
+            }
+            Err(e) => ProviderHealth {
+                status: HealthStatus::Unhealthy,
+                error: Some(e),
+                ..base
+            },
         }
     }
 
-    async fn models(&self) -> Result<Vec<ModelInfo>, ApiError> {
+    async fn models(&self) -> Result<Vec<ModelInfo>, Error> {
         let mut out = Vec::new();
         for (folder, kind) in [
             ("checkpoints", "checkpoint"),
@@ -499,7 +521,7 @@ impl MediaProvider for ComfyUiProvider {
         Ok(out)
     }
 
-    async fn prepare(&self, spec: &ImageSpec) -> Result<(), ApiError> {
+    async fn prepare(&self, spec: &ImageSpec) -> Result<(), Error> {
         let graph = self.graph_for(spec)?;
         let (info, age) = self.client.object_info(false).await?;
         match validate_graph(&graph, &info, &self.name) {
@@ -512,11 +534,7 @@ impl MediaProvider for ComfyUiProvider {
         }
     }
 
-    async fn run(
-        &self,
-        job: &JobRun,
-        updates: &JobUpdates,
-    ) -> Result<Vec<GeneratedImage>, ApiError> {
+    async fn run(&self, job: &JobRun, updates: &JobUpdates) -> Result<Vec<GeneratedImage>, Error> {
         let spec = &job.spec;
         let graph = self.graph_for(spec)?;
         // Subscribe before queueing so no event is missed; without a socket we poll.
@@ -555,7 +573,7 @@ impl MediaProvider for ComfyUiProvider {
         self.finish(outcome, spec).await
     }
 
-    async fn cancel(&self, upstream_id: &str) -> Result<(), ApiError> {
+    async fn cancel(&self, upstream_id: &str) -> Result<(), Error> {
         self.client.delete_from_queue(upstream_id).await?;
         if self.client.queue_state(upstream_id).await? == QueueState::Running {
             self.client.interrupt(upstream_id).await?;
@@ -569,12 +587,12 @@ impl ComfyUiProvider {
         &self,
         outcome: HistoryOutcome,
         spec: &ImageSpec,
-    ) -> Result<Vec<GeneratedImage>, ApiError> {
+    ) -> Result<Vec<GeneratedImage>, Error> {
         match outcome {
             HistoryOutcome::Success(refs) => self.fetch_outputs(refs, spec).await,
             HistoryOutcome::Error(e) => Err(e),
-            HistoryOutcome::Interrupted => Err(media_error(
-                "GENERATION_FAILED",
+            HistoryOutcome::Interrupted => Err(Error::new(
+                ErrorKind::GenerationFailed,
                 "ComfyUI interrupted the job (cancelled in ComfyUI itself?)",
             )
             .with("provider", self.name.clone())),

@@ -4,8 +4,7 @@
 //! Never sends an `Origin` header: ComfyUI on a loopback listener answers 403 to a
 //! foreign one. Connection failures become `PROVIDER_UNAVAILABLE` at once.
 
-use crate::http::ApiError;
-use crate::media::provider::media_error;
+use crate::media::error::{Error, ErrorKind};
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
 use std::sync::Mutex;
@@ -46,7 +45,7 @@ pub enum QueueState {
 #[derive(Debug, Clone)]
 pub enum HistoryOutcome {
     Success(Vec<ImageRef>),
-    Error(ApiError),
+    Error(Error),
     Interrupted,
 }
 
@@ -82,30 +81,30 @@ impl ComfyClient {
         format!("{}{}", self.base, path)
     }
 
-    fn unavailable(&self, e: &reqwest::Error) -> ApiError {
-        media_error(
-            "PROVIDER_UNAVAILABLE",
+    fn unavailable(&self, e: &reqwest::Error) -> Error {
+        Error::new(
+            ErrorKind::Unavailable,
             format!("ComfyUI at {} is not reachable: {}", self.base, describe(e)),
         )
         .with("provider", self.provider.clone())
     }
 
-    fn upstream_error(&self, what: &str, status: u16, body: &str) -> ApiError {
+    fn upstream_error(&self, what: &str, status: u16, body: &str) -> Error {
         let snippet: String = body.chars().take(300).collect();
         let hint = if status == 403 {
             " (ComfyUI refuses requests whose Origin header does not match its host)"
         } else {
             ""
         };
-        media_error(
-            "PROVIDER_ERROR",
+        Error::new(
+            ErrorKind::Provider,
             format!("ComfyUI answered {status} to {what}{hint}: {snippet}"),
         )
         .with("provider", self.provider.clone())
         .with("upstream_status", status)
     }
 
-    async fn get_json(&self, path: &str) -> Result<Value, ApiError> {
+    async fn get_json(&self, path: &str) -> Result<Value, Error> {
         let r = self
             .http
             .get(self.url(path))
@@ -121,7 +120,7 @@ impl ComfyClient {
             .map_err(|e| self.upstream_error(&format!("GET {path} (not JSON: {e})"), status, &text))
     }
 
-    async fn post_json(&self, path: &str, body: &Value) -> Result<(u16, String), ApiError> {
+    async fn post_json(&self, path: &str, body: &Value) -> Result<(u16, String), Error> {
         let r = self
             .http
             .post(self.url(path))
@@ -136,13 +135,20 @@ impl ComfyClient {
 
     /// `/system_stats`, cached for a few seconds (health stays cheap).
     pub async fn system_stats(&self) -> Result<Value, String> {
-        if let Some((at, v)) = &*self.health.lock().unwrap_or_else(|p| p.into_inner()) {
+        if let Some((at, v)) = &*self
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
             if at.elapsed() < HEALTH_CACHE {
                 return v.clone();
             }
         }
         let v = self.get_json("/system_stats").await.map_err(|e| e.message);
-        *self.health.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), v.clone()));
+        *self
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((Instant::now(), v.clone()));
         v
     }
 
@@ -150,9 +156,13 @@ impl ComfyClient {
     pub async fn object_info(
         &self,
         fresh: bool,
-    ) -> Result<(std::sync::Arc<Map<String, Value>>, Duration), ApiError> {
+    ) -> Result<(std::sync::Arc<Map<String, Value>>, Duration), Error> {
         if !fresh {
-            if let Some((at, v)) = &*self.object_info.lock().unwrap_or_else(|p| p.into_inner()) {
+            if let Some((at, v)) = &*self
+                .object_info
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+            {
                 if at.elapsed() < self.object_info_ttl {
                     return Ok((v.clone(), at.elapsed()));
                 }
@@ -163,7 +173,10 @@ impl ComfyClient {
             return Err(self.upstream_error("GET /object_info (not an object)", 200, ""));
         };
         let map = std::sync::Arc::new(map);
-        *self.object_info.lock().unwrap_or_else(|p| p.into_inner()) =
+        *self
+            .object_info
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
             Some((Instant::now(), map.clone()));
         Ok((map, Duration::ZERO))
     }
@@ -175,7 +188,7 @@ impl ComfyClient {
         graph: &Map<String, Value>,
         client_id: &str,
         prompt_id: &str,
-    ) -> Result<f64, ApiError> {
+    ) -> Result<f64, Error> {
         let body = json!({"prompt": graph, "client_id": client_id, "prompt_id": prompt_id});
         let (status, text) = self.post_json("/prompt", &body).await?;
         match status {
@@ -188,7 +201,7 @@ impl ComfyClient {
         }
     }
 
-    fn rejection(&self, text: &str) -> ApiError {
+    fn rejection(&self, text: &str) -> Error {
         let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
         let node_errors = v.get("node_errors").cloned().unwrap_or(json!({}));
         let top = v.get("error").cloned().unwrap_or(Value::Null);
@@ -218,8 +231,7 @@ impl ComfyClient {
                             .pointer("/extra_info/received_value")
                             .cloned()
                             .unwrap_or(Value::Null);
-                        return media_error(
-                            "MODEL_NOT_FOUND",
+                        return Error::new(ErrorKind::ModelNotFound,
                             format!("node {node} ({class}): {input} {value} is not installed in ComfyUI"),
                         )
                         .with("provider", self.provider.clone())
@@ -258,21 +270,21 @@ impl ComfyClient {
         } else {
             format!("ComfyUI rejected the workflow: {}", described.join("; "))
         };
-        media_error("WORKFLOW_INVALID", message)
+        Error::new(ErrorKind::WorkflowInvalid, message)
             .with("provider", self.provider.clone())
             .with("comfyui_error", top)
             .with("node_errors", node_errors)
     }
 
     /// The prompt's history entry; `None` while ComfyUI has none (unknown ids answer `{}`).
-    pub async fn history(&self, prompt_id: &str) -> Result<Option<Value>, ApiError> {
+    pub async fn history(&self, prompt_id: &str) -> Result<Option<Value>, Error> {
         let v = self
             .get_json(&format!("/history/{}", urlencode(prompt_id)))
             .await?;
         Ok(v.get(prompt_id).cloned())
     }
 
-    pub async fn queue_state(&self, prompt_id: &str) -> Result<QueueState, ApiError> {
+    pub async fn queue_state(&self, prompt_id: &str) -> Result<QueueState, Error> {
         let v = self.get_json("/queue").await?;
         let id_of = |item: &Value| item.get(1).and_then(Value::as_str).map(str::to_string);
         let running = v
@@ -297,12 +309,11 @@ impl ComfyClient {
         Ok(pending
             .iter()
             .position(|(_, id)| id == prompt_id)
-            .map(|p| QueueState::Pending(p as u32 + 1))
-            .unwrap_or(QueueState::Absent))
+            .map_or(QueueState::Absent, |p| QueueState::Pending(p as u32 + 1)))
     }
 
     /// Remove a pending prompt (running ones are not affected).
-    pub async fn delete_from_queue(&self, prompt_id: &str) -> Result<(), ApiError> {
+    pub async fn delete_from_queue(&self, prompt_id: &str) -> Result<(), Error> {
         let (s, t) = self
             .post_json("/queue", &json!({"delete": [prompt_id]}))
             .await?;
@@ -313,7 +324,7 @@ impl ComfyClient {
     }
 
     /// Interrupt the running prompt (takes effect at ComfyUI's next node boundary).
-    pub async fn interrupt(&self, prompt_id: &str) -> Result<(), ApiError> {
+    pub async fn interrupt(&self, prompt_id: &str) -> Result<(), Error> {
         let (s, t) = self
             .post_json("/interrupt", &json!({"prompt_id": prompt_id}))
             .await?;
@@ -324,7 +335,7 @@ impl ComfyClient {
     }
 
     /// Read an output file with `/view`.
-    pub async fn view(&self, img: &ImageRef) -> Result<(Vec<u8>, String), ApiError> {
+    pub async fn view(&self, img: &ImageRef) -> Result<(Vec<u8>, String), Error> {
         let r = self
             .http
             .get(self.url("/view"))
@@ -356,7 +367,7 @@ impl ComfyClient {
 
     /// Files in one model folder (`checkpoints`, `loras`, `vae`); `None` when this
     /// ComfyUI has no such folder or route.
-    pub async fn models(&self, folder: &str) -> Result<Option<Vec<String>>, ApiError> {
+    pub async fn models(&self, folder: &str) -> Result<Option<Vec<String>>, Error> {
         let r = self
             .http
             .get(self.url(&format!("/models/{folder}")))
@@ -452,7 +463,7 @@ pub fn outcome_of(entry: &Value, provider: &str) -> Option<HistoryOutcome> {
 }
 
 /// A run-time failure from ComfyUI's `execution_error` data, without its tensor dumps.
-pub fn execution_error(data: &Value, provider: &str) -> ApiError {
+pub fn execution_error(data: &Value, provider: &str) -> Error {
     let msg = data
         .get("exception_message")
         .and_then(Value::as_str)
@@ -461,8 +472,8 @@ pub fn execution_error(data: &Value, provider: &str) -> ApiError {
         .to_string();
     let node = data.get("node_id").cloned().unwrap_or(Value::Null);
     let node_type = data.get("node_type").cloned().unwrap_or(Value::Null);
-    media_error(
-        "GENERATION_FAILED",
+    Error::new(
+        ErrorKind::GenerationFailed,
         format!(
             "ComfyUI failed in node {} ({}): {msg}",
             node.as_str().unwrap_or("?"),

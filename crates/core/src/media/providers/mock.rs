@@ -3,13 +3,13 @@
 //! live provider, so callers and the dashboard behave the same in both modes.
 
 use crate::config::MediaProviderConfig;
-use crate::http::ApiError;
+use crate::media::error::{Error, ErrorKind};
 use crate::media::jobs::JobUpdates;
 use crate::media::provider::{
-    media_error, GeneratedImage, ImageSpec, JobRun, MediaProvider, ModelInfo, SharedProvider,
+    GeneratedImage, ImageSpec, JobRun, MediaProvider, ModelInfo, SharedProvider,
 };
+use crate::media::views::ProviderHealth;
 use crate::media::workflows::Workflows;
-use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,11 +54,14 @@ impl MediaProvider for MockProvider {
         &self.workflows
     }
 
-    async fn health(&self) -> Value {
-        json!({"status": "healthy", "vendor": "mock", "model": MOCK_MODEL})
+    async fn health(&self) -> ProviderHealth {
+        ProviderHealth {
+            model: Some(MOCK_MODEL),
+            ..ProviderHealth::healthy("mock")
+        }
     }
 
-    async fn models(&self) -> Result<Vec<ModelInfo>, ApiError> {
+    async fn models(&self) -> Result<Vec<ModelInfo>, Error> {
         Ok(vec![ModelInfo {
             name: MOCK_MODEL.into(),
             model_type: "checkpoint".into(),
@@ -66,21 +69,17 @@ impl MediaProvider for MockProvider {
         }])
     }
 
-    async fn prepare(&self, spec: &ImageSpec) -> Result<(), ApiError> {
+    async fn prepare(&self, spec: &ImageSpec) -> Result<(), Error> {
         if self.workflows.get(&spec.workflow).is_none() {
-            return Err(media_error(
-                "WORKFLOW_INVALID",
+            return Err(Error::new(
+                ErrorKind::WorkflowInvalid,
                 format!("workflow {:?} does not exist", spec.workflow),
             ));
         }
         Ok(())
     }
 
-    async fn run(
-        &self,
-        job: &JobRun,
-        updates: &JobUpdates,
-    ) -> Result<Vec<GeneratedImage>, ApiError> {
+    async fn run(&self, job: &JobRun, updates: &JobUpdates) -> Result<Vec<GeneratedImage>, Error> {
         // A resumed mock job is drawn again: the result is the same image.
         updates.upstream(&format!("mock-{}", job.job_id)).await;
         updates.accepted();
@@ -89,6 +88,9 @@ impl MediaProvider for MockProvider {
         let steps = job.spec.steps.unwrap_or(20).max(1);
         let delay = Duration::from_millis(self.config.step_delay_ms);
         for step in 1..=steps {
+            if job.stop.is_cancelled() {
+                return Err(Error::new(ErrorKind::Cancelled, "the job was stopped"));
+            }
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
@@ -100,11 +102,12 @@ impl MediaProvider for MockProvider {
             );
         }
         let spec = job.spec.clone();
+        let stop = job.stop.clone();
         let images = tokio::task::spawn_blocking(move || {
             (0..spec.count.max(1))
                 .map(|i| {
-                    let seed = spec.seed.wrapping_add(i as u64);
-                    draw_png(spec.width, spec.height, &spec.prompt, seed).map(|data| {
+                    let seed = spec.seed.wrapping_add(u64::from(i));
+                    draw_png_until(spec.width, spec.height, &spec.prompt, seed, &stop).map(|data| {
                         GeneratedImage {
                             data,
                             mime: "image/png".into(),
@@ -117,12 +120,22 @@ impl MediaProvider for MockProvider {
                 .collect::<Result<Vec<_>, String>>()
         })
         .await
-        .map_err(|e| media_error("INTERNAL", format!("mock drawing task failed: {e}")))?
-        .map_err(|e| media_error("INTERNAL", format!("mock PNG encoding failed: {e}")))?;
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("mock drawing task failed: {e}"),
+            )
+        })?
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("mock PNG encoding failed: {e}"),
+            )
+        })?;
         Ok(images)
     }
 
-    async fn cancel(&self, _upstream_id: &str) -> Result<(), ApiError> {
+    async fn cancel(&self, _upstream_id: &str) -> Result<(), Error> {
         Ok(())
     }
 }
@@ -130,6 +143,24 @@ impl MediaProvider for MockProvider {
 /// A deterministic picture: a two-colour diagonal gradient with soft discs, all
 /// chosen from a hash of the prompt and seed.
 pub fn draw_png(width: u32, height: u32, prompt: &str, seed: u64) -> Result<Vec<u8>, String> {
+    draw_png_until(
+        width,
+        height,
+        prompt,
+        seed,
+        &tokio_util::sync::CancellationToken::new(),
+    )
+}
+
+/// [`draw_png`] that checks `stop` every row, so a cancelled or timed-out job stops
+/// drawing at once instead of finishing for nobody.
+pub fn draw_png_until(
+    width: u32,
+    height: u32,
+    prompt: &str,
+    seed: u64,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Result<Vec<u8>, String> {
     let mut h = Sha256::new();
     h.update(prompt.as_bytes());
     h.update(seed.to_le_bytes());
@@ -151,6 +182,9 @@ pub fn draw_png(width: u32, height: u32, prompt: &str, seed: u64) -> Result<Vec<
     let mut pixels = vec![0u8; w * hgt * 3];
     let span = (w + hgt).max(1) as f32;
     for y in 0..hgt {
+        if stop.is_cancelled() {
+            return Err("stopped: the job was cancelled or timed out".into());
+        }
         for x in 0..w {
             let t = (x + y) as f32 / span;
             let mut px = [0f32; 3];
@@ -195,15 +229,19 @@ pub fn draw_png(width: u32, height: u32, prompt: &str, seed: u64) -> Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::provider::png_size;
+    use crate::media::png_size;
 
     #[test]
     fn png_has_the_size_and_depends_on_prompt_and_seed() {
-        let a = draw_png(40, 24, "cat", 1).unwrap();
+        let go = tokio_util::sync::CancellationToken::new();
+        let a = draw_png_until(40, 24, "cat", 1, &go).unwrap();
         assert_eq!(png_size(&a), Some((40, 24)));
         assert_eq!(a, draw_png(40, 24, "cat", 1).unwrap());
         assert_ne!(a, draw_png(40, 24, "cat", 2).unwrap());
         assert_ne!(a, draw_png(40, 24, "dog", 1).unwrap());
+        let stopped = tokio_util::sync::CancellationToken::new();
+        stopped.cancel();
+        assert!(draw_png_until(4096, 4096, "cat", 1, &stopped).is_err());
         let decoder = png::Decoder::new(std::io::Cursor::new(a));
         let reader = decoder.read_info().unwrap();
         assert_eq!(reader.info().width, 40);

@@ -1,0 +1,137 @@
+//! A finished answer and its wire shape: the contract's superset (`output.value` for
+//! the backend's code, `output.content` / `output.parsed` for its design).
+
+use super::json::ParsedJson;
+use super::provider::{LlmReply, ModelInfo, Usage};
+use super::Plan;
+use serde::Serialize;
+use serde_json::Value;
+
+/// A finished, parsed answer.
+pub struct Answer {
+    pub reply: LlmReply,
+    pub parsed: Option<ParsedJson>,
+    /// Time spent waiting for the provider (all round-trips), in ms.
+    pub provider_ms: f64,
+    /// The answer needed the contract repair round-trip.
+    pub schema_repaired: bool,
+}
+
+/// `POST /api/v1/llm/generate` → 200.
+#[derive(Debug, Clone, Serialize)]
+pub struct GenerateAnswer {
+    pub provider: String,
+    pub model: String,
+    pub usage: Usage,
+    pub output: Output,
+    pub meta: AnswerMeta,
+    pub timestamp: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Output {
+    /// `json` or `text`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The parsed object in json mode, else the text.
+    pub value: Value,
+    /// The raw text the model answered.
+    pub content: String,
+    /// The parsed object in json mode, else null.
+    pub parsed: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AnswerMeta {
+    pub role: String,
+    /// The role as sent, when it was an alias (`brief_agent`).
+    pub requested_role: Option<String>,
+    pub task: String,
+    /// The mode as sent (`json`, `text`, `chat`).
+    pub mode: String,
+    pub latency_ms: f64,
+    pub generator_mode: &'static str,
+    pub request_id: String,
+    /// The routing rule that chose provider and model.
+    pub route: String,
+    pub temperature: f64,
+    pub max_tokens: u32,
+    pub done_reason: Option<String>,
+    /// The JSON needed a local repair (code fences, trailing commas, ...).
+    pub json_repaired: bool,
+    /// The answer needed the contract repair round-trip.
+    pub schema_repaired: bool,
+    pub provider_latency_ms: f64,
+    pub model_info: ModelInfo,
+    /// When a configured fallback answered: the provider and model that failed first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_from: Option<Attempt>,
+    /// Every target tried before the one that answered, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<Attempt>,
+}
+
+/// A target that was tried and failed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub provider: String,
+    pub model: String,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Attempt {
+    pub fn failed(plan: &Plan, e: &super::Error) -> Self {
+        Self {
+            provider: plan.provider_label.clone(),
+            model: plan.model.clone(),
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+fn tenth(ms: f64) -> f64 {
+    (ms * 10.0).round() / 10.0
+}
+
+impl Answer {
+    /// The contract's superset body.
+    pub fn to_wire(&self, plan: &Plan, latency_ms: f64) -> GenerateAnswer {
+        let parsed = self.parsed.as_ref().map(|p| p.value.clone());
+        let reply = &self.reply;
+        GenerateAnswer {
+            provider: plan.provider_label.clone(),
+            model: plan.model.clone(),
+            usage: reply.usage,
+            output: Output {
+                kind: if parsed.is_some() { "json" } else { "text" },
+                value: parsed
+                    .clone()
+                    .unwrap_or_else(|| Value::String(reply.content.clone())),
+                content: reply.content.clone(),
+                parsed,
+            },
+            meta: AnswerMeta {
+                role: plan.request.role.clone(),
+                requested_role: plan.request.requested_role.clone(),
+                task: plan.request.task.clone(),
+                mode: plan.request.mode_label.clone(),
+                latency_ms: tenth(latency_ms),
+                generator_mode: plan.generator_mode.as_str(),
+                request_id: plan.request_id.clone(),
+                route: plan.route.matched.clone(),
+                temperature: plan.call.sampling.temperature,
+                max_tokens: plan.call.sampling.max_tokens,
+                done_reason: reply.done_reason.clone(),
+                json_repaired: self.parsed.as_ref().is_some_and(|p| p.repaired),
+                schema_repaired: self.schema_repaired,
+                provider_latency_ms: tenth(self.provider_ms),
+                model_info: reply.model_info,
+                fallback_from: plan.attempts.first().cloned(),
+                attempts: plan.attempts.clone(),
+            },
+            timestamp: crate::store::now_text(),
+        }
+    }
+}
