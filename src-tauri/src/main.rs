@@ -19,7 +19,7 @@ mod notify;
 mod tray;
 mod window;
 
-use sparklio_core::config::{self, ConfigInput};
+use sparklio_core::config::ConfigInput;
 use sparklio_core::telemetry::{init_tracing, LogFormat};
 use std::process::ExitCode;
 use tauri::Manager;

@@ -403,6 +403,7 @@ mod imp {
     }
 
     /// Point this process's stderr (where the log goes) at `path`, appended.
+    #[allow(unsafe_code)] // SetStdHandle with a handle we own for the life of the process
     fn log_to_file(path: &std::path::Path) {
         use std::os::windows::io::IntoRawHandle;
         use windows::Win32::Foundation::HANDLE;

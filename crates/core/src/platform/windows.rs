@@ -11,6 +11,9 @@
 //!   it a break we attach to its console for the duration of the call ([`ctrl_break`]),
 //!   which a process without a console can do; one at a time, under a lock.
 
+// Win32 calls through the `windows` crate are `unsafe` by nature; each block says why it is sound.
+#![allow(unsafe_code)]
+
 use std::sync::Mutex;
 use windows::core::{s, w};
 use windows::Win32::Foundation::{CloseHandle, HWND, LPARAM, WPARAM};

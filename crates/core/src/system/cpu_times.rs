@@ -40,6 +40,7 @@ impl CpuTimes {
 }
 
 #[cfg(windows)]
+#[allow(unsafe_code)] // one Win32 call with three out-pointers
 fn read() -> Option<Times> {
     use windows::Win32::Foundation::FILETIME;
     use windows::Win32::System::Threading::GetSystemTimes;
