@@ -105,7 +105,13 @@ bash scripts/windows-dll-check.sh "$STAGE"
 
 echo "==== makensis"
 rm -f "$SETUP" "$ZIP"
-makensis -V2 -INPUTCHARSET UTF8 -DVERSION="$VERSION" -DSRC="$STAGE" -DOUTFILE="$SETUP" \
+FAST=()
+ZIPLEVEL=-9
+if [[ $PROFILE == debug ]]; then
+    FAST=(-DFAST_COMPRESSION) # a test package: zlib, not solid LZMA
+    ZIPLEVEL=-1
+fi
+makensis -V2 -INPUTCHARSET UTF8 "${FAST[@]}" -DVERSION="$VERSION" -DSRC="$STAGE" -DOUTFILE="$SETUP" \
     packaging/windows/sparklio-desk.nsi
 
 echo "==== zip"
@@ -114,7 +120,7 @@ rm -rf "$ZIPROOT"
 mkdir -p "$ZIPROOT/Sparklio Desk"
 cp -r "$STAGE"/. "$ZIPROOT/Sparklio Desk/"
 rm -f "$ZIPROOT/Sparklio Desk/icon.ico"
-(cd "$ZIPROOT" && zip -q -9 -r "$ZIP" "Sparklio Desk")
+(cd "$ZIPROOT" && zip -q "$ZIPLEVEL" -r "$ZIP" "Sparklio Desk")
 
 (cd "$DIST" && sha256sum "$(basename "$SETUP")" "$(basename "$ZIP")" >SHA256SUMS$SUFFIX)
 echo "packaging: $((SECONDS - T1)) s"

@@ -16,7 +16,11 @@
 
 ; A 64-bit installer for a 64-bit app (it also runs under a 64-bit-only Wine).
 Target amd64-unicode
-SetCompressor /SOLID lzma
+!ifdef FAST_COMPRESSION
+  SetCompressor zlib ; test packages of debug builds (CI): seconds instead of a minute
+!else
+  SetCompressor /SOLID lzma
+!endif
 RequestExecutionLevel user
 ManifestDPIAware true
 
