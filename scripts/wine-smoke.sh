@@ -109,6 +109,11 @@ if command -v Xvfb >/dev/null; then
     XVFB_PID=$!
     export DISPLAY=":$DISPLAY_NUM"
     sleep 1
+    if ! kill -0 "$XVFB_PID" 2>/dev/null; then
+        echo "Xvfb :$DISPLAY_NUM did not start (display taken?); the WM_CLOSE step will be skipped"
+        XVFB_PID=""
+        unset DISPLAY
+    fi
 else
     unset DISPLAY
 fi

@@ -371,7 +371,7 @@ mod imp {
                     "config: {} problem(s): {}",
                     p.len(),
                     p.iter()
-                        .map(|p| p.to_string())
+                        .map(ToString::to_string)
                         .collect::<Vec<_>>()
                         .join("; ")
                 )

@@ -45,7 +45,9 @@ pub fn has_console() -> bool {
 /// `CREATE_NEW_PROCESS_GROUP`). `shares_our_console`: the child was started on our console.
 /// Returns how it was delivered, or why it could not be.
 pub fn ctrl_break(pid: u32, shares_our_console: bool) -> Result<&'static str, String> {
-    let _guard = CONSOLE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let _guard = CONSOLE_LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if shares_our_console {
         // SAFETY: plain Win32 call; our own process is not in group `pid`.
         return unsafe { GenerateConsoleCtrlEvent(CTRL_BREAK_EVENT, pid) }
