@@ -446,6 +446,10 @@ pub(crate) async fn serve(
         })?;
         loaded.config.server.admin_keys.push(key);
     }
+    // The same doors `config check` reports: a service (or the Desk) open to the whole LAN.
+    for w in listen::warnings(&loaded.config) {
+        tracing::warn!("{w}");
+    }
     if let Some(v) = sparklio_core::platform::wine_version() {
         tracing::info!(
             "running under Wine {v}: console control events are not delivered (see docs/windows.md)"
