@@ -12,6 +12,8 @@
 // Release builds on Windows are GUI programs (no console window).
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
+mod attach;
+mod config_file;
 mod lifecycle;
 mod notify;
 mod tray;
@@ -20,6 +22,7 @@ mod window;
 use sparklio_core::config::ConfigInput;
 use sparklio_core::telemetry::{init_tracing, LogFormat};
 use std::process::ExitCode;
+use tauri::Manager;
 use tauri::RunEvent;
 
 fn main() -> ExitCode {
@@ -47,6 +50,21 @@ fn main() -> ExitCode {
             None,
         ))
         .setup(move |app| {
+            // A core already serving on server.bind (the Windows service, a `serve`): attach
+            // to it instead of failing on the taken port.
+            if let Some(attached) = attach::probe(&loaded) {
+                tracing::info!(
+                    addr = %attached.addr,
+                    pid = attached.pid,
+                    "a Sparklio Desk core already serves here: attaching to it"
+                );
+                app.manage(attached);
+                if let Err(e) = attach::create_tray(app.handle()) {
+                    tracing::warn!("no tray icon ({e})");
+                }
+                window::open_dashboard(app.handle());
+                return Ok(());
+            }
             // Not `?`: Tauri turns a setup error into a panic; a taken port or a refused
             // bind deserves a plain message and exit code 1, like `serve`.
             if let Err(e) = lifecycle::start_core(app, loaded) {

@@ -28,6 +28,7 @@ const MENU_RESTART_ALL: &str = "restart-all";
 const MENU_MODE: &str = "mode-live";
 const MENU_PAUSE: &str = "pause";
 const MENU_AUTOSTART: &str = "autostart";
+const MENU_EDIT_CONFIG: &str = "edit-config";
 const MENU_QUIT: &str = "quit";
 /// Who the tray's actions name in the event log.
 const ACTOR: &str = "tray";
@@ -69,7 +70,7 @@ pub fn create(app: &AppHandle) {
 
 /// Whether a tray icon exists to keep the app reachable with no window open.
 pub fn is_available(app: &AppHandle) -> bool {
-    app.tray_by_id(TRAY_ID).is_some()
+    app.tray_by_id(TRAY_ID).is_some() || app.tray_by_id(crate::attach::TRAY_ID).is_some()
 }
 
 /// Show that the app is on its way out (red icon, tooltip says so).
@@ -247,6 +248,8 @@ fn build(app: &AppHandle) -> tauri::Result<TrayIcon> {
         autostart_on,
         None::<&str>,
     )?;
+    // Opens the config file in Notepad (the template first when there is none).
+    let edit_config = MenuItem::with_id(app, MENU_EDIT_CONFIG, "Edit config", true, None::<&str>)?;
     let quit = MenuItem::with_id(app, MENU_QUIT, "Quit", true, None::<&str>)?;
 
     let separator = || PredefinedMenuItem::separator(app);
@@ -260,6 +263,7 @@ fn build(app: &AppHandle) -> tauri::Result<TrayIcon> {
         &mode,
         &pause,
         &autostart,
+        &edit_config,
         &separator()?,
         &quit,
     ])?;
@@ -299,6 +303,7 @@ fn on_menu_event(app: &AppHandle, event: MenuEvent) {
         MENU_OPEN => open_dashboard_async(app),
         MENU_QUIT => lifecycle::quit(app),
         MENU_AUTOSTART => toggle_autostart(app),
+        MENU_EDIT_CONFIG => crate::config_file::edit(),
         _ => {
             let Some(state) = core_state(app) else {
                 return;

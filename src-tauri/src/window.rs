@@ -4,6 +4,7 @@
 //! Closing the window destroys it (WebKit's web process and its memory go with it) and the
 //! app stays in the tray; "Open dashboard" or a second launch creates it again.
 
+use crate::attach::Attached;
 use crate::lifecycle::Core;
 use crate::notify;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -23,11 +24,15 @@ pub fn open_dashboard(app: &AppHandle) {
         let _ = window.set_focus();
         return;
     }
-    let Some(core) = app.try_state::<Core>() else {
-        tracing::warn!("the core is not running; no dashboard to open");
-        return;
+    let addr = match (app.try_state::<Core>(), app.try_state::<Attached>()) {
+        (Some(core), _) => core.addr,
+        (None, Some(attached)) => attached.addr,
+        (None, None) => {
+            tracing::warn!("the core is not running; no dashboard to open");
+            return;
+        }
     };
-    let url = dashboard_url(core.addr);
+    let url = dashboard_url(addr);
     tracing::info!(%url, "opening the dashboard window");
     let built = WebviewWindowBuilder::new(app, MAIN_LABEL, WebviewUrl::External(url))
         .title(TITLE)

@@ -1,6 +1,9 @@
 //! `sparklio-desk`: the headless app. Runs exactly the services the tray app runs.
 
 mod e2e;
+mod listen;
+mod profile;
+mod winservice;
 
 use clap::{Parser, Subcommand};
 use sparklio_core::config::{self, ConfigInput, LoadedConfig, Problem};
@@ -43,7 +46,14 @@ enum Command {
         /// Serve a non-loopback address even though no api_keys are configured.
         #[arg(long)]
         insecure_no_auth: bool,
+        /// Data folder (database, media, logs) instead of storage.data_dir.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
     },
+    /// Run as a Windows service, so the gateway and supervision come back after a reboot
+    /// without anyone logging in (install/uninstall need an elevated prompt).
+    #[command(subcommand)]
+    Service(winservice::ServiceCommand),
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -115,8 +125,33 @@ enum ConfigCommand {
     Check,
     /// Print every effective value (secrets redacted) and where it came from.
     Show,
-    /// Print the built-in default config file, a documented starting point.
-    Default,
+    /// Print the built-in default config file, a documented starting point (or a profile's
+    /// template with --profile).
+    Default {
+        /// A machine profile: gpu-desktop.
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
+    },
+    /// Write a profile's config template where the config file is read (--config, else
+    /// $SPARKLIO_DESK_CONFIG, else the OS config folder). An existing file is kept.
+    Init {
+        /// The machine profile: gpu-desktop (Windows 11 desktop, Docker Desktop, ComfyUI portable).
+        #[arg(long, value_name = "NAME", default_value = "gpu-desktop")]
+        profile: String,
+        /// The portable ComfyUI folder (holding python_embeded and ComfyUI); default D:\AI\ComfyUI.
+        #[arg(long, value_name = "DIR")]
+        comfyui_dir: Option<PathBuf>,
+        /// This machine's Tailscale address (`tailscale ip -4`), written into the bind examples.
+        #[arg(long, value_name = "IP")]
+        tailscale_ip: Option<std::net::IpAddr>,
+        /// A client address or network that needs no key (repeatable), e.g. the Mac mini's
+        /// Tailscale address.
+        #[arg(long, value_name = "NET")]
+        trust: Vec<String>,
+        /// Replace an existing config file.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -176,14 +211,21 @@ fn main() -> ExitCode {
             bind,
             log_format,
             insecure_no_auth,
+            data_dir,
         } => {
             init_tracing(log_format);
             let loaded = match load(cli.config) {
                 Ok(l) => l,
                 Err(code) => return code,
             };
+            let opts = ServeOptions {
+                bind,
+                insecure_no_auth,
+                data_dir,
+                admin_key_file: false,
+            };
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            match runtime.block_on(serve(loaded, bind, insecure_no_auth)) {
+            match runtime.block_on(serve(loaded, opts, None)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -192,6 +234,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Service(cmd) => winservice::command(cli.config, cmd),
     }
 }
 
@@ -211,15 +254,44 @@ fn print_problems(problems: &[Problem]) {
 
 fn config_command(file: Option<PathBuf>, cmd: ConfigCommand) -> ExitCode {
     match cmd {
-        ConfigCommand::Default => {
+        ConfigCommand::Default { profile: None } => {
             print!("{}", config::DEFAULT_TOML);
             ExitCode::SUCCESS
+        }
+        ConfigCommand::Default {
+            profile: Some(name),
+        } => match profile::template(&name) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        ConfigCommand::Init {
+            profile,
+            comfyui_dir,
+            tailscale_ip,
+            trust,
+            force,
+        } => {
+            let answers = profile::Answers {
+                comfyui_dir,
+                tailscale_ip,
+                trust,
+            };
+            init_command(file, &profile, &answers, force)
         }
         ConfigCommand::Check => match load(file) {
             Ok(l) => {
                 match &l.file {
                     Some(f) => println!("config ok: {}", f.display()),
                     None => println!("config ok: built-in defaults (no config file)"),
+                }
+                for w in listen::warnings(&l.config) {
+                    println!("warning: {w}");
                 }
                 for o in &l.env_overrides {
                     println!(
@@ -238,6 +310,48 @@ fn config_command(file: Option<PathBuf>, cmd: ConfigCommand) -> ExitCode {
             }
             Err(code) => code,
         },
+    }
+}
+
+/// Where `config init` writes: --config, else $SPARKLIO_DESK_CONFIG, else the OS folder.
+pub(crate) fn config_path(flag: Option<PathBuf>) -> Option<PathBuf> {
+    flag.or_else(|| std::env::var_os("SPARKLIO_DESK_CONFIG").map(PathBuf::from))
+        .or_else(config::default_config_path)
+}
+
+fn init_command(
+    file: Option<PathBuf>,
+    name: &str,
+    answers: &profile::Answers,
+    force: bool,
+) -> ExitCode {
+    let text = match profile::render(name, answers) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(path) = config_path(file) else {
+        eprintln!("error: no config folder on this system: pass --config FILE");
+        return ExitCode::FAILURE;
+    };
+    match profile::write(&path, &text, force) {
+        Ok(true) => {
+            println!("wrote the {name} config: {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Ok(false) => {
+            println!(
+                "kept the existing config: {} (--force replaces it)",
+                path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -297,20 +411,62 @@ fn route_command(
     ExitCode::SUCCESS
 }
 
-async fn serve(
+/// Command-line settings of `serve` (and of the Windows service, which runs the same).
+pub(crate) struct ServeOptions {
+    pub bind: Option<SocketAddr>,
+    pub insecure_no_auth: bool,
+    pub data_dir: Option<PathBuf>,
+    /// Accept the key in `<data_dir>/admin.key` (created if missing) as an admin key: the
+    /// Windows service does, so the tray app can control it.
+    pub admin_key_file: bool,
+}
+
+/// Run until `stop` is notified, or (without one) until Ctrl-C / SIGTERM / console close.
+pub(crate) async fn serve(
     mut loaded: LoadedConfig,
-    bind: Option<SocketAddr>,
-    insecure_no_auth: bool,
+    opts: ServeOptions,
+    stop: Option<std::sync::Arc<tokio::sync::Notify>>,
 ) -> anyhow::Result<()> {
-    if let Some(addr) = bind {
+    if let Some(addr) = opts.bind {
         loaded.config.server.bind =
             sparklio_core::config::BindList::from(addr.to_string().as_str());
         loaded.set_from_cli("server.bind", "--bind");
     }
+    if let Some(dir) = opts.data_dir {
+        loaded.config.storage.data_dir = Some(dir);
+        loaded.set_from_cli("storage.data_dir", "--data-dir");
+    }
+    if opts.admin_key_file {
+        let dir = loaded.config.storage.resolved_data_dir();
+        let key = sparklio_core::platform::keyfile::ensure_admin_key(&dir).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create the admin key file {}: {e}",
+                sparklio_core::platform::keyfile::admin_key_path(&dir).display()
+            )
+        })?;
+        loaded.config.server.admin_keys.push(key);
+    }
+    // The same doors `config check` reports: a service (or the Desk) open to the whole LAN.
+    for w in listen::warnings(&loaded.config) {
+        tracing::warn!("{w}");
+    }
+    if let Some(v) = sparklio_core::platform::wine_version() {
+        tracing::info!(
+            "running under Wine {v}: console control events are not delivered (see docs/windows.md)"
+        );
+    }
     // Listen for signals before anything starts, so none is missed.
-    let signal = sparklio_core::app::shutdown_signal();
-    let app =
-        sparklio_core::start(loaded, sparklio_core::StartOptions { insecure_no_auth }).await?;
+    let signal: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = match stop {
+        Some(n) => Box::pin(async move { n.notified().await }),
+        None => Box::pin(sparklio_core::app::shutdown_signal()),
+    };
+    let app = sparklio_core::start(
+        loaded,
+        sparklio_core::StartOptions {
+            insecure_no_auth: opts.insecure_no_auth,
+        },
+    )
+    .await?;
     let waiter = app.state.shutdown.clone();
     tokio::spawn(async move {
         signal.await;

@@ -19,6 +19,7 @@ mod layering;
 pub mod llm;
 pub mod media;
 pub mod notify;
+pub mod platform;
 pub mod resilience;
 pub mod runtime;
 pub mod store;

@@ -130,6 +130,24 @@ async fn ignore_sigterm_forever() {
             }
         }
     }
+    #[cfg(windows)]
+    if let Ok(mut s) = tokio::signal::windows::ctrl_break() {
+        while s.recv().await.is_some() {
+            println!("CTRL_BREAK received and ignored");
+        }
+    }
+}
+
+/// Windows: the supervisor's polite stop is CTRL_BREAK; say so, then exit 0 (what a
+/// console program without a handler does silently).
+#[cfg(windows)]
+async fn exit_on_ctrl_break() {
+    if let Ok(mut s) = tokio::signal::windows::ctrl_break() {
+        if s.recv().await.is_some() {
+            println!("CTRL_BREAK received: exiting");
+            std::process::exit(0);
+        }
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -143,6 +161,9 @@ async fn main() {
     };
     if args.ignore_sigterm {
         tokio::spawn(ignore_sigterm_forever());
+    } else {
+        #[cfg(windows)]
+        tokio::spawn(exit_on_ctrl_break());
     }
     if args.sleep_only {
         tokio::time::sleep(Duration::from_secs(3600)).await;

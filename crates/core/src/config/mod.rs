@@ -16,6 +16,12 @@ pub use validate::{parse_network, validate, KnownKinds, Problem};
 
 pub use crate::runtime::GeneratorMode;
 
+/// Config templates for known machines, by profile name: a starting config file that
+/// `sparklio-desk config init --profile NAME` (and the Windows installer) writes when none
+/// exists. `gpu-desktop`: the team's Windows 11 desktop (Ollama in Docker Desktop, ComfyUI
+/// portable, everything on loopback behind the Desk).
+pub const PROFILES: &[(&str, &str)] = &[("gpu-desktop", include_str!("gpu-desktop.toml"))];
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1,8 +1,12 @@
 //! Child processes done right: each service runs in its own process group (Unix) or
 //! Job Object (Windows), so stopping it ends the whole tree (ComfyUI and Ollama both
-//! start children). Stop is graceful first (SIGTERM to the group), then a kill after
-//! `stop_timeout_ms`. Windows has no SIGTERM for windowless children, so there the Job
-//! Object is terminated at once.
+//! start children). Stop is graceful first, then a kill after `stop_timeout_ms`:
+//! - Unix: SIGTERM to the group, SIGKILL to the group at the deadline;
+//! - Windows, a ladder: CTRL_BREAK to the child's process group (every child is started
+//!   with `CREATE_NEW_PROCESS_GROUP`; on our console when we have one, else on its own
+//!   hidden console, see `platform::windows`), then at half the timeout WM_CLOSE to the
+//!   tree's visible windows (GUI programs), then `TerminateJobObject` at the deadline. A
+//!   step that cannot be delivered is not waited for; each step is written to the log.
 
 use super::logs::{pump, ServiceLogs};
 use crate::config::ServiceConfig;
@@ -13,11 +17,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A running service process and its tree.
-#[derive(Debug)]
 pub struct ProcessHandle {
     child: Box<dyn ChildWrapper>,
     pub pid: u32,
     exited: Option<ExitStatus>,
+    /// Windows: where the stop ladder's steps are written (stream `supervisor`).
+    #[cfg(windows)]
+    logs: Arc<ServiceLogs>,
+    /// Windows: the child was started on our console (else on its own hidden one).
+    #[cfg(windows)]
+    on_our_console: bool,
+}
+
+impl std::fmt::Debug for ProcessHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessHandle")
+            .field("pid", &self.pid)
+            .field("exited", &self.exited)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How a stop went.
@@ -62,16 +80,25 @@ pub fn spawn(
     #[cfg(unix)]
     wrap.wrap(ProcessGroup::leader());
     #[cfg(windows)]
-    {
+    let on_our_console = {
+        use windows::Win32::System::Threading::{CREATE_NEW_PROCESS_GROUP, CREATE_NO_WINDOW};
         wrap.wrap(JobObject);
         // Closing the job (our exit, even a crash) ends the tree, unless detached.
         if detached_log.is_none() {
             wrap.wrap(KillOnDrop);
         }
-        wrap.wrap(CreationFlags(
-            windows::Win32::System::Threading::CREATE_NO_WINDOW,
-        ));
-    }
+        // Own process group (group id = pid) so CTRL_BREAK reaches this tree only. Share
+        // our console when we have one; else (tray, Windows service) or when detached (it
+        // must outlive our console) a console of its own, hidden.
+        let on_our_console = detached_log.is_none() && crate::platform::windows::has_console();
+        let flags = if on_our_console {
+            CREATE_NEW_PROCESS_GROUP
+        } else {
+            CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW
+        };
+        wrap.wrap(CreationFlags(flags));
+        on_our_console
+    };
     let mut child = wrap.spawn()?;
     let pid = child.id().unwrap_or_default();
     if let Some(out) = child.stdout().take() {
@@ -84,6 +111,10 @@ pub fn spawn(
         child,
         pid,
         exited: None,
+        #[cfg(windows)]
+        logs: logs.clone(),
+        #[cfg(windows)]
+        on_our_console,
     })
 }
 
@@ -125,12 +156,115 @@ impl ProcessHandle {
             let _ = tokio::time::timeout(Duration::from_secs(5), self.wait_exit()).await;
             StopOutcome::Killed
         }
-        #[cfg(not(unix))]
+        #[cfg(windows)]
+        {
+            self.stop_ladder(timeout).await
+        }
+        #[cfg(not(any(unix, windows)))]
         {
             let _ = timeout;
             self.kill_leftovers();
             let _ = tokio::time::timeout(Duration::from_secs(5), self.wait_exit()).await;
             StopOutcome::Killed
+        }
+    }
+
+    /// Windows: CTRL_BREAK; WM_CLOSE at half the timeout (at once when the break could not be
+    /// delivered); TerminateJobObject at the deadline (at once when neither could be).
+    #[cfg(windows)]
+    async fn stop_ladder(&mut self, timeout: Duration) -> StopOutcome {
+        use crate::platform::windows as win;
+        let start = tokio::time::Instant::now();
+        let deadline = start + timeout;
+        let (pid, shared) = (self.pid, self.on_our_console);
+        let step = tokio::task::spawn_blocking(move || win::ctrl_break(pid, shared))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        let break_sent = step.is_ok();
+        self.logs.push(
+            "supervisor",
+            match step {
+                Ok(how) => format!("stop: {how}"),
+                Err(why) => format!("stop: no CTRL_BREAK ({why})"),
+            },
+        );
+        if break_sent && self.tree_gone_by(start + timeout / 2).await {
+            return StopOutcome::Graceful;
+        }
+        let mut tree = win::descendants(pid);
+        tree.push(pid);
+        let closed = tokio::task::spawn_blocking(move || win::close_windows(&tree))
+            .await
+            .unwrap_or(0);
+        self.logs.push(
+            "supervisor",
+            format!(
+                "stop: {}WM_CLOSE posted to {closed} window(s)",
+                if break_sent {
+                    format!("still running after {} ms; ", timeout.as_millis() / 2)
+                } else {
+                    String::new()
+                }
+            ),
+        );
+        if (break_sent || closed > 0) && self.tree_gone_by(deadline).await {
+            return StopOutcome::Graceful;
+        }
+        let left = tokio::task::spawn_blocking(move || win::descendants_named(pid))
+            .await
+            .unwrap_or_default();
+        let leader = if self.exited.is_some() {
+            "exited"
+        } else {
+            "running"
+        };
+        self.logs.push(
+            "supervisor",
+            format!(
+                "stop: {} the main process is {leader}; descendants left: {}; terminating the job",
+                if break_sent || closed > 0 {
+                    "at the deadline"
+                } else {
+                    "nothing could be asked politely:"
+                },
+                if left.is_empty() {
+                    "none".to_string()
+                } else {
+                    left.iter()
+                        .map(|(p, n)| format!("{n} ({p})"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ),
+        );
+        self.kill_leftovers();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.wait_exit()).await;
+        StopOutcome::Killed
+    }
+
+    /// Windows: whether the leader and all its descendants have exited by `deadline`.
+    #[cfg(windows)]
+    async fn tree_gone_by(&mut self, deadline: tokio::time::Instant) -> bool {
+        if tokio::time::timeout_at(deadline, self.wait_exit())
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        loop {
+            let pid = self.pid;
+            let left = tokio::task::spawn_blocking(move || {
+                crate::platform::windows::descendants(pid).len()
+            })
+            .await
+            .unwrap_or(0);
+            if left == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

@@ -2,6 +2,7 @@
 //! (NVML, loaded at run time: a machine without an NVIDIA driver says so and carries on),
 //! with a short in-memory history, plus CPU and memory of each supervised process tree.
 
+mod cpu_times;
 mod gpu;
 
 use crate::config::SystemConfig;
@@ -52,6 +53,9 @@ struct Sampler {
     /// `None` where sysinfo cannot read this OS (then CPU/RAM read as zero).
     system: Option<System>,
     gpu: GpuProbe,
+    /// Windows: whole-machine CPU from the kernel's system times, not PDH (see cpu_times).
+    #[cfg_attr(not(windows), allow(dead_code))]
+    cpu_times: cpu_times::CpuTimes,
 }
 
 pub struct SystemMonitor {
@@ -70,6 +74,7 @@ impl SystemMonitor {
             sampler: Arc::new(Mutex::new(Sampler {
                 system: System::new_with_specifics(RefreshKind::nothing()).ok(),
                 gpu: GpuProbe::not_loaded(),
+                cpu_times: cpu_times::CpuTimes::default(),
             })),
             history: Mutex::new(VecDeque::new()),
             processes: Mutex::new(HashMap::new()),
@@ -88,6 +93,8 @@ impl SystemMonitor {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         s.gpu.load_once();
         let gpus = s.gpu.sample();
+        #[cfg(windows)]
+        let windows_cpu = s.cpu_times.usage();
         let Some(system) = s.system.as_mut() else {
             return Sample {
                 ts: crate::store::now_text(),
@@ -97,6 +104,8 @@ impl SystemMonitor {
                 gpus,
             };
         };
+        // Not on Windows: sysinfo's CPU usage goes through PDH (see cpu_times).
+        #[cfg(not(windows))]
         system.refresh_cpu_usage();
         system.refresh_memory();
         system.refresh_processes_specifics(
@@ -124,7 +133,10 @@ impl SystemMonitor {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = rows;
         let sample = Sample {
             ts: crate::store::now_text(),
+            #[cfg(not(windows))]
             cpu_percent: (system.global_cpu_usage() * 10.0).round() / 10.0,
+            #[cfg(windows)]
+            cpu_percent: windows_cpu,
             memory_used_bytes: system.used_memory(),
             memory_total_bytes: system.total_memory(),
             gpus,
