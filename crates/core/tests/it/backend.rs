@@ -296,6 +296,9 @@ async fn media_data_is_a_url_or_base64_by_config_key_and_request() {
         config_flag: Some(file),
         ..Default::default()
     });
-    let text = format!("{:?}", problems.err().expect("refused"));
+    let Err(problems) = problems else {
+        panic!("a bad media.default_return was accepted")
+    };
+    let text = format!("{problems:?}");
     assert!(text.contains("media.default_return"), "{text}");
 }
