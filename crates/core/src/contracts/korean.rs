@@ -19,6 +19,8 @@ pub enum Particle {
     And,
     /// 으로/로 (toward, as, by).
     Toward,
+    /// 이/– before 라면, 라는, 예요 … ("직장인이라면", "세대라면").
+    Copula,
 }
 
 /// How a word ends, for choosing a particle.
@@ -40,6 +42,7 @@ impl Particle {
             Particle::Object => ("을", "를"),
             Particle::And => ("과", "와"),
             Particle::Toward => ("으로", "로"),
+            Particle::Copula => ("이", ""),
         }
     }
 }
@@ -63,7 +66,11 @@ pub fn particle_for(word: &str, particle: Particle) -> String {
 fn ending(word: &str) -> Ending {
     // What is read last: closing brackets, quotes and punctuation are not.
     let trimmed = word.trim_end_matches(|c: char| {
-        c.is_whitespace() || matches!(c, ')' | ']' | '}' | '"' | '\'' | '”' | '’' | '.' | '!' | '?' | '」' | '』')
+        c.is_whitespace()
+            || matches!(
+                c,
+                ')' | ']' | '}' | '"' | '\'' | '”' | '’' | '.' | '!' | '?' | '」' | '』'
+            )
     });
     let Some(last) = trimmed.chars().last() else {
         return Ending::Unknown;
@@ -130,12 +137,14 @@ fn unit_ending(text: &str) -> Option<Ending> {
         return None;
     }
     let unit = &text[unit_start.len()..];
-    let number_before = unit_start.trim_end().ends_with(|c: char| c.is_ascii_digit());
+    let number_before = unit_start
+        .trim_end()
+        .ends_with(|c: char| c.is_ascii_digit());
     if !number_before {
         return None;
     }
     match unit.to_ascii_lowercase().as_str() {
-        "g" | "kg" | "mg" => Some(Ending::Consonant),        // 그램
+        "g" | "kg" | "mg" => Some(Ending::Consonant), // 그램
         "ml" | "l" | "cm" | "mm" | "km" | "m" => Some(Ending::Vowel), // 리터, 미터
         _ => None,
     }
@@ -179,7 +188,7 @@ fn latin_ending(text: &str) -> Ending {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use Particle::{And, Object, Subject, Toward, Topic};
+    use Particle::{And, Copula, Object, Subject, Topic, Toward};
 
     #[test]
     fn particles_follow_the_last_syllable() {
@@ -222,6 +231,15 @@ mod tests {
                 .collect();
             assert_eq!(&got, expected, "{word}");
         }
+    }
+
+    #[test]
+    fn the_copula_disappears_after_a_vowel() {
+        assert_eq!(format!("{}라면", with("직장인", Copula)), "직장인이라면");
+        assert_eq!(
+            format!("{}라면", with("20–30대 세대", Copula)),
+            "20–30대 세대라면"
+        );
     }
 
     #[test]

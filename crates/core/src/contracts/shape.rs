@@ -103,11 +103,16 @@ impl Shape {
         match self {
             Shape::Object(fields) => {
                 let required: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
-                let properties: Map<String, Value> =
-                    fields.iter().map(|(k, s)| (k.clone(), s.schema())).collect();
+                let properties: Map<String, Value> = fields
+                    .iter()
+                    .map(|(k, s)| (k.clone(), s.schema()))
+                    .collect();
                 json!({"type": "object", "required": required, "properties": properties})
             }
-            Shape::Leaf { checked: false, .. } | Shape::Leaf { kind: Leaf::Any, .. } => {
+            Shape::Leaf { checked: false, .. }
+            | Shape::Leaf {
+                kind: Leaf::Any, ..
+            } => {
                 json!({"not": {"type": "null"}})
             }
             Shape::Leaf {
@@ -120,12 +125,10 @@ impl Shape {
                 kind: Leaf::List, ..
             } => json!({"type": ["array", "string"], "minLength": 1}),
             Shape::Leaf {
-                kind: Leaf::Score,
-                ..
+                kind: Leaf::Score, ..
             } => json!({"type": "number", "minimum": 0, "maximum": 10}),
             Shape::Leaf {
-                kind: Leaf::Length,
-                ..
+                kind: Leaf::Length, ..
             } => json!({"type": ["number", "string"]}),
         }
     }
@@ -160,8 +163,7 @@ impl Shape {
             }
             (
                 Shape::Leaf {
-                    kind: Leaf::Score,
-                    ..
+                    kind: Leaf::Score, ..
                 },
                 v @ Value::String(_),
             ) => {
@@ -184,9 +186,9 @@ impl Shape {
                     .collect();
                 format!("{{{}}}", inner.join(", "))
             }
-            Shape::Leaf { about: Some(about), .. } if !about.is_empty() => {
-                serde_json::to_string(about).unwrap_or_default()
-            }
+            Shape::Leaf {
+                about: Some(about), ..
+            } if !about.is_empty() => serde_json::to_string(about).unwrap_or_default(),
             Shape::Leaf { kind, .. } => match kind {
                 Leaf::Text | Leaf::Any => "string".into(),
                 Leaf::List => "[string]".into(),
@@ -230,10 +232,7 @@ pub fn kind_from_description(field: &str, about: &str) -> Leaf {
 fn has_count(text: &str) -> bool {
     let chars: Vec<char> = text.chars().collect();
     chars.iter().enumerate().any(|(i, c)| {
-        *c == '개'
-            && i > 0
-            && chars[i - 1].is_ascii_digit()
-            && chars.get(i + 1) != Some(&'월')
+        *c == '개' && i > 0 && chars[i - 1].is_ascii_digit() && chars.get(i + 1) != Some(&'월')
     })
 }
 
@@ -257,7 +256,11 @@ mod tests {
             ("headline", "임팩트 있는 헤드라인 (10자 이내)", Leaf::Any),
         ];
         for (field, about, kind) in cases {
-            assert_eq!(kind_from_description(field, about), kind, "{field}: {about}");
+            assert_eq!(
+                kind_from_description(field, about),
+                kind,
+                "{field}: {about}"
+            );
         }
     }
 
@@ -273,9 +276,15 @@ mod tests {
         let schema = s.schema();
         let v = jsonschema::validator_for(&schema).unwrap();
         assert!(v.is_valid(&json!({"post": ["a", "b"], "hashtags": "#a", "cta": 3, "nested": {"a": 1, "b": {"c": true}}})));
-        assert!(!v.is_valid(&json!({"post": "p", "hashtags": [], "cta": "c", "nested": {"a": 1, "b": {}}})));
-        assert!(!v.is_valid(&json!({"post": "p", "hashtags": [], "nested": {"a": 1, "b": {"c": 1}}})));
-        assert!(!v.is_valid(&json!({"post": null, "hashtags": [], "cta": "c", "nested": {"a": 1, "b": {"c": 1}}})));
+        assert!(!v.is_valid(
+            &json!({"post": "p", "hashtags": [], "cta": "c", "nested": {"a": 1, "b": {}}})
+        ));
+        assert!(
+            !v.is_valid(&json!({"post": "p", "hashtags": [], "nested": {"a": 1, "b": {"c": 1}}}))
+        );
+        assert!(!v.is_valid(
+            &json!({"post": null, "hashtags": [], "cta": "c", "nested": {"a": 1, "b": {"c": 1}}})
+        ));
     }
 
     #[test]
@@ -288,11 +297,16 @@ mod tests {
         .unwrap();
         let mut answer = json!({"overall_score": "8/10", "strengths": "명확한 메시지", "detailed_feedback": "좋습니다"});
         let changed = s.normalise(&mut answer);
-        assert_eq!(answer, json!({"overall_score": 8.0, "strengths": ["명확한 메시지"], "detailed_feedback": "좋습니다"}));
+        assert_eq!(
+            answer,
+            json!({"overall_score": 8.0, "strengths": ["명확한 메시지"], "detailed_feedback": "좋습니다"})
+        );
         assert_eq!(changed, ["/overall_score", "/strengths"]);
         let v = jsonschema::validator_for(&s.schema()).unwrap();
         assert!(v.is_valid(&answer));
-        assert!(!v.is_valid(&json!({"overall_score": "great", "strengths": [], "detailed_feedback": "x"})));
+        assert!(!v.is_valid(
+            &json!({"overall_score": "great", "strengths": [], "detailed_feedback": "x"})
+        ));
         assert!(!v.is_valid(&json!({"overall_score": 8, "strengths": [], "detailed_feedback": ""})));
         // Not a score out of 10: left alone (and then refused by the schema).
         let mut other = json!({"overall_score": "8/100"});
