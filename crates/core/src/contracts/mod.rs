@@ -4,6 +4,8 @@
 //! `LLM_SCHEMA_MISMATCH`), the mock provider's answers are tested against them, and
 //! `GET /api/v1/llm/schemas` publishes them so callers know what they will get.
 
+pub mod korean;
+
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;

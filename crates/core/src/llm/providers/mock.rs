@@ -4,6 +4,10 @@
 //! the input shows up in mock mode too.
 
 use crate::config::LlmProviderConfig;
+use crate::contracts::korean::{
+    with,
+    Particle::{And, Copula, Object, Subject, Topic, Toward},
+};
 use crate::llm::provider::{
     HealthReport, LlmCall, LlmProvider, LlmReply, ModelEntry, ModelInfo, ProviderError,
     ReplyStream, StreamEvent, Usage,
@@ -258,7 +262,7 @@ pub fn mock_json(call: &LlmCall) -> Value {
     match call.context.task.as_str() {
         "brand_summary" => json!({
             "brand_summary": {
-                "mission": format!("{b}는 {t}을 위한 {}를 만드는 브랜드입니다.", f.category),
+                "mission": format!("{} {} 위한 {} 만드는 브랜드입니다.", with(b, Topic), with(t, Object), with(&f.category, Object)),
                 "core_values": ["신뢰", "건강한 일상", "간편함"],
                 "differentiators": [format!("{p}: {first}"), format!("{t}에 맞춘 제품 설계")],
             },
@@ -270,21 +274,21 @@ pub fn mock_json(call: &LlmCall) -> Value {
         }),
         "brand_kit" => json!({
             "brand_identity": {
-                "mission": format!("{t}의 하루를 {b}로 더 가볍게"),
+                "mission": format!("{t}의 하루를 {} 더 가볍게", with(b, Toward)),
                 "vision": format!("{} 분야에서 가장 먼저 떠오르는 브랜드", f.category),
                 "values": ["정직함", "실용성", "꾸준함"],
             },
-            "positioning": format!("{t}을 위한 실용적인 {} 브랜드", f.category),
+            "positioning": format!("{} 위한 실용적인 {} 브랜드", with(t, Object), f.category),
             "tone_of_voice": f.pick(2, &["친근함", "전문성", "위트"]),
-            "key_messages": [format!("{b}와 함께하는 건강한 습관"), format!("{p}, 매일 쉽게")],
+            "key_messages": [format!("{} 함께하는 건강한 습관", with(b, And)), format!("{p}, 매일 쉽게")],
             "color_palette": [f.pick(3, &["#1E3A8A", "#0F766E", "#B91C1C"]), "#F5F5F4", "#111827"],
         }),
         "marketing_brief" => json!({
             "target": t,
-            "positioning": format!("{t}을 위한 간편한 {p}"),
+            "positioning": format!("{} 위한 간편한 {p}", with(t, Object)),
             "key_messages": [
                 format!("{p}: {first}"),
-                format!("{b}가 보증하는 품질"),
+                format!("{} 보증하는 품질", with(b, Subject)),
                 "바쁜 일상에도 간편하게".to_string(),
             ],
             "tone": f.pick(4, &["활기찬", "신뢰감 있는", "친근한"]),
@@ -306,15 +310,15 @@ pub fn mock_json(call: &LlmCall) -> Value {
         }
         "product_detail" => json!({
             "headline": format!("{p}, {}", f.pick(5, &["하루의 시작을 바꾸다", "매일이 가벼워지는 선택", "이제 더 쉽게"])),
-            "subheadline": format!("{t}을 위한 {b}의 {}", f.category),
-            "body": format!("{p}는 {}. {t}의 바쁜 일상에 꼭 맞춘 {b}의 제품입니다.", f.features.join(", ")),
+            "subheadline": format!("{} 위한 {b}의 {}", with(t, Object), f.category),
+            "body": format!("{} {}. {t}의 바쁜 일상에 꼭 맞춘 {b}의 제품입니다.", with(p, Topic), f.features.join(", ")),
             "features": f.features,
             "bullets": f.features.iter().take(3).map(|x| format!("✔ {x}")).collect::<Vec<_>>(),
             "cta": f.pick(6, &["지금 구매하기", "첫 구매 할인 받기", "자세히 보기"]),
         }),
         "sns" | "sns_caption" => json!({
             "platform": f.platform,
-            "caption": format!("{p} 출시! {first} ✨ {t}라면 꼭 확인하세요."),
+            "caption": format!("{p} 출시! {first} ✨ {}라면 꼭 확인하세요.", with(t, Copula)),
             "hashtags": [format!("#{}", p.replace(' ', "")), format!("#{}", b.replace(' ', "")), "#신제품", "#데일리"],
             "call_to_action": "프로필 링크에서 만나보세요",
         }),
@@ -353,9 +357,9 @@ pub fn mock_json(call: &LlmCall) -> Value {
             "detailed_feedback": format!("{b}의 {p} 카피는 전반적으로 브랜드 톤과 일치합니다. CTA를 더 분명히 하면 좋겠습니다."),
         }),
         "seo_optimize" => json!({
-            "optimized_content": format!("{p} | {b} — {t}을 위한 {}. {first}.", f.category),
+            "optimized_content": format!("{p} | {b} — {} 위한 {}. {first}.", with(t, Object), f.category),
             "keywords": [p, b, f.category],
-            "meta_description": format!("{t}을 위한 {p}. {first}."),
+            "meta_description": format!("{} 위한 {p}. {first}.", with(t, Object)),
             "title": format!("{p} | {b}"),
             "slug": slug(p, f.seed),
         }),
@@ -367,7 +371,7 @@ pub fn mock_json(call: &LlmCall) -> Value {
         "heavy_reasoning" => json!({
             "analysis": format!("{p}의 시장 적합성을 {t} 관점에서 검토했습니다."),
             "steps": ["시장 규모 확인", "경쟁 제품 비교", "차별화 포인트 도출"],
-            "conclusion": format!("{first}을(를) 중심으로 포지셔닝하는 것이 유리합니다."),
+            "conclusion": format!("{} 중심으로 포지셔닝하는 것이 유리합니다.", with(&first, Object)),
             "confidence": 0.7 + (f.number(14, 0, 20) as f64) / 100.0,
         }),
         "tagging" => json!({
@@ -413,10 +417,10 @@ fn mock_text(call: &LlmCall) -> String {
         ],
     );
     format!(
-        "{lead} {}의 {}은(는) {}을 위한 {}입니다. 핵심: {}. ({} / {})",
+        "{lead} {}의 {} {} 위한 {}입니다. 핵심: {}. ({} / {})",
         f.brand,
-        f.product,
-        f.target,
+        with(&f.product, Topic),
+        with(&f.target, Object),
         f.category,
         f.features.join(", "),
         call.context.role,
@@ -461,6 +465,44 @@ mod tests {
             .unwrap()
             .contains("프로틴플러스 초코맛"));
         assert_eq!(a["features"], json!(["30g 단백질", "저당"]));
+    }
+
+    #[test]
+    fn particles_fit_the_product_and_target() {
+        for (product, target) in [("무선 이어폰", "20대 세대"), ("보온 텀블러", "직장인")]
+        {
+            let input = json!({"product_name": product, "target_audience": target});
+            let all: String = [
+                "product_detail",
+                "brand_summary",
+                "marketing_brief",
+                "sns",
+                "seo_optimize",
+            ]
+            .iter()
+            .map(|t| mock_json(&call(t, input.clone(), true)).to_string())
+            .chain(std::iter::once(mock_text(&call(
+                "chat",
+                input.clone(),
+                false,
+            ))))
+            .collect();
+            for wrong in [
+                "이어폰는",
+                "이어폰를",
+                "세대을",
+                "세대은",
+                "텀블러은",
+                "텀블러을",
+                "직장인를",
+                "직장인라면",
+                "세대이라면",
+                "은(는)",
+                "을(를)",
+            ] {
+                assert!(!all.contains(wrong), "{wrong} in {all}");
+            }
+        }
     }
 
     #[test]
