@@ -11,7 +11,8 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-/// `(role, task, schema text)`; role `*` matches any role.
+/// The flow's own pairs that are not agent tasks: `(role, task, schema text)`; role `*`
+/// matches any role. The agents' tasks come from `agents.json`.
 const SCHEMAS: &[(&str, &str, &str)] = &[
     (
         "brand",
@@ -29,26 +30,6 @@ const SCHEMAS: &[(&str, &str, &str)] = &[
         include_str!("schemas/strategist.content_plan.json"),
     ),
     (
-        "strategist",
-        "brand_kit",
-        include_str!("schemas/strategist.brand_kit.json"),
-    ),
-    (
-        "strategist",
-        "campaign",
-        include_str!("schemas/strategist.campaign.json"),
-    ),
-    (
-        "copywriter",
-        "product_detail",
-        include_str!("schemas/copywriter.product_detail.json"),
-    ),
-    (
-        "copywriter",
-        "sns",
-        include_str!("schemas/copywriter.sns.json"),
-    ),
-    (
         "vision",
         "image_prompt",
         include_str!("schemas/vision.image_prompt.json"),
@@ -58,26 +39,6 @@ const SCHEMAS: &[(&str, &str, &str)] = &[
         "style_check",
         include_str!("schemas/reviewer.style_check.json"),
     ),
-    (
-        "reviewer",
-        "content_review",
-        include_str!("schemas/reviewer.content_review.json"),
-    ),
-    (
-        "reviewer",
-        "review",
-        include_str!("schemas/reviewer.content_review.json"),
-    ),
-    (
-        "optimizer",
-        "seo_optimize",
-        include_str!("schemas/optimizer.seo_optimize.json"),
-    ),
-    (
-        "editor",
-        "proofread",
-        include_str!("schemas/editor.proofread.json"),
-    ),
     ("*", "tagging", include_str!("schemas/any.tagging.json")),
     (
         "*",
@@ -86,12 +47,80 @@ const SCHEMAS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// One schema, compiled.
+/// The five text agents' answer structures: their field names verbatim, with our type
+/// hints (`text`, `list of text`, `score`, `length`), from the team's agents.
+const AGENT_STRUCTURES: &str = include_str!("agents.json");
+
+/// Task names the team's code also uses for an agent task: `(role, alias, task)`.
+const TASK_ALIASES: &[(&str, &str, &str)] = &[("reviewer", "review", "content_review")];
+
+/// Where a contract comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// Built in: a flow pair's schema or an agent's structure.
+    Builtin,
+    /// The request's `options.output_schema` (a JSON Schema).
+    RequestSchema,
+    /// The request's `_output_structure` (the agents' own field descriptions).
+    RequestStructure,
+}
+
+/// One contract, compiled.
 pub struct Contract {
-    pub role: &'static str,
-    pub task: &'static str,
+    pub role: String,
+    pub task: String,
+    pub source: Source,
     pub schema: Value,
+    /// The agent-style shape behind the schema, when there is one: it normalises
+    /// answers and shapes mock answers.
+    pub shape: Option<shape::Shape>,
     validator: jsonschema::Validator,
+}
+
+impl std::fmt::Debug for Contract {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Contract")
+            .field("role", &self.role)
+            .field("task", &self.task)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Contract {
+    /// A contract from a JSON Schema; `Err` says why the schema does not compile.
+    pub fn from_schema(
+        role: &str,
+        task: &str,
+        source: Source,
+        schema: Value,
+    ) -> Result<Self, String> {
+        let validator = jsonschema::validator_for(&schema).map_err(|e| e.to_string())?;
+        Ok(Self {
+            role: role.to_string(),
+            task: task.to_string(),
+            source,
+            schema,
+            shape: None,
+            validator,
+        })
+    }
+
+    /// A contract from an agent-style shape.
+    pub fn from_shape(role: &str, task: &str, source: Source, shape: shape::Shape) -> Self {
+        let mut schema = shape.schema();
+        schema["title"] = Value::String(format!("{role}/{task}"));
+        let validator = jsonschema::validator_for(&schema).expect("shapes give valid schemas");
+        Self {
+            role: role.to_string(),
+            task: task.to_string(),
+            source,
+            schema,
+            shape: Some(shape),
+            validator,
+        }
+    }
 }
 
 /// One way an answer breaks its contract.
@@ -127,7 +156,10 @@ impl Contract {
     /// The expected shape in the compact notation prompts use, e.g.
     /// `{"headline": string, "features": [string], "cta": string (optional)}`.
     pub fn shape_hint(&self) -> String {
-        shape_of(&self.schema)
+        match &self.shape {
+            Some(shape) => shape.hint(),
+            None => shape_of(&self.schema),
+        }
     }
 }
 
@@ -185,35 +217,40 @@ pub fn shape_of(schema: &Value) -> String {
     }
 }
 
-fn all() -> &'static BTreeMap<(&'static str, &'static str), Contract> {
-    static CONTRACTS: OnceLock<BTreeMap<(&'static str, &'static str), Contract>> = OnceLock::new();
+fn all() -> &'static BTreeMap<(String, String), Contract> {
+    static CONTRACTS: OnceLock<BTreeMap<(String, String), Contract>> = OnceLock::new();
     CONTRACTS.get_or_init(|| {
-        SCHEMAS
-            .iter()
-            .map(|(role, task, text)| {
-                let schema: Value = serde_json::from_str(text).expect("built-in schema is JSON");
-                let validator =
-                    jsonschema::validator_for(&schema).expect("built-in schema compiles");
-                (
-                    (*role, *task),
-                    Contract {
-                        role,
-                        task,
-                        schema,
-                        validator,
-                    },
-                )
-            })
-            .collect()
+        let mut all = BTreeMap::new();
+        for (role, task, text) in SCHEMAS {
+            let schema: Value = serde_json::from_str(text).expect("built-in schema is JSON");
+            let c = Contract::from_schema(role, task, Source::Builtin, schema)
+                .expect("built-in schema compiles");
+            all.insert((role.to_string(), task.to_string()), c);
+        }
+        let agents: shape::Ordered =
+            serde_json::from_str(AGENT_STRUCTURES).expect("agents.json is JSON");
+        for (role, tasks) in agents.get("agents").expect("agents by role").fields() {
+            for (task, hints) in tasks.fields() {
+                let shape = shape::Shape::from_hints(hints)
+                    .unwrap_or_else(|| panic!("agents.json {role}/{task}: unknown hint"));
+                let c = Contract::from_shape(role, task, Source::Builtin, shape);
+                all.insert((role.clone(), task.clone()), c);
+            }
+        }
+        all
     })
 }
 
 /// The contract for a (normalised) role and task, if there is one.
 pub fn contract_for(role: &str, task: &str) -> Option<&'static Contract> {
     let all = all();
+    let task = TASK_ALIASES
+        .iter()
+        .find(|(r, alias, _)| *r == role && *alias == task)
+        .map_or(task, |(_, _, t)| t);
     all.iter()
-        .find(|((r, t), _)| *r == role && *t == task)
-        .or_else(|| all.iter().find(|((r, t), _)| *r == "*" && *t == task))
+        .find(|((r, t), _)| r == role && t == task)
+        .or_else(|| all.iter().find(|((r, t), _)| r == "*" && t == task))
         .map(|(_, c)| c)
 }
 
@@ -252,19 +289,35 @@ mod tests {
     fn shapes_read_like_the_prompts_want_them() {
         let c = contract_for("copywriter", "product_detail").unwrap();
         let shape = c.shape_hint();
-        assert!(
-            shape.starts_with(
-                "{\"headline\": string, \"body\": string, \"features\": [string, at least 1]"
-            ),
-            "{shape}"
+        // The agent's own fields, in its order.
+        assert_eq!(
+            shape,
+            "{\"headline\": string, \"body\": string, \"features\": [string], \"cta\": string}"
         );
-        assert!(shape.contains("\"cta\": string (optional)"), "{shape}");
         let review = contract_for("reviewer", "style_check")
             .unwrap()
             .shape_hint();
         assert!(
             review.contains("\"overall_score\": number (1-10)"),
             "{review}"
+        );
+    }
+
+    #[test]
+    fn every_agent_task_has_a_contract_from_its_structure() {
+        let agents: shape::Ordered = serde_json::from_str(AGENT_STRUCTURES).unwrap();
+        let mut n = 0;
+        for (role, tasks) in agents.get("agents").unwrap().fields() {
+            for (task, _) in tasks.fields() {
+                let c = contract_for(role, task).unwrap();
+                assert!(c.shape.is_some(), "{role}/{task}");
+                n += 1;
+            }
+        }
+        assert_eq!(n, 25);
+        assert_eq!(
+            contract_for("reviewer", "review").unwrap().task,
+            "content_review"
         );
     }
 

@@ -36,16 +36,67 @@ pub enum Shape {
     },
 }
 
+/// JSON read in its written order (serde_json's maps sort their keys, and a prompt
+/// should list fields the way the agent wrote them): texts and objects only.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ordered {
+    Text(String),
+    Fields(Vec<(String, Ordered)>),
+}
+
+impl Ordered {
+    pub fn get(&self, key: &str) -> Option<&Ordered> {
+        match self {
+            Ordered::Fields(f) => f.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            Ordered::Text(_) => None,
+        }
+    }
+
+    pub fn fields(&self) -> &[(String, Ordered)] {
+        match self {
+            Ordered::Fields(f) => f,
+            Ordered::Text(_) => &[],
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Ordered {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Ordered;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a text or an object")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Ordered, E> {
+                Ok(Ordered::Text(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Ordered, A::Error> {
+                let mut fields = Vec::new();
+                while let Some((k, v)) = m.next_entry::<String, Ordered>()? {
+                    fields.push((k, v));
+                }
+                Ok(Ordered::Fields(fields))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
 impl Shape {
     /// From our hints: `"text"`, `"list of text (…)"`, `"score (…)"`, `"length (…)"`.
-    pub fn from_hints(v: &Value) -> Option<Shape> {
+    pub fn from_hints(v: &Ordered) -> Option<Shape> {
         match v {
-            Value::Object(fields) if !fields.is_empty() => fields
+            Ordered::Fields(fields) if !fields.is_empty() => fields
                 .iter()
                 .map(|(k, v)| Some((k.clone(), Shape::from_hints(v)?)))
                 .collect::<Option<Vec<_>>>()
                 .map(Shape::Object),
-            Value::String(hint) => {
+            Ordered::Fields(_) => None,
+            Ordered::Text(hint) => {
                 let kind = if hint.starts_with("list") {
                     Leaf::List
                 } else if hint.starts_with("score") {
@@ -63,7 +114,6 @@ impl Shape {
                     checked: true,
                 })
             }
-            _ => None,
         }
     }
 
@@ -289,12 +339,11 @@ mod tests {
 
     #[test]
     fn normalising_lists_and_scores() {
-        let s = Shape::from_hints(&json!({
-            "overall_score": "score (number 1-10; models also send \"8/10\")",
-            "strengths": "list of text (a single text is also seen)",
-            "detailed_feedback": "text",
-        }))
+        let hints: Ordered = serde_json::from_str(
+            r#"{"overall_score": "score (number 1-10)", "strengths": "list of text", "detailed_feedback": "text"}"#,
+        )
         .unwrap();
+        let s = Shape::from_hints(&hints).unwrap();
         let mut answer = json!({"overall_score": "8/10", "strengths": "명확한 메시지", "detailed_feedback": "좋습니다"});
         let changed = s.normalise(&mut answer);
         assert_eq!(
