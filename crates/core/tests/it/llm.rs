@@ -1029,7 +1029,7 @@ async fn every_mock_answer_satisfies_its_role_contract() {
     let app = mock_app(&double).await;
     let mut checked = 0;
     for c in sparklio_core::contracts::contracts() {
-        let role = if c.role == "*" { "editor" } else { c.role };
+        let role = if c.role == "*" { "editor" } else { &c.role };
         let req = json!({"role": role, "task": c.task, "payload": product_payload()});
         let (status, a) = app.post_json(GENERATE, &req).await;
         assert_eq!(status, 200, "{role}/{}: {a}", c.task);
