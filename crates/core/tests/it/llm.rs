@@ -444,13 +444,13 @@ async fn json_is_repaired_once_then_llm_invalid_json_carries_the_raw_text() {
     let app = live_app(&double, "").await;
     let req = json!({"role": "copywriter", "task": "product_detail", "payload": product_payload()});
     double.set(Behaviour::Content(
-        "```json\n{\"headline\": \"초코맛\", \"body\": \"b\", \"features\": [\"a\",],}\n```".into(),
+        "```json\n{\"headline\": \"초코맛\", \"body\": \"b\", \"features\": [\"a\",], \"cta\": \"구매\",}\n```".into(),
     ));
     let (status, body) = app.post_json(GENERATE, &req).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["output"]["parsed"],
-        json!({"headline": "초코맛", "body": "b", "features": ["a"]})
+        json!({"headline": "초코맛", "body": "b", "features": ["a"], "cta": "구매"})
     );
     assert_eq!(body["meta"]["json_repaired"], true);
     assert!(body["output"]["content"]

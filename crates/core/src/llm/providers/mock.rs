@@ -4,10 +4,13 @@
 //! the input shows up in mock mode too.
 
 use crate::config::LlmProviderConfig;
+use crate::contracts::korean::particle_for;
+use crate::contracts::korean::Particle;
 use crate::contracts::korean::{
     with,
     Particle::{And, Copula, Object, Subject, Topic, Toward},
 };
+use crate::contracts::shape::{Leaf, Shape};
 use crate::llm::provider::{
     HealthReport, LlmCall, LlmProvider, LlmReply, ModelEntry, ModelInfo, ProviderError,
     ReplyStream, StreamEvent, Usage,
@@ -257,6 +260,235 @@ fn find_key<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
 /// Sparklio agents read.
 pub fn mock_json(call: &LlmCall) -> Value {
     let f = Facts::from(call);
+    let written = handwritten_json(call, &f);
+    let Some(contract) = crate::contracts::contract_for(&call.context.role, &call.context.task)
+    else {
+        return written;
+    };
+    let Some(shape) = &contract.shape else {
+        return written;
+    };
+    // The contract decides the shape; hand-written copy is kept where it fits it.
+    let generated = fill(shape, &f, "", 0);
+    let mut merged = generated.clone();
+    if let (Value::Object(m), Value::Object(w)) = (&mut merged, written) {
+        for (k, v) in w {
+            m.insert(k, v);
+        }
+    }
+    if contract.violations(&merged).is_empty() {
+        merged
+    } else {
+        generated
+    }
+}
+
+/// An answer of this shape about the input's product, field by field.
+fn fill(shape: &Shape, f: &Facts, field: &str, salt: u64) -> Value {
+    match shape {
+        Shape::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .enumerate()
+                .map(|(i, (k, s))| (k.clone(), fill(s, f, k, salt * 31 + i as u64 + 1)))
+                .collect(),
+        ),
+        Shape::Leaf { kind, .. } => match kind {
+            Leaf::Score => json!(f.number(salt, 6, 9)),
+            Leaf::Length => json!(f.number(salt, 80, 400)),
+            Leaf::List => json!(list_for(field, f)),
+            Leaf::Text | Leaf::Any => json!(text_for(field, f, salt)),
+        },
+    }
+}
+
+fn list_for(field: &str, f: &Facts) -> Vec<String> {
+    let (p, b, t) = (&f.product, &f.brand, &f.target);
+    let first = f.features.first().cloned().unwrap_or_default();
+    match field {
+        "hashtags" => vec![
+            format!("#{}", p.replace(' ', "")),
+            format!("#{}", b.replace(' ', "")),
+            "#신제품".into(),
+            "#데일리".into(),
+        ],
+        "features" => f.features.clone(),
+        "values" => vec!["신뢰".into(), "실용성".into(), "꾸준함".into()],
+        "strengths" => vec![
+            format!("{p}의 핵심 특징({first})이 분명합니다"),
+            format!("{}에게 맞는 어조", t),
+        ],
+        "weaknesses" => vec!["구매를 이끄는 문구가 약합니다".into()],
+        "improvements" => vec![format!("{}의 구체적인 사용 장면을 추가하세요", t)],
+        "errors" => vec![format!("띄어쓰기: '{}' → '{p}'", p.replace(' ', ""))],
+        "corrections" => vec![format!("{}  -> {}", p.replace(' ', ""), p)],
+        "short_term" => vec![format!("{} 체험단 운영", p), format!("{} 대상 SNS 광고", t)],
+        _ => vec![
+            format!("{p}: {first}"),
+            format!("{}에게 맞춘 {}", t, f.category),
+        ],
+    }
+}
+
+fn text_for(field: &str, f: &Facts, salt: u64) -> String {
+    let (p, b, t) = (&f.product, &f.brand, &f.target);
+    let first = f.features.first().cloned().unwrap_or_default();
+    let features = f.features.join(", ");
+    match field {
+        "headline" | "version_a" | "meta_title" | "tagline" => format!(
+            "{p}, {}",
+            f.pick(
+                salt,
+                &[
+                    "하루의 시작을 바꾸다",
+                    "매일이 가벼워지는 선택",
+                    "이제 더 쉽게"
+                ]
+            )
+        ),
+        "version_b" => format!("{first}까지, {p} 하나로"),
+        "version_c" => format!("아직도 {p} 없이 하루를 보내시나요?"),
+        "cta" => f
+            .pick(salt, &["지금 구매하기", "첫 구매 할인 받기", "자세히 보기"])
+            .into(),
+        "post" | "message" | "body" => format!(
+            "{} {features}. {}의 바쁜 일상에 꼭 맞춘 {b}의 제품입니다.",
+            with(p, Topic),
+            t
+        ),
+        "campaign_name" => format!("{p} 런칭 캠페인"),
+        "objective" => format!("{} 대상 {p} 인지도 확대", t),
+        "duration" => format!("{}주", f.number(salt, 2, 8)),
+        "channels" => "인스타그램, 네이버 블로그, 유튜브".into(),
+        "source_language" => "한국어".into(),
+        "target_language" => "영어".into(),
+        "target_tone" | "tone" => f.pick(salt, &["친근한", "신뢰감 있는", "세련된"]).into(),
+        "mission" => format!("{}의 하루를 {} 더 가볍게", t, with(b, Toward)),
+        "vision" => format!("{} 분야에서 가장 먼저 떠오르는 브랜드", f.category),
+        "target_audience" | "age" => t.clone(),
+        "meta_description" => format!("{} 위한 {p}. {first}.", with(t, Object)),
+        k if k.ends_with("_content") || k == "corrected_version" => {
+            format!(
+                "{} {features}. {b}{} 만든 {}입니다.",
+                with(p, Topic),
+                particle_for(b, Particle::Subject),
+                f.category
+            )
+        }
+        k if k.contains("summary") => format!("{b}의 {}: {first}", p),
+        _ => format!("{b} {p} — {}: {first}", gloss(field)),
+    }
+}
+
+/// A field name in Korean, for generic copy ("key_changes" → "주요 변경 사항").
+fn gloss(field: &str) -> String {
+    const WORDS: &[(&str, &str)] = &[
+        ("key", "핵심"),
+        ("changes", "변경 사항"),
+        ("improvements", "개선점"),
+        ("comparison", "비교"),
+        ("additions", "추가 내용"),
+        ("notes", "메모"),
+        ("placement", "배치"),
+        ("keyword", "키워드"),
+        ("persuasion", "설득"),
+        ("elements", "요소"),
+        ("expected", "예상"),
+        ("lift", "개선율"),
+        ("explanation", "설명"),
+        ("modifications", "수정 내역"),
+        ("examples", "예시"),
+        ("feedback", "피드백"),
+        ("suggestions", "제안"),
+        ("match", "적합도"),
+        ("alignment", "정렬도"),
+        ("deviations", "이탈 사항"),
+        ("recommendations", "권장 사항"),
+        ("style", "스타일"),
+        ("issues", "이슈"),
+        ("effectiveness", "효과"),
+        ("differentiation", "차별성"),
+        ("predicted", "예상"),
+        ("performance", "성과"),
+        ("optimization", "최적화"),
+        ("tips", "팁"),
+        ("unique", "고유"),
+        ("value", "가치"),
+        ("personality", "성격"),
+        ("archetype", "원형"),
+        ("characteristics", "특성"),
+        ("long", "장기"),
+        ("term", "전략"),
+        ("kpi", "KPI"),
+        ("strategy", "전략"),
+        ("message", "메시지"),
+        ("creative", "크리에이티브"),
+        ("concept", "컨셉"),
+        ("timeline", "일정"),
+        ("budget", "예산"),
+        ("allocation", "배분"),
+        ("content", "콘텐츠"),
+        ("plan", "계획"),
+        ("results", "성과"),
+        ("tracking", "측정"),
+        ("method", "방법"),
+        ("error", "오류"),
+        ("types", "유형"),
+        ("cta", "CTA"),
+        ("made", "내역"),
+        ("tone", "톤"),
+        ("gender", "성별"),
+        ("income", "소득"),
+        ("location", "지역"),
+        ("interests", "관심사"),
+        ("values", "가치관"),
+        ("lifestyle", "라이프스타일"),
+        ("pain", "불편"),
+        ("points", "사항"),
+        ("media", "미디어"),
+        ("consumption", "소비"),
+        ("purchase", "구매"),
+        ("behavior", "행동"),
+        ("brand", "브랜드"),
+        ("loyalty", "충성도"),
+        ("name", "이름"),
+        ("description", "설명"),
+        ("needs", "니즈"),
+        ("market", "시장"),
+        ("size", "규모"),
+        ("trends", "트렌드"),
+        ("opportunities", "기회"),
+        ("competitors", "경쟁사"),
+        ("their", "경쟁사"),
+        ("positioning", "포지셔닝"),
+        ("gaps", "빈틈"),
+        ("target", "목표"),
+        ("position", "위치"),
+        ("benefits", "혜택"),
+        ("pillar", "기둥"),
+        ("blog", "블로그"),
+        ("social", "소셜"),
+        ("email", "이메일"),
+        ("frequency", "빈도"),
+        ("themes", "주제"),
+        ("formats", "형식"),
+    ];
+    let words: Vec<String> = field
+        .split('_')
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            WORDS
+                .iter()
+                .find(|(en, _)| *en == w)
+                .map_or_else(|| w.to_string(), |(_, ko)| (*ko).to_string())
+        })
+        .collect();
+    words.join(" ")
+}
+
+/// The hand-written answers for the pairs whose copy matters beyond its shape (the
+/// flow's steps), and a generic answer for a task nobody described.
+fn handwritten_json(call: &LlmCall, f: &Facts) -> Value {
     let (p, b, t) = (&f.product, &f.brand, &f.target);
     let first = f.features.first().cloned().unwrap_or_default();
     match call.context.task.as_str() {
