@@ -149,8 +149,8 @@ impl LabelPolicy {
         .collect();
         let mut tasks = BTreeSet::new();
         for c in crate::contracts::contracts() {
-            roles.insert(c.role.to_string());
-            tasks.insert(c.task.to_string());
+            roles.insert(c.role.clone());
+            tasks.insert(c.task.clone());
         }
         for r in &llm.routes {
             roles.extend(r.roles.iter().cloned());

@@ -357,7 +357,7 @@ fn text_for(field: &str, f: &Facts, salt: u64) -> String {
             t
         ),
         "campaign_name" => format!("{p} 런칭 캠페인"),
-        "objective" => format!("{} 대상 {p} 인지도 확대", t),
+        "objective" => format!("{t} 대상 {p} 인지도 확대"),
         "duration" => format!("{}주", f.number(salt, 2, 8)),
         "channels" => "인스타그램, 네이버 블로그, 유튜브".into(),
         "source_language" => "한국어".into(),
@@ -375,7 +375,7 @@ fn text_for(field: &str, f: &Facts, salt: u64) -> String {
                 f.category
             )
         }
-        k if k.contains("summary") => format!("{b}의 {}: {first}", p),
+        k if k.contains("summary") => format!("{b}의 {p}: {first}"),
         _ => format!("{b} {p} — {}: {first}", gloss(field)),
     }
 }
