@@ -305,6 +305,40 @@ pub struct LlmConfig {
     pub prompt_dir: Option<PathBuf>,
     /// Sampling defaults when a request does not set them.
     pub sampling: SamplingConfig,
+    /// How json-mode answers are held to their contract.
+    pub validation: ValidationConfig,
+}
+
+/// What happens to a json-mode answer that breaks its contract.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValidationPolicy {
+    /// One repair round-trip telling the model what was wrong, then `LLM_SCHEMA_MISMATCH`.
+    #[default]
+    Repair,
+    /// `LLM_SCHEMA_MISMATCH` at once.
+    Strict,
+    /// Not validated (the answer must still be one JSON object).
+    Off,
+}
+
+/// `[llm.validation]`: a default, overridden per role, then per task (the task wins).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidationConfig {
+    pub default: ValidationPolicy,
+    pub roles: BTreeMap<String, ValidationPolicy>,
+    pub tasks: BTreeMap<String, ValidationPolicy>,
+}
+
+impl ValidationConfig {
+    pub fn policy_for(&self, role: &str, task: &str) -> ValidationPolicy {
+        self.tasks
+            .get(task)
+            .or_else(|| self.roles.get(role))
+            .copied()
+            .unwrap_or(self.default)
+    }
 }
 
 /// Sampling defaults: a request's `options` win, then the task's, then the role's, then

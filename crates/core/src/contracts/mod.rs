@@ -9,7 +9,7 @@ pub mod shape;
 
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// The flow's own pairs that are not agent tasks: `(role, task, schema text)`; role `*`
 /// matches any role. The agents' tasks come from `agents.json`.
@@ -252,6 +252,67 @@ pub fn contract_for(role: &str, task: &str) -> Option<&'static Contract> {
         .find(|((r, t), _)| r == role && t == task)
         .or_else(|| all.iter().find(|((r, t), _)| r == "*" && t == task))
         .map(|(_, c)| c)
+}
+
+/// The contract one request is held to: a built-in one, or the request's own.
+#[derive(Clone)]
+pub enum ContractRef {
+    Builtin(&'static Contract),
+    Request(Arc<Contract>),
+}
+
+impl std::ops::Deref for ContractRef {
+    type Target = Contract;
+    fn deref(&self) -> &Contract {
+        match self {
+            ContractRef::Builtin(c) => c,
+            ContractRef::Request(c) => c,
+        }
+    }
+}
+
+impl std::fmt::Debug for ContractRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+/// The key under which the team's agents describe their answer inside the payload.
+pub const OUTPUT_STRUCTURE_KEY: &str = "_output_structure";
+
+/// Why a request's own schema cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadSchema(pub String);
+
+/// The contract for one request, most specific first: the request's
+/// `options.output_schema` (a JSON Schema), else the `_output_structure` its input
+/// carries (the agents' field descriptions), else the built-in one for its role/task.
+pub fn resolve(
+    role: &str,
+    task: &str,
+    output_schema: Option<&Value>,
+    input: &Value,
+) -> Result<Option<ContractRef>, BadSchema> {
+    if let Some(schema) = output_schema {
+        if !schema.is_object() {
+            return Err(BadSchema("must be a JSON Schema object".into()));
+        }
+        let mut schema = schema.clone();
+        if schema.get("title").is_none() {
+            schema["title"] = Value::String(format!("{role}/{task} (request)"));
+        }
+        let c = Contract::from_schema(role, task, Source::RequestSchema, schema)
+            .map_err(|e| BadSchema(format!("is not a valid JSON Schema: {e}")))?;
+        return Ok(Some(ContractRef::Request(Arc::new(c))));
+    }
+    if let Some(shape) = input
+        .get(OUTPUT_STRUCTURE_KEY)
+        .and_then(shape::Shape::from_descriptions)
+    {
+        let c = Contract::from_shape(role, task, Source::RequestStructure, shape);
+        return Ok(Some(ContractRef::Request(Arc::new(c))));
+    }
+    Ok(contract_for(role, task).map(ContractRef::Builtin))
 }
 
 /// Every contract, in a stable order.

@@ -15,6 +15,8 @@ pub struct Answer {
     pub provider_ms: f64,
     /// The answer needed the contract repair round-trip.
     pub schema_repaired: bool,
+    /// Fields the contract's shape normalised (JSON pointers), e.g. `"8/10"` → 8.
+    pub normalised: Vec<String>,
 }
 
 /// `POST /api/v1/llm/generate` → 200.
@@ -61,6 +63,14 @@ pub struct AnswerMeta {
     pub json_repaired: bool,
     /// The answer needed the contract repair round-trip.
     pub schema_repaired: bool,
+    /// Where the contract came from (json mode): `builtin`, `request_schema`
+    /// (`options.output_schema`) or `request_structure` (`_output_structure`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contract: Option<crate::contracts::Source>,
+    /// Fields normalised to the contract's shape (JSON pointers): a text where a list is
+    /// described became a list of one, a score `"8/10"` became 8.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub normalised: Vec<String>,
     pub provider_latency_ms: f64,
     pub model_info: ModelInfo,
     /// When a configured fallback answered: the provider and model that failed first.
@@ -126,6 +136,12 @@ impl Answer {
                 done_reason: reply.done_reason.clone(),
                 json_repaired: self.parsed.as_ref().is_some_and(|p| p.repaired),
                 schema_repaired: self.schema_repaired,
+                contract: plan
+                    .call
+                    .json
+                    .then(|| plan.request.contract.as_ref().map(|c| c.source))
+                    .flatten(),
+                normalised: self.normalised.clone(),
                 provider_latency_ms: tenth(self.provider_ms),
                 model_info: reply.model_info,
                 fallback_from: plan.attempts.first().cloned(),

@@ -20,6 +20,7 @@ pub mod wire;
 pub use answer::{Answer, GenerateAnswer};
 pub use error::{Error, Target};
 
+use crate::config::ValidationPolicy;
 use crate::config::{GeneratorMode, LlmConfig, SamplingConfig};
 use crate::gateway::{Finished, GatewayLinks, RequestKind, Requester};
 use prompts::Prompts;
@@ -55,6 +56,7 @@ pub struct LlmGateway {
     pub router: Router,
     pub prompts: Prompts,
     sampling: SamplingConfig,
+    validation: crate::config::ValidationConfig,
     last_errors: Mutex<BTreeMap<String, String>>,
     links: GatewayLinks,
 }
@@ -179,6 +181,7 @@ impl LlmGateway {
             router: Router::new(cfg),
             prompts: Prompts::load(cfg.prompt_dir.as_deref())?,
             sampling: cfg.sampling.clone(),
+            validation: cfg.validation.clone(),
             last_errors: Mutex::new(BTreeMap::new()),
             links,
         })
@@ -503,14 +506,16 @@ impl LlmGateway {
         };
         target.model = Some(model.clone());
 
+        let shape = request.contract.as_ref().map(|c| c.shape_hint());
         let messages = self
             .prompts
-            .build(
+            .build_with_shape(
                 &request.role,
                 &request.task,
                 &request.mode,
                 &request.input,
                 &request.hints,
+                shape.as_deref(),
             )
             .map_err(|e| Error::Internal {
                 target: target.clone(),
@@ -545,6 +550,7 @@ impl LlmGateway {
                 task: request.task.clone(),
                 mode: request.mode.clone(),
                 input: request.input.clone(),
+                contract: request.contract.clone(),
             },
         };
         Ok(Plan {
@@ -604,16 +610,39 @@ impl LlmGateway {
         self.enforce_contract(plan, answer).await
     }
 
-    async fn enforce_contract(&self, plan: &Plan, first: Answer) -> Result<Answer, Error> {
-        let (Some(parsed), Some(contract)) = (
-            first.parsed.as_ref(),
-            crate::contracts::contract_for(&plan.request.role, &plan.request.task),
-        ) else {
+    async fn enforce_contract(&self, plan: &Plan, mut first: Answer) -> Result<Answer, Error> {
+        let Some(contract) = plan.request.contract.as_deref() else {
             return Ok(first);
         };
-        let violations = contract.violations(&parsed.value);
+        let policy = self
+            .validation
+            .policy_for(&plan.request.role, &plan.request.task);
+        if first.parsed.is_none() || policy == ValidationPolicy::Off {
+            return Ok(first);
+        }
+        let violations = checked(contract, &mut first);
         if violations.is_empty() {
             return Ok(first);
+        }
+        if policy == ValidationPolicy::Strict {
+            let listed: Vec<String> = violations.iter().map(ToString::to_string).collect();
+            let message = format!(
+                "the answer does not match the {}/{} contract (validation strict): {}",
+                contract.role,
+                contract.task,
+                listed.join("; ")
+            );
+            self.note_error(&plan.provider_label, &message);
+            return Err(Error::SchemaMismatch {
+                target: plan.target(),
+                message,
+                details: Box::new(error::Mismatch {
+                    raw: first.reply.content.clone(),
+                    violations: listed,
+                    first_violations: None,
+                    usage: Some(first.reply.usage),
+                }),
+            });
         }
         let listed: Vec<String> = violations.iter().map(ToString::to_string).collect();
         let mut call = plan.call.clone();
@@ -640,17 +669,14 @@ impl LlmGateway {
             u.0.prompt_tokens + u.1.prompt_tokens,
             u.0.completion_tokens + u.1.completion_tokens,
         );
-        let still: Vec<String> = second
-            .parsed
-            .as_ref()
-            .map(|p| {
-                contract
-                    .violations(&p.value)
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let still: Vec<String> = if second.parsed.is_some() {
+            checked(contract, &mut second)
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        } else {
+            Vec::new()
+        };
         if still.is_empty() {
             second.schema_repaired = true;
             return Ok(second);
@@ -717,6 +743,7 @@ impl LlmGateway {
             parsed,
             provider_ms: 0.0,
             schema_repaired: false,
+            normalised: Vec::new(),
         })
     }
 
@@ -925,6 +952,21 @@ impl LlmGateway {
             providers: per_provider,
         }
     }
+}
+
+/// Normalise a parsed answer to the contract's shape (where the shape makes it
+/// unambiguous), then list what still breaks the contract.
+fn checked(
+    contract: &crate::contracts::Contract,
+    answer: &mut Answer,
+) -> Vec<crate::contracts::Violation> {
+    let Some(parsed) = answer.parsed.as_mut() else {
+        return Vec::new();
+    };
+    if let Some(shape) = &contract.shape {
+        answer.normalised = shape.normalise(&mut parsed.value);
+    }
+    contract.violations(&parsed.value)
 }
 
 fn json_kind(v: &Value) -> &'static str {

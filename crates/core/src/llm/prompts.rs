@@ -67,6 +67,7 @@ pub struct Prompts {
 /// model cannot ignore them; the team lost a day to a formatter that dropped `prompt`).
 const LEADING_KEYS: &[(&str, &str)] = &[
     ("prompt", "The user's request (follow it)"),
+    ("_instructions", "Instructions (follow them)"),
     ("product_name", "Product name"),
     ("features", "Features"),
     ("target_audience", "Target audience"),
@@ -128,8 +129,7 @@ impl Prompts {
         }
     }
 
-    /// The messages for one request: the role's system prompt, then the task prompt;
-    /// in chat mode an `input.messages` conversation follows.
+    /// The messages for one request held to the built-in contract of its role/task.
     pub fn build(
         &self,
         role: &str,
@@ -138,6 +138,23 @@ impl Prompts {
         input: &Value,
         hints: &Map<String, Value>,
     ) -> anyhow::Result<Vec<ChatMessage>> {
+        let shape =
+            crate::contracts::contract_for(role, task).map(crate::contracts::Contract::shape_hint);
+        self.build_with_shape(role, task, mode, input, hints, shape.as_deref())
+    }
+
+    /// The messages for one request: the role's system prompt, then the task prompt
+    /// asking for `shape` in json mode; in chat mode an `input.messages` conversation
+    /// follows.
+    pub fn build_with_shape(
+        &self,
+        role: &str,
+        task: &str,
+        mode: &str,
+        input: &Value,
+        hints: &Map<String, Value>,
+        shape: Option<&str>,
+    ) -> anyhow::Result<Vec<ChatMessage>> {
         let json_mode = mode == "json";
         let conversation: Vec<ChatMessage> = if json_mode {
             vec![]
@@ -145,9 +162,15 @@ impl Prompts {
             chat_messages(input)
         };
         let shown_input = match input {
-            Value::Object(m) if !conversation.is_empty() => {
+            Value::Object(m) => {
                 let mut m = m.clone();
-                m.remove("messages");
+                if !conversation.is_empty() {
+                    m.remove("messages");
+                }
+                // The shape line already says what the agent's structure says.
+                if json_mode && shape.is_some() {
+                    m.remove(crate::contracts::OUTPUT_STRUCTURE_KEY);
+                }
                 Value::Object(m)
             }
             other => other.clone(),
@@ -160,8 +183,8 @@ impl Prompts {
             "input": shown_input,
             "input_block": input_block(&shown_input),
             "hints": hints_text(hints),
-            // The role contract's shape, so the prompt asks for what will be validated.
-            "shape": crate::contracts::contract_for(role, task).map(super::super::contracts::Contract::shape_hint),
+            // The contract's shape, so the prompt asks for what will be validated.
+            "shape": shape,
         });
         let render = |name: String| -> anyhow::Result<String> {
             let t = self.env.get_template(&name)?;

@@ -60,6 +60,8 @@ pub struct CallContext {
     pub task: String,
     pub mode: String,
     pub input: Value,
+    /// The contract the answer will be held to; the mock answers in its shape.
+    pub contract: Option<crate::contracts::ContractRef>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]

@@ -4,6 +4,7 @@
 
 use super::Error;
 use crate::config::SamplingConfig;
+use crate::contracts::{self, ContractRef};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -54,6 +55,10 @@ pub struct GenerateOptions {
     /// This request's own time limit in seconds (shorter than the provider's only).
     #[serde(default)]
     pub timeout_s: Option<f64>,
+    /// The answer's JSON Schema for this request; wins over `_output_structure` and
+    /// the built-in contract.
+    #[serde(default)]
+    pub output_schema: Option<Value>,
     /// Tone, length and other hints some agents send; passed to the templates.
     #[serde(flatten)]
     pub hints: Map<String, Value>,
@@ -176,6 +181,8 @@ pub struct GenerateRequest {
     pub timeout: Option<std::time::Duration>,
     pub hints: Map<String, Value>,
     pub request_id: Option<String>,
+    /// What a json-mode answer is validated against (and what mock answers follow).
+    pub contract: Option<ContractRef>,
 }
 
 fn check_name(field: &str, v: &str) -> Result<String, Error> {
@@ -347,13 +354,16 @@ impl GenerateBody {
         if request_id.as_ref().is_some_and(|id| id.len() > 128) {
             return Err(Error::validation("request_id", "at most 128 characters"));
         }
+        let input = Value::Object(input);
+        let contract = contracts::resolve(&role, &task, o.output_schema.as_ref(), &input)
+            .map_err(|e| Error::validation("options.output_schema", e.0))?;
         Ok(GenerateRequest {
             requested_role: (requested != role).then_some(requested),
             role,
             task,
             mode: mode.to_string(),
             mode_label,
-            input: Value::Object(input),
+            input,
             temperature,
             top_p,
             max_tokens,
@@ -377,6 +387,7 @@ impl GenerateBody {
             },
             hints: o.hints,
             request_id,
+            contract,
         })
     }
 }

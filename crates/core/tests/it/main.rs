@@ -5,6 +5,7 @@
 
 mod backend;
 mod config;
+mod contracts;
 mod dashboard_api;
 mod faults;
 mod flow;

@@ -179,6 +179,11 @@ pub fn follow_shape(prompt: &str) -> Option<Value> {
     let after = &prompt[prompt.find(marker)? + marker.len()..];
     let start = after.find('{')?;
     let line = after[start..].lines().next()?;
+    // A shape of field descriptions (the agents' `_output_structure`) is JSON already:
+    // answer each field with its description, as a terse model would.
+    if let Ok(described) = serde_json::from_str::<Value>(line) {
+        return Some(described);
+    }
     let mut text = line.replace(" (optional)", "");
     // `string (e.g. "16:9")` → the example.
     while let Some(i) = text.find("string (e.g. ") {
@@ -193,8 +198,10 @@ pub fn follow_shape(prompt: &str) -> Option<Value> {
         let range = &text[i + 2..close];
         let lo = range.split('-').next().unwrap_or("1").to_string();
         let num_start = text[..i]
-            .rfind(|c: char| !c.is_ascii_alphabetic())
-            .map_or(0, |p| p + 1);
+            .char_indices()
+            .rev()
+            .find(|(_, c)| !c.is_ascii_alphabetic())
+            .map_or(0, |(p, c)| p + c.len_utf8());
         text.replace_range(num_start..=close, &lo);
     }
     let text = text

@@ -182,7 +182,13 @@ impl Facts {
                 .unwrap_or_else(|| "instagram".into()),
             text: find_str(input, &["text", "content", "copy", "body"])
                 .or(prompt)
-                .unwrap_or_else(|| format!("{brand} {product} 소개")),
+                .unwrap_or_else(|| {
+                    if product.starts_with(&brand) {
+                        format!("{product} 소개")
+                    } else {
+                        format!("{brand} {product} 소개")
+                    }
+                }),
             product,
             brand,
             features,
@@ -261,15 +267,23 @@ fn find_key<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
 pub fn mock_json(call: &LlmCall) -> Value {
     let f = Facts::from(call);
     let written = handwritten_json(call, &f);
-    let Some(contract) = crate::contracts::contract_for(&call.context.role, &call.context.task)
-    else {
-        return written;
+    // The request's contract (resolved by the gateway), else the built-in one.
+    let builtin = || crate::contracts::contract_for(&call.context.role, &call.context.task);
+    let Some(contract) = call.context.contract.as_deref().or_else(builtin) else {
+        return written.unwrap_or_else(|| generic_json(call, &f));
     };
-    let Some(shape) = &contract.shape else {
-        return written;
+    let Some(written) = written else {
+        return match &contract.shape {
+            Some(shape) => fill(shape, &f, "", 0),
+            None => from_schema(&contract.schema, &f, "", 0),
+        };
     };
     // The contract decides the shape; hand-written copy is kept where it fits it.
-    let generated = fill(shape, &f, "", 0);
+    let generated = match &contract.shape {
+        Some(shape) => fill(shape, &f, "", 0),
+        None if contract.violations(&written).is_empty() => return written,
+        None => from_schema(&contract.schema, &f, "", 0),
+    };
     let mut merged = generated.clone();
     if let (Value::Object(m), Value::Object(w)) = (&mut merged, written) {
         for (k, v) in w {
@@ -280,6 +294,94 @@ pub fn mock_json(call: &LlmCall) -> Value {
         merged
     } else {
         generated
+    }
+}
+
+/// A value a JSON Schema accepts, with copy about the input's product: what a model
+/// following `options.output_schema` would answer. Covers what answer schemas use
+/// (types, properties, items, enum/const, lengths and ranges, common formats).
+fn from_schema(schema: &Value, f: &Facts, field: &str, salt: u64) -> Value {
+    if let Some(c) = schema.get("const") {
+        return c.clone();
+    }
+    if let Some(options) = schema["enum"].as_array().filter(|e| !e.is_empty()) {
+        return options[(salt as usize) % options.len()].clone();
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        if let Some(first) = schema[key].as_array().and_then(|a| a.first()) {
+            return from_schema(first, f, field, salt);
+        }
+    }
+    let kind = match &schema["type"] {
+        Value::String(t) => t.as_str(),
+        Value::Array(ts) => ts
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|t| *t != "null")
+            .unwrap_or("null"),
+        _ if schema["properties"].is_object() => "object",
+        _ if schema.get("items").is_some() => "array",
+        _ => "string",
+    };
+    // A whole number in [minimum, maximum] (default 1–10), whatever the bounds.
+    let in_range = || {
+        let lo = schema["minimum"].as_f64().unwrap_or(1.0);
+        let hi = schema["maximum"].as_f64().unwrap_or(lo.max(10.0));
+        let start = lo.ceil();
+        if !start.is_finite() || start > hi {
+            return lo;
+        }
+        let span = (hi - start).min(1000.0).floor() as u64;
+        start + f.number(salt, 0, span) as f64
+    };
+    match kind {
+        "object" => Value::Object(
+            schema["properties"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, (k, s))| (k.clone(), from_schema(s, f, k, salt * 31 + i as u64 + 1)))
+                .collect(),
+        ),
+        "array" => {
+            let min = schema["minItems"].as_u64().unwrap_or(1).max(1);
+            let max = schema["maxItems"].as_u64().unwrap_or(u64::MAX);
+            let n = min.max(2.min(max));
+            match schema.get("items") {
+                Some(items) if items.is_object() => (0..n)
+                    .map(|i| from_schema(items, f, field, salt * 31 + i + 1))
+                    .collect(),
+                _ => list_for(field, f)
+                    .into_iter()
+                    .cycle()
+                    .take(n as usize)
+                    .map(Value::String)
+                    .collect(),
+            }
+        }
+        "integer" => json!(in_range() as i64),
+        "number" => json!(in_range()),
+        "boolean" => json!(true),
+        "null" => Value::Null,
+        _ => {
+            let text = match schema["format"].as_str() {
+                Some("date") => "2026-12-01".to_string(),
+                Some("date-time") => "2026-12-01T09:00:00Z".to_string(),
+                Some("uri" | "url") => "https://sparklio.ai/products".to_string(),
+                Some("email") => "hello@sparklio.ai".to_string(),
+                _ => text_for(field, f, salt),
+            };
+            let min = schema["minLength"].as_u64().unwrap_or(0) as usize;
+            let max = schema["maxLength"]
+                .as_u64()
+                .map_or(usize::MAX, |m| m as usize);
+            let mut text: String = text.chars().take(max).collect();
+            while text.chars().count() < min {
+                text.push_str(&format!(" {}", f.product));
+            }
+            Value::String(text.chars().take(max).collect())
+        }
     }
 }
 
@@ -375,8 +477,8 @@ fn text_for(field: &str, f: &Facts, salt: u64) -> String {
                 f.category
             )
         }
-        k if k.contains("summary") => format!("{b}의 {p}: {first}"),
-        _ => format!("{b} {p} — {}: {first}", gloss(field)),
+        k if k.contains("summary") => format!("{}: {first}", brand_product(f)),
+        _ => format!("{} — {}: {first}", brand_product(f), gloss(field)),
     }
 }
 
@@ -488,10 +590,10 @@ fn gloss(field: &str) -> String {
 
 /// The hand-written answers for the pairs whose copy matters beyond its shape (the
 /// flow's steps), and a generic answer for a task nobody described.
-fn handwritten_json(call: &LlmCall, f: &Facts) -> Value {
+fn handwritten_json(call: &LlmCall, f: &Facts) -> Option<Value> {
     let (p, b, t) = (&f.product, &f.brand, &f.target);
     let first = f.features.first().cloned().unwrap_or_default();
-    match call.context.task.as_str() {
+    Some(match call.context.task.as_str() {
         "brand_summary" => json!({
             "brand_summary": {
                 "mission": format!("{} {} 위한 {} 만드는 브랜드입니다.", with(b, Topic), with(t, Object), with(&f.category, Object)),
@@ -586,7 +688,7 @@ fn handwritten_json(call: &LlmCall, f: &Facts) -> Value {
             "strengths": [format!("{p}의 핵심 특징({first})이 명확합니다"), "타깃에 맞는 어조".to_string()],
             "weaknesses": ["구매 유도 문구가 약합니다"],
             "improvements": [format!("{t}의 구체적인 사용 장면을 추가하세요")],
-            "detailed_feedback": format!("{b}의 {p} 카피는 전반적으로 브랜드 톤과 일치합니다. CTA를 더 분명히 하면 좋겠습니다."),
+            "detailed_feedback": format!("{} 카피는 전반적으로 브랜드 톤과 일치합니다. CTA를 더 분명히 하면 좋겠습니다.", brand_product(f)),
         }),
         "seo_optimize" => json!({
             "optimized_content": format!("{p} | {b} — {} 위한 {}. {first}.", with(t, Object), f.category),
@@ -596,7 +698,7 @@ fn handwritten_json(call: &LlmCall, f: &Facts) -> Value {
             "slug": slug(p, f.seed),
         }),
         "proofread" => json!({
-            "corrected_content": if f.text.trim().is_empty() { format!("{b}의 {p}") } else { f.text.clone() },
+            "corrected_content": if f.text.trim().is_empty() { brand_product(f) } else { f.text.clone() },
             "corrections": [],
             "summary": "맞춤법과 띄어쓰기를 확인했습니다.",
         }),
@@ -610,15 +712,31 @@ fn handwritten_json(call: &LlmCall, f: &Facts) -> Value {
             "tags": [p, b, f.category, t],
         }),
         "short_summary" => json!({
-            "summary": format!("{b}의 {p}: {first}"),
+            "summary": format!("{}: {first}", brand_product(f)),
         }),
-        _ => json!({
-            "role": call.context.role,
-            "task": call.context.task,
-            "result": format!("{b} {p}에 대한 {} 결과입니다.", call.context.task),
-            "summary": format!("{p} ({t})"),
-            "status": "success",
-        }),
+        _ => return None,
+    })
+}
+
+/// The answer for a role/task nobody described and no request shaped.
+fn generic_json(call: &LlmCall, f: &Facts) -> Value {
+    let (p, t) = (&f.product, &f.target);
+    json!({
+        "role": call.context.role,
+        "task": call.context.task,
+        "result": format!("{}에 대한 {} 결과입니다.", brand_product(f), call.context.task),
+        "summary": format!("{p} ({t})"),
+        "status": "success",
+    })
+}
+
+/// "루미 무선 이어폰" once, not "루미 루미 무선 이어폰", when the product's name already
+/// starts with its brand.
+fn brand_product(f: &Facts) -> String {
+    if f.product.starts_with(&f.brand) {
+        f.product.clone()
+    } else {
+        format!("{} {}", f.brand, f.product)
     }
 }
 
@@ -682,6 +800,7 @@ mod tests {
                 task: task.into(),
                 mode: "json".into(),
                 input,
+                contract: None,
             },
         }
     }
