@@ -251,7 +251,7 @@ pub fn peer(req: &Request) -> Result<SocketAddr, ApiError> {
         .ok_or_else(|| ApiError::internal("server started without peer addresses"))
 }
 
-async fn require(
+pub(crate) async fn require(
     state: SharedState,
     scope: Scope,
     front: Front,

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod browser;
 pub mod error;
+pub mod fronts;
 pub mod limits;
 pub mod request;
 mod routes;
@@ -56,6 +57,7 @@ pub fn router(state: SharedState) -> Router {
             request::refuse_declared_oversize,
         ))
         .layer(from_fn(browser::security_headers))
+        .layer(from_fn(fronts::reshape_errors))
         .layer(from_fn(request::request_context))
         .with_state(state)
 }
