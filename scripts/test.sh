@@ -4,6 +4,9 @@
 #
 #   bash scripts/test.sh            # everything
 #   bash scripts/test.sh -- NAME    # only tests whose name contains NAME
+#
+# The Python client's tests (a venv, pip, the built binaries) are not run here; CI runs them in
+# its py-clients phase, and locally: bash clients/python/run-tests.sh (see clients/python/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
