@@ -65,6 +65,17 @@ def test_every_agent_task_as_the_agents_send_it(mock_desk, agent_tasks, agent, t
     check_llm(resp, role=agent, task=task, mode="json", provider="mock")
     assert resp.meta["role"] == agent
     assert resp.meta["generator_mode"] == "mock"
+    # The answer has the agent's own fields (nested ones too): the contract its request
+    # carries, which is also what a live answer is held to.
+    assert resp.meta["contract"] == "request_structure"
+
+    def has_keys(structure, value, at):
+        for key, sub in structure.items():
+            assert key in value and value[key] is not None, f"{at}/{key}: {value}"
+            if isinstance(sub, dict):
+                has_keys(sub, value[key], f"{at}/{key}")
+
+    has_keys(payload["_output_structure"], resp.output.value, f"{agent}/{task}")
     if options:
         # The team's sampling default for the copywriter reaches the Desk's answer.
         assert resp.meta["temperature"] == pytest.approx(0.8)
