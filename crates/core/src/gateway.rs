@@ -124,6 +124,26 @@ pub struct LabelPolicy {
     models: RwLock<BTreeSet<String>>,
 }
 
+/// The fronts' endpoints, as usage rows and metrics name them.
+pub const FRONT_ENDPOINTS: &[&str] = &[
+    "chat",
+    "generate",
+    "embed",
+    "embeddings",
+    "show",
+    "tags",
+    "ps",
+    "version",
+    "pull",
+    "delete",
+    "copy",
+    "create",
+    "chat_completions",
+    "completions",
+    "models",
+    "images",
+];
+
 /// Installed models accepted as label values at most (on top of the configured ones).
 const MAX_REPORTED_MODELS: usize = 256;
 /// The label for values outside the policy.
@@ -143,11 +163,15 @@ impl LabelPolicy {
             "optimizer",
             "designer",
             "assistant",
+            "front:ollama",
+            "front:openai",
+            "front:comfyui",
         ]
         .iter()
         .map(ToString::to_string)
         .collect();
-        let mut tasks = BTreeSet::new();
+        // The fronts' endpoints (`role = "front:<name>"`, `task = <endpoint>`).
+        let mut tasks: BTreeSet<String> = FRONT_ENDPOINTS.iter().map(ToString::to_string).collect();
         for c in crate::contracts::contracts() {
             roles.insert(c.role.clone());
             tasks.insert(c.task.clone());

@@ -49,6 +49,32 @@ pub struct Config {
     pub system: SystemConfig,
     #[serde(default)]
     pub flows: FlowsConfig,
+    #[serde(default)]
+    pub fronts: FrontsConfig,
+}
+
+/// `[fronts.*]`: other APIs' own wire formats through the Desk.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FrontsConfig {
+    pub openai: OpenAiFrontConfig,
+}
+
+/// `[fronts.openai]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpenAiFrontConfig {
+    /// Model names clients send → provider and model (`"gpt-4o-mini" = { provider =
+    /// "ollama", model = "qwen2.5:7b" }`); installed models also answer by their own name.
+    pub models: BTreeMap<String, FrontModel>,
+}
+
+/// Where a front's model name goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrontModel {
+    pub provider: String,
+    pub model: String,
 }
 
 /// `[flows]`: the end-to-end check runs.

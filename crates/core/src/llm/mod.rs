@@ -8,11 +8,13 @@
 
 pub mod answer;
 pub mod error;
+pub mod front;
 pub mod json;
 pub mod ndjson;
 pub mod prompts;
 pub mod provider;
 pub mod providers;
+pub mod pulls;
 pub mod router;
 pub mod views;
 pub mod wire;
@@ -57,6 +59,8 @@ pub struct LlmGateway {
     pub prompts: Prompts,
     sampling: SamplingConfig,
     validation: crate::config::ValidationConfig,
+    /// Model pulls in progress, one per model.
+    pulls: Arc<pulls::PullManager>,
     last_errors: Mutex<BTreeMap<String, String>>,
     links: GatewayLinks,
 }
@@ -182,6 +186,7 @@ impl LlmGateway {
             prompts: Prompts::load(cfg.prompt_dir.as_deref())?,
             sampling: cfg.sampling.clone(),
             validation: cfg.validation.clone(),
+            pulls: Arc::default(),
             last_errors: Mutex::new(BTreeMap::new()),
             links,
         })
@@ -539,6 +544,7 @@ impl LlmGateway {
             deadline,
             messages,
             json: request.mode == "json",
+            schema: None,
             sampling: Sampling {
                 temperature: request.temperature,
                 top_p: request.top_p,

@@ -48,6 +48,8 @@ pub struct LlmCall {
     pub messages: Vec<ChatMessage>,
     /// Switch the provider's JSON mode on.
     pub json: bool,
+    /// A JSON Schema the answer must follow (structured outputs), when the caller gave one.
+    pub schema: Option<Value>,
     pub sampling: Sampling,
     /// The request as the gateway understood it; the mock provider builds its answer from it.
     pub context: CallContext,
@@ -242,6 +244,10 @@ pub trait LlmProvider: Send + Sync {
     /// Each instance's state (breaker, load, last probe), for health answers.
     fn instances(&self) -> Vec<(String, InstanceView)> {
         Vec::new()
+    }
+    /// The concrete provider, for fronts that speak its own API (the Ollama front).
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
     }
 }
 

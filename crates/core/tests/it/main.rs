@@ -9,6 +9,7 @@ mod contracts;
 mod dashboard_api;
 mod faults;
 mod flow;
+mod front_ollama;
 mod golden;
 mod http_foundation;
 mod llm;

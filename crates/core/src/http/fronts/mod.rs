@@ -3,6 +3,8 @@
 //! rules, usage log and fail-fast as the Sparklio API. Each front answers errors in its
 //! own API's shape, so the official clients read them.
 
+pub mod ollama;
+
 use crate::app::SharedState;
 use crate::http::auth::{self, Front, Scope};
 use crate::http::error::ErrorCode;

@@ -789,6 +789,7 @@ mod tests {
             deadline: std::time::Instant::now(),
             messages: vec![],
             json,
+            schema: None,
             sampling: Sampling {
                 temperature: 0.7,
                 top_p: 0.9,

@@ -9,6 +9,8 @@
 //! A stopped instance answers PROVIDER_UNAVAILABLE at once (connection refused), a
 //! wedged one within a probe's time, and an open breaker in microseconds.
 
+pub mod forward;
+
 use crate::config::LlmProviderConfig;
 use crate::llm::ndjson::{LineError, LineReader};
 use crate::llm::provider::{
@@ -107,7 +109,9 @@ impl OllamaProvider {
             "stream": stream,
             "options": options,
         });
-        if call.json {
+        if let Some(schema) = &call.schema {
+            body["format"] = schema.clone();
+        } else if call.json {
             body["format"] = json!("json");
         }
         if let Some(k) = &self.keep_alive {
@@ -523,6 +527,9 @@ impl LlmProvider for OllamaProvider {
     fn base_url(&self) -> Option<&str> {
         Some(&self.base_url)
     }
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
 
     async fn chat(&self, call: &LlmCall) -> Result<LlmReply, ProviderError> {
         let mut stream = self.chat_stream(call).await?;
@@ -869,6 +876,7 @@ mod tests {
             deadline: Instant::now(),
             messages: vec![ChatMessage::new("user", "hi")],
             json: true,
+            schema: None,
             sampling: Sampling {
                 temperature: 0.3,
                 top_p: 0.8,

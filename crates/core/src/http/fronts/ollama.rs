@@ -1,0 +1,394 @@
+//! Ollama's own API at `/api/*` and `/ollama/api/*`: requests go as they came to the
+//! instance that holds the model, answers (NDJSON streams included) come back chunk by
+//! chunk; `tags`, `ps` and `version` merge the instances; `pull`, `delete`, `copy` and
+//! `create` need an admin key, and a pull of a model already being pulled joins it.
+
+use crate::app::SharedState;
+use crate::http::auth::Caller;
+use crate::http::error::current_request_id;
+use crate::http::routes::llm::request_timeout;
+use crate::http::{limits, ApiError};
+use crate::llm::front::{FrontCall, FrontStream};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json, Router};
+use futures::StreamExt;
+use serde_json::{json, Map, Value};
+use std::convert::Infallible;
+
+/// Every route, at `/api/*` and again under `/ollama`.
+pub fn routes(state: SharedState) -> Router<SharedState> {
+    let open = Router::new()
+        .route("/api/chat", post(chat))
+        .route("/api/generate", post(generate))
+        .route("/api/embed", post(embed))
+        .route("/api/embeddings", post(embeddings))
+        .route("/api/show", post(show))
+        .route("/api/tags", get(tags))
+        .route("/api/ps", get(ps))
+        .route("/api/version", get(version))
+        .route_layer(from_fn_with_state(state.clone(), limits::limit))
+        .route_layer(from_fn_with_state(state.clone(), super::require_gateway));
+    let admin = Router::new()
+        .route("/api/pull", post(pull))
+        .route("/api/delete", delete(remove))
+        .route("/api/copy", post(copy))
+        .route("/api/create", post(create))
+        .route_layer(from_fn_with_state(state.clone(), limits::limit))
+        .route_layer(from_fn_with_state(state, super::require_admin));
+    let api = open.merge(admin);
+    Router::new().merge(api.clone()).nest("/ollama", api)
+}
+
+fn front_call(
+    caller: Option<Extension<Caller>>,
+    headers: &HeaderMap,
+    endpoint: &'static str,
+) -> FrontCall {
+    FrontCall {
+        front: "ollama",
+        endpoint,
+        request_id: current_request_id().unwrap_or_default(),
+        requester: caller.map(|Extension(c)| c.requester()).unwrap_or_default(),
+        timeout: request_timeout(headers),
+    }
+}
+
+/// The request's JSON object (Ollama's API takes nothing else).
+fn object(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::bad_request(
+            "VALIDATION_ERROR",
+            "the body must be a JSON object",
+        )),
+        Err(e) => Err(ApiError::bad_request(
+            "VALIDATION_ERROR",
+            format!("invalid JSON: {e}"),
+        )),
+    }
+}
+
+/// The model a request names (`model`; older clients send `name`).
+fn model_of(body: &Map<String, Value>) -> Result<String, ApiError> {
+    body.get("model")
+        .or_else(|| body.get("name"))
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|m| !m.is_empty() && m.len() <= 200)
+        .map(str::to_string)
+        .ok_or_else(|| {
+            ApiError::bad_request("VALIDATION_ERROR", "model is required").with("field", "model")
+        })
+}
+
+/// The forwarded answer as it comes; a failure mid-stream becomes Ollama's own error
+/// line (`{"error": …}`), which its clients raise.
+fn streamed(s: FrontStream) -> Response {
+    let body = s.body.map(|item| {
+        Ok::<_, Infallible>(match item {
+            Ok(bytes) => bytes,
+            Err(e) => Bytes::from(format!("{}\n", json!({ "error": e.to_string() }))),
+        })
+    });
+    let mut resp = Response::new(Body::from_stream(body));
+    *resp.status_mut() = StatusCode::from_u16(s.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        s.content_type
+            .and_then(|c| HeaderValue::from_str(&c).ok())
+            .unwrap_or(HeaderValue::from_static("application/json")),
+    );
+    for (name, value) in [
+        ("x-sparklio-provider", s.provider),
+        ("x-sparklio-instance", s.instance),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    }
+    resp
+}
+
+async fn forward(
+    state: &SharedState,
+    call: FrontCall,
+    path: &str,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let parsed = object(&body)?;
+    let model = model_of(&parsed)?;
+    let s = state
+        .llm
+        .ollama_forward(&call, reqwest::Method::POST, path, Some(body), Some(model))
+        .await?;
+    Ok(streamed(s))
+}
+
+async fn chat(
+    State(state): State<SharedState>,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    forward(
+        &state,
+        front_call(caller, &headers, "chat"),
+        "/api/chat",
+        body,
+    )
+    .await
+}
+
+async fn generate(
+    State(state): State<SharedState>,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let call = front_call(caller, &headers, "generate");
+    forward(&state, call, "/api/generate", body).await
+}
+
+async fn embed(
+    State(state): State<SharedState>,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    forward(
+        &state,
+        front_call(caller, &headers, "embed"),
+        "/api/embed",
+        body,
+    )
+    .await
+}
+
+async fn embeddings(
+    State(state): State<SharedState>,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let call = front_call(caller, &headers, "embeddings");
+    forward(&state, call, "/api/embeddings", body).await
+}
+
+async fn show(
+    State(state): State<SharedState>,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    forward(
+        &state,
+        front_call(caller, &headers, "show"),
+        "/api/show",
+        body,
+    )
+    .await
+}
+
+async fn copy(
+    State(state): State<SharedState>,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let parsed = object(&body)?;
+    let source = parsed
+        .get("source")
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| ApiError::bad_request("VALIDATION_ERROR", "source is required"))?
+        .to_string();
+    let call = front_call(caller, &headers, "copy");
+    let s = state
+        .llm
+        .ollama_forward(
+            &call,
+            reqwest::Method::POST,
+            "/api/copy",
+            Some(body),
+            Some(source),
+        )
+        .await?;
+    Ok(streamed(s))
+}
+
+async fn create(
+    State(state): State<SharedState>,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    forward(
+        &state,
+        front_call(caller, &headers, "create"),
+        "/api/create",
+        body,
+    )
+    .await
+}
+
+async fn remove(
+    State(state): State<SharedState>,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let parsed = object(&body)?;
+    let model = model_of(&parsed)?;
+    let call = front_call(caller, &headers, "delete");
+    let s = state
+        .llm
+        .ollama_forward(
+            &call,
+            reqwest::Method::DELETE,
+            "/api/delete",
+            Some(body),
+            Some(model),
+        )
+        .await?;
+    Ok(streamed(s))
+}
+
+/// `POST /api/pull`: one download per model; a second request follows the first's
+/// progress. `stream: false` answers once it is done.
+async fn pull(
+    State(state): State<SharedState>,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let parsed = object(&body)?;
+    let model = model_of(&parsed)?;
+    let wants_stream = parsed.get("stream").and_then(Value::as_bool) != Some(false);
+    let call = front_call(caller, &headers, "pull");
+    let (pull, joined) = state.llm.pull(&call, &model).await?;
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "x-sparklio-pull-id",
+        HeaderValue::from_str(&pull.id).map_err(|e| ApiError::internal(e.to_string()))?,
+    );
+    headers.insert(
+        "x-sparklio-pull",
+        HeaderValue::from_static(if joined { "joined" } else { "started" }),
+    );
+    if wants_stream {
+        let lines = pull.follow().map(Ok::<_, Infallible>);
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
+        return Ok((headers, Body::from_stream(lines)).into_response());
+    }
+    match pull.wait().await {
+        Ok(()) => Ok((headers, Json(json!({"status": "success"}))).into_response()),
+        Err(e) => Ok((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            headers,
+            Json(json!({ "error": e })),
+        )
+            .into_response()),
+    }
+}
+
+/// `GET /api/tags` / `/api/ps`: every instance's list in one, each model once, with
+/// `sparklio.held_by` naming the provider and instances that have it.
+async fn merged(state: &SharedState, path: &str) -> Result<Value, ApiError> {
+    let answers = state.llm.ollama_each_instance(path).await;
+    let mut models: Vec<Value> = Vec::new();
+    let mut first_error = None;
+    let mut answered = false;
+    for (provider, instance, answer) in answers {
+        match answer {
+            Ok(v) => {
+                answered = true;
+                for m in v["models"].as_array().into_iter().flatten() {
+                    let name = m.get("name").or_else(|| m.get("model")).cloned();
+                    let holder = json!({"provider": provider, "instance": instance});
+                    match models
+                        .iter_mut()
+                        .find(|e| e.get("name").or_else(|| e.get("model")) == name.as_ref())
+                    {
+                        Some(e) => {
+                            if let Some(list) = e["sparklio"]["held_by"].as_array_mut() {
+                                list.push(holder);
+                            }
+                        }
+                        None => {
+                            let mut m = m.clone();
+                            m["sparklio"] = json!({ "held_by": [holder] });
+                            models.push(m);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match (answered, first_error) {
+        (false, Some(e)) => Err(e.into()),
+        _ => Ok(json!({ "models": models })),
+    }
+}
+
+async fn tags(
+    State(state): State<SharedState>,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let call = front_call(caller, &headers, "tags");
+    let r = merged(&state, "/api/tags").await;
+    state
+        .llm
+        .record_front(&call, r.as_ref().err().map(|e| (e.code, e.status.as_u16())))
+        .await;
+    Ok(Json(r?))
+}
+
+async fn ps(
+    State(state): State<SharedState>,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let call = front_call(caller, &headers, "ps");
+    let r = merged(&state, "/api/ps").await;
+    state
+        .llm
+        .record_front(&call, r.as_ref().err().map(|e| (e.code, e.status.as_u16())))
+        .await;
+    Ok(Json(r?))
+}
+
+/// `GET /api/version`: the first instance that answers.
+async fn version(State(state): State<SharedState>) -> Result<Json<Value>, ApiError> {
+    let mut first_error = None;
+    for (_, _, answer) in state.llm.ollama_each_instance("/api/version").await {
+        match answer {
+            Ok(v) => return Ok(Json(v)),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.map_or_else(
+        || {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "PROVIDER_UNAVAILABLE",
+                "no Ollama provider is configured",
+            )
+        },
+        Into::into,
+    ))
+}

@@ -1,0 +1,374 @@
+//! Ollama's own API through the Desk (`/api/*`, `/ollama/api/*`) in front of Ollama
+//! doubles on 127.0.0.1: pass-through answers and streams, instance choice by model,
+//! merged lists, single-flight pulls, keys, fail-fast and usage rows.
+
+use serde_json::{json, Value};
+use sparklio_core::store::UsageQuery;
+use sparklio_testkit::fault::Fault;
+use sparklio_testkit::ollama::OllamaDouble;
+use sparklio_testkit::{free_port, TestApp};
+use std::time::{Duration, Instant};
+
+const ADMIN: &str = "admin-key-0123456789abcdef";
+const GATEWAY: &str = "gateway-key-0123456789abcd";
+
+fn providers(main: &str, lab: Option<&str>) -> String {
+    let mut toml = format!(
+        "[llm.providers.ollama]\nkind = \"ollama\"\nbase_url = \"{main}\"\ntimeout_s = 5\n"
+    );
+    if let Some(lab) = lab {
+        toml.push_str(&format!(
+            "[llm.providers.ollama_lab]\nkind = \"ollama\"\nbase_url = \"{lab}\"\ntimeout_s = 5\n"
+        ));
+    }
+    toml
+}
+
+async fn desk(toml: &str) -> TestApp {
+    TestApp::start_with(toml, &[("GENERATOR_MODE", "live")], Default::default()).await
+}
+
+async fn post(app: &TestApp, path: &str, body: Value) -> (u16, reqwest::header::HeaderMap, String) {
+    let r = app
+        .client
+        .post(app.url(path))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.text().await.unwrap())
+}
+
+fn ndjson(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[tokio::test]
+async fn chat_generate_embed_and_show_pass_through_at_both_prefixes() {
+    let double = OllamaDouble::start().await;
+    let app = desk(&providers(&double.base_url(), None)).await;
+    for prefix in ["/api", "/ollama/api"] {
+        // Not streamed: Ollama's whole object, counts included.
+        let (status, headers, text) = post(
+            &app,
+            &format!("{prefix}/chat"),
+            json!({"model": "qwen2.5:7b", "messages": [{"role": "user", "content": "안녕"}], "stream": false}),
+        )
+        .await;
+        assert_eq!(status, 200, "{text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["done"], true);
+        assert!(
+            v["message"]["content"].as_str().unwrap().contains("안녕"),
+            "{v}"
+        );
+        assert!(v["eval_count"].as_u64().unwrap() > 0);
+        assert_eq!(headers["x-sparklio-instance"], "ollama/main");
+
+        // Streamed (Ollama's default): NDJSON lines, the last one done with counts.
+        let (status, headers, text) = post(
+            &app,
+            &format!("{prefix}/chat"),
+            json!({"model": "qwen2.5:7b", "messages": [{"role": "user", "content": "스트림"}]}),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(headers["content-type"], "application/x-ndjson");
+        let lines = ndjson(&text);
+        assert!(lines.len() >= 2, "{text}");
+        assert_eq!(lines.last().unwrap()["done"], true);
+        let joined: String = lines
+            .iter()
+            .filter_map(|l| l["message"]["content"].as_str())
+            .collect();
+        assert!(joined.contains("스트림"), "{joined}");
+    }
+    let (status, _, text) = post(
+        &app,
+        "/api/generate",
+        json!({"model": "qwen2.5:7b", "prompt": "한 줄", "stream": false}),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert!(v["response"].as_str().unwrap().contains("한 줄"), "{v}");
+
+    let (status, _, text) = post(
+        &app,
+        "/api/embed",
+        json!({"model": "qwen2.5:7b", "input": ["a", "b"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["embeddings"].as_array().unwrap().len(), 2);
+
+    let (status, _, text) = post(&app, "/api/show", json!({"model": "qwen2.5:7b"})).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("details"), "{text}");
+
+    // The instance's own 404 comes back as it is: Ollama's shape, Ollama's words.
+    let (status, _, text) = post(
+        &app,
+        "/api/chat",
+        json!({"model": "nope:1b", "messages": [{"role": "user", "content": "x"}], "stream": false}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("not found"), "{v}");
+
+    // Our own refusals use Ollama's shape too.
+    let (status, _, text) = post(&app, "/api/chat", json!({"messages": []})).await;
+    assert_eq!(status, 400);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v, json!({"error": "model is required"}));
+
+    // Every call left a usage row as the front's.
+    let rows = app
+        .app
+        .as_ref()
+        .unwrap()
+        .state
+        .store
+        .recent_usage(UsageQuery {
+            limit: Some(50),
+            kind: Some("llm".into()),
+        })
+        .await
+        .unwrap();
+    let chat_rows: Vec<_> = rows
+        .iter()
+        .filter(|r| r.role.as_deref() == Some("front:ollama") && r.task.as_deref() == Some("chat"))
+        .collect();
+    assert!(chat_rows.len() >= 4, "{rows:?}");
+    assert!(chat_rows.iter().any(|r| r.status == 200
+        && r.completion_tokens.unwrap_or(0) > 0
+        && r.provider.as_deref() == Some("ollama")));
+    assert!(chat_rows.iter().any(|r| r.status == 404));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_model_picks_the_provider_and_lists_merge_them() {
+    let main = OllamaDouble::start_with(&["qwen2.5:7b"], &["qwen2.5:7b"]).await;
+    let lab = OllamaDouble::start_with(&["phi4:latest"], &[]).await;
+    let app = desk(&providers(&main.base_url(), Some(&lab.base_url()))).await;
+    let (status, tags) = app.get_json("/api/tags").await;
+    assert_eq!(status, 200, "{tags}");
+    let names: Vec<&str> = tags["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"qwen2.5:7b") && names.contains(&"phi4:latest"),
+        "{tags}"
+    );
+    let phi = tags["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "phi4:latest")
+        .unwrap();
+    assert_eq!(
+        phi["sparklio"]["held_by"],
+        json!([{"provider": "ollama_lab", "instance": "main"}])
+    );
+    let (status, ps) = app.get_json("/api/ps").await;
+    assert_eq!(status, 200);
+    assert_eq!(ps["models"][0]["name"], "qwen2.5:7b", "{ps}");
+    let (status, version) = app.get_json("/ollama/api/version").await;
+    assert_eq!(status, 200);
+    assert!(version["version"].is_string());
+
+    // A model only the lab has goes to the lab (once its probe has listed it).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, headers, text) = post(
+            &app,
+            "/api/chat",
+            json!({"model": "phi4", "messages": [{"role": "user", "content": "hi"}], "stream": false}),
+        )
+        .await;
+        if headers
+            .get("x-sparklio-provider")
+            .is_some_and(|p| p == "ollama_lab")
+        {
+            assert_eq!(status, 200, "{text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never routed to the lab: {status} {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(lab.requests().iter().any(|r| r["model"] == "phi4"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_pull_already_running_is_joined_not_repeated() {
+    let double = OllamaDouble::start().await;
+    let app = desk(&providers(&double.base_url(), None)).await;
+    // A slow download: the pull's body trickles.
+    double
+        .set_fault(
+            Fault::Trickle {
+                bytes: 40,
+                interval_ms: 20,
+            }
+            .on("/api/pull"),
+        )
+        .await;
+    let body = json!({"model": "llama3.2:1b"});
+    let (first, second) = tokio::join!(post(&app, "/api/pull", body.clone()), async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        post(&app, "/api/pull", body.clone()).await
+    });
+    assert_eq!(first.0, 200, "{}", first.2);
+    assert_eq!(second.0, 200, "{}", second.2);
+    assert_eq!(first.1["x-sparklio-pull"], "started");
+    assert_eq!(second.1["x-sparklio-pull"], "joined");
+    assert_eq!(
+        first.1["x-sparklio-pull-id"],
+        second.1["x-sparklio-pull-id"]
+    );
+    for (_, _, text) in [&first, &second] {
+        let lines = ndjson(text);
+        assert_eq!(lines.last().unwrap()["status"], "success", "{text}");
+    }
+    let first_lines = ndjson(&first.2);
+    assert!(
+        first_lines.iter().any(|l| l["completed"].is_u64()),
+        "progress lines pass through"
+    );
+    let pulls = double
+        .request_log()
+        .iter()
+        .filter(|r| r.path == "/api/pull")
+        .count();
+    assert_eq!(pulls, 1, "one download for two requests");
+    // Done: the next pull starts afresh, and `stream: false` answers once.
+    double.clear_fault().await;
+    let (status, headers, text) = post(
+        &app,
+        "/api/pull",
+        json!({"model": "llama3.2:1b", "stream": false}),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(headers["x-sparklio-pull"], "started");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap(),
+        json!({"status": "success"})
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn keys_and_fronts_decide_who_may_call_and_admin_routes_need_admin() {
+    let double = OllamaDouble::start().await;
+    let toml = format!(
+        "[server]\ntrusted_networks = [\"127.0.0.1/32\"]\napi_keys = [\"{GATEWAY}\"]\nadmin_keys = [\"{ADMIN}\"]\n\
+         [[server.keys]]\nname = \"webui\"\nkey = \"sparklio-only-key-0123456789\"\nrole = \"gateway\"\nfronts = [\"sparklio\"]\n{}",
+        providers(&double.base_url(), None)
+    );
+    let app = desk(&toml).await;
+    let outside = TestApp::client_from("127.0.0.5");
+    let chat = json!({"model": "qwen2.5:7b", "messages": [{"role": "user", "content": "x"}], "stream": false});
+    let send = |path: &str, key: Option<&str>, body: &Value| {
+        let mut r = outside.post(app.url(path)).json(body);
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        r.send()
+    };
+    let r = send("/api/chat", None, &chat).await.unwrap();
+    assert_eq!(r.status(), 401);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"].as_str().unwrap().contains("Bearer"),
+        "Ollama's shape: {v}"
+    );
+    let r = send("/api/chat", Some(GATEWAY), &chat).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = send("/api/chat", Some("sparklio-only-key-0123456789"), &chat)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "a key without the ollama front");
+    let pull = json!({"model": "llama3.2:1b", "stream": false});
+    let r = send("/api/pull", Some(GATEWAY), &pull).await.unwrap();
+    assert_eq!(r.status(), 403);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"].as_str().unwrap().contains("admin"), "{v}");
+    let r = send("/api/pull", Some(ADMIN), &pull).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = outside
+        .delete(app.url("/api/delete"))
+        .bearer_auth(GATEWAY)
+        .json(&json!({"model": "llama3.2:1b"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_provider_that_is_down_or_wedged_answers_fast_in_ollamas_shape() {
+    let port = free_port();
+    let app = desk(&providers(&format!("http://127.0.0.1:{port}"), None)).await;
+    let started = Instant::now();
+    let (status, _, text) = post(
+        &app,
+        "/api/chat",
+        json!({"model": "qwen2.5:7b", "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
+    assert_eq!(status, 503, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        v["error"].as_str().unwrap().contains("cannot connect"),
+        "{v}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let (status, tags) = app.get_json("/api/tags").await;
+    assert_eq!(status, 503);
+    assert!(tags["error"].is_string(), "{tags}");
+    app.stop().await;
+
+    // Hung after accept: bounded by the provider's first-byte limit, answered as a timeout.
+    let double = OllamaDouble::start().await;
+    let toml = format!(
+        "[llm.providers.ollama]\nkind = \"ollama\"\nbase_url = \"{}\"\ntimeout_s = 1\n",
+        double.base_url()
+    );
+    let app = desk(&toml).await;
+    double
+        .set_fault(Fault::HangAfterAccept.on("/api/chat"))
+        .await;
+    let started = Instant::now();
+    let (status, _, text) = post(
+        &app,
+        "/api/chat",
+        json!({"model": "qwen2.5:7b", "messages": [{"role": "user", "content": "x"}], "stream": false}),
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(status == 504 || status == 503, "{status} {text}");
+    assert!(serde_json::from_str::<Value>(&text).unwrap()["error"].is_string());
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    app.stop().await;
+}
