@@ -393,6 +393,25 @@ pub fn validate(config: &Config, kinds: &KnownKinds<'_>) -> Vec<Problem> {
     if sys.history_s == 0 {
         p.push(Problem::new("system.history_s", "must be positive"));
     }
+    for (alias, to) in &config.fronts.openai.models {
+        let key = format!("fronts.openai.models.{alias}");
+        match config.llm.providers.get(&to.provider) {
+            None => p.push(Problem::new(
+                format!("{key}.provider"),
+                format!("{:?} is not a configured llm provider", to.provider),
+            )),
+            Some(provider) if provider.kind != "ollama" && provider.kind != "mock" => {
+                p.push(Problem::new(
+                    format!("{key}.provider"),
+                    format!("{:?} is not an ollama or mock provider", to.provider),
+                ));
+            }
+            Some(_) => {}
+        }
+        if to.model.trim().is_empty() {
+            p.push(Problem::new(format!("{key}.model"), "must name a model"));
+        }
+    }
     p
 }
 

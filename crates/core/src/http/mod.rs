@@ -47,6 +47,7 @@ pub fn router(state: SharedState) -> Router {
         .merge(gateway)
         .merge(admin)
         .merge(fronts::ollama::routes(state.clone()))
+        .merge(fronts::openai::routes(state.clone()))
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(server.max_body_bytes))
         .layer(from_fn_with_state(state.clone(), browser::guard))

@@ -10,6 +10,7 @@ mod dashboard_api;
 mod faults;
 mod flow;
 mod front_ollama;
+mod front_openai;
 mod golden;
 mod http_foundation;
 mod llm;

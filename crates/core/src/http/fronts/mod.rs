@@ -4,6 +4,7 @@
 //! own API's shape, so the official clients read them.
 
 pub mod ollama;
+pub mod openai;
 
 use crate::app::SharedState;
 use crate::http::auth::{self, Front, Scope};

@@ -47,7 +47,7 @@ pub async fn generate(
 }
 
 /// The base of the URLs in an answer (see `http::urls`).
-fn base_url(state: &SharedState, headers: &HeaderMap) -> String {
+pub(crate) fn base_url(state: &SharedState, headers: &HeaderMap) -> String {
     crate::http::urls::base_url(
         state.config().server.public_url.as_deref(),
         &state.browser,
@@ -133,7 +133,7 @@ async fn generate_inner(
 }
 
 /// The answer for a succeeded job: the design's `images` and the code's `outputs`.
-async fn render_result(
+pub(crate) async fn render_result(
     state: &SharedState,
     spec: &ImageSpec,
     view: &JobView,

@@ -1,0 +1,223 @@
+"""The official `ollama` and `openai` Python packages (pinned in requirements-ci.txt) pointed
+at the Desk's Ollama front (`/api`, `/ollama/api`) and OpenAI front (`/v1`), in front of the
+Ollama and ComfyUI doubles: what a LAN tool (Open WebUI, LangChain, the team's scripts) sees.
+Every call asserts content, not just a status."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import urllib.request
+
+import ollama
+import openai
+import pytest
+
+from conftest import _stop, free_port, start_desk
+
+GATEWAY = "sdk-gateway-key-0123456789abcdef"
+ADMIN = "sdk-admin-key-0123456789abcdefgh"
+
+
+@pytest.fixture(scope="module")
+def sdk_desk(tmp_path_factory, doubles):
+    """Live mode in front of the doubles; nothing trusted, so every call needs a key; one
+    OpenAI alias."""
+    ollama_double, comfy = doubles
+    config = f"""
+generator_mode = "live"
+
+[server]
+bind = "127.0.0.1:0"
+trusted_networks = []
+api_keys = ["{GATEWAY}"]
+admin_keys = ["{ADMIN}"]
+
+[llm.providers.ollama]
+base_url = "{ollama_double.url}"
+
+[media.providers.comfyui]
+base_url = "{comfy.url}"
+
+[fronts.openai.models]
+"gpt-4o-mini" = {{ provider = "ollama", model = "qwen2.5:7b" }}
+"""
+    desk = start_desk(tmp_path_factory.mktemp("sdk-desk"), config)
+    yield desk
+    _stop(desk.proc)
+
+
+def ollama_client(desk, key=GATEWAY, prefix=""):
+    return ollama.Client(host=desk.url + prefix, headers={"Authorization": f"Bearer {key}"})
+
+
+def openai_client(desk, key=GATEWAY):
+    return openai.OpenAI(base_url=desk.url + "/v1", api_key=key, max_retries=0, timeout=20)
+
+
+# ---- ollama -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefix", ["", "/ollama"])
+def test_ollama_list_ps_show(sdk_desk, prefix):
+    client = ollama_client(sdk_desk, prefix=prefix)
+    names = [m.model for m in client.list().models]
+    assert "qwen2.5:7b" in names and "qwen2.5:14b" in names, names
+    loaded = [m.model for m in client.ps().models]
+    assert "qwen2.5:7b" in loaded, loaded
+    shown = client.show("qwen2.5:7b")
+    assert shown.details is not None and shown.details.family, shown
+
+
+@pytest.mark.parametrize("prefix", ["", "/ollama"])
+def test_ollama_chat_generate_embed(sdk_desk, prefix):
+    client = ollama_client(sdk_desk, prefix=prefix)
+    reply = client.chat(model="qwen2.5:7b", messages=[{"role": "user", "content": "루미 이어폰"}])
+    assert "루미 이어폰" in reply.message.content
+    assert reply.done and reply.eval_count and reply.eval_count > 0
+
+    pieces = list(
+        client.chat(
+            model="qwen2.5:7b", messages=[{"role": "user", "content": "스트림 확인"}], stream=True
+        )
+    )
+    assert len(pieces) >= 2
+    assert "스트림 확인" in "".join(p.message.content for p in pieces)
+    assert pieces[-1].done and pieces[-1].prompt_eval_count
+
+    generated = client.generate(model="qwen2.5:7b", prompt="한 줄 소개")
+    assert "한 줄 소개" in generated.response
+
+    embedded = client.embed(model="qwen2.5:7b", input=["a", "b"])
+    assert len(embedded.embeddings) == 2 and len(embedded.embeddings[0]) > 0
+
+
+def test_ollama_pull_needs_an_admin_key_and_reports_progress(sdk_desk):
+    with pytest.raises(ollama.ResponseError) as refused:
+        ollama_client(sdk_desk).pull("llama3.2:1b")
+    assert refused.value.status_code == 403
+    assert "admin" in str(refused.value)
+
+    progress = list(ollama_client(sdk_desk, key=ADMIN).pull("llama3.2:1b", stream=True))
+    statuses = [p.status for p in progress]
+    assert statuses[-1] == "success", statuses
+    assert any(p.completed and p.total and p.completed <= p.total for p in progress), statuses
+    assert "llama3.2:1b" in [m.model for m in ollama_client(sdk_desk).list().models]
+
+
+def test_ollama_without_a_key_and_with_an_unknown_model(sdk_desk):
+    with pytest.raises(ollama.ResponseError) as no_key:
+        ollama.Client(host=sdk_desk.url).list()
+    assert no_key.value.status_code == 401
+    with pytest.raises(ollama.ResponseError) as missing:
+        ollama_client(sdk_desk).chat(model="nope:1b", messages=[{"role": "user", "content": "x"}])
+    assert missing.value.status_code == 404
+    assert "not found" in str(missing.value)
+
+
+# ---- openai -------------------------------------------------------------------------------
+
+
+def test_openai_models_chat_and_stream(sdk_desk):
+    client = openai_client(sdk_desk)
+    ids = [m.id for m in client.models.list()]
+    assert "gpt-4o-mini" in ids and "qwen2.5:7b" in ids, ids
+
+    done = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "system", "content": "짧게"}, {"role": "user", "content": "루미 소개"}],
+    )
+    assert done.object == "chat.completion"
+    assert "루미 소개" in done.choices[0].message.content
+    assert done.choices[0].finish_reason == "stop"
+    assert done.usage.total_tokens == done.usage.prompt_tokens + done.usage.completion_tokens > 0
+
+    chunks = list(
+        client.chat.completions.create(
+            model="qwen2.5:7b",
+            messages=[{"role": "user", "content": "스트림 확인"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "스트림 확인" in text
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    assert any(c.choices and c.choices[0].finish_reason == "stop" for c in chunks)
+
+
+def test_openai_json_schema_and_completions(sdk_desk):
+    client = openai_client(sdk_desk)
+    schema = {
+        "type": "object",
+        "properties": {"headline": {"type": "string"}, "score": {"type": "integer"}},
+        "required": ["headline", "score"],
+    }
+    done = client.chat.completions.create(
+        model="qwen2.5:7b",
+        messages=[{"role": "user", "content": "헤드라인"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "h", "schema": schema}},
+    )
+    answer = json.loads(done.choices[0].message.content)
+    assert set(answer) == {"headline", "score"} and isinstance(answer["score"], int), answer
+
+    legacy = client.completions.create(model="qwen2.5:7b", prompt="옛 방식")
+    assert "옛 방식" in legacy.choices[0].text
+
+
+def test_openai_embeddings_default_base64_and_float(sdk_desk):
+    client = openai_client(sdk_desk)
+    # The SDK asks for base64 by default and decodes it itself.
+    e = client.embeddings.create(model="qwen2.5:7b", input=["하나", "둘"])
+    assert [d.index for d in e.data] == [0, 1]
+    assert len(e.data[0].embedding) > 0 and all(isinstance(x, float) for x in e.data[0].embedding)
+    f = client.embeddings.create(model="qwen2.5:7b", input="하나", encoding_format="float")
+    assert f.data[0].embedding == pytest.approx(e.data[0].embedding, rel=1e-6)
+
+
+def test_openai_images_url_and_b64(sdk_desk):
+    client = openai_client(sdk_desk)
+    b64 = client.images.generate(prompt="루미 이어폰 제품 사진", size="512x512", response_format="b64_json")
+    png = base64.b64decode(b64.data[0].b64_json)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    url = client.images.generate(prompt="루미 이어폰 제품 사진", size="512x512")
+    with urllib.request.urlopen(url.data[0].url, timeout=10) as r:
+        assert r.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_openai_errors_in_openais_shape(sdk_desk):
+    with pytest.raises(openai.AuthenticationError):
+        openai_client(sdk_desk, key="wrong-key").models.list()
+    with pytest.raises(openai.NotFoundError) as missing:
+        openai_client(sdk_desk).chat.completions.create(
+            model="nope:1b", messages=[{"role": "user", "content": "x"}]
+        )
+    assert missing.value.status_code == 404
+    with pytest.raises(openai.BadRequestError) as bad:
+        openai_client(sdk_desk).chat.completions.create(model="qwen2.5:7b", messages=[])
+    assert bad.value.body["param"] == "messages"
+
+
+def test_every_front_fails_fast_when_ollama_is_down(tmp_path_factory):
+    port = free_port()
+    desk = start_desk(
+        tmp_path_factory.mktemp("down-desk"),
+        f'generator_mode = "live"\n[server]\nbind = "127.0.0.1:0"\n'
+        f'[llm.providers.ollama]\nbase_url = "http://127.0.0.1:{port}"\ntimeout_s = 60\n',
+    )
+    try:
+        started = time.monotonic()
+        with pytest.raises(ollama.ResponseError) as down:
+            ollama.Client(host=desk.url).chat(
+                model="qwen2.5:7b", messages=[{"role": "user", "content": "x"}]
+            )
+        assert down.value.status_code == 503
+        with pytest.raises(openai.InternalServerError) as down_openai:
+            openai.OpenAI(base_url=desk.url + "/v1", api_key="x", max_retries=0).chat.completions.create(
+                model="qwen2.5:7b", messages=[{"role": "user", "content": "x"}]
+            )
+        assert down_openai.value.status_code == 503
+        assert time.monotonic() - started < 5, "a 60 s timeout must not be waited for"
+    finally:
+        _stop(desk.proc)
