@@ -4,63 +4,19 @@
 //! Run: `cargo bench -p sparklio-desk-core --bench llm_gateway` (about 30 s).
 //! Request counts are fixed (`ROUNDS`), so the runtime stays bounded.
 
-use serde_json::{json, Value};
+#[path = "common/load.rs"]
+mod load;
+
+use load::{percentile, run};
+use serde_json::json;
 use sparklio_testkit::OllamaDouble;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Requests per measured series (after a warm-up of `WARMUP`).
 const ROUNDS: usize = 2_000;
 const WARMUP: usize = 200;
 /// Requests in the mock throughput run.
 const MOCK_REQUESTS: usize = 5_000;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let idx = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[idx]
-}
-
-async fn start_app(
-    dir: &tempfile::TempDir,
-    base_url: &str,
-    mode: &str,
-) -> sparklio_core::RunningApp {
-    let toml = format!("[llm.providers.ollama]\nbase_url = \"{base_url}\"\ntimeout_s = 30\n");
-    sparklio_testkit::app::start_app(dir, &toml, &[("GENERATOR_MODE", mode)]).await
-}
-
-/// Send `total` requests with `concurrency` in flight; per-request latencies in ms.
-async fn run(
-    client: &reqwest::Client,
-    url: &str,
-    body: &Value,
-    total: usize,
-    concurrency: usize,
-) -> (Vec<f64>, Duration) {
-    let started = Instant::now();
-    let per_worker = total / concurrency;
-    let workers = (0..concurrency).map(|_| {
-        let client = client.clone();
-        let url = url.to_string();
-        let body = body.clone();
-        tokio::spawn(async move {
-            let mut lat = Vec::with_capacity(per_worker);
-            for _ in 0..per_worker {
-                let t = Instant::now();
-                let r = client.post(&url).json(&body).send().await.expect("send");
-                assert!(r.status().is_success(), "{}", r.status());
-                let _ = r.bytes().await.expect("body");
-                lat.push(t.elapsed().as_secs_f64() * 1000.0);
-            }
-            lat
-        })
-    });
-    let mut all = Vec::with_capacity(total);
-    for w in futures::future::join_all(workers).await {
-        all.extend(w.expect("worker"));
-    }
-    all.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (all, started.elapsed())
-}
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -95,10 +51,10 @@ fn main() {
         println!("LLM gateway overhead ({ROUNDS} requests per series, {} CPUs)", std::thread::available_parallelism().map_or(0, std::num::NonZero::get));
         println!("{:<34} {:>9} {:>9} {:>9}", "series", "p50 ms", "p99 ms", "req/s");
         for concurrency in [1usize, 64] {
-            run(&client, &direct_url, &direct_body, WARMUP, concurrency.min(WARMUP)).await;
-            run(&client, &gateway_url, &gateway_body, WARMUP, concurrency.min(WARMUP)).await;
-            let (d, dt) = run(&client, &direct_url, &direct_body, ROUNDS, concurrency).await;
-            let (g, gt) = run(&client, &gateway_url, &gateway_body, ROUNDS, concurrency).await;
+            run(&client, &direct_url, &direct_body, WARMUP, concurrency.min(WARMUP), 200).await;
+            run(&client, &gateway_url, &gateway_body, WARMUP, concurrency.min(WARMUP), 200).await;
+            let (d, dt) = run(&client, &direct_url, &direct_body, ROUNDS, concurrency, 200).await;
+            let (g, gt) = run(&client, &gateway_url, &gateway_body, ROUNDS, concurrency, 200).await;
             let row = |name: &str, v: &[f64], t: Duration| {
                 println!(
                     "{name:<34} {:>9.3} {:>9.3} {:>9.0}",
@@ -118,10 +74,10 @@ fn main() {
         }
 
         let mock_url = format!("http://{}/api/v1/llm/generate", mock.addr);
-        run(&client, &mock_url, &gateway_body, WARMUP, 16).await;
+        run(&client, &mock_url, &gateway_body, WARMUP, 16, 200).await;
         for concurrency in [1usize, 16, 64] {
             let n = if concurrency == 1 { MOCK_REQUESTS / 5 } else { MOCK_REQUESTS };
-            let (m, mt) = run(&client, &mock_url, &gateway_body, n, concurrency).await;
+            let (m, mt) = run(&client, &mock_url, &gateway_body, n, concurrency, 200).await;
             println!(
                 "{:<34} {:>9.3} {:>9.3} {:>9.0}",
                 format!("mock mode, c={concurrency}"),
