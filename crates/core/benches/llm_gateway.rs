@@ -18,6 +18,15 @@ const WARMUP: usize = 200;
 /// Requests in the mock throughput run.
 const MOCK_REQUESTS: usize = 5_000;
 
+async fn start_app(
+    dir: &tempfile::TempDir,
+    base_url: &str,
+    mode: &str,
+) -> sparklio_core::RunningApp {
+    let toml = format!("[llm.providers.ollama]\nbase_url = \"{base_url}\"\ntimeout_s = 30\n");
+    sparklio_testkit::app::start_app(dir, &toml, &[("GENERATOR_MODE", mode)]).await
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
