@@ -7,10 +7,9 @@
 #[path = "common/load.rs"]
 mod load;
 
-use load::{percentile, run};
+use load::{percentile, row, run};
 use serde_json::json;
 use sparklio_testkit::OllamaDouble;
-use std::time::Duration;
 
 /// Requests per measured series (after a warm-up of `WARMUP`).
 const ROUNDS: usize = 2_000;
@@ -64,14 +63,6 @@ fn main() {
             run(&client, &gateway_url, &gateway_body, WARMUP, concurrency.min(WARMUP), 200).await;
             let (d, dt) = run(&client, &direct_url, &direct_body, ROUNDS, concurrency, 200).await;
             let (g, gt) = run(&client, &gateway_url, &gateway_body, ROUNDS, concurrency, 200).await;
-            let row = |name: &str, v: &[f64], t: Duration| {
-                println!(
-                    "{name:<34} {:>9.3} {:>9.3} {:>9.0}",
-                    percentile(v, 0.50),
-                    percentile(v, 0.99),
-                    v.len() as f64 / t.as_secs_f64()
-                );
-            };
             row(&format!("direct to double, c={concurrency}"), &d, dt);
             row(&format!("through gateway, c={concurrency}"), &g, gt);
             println!(
