@@ -34,7 +34,7 @@ pub struct FrontCall {
 }
 
 impl FrontCall {
-    fn finished(&self) -> Finished {
+    pub(super) fn finished(&self) -> Finished {
         let mut f = Finished::new(RequestKind::Llm, &self.request_id, self.requester.clone());
         f.role = Some(format!("front:{}", self.front));
         f.task = Some(self.endpoint.to_string());
@@ -226,7 +226,7 @@ impl LlmGateway {
         out
     }
 
-    fn ollama(p: &Arc<dyn LlmProvider>) -> Option<&OllamaProvider> {
+    pub(super) fn ollama(p: &Arc<dyn LlmProvider>) -> Option<&OllamaProvider> {
         p.as_any()?.downcast_ref::<OllamaProvider>()
     }
 
@@ -271,8 +271,31 @@ impl LlmGateway {
         Ok(())
     }
 
-    /// Forward one Ollama API call to the instance that holds `model` (or `instance`),
-    /// streaming the answer back; the usage row is written when it ends.
+    /// The Ollama provider named `name`, ready for calls.
+    pub(super) fn ollama_backend(
+        &self,
+        name: &str,
+    ) -> Result<(String, Arc<dyn LlmProvider>), Error> {
+        self.ollama_backends()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .ok_or_else(|| {
+                Error::validation(
+                    "provider",
+                    format!(
+                        "{name:?} is not a configured Ollama provider (have: {})",
+                        self.ollama_backends()
+                            .iter()
+                            .map(|(n, _)| n.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })
+    }
+
+    /// Forward one Ollama API call to the instance that holds `model`, streaming the
+    /// answer back; the usage row is written when it ends.
     pub async fn ollama_forward(
         &self,
         call: &FrontCall,
@@ -281,10 +304,39 @@ impl LlmGateway {
         body: Option<Bytes>,
         model: Option<String>,
     ) -> Result<FrontStream, Error> {
+        self.forward_counted(call, None, method, path, body, model)
+            .await
+    }
+
+    /// As [`Self::ollama_forward`], on the named provider.
+    pub async fn ollama_forward_to(
+        &self,
+        call: &FrontCall,
+        provider: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Bytes>,
+        model: Option<String>,
+    ) -> Result<FrontStream, Error> {
+        self.forward_counted(call, Some(provider), method, path, body, model)
+            .await
+    }
+
+    async fn forward_counted(
+        &self,
+        call: &FrontCall,
+        provider: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Bytes>,
+        model: Option<String>,
+    ) -> Result<FrontStream, Error> {
         let started = Instant::now();
         let mut finished = call.finished();
         finished.model.clone_from(&model);
-        let result = self.forward_inner(call, method, path, body, model).await;
+        let result = self
+            .forward_inner(call, provider, method, path, body, model)
+            .await;
         match result {
             Ok((provider, fwd)) => {
                 finished.provider = Some(provider.clone());
@@ -345,12 +397,17 @@ impl LlmGateway {
     async fn forward_inner(
         &self,
         call: &FrontCall,
+        provider: Option<&str>,
         method: reqwest::Method,
         path: &str,
         body: Option<Bytes>,
         model: Option<String>,
     ) -> Result<(String, Forwarded), (Option<String>, Error)> {
-        let (name, provider) = self.backend_for(model.as_deref()).map_err(|e| (None, e))?;
+        let (name, provider) = match provider {
+            Some(p) => self.ollama_backend(p),
+            None => self.backend_for(model.as_deref()),
+        }
+        .map_err(|e| (None, e))?;
         let target = Target {
             provider: Some(name.clone()),
             model: model.clone(),

@@ -10,6 +10,7 @@ pub mod answer;
 pub mod error;
 pub mod front;
 pub mod json;
+pub mod model_actions;
 pub mod ndjson;
 pub mod prompts;
 pub mod provider;
@@ -788,6 +789,7 @@ impl LlmGateway {
                 "llm.providers.<name>.default_model when the step names no model",
             ],
             prompts: self.prompts.templates().to_vec(),
+            missing_models: self.missing_models(),
         }
     }
 

@@ -247,6 +247,43 @@ impl Router {
     pub fn default_provider(&self) -> &str {
         &self.default_provider
     }
+
+    /// The routes (rules, fallbacks, the default route) that send requests to `model`
+    /// on `provider`, by name (`"writers"`, `llm.routes[2]`, `default_route`).
+    pub fn routes_using(&self, provider: &str, model: &str) -> Vec<String> {
+        let hits = |p: &str, m: Option<String>| {
+            p == provider
+                && m.or_else(|| self.provider_default(p))
+                    .is_some_and(|m| crate::llm::same_model(&m, model))
+        };
+        let mut out = Vec::new();
+        for (i, r) in &self.rules {
+            let name = r
+                .name
+                .clone()
+                .map_or_else(|| format!("llm.routes[{i}]"), |n| format!("{n:?}"));
+            if hits(&r.provider, r.model.clone()) {
+                out.push(name.clone());
+            }
+            if r.fallbacks
+                .iter()
+                .any(|f| hits(&f.provider, f.model.clone()))
+            {
+                out.push(format!("{name} (fallback)"));
+            }
+        }
+        if hits(&self.default_provider, self.default_model.clone()) {
+            out.push("default_route".into());
+        }
+        if self
+            .default_fallbacks
+            .iter()
+            .any(|f| hits(&f.provider, f.model.clone()))
+        {
+            out.push("default_route (fallback)".into());
+        }
+        out
+    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,9 @@ pub struct RouterInfo {
     pub role_aliases: BTreeMap<String, String>,
     pub precedence: [&'static str; 4],
     pub prompts: Vec<TemplateInfo>,
+    /// Routed models their provider does not have (known once its instances listed
+    /// their models), with the routes that need them.
+    pub missing_models: Vec<super::model_actions::MissingModel>,
 }
 
 #[derive(Debug, Clone, Serialize)]

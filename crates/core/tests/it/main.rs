@@ -15,6 +15,7 @@ mod golden;
 mod http_foundation;
 mod llm;
 mod media;
+mod model_actions;
 mod notifier;
 mod security;
 mod supervisor;

@@ -271,7 +271,7 @@ async fn pull(
     let model = model_of(&parsed)?;
     let wants_stream = parsed.get("stream").and_then(Value::as_bool) != Some(false);
     let call = front_call(caller, &headers, "pull");
-    let (pull, joined) = state.llm.pull(&call, &model).await?;
+    let (pull, joined) = state.llm.pull(&call, &model, None).await?;
     let mut headers = HeaderMap::new();
     headers.insert(
         "x-sparklio-pull-id",

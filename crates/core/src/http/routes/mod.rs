@@ -4,6 +4,7 @@ pub mod dashboard;
 pub mod flows;
 pub mod llm;
 pub mod media;
+pub mod model_actions;
 pub mod models;
 pub mod runtime;
 pub mod services;
@@ -14,7 +15,7 @@ pub mod usage;
 use super::error::ApiError;
 use crate::app::SharedState;
 use axum::http::Uri;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 
 /// Routes for gateway clients (API key or trusted network).
@@ -47,6 +48,12 @@ pub fn gateway_routes() -> Router<SharedState> {
         .route("/api/v1/events/stream", get(services::events_stream))
         .route("/api/v1/system", get(system::system))
         .route("/api/v1/models", get(models::models))
+        .route("/api/v1/models/pulls", get(model_actions::list_pulls))
+        .route("/api/v1/models/pulls/{id}", get(model_actions::get_pull))
+        .route(
+            "/api/v1/models/pulls/{id}/events",
+            get(model_actions::pull_events),
+        )
 }
 
 /// Control routes (admin key or trusted network).
@@ -61,6 +68,15 @@ pub fn admin_routes() -> Router<SharedState> {
         .route(
             "/api/v1/services/{name}/logs/stream",
             get(services::logs_stream),
+        )
+        .route("/api/v1/models/{provider}/pull", post(model_actions::pull))
+        .route(
+            "/api/v1/models/pulls/{id}",
+            delete(model_actions::cancel_pull),
+        )
+        .route(
+            "/api/v1/models/{provider}/{*model}",
+            delete(model_actions::delete).post(model_actions::load_or_unload),
         )
 }
 

@@ -24,7 +24,7 @@ const DETACHED_TAIL_BYTES: u64 = 1024 * 1024;
 const MAX_EVENTS: u32 = 1_000;
 
 /// "admin from 100.64.1.2" / "trusted client from 127.0.0.1 (key ...)".
-fn actor(caller: &Caller) -> String {
+pub(crate) fn actor(caller: &Caller) -> String {
     let who = if caller.admin {
         "admin"
     } else if caller.trusted {

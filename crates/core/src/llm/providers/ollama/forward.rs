@@ -239,6 +239,17 @@ impl OllamaProvider {
         })
     }
 
+    /// Whether an instance has the model, once some instance has listed its models
+    /// (`None` before the first listing: unknown, not missing).
+    pub fn model_known(&self, model: &str) -> Option<bool> {
+        let listed = self
+            .pool
+            .instances
+            .iter()
+            .any(|i| i.facts().installed_at.is_some());
+        listed.then(|| self.has_model(model))
+    }
+
     /// The longest a forwarded call may take.
     pub fn overall_timeout(&self) -> Duration {
         self.timeouts.overall
