@@ -318,6 +318,7 @@ function renderSystem(doc, remember = true) {
   while (ui.history.length > HISTORY_POINTS) ui.history.shift();
   const h = ui.history;
   const gpu = point.gpu;
+  lastGpu = gpu;
   $("#gpu-note").hidden = !!gpu;
   $("#gpu-note").textContent = gpu ? "" : `GPU: ${doc.gpu?.reason || "no NVIDIA GPU detected"}`;
   setTile("m-gpu", gpu ? `${fmt.pct(gpu.utilization_percent)}${gpu.name ? " · " + gpu.name : ""}` : "—", h.map((p) => p.gpu?.utilization_percent), 100);
@@ -373,28 +374,120 @@ async function refreshRecent() {
 
 // ---------- models ----------
 
-function modelTable(models, missing) {
-  const rows = models.map((m) =>
-    el(
+// The last GPU sample (from the system panel), for "what fills the card".
+let lastGpu = null;
+
+function actionButton(text, cls, onClick) {
+  const b = el("button", { type: "button", class: `small ${cls || ""}`.trim(), text });
+  b.addEventListener("click", async () => {
+    b.disabled = true;
+    try {
+      await onClick(b);
+    } catch (e) {
+      modelNote(`${text} failed: ${e.message}`, true);
+    } finally {
+      b.disabled = false;
+    }
+  });
+  return b;
+}
+
+function modelNote(text, bad) {
+  const n = $("#model-note");
+  n.textContent = text;
+  n.classList.toggle("bad", !!bad);
+}
+
+const modelPath = (provider, model) => `/api/v1/models/${encodeURIComponent(provider)}/${model.split("/").map(encodeURIComponent).join("/")}`;
+
+async function startPull(provider, model) {
+  const p = await api(`/api/v1/models/${encodeURIComponent(provider)}/pull`, { method: "POST", body: JSON.stringify({ model }) });
+  modelNote(p.joined ? `${model}: joined the pull already running` : `${model}: pull started`);
+  watchPulls();
+}
+
+// Delete asks first, naming the routes that use the model (the API refuses with them).
+function confirmDelete(row, provider, model) {
+  const cell = row.querySelector("td.actions");
+  const ask = async () => {
+    try {
+      await api(modelPath(provider, model), { method: "DELETE" });
+      modelNote(`${model} deleted from ${provider}`);
+      return refreshModels();
+    } catch (e) {
+      if (e.code !== "MODEL_IN_USE") throw e;
+      const keep = actionButton("Keep", "secondary", () => refreshModels());
+      const go = actionButton("Delete anyway", "danger", async () => {
+        await api(`${modelPath(provider, model)}?force=true`, { method: "DELETE" });
+        modelNote(`${model} deleted from ${provider}`);
+        return refreshModels();
+      });
+      cell.replaceChildren(el("span", { class: "confirm", text: `${e.message.split(";")[0]}. ` }), go, keep);
+    }
+  };
+  const yes = actionButton("Confirm delete", "danger", ask);
+  const no = actionButton("Keep", "secondary", () => refreshModels());
+  cell.replaceChildren(el("span", { class: "confirm", text: `Delete ${model}? ` }), yes, no);
+}
+
+function modelTable(provider, models, missing, actionable) {
+  const rows = models.map((m) => {
+    const row = el(
       "tr",
-      { class: m.loaded ? "loaded" : "" },
+      { class: m.loaded ? "loaded" : "", "data-model": m.name },
       el("td", { text: m.name }),
       el("td", { text: fmt.bytes(m.size_bytes) }),
       el("td", { text: [m.family, m.parameter_size].filter(Boolean).join(" ") || "—" }),
       el("td", { text: m.quantization || "—" }),
       el("td", { text: m.modified_at ? new Date(m.modified_at).toLocaleDateString() : "—" }),
       el("td", { text: m.loaded ? (m.size_vram != null ? `loaded, ${fmt.bytes(m.size_vram)} VRAM` : "loaded") : "" }),
-    ),
-  );
+      el("td", { class: "actions" }),
+    );
+    const actions = row.querySelector("td.actions");
+    if (!actionable) return row;
+    if (m.loaded) {
+      actions.append(actionButton("Unload", "secondary", async () => {
+        await api(`${modelPath(provider, m.name)}/unload`, { method: "POST" });
+        modelNote(`${m.name} unloaded`);
+        return refreshModels();
+      }));
+    } else {
+      actions.append(actionButton("Load", "secondary", async () => {
+        modelNote(`loading ${m.name}…`);
+        await api(`${modelPath(provider, m.name)}/load`, { method: "POST" });
+        modelNote(`${m.name} loaded`);
+        return refreshModels();
+      }));
+    }
+    actions.append(actionButton("Delete", "danger", async () => confirmDelete(row, provider, m.name)));
+    return row;
+  });
   for (const name of missing || []) {
-    rows.push(el("tr", { class: "missing" }, el("td", { text: name }), el("td", { colSpan: 5, text: "missing: a route needs it (ollama pull " + name + ")" })));
+    rows.push(
+      el(
+        "tr",
+        { class: "missing", "data-model": name },
+        el("td", { text: name }),
+        el("td", { colSpan: 5, text: "missing: a route needs it" }),
+        el("td", { class: "actions" }, ...(actionable ? [actionButton("Pull", "", () => startPull(provider, name))] : [])),
+      ),
+    );
   }
   return el(
     "table",
     {},
-    el("thead", {}, el("tr", {}, ...["name", "size", "family", "quantisation", "modified", "loaded"].map((t) => el("th", { text: t })))),
+    el("thead", {}, el("tr", {}, ...["name", "size", "family", "quantisation", "modified", "loaded", ""].map((t) => el("th", { text: t })))),
     el("tbody", {}, ...rows),
   );
+}
+
+// What fills the card: the loaded models' VRAM against the GPU's total (NVML).
+function vramLine(models) {
+  const used = models.filter((m) => m.loaded && m.size_vram != null).reduce((a, m) => a + m.size_vram, 0);
+  const total = lastGpu?.memory_total_bytes;
+  const names = models.filter((m) => m.loaded).map((m) => `${m.name} ${m.size_vram != null ? fmt.bytes(m.size_vram) : ""}`.trim());
+  if (!names.length) return null;
+  return el("p", { class: "vram", text: `Loaded: ${names.join(", ")} — ${fmt.bytes(used)} VRAM${total ? ` of ${fmt.bytes(total)} on the GPU` : ""}` });
 }
 
 function renderModels(body) {
@@ -404,7 +497,16 @@ function renderModels(body) {
     parts.push(el("h3", { text: inst.base_url ? `${inst.provider} (${inst.kind}) — ${inst.base_url}` : `${inst.provider} (${inst.kind})` }));
     if (inst.service_down) parts.push(el("p", { class: "empty", text: `service down: ${inst.service_down}` }));
     else if (inst.error) parts.push(el("p", { class: "empty", text: `unreachable: ${inst.error}` }));
-    parts.push(modelTable(inst.models || [], inst.missing));
+    if (inst.kind === "ollama" && (inst.missing || []).length) {
+      const all = actionButton(`Pull all missing (${inst.missing.length})`, "", async () => {
+        for (const name of inst.missing) await startPull(inst.provider, name);
+      });
+      all.classList.add("pull-all");
+      parts.push(el("p", {}, all));
+    }
+    const vram = vramLine(inst.models || []);
+    if (vram) parts.push(vram);
+    parts.push(modelTable(inst.provider, inst.models || [], inst.missing, inst.kind === "ollama"));
   }
   for (const inst of body.media || []) {
     parts.push(el("h3", { text: inst.base_url ? `${inst.provider} (${inst.kind}) — ${inst.base_url}` : `${inst.provider} (${inst.kind})` }));
@@ -424,7 +526,60 @@ async function refreshModels() {
   }
 }
 
+// ---------- pulls ----------
+
+function renderPulls(pulls) {
+  const box = $("#model-pulls");
+  const shown = pulls.filter((p) => p.state === "running" || Date.now() - Date.parse(p.finished_at || 0) < 60_000);
+  box.replaceChildren(
+    ...shown.map((p) => {
+      const pct = p.percent ?? 0;
+      const detail = [
+        p.state === "running" ? p.status : p.state,
+        p.total_bytes ? `${fmt.bytes(p.completed_bytes)} / ${fmt.bytes(p.total_bytes)}` : "",
+        p.bytes_per_s ? `${fmt.bytes(p.bytes_per_s)}/s` : "",
+        p.eta_s != null && p.state === "running" ? `ETA ${Math.round(p.eta_s)} s` : "",
+        p.error && p.state !== "cancelled" ? p.error : "",
+      ].filter(Boolean);
+      const row = el(
+        "div",
+        { class: `pull ${p.state}`, "data-pull": p.id, "data-model": p.model },
+        el("span", { class: "pull-name", text: `${p.model} (${p.provider})` }),
+        el("progress", { max: 100, value: pct }),
+        el("span", { class: "pull-pct", text: `${pct.toFixed(1)} %` }),
+        el("span", { class: "pull-detail", text: detail.join(" · ") }),
+      );
+      if (p.state === "running") {
+        row.append(actionButton("Cancel", "secondary", () => api(`/api/v1/models/pulls/${p.id}`, { method: "DELETE" }).then(watchPulls)));
+      }
+      return row;
+    }),
+  );
+}
+
+let pullTimer = null;
+async function watchPulls() {
+  clearTimeout(pullTimer);
+  let running = false;
+  try {
+    const body = await api("/api/v1/models/pulls");
+    renderPulls(body.pulls || []);
+    running = (body.pulls || []).some((p) => p.state === "running");
+    const finishedNow = (body.pulls || []).some((p) => p.state === "succeeded" && Date.now() - Date.parse(p.finished_at || 0) < 2_000);
+    if (finishedNow) refreshModels();
+  } catch (e) {
+    modelNote(`pulls unavailable: ${e.message}`, true);
+  }
+  if (running) pullTimer = setTimeout(watchPulls, 500);
+}
+
 $("#models-refresh").addEventListener("click", refreshModels);
+$("#model-pull-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const model = $("#model-pull-name").value.trim();
+  const provider = $("#model-pull-provider").value.trim() || "ollama";
+  if (model) startPull(provider, model).catch((e) => modelNote(`pull failed: ${e.message}`, true));
+});
 
 // ---------- events ----------
 
