@@ -2,6 +2,7 @@
 
 mod e2e;
 mod listen;
+mod models;
 mod profile;
 mod winservice;
 
@@ -81,6 +82,13 @@ enum Command {
     /// Secrets the Desk keeps in its data folder.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Act on the LLM providers' models: list, pull (with progress), rm, load, unload.
+    Models {
+        #[command(subcommand)]
+        action: models::ModelsCommand,
+        #[command(flatten)]
+        target: models::Target,
+    },
 }
 
 #[derive(Subcommand)]
@@ -235,6 +243,13 @@ fn main() -> ExitCode {
             }
         }
         Command::Service(cmd) => winservice::command(cli.config, cmd),
+        Command::Models { action, target } => match load(cli.config) {
+            Ok(l) => {
+                let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+                runtime.block_on(models::run(l, action, target))
+            }
+            Err(code) => code,
+        },
     }
 }
 
@@ -404,11 +419,48 @@ fn route_command(
             "note:     generator_mode is mock: the mock provider answers, reporting this model"
         );
     }
-    if !loaded.config.llm.providers.contains_key(&decision.provider) {
+    let Some(provider) = loaded.config.llm.providers.get(&decision.provider) else {
         eprintln!("error: provider {:?} is not configured", decision.provider);
         return ExitCode::FAILURE;
+    };
+    if let (Some(model), Some(url)) = (decision.model.as_deref(), provider.base_url.as_deref()) {
+        if provider.kind == "ollama" {
+            println!("{}", installed_line(url, &decision.provider, model));
+        }
     }
     ExitCode::SUCCESS
+}
+
+/// Whether the routed model is installed, asked of the provider (briefly).
+fn installed_line(url: &str, provider: &str, model: &str) -> String {
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let tags = runtime.block_on(async {
+        reqwest::Client::builder()
+            .timeout(std::time::Duration::from_millis(1500))
+            .no_proxy()
+            .build()
+            .ok()?
+            .get(format!("{}/api/tags", url.trim_end_matches('/')))
+            .send()
+            .await
+            .ok()?
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+    });
+    let Some(tags) = tags else {
+        return format!("installed: unknown ({provider} at {url} does not answer)");
+    };
+    let has = tags["models"].as_array().into_iter().flatten().any(|m| {
+        m["name"]
+            .as_str()
+            .is_some_and(|n| sparklio_core::llm::same_model(n, model))
+    });
+    if has {
+        format!("installed: yes, on {provider}")
+    } else {
+        format!("installed: MISSING on {provider} (sparklio-desk models pull {model})")
+    }
 }
 
 /// Command-line settings of `serve` (and of the Windows service, which runs the same).

@@ -2,4 +2,5 @@
 //! (cli) and `route`.
 
 mod cli;
+mod models;
 mod route;

@@ -55,9 +55,10 @@ pub struct PullProgress {
     pub requested_by: String,
 }
 
-/// Byte counts per layer, and the speed over the last few seconds.
+/// Byte counts per layer of an Ollama pull, and the speed over the last few seconds
+/// (the CLI reads Ollama's stream with it too).
 #[derive(Default)]
-struct Tally {
+pub struct Tally {
     layers: BTreeMap<String, (u64, u64)>,
     status: String,
     /// (time, completed bytes) samples for the speed.
@@ -65,7 +66,8 @@ struct Tally {
 }
 
 impl Tally {
-    fn feed(&mut self, line: &Value) {
+    /// One progress line of Ollama's `/api/pull` stream.
+    pub fn feed(&mut self, line: &Value) {
         if let Some(s) = line.get("status").and_then(Value::as_str) {
             self.status = s.chars().take(200).collect();
         }
@@ -92,15 +94,21 @@ impl Tally {
         }
     }
 
-    fn completed(&self) -> u64 {
+    pub fn completed(&self) -> u64 {
         self.layers.values().map(|(c, _)| c).sum()
     }
 
-    fn total(&self) -> u64 {
+    pub fn total(&self) -> u64 {
         self.layers.values().map(|(_, t)| t).sum()
     }
 
-    fn speed(&self) -> Option<f64> {
+    /// Ollama's last status (`pulling 6a0746a1ec1a`, `success`).
+    pub fn status(&self) -> &str {
+        &self.status
+    }
+
+    /// Bytes per second over the last few seconds.
+    pub fn speed(&self) -> Option<f64> {
         let (t0, b0) = self.samples.front()?;
         let (t1, b1) = self.samples.back()?;
         let dt = t1.duration_since(*t0).as_secs_f64();
