@@ -102,7 +102,22 @@ impl Masker {
             }
         }
         flush_hex(&mut out, &mut run);
-        out
+        // File ids carry the day they were made (`img_20261129_<hex>`).
+        let mut masked = String::new();
+        let mut rest = out.as_str();
+        while let Some(i) = rest.find("img_") {
+            let after = &rest[i + 4..];
+            let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+            masked.push_str(&rest[..i + 4]);
+            if digits == 8 && after[8..].starts_with('_') {
+                masked.push_str("<date>");
+                rest = &after[8..];
+            } else {
+                rest = after;
+            }
+        }
+        masked.push_str(rest);
+        masked
     }
 
     fn value(&self, key: &str, v: &Value) -> Value {
