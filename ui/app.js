@@ -511,8 +511,26 @@ function renderModels(body) {
   for (const inst of body.media || []) {
     parts.push(el("h3", { text: inst.base_url ? `${inst.provider} (${inst.kind}) — ${inst.base_url}` : `${inst.provider} (${inst.kind})` }));
     if (inst.error) parts.push(el("p", { class: "empty", text: `unreachable: ${inst.error}` }));
-    for (const [folder, names] of Object.entries(inst.models || {})) {
-      parts.push(el("p", {}, el("strong", { text: `${folder}: ` }), document.createTextNode(names.length ? names.join(", ") : "none")));
+    for (const [folder, files] of Object.entries(inst.models || {})) {
+      const text = files.map((f) => (typeof f === "string" ? f : f.size_bytes != null ? `${f.name} (${fmt.bytes(f.size_bytes)})` : f.name));
+      parts.push(el("p", {}, el("strong", { text: `${folder}: ` }), document.createTextNode(text.length ? text.join(", ") : "none")));
+    }
+    for (const w of inst.workflows || []) {
+      const missing = w.missing_models || [];
+      parts.push(
+        el(
+          "p",
+          { class: missing.length ? "workflow missing" : "workflow", "data-workflow": w.name },
+          el("strong", { text: `workflow ${w.name}: ` }),
+          document.createTextNode(
+            missing.length
+              ? `missing ${missing.map((f) => `${f.type} ${f.name}`).join(", ")}`
+              : (w.requires || []).length
+                ? `has its models (${w.requires.map((f) => f.name).join(", ")})`
+                : "needs no model files",
+          ),
+        ),
+      );
     }
   }
   box.replaceChildren(...(parts.length ? parts : [el("p", { class: "empty", text: "No model providers configured." })]));

@@ -711,6 +711,10 @@ pub struct MediaProviderConfig {
     /// Checkpoint put into a workflow's `checkpoint` parameter unless the request names one.
     #[serde(default)]
     pub checkpoint: Option<String>,
+    /// ComfyUI's `models` folder when it is on this machine (e.g.
+    /// `D:\\AI\\ComfyUI\\models`): model lists then show each file's size.
+    #[serde(default)]
+    pub models_dir: Option<PathBuf>,
     /// How often `/history` is polled when the progress WebSocket is down.
     #[serde(default = "default_media_poll_ms")]
     pub poll_interval_ms: u64,

@@ -408,7 +408,12 @@ impl MediaGateway {
         let mut models = Vec::new();
         let mut providers = BTreeMap::new();
         for (name, p) in &self.providers {
-            let workflows: Vec<WorkflowInfo> = p
+            let checkpoint = self
+                .config
+                .providers
+                .get(name)
+                .and_then(|c| c.checkpoint.clone());
+            let mut workflows: Vec<WorkflowInfo> = p
                 .workflows()
                 .all()
                 .map(|w| WorkflowInfo {
@@ -416,6 +421,8 @@ impl MediaGateway {
                     description: w.description.clone(),
                     parameters: w.parameters.keys().cloned().collect(),
                     source: w.source.clone(),
+                    requires: w.required_models(checkpoint.as_deref()),
+                    missing_models: Vec::new(),
                 })
                 .collect();
             let entry = if self.links.board.down_reason(name).is_some() {
@@ -428,6 +435,30 @@ impl MediaGateway {
             } else {
                 match p.models().await {
                     Ok(list) => {
+                        // Missing: a required file of a type the provider lists, not listed.
+                        let listed_types: std::collections::BTreeSet<&str> =
+                            ["checkpoint", "lora", "vae", "upscaler"]
+                                .into_iter()
+                                .collect();
+                        // The mock draws without model files.
+                        let checked = if p.kind() == "mock" {
+                            &mut [][..]
+                        } else {
+                            &mut workflows[..]
+                        };
+                        for w in checked {
+                            w.missing_models = w
+                                .requires
+                                .iter()
+                                .filter(|f| listed_types.contains(f.model_type.as_str()))
+                                .filter(|f| {
+                                    !list
+                                        .iter()
+                                        .any(|m| m.model_type == f.model_type && m.name == f.name)
+                                })
+                                .cloned()
+                                .collect();
+                        }
                         // In live mode the mock's model is not one the caller can use.
                         if mock_mode || p.kind() != "mock" {
                             models.extend(list.iter().cloned());

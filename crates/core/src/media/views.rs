@@ -82,10 +82,13 @@ pub struct JobCounts {
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelInfo {
     pub name: String,
-    /// `checkpoint`, `lora` or `vae`.
+    /// `checkpoint`, `lora`, `vae` or `upscaler`.
     #[serde(rename = "type")]
     pub model_type: String,
     pub provider: String,
+    /// The file's size, when ComfyUI's models folder is on this machine (`models_dir`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
 }
 
 /// `GET /api/v1/media/models`.
@@ -123,6 +126,10 @@ pub struct WorkflowInfo {
     pub description: String,
     pub parameters: Vec<String>,
     pub source: String,
+    /// Model files the workflow loads (its loader nodes, with the configured checkpoint).
+    pub requires: Vec<super::workflows::ModelFile>,
+    /// Those the provider does not list (known only when its lists could be read).
+    pub missing_models: Vec<super::workflows::ModelFile>,
 }
 
 /// One image a job stored (in the job's result).

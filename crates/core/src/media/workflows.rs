@@ -37,6 +37,25 @@ const BUILTIN: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Loader nodes and the model file each loads: (class, input, model type as listed).
+const LOADERS: &[(&str, &str, &str)] = &[
+    ("CheckpointLoaderSimple", "ckpt_name", "checkpoint"),
+    ("CheckpointLoader", "ckpt_name", "checkpoint"),
+    ("LoraLoader", "lora_name", "lora"),
+    ("LoraLoaderModelOnly", "lora_name", "lora"),
+    ("VAELoader", "vae_name", "vae"),
+    ("UpscaleModelLoader", "model_name", "upscaler"),
+];
+
+/// A model file a workflow needs.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ModelFile {
+    /// `checkpoint`, `lora`, `vae`, `upscaler` (as model lists name them).
+    #[serde(rename = "type")]
+    pub model_type: String,
+    pub name: String,
+}
+
 /// Where one parameter goes.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -108,6 +127,42 @@ impl ParamValues {
 }
 
 impl Workflow {
+    /// The model files its loader nodes load; `checkpoint` (the configured one) replaces
+    /// the graph's own where the manifest maps the `checkpoint` parameter.
+    pub fn required_models(&self, checkpoint: Option<&str>) -> Vec<ModelFile> {
+        let overridden: Vec<(&str, &str)> = match (checkpoint, self.parameters.get("checkpoint")) {
+            (Some(_), Some(targets)) => targets
+                .iter()
+                .map(|t| (t.node.as_str(), t.input.as_str()))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut out: Vec<ModelFile> = Vec::new();
+        for (id, node) in &self.graph {
+            let class = node.get("class_type").and_then(Value::as_str).unwrap_or("");
+            for (loader, input, model_type) in LOADERS {
+                if class != *loader {
+                    continue;
+                }
+                let name = if overridden.contains(&(id.as_str(), *input)) {
+                    checkpoint.map(str::to_string)
+                } else {
+                    node["inputs"][*input].as_str().map(str::to_string)
+                };
+                if let Some(name) = name {
+                    let file = ModelFile {
+                        model_type: (*model_type).to_string(),
+                        name,
+                    };
+                    if !out.contains(&file) {
+                        out.push(file);
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Parse and check a graph and its manifest.
     pub fn parse(
         name: &str,

@@ -249,3 +249,71 @@ async fn delete_names_the_routes_and_needs_admin_load_and_unload_show_in_ps() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn comfyui_models_by_folder_with_sizes_and_workflows_missing_their_models() {
+    let comfy = sparklio_testkit::ComfyDouble::start().await;
+    comfy.set_checkpoints(&["other.safetensors"]);
+    let models_dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(models_dir.path().join("checkpoints")).unwrap();
+    std::fs::write(
+        models_dir.path().join("checkpoints/other.safetensors"),
+        vec![0u8; 4096],
+    )
+    .unwrap();
+    let toml = format!(
+        "[media.providers.comfyui]\nkind = \"comfyui\"\nbase_url = \"{}\"\ncheckpoint = \"juggernautXL_ragnarokBy.safetensors\"\nmodels_dir = \"{}\"\n",
+        comfy.url(),
+        models_dir.path().display()
+    );
+    let app = TestApp::start_with(&toml, &[("GENERATOR_MODE", "live")], Default::default()).await;
+    let (status, body) = app.get_json("/api/v1/models").await;
+    assert_eq!(status, 200, "{body}");
+    let comfyui = body["media"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["provider"] == "comfyui")
+        .unwrap();
+    assert_eq!(
+        comfyui["models"]["checkpoints"],
+        json!([{"name": "other.safetensors", "size_bytes": 4096}]),
+        "{comfyui}"
+    );
+    let sdxl = comfyui["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "sdxl_txt2img")
+        .unwrap();
+    // The configured checkpoint replaces the graph's own; it is not installed.
+    assert_eq!(
+        sdxl["missing_models"],
+        json!([{"type": "checkpoint", "name": "juggernautXL_ragnarokBy.safetensors"}]),
+        "{sdxl}"
+    );
+    let diagnostic = comfyui["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "diagnostic")
+        .unwrap();
+    assert_eq!(diagnostic["missing_models"], json!([]));
+
+    // Installed: nothing missing any more.
+    comfy.set_checkpoints(&["juggernautXL_ragnarokBy.safetensors"]);
+    let (_, media) = app.get_json("/api/v1/media/models").await;
+    let sdxl = media["providers"]["comfyui"]["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "sdxl_txt2img")
+        .unwrap()
+        .clone();
+    assert_eq!(sdxl["missing_models"], json!([]), "{media}");
+    assert_eq!(
+        sdxl["requires"],
+        json!([{"type": "checkpoint", "name": "juggernautXL_ragnarokBy.safetensors"}])
+    );
+    app.stop().await;
+}

@@ -38,8 +38,24 @@ pub struct MediaProviderModels {
     pub base_url: Option<String>,
     pub error: Option<String>,
     pub service_down: Option<String>,
-    /// Folder (`checkpoints`, `loras`, `vaes`) → file names.
-    pub models: BTreeMap<String, Vec<String>>,
+    /// Folder (`checkpoints`, `loras`, `vaes`, `upscalers`) → files.
+    pub models: BTreeMap<String, Vec<MediaFile>>,
+    /// Each workflow's model files, and those missing.
+    pub workflows: Vec<WorkflowModels>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MediaFile {
+    pub name: String,
+    /// When ComfyUI's models folder is on this machine (`models_dir`).
+    pub size_bytes: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WorkflowModels {
+    pub name: String,
+    pub requires: Vec<crate::media::workflows::ModelFile>,
+    pub missing_models: Vec<crate::media::workflows::ModelFile>,
 }
 
 pub async fn models(State(state): State<SharedState>) -> Json<ModelsView> {
@@ -65,21 +81,32 @@ pub async fn models(State(state): State<SharedState>) -> Json<ModelsView> {
         })
         .collect();
 
+    let media_view = state.media.models().await;
     let mut media = Vec::new();
     for (name, p) in state.media.providers() {
-        let (folders, error) = match p.models().await {
-            Ok(list) => {
-                let mut folders: BTreeMap<String, Vec<String>> = BTreeMap::new();
-                for m in list {
-                    folders
-                        .entry(format!("{}s", m.model_type))
-                        .or_default()
-                        .push(m.name);
-                }
-                (folders, None)
-            }
-            Err(e) => (BTreeMap::new(), Some(e.message)),
-        };
+        let view = media_view.providers.get(name.as_str());
+        let mut folders: BTreeMap<String, Vec<MediaFile>> = BTreeMap::new();
+        for m in view.and_then(|v| v.models.as_ref()).into_iter().flatten() {
+            folders
+                .entry(format!("{}s", m.model_type))
+                .or_default()
+                .push(MediaFile {
+                    name: m.name.clone(),
+                    size_bytes: m.size_bytes,
+                });
+        }
+        let workflows = view
+            .map(|v| {
+                v.workflows
+                    .iter()
+                    .map(|w| WorkflowModels {
+                        name: w.name.clone(),
+                        requires: w.requires.clone(),
+                        missing_models: w.missing_models.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         media.push(MediaProviderModels {
             provider: name.clone(),
             kind: p.kind(),
@@ -88,9 +115,10 @@ pub async fn models(State(state): State<SharedState>) -> Json<ModelsView> {
                 .providers
                 .get(name.as_str())
                 .and_then(|c| c.base_url.clone()),
-            error,
+            error: view.and_then(|v| v.error.clone()),
             service_down: state.provider_board.down_reason(name),
             models: folders,
+            workflows,
         });
     }
     Json(ModelsView { llm, media })

@@ -668,14 +668,28 @@ impl MediaProvider for ComfyUiProvider {
             ("checkpoints", "checkpoint"),
             ("loras", "lora"),
             ("vae", "vae"),
+            ("upscale_models", "upscaler"),
         ] {
             let listed = client.models(folder).await;
             self.observe(&self.pool.instances[i], &listed);
             for name in listed?.unwrap_or_default() {
+                // Only a plain relative name inside the folder is looked up on disk.
+                let size_bytes = match &self.config.models_dir {
+                    Some(dir)
+                        if !name.contains("..") && !std::path::Path::new(&name).is_absolute() =>
+                    {
+                        tokio::fs::metadata(dir.join(folder).join(&name))
+                            .await
+                            .ok()
+                            .map(|m| m.len())
+                    }
+                    _ => None,
+                };
                 out.push(ModelInfo {
                     name,
                     model_type: kind.into(),
                     provider: self.name.clone(),
+                    size_bytes,
                 });
             }
         }

@@ -66,6 +66,7 @@ impl MediaProvider for MockProvider {
             name: MOCK_MODEL.into(),
             model_type: "checkpoint".into(),
             provider: self.name.clone(),
+            size_bytes: None,
         }])
     }
 
