@@ -221,3 +221,47 @@ def test_every_front_fails_fast_when_ollama_is_down(tmp_path_factory):
         assert time.monotonic() - started < 5, "a 60 s timeout must not be waited for"
     finally:
         _stop(desk.proc)
+
+
+def test_openai_tools_called_and_answered(sdk_desk):
+    client = openai_client(sdk_desk)
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_stock",
+                "description": "Stock of a product",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"sku": {"type": "string"}},
+                    "required": ["sku"],
+                },
+            },
+        }
+    ]
+    asked = [{"role": "user", "content": "루미 재고?"}]
+    first = client.chat.completions.create(model="qwen2.5:7b", messages=asked, tools=tools)
+    assert first.choices[0].finish_reason == "tool_calls"
+    call = first.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_stock"
+    assert "sku" in json.loads(call.function.arguments)
+
+    # Streamed, the SDK's chunks carry the same call.
+    chunks = list(
+        client.chat.completions.create(model="qwen2.5:7b", messages=asked, tools=tools, stream=True)
+    )
+    streamed = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    assert streamed and streamed[0].function.name == "get_stock"
+    assert any(c.choices and c.choices[0].finish_reason == "tool_calls" for c in chunks)
+
+    answer = client.chat.completions.create(
+        model="qwen2.5:7b",
+        tools=tools,
+        messages=asked
+        + [
+            first.choices[0].message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": "재고 42개"},
+        ],
+    )
+    assert answer.choices[0].finish_reason == "stop"
+    assert "재고 42개" in answer.choices[0].message.content

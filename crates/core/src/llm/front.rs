@@ -207,6 +207,8 @@ pub struct DirectChat {
     pub json: bool,
     /// A JSON Schema the answer must follow (structured outputs).
     pub schema: Option<Value>,
+    /// Tools the model may call.
+    pub tools: Option<Value>,
 }
 
 impl LlmGateway {
@@ -618,6 +620,7 @@ impl LlmGateway {
             messages: chat.messages,
             json: chat.json || chat.schema.is_some(),
             schema: chat.schema,
+            tools: chat.tools,
             sampling: chat.sampling,
             context: super::provider::CallContext {
                 role: format!("front:{}", call.front),

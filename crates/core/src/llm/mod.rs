@@ -546,6 +546,7 @@ impl LlmGateway {
             messages,
             json: request.mode == "json",
             schema: None,
+            tools: None,
             sampling: Sampling {
                 temperature: request.temperature,
                 top_p: request.top_p,

@@ -18,6 +18,12 @@ use tokio_util::sync::CancellationToken;
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+    /// An assistant turn's tool calls (Ollama's shape: `[{function: {name, arguments}}]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Value>,
+    /// A `tool` turn: which tool's result this is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_name: Option<String>,
 }
 
 impl ChatMessage {
@@ -25,6 +31,8 @@ impl ChatMessage {
         Self {
             role: role.to_string(),
             content: content.into(),
+            tool_calls: None,
+            tool_name: None,
         }
     }
 }
@@ -50,6 +58,8 @@ pub struct LlmCall {
     pub json: bool,
     /// A JSON Schema the answer must follow (structured outputs), when the caller gave one.
     pub schema: Option<Value>,
+    /// Tools the model may call (Ollama's / OpenAI's function format), when given.
+    pub tools: Option<Value>,
     pub sampling: Sampling,
     /// The request as the gateway understood it; the mock provider builds its answer from it.
     pub context: CallContext,
@@ -102,6 +112,8 @@ pub struct LlmReply {
     pub model_info: ModelInfo,
     /// Why generation stopped (`stop`, `length`, ...), when the upstream says.
     pub done_reason: Option<String>,
+    /// The tools the model asked to call (Ollama's shape), if any.
+    pub tool_calls: Vec<Value>,
 }
 
 /// One step of a streamed answer: text pieces, then exactly one `Done`.

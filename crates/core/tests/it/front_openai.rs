@@ -160,3 +160,71 @@ async fn live_chat_goes_to_the_aliased_model_with_the_requests_sampling() {
     assert_eq!(err["error"]["code"], "model_not_found");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn tools_round_trip_through_ollamas_tool_calls() {
+    let double = OllamaDouble::start().await;
+    let toml = format!(
+        "[llm.providers.ollama]\nkind = \"ollama\"\nbase_url = \"{}\"\n",
+        double.base_url()
+    );
+    let app = TestApp::start_with(&toml, &[("GENERATOR_MODE", "live")], Default::default()).await;
+    let tools = json!([{"type": "function", "function": {"name": "get_stock", "description": "Stock of a product",
+        "parameters": {"type": "object", "properties": {"sku": {"type": "string"}}, "required": ["sku"]}}}]);
+    let (status, done) = app
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "qwen2.5:7b", "tools": tools,
+                    "messages": [{"role": "user", "content": "루미 재고?"}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{done}");
+    let choice = &done["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls");
+    let call = &choice["message"]["tool_calls"][0];
+    assert_eq!(call["type"], "function");
+    assert_eq!(call["function"]["name"], "get_stock");
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert!(args["sku"].is_string(), "{args}");
+    assert_eq!(double.last_request()["tools"], tools);
+
+    // The tool's result goes back; the model answers from it.
+    let id = call["id"].as_str().unwrap();
+    let (status, done) = app
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "qwen2.5:7b", "tools": tools, "messages": [
+                {"role": "user", "content": "루미 재고?"},
+                {"role": "assistant", "content": null, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": id, "content": "재고 42개"}
+            ]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["choices"][0]["finish_reason"], "stop");
+    assert!(done["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .contains("재고 42개"));
+    let sent = double.last_request();
+    assert_eq!(
+        sent["messages"][1]["tool_calls"][0]["function"]["arguments"],
+        args
+    );
+    assert_eq!(sent["messages"][2]["role"], "tool");
+    assert_eq!(sent["messages"][2]["tool_name"], "get_stock");
+
+    // tool_choice "none": no tools reach the model.
+    let (status, done) = app
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "qwen2.5:7b", "tools": tools, "tool_choice": "none",
+                    "messages": [{"role": "user", "content": "그냥 답해"}]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(done["choices"][0]["finish_reason"], "stop");
+    assert!(double.last_request().get("tools").is_none());
+    app.stop().await;
+}

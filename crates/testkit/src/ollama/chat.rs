@@ -38,9 +38,14 @@ pub(super) async fn chat(State(s): State<Arc<DoubleState>>, body: Bytes) -> Resp
         }))
         .into_response();
     }
+    // The last user turn, or a tool's result when the model is answering one.
     let user = body["messages"]
         .as_array()
-        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .and_then(|m| {
+            m.iter()
+                .rev()
+                .find(|m| m["role"] == "user" || m["role"] == "tool")
+        })
         .and_then(|m| m["content"].as_str())
         .unwrap_or("")
         .to_string();
@@ -61,6 +66,35 @@ pub(super) async fn chat(State(s): State<Arc<DoubleState>>, body: Bytes) -> Resp
 
     if behaviour == Behaviour::DropConnection {
         return dropped_connection(streaming);
+    }
+    // Tools offered and the user just spoke: call the first tool, as a tool-using model
+    // does (Ollama sends the calls whole, in one message, then the final line).
+    let last_role = body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .map(|m| m["role"].clone());
+    if let (Some(tool), Some(Value::String(role))) =
+        (body["tools"].as_array().and_then(|t| t.first()), last_role)
+    {
+        if role == "user" {
+            let call = json!([{"function": {
+                "name": tool["function"]["name"],
+                "arguments": follow_schema(&tool["function"]["parameters"]),
+            }}]);
+            let message = json!({"role": "assistant", "content": "", "tool_calls": call});
+            let mut last = final_chunk(&model, prompt, 12);
+            if !streaming {
+                last["message"] = message;
+                return Json(last).into_response();
+            }
+            let first = json!({"model": model, "created_at": CREATED_AT, "message": message, "done": false});
+            last["message"] = json!({"role": "assistant", "content": ""});
+            let text = format!("{first}\n{last}\n");
+            return Response::builder()
+                .header(header::CONTENT_TYPE, "application/x-ndjson")
+                .body(Body::from(text))
+                .unwrap();
+        }
     }
     let piece = |text: &str| json!({"role": "assistant", "content": text});
     if !streaming {

@@ -167,6 +167,8 @@ struct ChatRequest {
     response_format: Option<ResponseFormat>,
     #[serde(default)]
     tools: Option<Vec<Value>>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -187,6 +189,27 @@ struct InMessage {
     role: String,
     #[serde(default)]
     content: Option<Content>,
+    /// An assistant turn that called tools.
+    #[serde(default)]
+    tool_calls: Option<Vec<OutToolCall>>,
+    /// A `tool` turn: the call it answers.
+    #[serde(default)]
+    tool_call_id: Option<String>,
+}
+
+/// A tool call as OpenAI writes it (`arguments` is a JSON text).
+#[derive(Deserialize)]
+struct OutToolCall {
+    #[serde(default)]
+    id: Option<String>,
+    function: OutFunction,
+}
+
+#[derive(Deserialize)]
+struct OutFunction {
+    name: String,
+    #[serde(default)]
+    arguments: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -267,24 +290,34 @@ impl ChatRequest {
         if self.n.is_some_and(|n| n != 1) {
             return Err(invalid("n", "only n = 1 is supported"));
         }
-        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-            return Err(invalid(
-                "tools",
-                "tool calls are not supported by this gateway yet; send the request without tools",
-            ));
-        }
+        // Ollama has no tool_choice: "none" sends no tools; anything else lets it choose.
+        let tools = match (&self.tools, &self.tool_choice) {
+            (Some(_), Some(Value::String(c))) if c == "none" => None,
+            (Some(t), _) if !t.is_empty() => {
+                if let Some(i) = t.iter().position(|x| x["type"] != "function") {
+                    return Err(invalid(
+                        &format!("tools[{i}].type"),
+                        "only function tools are supported",
+                    ));
+                }
+                Some(Value::Array(t.clone()))
+            }
+            _ => None,
+        };
+        // A tool turn names its tool by the call it answers.
+        let mut call_names: std::collections::HashMap<String, String> =
+            std::collections::HashMap::new();
         let mut messages = Vec::with_capacity(self.messages.len());
         for (i, m) in self.messages.into_iter().enumerate() {
             let role = match m.role.as_str() {
                 "system" | "developer" => "system",
                 "user" => "user",
                 "assistant" => "assistant",
+                "tool" => "tool",
                 other => {
                     return Err(invalid(
                         &format!("messages[{i}].role"),
-                        format!(
-                            "role {other:?} is not supported (system, developer, user, assistant)"
-                        ),
+                        format!("role {other:?} is not supported (system, developer, user, assistant, tool)"),
                     ))
                 }
             };
@@ -308,7 +341,32 @@ impl ChatRequest {
                     text
                 }
             };
-            messages.push(ChatMessage::new(role, content));
+            let mut message = ChatMessage::new(role, content);
+            if let Some(calls) = m.tool_calls.filter(|c| !c.is_empty()) {
+                let mut ollama_calls = Vec::with_capacity(calls.len());
+                for (j, c) in calls.into_iter().enumerate() {
+                    let arguments: Value = match c.function.arguments.as_deref() {
+                        None | Some("") => json!({}),
+                        Some(text) => serde_json::from_str(text).map_err(|e| {
+                            invalid(
+                                &format!("messages[{i}].tool_calls[{j}].function.arguments"),
+                                format!("not JSON: {e}"),
+                            )
+                        })?,
+                    };
+                    if let Some(id) = c.id {
+                        call_names.insert(id, c.function.name.clone());
+                    }
+                    ollama_calls.push(
+                        json!({"function": {"name": c.function.name, "arguments": arguments}}),
+                    );
+                }
+                message.tool_calls = Some(Value::Array(ollama_calls));
+            }
+            if role == "tool" {
+                message.tool_name = m.tool_call_id.and_then(|id| call_names.get(&id).cloned());
+            }
+            messages.push(message);
         }
         let (json, schema) = match self.response_format {
             None | Some(ResponseFormat::Text) => (false, None),
@@ -340,6 +398,7 @@ impl ChatRequest {
                 sampling,
                 json,
                 schema,
+                tools,
             },
             self.stream,
             include_usage,
@@ -348,10 +407,35 @@ impl ChatRequest {
 }
 
 fn finish_reason(reply: &LlmReply) -> &'static str {
+    if !reply.tool_calls.is_empty() {
+        return "tool_calls";
+    }
     match reply.done_reason.as_deref() {
         Some("length") => "length",
         _ => "stop",
     }
+}
+
+/// Ollama's tool calls in OpenAI's shape (ids made up, arguments as JSON text).
+fn openai_tool_calls(reply: &LlmReply, request_id: &str) -> Vec<Value> {
+    reply
+        .tool_calls
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let arguments = match &c["function"]["arguments"] {
+                Value::String(s) => s.clone(),
+                Value::Null => "{}".into(),
+                other => other.to_string(),
+            };
+            json!({
+                "index": i,
+                "id": format!("call_{}_{i}", &request_id[..request_id.len().min(12)]),
+                "type": "function",
+                "function": {"name": c["function"]["name"], "arguments": arguments},
+            })
+        })
+        .collect()
 }
 
 fn usage_of(reply: &LlmReply) -> Value {
@@ -389,6 +473,19 @@ async fn chat_completions(
     let created = now_s();
     if !stream {
         let reply = state.llm.direct_chat(&target, chat, &call).await?;
+        let mut message = json!({"role": "assistant", "content": reply.content, "refusal": null});
+        if !reply.tool_calls.is_empty() {
+            let mut calls = openai_tool_calls(&reply, &call.request_id);
+            for c in &mut calls {
+                if let Some(o) = c.as_object_mut() {
+                    o.remove("index");
+                }
+            }
+            message["tool_calls"] = json!(calls);
+            if reply.content.is_empty() {
+                message["content"] = Value::Null;
+            }
+        }
         return Ok(Json(json!({
             "id": id,
             "object": "chat.completion",
@@ -396,7 +493,7 @@ async fn chat_completions(
             "model": model_name,
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": reply.content, "refusal": null},
+                "message": message,
                 "logprobs": null,
                 "finish_reason": finish_reason(&reply),
             }],
@@ -406,6 +503,7 @@ async fn chat_completions(
         .into_response());
     }
     let events = state.llm.direct_chat_stream(&target, chat, &call).await?;
+    let request_id = call.request_id.clone();
     let chunk = move |delta: Value, finish: Value| {
         json!({
             "id": id, "object": "chat.completion.chunk", "created": created, "model": model_name,
@@ -420,7 +518,12 @@ async fn chat_completions(
                 vec![sse_data(&chunk(json!({"content": text}), Value::Null))]
             }
             Ok(StreamEvent::Done(reply)) => {
-                let mut out = vec![sse_data(&chunk(json!({}), json!(finish_reason(&reply))))];
+                let mut out = Vec::new();
+                if !reply.tool_calls.is_empty() {
+                    let calls = openai_tool_calls(&reply, &request_id);
+                    out.push(sse_data(&chunk(json!({"tool_calls": calls}), Value::Null)));
+                }
+                out.push(sse_data(&chunk(json!({}), json!(finish_reason(&reply)))));
                 if include_usage {
                     let mut last = chunk(json!({}), Value::Null);
                     last["choices"] = json!([]);
@@ -499,6 +602,7 @@ async fn completions(
         sampling: sampling(r.temperature, r.top_p, r.max_tokens, r.stop)?,
         json: false,
         schema: None,
+        tools: None,
     };
     let target = target(&state, &r.model)?;
     let id = format!("cmpl-{}", call.request_id);

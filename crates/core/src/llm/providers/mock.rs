@@ -59,6 +59,7 @@ impl MockProvider {
             usage,
             model_info: ModelInfo::default(),
             done_reason: Some("stop".into()),
+            tool_calls: Vec::new(),
         }
     }
 }
@@ -790,6 +791,7 @@ mod tests {
             messages: vec![],
             json,
             schema: None,
+            tools: None,
             sampling: Sampling {
                 temperature: 0.7,
                 top_p: 0.9,

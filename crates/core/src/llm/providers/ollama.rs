@@ -114,6 +114,9 @@ impl OllamaProvider {
         } else if call.json {
             body["format"] = json!("json");
         }
+        if let Some(tools) = &call.tools {
+            body["tools"] = tools.clone();
+        }
         if let Some(k) = &self.keep_alive {
             body["keep_alive"] = json!(k);
         }
@@ -490,11 +493,14 @@ struct ChatChunk {
 struct ChunkMessage {
     #[serde(default)]
     content: String,
+    #[serde(default)]
+    tool_calls: Vec<Value>,
 }
 
 impl ChatChunk {
-    fn into_reply(self, content: String, fallback_model: &str) -> LlmReply {
+    fn into_reply(self, content: String, tool_calls: Vec<Value>, fallback_model: &str) -> LlmReply {
         LlmReply {
+            tool_calls,
             model: if self.model.is_empty() {
                 fallback_model.to_string()
             } else {
@@ -577,6 +583,8 @@ impl LlmProvider for OllamaProvider {
             let inst = lease.instance.clone();
             let mut lines = LineReader::new(body_reader(resp), MAX_STREAM_LINE);
             let mut content = String::new();
+            // Tool calls may come in any chunk (Ollama sends them whole, once).
+            let mut tool_calls: Vec<Value> = Vec::new();
             let fail = |message: String| {
                 Err(ProviderError::new(FailureKind::Upstream, message).on_instance(inst.label()))
             };
@@ -663,7 +671,7 @@ impl LlmProvider for OllamaProvider {
                         }
                     }
                 };
-                let chunk: ChatChunk = match serde_json::from_slice(&line) {
+                let mut chunk: ChatChunk = match serde_json::from_slice(&line) {
                     Ok(c) => c,
                     Err(e) => {
                         lease.report(Outcome::ServerError, "unreadable stream line");
@@ -679,6 +687,9 @@ impl LlmProvider for OllamaProvider {
                     lease.report(Outcome::ServerError, &err);
                     return tx.send(fail(format!("ollama error: {err}"))).await;
                 }
+                if let Some(m) = chunk.message.as_mut() {
+                    tool_calls.append(&mut m.tool_calls);
+                }
                 let piece = chunk
                     .message
                     .as_ref()
@@ -693,7 +704,11 @@ impl LlmProvider for OllamaProvider {
                 }
                 if chunk.done {
                     lease.report(Outcome::Success, "answered");
-                    let reply = chunk.into_reply(std::mem::take(&mut content), &model);
+                    let reply = chunk.into_reply(
+                        std::mem::take(&mut content),
+                        std::mem::take(&mut tool_calls),
+                        &model,
+                    );
                     return tx.send(Ok(StreamEvent::Done(reply))).await;
                 }
             }
@@ -877,6 +892,7 @@ mod tests {
             messages: vec![ChatMessage::new("user", "hi")],
             json: true,
             schema: None,
+            tools: None,
             sampling: Sampling {
                 temperature: 0.3,
                 top_p: 0.8,
