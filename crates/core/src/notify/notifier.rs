@@ -94,6 +94,11 @@ async fn run(
                     if event.actor.as_deref() == Some(NOTIFIER_ACTOR) {
                         continue;
                     }
+                    // A repeat counted on an earlier event (a recheck finding nothing
+                    // changed) is not news.
+                    if event.count > 1 {
+                        continue;
+                    }
                     let Some(to) = crate::supervisor::ServiceState::parse(&event.to) else {
                         continue;
                     };

@@ -100,6 +100,19 @@ pub struct LastProbe {
     pub at: String,
 }
 
+/// What the engine says about a supervised container (`inspect` and its event stream).
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct ContainerView {
+    /// The image it runs, as named at `docker run`/`create`.
+    pub image: Option<String>,
+    /// The container's own health check: `starting`, `healthy`, `unhealthy` (none: no check).
+    pub health: Option<String>,
+    /// Restarts done by the engine's restart policy (not by the supervisor).
+    pub restart_count: i64,
+    /// Whether the engine's event stream is followed (`false`: polled every second).
+    pub events_followed: bool,
+}
+
 /// What the API shows about one service.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceStatus {
@@ -116,6 +129,8 @@ pub struct ServiceStatus {
     pub last_probe: Option<LastProbe>,
     /// Who holds the service's port, when it is not us.
     pub port_holder: Option<String>,
+    /// Docker services: image, health and restart count from the engine.
+    pub docker: Option<ContainerView>,
     #[serde(skip)]
     pub launched_at: Option<Instant>,
 }
@@ -182,6 +197,8 @@ pub struct ServiceView {
     pub last_probe: Option<LastProbe>,
     pub health_url: Option<String>,
     pub container: Option<String>,
+    /// Docker services: image, health and restart count from the engine.
+    pub docker: Option<ContainerView>,
     pub provides: Vec<String>,
     pub autostart: bool,
     pub restart: crate::config::RestartPolicy,
@@ -217,6 +234,7 @@ impl ServiceEntry {
             last_probe: st.last_probe,
             health_url: c.health.as_ref().map(|h| h.url.clone()),
             container: c.container.clone(),
+            docker: st.docker,
             provides: c.provides.clone(),
             autostart: c.autostart,
             restart: c.restart,
@@ -254,7 +272,7 @@ pub struct Supervisor {
     services: Vec<Arc<ServiceEntry>>,
     pub events: EventLog,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    docker_host: Option<String>,
+    settings: crate::config::SupervisorConfig,
     /// Processes we started, so a crashed run's leftovers are ended at the next start.
     children: Arc<children::ChildRegistry>,
 }
@@ -294,6 +312,7 @@ impl Supervisor {
                         last_error: None,
                         last_probe: None,
                         port_holder: None,
+                        docker: None,
                         launched_at: None,
                     }),
                     control: tx,
@@ -306,7 +325,7 @@ impl Supervisor {
             services,
             events: EventLog::new(store),
             tasks: Mutex::new(Vec::new()),
-            docker_host: config.supervisor.docker_host.clone(),
+            settings: config.supervisor.clone(),
             children: Arc::new(children::ChildRegistry::open(data_dir)),
         }
     }
@@ -320,7 +339,14 @@ impl Supervisor {
             .services
             .iter()
             .any(|s| s.config.kind == ServiceKind::Docker)
-            .then(|| docker::DockerClient::new(self.docker_host.as_deref()));
+            .then(|| {
+                let client = docker::DockerClient::new(self.settings.docker_host.as_deref());
+                match docker::DesktopStarter::from_config(&self.settings) {
+                    Some(starter) => client.with_desktop(starter),
+                    None => client,
+                }
+            });
+        let recheck = Duration::from_millis(self.settings.unavailable_recheck_ms);
         let mut tasks = self
             .tasks
             .lock()
@@ -348,6 +374,7 @@ impl Supervisor {
                 self.events.clone(),
                 docker.clone(),
                 rx,
+                recheck,
             );
             tasks.push(tokio::spawn(runner.run()));
         }

@@ -6,6 +6,7 @@
 mod backend;
 mod config;
 mod dashboard_api;
+mod docker_engine;
 mod faults;
 mod flow;
 mod golden;

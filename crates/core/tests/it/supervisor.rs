@@ -21,7 +21,7 @@ fn service_toml(name: &str, port: u16, args: &[&str], extra: &str) -> String {
         .to_string()
 }
 
-async fn service(app: &TestApp, name: &str) -> Value {
+pub(crate) async fn service(app: &TestApp, name: &str) -> Value {
     let (status, body) = app.get_json("/api/v1/services").await;
     assert_eq!(status, 200, "{body}");
     body["services"]
@@ -34,7 +34,7 @@ async fn service(app: &TestApp, name: &str) -> Value {
 }
 
 /// Poll until the service's state is `want` (bounded: 20 s).
-async fn wait_state(app: &TestApp, name: &str, want: &str) -> Value {
+pub(crate) async fn wait_state(app: &TestApp, name: &str, want: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let s = service(app, name).await;
@@ -47,7 +47,7 @@ async fn wait_state(app: &TestApp, name: &str, want: &str) -> Value {
 }
 
 /// Poll until the service runs with a pid other than `old` (bounded: 20 s).
-async fn wait_new_pid(app: &TestApp, name: &str, old: &Value) -> Value {
+pub(crate) async fn wait_new_pid(app: &TestApp, name: &str, old: &Value) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let s = service(app, name).await;
@@ -60,7 +60,7 @@ async fn wait_new_pid(app: &TestApp, name: &str, old: &Value) -> Value {
 }
 
 /// Events of one service, oldest first.
-async fn events(app: &TestApp, name: &str) -> Vec<Value> {
+pub(crate) async fn events(app: &TestApp, name: &str) -> Vec<Value> {
     let (status, body) = app
         .get_json(&format!("/api/v1/events?limit=200&service={name}"))
         .await;
@@ -70,7 +70,7 @@ async fn events(app: &TestApp, name: &str) -> Vec<Value> {
     list
 }
 
-fn transitions(evs: &[Value]) -> Vec<String> {
+pub(crate) fn transitions(evs: &[Value]) -> Vec<String> {
     evs.iter()
         .map(|e| {
             format!(

@@ -206,7 +206,13 @@ pub async fn logs_stream(
 pub struct EventsQuery {
     limit: Option<String>,
     service: Option<String>,
+    /// `ok`, `degraded`, `down`; several comma-separated.
+    level: Option<String>,
+    /// `supervisor`, `notifier`, `admin` (matches "admin from …"), or a whole actor.
+    actor: Option<String>,
 }
+
+const EVENT_LEVELS: [&str; 3] = ["ok", "degraded", "down"];
 
 pub async fn events(
     State(state): State<SharedState>,
@@ -219,13 +225,48 @@ pub async fn events(
             .map(|n| n.clamp(1, MAX_EVENTS))
             .map_err(|_| ApiError::validation("limit", format!("{l:?} is not a number")))?,
     };
+    let levels: Vec<String> = q
+        .level
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    if let Some(bad) = levels.iter().find(|l| !EVENT_LEVELS.contains(&l.as_str())) {
+        return Err(ApiError::validation(
+            "level",
+            format!("{bad:?} is not a level (ok, degraded, down)"),
+        ));
+    }
+    let empty_to_none = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
     let events = state
         .supervisor
         .events
-        .latest(limit, q.service.clone())
+        .query(event_query(
+            limit,
+            empty_to_none(&q.service),
+            levels,
+            empty_to_none(&q.actor),
+        ))
         .await
         .map_err(|e| ApiError::internal(format!("cannot read the event log: {e}")))?;
     Ok(Json(json!({ "events": events })))
+}
+
+fn event_query(
+    limit: u32,
+    service: Option<String>,
+    levels: Vec<String>,
+    actor: Option<String>,
+) -> crate::store::EventQuery {
+    crate::store::EventQuery {
+        limit,
+        service,
+        levels,
+        actor,
+    }
 }
 
 pub async fn events_stream(State(state): State<SharedState>) -> impl IntoResponse {
