@@ -193,8 +193,9 @@ impl NotificationPolicy {
         self.gateway_alarm_on
     }
 
-    /// The gateway's recent error rate; notifies once when it crosses the threshold and
-    /// once when it recovers.
+    /// The gateway's recent error rate — `errors` are the gateway's or a provider's
+    /// failures only (5xx, timeouts, unavailable), never client errors or cancellations;
+    /// notifies once when it crosses the threshold and once when it recovers.
     pub fn on_gateway_errors(
         &mut self,
         requests: u64,
@@ -214,7 +215,8 @@ impl NotificationPolicy {
             Notification {
                 title: "Gateway requests are failing".into(),
                 body: format!(
-                    "{errors} of the last {requests} requests failed ({:.0} %)",
+                    "{errors} of the last {requests} requests failed on the gateway's or a \
+                     provider's side ({:.0} %)",
                     rate * 100.0
                 ),
                 level: Level::Down,

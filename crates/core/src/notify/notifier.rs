@@ -26,7 +26,8 @@ pub struct NotifierOptions {
     pub min_interval: Duration,
     /// How often the gateway's error rate is read.
     pub poll_interval: Duration,
-    /// The window the error rate is computed over (seconds).
+    /// The window the error rate is computed over (seconds); never reaching back before
+    /// the notifier started, so an old outage in the usage log does not alarm at start-up.
     pub error_window_s: u64,
     /// Alarm when at least this fraction of the window's requests failed...
     pub error_rate_threshold: f64,
@@ -80,6 +81,8 @@ async fn run(
     sink: Sink,
     mut events: tokio::sync::broadcast::Receiver<crate::supervisor::events::Event>,
 ) {
+    // Only requests from now on: the persisted usage log is history, not news.
+    let started = chrono::Utc::now();
     let mut policy = NotificationPolicy::new(options.min_interval);
     policy.error_rate_threshold = options.error_rate_threshold;
     policy.error_rate_min_requests = options.error_rate_min_requests;
@@ -111,7 +114,7 @@ async fn run(
                 }
                 Err(RecvError::Closed) => break,
             },
-            _ = tick.tick() => check_gateway(&state, &options, &mut policy, &sink).await,
+            _ = tick.tick() => check_gateway(&state, &options, &mut policy, &sink, started).await,
         }
     }
 }
@@ -121,16 +124,22 @@ async fn check_gateway(
     options: &NotifierOptions,
     policy: &mut NotificationPolicy,
     sink: &Sink,
+    started: chrono::DateTime<chrono::Utc>,
 ) {
-    let summary = match state.store.usage_summary(options.error_window_s).await {
-        Ok(summary) => summary,
+    let window_start =
+        chrono::Utc::now() - chrono::Duration::seconds(options.error_window_s as i64);
+    let since = window_start
+        .max(started)
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let f = match state.store.gateway_failures(since).await {
+        Ok(f) => f,
         Err(e) => {
             tracing::debug!("notifier cannot read the usage log: {e:#}");
             return;
         }
     };
     let was_failing = policy.gateway_alarm_on();
-    let notification = policy.on_gateway_errors(summary.requests, summary.errors, Instant::now());
+    let notification = policy.on_gateway_errors(f.requests, f.failures, Instant::now());
     let failing = policy.gateway_alarm_on();
     if failing != was_failing {
         let (from, to) = if failing {
@@ -138,13 +147,22 @@ async fn check_gateway(
         } else {
             ("failing", "ok")
         };
+        let rate = if f.requests == 0 {
+            0.0
+        } else {
+            f.failures as f64 / f.requests as f64
+        };
         let reason = format!(
-            "{} of {} requests in the last {} s failed ({:.0} %, alarm at {:.0} %)",
-            summary.errors,
-            summary.requests,
+            "{} of {} requests in the last {} s failed on the gateway's or a provider's side \
+             (5xx, timeouts, unavailable: {:.0} %, alarm at {:.0} %); not counted: {} client \
+             error(s) (4xx), {} cancelled",
+            f.failures,
+            f.requests,
             options.error_window_s,
-            summary.error_rate * 100.0,
-            options.error_rate_threshold * 100.0
+            rate * 100.0,
+            options.error_rate_threshold * 100.0,
+            f.client_errors,
+            f.cancelled
         );
         state
             .events

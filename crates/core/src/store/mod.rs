@@ -13,7 +13,7 @@ pub use events::{event_level, EventQuery, EventRow, Stored as StoredEvent};
 pub use jobs::{JobKind, JobRow};
 pub use media_files::StoredFile;
 pub use retention::{Orphan, StorageFigures, SweepReport};
-pub use usage::{UsageQuery, UsageRow, UsageSummary};
+pub use usage::{is_service_failure, GatewayFailures, UsageQuery, UsageRow, UsageSummary};
 
 use anyhow::Context;
 use rusqlite::Connection;

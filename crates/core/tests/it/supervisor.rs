@@ -970,3 +970,55 @@ container = "not-there"
     assert_eq!(m["restarts"], 0);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn docker_down_for_an_hour_of_checks_is_one_counted_event() {
+    // An hour of checks at the default 5 s is 720; here they run every 1 ms against a
+    // socket that does not exist (the engine is not running).
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("no-engine.sock");
+    let toml = format!(
+        r#"
+[supervisor]
+docker_host = "unix://{}"
+unavailable_recheck_ms = 1
+
+[[services]]
+name = "ollama-sparklio"
+kind = "docker"
+container = "ollama-sparklio"
+"#,
+        sock.display()
+    );
+    let app = TestApp::start(&toml).await;
+    wait_state(&app, "ollama-sparklio", "unavailable").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let evs = loop {
+        let evs = events(&app, "ollama-sparklio").await;
+        if evs.last().and_then(|e| e["count"].as_u64()).unwrap_or(0) > 720 {
+            break evs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fewer than 720 checks in 60 s: {evs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        transitions(&evs),
+        ["stopped->starting", "starting->unavailable"],
+        "{evs:?}"
+    );
+    let down = &evs[1];
+    assert!(down["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("Docker is not running"));
+    assert_eq!(down["level"], "down");
+    assert!(down["last_ts"].as_str().unwrap() > down["ts"].as_str().unwrap());
+    assert_eq!(
+        service(&app, "ollama-sparklio").await["state"],
+        "unavailable"
+    );
+    app.stop().await;
+}
