@@ -11,6 +11,7 @@ pub mod children;
 pub mod docker;
 pub mod events;
 pub mod health;
+pub mod hooks;
 pub mod logs;
 pub mod ports;
 pub mod process;
@@ -143,13 +144,21 @@ pub enum Control {
     Restart { actor: String },
 }
 
+/// A control request and when it was made: a restart asked before the instance now
+/// starting was launched is satisfied by that instance (not a second restart).
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub control: Control,
+    pub at: Instant,
+}
+
 /// One configured service: its config, output and live status.
 pub struct ServiceEntry {
     pub config: ServiceConfig,
     pub logs: Arc<ServiceLogs>,
     status: Mutex<ServiceStatus>,
-    control: mpsc::UnboundedSender<Control>,
-    control_rx: Mutex<Option<mpsc::UnboundedReceiver<Control>>>,
+    control: mpsc::UnboundedSender<Request>,
+    control_rx: Mutex<Option<mpsc::UnboundedReceiver<Request>>>,
     /// Detached processes write here directly (their pipes must outlive us).
     pub detached_log: Option<PathBuf>,
 }
@@ -275,6 +284,8 @@ pub struct Supervisor {
     settings: crate::config::SupervisorConfig,
     /// Processes we started, so a crashed run's leftovers are ended at the next start.
     children: Arc<children::ChildRegistry>,
+    /// Test pause points in automatic recovery (inert unless armed).
+    hooks: Arc<hooks::Hooks>,
 }
 
 impl Supervisor {
@@ -327,6 +338,7 @@ impl Supervisor {
             tasks: Mutex::new(Vec::new()),
             settings: config.supervisor.clone(),
             children: Arc::new(children::ChildRegistry::open(data_dir)),
+            hooks: Arc::default(),
         }
     }
 
@@ -375,9 +387,15 @@ impl Supervisor {
                 docker.clone(),
                 rx,
                 recheck,
+                self.hooks.clone(),
             );
             tasks.push(tokio::spawn(runner.run()));
         }
+    }
+
+    /// Pause points for tests (see [`hooks`]).
+    pub fn hooks(&self) -> &hooks::Hooks {
+        &self.hooks
     }
 
     pub fn services(&self) -> &[Arc<ServiceEntry>] {
@@ -399,7 +417,10 @@ impl Supervisor {
             )));
         }
         // The receiver lives as long as the service task; after shutdown the request is moot.
-        let _ = entry.control.send(control);
+        let _ = entry.control.send(Request {
+            control,
+            at: Instant::now(),
+        });
         Ok(entry.status().state)
     }
 

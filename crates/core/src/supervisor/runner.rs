@@ -3,8 +3,9 @@
 use super::docker::{ContainerEvent, ContainerInfo, DockerClient, DockerError};
 use super::events::EventLog;
 use super::health::{probe, probe_client, ProbeResult};
+use super::hooks::{Hooks, RecoveryPoint};
 use super::process::{describe_exit, ProcessHandle, StopOutcome};
-use super::{Control, LastExit, LastProbe, ServiceEntry, ServiceState};
+use super::{Control, LastExit, LastProbe, Request, ServiceEntry, ServiceState};
 use crate::config::{RestartPolicy, ServiceKind};
 use crate::runtime::ProviderBoard;
 use std::collections::VecDeque;
@@ -102,13 +103,14 @@ pub(super) struct Runner {
     children: Arc<super::children::ChildRegistry>,
     events: EventLog,
     docker: Option<DockerClient>,
-    rx: mpsc::UnboundedReceiver<Control>,
+    rx: mpsc::UnboundedReceiver<Request>,
     client: reqwest::Client,
     /// Automatic restarts inside the crash-loop window.
     restart_times: VecDeque<Instant>,
     launches: u32,
     /// How often a blocked service is checked again.
     recheck: Duration,
+    hooks: Arc<Hooks>,
 }
 
 impl Runner {
@@ -119,8 +121,9 @@ impl Runner {
         children: Arc<super::children::ChildRegistry>,
         events: EventLog,
         docker: Option<DockerClient>,
-        rx: mpsc::UnboundedReceiver<Control>,
+        rx: mpsc::UnboundedReceiver<Request>,
         recheck: Duration,
+        hooks: Arc<Hooks>,
     ) -> Self {
         Self {
             entry,
@@ -134,6 +137,7 @@ impl Runner {
             restart_times: VecDeque::new(),
             launches: 0,
             recheck,
+            hooks,
         }
     }
 
@@ -215,9 +219,13 @@ impl Runner {
 
     async fn next_control(&mut self) -> Option<Control> {
         tokio::select! {
-            c = self.rx.recv() => c,
+            r = self.rx.recv() => r.map(|r| r.control),
             _ = self.shutdown.cancelled() => None,
         }
+    }
+
+    async fn hold(&self, point: RecoveryPoint) {
+        self.hooks.at(self.name(), point).await;
     }
 
     /// Stopped, crashed (restart = never) or failed: only a request moves it.
@@ -273,6 +281,7 @@ impl Runner {
         } else if self.entry.config.kind != ServiceKind::External {
             self.transition(ServiceState::Starting, &reason, &actor)
                 .await;
+            self.hold(RecoveryPoint::Launching).await;
         } else if self.launches == 0 {
             self.transition(ServiceState::Starting, "watching", &actor)
                 .await;
@@ -288,6 +297,7 @@ impl Runner {
                     .await;
                 }
                 self.launches += 1;
+                self.hold(RecoveryPoint::Started).await;
                 self.supervise(inst).await
             }
             Err(LaunchError::Unavailable(why)) => {
@@ -516,6 +526,7 @@ impl Runner {
                     if r.ok {
                         failures = 0;
                         if self.state() != ServiceState::Running {
+                            self.hold(RecoveryPoint::Probed).await;
                             let why = if was_up {
                                 "health probe passes again".to_string()
                             } else {
@@ -550,18 +561,30 @@ impl Runner {
                         return next;
                     }
                     self.transition(ServiceState::Restarting, &format!("restarting: {why}"), SUPERVISOR).await;
+                    self.hold(RecoveryPoint::Stopping).await;
                     self.stop_instance(&mut inst).await;
                     self.count_restart();
                     return Next::Launch { reason: "restart after failed health probes".into(), actor: SUPERVISOR.into() };
                 }
-                c = self.rx.recv() => match c {
-                    Some(Control::Start { .. }) => {}
-                    Some(Control::Stop { actor }) => {
+                r = self.rx.recv() => match r.map(|r| (r.control, r.at)) {
+                    Some((Control::Start { .. }, _)) => {}
+                    Some((Control::Restart { actor }, at))
+                        if self.entry.status().launched_at.is_some_and(|launched| at <= launched) =>
+                    {
+                        // Asked before this instance was launched (during an automatic
+                        // recovery): this instance is the restart asked for. Restarting it
+                        // again would cost another stop_timeout_ms for nothing.
+                        self.entry.logs.push(
+                            "supervisor",
+                            format!("restart asked by {actor} is satisfied by the instance started since"),
+                        );
+                    }
+                    Some((Control::Stop { actor }, _)) => {
                         self.stop_instance(&mut inst).await;
                         self.transition(ServiceState::Stopped, &format!("stopped by {actor}"), &actor).await;
                         return Next::Idle;
                     }
-                    Some(Control::Restart { actor }) => {
+                    Some((Control::Restart { actor }, _)) => {
                         let why = format!("restarted by {actor}");
                         self.transition(ServiceState::Restarting, &why, &actor).await;
                         if let Instance::Docker(w) = &mut inst {
@@ -676,6 +699,7 @@ impl Runner {
     async fn after_crash(&mut self, code: Option<i64>, reason: String) -> Next {
         self.transition(ServiceState::Crashed, &reason, SUPERVISOR)
             .await;
+        self.hold(RecoveryPoint::Crashed).await;
         let policy = self.entry.config.restart;
         if policy == RestartPolicy::Never {
             return Next::Idle;
@@ -707,6 +731,7 @@ impl Runner {
             SUPERVISOR,
         )
         .await;
+        self.hold(RecoveryPoint::Backoff).await;
         Next::Wait {
             delay: Duration::from_millis(delay),
             then: format!("backoff of {delay} ms elapsed"),

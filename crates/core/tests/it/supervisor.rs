@@ -1022,3 +1022,115 @@ container = "ollama-sparklio"
     );
     app.stop().await;
 }
+
+/// "started pid N" lines the supervisor wrote for `name`: one per instance launched.
+async fn launched_pids(app: &TestApp, name: &str) -> Vec<u64> {
+    let (status, body) = app
+        .get_json(&format!("/api/v1/services/{name}/logs?tail=1000"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["stream"] == "supervisor")
+        .filter_map(|l| l["line"].as_str()?.strip_prefix("started pid "))
+        .filter_map(|rest| rest.split(':').next()?.parse().ok())
+        .collect()
+}
+
+/// The restart race, made deterministic: the runner is held at each point of an automatic
+/// recovery (pause hooks), the restart request lands exactly there, then it is let go.
+/// Whatever the point, the service ends running, on exactly one instance launched after
+/// the request (never a second restart of the fresh instance: that cost another
+/// `stop_timeout_ms`, 10 s by default, and showed as a service stuck after recovery),
+/// and that instance stays.
+#[tokio::test]
+async fn a_restart_requested_at_each_point_of_an_automatic_recovery_restarts_once() {
+    use sparklio_core::supervisor::hooks::RecoveryPoint as P;
+    let port = free_port();
+    let toml = ServiceToml::new("racy", port)
+        .health(100, 300, 2)
+        .backoff(100, 100)
+        .line("crash_loop = { restarts = 50, within_s = 60 }")
+        .to_string();
+    let app = TestApp::start(&toml).await;
+    let sup = &app.app.as_ref().unwrap().state.supervisor;
+    for point in [
+        P::Crashed,
+        P::Backoff,
+        P::Launching,
+        P::Started,
+        P::Probed,
+        P::Stopping,
+    ] {
+        let before = wait_state(&app, "racy", "running").await;
+        let old_pid = before["pid"].as_u64().unwrap();
+        let pause = sup.hooks().pause_at("racy", point);
+        // Automatic recovery: a crash, or (Stopping) a hang caught by the health probes.
+        if point == P::Stopping {
+            let _ = reqwest::Client::new()
+                .post(format!("http://127.0.0.1:{port}/hang"))
+                .timeout(Duration::from_millis(300))
+                .send()
+                .await;
+        } else {
+            post(port, "/exit/9").await;
+        }
+        tokio::time::timeout(Duration::from_secs(20), pause.arrived())
+            .await
+            .unwrap_or_else(|_| panic!("recovery never reached {point:?}"));
+        let launched_before = launched_pids(&app, "racy").await.len();
+        let (status, body) = app
+            .post_json("/api/v1/services/racy/restart", &json!({}))
+            .await;
+        assert_eq!(status, 202, "{body}");
+        pause.release();
+
+        // Running on the latest instance launched (bounded: 20 s)...
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let after = loop {
+            let s = service(&app, "racy").await;
+            let pids = launched_pids(&app, "racy").await;
+            if s["state"] == "running"
+                && pids.len() > launched_before
+                && s["pid"].as_u64() == pids.last().copied()
+            {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{point:?}: never running again: {s}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // ...and still, after the time a wrongly queued second restart would take (the
+        // stop is 1.5 s at most).
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let now = service(&app, "racy").await;
+        let pids = launched_pids(&app, "racy").await;
+        let since_request = &pids[launched_before..];
+        assert_eq!(
+            since_request.len(),
+            1,
+            "{point:?}: instances launched after the restart request: {since_request:?} ({:?})",
+            transitions(&events(&app, "racy").await)
+        );
+        assert_eq!(now["state"], "running", "{point:?}: {now}");
+        assert_eq!(
+            now["pid"], after["pid"],
+            "{point:?}: restarted again: {now}"
+        );
+        assert_eq!(
+            now["pid"].as_u64(),
+            since_request.last().copied(),
+            "{point:?}"
+        );
+        #[cfg(target_os = "linux")]
+        assert!(
+            !alive(old_pid as u32),
+            "{point:?}: the old instance {old_pid} lives on"
+        );
+    }
+    app.stop().await;
+}
