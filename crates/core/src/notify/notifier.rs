@@ -59,6 +59,8 @@ pub struct NotifierInputs {
     pub events: EventLog,
     pub store: Store,
     pub shutdown: CancellationToken,
+    /// Topics the user muted (dashboard, tray): decided, counted, not handed to the sink.
+    pub mutes: Arc<super::Mutes>,
 }
 
 impl Notifier {
@@ -106,7 +108,7 @@ async fn run(
                         continue;
                     };
                     if let Some(n) = policy.on_state_change(&event.service, to, &event.reason, Instant::now()) {
-                        sink(n);
+                        deliver(&state, &sink, n);
                     }
                 }
                 Err(RecvError::Lagged(missed)) => {
@@ -176,6 +178,15 @@ async fn check_gateway(
             .await;
     }
     if let Some(n) = notification {
-        sink(n);
+        deliver(state, sink, n);
     }
+}
+
+/// Hand `n` to the sink unless its topic is muted.
+fn deliver(state: &NotifierInputs, sink: &Sink, n: super::Notification) {
+    if state.mutes.holds_back(&n.topic, n.level, Instant::now()) {
+        tracing::info!(topic = %n.topic, "notification muted: {}", n.title);
+        return;
+    }
+    sink(n);
 }

@@ -290,3 +290,49 @@ async fn an_outage_in_the_usage_log_does_not_alarm_at_start_up() {
     assert_eq!(events(&app, "gateway").await, Vec::<Value>::new());
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_muted_topic_is_decided_and_logged_but_not_shown() {
+    let app = app_with_dead_provider().await;
+    let got = collect(
+        &app,
+        NotifierOptions {
+            poll_interval: Duration::from_millis(50),
+            ..Default::default()
+        },
+    );
+    // As the dashboard's "until it changes" button does.
+    let (status, body) = app
+        .post_json(
+            "/api/v1/notifications/mutes",
+            &json!({"topic": "gateway", "for": "until_change"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    for _ in 0..12 {
+        app.post_json("/api/v1/llm/generate", &generate_body())
+            .await;
+    }
+    // The alarm is in the event log...
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !events(&app, "gateway")
+        .await
+        .iter()
+        .any(|e| e["to"] == "failing")
+    {
+        assert!(Instant::now() < deadline, "no alarm event");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...counted as held back, and not shown.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, body) = app.get_json("/api/v1/notifications/mutes").await;
+        if body["mutes"][0]["held_back"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(titles(&got), Vec::<String>::new());
+    app.stop().await;
+}

@@ -252,7 +252,58 @@ pub async fn events(
         ))
         .await
         .map_err(|e| ApiError::internal(format!("cannot read the event log: {e}")))?;
+    let events: Vec<Value> = events.iter().map(event_json).collect();
     Ok(Json(json!({ "events": events })))
+}
+
+/// An event as the API shows it: the stored row plus the notification topic it belongs
+/// to (what a mute names; null when such changes are never notified).
+pub fn event_json(ev: &crate::supervisor::events::Event) -> Value {
+    let mut v = serde_json::to_value(ev).unwrap_or_default();
+    v["topic"] = json!(crate::notify::event_topic(&ev.service, &ev.to, &ev.reason));
+    v
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MuteBody {
+    topic: String,
+    #[serde(rename = "for")]
+    for_: crate::notify::MuteFor,
+}
+
+/// `GET /api/v1/notifications/mutes`: the topics muted now.
+pub async fn mutes(State(state): State<SharedState>) -> Json<Value> {
+    Json(json!({ "mutes": state.mutes.list(std::time::Instant::now()) }))
+}
+
+/// `POST /api/v1/notifications/mutes` `{"topic": "docker", "for": "1h" | "until_change"}`.
+pub async fn mute(
+    State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<MuteBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::validation("body", e.body_text()))?;
+    let topic = body.topic.trim();
+    if topic.is_empty() || topic.len() > 200 {
+        return Err(ApiError::validation("topic", "must be 1 to 200 characters"));
+    }
+    let view = state
+        .mutes
+        .mute(topic, body.for_, std::time::Instant::now());
+    tracing::info!(topic, by = %actor(&caller), "notifications muted");
+    Ok((StatusCode::CREATED, Json(json!({ "mute": view }))))
+}
+
+/// `DELETE /api/v1/notifications/mutes/{topic}`.
+pub async fn unmute(
+    State(state): State<SharedState>,
+    Path(topic): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if state.mutes.unmute(&topic) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("no mute for topic {topic:?}")))
+    }
 }
 
 fn event_query(
@@ -276,7 +327,7 @@ pub async fn events_stream(State(state): State<SharedState>) -> impl IntoRespons
             SseEvent::default()
                 .event("service_state")
                 .id(ev.id.to_string())
-                .json_data(&ev)
+                .json_data(event_json(&ev))
                 .unwrap_or_default()
         });
     Sse::new(until_shutdown(&state, live)).keep_alive(KeepAlive::default())
