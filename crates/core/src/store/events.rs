@@ -74,20 +74,35 @@ impl Store {
     pub async fn insert_event(&self, row: EventRow) -> anyhow::Result<Stored> {
         self.with(move |c| {
             let tx = c.transaction()?;
-            let latest: Option<(i64, Option<String>, String, String, Option<String>, u32)> = tx
+            let latest = tx
                 .query_row(
                     "SELECT id, from_state, to_state, reason, actor, count FROM events \
                      WHERE service = ?1 ORDER BY id DESC LIMIT 1",
                     params![row.service],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+                    |r| {
+                        Ok(Latest {
+                            id: r.get(0)?,
+                            from: r.get(1)?,
+                            to: r.get(2)?,
+                            reason: r.get(3)?,
+                            actor: r.get(4)?,
+                            count: r.get(5)?,
+                        })
+                    },
                 )
                 .optional()?;
             let stored = match latest {
-                Some((id, from, to, reason, actor, count))
-                    if to == row.to
-                        && reason == row.reason
-                        && actor == row.actor
-                        && (from == row.from || row.from.as_deref() == Some(row.to.as_str())) =>
+                Some(Latest {
+                    id,
+                    from,
+                    to,
+                    reason,
+                    actor,
+                    count,
+                }) if to == row.to
+                    && reason == row.reason
+                    && actor == row.actor
+                    && (from == row.from || row.from.as_deref() == Some(row.to.as_str())) =>
                 {
                     tx.execute(
                         "UPDATE events SET count = count + 1, last_ts = ?2 WHERE id = ?1",
@@ -155,6 +170,16 @@ impl Store {
         })
         .await
     }
+}
+
+/// A service's latest event, as far as deduplication compares it.
+struct Latest {
+    id: i64,
+    from: Option<String>,
+    to: String,
+    reason: String,
+    actor: Option<String>,
+    count: u32,
 }
 
 const COLUMNS: &str = "id, ts, service, from_state, to_state, reason, actor, count, last_ts";
@@ -274,7 +299,7 @@ mod tests {
         let q = |service: Option<&str>, levels: &[&str], actor: Option<&str>| EventQuery {
             limit: 50,
             service: service.map(String::from),
-            levels: levels.iter().map(|l| l.to_string()).collect(),
+            levels: levels.iter().map(ToString::to_string).collect(),
             actor: actor.map(String::from),
         };
         let reasons = |v: Vec<EventRow>| v.into_iter().map(|e| e.reason).collect::<Vec<_>>();

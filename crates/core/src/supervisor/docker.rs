@@ -109,7 +109,12 @@ pub enum ContainerEvent {
 /// A Docker Engine client; connecting never fails here, calls report the engine's state.
 #[derive(Clone)]
 pub struct DockerClient {
-    docker: Result<Docker, String>,
+    /// Connected on first use and again until it works: bollard refuses to make a Unix
+    /// socket client while the socket file is missing (the engine not started yet), and
+    /// the engine may well start after Sparklio Desk.
+    docker: Arc<std::sync::Mutex<Option<Docker>>>,
+    /// `supervisor.docker_host`; `None`: the platform default / DOCKER_HOST.
+    configured: Option<String>,
     host: String,
     /// The API version was agreed with the engine (bollard speaks a newer one than older
     /// engines such as Debian's 20.10 accept). Cleared when the engine goes away.
@@ -167,15 +172,15 @@ impl DesktopStarter {
 impl DockerClient {
     /// `host` from `supervisor.docker_host`; `None` = the platform default / DOCKER_HOST.
     pub fn new(host: Option<&str>) -> Self {
-        let (docker, shown) = match host {
-            Some(h) => (Docker::connect_with_host(h), h.to_string()),
-            None => (
-                Docker::connect_with_defaults(),
-                std::env::var("DOCKER_HOST").unwrap_or_else(|_| "the default Docker socket".into()),
-            ),
+        let shown = match host {
+            Some(h) => h.to_string(),
+            None => {
+                std::env::var("DOCKER_HOST").unwrap_or_else(|_| "the default Docker socket".into())
+            }
         };
         Self {
-            docker: docker.map_err(|e| e.to_string()),
+            docker: Arc::default(),
+            configured: host.map(str::to_string),
             host: shown,
             negotiated: Arc::new(AtomicBool::new(false)),
             desktop: None,
@@ -262,8 +267,8 @@ impl DockerClient {
     }
 
     /// The client, with the API version agreed with the engine on first use.
-    async fn engine(&self) -> Result<&Docker, DockerError> {
-        let d = self.docker.as_ref().map_err(|e| self.unavailable(e))?;
+    async fn engine(&self) -> Result<Docker, DockerError> {
+        let d = self.connected()?;
         if self.negotiated.load(Ordering::Relaxed) {
             return Ok(d);
         }
@@ -272,7 +277,10 @@ impl DockerClient {
             Ok(Ok(_)) => {}
             // An engine (or double) without /version: keep bollard's default version.
             Ok(Err(bollard::errors::Error::DockerResponseServerError { .. })) => {}
-            Ok(Err(e)) => return Err(self.unavailable(e)),
+            Ok(Err(e)) => {
+                self.forget_connection();
+                return Err(self.unavailable(e));
+            }
             Err(_) => {
                 return Err(
                     self.unavailable(format!("no answer within {} s", ENGINE_TIMEOUT.as_secs()))
@@ -281,6 +289,33 @@ impl DockerClient {
         }
         self.negotiated.store(true, Ordering::Relaxed);
         Ok(d)
+    }
+
+    /// The bollard client, made now if it was not yet (or no longer) made.
+    fn connected(&self) -> Result<Docker, DockerError> {
+        let mut slot = self
+            .docker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(d) = slot.as_ref() {
+            return Ok(d.clone());
+        }
+        let made = match &self.configured {
+            Some(h) => Docker::connect_with_host(h),
+            None => Docker::connect_with_defaults(),
+        };
+        let d = made.map_err(|e| self.unavailable(e))?;
+        *slot = Some(d.clone());
+        Ok(d)
+    }
+
+    /// The engine went away: make a new client (and agree on a version) next time.
+    fn forget_connection(&self) {
+        self.negotiated.store(false, Ordering::Relaxed);
+        *self
+            .docker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     }
 
     fn classify(&self, container: &str, e: bollard::errors::Error) -> DockerError {
@@ -296,7 +331,7 @@ impl DockerClient {
                 message,
             } => DockerError::Other(format!("Docker engine answered {status_code}: {message}")),
             other => {
-                self.negotiated.store(false, Ordering::Relaxed);
+                self.forget_connection();
                 self.unavailable(other)
             }
         }
@@ -311,7 +346,7 @@ impl DockerClient {
         match tokio::time::timeout(limit, fut).await {
             Ok(r) => r.map_err(|e| self.classify(container, e)),
             Err(_) => {
-                self.negotiated.store(false, Ordering::Relaxed);
+                self.forget_connection();
                 Err(self.unavailable(format!("no answer within {} s", limit.as_secs())))
             }
         }

@@ -358,7 +358,15 @@ impl Supervisor {
                     None => client,
                 }
             });
-        let recheck = Duration::from_millis(self.settings.unavailable_recheck_ms);
+        let shared = runner::Shared {
+            board: board.clone(),
+            shutdown: shutdown.clone(),
+            children: self.children.clone(),
+            events: self.events.clone(),
+            docker,
+            recheck: Duration::from_millis(self.settings.unavailable_recheck_ms),
+            hooks: self.hooks.clone(),
+        };
         let mut tasks = self
             .tasks
             .lock()
@@ -378,17 +386,7 @@ impl Supervisor {
                     format!("service {} is stopped: not started yet", entry.config.name),
                 );
             }
-            let runner = runner::Runner::new(
-                entry.clone(),
-                board.clone(),
-                shutdown.clone(),
-                self.children.clone(),
-                self.events.clone(),
-                docker.clone(),
-                rx,
-                recheck,
-                self.hooks.clone(),
-            );
+            let runner = runner::Runner::new(entry.clone(), shared.clone(), rx);
             tasks.push(tokio::spawn(runner.run()));
         }
     }

@@ -95,6 +95,20 @@ enum Exit {
     EngineGone(String),
 }
 
+/// What every service's runner shares.
+#[derive(Clone)]
+pub(super) struct Shared {
+    /// Where the gateways read whether a service's providers are up.
+    pub board: Arc<ProviderBoard>,
+    pub shutdown: CancellationToken,
+    pub children: Arc<super::children::ChildRegistry>,
+    pub events: EventLog,
+    pub docker: Option<DockerClient>,
+    /// How often a blocked service is checked again.
+    pub recheck: Duration,
+    pub hooks: Arc<Hooks>,
+}
+
 pub(super) struct Runner {
     entry: Arc<ServiceEntry>,
     /// Where the gateways read whether this service's providers are up.
@@ -116,15 +130,18 @@ pub(super) struct Runner {
 impl Runner {
     pub(super) fn new(
         entry: Arc<ServiceEntry>,
-        board: Arc<ProviderBoard>,
-        shutdown: CancellationToken,
-        children: Arc<super::children::ChildRegistry>,
-        events: EventLog,
-        docker: Option<DockerClient>,
+        shared: Shared,
         rx: mpsc::UnboundedReceiver<Request>,
-        recheck: Duration,
-        hooks: Arc<Hooks>,
     ) -> Self {
+        let Shared {
+            board,
+            shutdown,
+            children,
+            events,
+            docker,
+            recheck,
+            hooks,
+        } = shared;
         Self {
             entry,
             board,
@@ -277,12 +294,11 @@ impl Runner {
         // A blocked service checked again stays `unavailable` until the check passes: no
         // `starting` in between, so an hour of Docker being down is one counted event.
         let recheck = self.state() == ServiceState::Unavailable && actor == SUPERVISOR;
-        if recheck {
-        } else if self.entry.config.kind != ServiceKind::External {
+        if !recheck && self.entry.config.kind != ServiceKind::External {
             self.transition(ServiceState::Starting, &reason, &actor)
                 .await;
             self.hold(RecoveryPoint::Launching).await;
-        } else if self.launches == 0 {
+        } else if !recheck && self.launches == 0 {
             self.transition(ServiceState::Starting, "watching", &actor)
                 .await;
         }
@@ -866,10 +882,8 @@ async fn watch_container(docker: &DockerClient, entry: &ServiceEntry, w: &mut Do
                         let followed = w.events_task.is_some();
                         entry.update(|s| s.docker = Some(container_view(&info, followed)));
                     }
-                    Ok(info) if w.pending_die.is_some() => {
-                        // Dead as the engine said; its verdict waits for what may follow.
-                        let _ = info;
-                    }
+                    // Dead as the engine said; its verdict waits for what may follow.
+                    Ok(_) if w.pending_die.is_some() => {}
                     Ok(info) => {
                         return Exit::Crash {
                             code: info.exit_code,

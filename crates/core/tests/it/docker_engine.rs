@@ -307,8 +307,8 @@ impl PrivateEngine {
         Ok(engine)
     }
 
-    fn up(&mut self) -> Result<(), String> {
-        let log = std::fs::File::create(self.dir.join("dockerd.log")).map_err(|e| e.to_string())?;
+    /// dockerd's arguments for this engine.
+    fn args(&self) -> Vec<String> {
         let mut args = vec![
             "--bridge=none".to_string(),
             "--iptables=false".into(),
@@ -320,6 +320,12 @@ impl PrivateEngine {
         if let Ok(driver) = std::env::var("SPARKLIO_DOCKERD_STORAGE_DRIVER") {
             args.push(format!("--storage-driver={driver}"));
         }
+        args
+    }
+
+    fn up(&mut self) -> Result<(), String> {
+        let log = std::fs::File::create(self.dir.join("dockerd.log")).map_err(|e| e.to_string())?;
+        let args = self.args();
         let child = Command::new("dockerd")
             .args(&args)
             .stdin(Stdio::null())
@@ -358,19 +364,26 @@ impl PrivateEngine {
 impl Drop for PrivateEngine {
     fn drop(&mut self) {
         self.down();
+        // An engine started by someone else (the Docker Desktop stand-in): by its pidfile.
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("d.pid")) {
+            let pid = pid.trim().to_string();
+            let _ = Command::new("kill").args(["-TERM", &pid]).status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-#[tokio::test]
-async fn real_engine_stopped_is_one_unavailable_event_and_back_is_running() {
-    if engine().is_none() {
-        return;
-    }
+/// A private engine in a fresh folder under /tmp, or `None` (skipped / failed in CI).
+fn private_engine() -> Option<PrivateEngine> {
+    engine()?;
     #[cfg(unix)]
     if !nix_is_root() {
         let _ = unavailable("a private dockerd needs root");
-        return;
+        return None;
     }
     // Short: a Unix socket path must fit in 108 bytes.
     let dir = PathBuf::from(format!(
@@ -378,15 +391,24 @@ async fn real_engine_stopped_is_one_unavailable_event_and_back_is_running() {
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut eng = match PrivateEngine::start(&dir) {
-        Ok(e) => e,
+    match PrivateEngine::start(&dir) {
+        Ok(e) => {
+            ensure_image(Some(&e.host));
+            Some(e)
+        }
         Err(why) => {
             let _ = unavailable(&why);
             let _ = std::fs::remove_dir_all(&dir);
-            return;
+            None
         }
+    }
+}
+
+#[tokio::test]
+async fn real_engine_stopped_is_one_unavailable_event_and_back_is_running() {
+    let Some(mut eng) = private_engine() else {
+        return;
     };
-    ensure_image(Some(&eng.host));
     let port = free_port();
     // A 1 s stop timeout, so the engine's own shutdown does not wait 10 s for httpd.
     let c = Container::httpd(Some(&eng.host), port, &["--stop-timeout", "1"]);
@@ -448,6 +470,66 @@ fn nix_is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// "Docker Desktop was not running": with `docker_start_desktop`, the supervisor starts the
+/// configured program once and waits for the engine; here the program is a script that
+/// starts a private dockerd (Docker Desktop itself is Windows' and macOS').
+#[tokio::test]
+async fn docker_desktop_is_started_when_the_engine_is_not_running() {
+    let Some(mut eng) = private_engine() else {
+        return;
+    };
+    let port = free_port();
+    let c = Container::httpd(Some(&eng.host), port, &["--stop-timeout", "1"]);
+    eng.down();
+    let desktop = eng.dir.join("docker-desktop.sh");
+    let args: Vec<String> = eng.args().iter().map(|a| format!("'{a}'")).collect();
+    std::fs::write(
+        &desktop,
+        format!(
+            "#!/bin/sh\nexec dockerd {} >>'{}' 2>&1\n",
+            args.join(" "),
+            eng.dir.join("desktop.log").display()
+        ),
+    )
+    .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&desktop, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let toml = service_toml(&eng.host, &c.name, Some(port), "").replace(
+        "[supervisor]\n",
+        &format!(
+            "[supervisor]\ndocker_start_desktop = true\ndocker_desktop_path = '{}'\ndocker_desktop_wait_s = 60\nunavailable_recheck_ms = 200\n",
+            desktop.display()
+        ),
+    );
+    let started = Instant::now();
+    let app = TestApp::start(&toml).await;
+    let s = wait_state(&app, "box", "running").await;
+    eprintln!(
+        "Docker Desktop stand-in started, engine up and service running after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(s["restarts"], 0, "{s}");
+    let evs = events(&app, "box").await;
+    assert!(
+        evs.iter().any(|e| e["to"] == "unavailable"
+            && e["reason"]
+                .as_str()
+                .unwrap()
+                .contains("starting Docker Desktop")),
+        "{:?}",
+        evs.iter().map(|e| e["reason"].clone()).collect::<Vec<_>>()
+    );
+    let (_, logs) = app.get_json("/api/v1/services/box/logs?tail=100").await;
+    assert!(
+        logs.to_string().contains("started Docker Desktop"),
+        "{logs}"
+    );
+    app.stop().await;
+    drop(c);
 }
