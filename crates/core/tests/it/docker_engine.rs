@@ -373,6 +373,15 @@ impl Drop for PrivateEngine {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+        // dockerd leaves its default network namespace mounted under exec/netns.
+        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
+            let prefix = self.dir.display().to_string();
+            for point in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
+                if point.starts_with(&prefix) {
+                    let _ = Command::new("umount").args(["-l", point]).status();
+                }
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
