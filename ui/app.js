@@ -489,11 +489,20 @@ function eventItem(ev) {
 function addEvent(ev) {
   if (!eventMatches(ev)) return;
   const list = $("#events");
-  // A repeat arrives with the id of the event it is counted on: replace it, newest on top.
+  // A repeat arrives with the id of the event it is counted on: update that line in place
+  // (its buttons stay clickable) and move it to the top.
   const old = ev.id != null ? list.querySelector(`li[data-id="${ev.id}"]`) : null;
   if (old) {
     if ((ev.count || 1) <= Number(old.dataset.count || 1)) return;
-    old.remove();
+    const fresh = eventItem(ev);
+    old.dataset.count = fresh.dataset.count;
+    old.querySelector(".when").textContent = fresh.querySelector(".when").textContent;
+    const count = fresh.querySelector(".count");
+    const had = old.querySelector(".count");
+    if (had) had.replaceWith(count);
+    else old.insertBefore(count, old.querySelector("button.mute"));
+    if (list.firstChild !== old) list.prepend(old);
+    return;
   }
   list.prepend(eventItem(ev));
   while (list.childElementCount > 200) list.lastChild.remove();

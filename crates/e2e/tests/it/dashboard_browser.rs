@@ -399,11 +399,23 @@ container = "ollama-sparklio"
     .await
     .expect("only down events");
 
-    // Mute the docker topic until it changes, from the event's own button.
+    // Mute the docker topic until it changes, from the event's own button. The line is
+    // updated in place as its count grows: the button found before an update is still the
+    // one clicked after it.
     let button = s
         .find("#events li button.mute[data-topic='docker'][data-for='until_change']")
         .await
         .unwrap();
+    let before = s
+        .execute(&format!("return Number(({line}).dataset.count)"), vec![])
+        .await
+        .unwrap();
+    s.wait_for(
+        &format!("return Number(({line}).dataset.count) > {before}"),
+        Duration::from_secs(20),
+    )
+    .await
+    .expect("still counting");
     s.click(&button).await.unwrap();
     let muted = s
         .wait_for(
