@@ -542,3 +542,73 @@ async fn docker_desktop_is_started_when_the_engine_is_not_running() {
     app.stop().await;
     drop(c);
 }
+
+/// Now as the engine's `--since`/`--until` take it (the engine runs on this machine).
+fn unix_now() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!("{}.{:09}", t.as_secs(), t.subsec_nanos())
+}
+
+/// The restart race against the real engine: held at each point of an automatic recovery
+/// after `docker kill`, a restart request lands there; the engine then starts the container
+/// exactly once after the request (its own `start` events say so), and it stays running.
+#[tokio::test]
+async fn real_engine_restart_during_recovery_starts_the_container_once() {
+    use sparklio_core::supervisor::hooks::RecoveryPoint as P;
+    let Some(host) = engine() else { return };
+    let port = free_port();
+    let c = Container::httpd(None, port, &[]);
+    let app = TestApp::start(&service_toml(
+        &host,
+        &c.name,
+        Some(port),
+        "stop_timeout_ms = 1000\ncrash_loop = { restarts = 20, within_s = 60 }",
+    ))
+    .await;
+    let sup = &app.app.as_ref().unwrap().state.supervisor;
+    for point in [P::Crashed, P::Backoff, P::Launching, P::Started, P::Probed] {
+        wait_state(&app, "box", "running").await;
+        let pause = sup.hooks().pause_at("box", point);
+        docker_ok(None, &["kill", &c.name]);
+        tokio::time::timeout(Duration::from_secs(20), pause.arrived())
+            .await
+            .unwrap_or_else(|_| panic!("recovery never reached {point:?}"));
+        let since = unix_now();
+        let (status, _) = app
+            .post_json("/api/v1/services/box/restart", &json!({}))
+            .await;
+        assert_eq!(status, 202);
+        pause.release();
+        wait_state(&app, "box", "running").await;
+        // Time for a wrongly queued second restart (stop 1 s + start).
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let until = unix_now();
+        let starts = docker_ok(
+            None,
+            &[
+                "events",
+                "--since",
+                &since,
+                "--until",
+                &until,
+                "--filter",
+                &format!("container={}", c.name),
+                "--filter",
+                "event=start",
+                "--format",
+                "{{.Action}}",
+            ],
+        );
+        assert_eq!(
+            starts.lines().count(),
+            1,
+            "{point:?}: starts after the request: {starts:?}; {:?}",
+            transitions(&events(&app, "box").await)
+        );
+        assert_eq!(service(&app, "box").await["state"], "running", "{point:?}");
+        assert_eq!(c.inspect("{{.State.Running}}"), "true", "{point:?}");
+    }
+    app.stop().await;
+}
