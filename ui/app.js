@@ -193,6 +193,12 @@ function renderServices(list) {
       ["port", svc.port],
       ["probe", fmt.ms(svc.last_probe_latency_ms)],
       ["provides", (svc.provides || []).join(", ") || "—"],
+      // Docker: what the engine says (inspect and its event stream).
+      ...(svc.docker ? [
+        ["image", svc.docker.image],
+        ["container health", svc.docker.health || "no check"],
+        ["engine restarts", svc.docker.restart_count],
+      ] : []),
     ]));
     // Why it is not running (e.g. "Docker is not running", "port 8188 is already in use").
     card.querySelector(".error").textContent = svc.state === "running" ? "" : svc.reason || svc.last_error || "";
@@ -201,6 +207,7 @@ function renderServices(list) {
     if (!seen.has(name)) { card.remove(); ui.services.delete(name); }
   }
   box.replaceChildren(...list.map((s) => ui.services.get(s.name)));
+  updateEventServiceFilter(list.map((s) => s.name));
 }
 
 async function serviceAction(name, action) {
@@ -601,31 +608,141 @@ $("#model-pull-form").addEventListener("submit", (ev) => {
 
 // ---------- events ----------
 
+// The event filters, as the API takes them (empty: no filter).
+function eventFilters() {
+  return {
+    service: $("#event-service").value,
+    level: $("#event-level").value,
+    actor: $("#event-actor").value,
+  };
+}
+
+// Whether a live event passes the filters (the same rules as GET /api/v1/events).
+function eventMatches(ev, f = eventFilters()) {
+  if (f.service && ev.service !== f.service) return false;
+  if (f.level && (ev.level || levelOf(ev.to)) !== f.level) return false;
+  if (f.actor) {
+    const a = ev.actor || "";
+    if (a !== f.actor && !a.startsWith(`${f.actor} `)) return false;
+  }
+  return true;
+}
+
 function eventItem(ev) {
   const toClass = levelOf(ev.to) === "ok" ? "to-ok" : levelOf(ev.to) === "down" ? "to-down" : "";
+  // A run of identical changes is one event with a count and its first/last time.
+  const repeated = ev.count > 1
+    ? el("span", {
+      class: "count",
+      title: `first ${fmt.time(ev.ts)}, last ${fmt.time(ev.last_ts)}`,
+      text: `×${ev.count} since ${fmt.time(ev.ts)} (last ${fmt.time(ev.last_ts)})`,
+    })
+    : null;
+  const mute = (label, kind) => el("button", {
+    class: "secondary mute", type: "button", text: label,
+    title: kind === "1h" ? `No notifications about ${ev.topic} for an hour` : `No notifications about ${ev.topic} until it changes`,
+    "data-topic": ev.topic, "data-for": kind,
+    onclick: () => muteTopic(ev.topic, kind),
+  });
   return el(
     "li",
-    { "data-id": ev.id },
-    el("span", { class: "when", text: fmt.time(ev.ts) }),
+    { "data-id": ev.id, "data-level": ev.level || levelOf(ev.to), "data-count": ev.count || 1 },
+    el("span", { class: "when", text: fmt.time(ev.last_ts || ev.ts) }),
     el("strong", { text: ev.service }),
     document.createTextNode(` ${ev.from || "—"} → `),
     el("span", { class: toClass, text: ev.to }),
     document.createTextNode(ev.reason ? ` — ${ev.reason}` : ""),
     ev.actor && !(ev.reason || "").includes(ev.actor) ? el("span", { class: "when", text: ` (${ev.actor})` }) : null,
+    repeated,
+    ev.topic && levelOf(ev.to) !== "ok" ? mute("mute 1 h", "1h") : null,
+    ev.topic && levelOf(ev.to) !== "ok" ? mute("until it changes", "until_change") : null,
   );
 }
 
 function addEvent(ev) {
+  if (!eventMatches(ev)) return;
   const list = $("#events");
-  if (ev.id != null && list.querySelector(`li[data-id="${ev.id}"]`)) return;
+  // A repeat arrives with the id of the event it is counted on: update that line in place
+  // (its buttons stay clickable) and move it to the top.
+  const old = ev.id != null ? list.querySelector(`li[data-id="${ev.id}"]`) : null;
+  if (old) {
+    if ((ev.count || 1) <= Number(old.dataset.count || 1)) return;
+    const fresh = eventItem(ev);
+    old.dataset.count = fresh.dataset.count;
+    old.querySelector(".when").textContent = fresh.querySelector(".when").textContent;
+    const count = fresh.querySelector(".count");
+    const had = old.querySelector(".count");
+    if (had) had.replaceWith(count);
+    else old.insertBefore(count, old.querySelector("button.mute"));
+    if (list.firstChild !== old) list.prepend(old);
+    return;
+  }
   list.prepend(eventItem(ev));
   while (list.childElementCount > 200) list.lastChild.remove();
 }
 
 async function loadEvents() {
-  const body = await api("/api/v1/events?limit=50");
+  const q = new URLSearchParams({ limit: "50" });
+  for (const [k, v] of Object.entries(eventFilters())) if (v) q.set(k, v);
+  const body = await api(`/api/v1/events?${q}`);
   $("#events").replaceChildren(...(body.events || []).map(eventItem));
 }
+
+// The service filter lists the configured services (and the gateway alarm).
+function updateEventServiceFilter(names) {
+  const select = $("#event-service");
+  const want = ["", ...names, "gateway"];
+  const have = [...select.options].map((o) => o.value);
+  if (want.join("\n") === have.join("\n")) return;
+  const current = select.value;
+  select.replaceChildren(...want.map((n) => el("option", { value: n, text: n || "all services" })));
+  select.value = want.includes(current) ? current : "";
+}
+
+for (const id of ["#event-service", "#event-level", "#event-actor"]) {
+  $(id).addEventListener("change", () => loadEvents().catch(reportError));
+}
+
+// ---------- notification mutes ----------
+
+async function muteTopic(topic, kind) {
+  try {
+    await api("/api/v1/notifications/mutes", { method: "POST", body: JSON.stringify({ topic, for: kind }) });
+    await refreshMutes();
+  } catch (e) {
+    alert(`mute ${topic}: ${e.message}`);
+  }
+}
+
+async function unmuteTopic(topic) {
+  try {
+    await api(`/api/v1/notifications/mutes/${encodeURIComponent(topic)}`, { method: "DELETE" });
+  } catch (e) {
+    if (e.status !== 404) alert(`unmute ${topic}: ${e.message}`);
+  }
+  await refreshMutes();
+}
+
+function renderMutes(mutes) {
+  const box = $("#mutes");
+  box.hidden = mutes.length === 0;
+  box.replaceChildren(
+    mutes.length ? document.createTextNode("Notifications muted:") : "",
+    ...mutes.map((m) => el(
+      "span",
+      { class: "muted-topic", "data-topic": m.topic },
+      document.createTextNode(`${m.topic} ${m.for === "1h" ? `until ${fmt.time(m.until)}` : "until it changes"}` +
+        (m.held_back ? ` (${m.held_back} held back) ` : " ")),
+      el("button", { class: "secondary", type: "button", text: "unmute", onclick: () => unmuteTopic(m.topic) }),
+    )),
+  );
+}
+
+async function refreshMutes() {
+  const body = await api("/api/v1/notifications/mutes");
+  renderMutes(body.mutes || []);
+}
+setInterval(() => refreshMutes().catch(() => {}), 15000);
 
 // ---------- status, mode, pause ----------
 
@@ -769,7 +886,7 @@ function applySnapshot(snap) {
 async function initialLoad() {
   const st = await api("/api/v1/status");
   renderStatus(st);
-  const tasks = [refreshServices(), loadSystemHistory(), loadEvents(), refreshRecent(), refreshModels(), refreshStorage()];
+  const tasks = [refreshServices(), loadSystemHistory(), loadEvents(), refreshMutes(), refreshRecent(), refreshModels(), refreshStorage()];
   const usage = api("/api/v1/usage/summary").then((u) => renderUsage(u.summary, u.generator_mode, u.paused));
   await Promise.allSettled([...tasks, usage]);
 }

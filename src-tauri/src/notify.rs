@@ -30,7 +30,10 @@ pub fn start(app: &AppHandle) {
                 // Showing talks to the desktop's notification service (D-Bus on Linux) and
                 // may block: keep it off the runtime's workers.
                 let app = app.clone();
-                tauri::async_runtime::spawn_blocking(move || show(&app, &n.title, &n.body));
+                tauri::async_runtime::spawn_blocking(move || {
+                    show(&app, &n.title, &n.body);
+                    crate::tray::notified(&app, &n.topic, &n.title);
+                });
             },
         );
     });

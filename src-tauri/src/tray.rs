@@ -11,7 +11,7 @@ use crate::lifecycle::{self, Core};
 use crate::window;
 use sparklio_core::app::SharedState;
 use sparklio_core::config::{GeneratorMode, ServiceKind};
-use sparklio_core::notify::{Glance, Level};
+use sparklio_core::notify::{Glance, Level, MuteFor};
 use sparklio_core::supervisor::Control;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -30,6 +30,8 @@ const MENU_PAUSE: &str = "pause";
 const MENU_AUTOSTART: &str = "autostart";
 const MENU_EDIT_CONFIG: &str = "edit-config";
 const MENU_QUIT: &str = "quit";
+const MENU_MUTE_HOUR: &str = "mute-hour";
+const MENU_MUTE_CHANGE: &str = "mute-until-change";
 /// Who the tray's actions name in the event log.
 const ACTOR: &str = "tray";
 /// The tooltip and labels are also refreshed on this period (uptime-free, so cheap).
@@ -49,6 +51,11 @@ struct TrayMenu {
     mode: CheckMenuItem<tauri::Wry>,
     pause: MenuItem<tauri::Wry>,
     autostart: CheckMenuItem<tauri::Wry>,
+    /// "Don't tell me again" for the topic of the last notification shown.
+    mute_hour: MenuItem<tauri::Wry>,
+    mute_change: MenuItem<tauri::Wry>,
+    /// That topic (a service, `docker`, `gateway`, …).
+    last_topic: Mutex<Option<String>>,
     /// What was last shown, so an unchanged state costs nothing (on Linux a new icon is
     /// a new temporary PNG file).
     shown: Mutex<Option<Glance>>,
@@ -251,6 +258,21 @@ fn build(app: &AppHandle) -> tauri::Result<TrayIcon> {
     // Opens the config file in Notepad (the template first when there is none).
     let edit_config = MenuItem::with_id(app, MENU_EDIT_CONFIG, "Edit config", true, None::<&str>)?;
     let quit = MenuItem::with_id(app, MENU_QUIT, "Quit", true, None::<&str>)?;
+    // Enabled once a notification was shown: they mute its topic.
+    let mute_hour = MenuItem::with_id(
+        app,
+        MENU_MUTE_HOUR,
+        "Mute the last notification for 1 h",
+        false,
+        None::<&str>,
+    )?;
+    let mute_change = MenuItem::with_id(
+        app,
+        MENU_MUTE_CHANGE,
+        "Mute the last notification until it changes",
+        false,
+        None::<&str>,
+    )?;
 
     let separator = || PredefinedMenuItem::separator(app);
     let menu = Menu::with_items(app, &[&open, &serving, &separator()?])?;
@@ -265,6 +287,9 @@ fn build(app: &AppHandle) -> tauri::Result<TrayIcon> {
         &autostart,
         &edit_config,
         &separator()?,
+        &mute_hour,
+        &mute_change,
+        &separator()?,
         &quit,
     ])?;
     app.manage(TrayMenu {
@@ -272,6 +297,9 @@ fn build(app: &AppHandle) -> tauri::Result<TrayIcon> {
         mode,
         pause,
         autostart: autostart.clone(),
+        mute_hour,
+        mute_change,
+        last_topic: Mutex::new(None),
         shown: Mutex::new(None),
     });
 
@@ -322,6 +350,14 @@ fn on_menu_event(app: &AppHandle, event: MenuEvent) {
                     state.runtime.set_mode(mode);
                     tracing::info!(mode = mode.as_str(), by = ACTOR, "generator mode switched");
                 }
+                MENU_MUTE_HOUR | MENU_MUTE_CHANGE => {
+                    let for_ = if id == MENU_MUTE_HOUR {
+                        MuteFor::Hour
+                    } else {
+                        MuteFor::UntilChange
+                    };
+                    mute_last(app, &state, for_);
+                }
                 MENU_PAUSE => {
                     let paused = !state.runtime.paused();
                     state.runtime.set_paused(paused);
@@ -338,6 +374,44 @@ fn on_menu_event(app: &AppHandle, event: MenuEvent) {
             }
             refresh(app);
         }
+    }
+}
+
+/// A notification about `topic` was shown: the mute items now name it.
+pub fn notified(app: &AppHandle, topic: &str, title: &str) {
+    let Some(menu) = app.try_state::<TrayMenu>() else {
+        return;
+    };
+    *menu.last_topic.lock().unwrap_or_else(|p| p.into_inner()) = Some(topic.to_string());
+    let result = menu
+        .mute_hour
+        .set_text(format!("Mute “{title}” for 1 h"))
+        .and_then(|()| {
+            menu.mute_change
+                .set_text(format!("Mute “{title}” until it changes"))
+        })
+        .and_then(|()| menu.mute_hour.set_enabled(true))
+        .and_then(|()| menu.mute_change.set_enabled(true));
+    if let Err(e) = result {
+        tracing::debug!("tray mute items not updated: {e}");
+    }
+}
+
+/// Mute the topic of the last notification (the same mutes the dashboard sets).
+fn mute_last(app: &AppHandle, state: &SharedState, for_: MuteFor) {
+    let Some(menu) = app.try_state::<TrayMenu>() else {
+        return;
+    };
+    let topic = menu
+        .last_topic
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if let Some(topic) = topic {
+        state.mutes.mute(&topic, for_, std::time::Instant::now());
+        tracing::info!(topic, ?for_, by = ACTOR, "notifications muted");
+        let _ = menu.mute_hour.set_enabled(false);
+        let _ = menu.mute_change.set_enabled(false);
     }
 }
 

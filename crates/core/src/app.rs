@@ -88,6 +88,8 @@ pub struct AppState {
     pub supervisor: crate::supervisor::Supervisor,
     /// CPU, RAM, disk, GPU and their recent history.
     pub system: Arc<crate::system::SystemMonitor>,
+    /// Notification topics muted from the dashboard or the tray.
+    pub mutes: Arc<crate::notify::Mutes>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -104,6 +106,7 @@ impl AppState {
             events: self.supervisor.events.clone(),
             store: self.store.clone(),
             shutdown: self.shutdown.clone(),
+            mutes: self.mutes.clone(),
         }
     }
 
@@ -240,6 +243,7 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         flows,
         supervisor,
         system,
+        mutes: Arc::default(),
         runtime,
         loaded: ArcSwap::from_pointee(loaded),
         started_at: Instant::now(),

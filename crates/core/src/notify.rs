@@ -6,9 +6,11 @@
 //! timeline shows all of them.
 
 pub mod glance;
+pub mod mutes;
 pub mod notifier;
 
 pub use glance::{glance, Glance};
+pub use mutes::{event_topic, MuteFor, MuteView, Mutes};
 pub use notifier::{Notifier, NotifierInputs, NotifierOptions};
 
 use crate::supervisor::ServiceState;
@@ -16,7 +18,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// The overall health the tray icon shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     Ok,
@@ -65,6 +69,8 @@ pub struct Notification {
     pub title: String,
     pub body: String,
     pub level: Level,
+    /// What the rate limit and mutes group by (a service, `docker`, `gateway`, …).
+    pub topic: String,
 }
 
 /// Decides notifications with a per-topic rate limit. A change that is held back is
@@ -111,6 +117,7 @@ impl NotificationPolicy {
                 return None;
             }
         }
+        n.topic = topic.to_string();
         if let Some(count) = self.held_back.remove(topic) {
             n.body
                 .push_str(&format!(" ({count} earlier change(s) not shown)"));
@@ -184,6 +191,7 @@ impl NotificationPolicy {
                 title,
                 body: reason.to_string(),
                 level,
+                topic: String::new(),
             },
         )
     }
@@ -193,8 +201,9 @@ impl NotificationPolicy {
         self.gateway_alarm_on
     }
 
-    /// The gateway's recent error rate; notifies once when it crosses the threshold and
-    /// once when it recovers.
+    /// The gateway's recent error rate — `errors` are the gateway's or a provider's
+    /// failures only (5xx, timeouts, unavailable), never client errors or cancellations;
+    /// notifies once when it crosses the threshold and once when it recovers.
     pub fn on_gateway_errors(
         &mut self,
         requests: u64,
@@ -214,16 +223,19 @@ impl NotificationPolicy {
             Notification {
                 title: "Gateway requests are failing".into(),
                 body: format!(
-                    "{errors} of the last {requests} requests failed ({:.0} %)",
+                    "{errors} of the last {requests} requests failed on the gateway's or a \
+                     provider's side ({:.0} %)",
                     rate * 100.0
                 ),
                 level: Level::Down,
+                topic: String::new(),
             }
         } else {
             Notification {
                 title: "Gateway recovered".into(),
                 body: format!("{errors} of the last {requests} requests failed"),
                 level: Level::Ok,
+                topic: String::new(),
             }
         };
         if !failing {

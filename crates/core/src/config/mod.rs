@@ -852,6 +852,17 @@ pub struct SupervisorConfig {
     /// Docker Engine address: `npipe:////./pipe/docker_engine`, `unix:///var/run/docker.sock`
     /// or `tcp://host:port`. Unset: the platform default (honours `DOCKER_HOST`).
     pub docker_host: Option<String>,
+    /// Windows: when the engine cannot be reached, start Docker Desktop (once per run of
+    /// Sparklio Desk) and wait for its engine. Ignored elsewhere.
+    pub docker_start_desktop: bool,
+    /// Docker Desktop's program; unset: its standard install path
+    /// (`C:\Program Files\Docker\Docker\Docker Desktop.exe`).
+    pub docker_desktop_path: Option<PathBuf>,
+    /// How long to wait for the engine after starting Docker Desktop.
+    pub docker_desktop_wait_s: u64,
+    /// How often a blocked service (Docker not running, port taken) is checked again.
+    /// Each check that finds it still blocked is counted on its one event.
+    pub unavailable_recheck_ms: u64,
     /// A service's log file is rotated when it reaches this size.
     pub log_file_max_bytes: u64,
     /// Rotated log files kept per service (`name.log.1` .. `name.log.N`).
@@ -866,6 +877,10 @@ impl Default for SupervisorConfig {
     fn default() -> Self {
         Self {
             docker_host: None,
+            docker_start_desktop: false,
+            docker_desktop_path: None,
+            docker_desktop_wait_s: 120,
+            unavailable_recheck_ms: 5000,
             log_file_max_bytes: 10 * 1024 * 1024,
             log_files_kept: 3,
             log_line_max_bytes: 16 * 1024,

@@ -383,6 +383,24 @@ pub fn validate(config: &Config, kinds: &KnownKinds<'_>) -> Vec<Problem> {
             ));
         }
     }
+    if sup.unavailable_recheck_ms == 0 {
+        p.push(Problem::new(
+            "supervisor.unavailable_recheck_ms",
+            "must be positive",
+        ));
+    }
+    if sup.docker_start_desktop && !cfg!(windows) && sup.docker_desktop_path.is_none() {
+        p.push(Problem::new(
+            "supervisor.docker_desktop_path",
+            "must be set when docker_start_desktop = true outside Windows (the default path is Windows')",
+        ));
+    }
+    if sup.docker_start_desktop && sup.docker_desktop_wait_s == 0 {
+        p.push(Problem::new(
+            "supervisor.docker_desktop_wait_s",
+            "must be positive when docker_start_desktop = true",
+        ));
+    }
     let sys = &config.system;
     if sys.sample_interval_ms < 500 {
         p.push(Problem::new(

@@ -26,7 +26,8 @@ pub struct NotifierOptions {
     pub min_interval: Duration,
     /// How often the gateway's error rate is read.
     pub poll_interval: Duration,
-    /// The window the error rate is computed over (seconds).
+    /// The window the error rate is computed over (seconds); never reaching back before
+    /// the notifier started, so an old outage in the usage log does not alarm at start-up.
     pub error_window_s: u64,
     /// Alarm when at least this fraction of the window's requests failed...
     pub error_rate_threshold: f64,
@@ -58,6 +59,8 @@ pub struct NotifierInputs {
     pub events: EventLog,
     pub store: Store,
     pub shutdown: CancellationToken,
+    /// Topics the user muted (dashboard, tray): decided, counted, not handed to the sink.
+    pub mutes: Arc<super::Mutes>,
 }
 
 impl Notifier {
@@ -80,6 +83,8 @@ async fn run(
     sink: Sink,
     mut events: tokio::sync::broadcast::Receiver<crate::supervisor::events::Event>,
 ) {
+    // Only requests from now on: the persisted usage log is history, not news.
+    let started = chrono::Utc::now();
     let mut policy = NotificationPolicy::new(options.min_interval);
     policy.error_rate_threshold = options.error_rate_threshold;
     policy.error_rate_min_requests = options.error_rate_min_requests;
@@ -94,11 +99,16 @@ async fn run(
                     if event.actor.as_deref() == Some(NOTIFIER_ACTOR) {
                         continue;
                     }
+                    // A repeat counted on an earlier event (a recheck finding nothing
+                    // changed) is not news.
+                    if event.count > 1 {
+                        continue;
+                    }
                     let Some(to) = crate::supervisor::ServiceState::parse(&event.to) else {
                         continue;
                     };
                     if let Some(n) = policy.on_state_change(&event.service, to, &event.reason, Instant::now()) {
-                        sink(n);
+                        deliver(&state, &sink, n);
                     }
                 }
                 Err(RecvError::Lagged(missed)) => {
@@ -106,7 +116,7 @@ async fn run(
                 }
                 Err(RecvError::Closed) => break,
             },
-            _ = tick.tick() => check_gateway(&state, &options, &mut policy, &sink).await,
+            _ = tick.tick() => check_gateway(&state, &options, &mut policy, &sink, started).await,
         }
     }
 }
@@ -116,16 +126,22 @@ async fn check_gateway(
     options: &NotifierOptions,
     policy: &mut NotificationPolicy,
     sink: &Sink,
+    started: chrono::DateTime<chrono::Utc>,
 ) {
-    let summary = match state.store.usage_summary(options.error_window_s).await {
-        Ok(summary) => summary,
+    let window_start =
+        chrono::Utc::now() - chrono::Duration::seconds(options.error_window_s as i64);
+    let since = window_start
+        .max(started)
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let f = match state.store.gateway_failures(since).await {
+        Ok(f) => f,
         Err(e) => {
             tracing::debug!("notifier cannot read the usage log: {e:#}");
             return;
         }
     };
     let was_failing = policy.gateway_alarm_on();
-    let notification = policy.on_gateway_errors(summary.requests, summary.errors, Instant::now());
+    let notification = policy.on_gateway_errors(f.requests, f.failures, Instant::now());
     let failing = policy.gateway_alarm_on();
     if failing != was_failing {
         let (from, to) = if failing {
@@ -133,13 +149,22 @@ async fn check_gateway(
         } else {
             ("failing", "ok")
         };
+        let rate = if f.requests == 0 {
+            0.0
+        } else {
+            f.failures as f64 / f.requests as f64
+        };
         let reason = format!(
-            "{} of {} requests in the last {} s failed ({:.0} %, alarm at {:.0} %)",
-            summary.errors,
-            summary.requests,
+            "{} of {} requests in the last {} s failed on the gateway's or a provider's side \
+             (5xx, timeouts, unavailable: {:.0} %, alarm at {:.0} %); not counted: {} client \
+             error(s) (4xx), {} cancelled",
+            f.failures,
+            f.requests,
             options.error_window_s,
-            summary.error_rate * 100.0,
-            options.error_rate_threshold * 100.0
+            rate * 100.0,
+            options.error_rate_threshold * 100.0,
+            f.client_errors,
+            f.cancelled
         );
         state
             .events
@@ -153,6 +178,15 @@ async fn check_gateway(
             .await;
     }
     if let Some(n) = notification {
-        sink(n);
+        deliver(state, sink, n);
     }
+}
+
+/// Hand `n` to the sink unless its topic is muted.
+fn deliver(state: &NotifierInputs, sink: &Sink, n: super::Notification) {
+    if state.mutes.holds_back(&n.topic, n.level, Instant::now()) {
+        tracing::info!(topic = %n.topic, "notification muted: {}", n.title);
+        return;
+    }
+    sink(n);
 }

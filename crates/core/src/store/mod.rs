@@ -9,11 +9,11 @@ mod media_files;
 mod retention;
 mod usage;
 
-pub use events::{EventQuery, EventRow};
+pub use events::{event_level, EventQuery, EventRow, Stored as StoredEvent};
 pub use jobs::{JobKind, JobRow};
 pub use media_files::StoredFile;
 pub use retention::{Orphan, StorageFigures, SweepReport};
-pub use usage::{UsageQuery, UsageRow, UsageSummary};
+pub use usage::{is_service_failure, GatewayFailures, UsageQuery, UsageRow, UsageSummary};
 
 use anyhow::Context;
 use rusqlite::Connection;
@@ -86,6 +86,9 @@ const MIGRATIONS: &[&str] = &[
     // 4: a job's progress survives a restart (it never goes back), and its note.
     "ALTER TABLE jobs ADD COLUMN progress REAL;
      ALTER TABLE jobs ADD COLUMN note TEXT",
+    // 5: a run of identical events is one row with a count and the last time.
+    "ALTER TABLE events ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
+     ALTER TABLE events ADD COLUMN last_ts TEXT",
 ];
 
 #[derive(Clone)]

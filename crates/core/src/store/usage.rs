@@ -34,6 +34,28 @@ pub struct UsageQuery {
     pub kind: Option<String>,
 }
 
+/// What the gateway error-rate alarm judges: requests since a time, split by whose fault
+/// a failure was.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct GatewayFailures {
+    /// Requests answered (cancellations excluded: nobody waited for their answer).
+    pub requests: u64,
+    /// The gateway's or a provider's failures: 5xx (unavailable, overloaded, timeouts,
+    /// provider errors), except the deliberate pause and shutdown.
+    pub failures: u64,
+    /// Client errors (4xx: validation, unknown model, auth, rate limits): not an outage.
+    pub client_errors: u64,
+    /// Requests the client gave up on (499).
+    pub cancelled: u64,
+}
+
+/// Whether a usage row is the gateway's or a provider's failure (what the alarm counts).
+pub fn is_service_failure(status: u16, error_code: Option<&str>) -> bool {
+    status >= 500
+        && status != 499
+        && !matches!(error_code, Some("GATEWAY_PAUSED" | "SHUTTING_DOWN"))
+}
+
 /// Aggregates over a recent window, for the dashboard.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct UsageSummary {
@@ -137,6 +159,32 @@ impl Store {
                 total_tokens: tokens,
                 estimated_cost_usd: cost,
             })
+        })
+        .await
+    }
+
+    /// Requests logged at or after `since` (RFC 3339, as `ts` is written), by whose fault
+    /// they failed.
+    pub async fn gateway_failures(&self, since: String) -> anyhow::Result<GatewayFailures> {
+        self.with(move |c| {
+            let mut stmt = c.prepare("SELECT status, error_code FROM usage WHERE ts >= ?1")?;
+            let mut rows = stmt.query(params![since])?;
+            let mut f = GatewayFailures::default();
+            while let Some(r) = rows.next()? {
+                let status: u16 = r.get(0)?;
+                let code: Option<String> = r.get(1)?;
+                if status == 499 || code.as_deref() == Some("CLIENT_CLOSED") {
+                    f.cancelled += 1;
+                    continue;
+                }
+                f.requests += 1;
+                if is_service_failure(status, code.as_deref()) {
+                    f.failures += 1;
+                } else if status >= 400 {
+                    f.client_errors += 1;
+                }
+            }
+            Ok(f)
         })
         .await
     }

@@ -11,6 +11,7 @@ pub mod children;
 pub mod docker;
 pub mod events;
 pub mod health;
+pub mod hooks;
 pub mod logs;
 pub mod ports;
 pub mod process;
@@ -100,6 +101,19 @@ pub struct LastProbe {
     pub at: String,
 }
 
+/// What the engine says about a supervised container (`inspect` and its event stream).
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct ContainerView {
+    /// The image it runs, as named at `docker run`/`create`.
+    pub image: Option<String>,
+    /// The container's own health check: `starting`, `healthy`, `unhealthy` (none: no check).
+    pub health: Option<String>,
+    /// Restarts done by the engine's restart policy (not by the supervisor).
+    pub restart_count: i64,
+    /// Whether the engine's event stream is followed (`false`: polled every second).
+    pub events_followed: bool,
+}
+
 /// What the API shows about one service.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceStatus {
@@ -116,6 +130,8 @@ pub struct ServiceStatus {
     pub last_probe: Option<LastProbe>,
     /// Who holds the service's port, when it is not us.
     pub port_holder: Option<String>,
+    /// Docker services: image, health and restart count from the engine.
+    pub docker: Option<ContainerView>,
     #[serde(skip)]
     pub launched_at: Option<Instant>,
 }
@@ -128,13 +144,21 @@ pub enum Control {
     Restart { actor: String },
 }
 
+/// A control request and when it was made: a restart asked before the instance now
+/// starting was launched is satisfied by that instance (not a second restart).
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub control: Control,
+    pub at: Instant,
+}
+
 /// One configured service: its config, output and live status.
 pub struct ServiceEntry {
     pub config: ServiceConfig,
     pub logs: Arc<ServiceLogs>,
     status: Mutex<ServiceStatus>,
-    control: mpsc::UnboundedSender<Control>,
-    control_rx: Mutex<Option<mpsc::UnboundedReceiver<Control>>>,
+    control: mpsc::UnboundedSender<Request>,
+    control_rx: Mutex<Option<mpsc::UnboundedReceiver<Request>>>,
     /// Detached processes write here directly (their pipes must outlive us).
     pub detached_log: Option<PathBuf>,
 }
@@ -182,6 +206,8 @@ pub struct ServiceView {
     pub last_probe: Option<LastProbe>,
     pub health_url: Option<String>,
     pub container: Option<String>,
+    /// Docker services: image, health and restart count from the engine.
+    pub docker: Option<ContainerView>,
     pub provides: Vec<String>,
     pub autostart: bool,
     pub restart: crate::config::RestartPolicy,
@@ -217,6 +243,7 @@ impl ServiceEntry {
             last_probe: st.last_probe,
             health_url: c.health.as_ref().map(|h| h.url.clone()),
             container: c.container.clone(),
+            docker: st.docker,
             provides: c.provides.clone(),
             autostart: c.autostart,
             restart: c.restart,
@@ -254,9 +281,11 @@ pub struct Supervisor {
     services: Vec<Arc<ServiceEntry>>,
     pub events: EventLog,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    docker_host: Option<String>,
+    settings: crate::config::SupervisorConfig,
     /// Processes we started, so a crashed run's leftovers are ended at the next start.
     children: Arc<children::ChildRegistry>,
+    /// Test pause points in automatic recovery (inert unless armed).
+    hooks: Arc<hooks::Hooks>,
 }
 
 impl Supervisor {
@@ -294,6 +323,7 @@ impl Supervisor {
                         last_error: None,
                         last_probe: None,
                         port_holder: None,
+                        docker: None,
                         launched_at: None,
                     }),
                     control: tx,
@@ -306,8 +336,9 @@ impl Supervisor {
             services,
             events: EventLog::new(store),
             tasks: Mutex::new(Vec::new()),
-            docker_host: config.supervisor.docker_host.clone(),
+            settings: config.supervisor.clone(),
             children: Arc::new(children::ChildRegistry::open(data_dir)),
+            hooks: Arc::default(),
         }
     }
 
@@ -320,7 +351,22 @@ impl Supervisor {
             .services
             .iter()
             .any(|s| s.config.kind == ServiceKind::Docker)
-            .then(|| docker::DockerClient::new(self.docker_host.as_deref()));
+            .then(|| {
+                let client = docker::DockerClient::new(self.settings.docker_host.as_deref());
+                match docker::DesktopStarter::from_config(&self.settings) {
+                    Some(starter) => client.with_desktop(starter),
+                    None => client,
+                }
+            });
+        let shared = runner::Shared {
+            board: board.clone(),
+            shutdown: shutdown.clone(),
+            children: self.children.clone(),
+            events: self.events.clone(),
+            docker,
+            recheck: Duration::from_millis(self.settings.unavailable_recheck_ms),
+            hooks: self.hooks.clone(),
+        };
         let mut tasks = self
             .tasks
             .lock()
@@ -340,17 +386,14 @@ impl Supervisor {
                     format!("service {} is stopped: not started yet", entry.config.name),
                 );
             }
-            let runner = runner::Runner::new(
-                entry.clone(),
-                board.clone(),
-                shutdown.clone(),
-                self.children.clone(),
-                self.events.clone(),
-                docker.clone(),
-                rx,
-            );
+            let runner = runner::Runner::new(entry.clone(), shared.clone(), rx);
             tasks.push(tokio::spawn(runner.run()));
         }
+    }
+
+    /// Pause points for tests (see [`hooks`]).
+    pub fn hooks(&self) -> &hooks::Hooks {
+        &self.hooks
     }
 
     pub fn services(&self) -> &[Arc<ServiceEntry>] {
@@ -372,7 +415,10 @@ impl Supervisor {
             )));
         }
         // The receiver lives as long as the service task; after shutdown the request is moot.
-        let _ = entry.control.send(control);
+        let _ = entry.control.send(Request {
+            control,
+            at: Instant::now(),
+        });
         Ok(entry.status().state)
     }
 

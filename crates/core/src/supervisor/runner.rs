@@ -1,10 +1,11 @@
 //! One service's state machine, run as its own task.
 
-use super::docker::{DockerClient, DockerError};
+use super::docker::{ContainerEvent, ContainerInfo, DockerClient, DockerError};
 use super::events::EventLog;
 use super::health::{probe, probe_client, ProbeResult};
+use super::hooks::{Hooks, RecoveryPoint};
 use super::process::{describe_exit, ProcessHandle, StopOutcome};
-use super::{Control, LastExit, LastProbe, ServiceEntry, ServiceState};
+use super::{Control, LastExit, LastProbe, Request, ServiceEntry, ServiceState};
 use crate::config::{RestartPolicy, ServiceKind};
 use crate::runtime::ProviderBoard;
 use std::collections::VecDeque;
@@ -15,10 +16,17 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// How often a blocked service (Docker down, port taken) is checked again.
-const UNAVAILABLE_RECHECK: Duration = Duration::from_secs(5);
-/// How often a container's state is read while it runs.
+/// How often a container's state is read while it runs and the engine's event stream
+/// cannot be followed (an engine or proxy without `/events`).
 const DOCKER_POLL: Duration = Duration::from_secs(1);
+/// With the event stream followed, polling is only a safety net.
+const DOCKER_POLL_WITH_EVENTS: Duration = Duration::from_secs(5);
+/// A container that died after a graceful stop was asked of the engine (`docker stop`, or
+/// the engine shutting down): wait this long for the engine to go before calling it a crash.
+const OUTSIDE_STOP_GRACE: Duration = Duration::from_secs(3);
+/// A container killed with code 137 without a kill asked of the engine: wait this long for
+/// the engine's `oom` event, which may follow the `die`.
+const OOM_GRACE: Duration = Duration::from_millis(200);
 /// Probe cadence while starting, so "running" is seen soon after the service is ready:
 /// quick at first (most services answer within seconds), then gentler for slow loaders.
 fn starting_probe(elapsed: Duration) -> Duration {
@@ -50,17 +58,55 @@ enum LaunchError {
 
 enum Instance {
     Process(ProcessHandle),
-    Docker {
-        container: String,
-        next_poll: Instant,
-        logs_task: JoinHandle<()>,
-    },
+    Docker(DockerWatch),
     External,
+}
+
+/// A running container: polled, and followed through the engine's event stream.
+struct DockerWatch {
+    container: String,
+    next_poll: Instant,
+    poll: Duration,
+    logs_task: JoinHandle<()>,
+    events_task: Option<JoinHandle<()>>,
+    events: mpsc::UnboundedReceiver<ContainerEvent>,
+    events_tx: mpsc::UnboundedSender<ContainerEvent>,
+    /// The engine reported an OOM kill.
+    oom: bool,
+    /// A graceful stop (SIGTERM) was asked of the engine from outside.
+    stop_asked: bool,
+    /// A kill was asked of the engine (`docker kill`): the signal.
+    killed_with: Option<String>,
+    /// A `die` seen, its verdict waiting for what may follow (oom, engine gone) until then.
+    pending_die: Option<(Option<i64>, Instant)>,
+}
+
+impl DockerWatch {
+    fn stop_following(&mut self) {
+        self.logs_task.abort();
+        if let Some(t) = self.events_task.take() {
+            t.abort();
+        }
+    }
 }
 
 enum Exit {
     Crash { code: Option<i64>, reason: String },
     EngineGone(String),
+}
+
+/// What every service's runner shares.
+#[derive(Clone)]
+pub(super) struct Shared {
+    /// Where the gateways read whether a service's providers are up.
+    pub board: Arc<ProviderBoard>,
+    pub shutdown: CancellationToken,
+    pub children: Arc<super::children::ChildRegistry>,
+    pub events: EventLog,
+    pub docker: Option<DockerClient>,
+    /// How often a blocked service is checked again.
+    pub recheck: Duration,
+    pub hooks: Arc<Hooks>,
 }
 
 pub(super) struct Runner {
@@ -71,23 +117,31 @@ pub(super) struct Runner {
     children: Arc<super::children::ChildRegistry>,
     events: EventLog,
     docker: Option<DockerClient>,
-    rx: mpsc::UnboundedReceiver<Control>,
+    rx: mpsc::UnboundedReceiver<Request>,
     client: reqwest::Client,
     /// Automatic restarts inside the crash-loop window.
     restart_times: VecDeque<Instant>,
     launches: u32,
+    /// How often a blocked service is checked again.
+    recheck: Duration,
+    hooks: Arc<Hooks>,
 }
 
 impl Runner {
     pub(super) fn new(
         entry: Arc<ServiceEntry>,
-        board: Arc<ProviderBoard>,
-        shutdown: CancellationToken,
-        children: Arc<super::children::ChildRegistry>,
-        events: EventLog,
-        docker: Option<DockerClient>,
-        rx: mpsc::UnboundedReceiver<Control>,
+        shared: Shared,
+        rx: mpsc::UnboundedReceiver<Request>,
     ) -> Self {
+        let Shared {
+            board,
+            shutdown,
+            children,
+            events,
+            docker,
+            recheck,
+            hooks,
+        } = shared;
         Self {
             entry,
             board,
@@ -99,6 +153,8 @@ impl Runner {
             client: probe_client(),
             restart_times: VecDeque::new(),
             launches: 0,
+            recheck,
+            hooks,
         }
     }
 
@@ -180,9 +236,13 @@ impl Runner {
 
     async fn next_control(&mut self) -> Option<Control> {
         tokio::select! {
-            c = self.rx.recv() => c,
+            r = self.rx.recv() => r.map(|r| r.control),
             _ = self.shutdown.cancelled() => None,
         }
+    }
+
+    async fn hold(&self, point: RecoveryPoint) {
+        self.hooks.at(self.name(), point).await;
     }
 
     /// Stopped, crashed (restart = never) or failed: only a request moves it.
@@ -231,24 +291,44 @@ impl Runner {
     }
 
     async fn launch(&mut self, reason: String, actor: String) -> Next {
-        if self.entry.config.kind != ServiceKind::External {
+        // A blocked service checked again stays `unavailable` until the check passes: no
+        // `starting` in between, so an hour of Docker being down is one counted event.
+        let recheck = self.state() == ServiceState::Unavailable && actor == SUPERVISOR;
+        if !recheck && self.entry.config.kind != ServiceKind::External {
             self.transition(ServiceState::Starting, &reason, &actor)
                 .await;
-        } else if self.launches == 0 {
+            self.hold(RecoveryPoint::Launching).await;
+        } else if !recheck && self.launches == 0 {
             self.transition(ServiceState::Starting, "watching", &actor)
                 .await;
         }
         match self.start_instance().await {
             Ok(inst) => {
+                if recheck {
+                    self.transition(
+                        ServiceState::Starting,
+                        "checked again: no longer blocked",
+                        SUPERVISOR,
+                    )
+                    .await;
+                }
                 self.launches += 1;
+                self.hold(RecoveryPoint::Started).await;
                 self.supervise(inst).await
             }
             Err(LaunchError::Unavailable(why)) => {
-                self.transition(ServiceState::Unavailable, &why, SUPERVISOR)
-                    .await;
+                let blocked_by = self.entry.status().reason;
+                if recheck && same_blocker(&blocked_by, &why) {
+                    self.events
+                        .record_repeat(self.name(), ServiceState::Unavailable.as_str(), &blocked_by)
+                        .await;
+                } else {
+                    self.transition(ServiceState::Unavailable, &why, SUPERVISOR)
+                        .await;
+                }
                 self.serve_foreign_holder().await;
                 Next::Wait {
-                    delay: UNAVAILABLE_RECHECK,
+                    delay: self.recheck,
                     then: "checking again".into(),
                 }
             }
@@ -328,26 +408,41 @@ impl Runner {
                     LaunchError::Failed("no Docker client (internal error)".into())
                 })?;
                 let name = cfg.container.clone().unwrap_or_default();
-                let map = |e: DockerError| match e {
-                    DockerError::Unavailable(m) => LaunchError::Unavailable(m),
-                    DockerError::NoSuchContainer(m) => LaunchError::Fatal(m),
-                    DockerError::Other(m) => LaunchError::Failed(m),
+                let info = match docker.inspect(&name).await {
+                    Err(DockerError::Unavailable(why)) if docker.desktop_untried().is_some() => {
+                        let wait = docker.desktop_untried().map(|d| d.wait().as_secs());
+                        self.transition(
+                            ServiceState::Unavailable,
+                            &format!(
+                                "{why}; starting Docker Desktop and waiting up to {} s for its engine",
+                                wait.unwrap_or_default()
+                            ),
+                            SUPERVISOR,
+                        )
+                        .await;
+                        let told = match docker.start_desktop().await {
+                            Ok(m) | Err(m) => m,
+                        };
+                        self.entry.logs.push("supervisor", told);
+                        docker.inspect(&name).await.map_err(launch_error)?
+                    }
+                    other => other.map_err(launch_error)?,
                 };
-                let info = docker.inspect(&name).await.map_err(map)?;
                 if info.running {
                     self.entry
                         .logs
                         .push("supervisor", format!("container {name} is already running"));
                 } else {
-                    docker.start(&name).await.map_err(map)?;
+                    docker.start(&name).await.map_err(launch_error)?;
                     self.entry
                         .logs
                         .push("supervisor", format!("started container {name}"));
                 }
-                let info = docker.inspect(&name).await.map_err(map)?;
+                let info = docker.inspect(&name).await.map_err(launch_error)?;
                 self.entry.update(|s| {
                     s.pid = info.pid;
                     s.launched_at = Some(std::time::Instant::now());
+                    s.docker = Some(container_view(&info, true));
                 });
                 let logs = self.entry.logs.clone();
                 let tail = if self.launches == 0 {
@@ -356,14 +451,28 @@ impl Runner {
                     0
                 };
                 let logs_task = tokio::spawn({
-                    let name = name.clone();
+                    let (docker, name) = (docker.clone(), name.clone());
                     async move { docker.follow_logs(name, tail, logs).await }
                 });
-                Ok(Instance::Docker {
+                let (events_tx, events) = mpsc::unbounded_channel();
+                let events_task = Some(tokio::spawn({
+                    let (tx, name) = (events_tx.clone(), name.clone());
+                    let since = info.started_at.clone();
+                    async move { docker.follow_events(name, since, tx).await }
+                }));
+                Ok(Instance::Docker(DockerWatch {
                     container: name,
-                    next_poll: Instant::now() + DOCKER_POLL,
+                    next_poll: Instant::now() + DOCKER_POLL_WITH_EVENTS,
+                    poll: DOCKER_POLL_WITH_EVENTS,
                     logs_task,
-                })
+                    events_task,
+                    events,
+                    events_tx,
+                    oom: false,
+                    stop_asked: false,
+                    killed_with: None,
+                    pending_die: None,
+                }))
             }
         }
     }
@@ -399,7 +508,7 @@ impl Runner {
         let mut next_probe = Instant::now() + starting_probe(Duration::ZERO);
         loop {
             tokio::select! {
-                exit = exited(self.docker.as_ref(), &mut inst) => {
+                exit = exited(self.docker.as_ref(), &self.entry, &mut inst) => {
                     self.clear_instance(&mut inst);
                     return match exit {
                         Exit::Crash { code, reason } => {
@@ -410,12 +519,19 @@ impl Runner {
                         }
                         Exit::EngineGone(why) => {
                             self.transition(ServiceState::Unavailable, &why, SUPERVISOR).await;
-                            Next::Wait { delay: UNAVAILABLE_RECHECK, then: "checking again".into() }
+                            Next::Wait { delay: self.recheck, then: "checking again".into() }
                         }
                     };
                 }
                 _ = tokio::time::sleep_until(next_probe), if cfg.health.is_some() => {
                     let h = cfg.health.clone().expect("guarded by the branch condition");
+                    if let Instance::Docker(w) = &inst {
+                        if w.pending_die.is_some() {
+                            // The engine said it died: its verdict comes from `exited`.
+                            next_probe = Instant::now() + Duration::from_millis(50);
+                            continue;
+                        }
+                    }
                     let probe_started = Instant::now();
                     let r = self.probe_once(h.url.clone(), h.timeout_ms).await;
                     let interval = Duration::from_millis(h.interval_ms);
@@ -426,6 +542,7 @@ impl Runner {
                     if r.ok {
                         failures = 0;
                         if self.state() != ServiceState::Running {
+                            self.hold(RecoveryPoint::Probed).await;
                             let why = if was_up {
                                 "health probe passes again".to_string()
                             } else {
@@ -460,24 +577,36 @@ impl Runner {
                         return next;
                     }
                     self.transition(ServiceState::Restarting, &format!("restarting: {why}"), SUPERVISOR).await;
+                    self.hold(RecoveryPoint::Stopping).await;
                     self.stop_instance(&mut inst).await;
                     self.count_restart();
                     return Next::Launch { reason: "restart after failed health probes".into(), actor: SUPERVISOR.into() };
                 }
-                c = self.rx.recv() => match c {
-                    Some(Control::Start { .. }) => {}
-                    Some(Control::Stop { actor }) => {
+                r = self.rx.recv() => match r.map(|r| (r.control, r.at)) {
+                    Some((Control::Start { .. }, _)) => {}
+                    Some((Control::Restart { actor }, at))
+                        if self.entry.status().launched_at.is_some_and(|launched| at <= launched) =>
+                    {
+                        // Asked before this instance was launched (during an automatic
+                        // recovery): this instance is the restart asked for. Restarting it
+                        // again would cost another stop_timeout_ms for nothing.
+                        self.entry.logs.push(
+                            "supervisor",
+                            format!("restart asked by {actor} is satisfied by the instance started since"),
+                        );
+                    }
+                    Some((Control::Stop { actor }, _)) => {
                         self.stop_instance(&mut inst).await;
                         self.transition(ServiceState::Stopped, &format!("stopped by {actor}"), &actor).await;
                         return Next::Idle;
                     }
-                    Some(Control::Restart { actor }) => {
+                    Some((Control::Restart { actor }, _)) => {
                         let why = format!("restarted by {actor}");
                         self.transition(ServiceState::Restarting, &why, &actor).await;
-                        if let Instance::Docker { container, logs_task, .. } = &inst {
-                            logs_task.abort();
+                        if let Instance::Docker(w) = &mut inst {
+                            w.stop_following();
                             if let Some(d) = &self.docker {
-                                if let Err(e) = d.restart(container, Duration::from_millis(cfg.stop_timeout_ms)).await {
+                                if let Err(e) = d.restart(&w.container, Duration::from_millis(cfg.stop_timeout_ms)).await {
                                     self.entry.logs.push("supervisor", format!("restart failed: {}", e.message()));
                                 }
                             }
@@ -512,7 +641,7 @@ impl Runner {
                 h.kill_leftovers();
                 self.children.forget(self.name());
             }
-            Instance::Docker { logs_task, .. } => logs_task.abort(),
+            Instance::Docker(w) => w.stop_following(),
             Instance::External => {}
         }
         self.entry.update(|s| {
@@ -537,9 +666,11 @@ impl Runner {
                     },
                 );
             }
-            Instance::Docker { container, .. } => {
+            Instance::Docker(w) => {
+                // Our own stop: its die is not news.
+                w.stop_following();
                 if let Some(d) = &self.docker {
-                    if let Err(e) = d.stop(container, timeout).await {
+                    if let Err(e) = d.stop(&w.container, timeout).await {
                         self.entry
                             .logs
                             .push("supervisor", format!("stop failed: {}", e.message()));
@@ -584,6 +715,7 @@ impl Runner {
     async fn after_crash(&mut self, code: Option<i64>, reason: String) -> Next {
         self.transition(ServiceState::Crashed, &reason, SUPERVISOR)
             .await;
+        self.hold(RecoveryPoint::Crashed).await;
         let policy = self.entry.config.restart;
         if policy == RestartPolicy::Never {
             return Next::Idle;
@@ -615,6 +747,7 @@ impl Runner {
             SUPERVISOR,
         )
         .await;
+        self.hold(RecoveryPoint::Backoff).await;
         Next::Wait {
             delay: Duration::from_millis(delay),
             then: format!("backoff of {delay} ms elapsed"),
@@ -623,7 +756,7 @@ impl Runner {
 }
 
 /// Resolves when the instance has ended (never for an external service).
-async fn exited(docker: Option<&DockerClient>, inst: &mut Instance) -> Exit {
+async fn exited(docker: Option<&DockerClient>, entry: &ServiceEntry, inst: &mut Instance) -> Exit {
     match inst {
         Instance::Process(h) => {
             let (code, reason) = describe_exit(h.wait_exit().await);
@@ -632,43 +765,190 @@ async fn exited(docker: Option<&DockerClient>, inst: &mut Instance) -> Exit {
                 reason,
             }
         }
-        Instance::Docker {
-            container,
-            next_poll,
-            ..
-        } => loop {
-            // A fixed deadline: select! recreating this future must not postpone it.
-            tokio::time::sleep_until(*next_poll).await;
-            *next_poll = Instant::now() + DOCKER_POLL;
+        Instance::Docker(w) => {
             let Some(docker) = docker else {
-                std::future::pending::<()>().await;
-                unreachable!()
+                return std::future::pending().await;
             };
-            match docker.inspect(container).await {
-                Ok(info) if info.running => {}
-                Ok(info) => {
-                    let mut reason = match info.exit_code {
-                        Some(c) => format!("container {container} exited with code {c}"),
-                        None => format!("container {} is {}", container, info.status),
-                    };
-                    if let Some(e) = info.error {
-                        reason.push_str(&format!(" ({e})"));
-                    }
-                    return Exit::Crash {
-                        code: info.exit_code,
-                        reason,
-                    };
-                }
-                Err(DockerError::Unavailable(m)) => return Exit::EngineGone(m),
-                Err(DockerError::NoSuchContainer(m)) => {
-                    return Exit::Crash {
-                        code: None,
-                        reason: m,
-                    }
-                }
-                Err(DockerError::Other(_)) => {}
-            }
-        },
+            watch_container(docker, entry, w).await
+        }
         Instance::External => std::future::pending().await,
+    }
+}
+
+/// Whether a recheck found the same thing blocking the service: the same words, or the
+/// engine still not running (whatever the socket error says this time).
+fn same_blocker(before: &str, now: &str) -> bool {
+    const DOCKER_DOWN: &str = "Docker is not running";
+    before == now || (before.starts_with(DOCKER_DOWN) && now.starts_with(DOCKER_DOWN))
+}
+
+fn launch_error(e: DockerError) -> LaunchError {
+    match e {
+        DockerError::Unavailable(m) => LaunchError::Unavailable(m),
+        DockerError::NoSuchContainer(m) => LaunchError::Fatal(m),
+        DockerError::Other(m) => LaunchError::Failed(m),
+    }
+}
+
+fn container_view(info: &ContainerInfo, events_followed: bool) -> super::ContainerView {
+    super::ContainerView {
+        image: info.image.clone(),
+        health: info.health.clone(),
+        restart_count: info.restart_count,
+        events_followed,
+    }
+}
+
+/// Until the container ends or the engine goes: the engine's events (instant) with a slow
+/// poll as a safety net. Every piece of state lives in `w`, so this future can be dropped
+/// and recreated by the caller's `select!` at any await without losing what was seen.
+async fn watch_container(docker: &DockerClient, entry: &ServiceEntry, w: &mut DockerWatch) -> Exit {
+    loop {
+        let verdict_at = w.pending_die.map(|(_, at)| at);
+        tokio::select! {
+            ev = w.events.recv() => {
+                // The sender lives in `w`: the channel never closes under us.
+                let Some(ev) = ev else { continue };
+                match ev {
+                    ContainerEvent::Start => {}
+                    ContainerEvent::Stop => {}
+                    ContainerEvent::Kill { signal } => {
+                        if matches!(signal.as_deref(), Some("15" | "SIGTERM" | "TERM")) {
+                            w.stop_asked = true;
+                        } else {
+                            w.killed_with = signal;
+                        }
+                    }
+                    ContainerEvent::Oom => {
+                        w.oom = true;
+                        if let Some((code, _)) = w.pending_die {
+                            return crash_verdict(docker, w, code).await;
+                        }
+                    }
+                    ContainerEvent::Health(h) => entry.update(|s| {
+                        if let Some(d) = s.docker.as_mut() {
+                            d.health = Some(h);
+                        }
+                    }),
+                    ContainerEvent::Die { exit_code } => {
+                        if w.stop_asked {
+                            // `docker stop` from outside, or the engine shutting down (it
+                            // stops containers before it goes): which one shows shortly.
+                            w.pending_die = Some((exit_code, Instant::now() + OUTSIDE_STOP_GRACE));
+                        } else if exit_code == Some(137) && w.killed_with.is_none() && !w.oom {
+                            w.pending_die = Some((exit_code, Instant::now() + OOM_GRACE));
+                        } else {
+                            return crash_verdict(docker, w, exit_code).await;
+                        }
+                    }
+                    ContainerEvent::Ended(why) => {
+                        w.events_task = None;
+                        match docker.ping().await {
+                            Err(DockerError::Unavailable(m)) => return Exit::EngineGone(m),
+                            _ => {
+                                tracing::debug!(container = %w.container, "event stream ended ({why}); following again");
+                                if let Some((code, _)) = w.pending_die {
+                                    return crash_verdict(docker, w, code).await;
+                                }
+                                // Follow again; the poll covers the gap.
+                                w.next_poll = Instant::now();
+                                let (tx, name, d) = (w.events_tx.clone(), w.container.clone(), docker.clone());
+                                w.events_task = Some(tokio::spawn(async move { d.follow_events(name, None, tx).await }));
+                            }
+                        }
+                    }
+                    ContainerEvent::Unsupported(why) => {
+                        tracing::info!(container = %w.container, "not following the engine's events: {why}; polling every {} ms", DOCKER_POLL.as_millis());
+                        w.events_task = None;
+                        w.poll = DOCKER_POLL;
+                        w.next_poll = Instant::now().min(w.next_poll);
+                        entry.update(|s| {
+                            if let Some(d) = s.docker.as_mut() {
+                                d.events_followed = false;
+                            }
+                        });
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(verdict_at.unwrap_or_else(Instant::now)), if verdict_at.is_some() => {
+                let code = w.pending_die.and_then(|(c, _)| c);
+                return crash_verdict(docker, w, code).await;
+            }
+            // A fixed deadline: select! recreating this future must not postpone it.
+            _ = tokio::time::sleep_until(w.next_poll) => {
+                w.next_poll = Instant::now() + w.poll;
+                match docker.inspect(&w.container).await {
+                    Ok(info) if info.running => {
+                        let followed = w.events_task.is_some();
+                        entry.update(|s| s.docker = Some(container_view(&info, followed)));
+                    }
+                    // Dead as the engine said; its verdict waits for what may follow.
+                    Ok(_) if w.pending_die.is_some() => {}
+                    Ok(info) => {
+                        return Exit::Crash {
+                            code: info.exit_code,
+                            reason: info.exit_reason(&w.container, w.oom),
+                        };
+                    }
+                    Err(DockerError::Unavailable(m)) => return Exit::EngineGone(m),
+                    Err(DockerError::NoSuchContainer(m)) => {
+                        return Exit::Crash {
+                            code: None,
+                            reason: m,
+                        }
+                    }
+                    Err(DockerError::Other(_)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// The container died: the reason from the engine (exit code, OOM kill, error), or the
+/// engine itself going away.
+async fn crash_verdict(docker: &DockerClient, w: &mut DockerWatch, code: Option<i64>) -> Exit {
+    w.pending_die = None;
+    match docker.inspect(&w.container).await {
+        Err(DockerError::Unavailable(m)) => Exit::EngineGone(m),
+        Err(e) => Exit::Crash {
+            code,
+            reason: format!(
+                "container {} died (exit code {}); {}",
+                w.container,
+                code.map_or("unknown".into(), |c| c.to_string()),
+                e.message()
+            ),
+        },
+        Ok(info) if info.running => {
+            // Already running again (the engine's own restart policy): still a crash.
+            let mut reason = format!(
+                "container {} exited with code {} (the engine restarted it)",
+                w.container,
+                code.map_or("unknown".into(), |c| c.to_string())
+            );
+            if w.oom {
+                reason = format!(
+                    "container {} was killed for running out of memory (the engine restarted it)",
+                    w.container
+                );
+            }
+            Exit::Crash { code, reason }
+        }
+        Ok(info) => {
+            let mut reason = info.exit_reason(&w.container, w.oom);
+            if w.stop_asked && !(info.oom_killed || w.oom) {
+                reason = format!("{reason}: stopped from outside Sparklio Desk (docker stop)");
+            } else if let Some(sig) = &w.killed_with {
+                if !(info.oom_killed || w.oom) {
+                    reason = format!(
+                        "{reason}: killed from outside Sparklio Desk (docker kill, signal {sig})"
+                    );
+                }
+            }
+            Exit::Crash {
+                code: info.exit_code.or(code),
+                reason,
+            }
+        }
     }
 }

@@ -146,3 +146,119 @@ async fn the_live_stream_sends_snapshots_and_ends_at_shutdown() {
     assert!(end.is_ok(), "the stream did not end at shutdown");
     app.stop().await;
 }
+
+/// Events filtered by service, level and actor; repeats counted with first/last time;
+/// each event names its notification topic, which can be muted and unmuted.
+#[tokio::test]
+async fn events_filter_count_and_mute_their_topics() {
+    let dead = sparklio_testkit::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[supervisor]\ndocker_host = \"unix://{}\"\nunavailable_recheck_ms = 20\n\
+         [[services]]\nname = \"box\"\nkind = \"docker\"\ncontainer = \"box\"\n\
+         [[services]]\nname = \"idle\"\nkind = \"process\"\ncommand = \"true\"\nautostart = false\nport = {dead}\n",
+        dir.path().join("none.sock").display()
+    );
+    let app = TestApp::start(&toml).await;
+    // A person starts the idle one (actor "trusted client from 127.0.0.1": loopback);
+    // docker stays unavailable.
+    let (s, body) = app
+        .post_json("/api/v1/services/idle/start", &json!({}))
+        .await;
+    assert_eq!(s, 202, "{body}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let down = loop {
+        let (_, body) = app.get_json("/api/v1/events?service=box&level=down").await;
+        if let Some(e) = body["events"].as_array().unwrap().first() {
+            if e["count"].as_u64().unwrap() >= 5 {
+                break e.clone();
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(down["to"], "unavailable");
+    assert_eq!(down["level"], "down");
+    assert_eq!(down["topic"], "docker");
+    assert!(
+        down["last_ts"].as_str().unwrap() > down["ts"].as_str().unwrap(),
+        "{down}"
+    );
+
+    let list = |body: &Value| -> Vec<(String, String)> {
+        body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["service"].as_str().unwrap().to_string(),
+                    e["to"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let (_, only_box) = app.get_json("/api/v1/events?service=box").await;
+    assert!(
+        list(&only_box).iter().all(|(s, _)| s == "box"),
+        "{only_box}"
+    );
+    let (_, degraded) = app.get_json("/api/v1/events?level=degraded").await;
+    assert!(
+        list(&degraded).iter().all(|(_, to)| to == "starting"),
+        "{degraded}"
+    );
+    assert!(!list(&degraded).is_empty());
+    let (_, by_person) = app.get_json("/api/v1/events?actor=trusted%20client").await;
+    let by_person = by_person["events"].as_array().unwrap().clone();
+    assert!(!by_person.is_empty());
+    assert!(
+        by_person.iter().all(|e| e["service"] == "idle"
+            && e["actor"]
+                .as_str()
+                .unwrap()
+                .starts_with("trusted client from ")),
+        "{by_person:?}"
+    );
+    let (_, by_supervisor) = app.get_json("/api/v1/events?actor=supervisor").await;
+    assert!(by_supervisor["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["actor"] == "supervisor"));
+    let (_, by_admin) = app.get_json("/api/v1/events?actor=admin").await;
+    assert_eq!(by_admin["events"], json!([]), "nobody used an admin key");
+    let (s, bad) = app.get_json("/api/v1/events?level=awful").await;
+    assert_eq!(s, 400, "{bad}");
+    assert_eq!(bad["error"]["code"], "VALIDATION_ERROR");
+
+    // Mute the docker topic until it changes, list it, unmute it.
+    let (s, body) = app
+        .post_json(
+            "/api/v1/notifications/mutes",
+            &json!({"topic": "docker", "for": "until_change"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+    assert_eq!(body["mute"]["level"], "down");
+    let (_, body) = app.get_json("/api/v1/notifications/mutes").await;
+    assert_eq!(body["mutes"][0]["topic"], "docker", "{body}");
+    assert_eq!(body["mutes"][0]["for"], "until_change");
+    let (s, body) = app
+        .post_json(
+            "/api/v1/notifications/mutes",
+            &json!({"topic": "gateway", "for": "forever"}),
+        )
+        .await;
+    assert_eq!(s, 400, "{body}");
+    let resp = app
+        .client
+        .delete(app.url("/api/v1/notifications/mutes/docker"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let (_, body) = app.get_json("/api/v1/notifications/mutes").await;
+    assert_eq!(body["mutes"], json!([]));
+    app.stop().await;
+}

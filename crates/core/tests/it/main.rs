@@ -7,6 +7,7 @@ mod backend;
 mod config;
 mod contracts;
 mod dashboard_api;
+mod docker_engine;
 mod faults;
 mod flow;
 mod front_ollama;

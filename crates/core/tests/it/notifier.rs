@@ -136,9 +136,27 @@ async fn a_flapping_service_is_rate_limited_and_its_crash_loop_told() {
     app.stop().await;
 }
 
+/// A live-mode core whose Ollama provider is a port nobody listens on: generate answers
+/// 503 PROVIDER_UNAVAILABLE (the provider's failure), a malformed body 400 (the client's).
+async fn app_with_dead_provider() -> TestApp {
+    let dead = free_port();
+    TestApp::start_with(
+        &format!(
+            "[llm.providers.ollama]\nkind = \"ollama\"\nbase_url = \"http://127.0.0.1:{dead}\"\n"
+        ),
+        &[("GENERATOR_MODE", "live")],
+        Default::default(),
+    )
+    .await
+}
+
+fn generate_body() -> Value {
+    json!({"role": "copywriter", "task": "sns", "mode": "text", "payload": {"product": "shake"}})
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_error_alarm_fires_once_and_is_in_the_event_log() {
-    let app = TestApp::start("").await;
+    let app = app_with_dead_provider().await;
     let got = collect(
         &app,
         NotifierOptions {
@@ -146,17 +164,18 @@ async fn the_gateway_error_alarm_fires_once_and_is_in_the_event_log() {
             ..Default::default()
         },
     );
-    // Twelve requests the gateway rejects (an empty body is a validation error): every
-    // one is a failed request in the usage log.
-    for _ in 0..12 {
+    // Three requests the client got wrong (not failures, but told apart), then twelve
+    // the provider fails (nobody listens on its port).
+    for _ in 0..3 {
         let (status, body) = app.post_json("/api/v1/llm/generate", &json!({})).await;
         assert_eq!(status, 400, "{body}");
     }
-    let (_, summary) = app.get_json("/api/v1/usage/summary").await;
-    assert!(
-        summary["summary"]["errors"].as_u64().unwrap() >= 12,
-        "{summary}"
-    );
+    for _ in 0..12 {
+        let (status, body) = app
+            .post_json("/api/v1/llm/generate", &generate_body())
+            .await;
+        assert_eq!(status, 503, "{body}");
+    }
 
     let t = wait_titles(&got, "the gateway alarm", |t| {
         t.iter().any(|x| x == "Gateway requests are failing")
@@ -164,7 +183,8 @@ async fn the_gateway_error_alarm_fires_once_and_is_in_the_event_log() {
     .await;
     // More failures, more polls: still one alarm.
     for _ in 0..5 {
-        app.post_json("/api/v1/llm/generate", &json!({})).await;
+        app.post_json("/api/v1/llm/generate", &generate_body())
+            .await;
     }
     tokio::time::sleep(Duration::from_millis(600)).await;
     let t2 = titles(&got);
@@ -183,20 +203,136 @@ async fn the_gateway_error_alarm_fires_once_and_is_in_the_event_log() {
         .cloned()
         .unwrap();
     assert_eq!(alarm.level, Level::Down);
-    assert!(alarm.body.contains("of the last"), "{}", alarm.body);
+    assert!(alarm.body.contains("provider's side"), "{}", alarm.body);
 
-    // The dashboard's event list has it, once.
+    // The dashboard's event list has it, once, with the client errors told apart.
     let log = events(&app, "gateway").await;
     let failing: Vec<_> = log.iter().filter(|e| e["to"] == "failing").collect();
     assert_eq!(failing.len(), 1, "{log:?}");
     assert_eq!(failing[0]["from"], "ok");
     assert_eq!(failing[0]["actor"], "notifier");
-    assert!(
-        failing[0]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("requests in the last"),
-        "{log:?}"
+    let reason = failing[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("requests in the last"), "{reason}");
+    assert!(reason.contains("3 client error(s) (4xx)"), "{reason}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_errors_alone_raise_no_alarm() {
+    let app = app_with_dead_provider().await;
+    let got = collect(
+        &app,
+        NotifierOptions {
+            poll_interval: Duration::from_millis(50),
+            ..Default::default()
+        },
     );
+    // 40 requests, every one the client's fault: 100 % "errors" by status, 0 % outage.
+    for _ in 0..40 {
+        let (status, body) = app.post_json("/api/v1/llm/generate", &json!({})).await;
+        assert_eq!(status, 400, "{body}");
+    }
+    let (_, summary) = app.get_json("/api/v1/usage/summary").await;
+    assert!(
+        summary["summary"]["errors"].as_u64().unwrap() >= 40,
+        "{summary}"
+    );
+    // Ten polls later: nothing said, nothing logged.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(titles(&got), Vec::<String>::new());
+    assert_eq!(events(&app, "gateway").await, Vec::<Value>::new());
+    // The same window with provider failures added does alarm (the test can fail).
+    for _ in 0..15 {
+        app.post_json("/api/v1/llm/generate", &generate_body())
+            .await;
+    }
+    wait_titles(&got, "the alarm once the provider fails", |t| {
+        t.iter().any(|x| x == "Gateway requests are failing")
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_in_the_usage_log_does_not_alarm_at_start_up() {
+    let app = app_with_dead_provider().await;
+    // A previous run's outage, still inside the window: 30 provider failures.
+    let store = app.app.as_ref().unwrap().state.store.clone();
+    for i in 0..30 {
+        store
+            .insert_usage(sparklio_core::store::UsageRow {
+                ts: sparklio_core::store::now_text(),
+                request_id: format!("old-{i}"),
+                client: "127.0.0.1".into(),
+                kind: "llm".into(),
+                latency_ms: 5.0,
+                status: 503,
+                error_code: Some("PROVIDER_UNAVAILABLE".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let got = collect(
+        &app,
+        NotifierOptions {
+            poll_interval: Duration::from_millis(50),
+            ..Default::default()
+        },
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        titles(&got),
+        Vec::<String>::new(),
+        "the old outage alarmed again"
+    );
+    assert_eq!(events(&app, "gateway").await, Vec::<Value>::new());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_muted_topic_is_decided_and_logged_but_not_shown() {
+    let app = app_with_dead_provider().await;
+    let got = collect(
+        &app,
+        NotifierOptions {
+            poll_interval: Duration::from_millis(50),
+            ..Default::default()
+        },
+    );
+    // As the dashboard's "until it changes" button does.
+    let (status, body) = app
+        .post_json(
+            "/api/v1/notifications/mutes",
+            &json!({"topic": "gateway", "for": "until_change"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    for _ in 0..12 {
+        app.post_json("/api/v1/llm/generate", &generate_body())
+            .await;
+    }
+    // The alarm is in the event log...
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !events(&app, "gateway")
+        .await
+        .iter()
+        .any(|e| e["to"] == "failing")
+    {
+        assert!(Instant::now() < deadline, "no alarm event");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...counted as held back, and not shown.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, body) = app.get_json("/api/v1/notifications/mutes").await;
+        if body["mutes"][0]["held_back"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(titles(&got), Vec::<String>::new());
     app.stop().await;
 }

@@ -21,7 +21,7 @@ fn service_toml(name: &str, port: u16, args: &[&str], extra: &str) -> String {
         .to_string()
 }
 
-async fn service(app: &TestApp, name: &str) -> Value {
+pub(crate) async fn service(app: &TestApp, name: &str) -> Value {
     let (status, body) = app.get_json("/api/v1/services").await;
     assert_eq!(status, 200, "{body}");
     body["services"]
@@ -34,7 +34,7 @@ async fn service(app: &TestApp, name: &str) -> Value {
 }
 
 /// Poll until the service's state is `want` (bounded: 20 s).
-async fn wait_state(app: &TestApp, name: &str, want: &str) -> Value {
+pub(crate) async fn wait_state(app: &TestApp, name: &str, want: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let s = service(app, name).await;
@@ -47,7 +47,7 @@ async fn wait_state(app: &TestApp, name: &str, want: &str) -> Value {
 }
 
 /// Poll until the service runs with a pid other than `old` (bounded: 20 s).
-async fn wait_new_pid(app: &TestApp, name: &str, old: &Value) -> Value {
+pub(crate) async fn wait_new_pid(app: &TestApp, name: &str, old: &Value) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let s = service(app, name).await;
@@ -60,7 +60,7 @@ async fn wait_new_pid(app: &TestApp, name: &str, old: &Value) -> Value {
 }
 
 /// Events of one service, oldest first.
-async fn events(app: &TestApp, name: &str) -> Vec<Value> {
+pub(crate) async fn events(app: &TestApp, name: &str) -> Vec<Value> {
     let (status, body) = app
         .get_json(&format!("/api/v1/events?limit=200&service={name}"))
         .await;
@@ -70,7 +70,7 @@ async fn events(app: &TestApp, name: &str) -> Vec<Value> {
     list
 }
 
-fn transitions(evs: &[Value]) -> Vec<String> {
+pub(crate) fn transitions(evs: &[Value]) -> Vec<String> {
     evs.iter()
         .map(|e| {
             format!(
@@ -968,5 +968,169 @@ container = "not-there"
     let why = m["reason"].as_str().unwrap();
     assert!(why.contains("\"not-there\" does not exist"), "{why}");
     assert_eq!(m["restarts"], 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn docker_down_for_an_hour_of_checks_is_one_counted_event() {
+    // An hour of checks at the default 5 s is 720; here they run every 1 ms against a
+    // socket that does not exist (the engine is not running).
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("no-engine.sock");
+    let toml = format!(
+        r#"
+[supervisor]
+docker_host = "unix://{}"
+unavailable_recheck_ms = 1
+
+[[services]]
+name = "ollama-sparklio"
+kind = "docker"
+container = "ollama-sparklio"
+"#,
+        sock.display()
+    );
+    let app = TestApp::start(&toml).await;
+    wait_state(&app, "ollama-sparklio", "unavailable").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let evs = loop {
+        let evs = events(&app, "ollama-sparklio").await;
+        if evs.last().and_then(|e| e["count"].as_u64()).unwrap_or(0) > 720 {
+            break evs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fewer than 720 checks in 60 s: {evs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        transitions(&evs),
+        ["stopped->starting", "starting->unavailable"],
+        "{evs:?}"
+    );
+    let down = &evs[1];
+    assert!(down["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("Docker is not running"));
+    assert_eq!(down["level"], "down");
+    assert!(down["last_ts"].as_str().unwrap() > down["ts"].as_str().unwrap());
+    assert_eq!(
+        service(&app, "ollama-sparklio").await["state"],
+        "unavailable"
+    );
+    app.stop().await;
+}
+
+/// "started pid N" lines the supervisor wrote for `name`: one per instance launched.
+async fn launched_pids(app: &TestApp, name: &str) -> Vec<u64> {
+    let (status, body) = app
+        .get_json(&format!("/api/v1/services/{name}/logs?tail=1000"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["stream"] == "supervisor")
+        .filter_map(|l| l["line"].as_str()?.strip_prefix("started pid "))
+        .filter_map(|rest| rest.split(':').next()?.parse().ok())
+        .collect()
+}
+
+/// The restart race, made deterministic: the runner is held at each point of an automatic
+/// recovery (pause hooks), the restart request lands exactly there, then it is let go.
+/// Whatever the point, the service ends running, on exactly one instance launched after
+/// the request (never a second restart of the fresh instance: that cost another
+/// `stop_timeout_ms`, 10 s by default, and showed as a service stuck after recovery),
+/// and that instance stays.
+#[tokio::test]
+async fn a_restart_requested_at_each_point_of_an_automatic_recovery_restarts_once() {
+    use sparklio_core::supervisor::hooks::RecoveryPoint as P;
+    let port = free_port();
+    let toml = ServiceToml::new("racy", port)
+        .health(100, 300, 2)
+        .backoff(100, 100)
+        .line("crash_loop = { restarts = 50, within_s = 60 }")
+        .to_string();
+    let app = TestApp::start(&toml).await;
+    let sup = &app.app.as_ref().unwrap().state.supervisor;
+    for point in [
+        P::Crashed,
+        P::Backoff,
+        P::Launching,
+        P::Started,
+        P::Probed,
+        P::Stopping,
+    ] {
+        let before = wait_state(&app, "racy", "running").await;
+        let old_pid = before["pid"].as_u64().unwrap();
+        let pause = sup.hooks().pause_at("racy", point);
+        // Automatic recovery: a crash, or (Stopping) a hang caught by the health probes.
+        if point == P::Stopping {
+            let _ = reqwest::Client::new()
+                .post(format!("http://127.0.0.1:{port}/hang"))
+                .timeout(Duration::from_millis(300))
+                .send()
+                .await;
+        } else {
+            post(port, "/exit/9").await;
+        }
+        tokio::time::timeout(Duration::from_secs(20), pause.arrived())
+            .await
+            .unwrap_or_else(|_| panic!("recovery never reached {point:?}"));
+        let launched_before = launched_pids(&app, "racy").await.len();
+        let (status, body) = app
+            .post_json("/api/v1/services/racy/restart", &json!({}))
+            .await;
+        assert_eq!(status, 202, "{body}");
+        pause.release();
+
+        // Running on the latest instance launched (bounded: 20 s)...
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let after = loop {
+            let s = service(&app, "racy").await;
+            let pids = launched_pids(&app, "racy").await;
+            if s["state"] == "running"
+                && pids.len() > launched_before
+                && s["pid"].as_u64() == pids.last().copied()
+            {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{point:?}: never running again: {s}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // ...and still, after the time a wrongly queued second restart would take (the
+        // stop is 1.5 s at most).
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let now = service(&app, "racy").await;
+        let pids = launched_pids(&app, "racy").await;
+        let since_request = &pids[launched_before..];
+        assert_eq!(
+            since_request.len(),
+            1,
+            "{point:?}: instances launched after the restart request: {since_request:?} ({:?})",
+            transitions(&events(&app, "racy").await)
+        );
+        assert_eq!(now["state"], "running", "{point:?}: {now}");
+        assert_eq!(
+            now["pid"], after["pid"],
+            "{point:?}: restarted again: {now}"
+        );
+        assert_eq!(
+            now["pid"].as_u64(),
+            since_request.last().copied(),
+            "{point:?}"
+        );
+        #[cfg(target_os = "linux")]
+        assert!(
+            !alive(old_pid as u32),
+            "{point:?}: the old instance {old_pid} lives on"
+        );
+    }
     app.stop().await;
 }

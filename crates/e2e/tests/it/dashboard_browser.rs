@@ -333,6 +333,34 @@ async fn dashboard_pulls_a_missing_model_with_progress_and_deletes_after_confirm
         ollama.base_url()
     );
     let dir = tempfile::tempdir().unwrap();
+
+/// The event list in the browser: a blocked Docker service checked again and again is one
+/// line whose count grows live; the filters narrow the list; a topic is muted and unmuted
+/// from the page (and the core agrees).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_counts_repeats_filters_events_and_mutes_a_topic() {
+    let Some((_driver, driver_url)) = chromedriver() else {
+        return;
+    };
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        r#"
+generator_mode = "mock"
+
+[supervisor]
+docker_host = "unix://{sock}"
+unavailable_recheck_ms = 100
+
+{comfyui}
+[[services]]
+name = "ollama-sparklio"
+kind = "docker"
+container = "ollama-sparklio"
+"#,
+        sock = dir.path().join("no-engine.sock").display(),
+        comfyui = ServiceToml::new("comfyui", port).default_backoff(),
+    );
     let app = start_app(&dir, &toml, &[]).await;
     let base = format!("http://{}", app.addr);
     let s = browser(&driver_url, &dir.path().join("profile")).await;
@@ -409,6 +437,126 @@ async fn dashboard_pulls_a_missing_model_with_progress_and_deletes_after_confirm
     )
     .await
     .expect("the deleted model leaves the table");
+
+    // One line for the blocked service, its count rising as the checks come in (live).
+    let line = "[...document.querySelectorAll('#events li')].find(li => li.querySelector('strong')?.textContent === 'ollama-sparklio' && li.textContent.includes('unavailable'))";
+    let first = s
+        .wait_for(
+            &format!("const li = {line}; return li && Number(li.dataset.count) >= 3 && Number(li.dataset.count)"),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("a counted unavailable event");
+    let later = s
+        .wait_for(
+            &format!("const li = {line}; return li && Number(li.dataset.count) > {first} && li.textContent"),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("the count grows live");
+    assert!(later.as_str().unwrap().contains(" since "), "{later}");
+    let lines = s
+        .execute(
+            "return [...document.querySelectorAll('#events li')].filter(li => li.textContent.includes('starting → unavailable')).length",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(lines, 1, "repeats are one line");
+
+    // Filters: one service; then the down level only.
+    let set = |id: &str, value: &str| {
+        format!("const sel = document.querySelector('{id}'); sel.value = '{value}'; sel.dispatchEvent(new Event('change')); return sel.value")
+    };
+    s.wait_for(
+        "return [...document.querySelector('#event-service').options].some(o => o.value === 'comfyui')",
+        Duration::from_secs(20),
+    )
+    .await
+    .expect("the service filter lists the services");
+    assert_eq!(
+        s.execute(&set("#event-service", "comfyui"), vec![])
+            .await
+            .unwrap(),
+        "comfyui"
+    );
+    s.wait_for(
+        "const names = [...document.querySelectorAll('#events li strong')].map(n => n.textContent); return names.length > 0 && names.every(n => n === 'comfyui')",
+        Duration::from_secs(20),
+    )
+    .await
+    .expect("only comfyui's events");
+    s.execute(&set("#event-service", ""), vec![]).await.unwrap();
+    s.execute(&set("#event-level", "down"), vec![])
+        .await
+        .unwrap();
+    s.wait_for(
+        "const lis = [...document.querySelectorAll('#events li')]; return lis.length > 0 && lis.every(li => li.dataset.level === 'down')",
+        Duration::from_secs(20),
+    )
+    .await
+    .expect("only down events");
+
+    // Mute the docker topic until it changes, from the event's own button. The line is
+    // updated in place as its count grows: the button found before an update is still the
+    // one clicked after it.
+    let button = s
+        .find("#events li button.mute[data-topic='docker'][data-for='until_change']")
+        .await
+        .unwrap();
+    let before = s
+        .execute(&format!("return Number(({line}).dataset.count)"), vec![])
+        .await
+        .unwrap();
+    s.wait_for(
+        &format!("return Number(({line}).dataset.count) > {before}"),
+        Duration::from_secs(20),
+    )
+    .await
+    .expect("still counting");
+    s.click(&button).await.unwrap();
+    let muted = s
+        .wait_for(
+            "const m = document.querySelector('#mutes'); return !m.hidden && m.textContent",
+            Duration::from_secs(20),
+        )
+        .await
+        .expect("the mute is listed");
+    assert!(
+        muted.as_str().unwrap().contains("docker until it changes"),
+        "{muted}"
+    );
+    let client = reqwest::Client::new();
+    let mutes: Value = client
+        .get(format!("{base}/api/v1/notifications/mutes"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mutes["mutes"][0]["topic"], "docker", "{mutes}");
+    s.screenshot(&artifacts_dir().join("dashboard-events-mute.png"))
+        .await
+        .unwrap();
+
+    let unmute = s.find("#mutes button").await.unwrap();
+    s.click(&unmute).await.unwrap();
+    s.wait_for(
+        "return document.querySelector('#mutes').hidden",
+        Duration::from_secs(20),
+    )
+    .await
+    .expect("unmuted");
+    let mutes: Value = client
+        .get(format!("{base}/api/v1/notifications/mutes"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mutes["mutes"], json!([]));
     s.close().await.unwrap();
     app.shutdown().await.unwrap();
 }

@@ -49,7 +49,10 @@ pub async fn stream(State(state): State<SharedState>) -> impl IntoResponse {
     // State changes as they happen (a lagging client skips what it missed; the next
     // snapshot has the current states anyway).
     let events = tokio_stream::wrappers::BroadcastStream::new(state.supervisor.events.subscribe())
-        .filter_map(|e| async move { e.ok().map(|e| json_event("event", &e)) });
+        .filter_map(|e| async move {
+            e.ok()
+                .map(|e| json_event("event", &super::services::event_json(&e)))
+        });
     sse_response(
         futures::stream::select(snapshots, events),
         state.shutdown.clone(),

@@ -46,6 +46,7 @@ pub fn gateway_routes() -> Router<SharedState> {
         .merge(llm::routes())
         .route("/api/v1/events", get(services::events))
         .route("/api/v1/events/stream", get(services::events_stream))
+        .route("/api/v1/notifications/mutes", get(services::mutes))
         .route("/api/v1/system", get(system::system))
         .route("/api/v1/models", get(models::models))
         .route("/api/v1/models/pulls", get(model_actions::list_pulls))
@@ -65,6 +66,11 @@ pub fn admin_routes() -> Router<SharedState> {
         .route("/api/v1/services/{name}", get(services::get_one))
         .route("/api/v1/services/{name}/{action}", post(services::action))
         .route("/api/v1/services/{name}/logs", get(services::logs))
+        .route("/api/v1/notifications/mutes", post(services::mute))
+        .route(
+            "/api/v1/notifications/mutes/{topic}",
+            axum::routing::delete(services::unmute),
+        )
         .route(
             "/api/v1/services/{name}/logs/stream",
             get(services::logs_stream),

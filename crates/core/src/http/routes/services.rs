@@ -206,7 +206,13 @@ pub async fn logs_stream(
 pub struct EventsQuery {
     limit: Option<String>,
     service: Option<String>,
+    /// `ok`, `degraded`, `down`; several comma-separated.
+    level: Option<String>,
+    /// `supervisor`, `notifier`, `admin` (matches "admin from …"), or a whole actor.
+    actor: Option<String>,
 }
+
+const EVENT_LEVELS: [&str; 3] = ["ok", "degraded", "down"];
 
 pub async fn events(
     State(state): State<SharedState>,
@@ -219,13 +225,99 @@ pub async fn events(
             .map(|n| n.clamp(1, MAX_EVENTS))
             .map_err(|_| ApiError::validation("limit", format!("{l:?} is not a number")))?,
     };
+    let levels: Vec<String> = q
+        .level
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    if let Some(bad) = levels.iter().find(|l| !EVENT_LEVELS.contains(&l.as_str())) {
+        return Err(ApiError::validation(
+            "level",
+            format!("{bad:?} is not a level (ok, degraded, down)"),
+        ));
+    }
+    let empty_to_none = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
     let events = state
         .supervisor
         .events
-        .latest(limit, q.service.clone())
+        .query(event_query(
+            limit,
+            empty_to_none(&q.service),
+            levels,
+            empty_to_none(&q.actor),
+        ))
         .await
         .map_err(|e| ApiError::internal(format!("cannot read the event log: {e}")))?;
+    let events: Vec<Value> = events.iter().map(event_json).collect();
     Ok(Json(json!({ "events": events })))
+}
+
+/// An event as the API shows it: the stored row plus the notification topic it belongs
+/// to (what a mute names; null when such changes are never notified).
+pub fn event_json(ev: &crate::supervisor::events::Event) -> Value {
+    let mut v = serde_json::to_value(ev).unwrap_or_default();
+    v["topic"] = json!(crate::notify::event_topic(&ev.service, &ev.to, &ev.reason));
+    v
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MuteBody {
+    topic: String,
+    #[serde(rename = "for")]
+    for_: crate::notify::MuteFor,
+}
+
+/// `GET /api/v1/notifications/mutes`: the topics muted now.
+pub async fn mutes(State(state): State<SharedState>) -> Json<Value> {
+    Json(json!({ "mutes": state.mutes.list(std::time::Instant::now()) }))
+}
+
+/// `POST /api/v1/notifications/mutes` `{"topic": "docker", "for": "1h" | "until_change"}`.
+pub async fn mute(
+    State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<MuteBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::validation("body", e.body_text()))?;
+    let topic = body.topic.trim();
+    if topic.is_empty() || topic.len() > 200 {
+        return Err(ApiError::validation("topic", "must be 1 to 200 characters"));
+    }
+    let view = state
+        .mutes
+        .mute(topic, body.for_, std::time::Instant::now());
+    tracing::info!(topic, by = %actor(&caller), "notifications muted");
+    Ok((StatusCode::CREATED, Json(json!({ "mute": view }))))
+}
+
+/// `DELETE /api/v1/notifications/mutes/{topic}`.
+pub async fn unmute(
+    State(state): State<SharedState>,
+    Path(topic): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if state.mutes.unmute(&topic) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("no mute for topic {topic:?}")))
+    }
+}
+
+fn event_query(
+    limit: u32,
+    service: Option<String>,
+    levels: Vec<String>,
+    actor: Option<String>,
+) -> crate::store::EventQuery {
+    crate::store::EventQuery {
+        limit,
+        service,
+        levels,
+        actor,
+    }
 }
 
 pub async fn events_stream(State(state): State<SharedState>) -> impl IntoResponse {
@@ -235,7 +327,7 @@ pub async fn events_stream(State(state): State<SharedState>) -> impl IntoRespons
             SseEvent::default()
                 .event("service_state")
                 .id(ev.id.to_string())
-                .json_data(&ev)
+                .json_data(event_json(&ev))
                 .unwrap_or_default()
         });
     Sse::new(until_shutdown(&state, live)).keep_alive(KeepAlive::default())
