@@ -9,6 +9,7 @@ mod contracts;
 mod dashboard_api;
 mod faults;
 mod flow;
+mod front_comfyui;
 mod front_ollama;
 mod front_openai;
 mod golden;

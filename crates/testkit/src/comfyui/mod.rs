@@ -279,6 +279,11 @@ impl ComfyDouble {
         self.inner.history.lock().unwrap().get(id).cloned()
     }
 
+    /// An output file as ComfyUI stored it (what `/view` serves).
+    pub fn output_file(&self, filename: &str) -> Option<Vec<u8>> {
+        self.inner.files.lock().unwrap().get(filename).cloned()
+    }
+
     pub fn received(&self) -> Vec<Value> {
         self.inner.received.lock().unwrap().clone()
     }
@@ -328,6 +333,7 @@ fn routes() -> Router<Arc<Inner>> {
         .route("/models", get(routes::model_folders))
         .route("/models/{folder}", get(routes::models))
         .route("/embeddings", get(routes::embeddings))
+        .route("/extensions", get(routes::extensions))
         .route("/ws", get(worker::ws))
 }
 
