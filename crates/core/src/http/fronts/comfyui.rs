@@ -219,15 +219,23 @@ async fn render(answer: Answer, provider: &Option<String>) -> Result<Response, A
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-            || e.to_string().contains("length limit");
-        if too_large {
+        if too_large(&e) {
             ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE)
         } else {
             ApiError::bad_request("VALIDATION_ERROR", format!("cannot read the body: {e}"))
         }
     })
+}
+
+fn too_large(e: &axum::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(x) = cur {
+        if x.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = x.source();
+    }
+    false
 }
 
 /// Pass a request through as it is.
