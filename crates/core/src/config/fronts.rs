@@ -21,6 +21,10 @@ pub struct ComfyFrontConfig {
     pub max_ws_message_bytes: usize,
     /// A whole `/view` or `upload/image` transfer, in seconds.
     pub transfer_timeout_s: f64,
+    /// An extra listener serving only this front, at ComfyUI's own paths (`/prompt`,
+    /// `/api/prompt`, `/ws`), for clients that cannot take a path prefix, e.g.
+    /// `"127.0.0.1:11502"`; the same keys, limits and rules as `/comfyui`.
+    pub bind: Option<String>,
 }
 
 impl Default for ComfyFrontConfig {
@@ -32,6 +36,7 @@ impl Default for ComfyFrontConfig {
             max_websockets: 64,
             max_ws_message_bytes: 16 * 1024 * 1024,
             transfer_timeout_s: 120.0,
+            bind: None,
         }
     }
 }

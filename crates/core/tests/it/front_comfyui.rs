@@ -773,3 +773,67 @@ async fn a_hung_comfyui_is_bounded_then_failed_fast() {
     assert!(t.elapsed() < Duration::from_secs(3));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_extra_listener_serves_comfyuis_paths_with_the_same_rules() {
+    let double = ComfyDouble::start().await;
+    let port = sparklio_testkit::free_port();
+    let app = start(&format!(
+        "{}\n[fronts.comfyui]\nbind = \"127.0.0.1:{port}\"\n",
+        locked_down(&double.url())
+    ))
+    .await;
+    let base = format!("http://127.0.0.1:{port}");
+    let lan = TestApp::client_from("127.0.0.5");
+    // The same keys: keyless from outside the trusted network is 401 in ComfyUI's shape.
+    let r = lan
+        .get(format!("{base}/system_stats"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "unauthorized", "{v}");
+    let r = lan
+        .get(format!("{base}/api/system_stats"))
+        .bearer_auth(GATEWAY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["system"]["comfyui_version"].is_string(), "{v}");
+    let r = lan
+        .post(format!("{base}/free"))
+        .bearer_auth(GATEWAY)
+        .json(&json!({"free_memory": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // Only the front: neither the Desk's own API nor ComfyUI's web UI.
+    for path in ["/api/v1/status", "/", "/comfyui/system_stats"] {
+        let r = app
+            .client
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
+    // The socket at ComfyUI's own path.
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws?clientId=plain"))
+            .await
+            .unwrap();
+    let hello = ws.next().await.unwrap().unwrap();
+    assert!(hello.to_text().unwrap().contains("\"sid\":\"plain\""));
+    ws.close(None).await.unwrap();
+    // Usage rows as for /comfyui.
+    let rows = usage_rows(&app).await;
+    assert!(rows.iter().any(|r| r["role"] == "front:comfyui"
+        && r["task"] == "system_stats"
+        && r["status"] == 200
+        && r["key_id"].is_string()));
+    app.stop().await;
+}

@@ -58,6 +58,42 @@ pub fn routes(state: SharedState) -> Router<SharedState> {
     gateway.merge(admin)
 }
 
+/// `[fronts.comfyui] bind`: the address of the extra listener, if one is configured
+/// (refused like `server.bind` when it is not loopback and there are no keys).
+pub fn listener_address(
+    config: &crate::config::Config,
+    insecure_no_auth: bool,
+) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    let front = &config.fronts.comfyui;
+    let Some(bind) = front.bind.as_deref().filter(|_| front.enabled) else {
+        return Ok(None);
+    };
+    let addr: std::net::SocketAddr = bind
+        .parse()
+        .map_err(|e| anyhow::anyhow!("fronts.comfyui.bind {bind:?} is not an address: {e}"))?;
+    crate::http::auth::check_bind(addr, &config.server, insecure_no_auth)
+        .map_err(|e| anyhow::anyhow!("fronts.comfyui.bind: {e}"))?;
+    Ok(Some(addr))
+}
+
+/// The extra listener's router: ComfyUI's paths at the root, answered by the whole
+/// router under `/comfyui`, so the same auth, limits, browser rules, usage rows and
+/// error shapes apply, and nothing but the front is reachable (`/` is ComfyUI's web UI:
+/// not served).
+pub fn listener_router(main: Router) -> Router {
+    let under_prefix = tower::ServiceExt::map_request(main, |mut req: Request| {
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map_or("/", axum::http::uri::PathAndQuery::as_str);
+        if let Ok(uri) = format!("/comfyui{pq}").parse() {
+            *req.uri_mut() = uri;
+        }
+        req
+    });
+    Router::new().fallback_service(under_prefix)
+}
+
 type Route = MethodRouter<SharedState>;
 
 fn gateway_routes() -> Vec<(&'static str, Route)> {
