@@ -15,6 +15,7 @@ const GATEWAY: &str = "front-gateway-key-0123456789";
 const GATEWAY2: &str = "front-gateway-key-abcdefghij";
 const ADMIN: &str = "front-admin-key-0123456789ab";
 const OLLAMA_ONLY: &str = "front-ollama-only-key-012345";
+const LIMITED: &str = "front-limited-key-0123456789";
 
 fn provider_toml(url: &str, extra: &str) -> String {
     format!(
@@ -34,7 +35,8 @@ async fn app_for(double: &ComfyDouble) -> TestApp {
 fn locked_down(double_url: &str) -> String {
     format!(
         "[server]\ntrusted_networks = [\"127.0.0.1/32\"]\napi_keys = [\"{GATEWAY}\", \"{GATEWAY2}\"]\nadmin_keys = [\"{ADMIN}\"]\n\
-         [[server.keys]]\nname = \"webui\"\nkey = \"{OLLAMA_ONLY}\"\nrole = \"gateway\"\nfronts = [\"ollama\"]\n{}",
+         [[server.keys]]\nname = \"webui\"\nkey = \"{OLLAMA_ONLY}\"\nrole = \"gateway\"\nfronts = [\"ollama\"]\n\
+         [[server.keys]]\nname = \"script\"\nkey = \"{LIMITED}\"\nrole = \"gateway\"\nfronts = [\"comfyui\"]\nrate_per_min = 2\n{}",
         provider_toml(double_url, "")
     )
 }
@@ -835,5 +837,41 @@ async fn an_extra_listener_serves_comfyuis_paths_with_the_same_rules() {
         && r["task"] == "system_stats"
         && r["status"] == 200
         && r["key_id"].is_string()));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_keys_rate_limit_applies_on_the_front() {
+    let double = ComfyDouble::start().await;
+    let app = start(&locked_down(&double.url())).await;
+    let lan = TestApp::client_from("127.0.0.5");
+    for _ in 0..2 {
+        let r = lan
+            .get(app.url("/comfyui/queue"))
+            .bearer_auth(LIMITED)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let r = lan
+        .get(app.url("/comfyui/queue"))
+        .bearer_auth(LIMITED)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "rate_limited", "{v}");
+    assert!(v["node_errors"].is_object());
+    // The key opens only this front.
+    let r = lan
+        .get(app.url("/api/v1/status"))
+        .bearer_auth(LIMITED)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
     app.stop().await;
 }
