@@ -101,6 +101,14 @@ impl MediaGateway {
             &config.media.default_provider,
             providers.iter(),
         )
+        .or_else(|| {
+            if let Some(name) = &config.fronts.comfyui.provider {
+                tracing::warn!(
+                    "fronts.comfyui.provider = {name:?} is not a media provider of kind \"comfyui\": /comfyui answers 503"
+                );
+            }
+            None
+        })
         .and_then(
             |p| match passthrough::ComfyFront::new(&p, &config.fronts.comfyui) {
                 Ok(f) => Some(Arc::new(f)),

@@ -808,6 +808,46 @@ mod tests {
     }
 
     #[test]
+    fn the_front_takes_the_named_provider_then_comfyui_then_the_default_then_the_first() {
+        use crate::config::MediaProviderConfig;
+        let make = |name: &str, kind: &str| {
+            let mut c = MediaProviderConfig::of_kind(kind);
+            c.base_url = Some("http://127.0.0.1:9".into());
+            (
+                name.to_string(),
+                crate::media::provider::build(name, &c).unwrap(),
+            )
+        };
+        let mut providers: std::collections::BTreeMap<String, SharedProvider> = [
+            make("mock", "mock"),
+            make("b", "comfyui"),
+            make("a", "comfyui"),
+        ]
+        .into_iter()
+        .collect();
+        let default = ComfyFrontConfig::default();
+        let pick = |cfg: &ComfyFrontConfig,
+                    dflt: &str,
+                    p: &std::collections::BTreeMap<String, SharedProvider>| {
+            front_provider(cfg, dflt, p.iter()).map(|p| p.name().to_string())
+        };
+        assert_eq!(pick(&default, "b", &providers).as_deref(), Some("b"));
+        assert_eq!(pick(&default, "mock", &providers).as_deref(), Some("a"));
+        let named = ComfyFrontConfig {
+            provider: Some("b".into()),
+            ..ComfyFrontConfig::default()
+        };
+        assert_eq!(pick(&named, "mock", &providers).as_deref(), Some("b"));
+        let not_comfy = ComfyFrontConfig {
+            provider: Some("mock".into()),
+            ..ComfyFrontConfig::default()
+        };
+        assert_eq!(pick(&not_comfy, "mock", &providers), None);
+        providers.insert("comfyui".into(), make("comfyui", "comfyui").1);
+        assert_eq!(pick(&default, "b", &providers).as_deref(), Some("comfyui"));
+    }
+
+    #[test]
     fn origin_and_credentials_are_never_forwarded() {
         for h in [
             header::ORIGIN,

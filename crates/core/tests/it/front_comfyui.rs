@@ -265,11 +265,12 @@ async fn prompt_socket_history_and_view_through_the_front() {
     ws.close(None).await.unwrap();
     let mut closed = false;
     for _ in 0..100 {
-        if usage_rows(&app)
-            .await
-            .iter()
-            .any(|r| r["role"] == "front:comfyui" && r["task"] == "ws" && r["status"] == 101)
-        {
+        if usage_rows(&app).await.iter().any(|r| {
+            r["role"] == "front:comfyui"
+                && r["task"] == "ws"
+                && r["status"] == 101
+                && r["request_id"].as_str().is_some_and(|id| !id.is_empty())
+        }) {
             closed = true;
             break;
         }

@@ -154,6 +154,8 @@ struct Ctx {
     caller: Caller,
     endpoint: &'static str,
     started: Instant,
+    /// Taken when the request arrives: a socket's row is written after the request.
+    request_id: String,
 }
 
 impl Ctx {
@@ -163,13 +165,14 @@ impl Ctx {
             caller,
             endpoint,
             started: Instant::now(),
+            request_id: current_request_id().unwrap_or_default(),
         }
     }
 
     async fn record(&self, status: u16, error_code: Option<String>, provider: Option<String>) {
         let mut f = Finished::new(
             RequestKind::Front,
-            current_request_id().unwrap_or_default(),
+            self.request_id.clone(),
             self.caller.requester(),
         );
         f.role = Some(FRONT.into());
