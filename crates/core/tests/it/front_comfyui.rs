@@ -876,3 +876,58 @@ async fn a_keys_rate_limit_applies_on_the_front() {
     assert_eq!(r.status(), 403);
     app.stop().await;
 }
+
+/// Wait (bounded) until the double has `n` sockets open.
+async fn sockets_open(double: &ComfyDouble, n: i64) -> bool {
+    for _ in 0..200 {
+        if double.inner.open_sockets.load(Ordering::SeqCst) == n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_client_close_closes_comfyuis_socket_and_sockets_are_bounded() {
+    let double = ComfyDouble::start().await;
+    let app = start(&format!(
+        "[fronts.comfyui]\nmax_websockets = 1\n{}",
+        provider_toml(&double.url(), "")
+    ))
+    .await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url(&app, "/comfyui/ws?clientId=one"))
+        .await
+        .unwrap();
+    let _ = ws.next().await.unwrap().unwrap();
+    assert!(sockets_open(&double, 1).await, "ComfyUI's end is open");
+    // A second socket is over max_websockets: 503 in ComfyUI's shape, nothing opened upstream.
+    let r = app
+        .client
+        .get(app.url("/comfyui/ws?clientId=two"))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "overloaded", "{v}");
+    assert_eq!(double.inner.open_sockets.load(Ordering::SeqCst), 1);
+    // The client goes: ComfyUI's socket closes too, and the slot is free again.
+    ws.close(None).await.unwrap();
+    assert!(
+        sockets_open(&double, 0).await,
+        "ComfyUI's end closed with the client's"
+    );
+    let (mut again, _) =
+        tokio_tungstenite::connect_async(ws_url(&app, "/comfyui/ws?clientId=three"))
+            .await
+            .expect("the slot came back");
+    let _ = again.next().await.unwrap().unwrap();
+    again.close(None).await.unwrap();
+    app.stop().await;
+}

@@ -102,6 +102,8 @@ pub struct Inner {
     pub interrupts: AtomicU64,
     pub queue_deletes: Mutex<Vec<String>>,
     pub dropped_sockets: AtomicU64,
+    /// WebSocket connections open now.
+    pub open_sockets: std::sync::atomic::AtomicI64,
     /// `/free` requests received (their JSON bodies).
     pub frees: Mutex<Vec<Value>>,
     /// Per prompt id: accepted by POST /prompt, and the end marker sent (ComfyUI's own time).
