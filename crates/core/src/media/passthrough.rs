@@ -40,6 +40,8 @@ const MAX_PINS: usize = 4096;
 const MAX_CONTROL_ANSWER: usize = 32 * 1024 * 1024;
 /// Queue entries listed per instance in the queue view.
 const MAX_LISTED: usize = 20;
+/// Outside prompts listed in the queue view.
+const RECENT_LISTED: usize = 10;
 
 /// Request headers passed on to ComfyUI (everything else stays here).
 const FORWARD_REQUEST: &[HeaderName] = &[
@@ -193,6 +195,9 @@ pub struct InstanceQueue {
 pub struct FrontQueue {
     pub provider: String,
     pub instances: Vec<InstanceQueue>,
+    /// The latest prompts sent through the front (newest first): prompt id, instance,
+    /// who (client, key id and name), ComfyUI's number, the request id of its usage row.
+    pub recent_outside: Vec<OutsidePrompt>,
 }
 
 /// Who owns a prompt, for the rights checks.
@@ -735,6 +740,15 @@ impl ComfyFront {
         FrontQueue {
             provider: self.provider.clone(),
             instances,
+            recent_outside: self
+                .prompts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .rev()
+                .take(RECENT_LISTED)
+                .cloned()
+                .collect(),
         }
     }
 

@@ -358,6 +358,16 @@ async fn outside_prompts_share_the_queue_and_the_desk_counts_them() {
     assert_eq!(iq["pending"][0]["who"], "127.0.0.1");
     assert_eq!(iq["pending"][1]["owner"], "desk");
     assert_eq!(iq["pending"][1]["job_id"], job_id.as_str());
+    // The outside prompt is recorded with who sent it and its request id.
+    let recent = &h["comfyui_queue"]["recent_outside"][0];
+    assert_eq!(recent["prompt_id"], outside.as_str(), "{h}");
+    assert_eq!(recent["who"]["client"], "127.0.0.1");
+    assert_eq!(recent["instance"], "main");
+    let rid = recent["request_id"].as_str().unwrap();
+    assert!(usage_rows(&app)
+        .await
+        .iter()
+        .any(|r| r["request_id"] == rid && r["task"] == "prompt"));
 
     // Running: the dashboard's snapshot names the outside prompt's sender.
     double.inner.knobs.hold.store(false, Ordering::SeqCst);
