@@ -90,20 +90,6 @@ impl Masker {
             out.push_str(rest);
             s = out;
         }
-        // The day in stored file ids (`img_20261129_<hex>`): the golden file is not a date.
-        let mut dated = String::new();
-        let mut rest = s.as_str();
-        while let Some(i) = rest.find("img_") {
-            dated.push_str(&rest[..i + 4]);
-            rest = &rest[i + 4..];
-            let b = rest.as_bytes();
-            if b.len() > 8 && b[..8].iter().all(u8::is_ascii_digit) && b[8] == b'_' {
-                dated.push_str("<date>");
-                rest = &rest[8..];
-            }
-        }
-        dated.push_str(rest);
-        let s = dated;
         // Runs of 12+ hex digits (uuids, hashes, job ids).
         let mut out = String::new();
         let mut run = String::new();
