@@ -873,6 +873,25 @@ $("#e2e-run").addEventListener("click", async () => {
   }
 });
 
+// ---------- ComfyUI's shared queue ----------
+
+// The Desk's jobs and outside prompts (sent through /comfyui) share ComfyUI's one queue.
+function renderComfyQueue(q) {
+  const p = $("#comfy-queue");
+  if (!q) {
+    p.textContent = "";
+    return;
+  }
+  const owners = { desk: "a Desk job", front: "an outside prompt", unknown: "a prompt sent to ComfyUI directly" };
+  const parts = (q.instances || []).map((i) => {
+    if (i.error) return `${i.instance}: queue unavailable (${i.error})`;
+    const run = (i.running || [])[0];
+    const now = run ? `running ${owners[run.owner] || run.owner}${run.who ? ` from ${run.who}` : ""}` : "idle";
+    return `${i.instance}: ${now} · ${i.pending_total} waiting (${i.pending_outside} from outside)`;
+  });
+  p.textContent = `ComfyUI queue (${q.provider}) — ${parts.join("; ")}`;
+}
+
 // ---------- live stream ----------
 
 function applySnapshot(snap) {
@@ -881,6 +900,7 @@ function applySnapshot(snap) {
   if (snap.system) renderSystem(snap.system);
   if (snap.usage) renderUsage(snap.usage.summary, snap.usage.generator_mode, snap.usage.paused);
   if (snap.recent) renderRecent(snap.recent);
+  if ("media_queue" in snap) renderComfyQueue(snap.media_queue);
 }
 
 async function initialLoad() {

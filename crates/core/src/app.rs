@@ -198,6 +198,16 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
             .with_context(|| format!("cannot listen on {bind} (server.bind)"))?;
         listeners.push(listener);
     }
+    // `[fronts.comfyui] bind`: an extra listener for ComfyUI clients without a path prefix.
+    let comfy_listener =
+        match crate::http::fronts::comfyui::listener_address(config, opts.insecure_no_auth)? {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (fronts.comfyui.bind)"))?,
+            ),
+            None => None,
+        };
     let bound_all: Vec<SocketAddr> = listeners
         .iter()
         .map(tokio::net::TcpListener::local_addr)
@@ -231,8 +241,10 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
     let supervisor = crate::supervisor::Supervisor::new(config, store.clone(), &data_dir);
     let system = Arc::new(crate::system::SystemMonitor::new(&config.system, &data_dir));
 
+    let mut policy_addrs = bound_all.clone();
+    policy_addrs.extend(comfy_listener.as_ref().and_then(|l| l.local_addr().ok()));
     let browser = crate::http::browser::BrowserPolicy::new(
-        &bound_all,
+        &policy_addrs,
         &config.server.allowed_hosts,
         &config.server.cors_origins,
     );
@@ -277,17 +289,39 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
 
     let router = crate::http::router(state.clone());
     let limits = &state.config().server.limits;
-    let server = tokio::spawn(crate::http::serve::serve(
+    let connection_limits = crate::http::serve::ConnectionLimits {
+        max_connections: limits.max_connections,
+        loopback_reserve: limits.loopback_reserve,
+        header_timeout: Duration::from_secs_f64(limits.header_timeout_s),
+    };
+    let comfy_server = comfy_listener.map(|l| {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!(%addr, "ComfyUI's API (the /comfyui front) is also served on http://{addr}/");
+        }
+        crate::http::serve::serve(
+            vec![l],
+            crate::http::fronts::comfyui::listener_router(router.clone()),
+            connection_limits,
+            state.server_stats.clone(),
+            state.shutdown.clone(),
+        )
+    });
+    let main_server = crate::http::serve::serve(
         listeners,
         router,
-        crate::http::serve::ConnectionLimits {
-            max_connections: limits.max_connections,
-            loopback_reserve: limits.loopback_reserve,
-            header_timeout: Duration::from_secs_f64(limits.header_timeout_s),
-        },
+        connection_limits,
         state.server_stats.clone(),
         state.shutdown.clone(),
-    ));
+    );
+    let server = tokio::spawn(async move {
+        match comfy_server {
+            Some(front) => {
+                let (main, front) = tokio::join!(main_server, front);
+                main.and(front)
+            }
+            None => main_server.await,
+        }
+    });
     for addr in &state.bound_all {
         tracing::info!(
             %addr,

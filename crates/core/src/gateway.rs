@@ -9,8 +9,8 @@ use crate::config::Config;
 use crate::runtime::{GeneratorMode, ProviderBoard, RuntimeSwitches};
 use crate::store::{now_text, Store, UsageRow};
 use crate::telemetry::{
-    LlmRequestLabels, MediaRequestLabels, Metrics, ProviderCodeLabels, ProviderKindLabels,
-    ProviderModelLabels,
+    FrontEndpointLabels, FrontRequestLabels, LlmRequestLabels, MediaRequestLabels, Metrics,
+    ProviderCodeLabels, ProviderKindLabels, ProviderModelLabels,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -54,6 +54,8 @@ impl GatewayLinks {
 pub enum RequestKind {
     Llm,
     Media,
+    /// A native front's call passed through (`role = "front:<name>"`, `task = <endpoint>`).
+    Front,
 }
 
 impl RequestKind {
@@ -61,6 +63,7 @@ impl RequestKind {
         match self {
             RequestKind::Llm => "llm",
             RequestKind::Media => "media",
+            RequestKind::Front => "front",
         }
     }
 }
@@ -142,6 +145,18 @@ pub const FRONT_ENDPOINTS: &[&str] = &[
     "completions",
     "models",
     "images",
+    // ComfyUI's (`models` and `embeddings` above too).
+    "prompt",
+    "queue",
+    "history",
+    "view",
+    "object_info",
+    "system_stats",
+    "interrupt",
+    "free",
+    "upload_image",
+    "extensions",
+    "ws",
 ];
 
 /// Installed models accepted as label values at most (on top of the configured ones).
@@ -331,6 +346,26 @@ impl UsageRecorder {
                         })
                         .inc();
                 }
+            }
+            RequestKind::Front => {
+                // Both from the label policy: configured roles (`front:<name>`) and the
+                // fronts' endpoints only.
+                let front = l
+                    .role(&f.role)
+                    .strip_prefix("front:")
+                    .unwrap_or(OTHER)
+                    .to_string();
+                let endpoint = l.task(&f.task);
+                m.front_requests
+                    .get_or_create(&FrontRequestLabels {
+                        front: front.clone(),
+                        endpoint: endpoint.clone(),
+                        status: format!("{}xx", f.status / 100),
+                    })
+                    .inc();
+                m.front_latency_ms
+                    .get_or_create(&FrontEndpointLabels { front, endpoint })
+                    .observe(f.latency_ms);
             }
             RequestKind::Media => {
                 let status = match (&f.error_code, f.cancelled) {

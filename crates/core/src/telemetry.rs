@@ -86,6 +86,21 @@ pub struct ProviderKindLabels {
     pub kind: String,
 }
 
+/// Native fronts (`/comfyui/*`, ...): which front, which endpoint, how it ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FrontRequestLabels {
+    pub front: String,
+    pub endpoint: String,
+    /// The HTTP status class: `2xx`, `4xx`, `5xx`, ...
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FrontEndpointLabels {
+    pub front: String,
+    pub endpoint: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -101,6 +116,8 @@ pub struct Metrics {
     pub llm_errors: Family<ProviderCodeLabels, Counter>,
     pub media_requests: Family<MediaRequestLabels, Counter>,
     pub media_latency_ms: HistogramFamily<ProviderKindLabels>,
+    pub front_requests: Family<FrontRequestLabels, Counter>,
+    pub front_latency_ms: HistogramFamily<FrontEndpointLabels>,
 }
 
 impl Default for Metrics {
@@ -144,6 +161,19 @@ impl Metrics {
             "Media gateway latency in milliseconds",
             media_latency_ms.clone(),
         );
+        let front_requests = Family::<FrontRequestLabels, Counter>::default();
+        let front_latency_ms =
+            HistogramFamily::<FrontEndpointLabels>::new_with_constructor(latency_histogram);
+        registry.register(
+            "front_requests",
+            "Requests to the native fronts (ComfyUI's, ...) by front and endpoint",
+            front_requests.clone(),
+        );
+        registry.register(
+            "front_latency_ms",
+            "Native front latency in milliseconds (to the answer's headers)",
+            front_latency_ms.clone(),
+        );
         Self {
             registry,
             llm_requests,
@@ -151,6 +181,8 @@ impl Metrics {
             llm_errors,
             media_requests,
             media_latency_ms,
+            front_requests,
+            front_latency_ms,
         }
     }
 

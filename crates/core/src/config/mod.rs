@@ -5,9 +5,11 @@
 //! Sparklio team's outages were stale OS environment variables silently beating
 //! `.env`, so `config show` and the `serve` start-up log make that visible.
 
+mod fronts;
 mod load;
 mod validate;
 
+pub use fronts::ComfyFrontConfig;
 pub use load::flatten;
 pub use load::{
     default_config_path, load, ConfigInput, LoadedConfig, Source, DEFAULT_TOML, ENV_OVERRIDES,
@@ -58,6 +60,7 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct FrontsConfig {
     pub openai: OpenAiFrontConfig,
+    pub comfyui: ComfyFrontConfig,
 }
 
 /// `[fronts.openai]`.

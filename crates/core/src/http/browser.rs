@@ -96,6 +96,10 @@ fn changes_state(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
+fn is_websocket(h: &HeaderMap) -> bool {
+    text(h, header::UPGRADE).is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
+}
+
 fn text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -121,7 +125,8 @@ fn judge(policy: &BrowserPolicy, method: &Method, path: &str, h: &HeaderMap) -> 
             .with("host", host),
         );
     }
-    if !changes_state(method) {
+    // A WebSocket upgrade is a GET, but a cross-site page could read and drive it.
+    if !changes_state(method) && !is_websocket(h) {
         return None;
     }
     let origin = text(h, header::ORIGIN);

@@ -48,6 +48,7 @@ pub fn router(state: SharedState) -> Router {
         .merge(admin)
         .merge(fronts::ollama::routes(state.clone()))
         .merge(fronts::openai::routes(state.clone()))
+        .merge(fronts::comfyui::routes(state.clone()))
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(server.max_body_bytes))
         .layer(from_fn_with_state(state.clone(), browser::guard))
@@ -55,7 +56,10 @@ pub fn router(state: SharedState) -> Router {
             Duration::from_secs_f64(server.limits.body_timeout_s),
         ))
         .layer(from_fn_with_state(
-            server.max_body_bytes,
+            request::BodyLimits {
+                default: server.max_body_bytes,
+                upload: config.config.fronts.comfyui.max_upload_bytes,
+            },
             request::refuse_declared_oversize,
         ))
         .layer(from_fn(browser::security_headers))

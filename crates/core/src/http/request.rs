@@ -57,12 +57,31 @@ pub async fn request_context(req: Request, next: Next) -> Response {
     resp
 }
 
+/// Body size limits: `server.max_body_bytes`, and a larger one for image uploads.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub default: usize,
+    /// ComfyUI's `upload/image` (`[fronts.comfyui] max_upload_bytes`).
+    pub upload: usize,
+}
+
+impl BodyLimits {
+    pub fn for_path(&self, path: &str) -> usize {
+        if super::fronts::comfyui::is_upload(path) {
+            self.upload
+        } else {
+            self.default
+        }
+    }
+}
+
 /// A body declared larger than the limit is refused before a byte of it is read.
 pub async fn refuse_declared_oversize(
-    axum::extract::State(max): axum::extract::State<usize>,
+    axum::extract::State(limits): axum::extract::State<BodyLimits>,
     req: Request,
     next: Next,
 ) -> Response {
+    let max = limits.for_path(req.uri().path());
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -23,10 +23,12 @@ pub enum ErrorKind {
     Paused,
     Timeout,
     Overloaded,
+    /// The caller may not do this (another caller's prompt on the ComfyUI front).
+    Forbidden,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 15] = [
         Self::Validation,
         Self::UnsupportedMediaType,
         Self::ModelNotFound,
@@ -41,6 +43,7 @@ impl ErrorKind {
         Self::Paused,
         Self::Timeout,
         Self::Overloaded,
+        Self::Forbidden,
     ];
 
     pub fn code(self) -> &'static str {
@@ -59,12 +62,14 @@ impl ErrorKind {
             Self::Paused => "GATEWAY_PAUSED",
             Self::Timeout => "MEDIA_TIMEOUT",
             Self::Overloaded => "OVERLOADED",
+            Self::Forbidden => "FORBIDDEN",
         }
     }
 
     pub fn status(self) -> u16 {
         match self {
             Self::Validation | Self::UnsupportedMediaType => 400,
+            Self::Forbidden => 403,
             Self::ModelNotFound | Self::NotFound => 404,
             Self::Cancelled => 409,
             Self::WorkflowInvalid => 422,

@@ -698,6 +698,25 @@ impl JobManager {
         }
     }
 
+    /// The live job that submitted `upstream_id` to its provider, with who asked for it
+    /// (client address, key id): how the ComfyUI front tells the Desk's prompts apart.
+    pub fn by_upstream(&self, upstream_id: &str) -> Option<(String, String, Option<String>)> {
+        let live = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        live.values().find_map(|e| {
+            let v = e.view.borrow();
+            (v.upstream_id.as_deref() == Some(upstream_id)).then(|| {
+                (
+                    v.job_id.clone(),
+                    e.spec.caller.clone(),
+                    e.spec.key_id.clone(),
+                )
+            })
+        })
+    }
+
     /// Counts of live jobs by status, for health.
     pub fn counts(&self) -> (usize, usize) {
         let live = self

@@ -8,6 +8,7 @@
 pub mod error;
 pub mod files;
 pub mod jobs;
+pub mod passthrough;
 pub mod provider;
 pub mod providers;
 pub mod request;
@@ -37,6 +38,8 @@ pub struct MediaGateway {
     pub work: crate::work::WorkLimiter,
     config: MediaConfig,
     links: GatewayLinks,
+    /// ComfyUI's own API passed through (`/comfyui/*`), when a ComfyUI provider exists.
+    pub front: Option<Arc<passthrough::ComfyFront>>,
 }
 
 /// Who asked, under which id, and whether they wait for the image.
@@ -93,7 +96,30 @@ impl MediaGateway {
             p.attach(links.board.clone(), links.shutdown.clone());
         }
         let files = FileStore::new(data_dir, store.clone())?;
+        let front = passthrough::front_provider(
+            &config.fronts.comfyui,
+            &config.media.default_provider,
+            providers.iter(),
+        )
+        .or_else(|| {
+            if let Some(name) = &config.fronts.comfyui.provider {
+                tracing::warn!(
+                    "fronts.comfyui.provider = {name:?} is not a media provider of kind \"comfyui\": /comfyui answers 503"
+                );
+            }
+            None
+        })
+        .and_then(
+            |p| match passthrough::ComfyFront::new(&p, &config.fronts.comfyui) {
+                Ok(f) => Some(Arc::new(f)),
+                Err(e) => {
+                    tracing::warn!("the ComfyUI front has no upstream: {e:#}");
+                    None
+                }
+            },
+        );
         Ok(Self {
+            front,
             providers,
             mock,
             jobs: Arc::new(JobManager::new(
@@ -386,7 +412,9 @@ impl MediaGateway {
             .get(&active)
             .is_some_and(|h| h.status == HealthStatus::Healthy);
         let (queued, running) = self.jobs.counts();
+        let comfyui_queue = self.front_queue().await;
         views::MediaHealth {
+            comfyui_queue,
             gateway: if healthy {
                 HealthStatus::Healthy
             } else {
@@ -397,6 +425,15 @@ impl MediaGateway {
             active_provider: active,
             providers,
             jobs: views::JobCounts { queued, running },
+        }
+    }
+
+    /// ComfyUI's one queue, shared by the Desk's jobs and outside prompts sent through
+    /// the ComfyUI front, with whose each prompt is.
+    pub async fn front_queue(&self) -> Option<passthrough::FrontQueue> {
+        match &self.front {
+            Some(f) => Some(f.queue(&self.jobs).await),
+            None => None,
         }
     }
 

@@ -96,6 +96,11 @@ pub trait MediaProvider: Send + Sync {
     fn instances(&self) -> Vec<(String, crate::resilience::pool::InstanceView)> {
         Vec::new()
     }
+    /// The instances with their breakers, for a front that passes the provider's own
+    /// API through (ComfyUI's); `None` for providers without one.
+    fn pool(&self) -> Option<Arc<crate::resilience::Pool>> {
+        None
+    }
 }
 
 pub type SharedProvider = Arc<dyn MediaProvider>;

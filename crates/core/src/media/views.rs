@@ -70,6 +70,9 @@ pub struct MediaHealth {
     pub active_provider: String,
     pub providers: BTreeMap<String, ProviderHealth>,
     pub jobs: JobCounts,
+    /// ComfyUI's queue (the Desk's jobs and outside prompts), when a ComfyUI provider exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comfyui_queue: Option<super::passthrough::FrontQueue>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]

@@ -10,6 +10,7 @@ mod dashboard_api;
 mod docker_engine;
 mod faults;
 mod flow;
+mod front_comfyui;
 mod front_ollama;
 mod front_openai;
 mod golden;

@@ -560,3 +560,66 @@ container = "ollama-sparklio"
     s.close().await.unwrap();
     app.shutdown().await.unwrap();
 }
+
+/// ComfyUI's one queue on the dashboard: an outside prompt sent through `/comfyui` with a
+/// named key is shown running, with whose it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_whose_comfyui_prompt_runs() {
+    let Some((_driver, driver_url)) = chromedriver() else {
+        return;
+    };
+    let comfy = sparklio_testkit::ComfyDouble::start().await;
+    comfy.node_ms(3000);
+    let toml = format!(
+        r#"
+generator_mode = "live"
+
+[[server.keys]]
+name = "comfy-scripts"
+key = "comfy-scripts-key-0123456789"
+role = "gateway"
+fronts = ["comfyui"]
+
+[media.providers.comfyui]
+kind = "comfyui"
+base_url = "{}"
+"#,
+        comfy.url()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let app = start_app(&dir, &toml, &[]).await;
+    let base = format!("http://{}", app.addr);
+    let graph = json!({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "dash"}}
+    });
+    let r = reqwest::Client::new()
+        .post(format!("{base}/comfyui/prompt"))
+        .bearer_auth("comfy-scripts-key-0123456789")
+        .json(&json!({"prompt": graph}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let s = browser(&driver_url, &dir.path().join("profile")).await;
+    s.goto(&format!("{base}/")).await.unwrap();
+    let line = s
+        .wait_for(
+            "const t = document.querySelector('#comfy-queue').textContent; return t.includes('running') && t",
+            Duration::from_secs(20),
+        )
+        .await
+        .expect("the ComfyUI queue line");
+    let line = line.as_str().unwrap();
+    assert!(
+        line.contains("running an outside prompt from 127.0.0.1 (key comfy-scripts)"),
+        "{line}"
+    );
+    assert!(line.contains("ComfyUI queue (comfyui)"), "{line}");
+    s.screenshot(&artifacts_dir().join("dashboard-comfyui-queue.png"))
+        .await
+        .unwrap();
+    s.close().await.unwrap();
+    app.shutdown().await.unwrap();
+}

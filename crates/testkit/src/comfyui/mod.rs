@@ -102,6 +102,8 @@ pub struct Inner {
     pub interrupts: AtomicU64,
     pub queue_deletes: Mutex<Vec<String>>,
     pub dropped_sockets: AtomicU64,
+    /// WebSocket connections open now.
+    pub open_sockets: std::sync::atomic::AtomicI64,
     /// `/free` requests received (their JSON bodies).
     pub frees: Mutex<Vec<Value>>,
     /// Per prompt id: accepted by POST /prompt, and the end marker sent (ComfyUI's own time).
@@ -279,6 +281,11 @@ impl ComfyDouble {
         self.inner.history.lock().unwrap().get(id).cloned()
     }
 
+    /// An output file as ComfyUI stored it (what `/view` serves).
+    pub fn output_file(&self, filename: &str) -> Option<Vec<u8>> {
+        self.inner.files.lock().unwrap().get(filename).cloned()
+    }
+
     pub fn received(&self) -> Vec<Value> {
         self.inner.received.lock().unwrap().clone()
     }
@@ -328,6 +335,7 @@ fn routes() -> Router<Arc<Inner>> {
         .route("/models", get(routes::model_folders))
         .route("/models/{folder}", get(routes::models))
         .route("/embeddings", get(routes::embeddings))
+        .route("/extensions", get(routes::extensions))
         .route("/ws", get(worker::ws))
 }
 

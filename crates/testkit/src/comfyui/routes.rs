@@ -372,3 +372,11 @@ pub(super) async fn models(
 pub(super) async fn embeddings() -> Json<Value> {
     Json(json!([]))
 }
+
+/// The web UI's extension scripts (the front-end's own; none from custom nodes here).
+pub(super) async fn extensions() -> Json<Value> {
+    Json(json!([
+        "/extensions/core/clipspace.js",
+        "/extensions/core/groupNode.js"
+    ]))
+}

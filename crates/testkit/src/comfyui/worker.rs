@@ -31,7 +31,22 @@ pub(super) async fn ws(
     upgrade.on_upgrade(move |socket| serve_socket(inner, client_id, socket))
 }
 
+/// Counts a socket in `open_sockets` while it lives (however its task ends).
+struct OpenSocket(Arc<Inner>);
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        self.0.open_sockets.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 async fn serve_socket(inner: Arc<Inner>, client_id: String, socket: WebSocket) {
+    inner.open_sockets.fetch_add(1, Ordering::SeqCst);
+    let _open = OpenSocket(inner.clone());
+    serve_socket_until_closed(&inner, client_id, socket).await;
+}
+
+async fn serve_socket_until_closed(inner: &Arc<Inner>, client_id: String, socket: WebSocket) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
     let (mut sink, mut stream) = socket.split();
     let remaining =

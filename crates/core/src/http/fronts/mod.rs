@@ -3,6 +3,7 @@
 //! rules, usage log and fail-fast as the Sparklio API. Each front answers errors in its
 //! own API's shape, so the official clients read them.
 
+pub mod comfyui;
 pub mod ollama;
 pub mod openai;
 

@@ -35,6 +35,8 @@ pub async fn snapshot(state: &SharedState) -> Value {
             "paused": state.runtime.paused(),
         },
         "recent": recent,
+        // ComfyUI's shared queue: whose prompt runs, how many wait (Desk's and outside).
+        "media_queue": state.media.front_queue().await,
     })
 }
 

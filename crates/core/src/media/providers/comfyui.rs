@@ -799,6 +799,10 @@ impl MediaProvider for ComfyUiProvider {
         );
     }
 
+    fn pool(&self) -> Option<Arc<Pool>> {
+        Some(self.pool.clone())
+    }
+
     fn instances(&self) -> Vec<(String, InstanceView)> {
         self.pool
             .instances
