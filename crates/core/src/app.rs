@@ -208,6 +208,16 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
             ),
             None => None,
         };
+    // `[fronts.ollama] bind`: Ollama's API on a port of its own.
+    let ollama_listener =
+        match crate::http::fronts::ollama::listener_address(config, opts.insecure_no_auth)? {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (fronts.ollama.bind)"))?,
+            ),
+            None => None,
+        };
     let bound_all: Vec<SocketAddr> = listeners
         .iter()
         .map(tokio::net::TcpListener::local_addr)
@@ -243,6 +253,7 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
 
     let mut policy_addrs = bound_all.clone();
     policy_addrs.extend(comfy_listener.as_ref().and_then(|l| l.local_addr().ok()));
+    policy_addrs.extend(ollama_listener.as_ref().and_then(|l| l.local_addr().ok()));
     let browser = crate::http::browser::BrowserPolicy::new(
         &policy_addrs,
         &config.server.allowed_hosts,
@@ -306,6 +317,18 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
             state.shutdown.clone(),
         )
     });
+    let ollama_server = ollama_listener.map(|l| {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!(%addr, "Ollama's API (the /api front) is also served on http://{addr}/");
+        }
+        crate::http::serve::serve(
+            vec![l],
+            crate::http::fronts::ollama::listener_router(router.clone()),
+            connection_limits,
+            state.server_stats.clone(),
+            state.shutdown.clone(),
+        )
+    });
     let main_server = crate::http::serve::serve(
         listeners,
         router,
@@ -314,13 +337,20 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         state.shutdown.clone(),
     );
     let server = tokio::spawn(async move {
-        match comfy_server {
-            Some(front) => {
-                let (main, front) = tokio::join!(main_server, front);
-                main.and(front)
+        let comfy = async {
+            match comfy_server {
+                Some(s) => s.await,
+                None => Ok(()),
             }
-            None => main_server.await,
-        }
+        };
+        let ollama = async {
+            match ollama_server {
+                Some(s) => s.await,
+                None => Ok(()),
+            }
+        };
+        let (main, comfy, ollama) = tokio::join!(main_server, comfy, ollama);
+        main.and(comfy).and(ollama)
     });
     for addr in &state.bound_all {
         tracing::info!(

@@ -59,8 +59,19 @@ pub struct Config {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FrontsConfig {
+    pub ollama: OllamaFrontConfig,
     pub openai: OpenAiFrontConfig,
     pub comfyui: ComfyFrontConfig,
+}
+
+/// `[fronts.ollama]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OllamaFrontConfig {
+    /// An extra listener serving only Ollama's API at its own paths (`/api/chat`, …),
+    /// for tools that expect an Ollama of their own on a port, e.g. `"0.0.0.0:11434"`
+    /// once the containers listen elsewhere; the same keys, limits and rules as `/api`.
+    pub bind: Option<String>,
 }
 
 /// `[fronts.openai]`.

@@ -372,3 +372,45 @@ async fn a_provider_that_is_down_or_wedged_answers_fast_in_ollamas_shape() {
     assert!(took < Duration::from_secs(4), "{took:?}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_extra_listener_serves_only_ollamas_api_at_its_own_paths() {
+    let double = OllamaDouble::start().await;
+    let port = free_port();
+    let toml = format!(
+        "[fronts.ollama]\nbind = \"127.0.0.1:{port}\"\n{}",
+        providers(&double.base_url(), None)
+    );
+    let app = desk(&toml).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let tags: Value = client
+        .get(format!("{base}/api/tags"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(tags["models"].as_array().unwrap().len() >= 2, "{tags}");
+    let r = client
+        .post(format!("{base}/api/chat"))
+        .json(&json!({"model": "qwen2.5:7b", "messages": [{"role": "user", "content": "포트"}], "stream": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["message"]["content"].as_str().unwrap().contains("포트"));
+    // Nothing else is reachable there: not the Sparklio API, not the dashboard.
+    for path in ["/api/v1/status", "/", "/v1/models", "/metrics"] {
+        let r = client.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert!(
+            v["error"].is_string(),
+            "Ollama's error shape on {path}: {v}"
+        );
+    }
+    app.stop().await;
+}

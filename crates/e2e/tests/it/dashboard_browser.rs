@@ -308,32 +308,6 @@ async fn service(base: &str, name: &str) -> Value {
         .unwrap()
 }
 
-/// Model actions in the page: "Pull" on a missing routed model shows a progress bar that
-/// moves and finishes, the model joins the table; "Delete" asks, names the routes that
-/// use the model, and deletes only when confirmed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dashboard_pulls_a_missing_model_with_progress_and_deletes_after_confirming() {
-    let Some((_driver, driver_url)) = chromedriver() else {
-        return;
-    };
-    let ollama =
-        OllamaDouble::start_with(&["qwen2.5:7b", "llama3.2:latest"], &["qwen2.5:7b"]).await;
-    // A download slow enough to watch: the pull's body trickles.
-    ollama
-        .set_fault(
-            sparklio_testkit::Fault::Trickle {
-                bytes: 48,
-                interval_ms: 60,
-            }
-            .on("/api/pull"),
-        )
-        .await;
-    let toml = format!(
-        "generator_mode = \"live\"\n[llm.providers.ollama]\nkind = \"ollama\"\nbase_url = \"{}\"\n",
-        ollama.base_url()
-    );
-    let dir = tempfile::tempdir().unwrap();
-
 /// The event list in the browser: a blocked Docker service checked again and again is one
 /// line whose count grows live; the filters narrow the list; a topic is muted and unmuted
 /// from the page (and the core agrees).
@@ -365,78 +339,6 @@ container = "ollama-sparklio"
     let base = format!("http://{}", app.addr);
     let s = browser(&driver_url, &dir.path().join("profile")).await;
     s.goto(&format!("{base}/")).await.unwrap();
-
-    s.wait_for(
-        "const b = document.querySelector('#models tr.missing[data-model=\"qwen2.5:14b\"] button'); if (!b) return false; b.click(); return true;",
-        Duration::from_secs(20),
-    )
-    .await
-    .expect("a Pull button on the missing model");
-    let moving = s
-        .wait_for(
-            "const p = document.querySelector('.pull[data-model=\"qwen2.5:14b\"] progress'); return p && p.value > 0 && p.value < 100 && p.value",
-            Duration::from_secs(20),
-        )
-        .await
-        .expect("the bar moves");
-    assert!(moving.as_f64().unwrap() > 0.0);
-    s.screenshot(&artifacts_dir().join("dashboard-model-pull.png"))
-        .await
-        .unwrap();
-    s.wait_for(
-        "return !!document.querySelector('.pull.succeeded[data-model=\"qwen2.5:14b\"]')",
-        Duration::from_secs(60),
-    )
-    .await
-    .expect("the pull finishes");
-    s.wait_for(
-        "return !!document.querySelector('#models tr:not(.missing)[data-model=\"qwen2.5:14b\"]')",
-        Duration::from_secs(20),
-    )
-    .await
-    .expect("the pulled model joins the table");
-
-    // Delete: asked first, then refused with the routes, deleted only when confirmed.
-    s.execute(
-        "document.querySelector('#models tr[data-model=\"qwen2.5:7b\"] td.actions button.danger').click()",
-        vec![],
-    )
-    .await
-    .unwrap();
-    s.wait_for(
-        "const b = [...document.querySelectorAll('#models tr[data-model=\"qwen2.5:7b\"] button')].find(b => b.textContent === 'Confirm delete'); if (!b) return false; b.click(); return true;",
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
-    let warning = s
-        .wait_for(
-            "const r = document.querySelector('#models tr[data-model=\"qwen2.5:7b\"]'); return r && [...r.querySelectorAll('button')].some(b => b.textContent === 'Delete anyway') && r.textContent",
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
-    assert!(
-        warning.as_str().unwrap().contains("default_route"),
-        "{warning}"
-    );
-    let tags_before: Vec<String> = ollama.state.models.lock().unwrap().clone();
-    assert!(
-        tags_before.iter().any(|m| m == "qwen2.5:7b"),
-        "not deleted before confirming"
-    );
-    s.execute(
-        "[...document.querySelectorAll('#models tr[data-model=\"qwen2.5:7b\"] button')].find(b => b.textContent === 'Delete anyway').click()",
-        vec![],
-    )
-    .await
-    .unwrap();
-    s.wait_for(
-        "return !document.querySelector('#models tr:not(.missing)[data-model=\"qwen2.5:7b\"]')",
-        Duration::from_secs(20),
-    )
-    .await
-    .expect("the deleted model leaves the table");
 
     // One line for the blocked service, its count rising as the checks come in (live).
     let line = "[...document.querySelectorAll('#events li')].find(li => li.querySelector('strong')?.textContent === 'ollama-sparklio' && li.textContent.includes('unavailable'))";
@@ -557,6 +459,111 @@ container = "ollama-sparklio"
         .await
         .unwrap();
     assert_eq!(mutes["mutes"], json!([]));
+    s.close().await.unwrap();
+    app.shutdown().await.unwrap();
+}
+
+/// Model actions in the page: "Pull" on a missing routed model shows a progress bar that
+/// moves and finishes, the model joins the table; "Delete" asks, names the routes that
+/// use the model, and deletes only when confirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_pulls_a_missing_model_with_progress_and_deletes_after_confirming() {
+    let Some((_driver, driver_url)) = chromedriver() else {
+        return;
+    };
+    let ollama =
+        OllamaDouble::start_with(&["qwen2.5:7b", "llama3.2:latest"], &["qwen2.5:7b"]).await;
+    // A download slow enough to watch: the pull's body trickles.
+    ollama
+        .set_fault(
+            sparklio_testkit::Fault::Trickle {
+                bytes: 48,
+                interval_ms: 60,
+            }
+            .on("/api/pull"),
+        )
+        .await;
+    let toml = format!(
+        "generator_mode = \"live\"\n[llm.providers.ollama]\nkind = \"ollama\"\nbase_url = \"{}\"\n",
+        ollama.base_url()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let app = start_app(&dir, &toml, &[]).await;
+    let base = format!("http://{}", app.addr);
+    let s = browser(&driver_url, &dir.path().join("profile")).await;
+    s.goto(&format!("{base}/")).await.unwrap();
+
+    s.wait_for(
+        "const b = document.querySelector('#models tr.missing[data-model=\"qwen2.5:14b\"] button'); if (!b) return false; b.click(); return true;",
+        Duration::from_secs(20),
+    )
+    .await
+    .expect("a Pull button on the missing model");
+    let moving = s
+        .wait_for(
+            "const p = document.querySelector('.pull[data-model=\"qwen2.5:14b\"] progress'); return p && p.value > 0 && p.value < 100 && p.value",
+            Duration::from_secs(20),
+        )
+        .await
+        .expect("the bar moves");
+    assert!(moving.as_f64().unwrap() > 0.0);
+    s.screenshot(&artifacts_dir().join("dashboard-model-pull.png"))
+        .await
+        .unwrap();
+    s.wait_for(
+        "return !!document.querySelector('.pull.succeeded[data-model=\"qwen2.5:14b\"]')",
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("the pull finishes");
+    s.wait_for(
+        "return !!document.querySelector('#models tr:not(.missing)[data-model=\"qwen2.5:14b\"]')",
+        Duration::from_secs(20),
+    )
+    .await
+    .expect("the pulled model joins the table");
+
+    // Delete: asked first, then refused with the routes, deleted only when confirmed.
+    s.execute(
+        "document.querySelector('#models tr[data-model=\"qwen2.5:7b\"] td.actions button.danger').click()",
+        vec![],
+    )
+    .await
+    .unwrap();
+    s.wait_for(
+        "const b = [...document.querySelectorAll('#models tr[data-model=\"qwen2.5:7b\"] button')].find(b => b.textContent === 'Confirm delete'); if (!b) return false; b.click(); return true;",
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let warning = s
+        .wait_for(
+            "const r = document.querySelector('#models tr[data-model=\"qwen2.5:7b\"]'); return r && [...r.querySelectorAll('button')].some(b => b.textContent === 'Delete anyway') && r.textContent",
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert!(
+        warning.as_str().unwrap().contains("default_route"),
+        "{warning}"
+    );
+    let tags_before: Vec<String> = ollama.state.models.lock().unwrap().clone();
+    assert!(
+        tags_before.iter().any(|m| m == "qwen2.5:7b"),
+        "not deleted before confirming"
+    );
+    s.execute(
+        "[...document.querySelectorAll('#models tr[data-model=\"qwen2.5:7b\"] button')].find(b => b.textContent === 'Delete anyway').click()",
+        vec![],
+    )
+    .await
+    .unwrap();
+    s.wait_for(
+        "return !document.querySelector('#models tr:not(.missing)[data-model=\"qwen2.5:7b\"]')",
+        Duration::from_secs(20),
+    )
+    .await
+    .expect("the deleted model leaves the table");
     s.close().await.unwrap();
     app.shutdown().await.unwrap();
 }

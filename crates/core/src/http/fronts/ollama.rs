@@ -20,6 +20,45 @@ use futures::StreamExt;
 use serde_json::{json, Map, Value};
 use std::convert::Infallible;
 
+/// `[fronts.ollama] bind`, checked: where the extra listener goes, if anywhere.
+pub fn listener_address(
+    config: &crate::config::Config,
+    insecure_no_auth: bool,
+) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    let Some(bind) = config.fronts.ollama.bind.as_deref() else {
+        return Ok(None);
+    };
+    let addr: std::net::SocketAddr = bind
+        .parse()
+        .map_err(|e| anyhow::anyhow!("fronts.ollama.bind {bind:?} is not an address: {e}"))?;
+    crate::http::auth::check_bind(addr, &config.server, insecure_no_auth)
+        .map_err(|e| anyhow::anyhow!("fronts.ollama.bind: {e}"))?;
+    Ok(Some(addr))
+}
+
+/// The extra listener's router: Ollama's paths at the root, answered by the whole router
+/// under `/ollama`, so the same auth, limits, rules, usage rows and error shapes apply
+/// and nothing but the Ollama front is reachable.
+pub fn listener_router(main: Router) -> Router {
+    let under_prefix = tower::ServiceExt::map_request(main, |mut req: axum::extract::Request| {
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map_or("/", axum::http::uri::PathAndQuery::as_str);
+        // Only Ollama's own paths; anything else becomes an unknown one (404).
+        let target = if pq.starts_with("/api/") && !pq.starts_with("/api/v1/") {
+            format!("/ollama{pq}")
+        } else {
+            "/ollama/not-an-ollama-route".to_string()
+        };
+        if let Ok(uri) = target.parse() {
+            *req.uri_mut() = uri;
+        }
+        req
+    });
+    Router::new().fallback_service(under_prefix)
+}
+
 /// Every route, at `/api/*` and again under `/ollama`.
 pub fn routes(state: SharedState) -> Router<SharedState> {
     let open = Router::new()
