@@ -245,8 +245,48 @@ impl NotificationPolicy {
     }
 }
 
+/// A model pull that ended after a long download, or failed: worth telling the owner
+/// (`service` and `to` as the model actions write them to the event log).
+pub fn model_notification(service: &str, to: &str, reason: &str) -> Option<Notification> {
+    use crate::llm::model_actions::{LONG_PULL_MARK, MODELS_SERVICE};
+    if service != MODELS_SERVICE {
+        return None;
+    }
+    let (title, level) = match to {
+        "pull failed" => ("Model pull failed", Level::Down),
+        "pulled" if reason.contains(LONG_PULL_MARK) => ("Model pulled", Level::Ok),
+        _ => return None,
+    };
+    Some(Notification {
+        title: title.into(),
+        body: reason.replace(LONG_PULL_MARK, "").trim().to_string(),
+        level,
+        topic: MODELS_SERVICE.into(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn long_pulls_and_failed_pulls_are_told_short_ones_are_not() {
+        let n = model_notification(
+            "models",
+            "pulled",
+            "qwen2.5:14b on ollama in 312 s (long pull)",
+        )
+        .unwrap();
+        assert_eq!(
+            (n.title.as_str(), n.level, n.topic.as_str()),
+            ("Model pulled", Level::Ok, "models")
+        );
+        assert_eq!(n.body, "qwen2.5:14b on ollama in 312 s");
+        let n = model_notification("models", "pull failed", "x on ollama: disk full").unwrap();
+        assert_eq!(n.level, Level::Down);
+        assert!(model_notification("models", "pulled", "x on ollama in 3 s").is_none());
+        assert!(model_notification("models", "deleted", "x").is_none());
+        assert!(model_notification("comfyui", "pull failed", "x").is_none());
+    }
     use super::*;
 
     #[test]

@@ -9,6 +9,13 @@ use bytes::Bytes;
 use serde::Serialize;
 use std::time::Instant;
 
+/// The event log's name for model actions (pulls, deletes, loads).
+pub const MODELS_SERVICE: &str = "models";
+/// A pull that took this long is worth a notification when it ends.
+pub const LONG_PULL: std::time::Duration = std::time::Duration::from_secs(30);
+/// Marks a long pull's end event, so the notifier tells the owner about it.
+pub const LONG_PULL_MARK: &str = "(long pull)";
+
 /// How long a loaded model stays warm after `load` (Ollama's default is 5 minutes).
 pub const LOAD_KEEP_ALIVE: &str = "30m";
 

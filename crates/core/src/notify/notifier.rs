@@ -104,6 +104,10 @@ async fn run(
                     if event.count > 1 {
                         continue;
                     }
+                    if let Some(n) = super::model_notification(&event.service, &event.to, &event.reason) {
+                        deliver(&state, &sink, n);
+                        continue;
+                    }
                     let Some(to) = crate::supervisor::ServiceState::parse(&event.to) else {
                         continue;
                     };

@@ -21,10 +21,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The event log's name for model actions.
-pub const MODELS_SERVICE: &str = "models";
-/// A pull that took longer than this is worth a notification when it ends.
-pub const LONG_PULL: Duration = Duration::from_secs(30);
+use crate::llm::model_actions::{LONG_PULL, LONG_PULL_MARK, MODELS_SERVICE};
 
 fn call(caller: &Caller, endpoint: &'static str) -> FrontCall {
     FrontCall {
@@ -82,9 +79,9 @@ async fn record_end(state: SharedState, pull: Arc<Pull>, who: String) {
     let p = pull.progress();
     let took = started.elapsed();
     let long = if took >= LONG_PULL {
-        " (long pull)"
+        format!(" {LONG_PULL_MARK}")
     } else {
-        ""
+        String::new()
     };
     let (to, reason) = match (&result, p.state) {
         (_, PullState::Cancelled) => ("pull cancelled", format!("{} on {}", p.model, p.provider)),
