@@ -265,3 +265,24 @@ def test_openai_tools_called_and_answered(sdk_desk):
     )
     assert answer.choices[0].finish_reason == "stop"
     assert "재고 42개" in answer.choices[0].message.content
+
+
+def test_ollama_sdk_against_the_desk_in_mock_mode(mock_desk):
+    """The outage case: no model runs, the backend points OLLAMA_BASE_URL at the Desk in mock
+    mode and still gets Ollama-shaped answers at once."""
+    client = ollama.Client(host=mock_desk.url)
+    names = [m.model for m in client.list().models]
+    assert "qwen2.5:7b" in names and "qwen2.5:14b" in names, names
+    assert client.ps().models == []
+    started = time.monotonic()
+    reply = client.chat(model="qwen2.5:14b", messages=[{"role": "user", "content": "루미 이어폰 소개"}])
+    assert reply.done and reply.message.role == "assistant" and reply.message.content
+    assert reply.eval_count and reply.eval_count > 0
+    pieces = list(client.chat(model="qwen2.5:7b", messages=[{"role": "user", "content": "짧게"}], stream=True))
+    assert pieces[-1].done and "".join(p.message.content for p in pieces)
+    generated = client.generate(model="qwen2.5:7b", prompt="한 줄", format="json")
+    assert isinstance(json.loads(generated.response), dict)
+    embedded = client.embed(model="qwen2.5:7b", input=["a", "a", "b"])
+    assert embedded.embeddings[0] == embedded.embeddings[1] != embedded.embeddings[2]
+    assert client.show("qwen2.5:7b").details.family == "sparklio-mock"
+    assert time.monotonic() - started < 5

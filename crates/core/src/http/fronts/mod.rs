@@ -5,6 +5,7 @@
 
 pub mod comfyui;
 pub mod ollama;
+mod ollama_mock;
 pub mod openai;
 
 use crate::app::SharedState;
@@ -112,6 +113,20 @@ pub fn front_error(front: Front, status: StatusCode, code: &str, error: &Value) 
         }),
         Front::Sparklio => json!({ "error": error }),
     }
+}
+
+/// A deterministic unit vector from a text (mock mode: same text, same vector).
+pub(crate) fn mock_embedding(text: &str) -> Vec<f32> {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(text.as_bytes());
+    let raw: Vec<f32> = digest.iter().map(|b| f32::from(*b) / 255.0 - 0.5).collect();
+    let norm = raw
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::EPSILON);
+    raw.into_iter().map(|x| x / norm).collect()
 }
 
 /// OpenAI's error `type` for a status (its SDKs pick the exception class by status).

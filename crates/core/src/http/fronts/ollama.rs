@@ -162,11 +162,33 @@ async fn forward(
 ) -> Result<Response, ApiError> {
     let parsed = object(&body)?;
     let model = model_of(&parsed)?;
+    // Mock mode answers what a model would, in Ollama's own shape.
+    if mock_mode(state) {
+        match call.endpoint {
+            "chat" | "generate" => {
+                return super::ollama_mock::answer(state, &call, &parsed, model).await
+            }
+            "embed" | "embeddings" => {
+                return Ok(super::ollama_mock::embed(state, &call, &parsed, model)
+                    .await
+                    .into_response())
+            }
+            "show" => {
+                state.llm.record_front(&call, None).await;
+                return Ok(Json(super::ollama_mock::show(&model)).into_response());
+            }
+            _ => {}
+        }
+    }
     let s = state
         .llm
         .ollama_forward(&call, reqwest::Method::POST, path, Some(body), Some(model))
         .await?;
     Ok(streamed(s))
+}
+
+fn mock_mode(state: &SharedState) -> bool {
+    state.runtime.mode() == crate::config::GeneratorMode::Mock
 }
 
 async fn chat(
@@ -387,7 +409,11 @@ async fn tags(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let call = front_call(caller, &headers, "tags");
-    let r = merged(&state, "/api/tags").await;
+    let r = if mock_mode(&state) {
+        Ok(super::ollama_mock::tags(&state))
+    } else {
+        merged(&state, "/api/tags").await
+    };
     state
         .llm
         .record_front(&call, r.as_ref().err().map(|e| (e.code, e.status.as_u16())))
@@ -401,7 +427,11 @@ async fn ps(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let call = front_call(caller, &headers, "ps");
-    let r = merged(&state, "/api/ps").await;
+    let r = if mock_mode(&state) {
+        Ok(json!({ "models": [] }))
+    } else {
+        merged(&state, "/api/ps").await
+    };
     state
         .llm
         .record_front(&call, r.as_ref().err().map(|e| (e.code, e.status.as_u16())))
@@ -411,6 +441,9 @@ async fn ps(
 
 /// `GET /api/version`: the first instance that answers.
 async fn version(State(state): State<SharedState>) -> Result<Json<Value>, ApiError> {
+    if mock_mode(&state) {
+        return Ok(Json(super::ollama_mock::version()));
+    }
     let mut first_error = None;
     for (_, _, answer) in state.llm.ollama_each_instance("/api/version").await {
         match answer {

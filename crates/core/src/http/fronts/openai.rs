@@ -701,7 +701,7 @@ async fn embeddings(
     };
     let target = target(&state, &r.model)?;
     let (vectors, prompt_tokens) = if target.generator_mode == GeneratorMode::Mock {
-        let v: Vec<Vec<f32>> = inputs.iter().map(|t| mock_embedding(t)).collect();
+        let v: Vec<Vec<f32>> = inputs.iter().map(|t| super::mock_embedding(t)).collect();
         let tokens = inputs.iter().map(|t| t.len() as u64 / 4 + 1).sum();
         state.llm.record_front(&call, None).await;
         (v, tokens)
@@ -770,20 +770,6 @@ async fn embeddings(
         "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
     }))
     .into_response())
-}
-
-/// A deterministic unit vector from a text (mock mode: same text, same vector).
-fn mock_embedding(text: &str) -> Vec<f32> {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(text.as_bytes());
-    let raw: Vec<f32> = digest.iter().map(|b| f32::from(*b) / 255.0 - 0.5).collect();
-    let norm = raw
-        .iter()
-        .map(|x| x * x)
-        .sum::<f32>()
-        .sqrt()
-        .max(f32::EPSILON);
-    raw.into_iter().map(|x| x / norm).collect()
 }
 
 async fn read_all(
