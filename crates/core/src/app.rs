@@ -237,11 +237,26 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
     let provider_board = Arc::new(ProviderBoard::default());
     let metrics = Arc::new(Metrics::new());
     let usage = UsageRecorder::new(store.clone(), metrics.clone(), config);
+    // NVML's reading comes from the system sampler once it runs.
+    let system_for_gpu: Arc<std::sync::OnceLock<Arc<crate::system::SystemMonitor>>> =
+        Arc::default();
+    let gpu = {
+        let system = system_for_gpu.clone();
+        Arc::new(crate::gpu::Arbiter::new(
+            config.gpu.clone(),
+            Box::new(move || {
+                let sample = system.get()?.latest()?;
+                let g = sample.gpus.first()?;
+                Some((g.memory_used_bytes?, g.memory_total_bytes?))
+            }),
+        ))
+    };
     let links = crate::gateway::GatewayLinks {
         runtime: runtime.clone(),
         board: provider_board.clone(),
         usage: usage.clone(),
         shutdown: shutdown.clone(),
+        gpu: gpu.clone(),
     };
     let llm = Arc::new(
         crate::llm::LlmGateway::from_config(&config.llm, links.clone()).context("LLM gateway")?,
@@ -250,6 +265,8 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
     let flows = crate::flow::jobs::FlowJobs::open(store.clone(), &config.flows).await?;
     let supervisor = crate::supervisor::Supervisor::new(config, store.clone(), &data_dir);
     let system = Arc::new(crate::system::SystemMonitor::new(&config.system, &data_dir));
+    let _ = system_for_gpu.set(system.clone());
+    gpu.attach(llm.gpu_side(), media.gpu_side(), supervisor.events.clone());
 
     let mut policy_addrs = bound_all.clone();
     policy_addrs.extend(comfy_listener.as_ref().and_then(|l| l.local_addr().ok()));

@@ -36,6 +36,8 @@ pub struct GatewayLinks {
     pub board: Arc<ProviderBoard>,
     pub usage: UsageRecorder,
     pub shutdown: CancellationToken,
+    /// Shares the card's memory between the LLM and media sides.
+    pub gpu: Arc<crate::gpu::Arbiter>,
 }
 
 impl GatewayLinks {

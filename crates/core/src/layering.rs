@@ -9,6 +9,7 @@ const DOMAIN: &[&str] = &[
     "media",
     "supervisor",
     "notify",
+    "gpu.rs",
     "notify.rs",
     "config",
     "flow",

@@ -13,6 +13,7 @@ pub mod config;
 pub mod contracts;
 pub mod flow;
 pub mod gateway;
+pub mod gpu;
 pub mod http;
 #[cfg(test)]
 mod layering;

@@ -40,6 +40,8 @@ pub struct WorkFigures {
     pub stopped: u64,
 }
 
+/// Clones share the same slots and figures.
+#[derive(Clone)]
 pub struct WorkLimiter {
     slots: Arc<Semaphore>,
     max_concurrent: usize,

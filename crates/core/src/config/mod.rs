@@ -53,6 +53,46 @@ pub struct Config {
     pub flows: FlowsConfig,
     #[serde(default)]
     pub fronts: FrontsConfig,
+    #[serde(default)]
+    pub gpu: GpuConfig,
+}
+
+/// How the LLM and media sides share the card's memory (`[gpu]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GpuArbitration {
+    Off,
+    /// LLM models stay loaded; an idle ComfyUI frees its models for an LLM that needs room.
+    PreferLlm,
+    /// ComfyUI keeps its models; idle Ollama models are unloaded for a ComfyUI job.
+    PreferMedia,
+    /// Each side frees memory for the other when it is idle.
+    #[default]
+    Fair,
+}
+
+/// `[gpu]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GpuConfig {
+    pub arbitration: GpuArbitration,
+    /// The card's memory in MB when NVML cannot say (no NVIDIA driver here, tests).
+    pub total_mb: Option<u64>,
+    /// Kept free on top of what the work needs.
+    pub headroom_mb: u64,
+    /// The longest a request waits for the other side to go idle (then it goes ahead).
+    pub wait_s: f64,
+}
+
+impl Default for GpuConfig {
+    fn default() -> Self {
+        Self {
+            arbitration: GpuArbitration::Fair,
+            total_mb: None,
+            headroom_mb: 512,
+            wait_s: 60.0,
+        }
+    }
 }
 
 /// `[fronts.*]`: other APIs' own wire formats through the Desk.

@@ -9,6 +9,7 @@
 pub mod answer;
 pub mod error;
 pub mod front;
+pub mod gpu_side;
 pub mod json;
 pub mod model_actions;
 pub mod ndjson;
@@ -314,6 +315,7 @@ impl LlmGateway {
             let targets = plan.route.fallbacks.clone();
             let mut next = targets.iter();
             loop {
+                self.make_room(&plan).await;
                 match plan.provider.chat_stream(&plan.call).await {
                     Ok(upstream) => return Ok::<_, Error>((plan, upstream)),
                     Err(e) => {
@@ -608,6 +610,7 @@ impl LlmGateway {
     /// what was wrong, then fails with `LLM_SCHEMA_MISMATCH`.
     pub async fn complete(&self, plan: &Plan) -> Result<Answer, Error> {
         let started = Instant::now();
+        self.make_room(plan).await;
         let reply = plan
             .provider
             .chat(&plan.call)

@@ -89,6 +89,15 @@ pub struct JobView {
     pub seq: u64,
 }
 
+impl JobView {
+    /// The job waits for the card to have room (the LLM side is busy).
+    pub fn waiting_for_gpu(&self) -> bool {
+        self.note
+            .as_deref()
+            .is_some_and(|n| n.starts_with(crate::gpu::GPU_WAIT_NOTE))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StopReason {
     Cancel,
@@ -229,6 +238,8 @@ pub struct JobManager {
     resubmit: bool,
     live: Mutex<HashMap<String, Arc<JobEntry>>>,
     shutdown: CancellationToken,
+    /// Makes room on the card before a job that declares its GPU memory.
+    gpu: Arc<crate::gpu::Arbiter>,
 }
 
 fn new_view(id: &str, spec: &ImageSpec, created_at: String) -> JobView {
@@ -263,6 +274,7 @@ impl JobManager {
         usage: UsageRecorder,
         resubmit: bool,
         shutdown: CancellationToken,
+        gpu: Arc<crate::gpu::Arbiter>,
     ) -> Self {
         Self {
             store,
@@ -271,6 +283,7 @@ impl JobManager {
             resubmit,
             live: Mutex::new(HashMap::new()),
             shutdown,
+            gpu,
         }
     }
 
@@ -362,6 +375,21 @@ impl JobManager {
                 Some(t) => Some(t.start().await),
                 None => None,
             };
+            if let Some(need_mb) = run.spec.vram_mb {
+                // Room on the card first; the job says why it waits, while it does.
+                let note_entry = entry.clone();
+                let note = move |why: Option<String>| {
+                    note_entry.view.send_modify(|v| match &why {
+                        Some(w) => v.note = Some(w.clone()),
+                        // Clear our own note only.
+                        None if v.waiting_for_gpu() => {
+                            v.note = None;
+                        }
+                        None => {}
+                    });
+                };
+                self.gpu.before_media_job(need_mb, &note).await;
+            }
             let r = provider.run(&run, &updates).await;
             if let Some(running) = running {
                 running.finished();

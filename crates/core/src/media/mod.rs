@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod files;
+pub mod gpu_side;
 pub mod jobs;
 pub mod passthrough;
 pub mod provider;
@@ -128,6 +129,7 @@ impl MediaGateway {
                 links.usage.clone(),
                 config.media.resubmit_after_restart,
                 links.shutdown.clone(),
+                links.gpu.clone(),
             )),
             work: crate::work::WorkLimiter::new(
                 config.media.max_concurrent,
@@ -135,6 +137,14 @@ impl MediaGateway {
             ),
             config: config.media.clone(),
             links,
+        })
+    }
+
+    /// This gateway as the GPU arbitration sees it.
+    pub fn gpu_side(&self) -> std::sync::Arc<dyn crate::gpu::MediaSide> {
+        std::sync::Arc::new(gpu_side::MediaGpuSide {
+            providers: self.providers.clone(),
+            work: self.work.clone(),
         })
     }
 
@@ -235,7 +245,10 @@ impl MediaGateway {
         let run_async = ctx.run_async;
         let _ = tokio::time::timeout(
             limit,
-            rx.wait_for(|v| v.status.is_terminal() || (run_async && v.accepted)),
+            // Async: also answered while the job waits for GPU memory (it says so).
+            rx.wait_for(|v| {
+                v.status.is_terminal() || (run_async && (v.accepted || v.waiting_for_gpu()))
+            }),
         )
         .await;
         let view = rx.borrow().clone();
@@ -308,6 +321,10 @@ impl MediaGateway {
         // Parameters the workflow does not have are not reported as used.
         let mut spec = spec;
         if let Some(wf) = provider.workflows().get(&spec.workflow) {
+            // The mock draws on no GPU.
+            if provider.kind() != "mock" {
+                spec.vram_mb = wf.vram_mb;
+            }
             if !wf.parameters.contains_key("steps") {
                 spec.steps = None;
             }

@@ -45,6 +45,9 @@ pub struct ImageSpec {
     /// The provider instance the job runs on (pinned for progress, cancel and recovery).
     #[serde(default)]
     pub instance: Option<String>,
+    /// GPU memory the workflow needs (MB), from its manifest.
+    #[serde(default)]
+    pub vram_mb: Option<u64>,
 }
 
 /// One image a provider produced.
@@ -92,6 +95,14 @@ pub trait MediaProvider: Send + Sync {
     async fn cancel(&self, upstream_id: &str, instance: Option<&str>) -> Result<(), Error>;
     /// Start background work (probes) and see the supervisor's view of services.
     fn attach(&self, _board: Arc<ProviderBoard>, _shutdown: tokio_util::sync::CancellationToken) {}
+    /// Give the GPU memory back (ComfyUI's `POST /free`); nothing for a provider without one.
+    async fn free_memory(&self) -> Result<(), Error> {
+        Ok(())
+    }
+    /// GPU bytes it holds now (its CUDA devices), when it says.
+    async fn vram_used(&self) -> Option<u64> {
+        None
+    }
     /// Each instance's state (breaker, queue, last probe), for health answers.
     fn instances(&self) -> Vec<(String, crate::resilience::pool::InstanceView)> {
         Vec::new()

@@ -248,6 +248,7 @@ pub fn resolve(req: &GenerateRequest, ctx: ResolveContext<'_>) -> Result<ImageSp
         caller: ctx.caller,
         key_id: ctx.key_id,
         instance: None,
+        vram_mb: None,
     })
 }
 

@@ -79,6 +79,9 @@ enum Targets {
 struct Manifest {
     #[serde(default)]
     description: String,
+    /// GPU memory a run needs (MB), for the arbitration with the LLM side.
+    #[serde(default)]
+    vram_mb: Option<u64>,
     #[serde(default)]
     parameters: BTreeMap<String, Targets>,
 }
@@ -93,6 +96,8 @@ pub struct Workflow {
     pub parameters: BTreeMap<String, Vec<Target>>,
     /// `builtin` or the file it came from.
     pub source: String,
+    /// GPU memory a run needs (MB), when the manifest says.
+    pub vram_mb: Option<u64>,
 }
 
 /// Values for one run; `None` leaves the graph's own value.
@@ -222,6 +227,7 @@ impl Workflow {
             graph,
             parameters,
             source,
+            vram_mb: manifest.vram_mb,
         })
     }
 

@@ -14,6 +14,7 @@ mod front_comfyui;
 mod front_ollama;
 mod front_openai;
 mod golden;
+mod gpu;
 mod http_foundation;
 mod llm;
 mod media;

@@ -641,6 +641,42 @@ impl MediaProvider for ComfyUiProvider {
         h
     }
 
+    async fn free_memory(&self) -> Result<(), Error> {
+        let mut first_error = None;
+        for (client, inst) in self.clients.iter().zip(&self.pool.instances) {
+            if !inst.breaker().is_closed() {
+                continue;
+            }
+            if let Err(e) = client.free().await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    async fn vram_used(&self) -> Option<u64> {
+        let mut used = None;
+        for (client, inst) in self.clients.iter().zip(&self.pool.instances) {
+            if !inst.breaker().is_closed() {
+                continue;
+            }
+            let Ok(stats) = client.system_stats().await else {
+                continue;
+            };
+            for d in stats["devices"].as_array().into_iter().flatten() {
+                // ComfyUI on the CPU reports RAM as "vram": not the card's.
+                if d["type"] == "cpu" {
+                    continue;
+                }
+                let (total, free) = (d["vram_total"].as_u64(), d["vram_free"].as_u64());
+                if let (Some(t), Some(f)) = (total, free) {
+                    *used.get_or_insert(0) += t.saturating_sub(f);
+                }
+            }
+        }
+        used
+    }
+
     async fn models(&self) -> Result<Vec<ModelInfo>, Error> {
         let usable = self
             .pool

@@ -392,6 +392,20 @@ impl ComfyClient {
         Ok(())
     }
 
+    /// `POST /free`: unload its models and free the memory they held.
+    pub async fn free(&self) -> Result<(), Error> {
+        let (s, t) = self
+            .post_json(
+                "/free",
+                &json!({"unload_models": true, "free_memory": true}),
+            )
+            .await?;
+        if s != 200 {
+            return Err(self.upstream_error("POST /free", s, &t));
+        }
+        Ok(())
+    }
+
     /// Read an output file with `/view`.
     pub async fn view(&self, img: &ImageRef) -> Result<(Vec<u8>, String), Error> {
         let r = self

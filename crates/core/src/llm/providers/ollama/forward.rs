@@ -239,6 +239,16 @@ impl OllamaProvider {
         })
     }
 
+    /// Whether an instance holds the model in memory now (from its last listing).
+    pub fn model_loaded(&self, model: &str) -> bool {
+        self.pool.instances.iter().any(|i| {
+            i.facts()
+                .loaded
+                .iter()
+                .any(|m| crate::llm::same_model(m, model))
+        })
+    }
+
     /// Whether an instance has the model, once some instance has listed its models
     /// (`None` before the first listing: unknown, not missing).
     pub fn model_known(&self, model: &str) -> Option<bool> {
