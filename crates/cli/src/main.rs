@@ -1,5 +1,6 @@
 //! `sparklio-desk`: the headless app. Runs exactly the services the tray app runs.
 
+mod discover;
 mod e2e;
 mod listen;
 mod models;
@@ -82,6 +83,9 @@ enum Command {
     /// Secrets the Desk keeps in its data folder.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Find Ollama and ComfyUI on this machine (ports, Docker, folders) and propose config
+    /// entries; --write adds them to the config file.
+    Discover(discover::Args),
     /// Act on the LLM providers' models: list, pull (with progress), rm, load, unload.
     Models {
         #[command(subcommand)]
@@ -243,6 +247,13 @@ fn main() -> ExitCode {
             }
         }
         Command::Service(cmd) => winservice::command(cli.config, cmd),
+        Command::Discover(args) => match load(cli.config.clone()) {
+            Ok(l) => {
+                let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+                runtime.block_on(discover::run(&l, cli.config, args))
+            }
+            Err(code) => code,
+        },
         Command::Models { action, target } => match load(cli.config) {
             Ok(l) => {
                 let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");

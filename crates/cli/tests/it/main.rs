@@ -2,5 +2,6 @@
 //! (cli) and `route`.
 
 mod cli;
+mod discover;
 mod models;
 mod route;

@@ -4,8 +4,8 @@
 
 use super::logs::ServiceLogs;
 use bollard::query_parameters::{
-    EventsOptions, InspectContainerOptions, LogsOptions, RestartContainerOptions,
-    StartContainerOptions, StopContainerOptions,
+    EventsOptions, InspectContainerOptions, ListContainersOptionsBuilder, LogsOptions,
+    RestartContainerOptions, StartContainerOptions, StopContainerOptions,
 };
 use bollard::Docker;
 use futures::StreamExt;
@@ -356,6 +356,46 @@ impl DockerClient {
     pub async fn ping(&self) -> Result<(), DockerError> {
         let d = self.engine().await?;
         self.call("", d.ping(), ENGINE_TIMEOUT).await.map(|_| ())
+    }
+
+    /// Every container (running or not) whose image starts with `image`: name, image,
+    /// state and the host port published for `private_port`.
+    pub async fn containers_of(
+        &self,
+        image: &str,
+        private_port: u16,
+    ) -> Result<Vec<(String, String, String, Option<u16>)>, DockerError> {
+        let d = self.engine().await?;
+        let all = self
+            .call(
+                "",
+                d.list_containers(Some(ListContainersOptionsBuilder::new().all(true).build())),
+                ENGINE_TIMEOUT,
+            )
+            .await?;
+        Ok(all
+            .into_iter()
+            .filter_map(|c| {
+                let img = c.image.clone().unwrap_or_default();
+                if !img.starts_with(image) {
+                    return None;
+                }
+                let name = c
+                    .names
+                    .as_ref()?
+                    .first()?
+                    .trim_start_matches('/')
+                    .to_string();
+                let port = c
+                    .ports
+                    .iter()
+                    .flatten()
+                    .find(|p| p.private_port == private_port)
+                    .and_then(|p| p.public_port);
+                let state = c.state.map_or_else(|| "unknown".into(), |s| s.to_string());
+                Some((name, img, state, port))
+            })
+            .collect())
     }
 
     pub async fn inspect(&self, name: &str) -> Result<ContainerInfo, DockerError> {

@@ -8,6 +8,7 @@
 //! its port is held by a process we did not start). Every change is an [`events::Event`].
 
 pub mod children;
+pub mod discover;
 pub mod docker;
 pub mod events;
 pub mod health;

@@ -612,3 +612,48 @@ async fn real_engine_restart_during_recovery_starts_the_container_once() {
     }
     app.stop().await;
 }
+
+/// Discovery lists the engine's `ollama/ollama` containers (here the busybox test image
+/// tagged as one, since no registry is reachable) and proposes a docker service for each.
+#[tokio::test]
+async fn discovery_finds_ollama_containers_on_the_real_engine() {
+    let Some(host) = engine() else {
+        return;
+    };
+    const TAG: &str = "ollama/ollama:sparklio-discovery-test";
+    docker_ok(None, &["tag", IMAGE, TAG]);
+    let name = format!(
+        "sparklio-discover-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    docker_ok(
+        None,
+        &[
+            "create",
+            "--name",
+            &name,
+            "--network",
+            "host",
+            TAG,
+            "sleep",
+            "60",
+        ],
+    );
+    let found = sparklio_core::supervisor::discover::docker_ollamas(Some(&host)).await;
+    let _ = docker(None, &["rm", "-f", &name]);
+    let _ = docker(None, &["rmi", TAG]);
+    let found = found.expect("the engine lists containers");
+    let mine = found
+        .iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("{name} not found in {found:?}"));
+    assert_eq!(mine.what, "ollama");
+    assert!(
+        mine.service_toml.contains("kind = \"docker\""),
+        "{}",
+        mine.service_toml
+    );
+    assert!(mine
+        .service_toml
+        .contains(&format!("container = \"{name}\"")));
+}

@@ -1,0 +1,114 @@
+//! `sparklio-desk discover`: find Ollama and ComfyUI on this machine (usual ports, Docker
+//! containers of `ollama/ollama`, ComfyUI folders) and propose config entries for them;
+//! `--write` adds them to the config file (comments kept). Nothing is started or changed
+//! otherwise.
+
+use sparklio_core::config::LoadedConfig;
+use sparklio_core::supervisor::discover::{self, Found};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Ports of 127.0.0.1 to probe (default: 11434,11435,11436,8188).
+    #[arg(long, value_delimiter = ',')]
+    pub ports: Vec<u16>,
+    /// Folders to look for ComfyUI in (and one level below), besides the usual places.
+    #[arg(long = "dir", value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// Do not ask the Docker engine for containers.
+    #[arg(long)]
+    pub no_docker: bool,
+    /// Add what was found to the config file (the one `config show` names).
+    #[arg(long)]
+    pub write: bool,
+}
+
+pub async fn run(loaded: &LoadedConfig, config_file: Option<PathBuf>, args: Args) -> ExitCode {
+    let config = &loaded.config;
+    // The Desk's own listeners are never proposed as services.
+    let own: Vec<SocketAddr> = config
+        .server
+        .bind
+        .addresses()
+        .iter()
+        .chain(config.fronts.ollama.bind.iter())
+        .chain(config.fronts.comfyui.bind.iter())
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let ports = if args.ports.is_empty() {
+        discover::USUAL_PORTS.to_vec()
+    } else {
+        args.ports.clone()
+    };
+    let mut found: Vec<Found> = Vec::new();
+    if !args.no_docker {
+        match discover::docker_ollamas(config.supervisor.docker_host.as_deref()).await {
+            Ok(list) => found.extend(list),
+            Err(e) => eprintln!("docker: {e}"),
+        }
+    }
+    for f in discover::probe_ports(&ports, &own).await {
+        // A container already found serves that port: one entry, the container.
+        if !found.iter().any(|x| x.url == f.url && x.url.is_some()) {
+            found.push(f);
+        }
+    }
+    let mut dirs = args.dirs.clone();
+    dirs.extend(discover::usual_comfy_dirs());
+    for f in discover::comfy_installs(&dirs) {
+        // A ComfyUI already answering on its port is kept as that (external) service.
+        if !found.iter().any(|x| x.what == "comfyui") {
+            found.push(f);
+        }
+    }
+    // Names already configured are not proposed again.
+    found.retain(|f| !config.services.iter().any(|s| s.name == f.name));
+    if found.is_empty() {
+        println!(
+            "nothing new found (probed ports {ports:?}, Docker, {} folder(s))",
+            dirs.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    for f in &found {
+        println!("found {} — {}", f.what, f.how);
+    }
+    println!("\n# proposed config entries\n");
+    for f in &found {
+        println!("{}", f.service_toml);
+        if let Some(p) = &f.provider_toml {
+            println!("{p}");
+        }
+    }
+    if !args.write {
+        println!("(add them with `sparklio-desk discover --write`)");
+        return ExitCode::SUCCESS;
+    }
+    let Some(path) = crate::config_path(config_file) else {
+        eprintln!("error: no config file location (use --config FILE)");
+        return ExitCode::FAILURE;
+    };
+    let current = std::fs::read_to_string(&path).unwrap_or_default();
+    let (text, added) = match discover::write_into(&current, &found) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Err(e) = std::fs::write(&path, text) {
+        eprintln!("error: cannot write {}: {e}", path.display());
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "added to {}: {}\nrestart Sparklio Desk to supervise them (`sparklio-desk config check` shows the result)",
+        path.display(),
+        added.join(", ")
+    );
+    ExitCode::SUCCESS
+}
