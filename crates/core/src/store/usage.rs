@@ -1,6 +1,6 @@
 //! The usage log: one row per gateway request, success or error.
 
-use super::Store;
+use super::{Store, UsageWrite};
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
 
@@ -48,28 +48,68 @@ pub struct UsageSummary {
     pub estimated_cost_usd: f64,
 }
 
-const COLUMNS: &str = "ts, request_id, client, key_id, kind, role, task, mode, provider, model, \
-    prompt_tokens, completion_tokens, total_tokens, latency_ms, status, error_code, estimated_cost_usd";
+macro_rules! columns {
+    () => {
+        "ts, request_id, client, key_id, kind, role, task, mode, provider, model, \
+         prompt_tokens, completion_tokens, total_tokens, latency_ms, status, error_code, estimated_cost_usd"
+    };
+}
+const COLUMNS: &str = columns!();
+pub(super) const INSERT_USAGE: &str = concat!(
+    "INSERT INTO usage (",
+    columns!(),
+    ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)"
+);
 
 impl Store {
-    pub async fn insert_usage(&self, row: UsageRow) -> anyhow::Result<()> {
-        self.with(move |c| {
-            c.execute(
-                &format!("INSERT INTO usage ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)"),
-                params![
-                    row.ts, row.request_id, row.client, row.key_id, row.kind, row.role, row.task, row.mode,
-                    row.provider, row.model, row.prompt_tokens, row.completion_tokens, row.total_tokens,
-                    row.latency_ms, row.status, row.error_code, row.estimated_cost_usd
-                ],
-            )
-            .map(|_| ())
-        })
-        .await
+    /// Hand a row to the usage log's writer (see [`super::usage_writer`]): returns as
+    /// soon as it is queued; waits a bounded time for room when the queue is full.
+    pub async fn insert_usage(&self, row: UsageRow) -> anyhow::Result<UsageWrite> {
+        match self.usage.push(row).await {
+            Ok(outcome) => Ok(outcome),
+            // The writer has stopped (after shutdown): write it here.
+            Err(row) => {
+                let written = self
+                    .with(move |c| super::usage_writer::insert_rows(c, std::slice::from_ref(&row)))
+                    .await;
+                if written.is_err() {
+                    self.usage.count_lost();
+                }
+                written.map(|()| UsageWrite::Written)
+            }
+        }
+    }
+
+    /// Wait until every usage row handed over so far is in the table.
+    pub async fn flush_usage(&self) {
+        self.usage.flush().await;
+    }
+
+    /// Write every queued usage row and stop the writer (shutdown). Rows handed over
+    /// later are written directly.
+    pub async fn close_usage_log(&self) {
+        self.usage.close().await;
+    }
+
+    /// Usage rows lost since start: the queue stayed full, or SQLite refused them.
+    pub fn usage_rows_dropped(&self) -> u64 {
+        self.usage.dropped()
+    }
+
+    /// The counter behind [`Self::usage_rows_dropped`], for `/metrics`.
+    pub fn usage_dropped_counter(&self) -> prometheus_client::metrics::counter::Counter {
+        self.usage.dropped_counter()
+    }
+
+    /// Usage rows the writer has committed since start.
+    pub fn usage_rows_written(&self) -> u64 {
+        self.usage.written()
     }
 
     /// The latest rows, newest first.
     pub async fn recent_usage(&self, q: UsageQuery) -> anyhow::Result<Vec<UsageRow>> {
         let limit = q.limit.unwrap_or(50).min(1000);
+        self.flush_usage().await;
         self.with(move |c| {
             let mut stmt = c.prepare(&format!(
                 "SELECT {COLUMNS} FROM usage WHERE (?1 IS NULL OR kind = ?1) ORDER BY id DESC LIMIT ?2"
@@ -104,6 +144,7 @@ impl Store {
     pub async fn usage_summary(&self, window_s: u64) -> anyhow::Result<UsageSummary> {
         let since = (chrono::Utc::now() - chrono::Duration::seconds(window_s as i64))
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        self.flush_usage().await;
         self.with(move |c| {
             let mut stmt = c.prepare(
                 "SELECT latency_ms, status, COALESCE(total_tokens, 0), COALESCE(estimated_cost_usd, 0) FROM usage WHERE ts >= ?1 ORDER BY latency_ms",
