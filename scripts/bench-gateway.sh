@@ -17,6 +17,7 @@
 #   --duration  seconds per c=64 series (default 10)
 #   --soak S    afterwards, S seconds at c=64 against the Desk, RSS sampled every 10 s
 #               (the 10-minute soak: --soak 600)
+# DESK_BIN=path measures another build of the Desk (e.g. the one before a change).
 # Needs: oha (cargo install oha --locked), nginx (apt-get install -y nginx), python3.
 # Not part of .ci/run (minutes long and sensitive to machine load): run by hand.
 set -euo pipefail
@@ -33,7 +34,7 @@ while [ $# -gt 0 ]; do
     --duration) DURATION=$2; shift 2 ;;
     --soak) SOAK=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -46,7 +47,7 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 if [ "$BUILD" = 1 ]; then
   (cd "$root" && cargo build --release -q -p sparklio-desk -p sparklio-testkit)
 fi
-DESK=$target_dir/release/sparklio-desk
+DESK=${DESK_BIN:-$target_dir/release/sparklio-desk}
 KIT=$target_dir/release/sparklio-testkit
 
 work=$(mktemp -d /tmp/bench-gateway.XXXXXX)
@@ -170,10 +171,10 @@ run() {
   oha --no-tui "${OHA_JSON[@]}" "${size[@]}" -c "$c" -m POST -H 'content-type: application/json' \
     -D "$body" "$url" > "$work/oha.json"
   after=$(ticks "$t")
-  python3 - "$t" "$c" "$((after - before))" "$(getconf CLK_TCK)" < "$work/oha.json" >> "$work/results" <<'PY'
+  python3 - "$t" "$c" "$((after - before))" "$(getconf CLK_TCK)" "$work/oha.json" >> "$work/results" <<'PY'
 import json, sys
 t, c, ticks, hz = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-d = json.load(sys.stdin)
+d = json.load(open(sys.argv[5]))
 codes = d.get("statusCodeDistribution", {})
 ok = int(codes.get("200", 0))
 total = sum(int(v) for v in codes.values())
@@ -239,10 +240,10 @@ if [ "$SOAK" -gt 0 ]; then
   done
   wait "$soak_pid"
   echo "  ${samples[*]}"
-  python3 - "${samples[@]}" < "$work/soak.json" <<'PY'
+  python3 - "$work/soak.json" "${samples[@]}" <<'PY'
 import json, sys
-s = [int(x) for x in sys.argv[1:]]
-d = json.load(sys.stdin)
+s = [int(x) for x in sys.argv[2:]]
+d = json.load(open(sys.argv[1]))
 print(f"  first {s[0]} MB, last {s[-1]} MB, max {max(s)} MB over {len(s)} samples;"
       f" {d['summary']['requestsPerSec']:,.0f} req/s, p99 {d['latencyPercentiles']['p99'] * 1000:.2f} ms,"
       f" status codes {d.get('statusCodeDistribution')}")

@@ -85,6 +85,7 @@ async fn run(
     policy.error_rate_min_requests = options.error_rate_min_requests;
     let mut tick = tokio::time::interval(options.poll_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut window = ErrorWindow::new(Duration::from_secs(options.error_window_s));
     loop {
         tokio::select! {
             _ = state.shutdown.cancelled() => break,
@@ -106,8 +107,52 @@ async fn run(
                 }
                 Err(RecvError::Closed) => break,
             },
-            _ = tick.tick() => check_gateway(&state, &options, &mut policy, &sink).await,
+            _ = tick.tick() => check_gateway(&state, &options, &mut policy, &mut window, &sink).await,
         }
+    }
+}
+
+/// Requests and errors over the alarm's window, counted as the usage log grows: each
+/// poll reads only the rows written since the last one (a 300 s window at 10,000
+/// requests/s is 3 million rows, too many to read every 5 s).
+struct ErrorWindow {
+    window: Duration,
+    /// The last usage row counted; `None` until the first poll.
+    last_id: Option<i64>,
+    /// (when counted, requests, errors), oldest first.
+    polls: std::collections::VecDeque<(Instant, u64, u64)>,
+}
+
+impl ErrorWindow {
+    fn new(window: Duration) -> Self {
+        Self {
+            window,
+            last_id: None,
+            polls: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Count the new rows; returns (requests, errors) in the window.
+    async fn poll(&mut self, store: &Store) -> anyhow::Result<(u64, u64)> {
+        let after = match self.last_id {
+            Some(id) => id,
+            None => store.usage_id_before(self.window.as_secs()).await?,
+        };
+        let counts = store.usage_counts_after(after).await?;
+        self.last_id = Some(counts.last_id);
+        let now = Instant::now();
+        self.polls.push_back((now, counts.requests, counts.errors));
+        while self
+            .polls
+            .front()
+            .is_some_and(|(at, _, _)| now.duration_since(*at) > self.window)
+        {
+            self.polls.pop_front();
+        }
+        Ok(self
+            .polls
+            .iter()
+            .fold((0, 0), |(r, e), (_, r2, e2)| (r + r2, e + e2)))
     }
 }
 
@@ -115,17 +160,23 @@ async fn check_gateway(
     state: &NotifierInputs,
     options: &NotifierOptions,
     policy: &mut NotificationPolicy,
+    window: &mut ErrorWindow,
     sink: &Sink,
 ) {
-    let summary = match state.store.usage_summary(options.error_window_s).await {
-        Ok(summary) => summary,
+    let (requests, errors) = match window.poll(&state.store).await {
+        Ok(counts) => counts,
         Err(e) => {
             tracing::debug!("notifier cannot read the usage log: {e:#}");
             return;
         }
     };
+    let error_rate = if requests == 0 {
+        0.0
+    } else {
+        errors as f64 / requests as f64
+    };
     let was_failing = policy.gateway_alarm_on();
-    let notification = policy.on_gateway_errors(summary.requests, summary.errors, Instant::now());
+    let notification = policy.on_gateway_errors(requests, errors, Instant::now());
     let failing = policy.gateway_alarm_on();
     if failing != was_failing {
         let (from, to) = if failing {
@@ -135,10 +186,10 @@ async fn check_gateway(
         };
         let reason = format!(
             "{} of {} requests in the last {} s failed ({:.0} %, alarm at {:.0} %)",
-            summary.errors,
-            summary.requests,
+            errors,
+            requests,
             options.error_window_s,
-            summary.error_rate * 100.0,
+            error_rate * 100.0,
             options.error_rate_threshold * 100.0
         );
         state

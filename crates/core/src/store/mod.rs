@@ -15,8 +15,8 @@ pub use events::{EventQuery, EventRow};
 pub use jobs::{JobKind, JobRow};
 pub use media_files::StoredFile;
 pub use retention::{Orphan, StorageFigures, SweepReport};
-pub use usage::{UsageQuery, UsageRow, UsageSummary};
-pub use usage_writer::{UsageWrite, BACKPRESSURE_WAIT, BATCH_ROWS, QUEUE_ROWS};
+pub use usage::{UsageCounts, UsageQuery, UsageRow, UsageSummary};
+pub use usage_writer::{UsageWrite, BACKPRESSURE_WAIT, BATCH_LINGER, BATCH_ROWS, QUEUE_ROWS};
 
 use anyhow::Context;
 use rusqlite::Connection;

@@ -1,7 +1,7 @@
 //! The usage log: one row per gateway request, success or error.
 
 use super::{Store, UsageWrite};
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -32,6 +32,15 @@ pub struct UsageRow {
 pub struct UsageQuery {
     pub limit: Option<u32>,
     pub kind: Option<String>,
+}
+
+/// Requests and failed requests (status ≥ 400) among usage rows with an id above `after`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageCounts {
+    pub requests: u64,
+    pub errors: u64,
+    /// The highest row id counted (`after` when there were none): the next `after`.
+    pub last_id: i64,
 }
 
 /// Aggregates over a recent window, for the dashboard.
@@ -136,6 +145,48 @@ impl Store {
                 })
             })?;
             rows.collect()
+        })
+        .await
+    }
+
+    /// The id just before the first row of the last `window_s` seconds (the starting
+    /// point for [`Self::usage_counts_after`]); an index seek, whatever the table's size.
+    pub async fn usage_id_before(&self, window_s: u64) -> anyhow::Result<i64> {
+        let since = (chrono::Utc::now() - chrono::Duration::seconds(window_s as i64))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        self.flush_usage().await;
+        self.with(move |c| {
+            let first: Option<i64> = c
+                .query_row(
+                    "SELECT id FROM usage WHERE ts >= ?1 ORDER BY ts LIMIT 1",
+                    params![since],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match first {
+                Some(id) => Ok(id - 1),
+                None => c.query_row("SELECT COALESCE(MAX(id), 0) FROM usage", [], |r| r.get(0)),
+            }
+        })
+        .await
+    }
+
+    /// Count the rows written after row `after` (a range of the primary key: the cost
+    /// follows the new rows, not the table), for a watcher that polls.
+    pub async fn usage_counts_after(&self, after: i64) -> anyhow::Result<UsageCounts> {
+        self.flush_usage().await;
+        self.with(move |c| {
+            c.query_row(
+                "SELECT COUNT(*), COALESCE(SUM(status >= 400), 0), COALESCE(MAX(id), ?1) FROM usage WHERE id > ?1",
+                params![after],
+                |r| {
+                    Ok(UsageCounts {
+                        requests: r.get::<_, i64>(0)? as u64,
+                        errors: r.get::<_, i64>(1)? as u64,
+                        last_id: r.get(2)?,
+                    })
+                },
+            )
         })
         .await
     }
