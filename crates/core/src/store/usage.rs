@@ -79,7 +79,9 @@ impl Store {
             // The writer has stopped (after shutdown): write it here.
             Err(row) => {
                 let written = self
-                    .with(move |c| super::usage_writer::insert_rows(c, std::slice::from_ref(&row)))
+                    .with(move |c| {
+                        super::usage_writer::insert_rows(c, std::slice::from_ref(row.as_ref()))
+                    })
                     .await;
                 if written.is_err() {
                     self.usage.count_lost();

@@ -156,7 +156,7 @@ fn unwrap_row(msg: Msg) -> Box<UsageRow> {
 }
 
 /// Insert `rows` in one transaction with the cached prepared statement.
-pub(super) fn insert_rows(c: &mut Connection, rows: &[Box<UsageRow>]) -> rusqlite::Result<()> {
+pub(super) fn insert_rows(c: &mut Connection, rows: &[UsageRow]) -> rusqlite::Result<()> {
     let tx = c.transaction()?;
     {
         let mut stmt = tx.prepare_cached(INSERT_USAGE)?;
@@ -188,7 +188,7 @@ pub(super) fn insert_rows(c: &mut Connection, rows: &[Box<UsageRow>]) -> rusqlit
 /// The writer thread's state.
 struct Writer<'a> {
     conn: Connection,
-    batch: Vec<Box<UsageRow>>,
+    batch: Vec<UsageRow>,
     /// Close requests, answered once everything is written.
     closed: Vec<oneshot::Sender<()>>,
     counts: &'a Counts,
@@ -215,7 +215,7 @@ impl Writer<'_> {
     fn take(&mut self, msg: Msg, rx: &mut mpsc::Receiver<Msg>) {
         match msg {
             Msg::Row(row) => {
-                self.batch.push(row);
+                self.batch.push(*row);
                 if self.batch.len() >= BATCH_ROWS {
                     self.commit();
                 }
