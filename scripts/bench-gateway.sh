@@ -202,27 +202,30 @@ for r in $(seq "$ROUNDS"); do
   done
 done
 
-declare -A peak now
-for t in direct nginx desk; do peak[$t]=$(rss_kb "$t" VmHWM); now[$t]=$(rss_kb "$t" VmRSS); done
+declare -A peak now anon
+for t in direct nginx desk; do
+  peak[$t]=$(rss_kb "$t" VmHWM); now[$t]=$(rss_kb "$t" VmRSS); anon[$t]=$(rss_kb "$t" RssAnon)
+done
 
 echo
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
-python3 - "$work/results" "${peak[direct]}" "${peak[nginx]}" "${peak[desk]}" "${now[direct]}" "${now[nginx]}" "${now[desk]}" <<'PY'
+python3 - "$work/results" "${peak[direct]}" "${peak[nginx]}" "${peak[desk]}" "${now[direct]}" "${now[nginx]}" "${now[desk]}" "${anon[direct]}" "${anon[nginx]}" "${anon[desk]}" <<'PY'
 import sys, statistics as st
 rows = [l.split() for l in open(sys.argv[1])]
 peak = dict(zip(["direct", "nginx", "desk"], map(int, sys.argv[2:5])))
 now = dict(zip(["direct", "nginx", "desk"], map(int, sys.argv[5:8])))
+anon = dict(zip(["direct", "nginx", "desk"], map(int, sys.argv[8:11])))
 def med(t, c, i):
     return st.median(float(r[i]) for r in rows if r[0] == t and int(r[1]) == c)
 base50, base99 = med("direct", 1, 2), med("direct", 1, 3)
-print("| target | overhead p50 / p99 at c=1 | requests/s at c=64 | RSS peak / after | CPU per request (c=64) |")
+print("| target | overhead p50 / p99 at c=1 | requests/s at c=64 | RSS peak / after (anonymous) | CPU per request (c=64) |")
 print("|---|---|---|---|---|")
 for t, name in [("direct", "fixed-reply upstream alone"), ("nginx", "nginx reverse proxy"), ("desk", "Sparklio Desk /api/v1/llm/generate")]:
     if t == "direct":
         lat = f"{base50:.3f} / {base99:.3f} ms (latency itself)"
     else:
         lat = f"{med(t, 1, 2) - base50:.3f} / {med(t, 1, 3) - base99:.3f} ms"
-    print(f"| {name} | {lat} | {med(t, 64, 4):,.0f} | {peak[t] / 1024:.0f} / {now[t] / 1024:.0f} MB | {med(t, 64, 5):.3f} ms |")
+    print(f"| {name} | {lat} | {med(t, 64, 4):,.0f} | {peak[t] / 1024:.0f} / {now[t] / 1024:.0f} ({anon[t] / 1024:.0f}) MB | {med(t, 64, 5):.3f} ms |")
 ratio = med("desk", 64, 4) / med("nginx", 64, 4)
 print(f"\nDesk / nginx requests/s at c=64: {ratio:.2f}")
 PY
@@ -233,13 +236,15 @@ if [ "$SOAK" -gt 0 ]; then
   oha --no-tui "${OHA_JSON[@]}" -z "${SOAK}s" -c 64 -m POST -H 'content-type: application/json' \
     -D "$body_desk" "$url_desk" > "$work/soak.json" &
   soak_pid=$!
-  samples=()
+  samples=(); anons=()
   while kill -0 "$soak_pid" 2>/dev/null; do
     samples+=("$(( $(rss_kb desk VmRSS) / 1024 ))")
+    anons+=("$(( $(rss_kb desk RssAnon) / 1024 ))")
     sleep 10
   done
   wait "$soak_pid"
-  echo "  ${samples[*]}"
+  echo "  RSS:       ${samples[*]}"
+  echo "  anonymous: ${anons[*]}"
   python3 - "$work/soak.json" "${samples[@]}" <<'PY'
 import json, sys
 s = [int(x) for x in sys.argv[2:]]
