@@ -22,6 +22,10 @@ mod window;
 use sparklio_core::config::ConfigInput;
 use sparklio_core::telemetry::{init_tracing, LogFormat};
 use std::process::ExitCode;
+
+/// The same allocator as `sparklio-desk` (docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tauri::Manager;
 use tauri::RunEvent;
 

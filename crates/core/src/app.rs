@@ -149,7 +149,13 @@ impl RunningApp {
         }
         // Services stop (unless detach = true) before we return.
         self.state.supervisor.join().await;
-        tracing::info!("shutdown complete");
+        // Every request has ended: write the usage rows still queued.
+        self.state.store.close_usage_log().await;
+        tracing::info!(
+            usage_rows_written = self.state.store.usage_rows_written(),
+            usage_rows_dropped = self.state.store.usage_rows_dropped(),
+            "shutdown complete"
+        );
         Ok(())
     }
 }
@@ -235,7 +241,7 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
     let shutdown = CancellationToken::new();
     let runtime = Arc::new(RuntimeSwitches::new(config.mode()));
     let provider_board = Arc::new(ProviderBoard::default());
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_usage_dropped(store.usage_dropped_counter()));
     let usage = UsageRecorder::new(store.clone(), metrics.clone(), config);
     // NVML's reading comes from the system sampler once it runs.
     let system_for_gpu: Arc<std::sync::OnceLock<Arc<crate::system::SystemMonitor>>> =

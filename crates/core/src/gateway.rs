@@ -411,6 +411,7 @@ impl UsageRecorder {
             error_code: f.error_code,
             estimated_cost_usd,
         };
+        // A dropped row is counted by the store (`usage_rows_dropped_total`).
         if let Err(e) = self.store.insert_usage(row).await {
             tracing::warn!("usage log: {e:#}");
         }

@@ -118,6 +118,9 @@ pub struct Metrics {
     pub media_latency_ms: HistogramFamily<ProviderKindLabels>,
     pub front_requests: Family<FrontRequestLabels, Counter>,
     pub front_latency_ms: HistogramFamily<FrontEndpointLabels>,
+    /// Usage rows lost because the usage log's queue stayed full (or SQLite refused
+    /// them); zero in a healthy Desk. The store counts, this exposes.
+    pub usage_rows_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -128,6 +131,12 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
+        Self::with_usage_dropped(Counter::default())
+    }
+
+    /// Metrics exposing the store's count of dropped usage rows
+    /// ([`crate::store::Store::usage_dropped_counter`]).
+    pub fn with_usage_dropped(usage_rows_dropped: Counter) -> Self {
         let mut registry = Registry::default();
         let llm_requests = Family::<LlmRequestLabels, Counter>::default();
         let llm_latency_ms =
@@ -174,8 +183,14 @@ impl Metrics {
             "Native front latency in milliseconds (to the answer's headers)",
             front_latency_ms.clone(),
         );
+        registry.register(
+            "usage_rows_dropped",
+            "Usage rows lost (the usage log's queue stayed full, or the database refused them)",
+            usage_rows_dropped.clone(),
+        );
         Self {
             registry,
+            usage_rows_dropped,
             llm_requests,
             llm_latency_ms,
             llm_errors,

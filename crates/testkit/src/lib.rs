@@ -8,6 +8,7 @@
 //! - [`ollama`] and [`comfyui`]: doubles of the two upstreams, following their APIs;
 //! - [`fault`]: faults both doubles can be switched to while they run ([`Fault`],
 //!   [`FaultRule`], through a double's [`FaultSwitch`]);
+//! - [`fixed`]: a fixed-reply upstream for benchmarks (`sparklio-testkit fixed`);
 //! - [`control`]: the HTTP control API of the `sparklio-testkit` binary, which runs a
 //!   double as its own process (`sparklio-testkit --help`).
 //!
@@ -17,6 +18,7 @@ pub mod app;
 pub mod comfyui;
 pub mod control;
 pub mod fault;
+pub mod fixed;
 pub mod ollama;
 pub mod ports;
 mod server;

@@ -107,6 +107,112 @@ fn serve_runs_in_mock_mode_and_stops_cleanly_on_sigterm() {
     );
 }
 
+/// The database `serve` wrote under `dir` (its data folder).
+fn find_db(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(found) = find_db(&path) {
+                return Some(found);
+            }
+        } else if path.file_name().is_some_and(|n| n == "sparklio-desk.db") {
+            return Some(path);
+        }
+    }
+    None
+}
+
+/// Issue 18: N answered requests, then SIGTERM while more are in flight, leaves N usage
+/// rows (the usage log's queue is written out on a clean stop).
+#[cfg(unix)]
+#[test]
+fn sigterm_under_load_loses_no_usage_row() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    const WORKERS: usize = 16;
+    const SIGNAL_AFTER: usize = 600;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url, rx) = serve(&dir, &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let answered = rt.block_on(async {
+        let client = reqwest::Client::new();
+        let answered = Arc::new(AtomicUsize::new(0));
+        let mut workers = tokio::task::JoinSet::new();
+        for w in 0..WORKERS {
+            let (client, answered, url) = (client.clone(), answered.clone(), url.clone());
+            workers.spawn(async move {
+                // Until the server stops answering (bounded, in case it never does).
+                for i in 0..5_000 {
+                    let body = serde_json::json!({
+                        "role": "copywriter",
+                        "task": "product_detail",
+                        "request_id": format!("load-{w}-{i}"),
+                        "payload": {"product_name": "프로틴플러스 초코맛", "features": ["30g 단백질"]},
+                    });
+                    match client
+                        .post(format!("{url}/api/v1/llm/generate"))
+                        .json(&body)
+                        .send()
+                        .await
+                    {
+                        Ok(r) if r.status() == 200 => {
+                            answered.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok(_) | Err(_) => break,
+                    }
+                }
+            });
+        }
+        let wait_for = |n: usize| {
+            let answered = answered.clone();
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while answered.load(Ordering::SeqCst) < n && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        };
+        wait_for(SIGNAL_AFTER / 2).await;
+        // Hold the database's write lock from here until after the signal, so rows are
+        // still queued when the server stops (an idle writer would have caught up).
+        let db = find_db(dir.path()).expect("the data folder holds sparklio-desk.db");
+        let blocker = rusqlite::Connection::open(db).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        wait_for(SIGNAL_AFTER).await;
+        sigterm(&child);
+        while workers.join_next().await.is_some() {}
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        blocker.execute_batch("ROLLBACK").unwrap();
+        answered.load(Ordering::SeqCst)
+    });
+    assert!(
+        answered >= SIGNAL_AFTER,
+        "only {answered} requests answered"
+    );
+    let exit = wait_exit(&mut child, Duration::from_secs(30)).expect("serve exits after SIGTERM");
+    assert!(exit.success(), "exit status {exit:?}");
+    let log: Vec<String> = rx.try_iter().collect();
+    assert!(
+        log.iter().any(|l| l.contains("shutdown complete")),
+        "{log:#?}"
+    );
+
+    let db = find_db(dir.path()).expect("the data folder holds sparklio-desk.db");
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let rows: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM usage WHERE request_id LIKE 'load-%' AND status = 200",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        rows, answered as i64,
+        "every answered request has its usage row after SIGTERM"
+    );
+}
+
 #[test]
 fn serve_refuses_a_lan_address_without_api_keys() {
     let dir = tempfile::tempdir().unwrap();

@@ -88,6 +88,18 @@ impl std::fmt::Debug for Contract {
     }
 }
 
+/// Compile one of our own schemas (built in, or generated from a shape). They use
+/// nothing past Draft 7, so they are compiled as Draft 7: checked against Draft 7's small
+/// meta-schema rather than building Draft 2020-12's, which the validator library keeps
+/// for the life of the process (≈ 35 MB of the Desk's heap; issue 18,
+/// docs/performance.md). Schemas a request brings keep the default (2020-12).
+fn compile_own(schema: &Value) -> Result<jsonschema::Validator, String> {
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft7)
+        .build(schema)
+        .map_err(|e| e.to_string())
+}
+
 impl Contract {
     /// A contract from a JSON Schema; `Err` says why the schema does not compile.
     pub fn from_schema(
@@ -96,7 +108,11 @@ impl Contract {
         source: Source,
         schema: Value,
     ) -> Result<Self, String> {
-        let validator = jsonschema::validator_for(&schema).map_err(|e| e.to_string())?;
+        let validator = if source == Source::Builtin {
+            compile_own(&schema)?
+        } else {
+            jsonschema::validator_for(&schema).map_err(|e| e.to_string())?
+        };
         Ok(Self {
             role: role.to_string(),
             task: task.to_string(),
@@ -111,7 +127,7 @@ impl Contract {
     pub fn from_shape(role: &str, task: &str, source: Source, shape: shape::Shape) -> Self {
         let mut schema = shape.schema();
         schema["title"] = Value::String(format!("{role}/{task}"));
-        let validator = jsonschema::validator_for(&schema).expect("shapes give valid schemas");
+        let validator = compile_own(&schema).expect("shapes give valid schemas");
         Self {
             role: role.to_string(),
             task: task.to_string(),

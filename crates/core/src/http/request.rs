@@ -28,13 +28,13 @@ fn request_id_from(req: &Request) -> String {
 pub async fn request_context(req: Request, next: Next) -> Response {
     let id = request_id_from(&req);
     let started = Instant::now();
+    // Kept as they are (a method, a shared URI, an address): formatted only if logged.
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    let uri = req.uri().clone();
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_default();
+        .map(|c| c.0.ip());
 
     let mut resp = REQUEST_ID
         .scope(id.clone(), async move {
@@ -49,10 +49,12 @@ pub async fn request_context(req: Request, next: Next) -> Response {
     let status = resp.status().as_u16();
     let code = resp.extensions().get::<ErrorCode>().map_or("", |c| c.0);
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let path = uri.path();
+    let client = PeerText(peer);
     if status >= 500 {
-        tracing::warn!(request_id = %id, %method, %path, status, code, latency_ms, client = %peer, "request failed");
+        tracing::warn!(request_id = %id, %method, %path, status, code, latency_ms, %client, "request failed");
     } else {
-        tracing::debug!(request_id = %id, %method, %path, status, code, latency_ms, client = %peer, "request");
+        tracing::debug!(request_id = %id, %method, %path, status, code, latency_ms, %client, "request");
     }
     resp
 }
@@ -71,6 +73,18 @@ impl BodyLimits {
             self.upload
         } else {
             self.default
+        }
+    }
+}
+
+/// The client's address in the access log (empty when unknown, as before).
+struct PeerText(Option<std::net::IpAddr>);
+
+impl std::fmt::Display for PeerText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(ip) => ip.fmt(f),
+            None => Ok(()),
         }
     }
 }

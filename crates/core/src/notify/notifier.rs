@@ -5,7 +5,7 @@
 //! every notification is in the dashboard's event list.
 
 use super::{Notification, NotificationPolicy};
-use crate::store::Store;
+use crate::store::{GatewayFailures, Store};
 use crate::supervisor::events::EventLog;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -83,13 +83,12 @@ async fn run(
     sink: Sink,
     mut events: tokio::sync::broadcast::Receiver<crate::supervisor::events::Event>,
 ) {
-    // Only requests from now on: the persisted usage log is history, not news.
-    let started = chrono::Utc::now();
     let mut policy = NotificationPolicy::new(options.min_interval);
     policy.error_rate_threshold = options.error_rate_threshold;
     policy.error_rate_min_requests = options.error_rate_min_requests;
     let mut tick = tokio::time::interval(options.poll_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut window = ErrorWindow::new(Duration::from_secs(options.error_window_s));
     loop {
         tokio::select! {
             _ = state.shutdown.cancelled() => break,
@@ -120,8 +119,59 @@ async fn run(
                 }
                 Err(RecvError::Closed) => break,
             },
-            _ = tick.tick() => check_gateway(&state, &options, &mut policy, &sink, started).await,
+            _ = tick.tick() => check_gateway(&state, &options, &mut policy, &mut window, &sink).await,
         }
+    }
+}
+
+/// Requests and errors over the alarm's window, counted as the usage log grows: each
+/// poll reads only the rows written since the last one (a 300 s window at 10,000
+/// requests/s is 3 million rows, too many to read every 5 s).
+struct ErrorWindow {
+    window: Duration,
+    /// The last usage row counted; `None` until the first poll.
+    last_id: Option<i64>,
+    /// (when counted, what the new rows held), oldest first.
+    polls: std::collections::VecDeque<(Instant, GatewayFailures)>,
+}
+
+impl ErrorWindow {
+    fn new(window: Duration) -> Self {
+        Self {
+            window,
+            last_id: None,
+            polls: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Count the new rows; returns the window's totals. The first poll starts at the
+    /// newest row: the persisted usage log is history, not news (no alarm at start-up).
+    async fn poll(&mut self, store: &Store) -> anyhow::Result<GatewayFailures> {
+        let after = match self.last_id {
+            Some(id) => id,
+            None => store.usage_id_before(0).await?,
+        };
+        let (counts, last_id) = store.gateway_failures_after(after).await?;
+        self.last_id = Some(last_id);
+        let now = Instant::now();
+        self.polls.push_back((now, counts));
+        while self
+            .polls
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > self.window)
+        {
+            self.polls.pop_front();
+        }
+        Ok(self
+            .polls
+            .iter()
+            .fold(GatewayFailures::default(), |mut t, (_, c)| {
+                t.requests += c.requests;
+                t.failures += c.failures;
+                t.client_errors += c.client_errors;
+                t.cancelled += c.cancelled;
+                t
+            }))
     }
 }
 
@@ -129,15 +179,10 @@ async fn check_gateway(
     state: &NotifierInputs,
     options: &NotifierOptions,
     policy: &mut NotificationPolicy,
+    window: &mut ErrorWindow,
     sink: &Sink,
-    started: chrono::DateTime<chrono::Utc>,
 ) {
-    let window_start =
-        chrono::Utc::now() - chrono::Duration::seconds(options.error_window_s as i64);
-    let since = window_start
-        .max(started)
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let f = match state.store.gateway_failures(since).await {
+    let f = match window.poll(&state.store).await {
         Ok(f) => f,
         Err(e) => {
             tracing::debug!("notifier cannot read the usage log: {e:#}");

@@ -1,19 +1,24 @@
 //! SQLite storage for the usage log, the event log and jobs.
 //!
-//! One connection behind a mutex, used from `spawn_blocking`: the write rate is a few
-//! rows per request, far below what one SQLite connection in WAL mode sustains.
+//! One connection behind a mutex, used from `spawn_blocking`, for everything but the
+//! usage log's inserts: those go to a writer thread with its own connection
+//! ([`usage_writer`]), batched, so a request never waits for SQLite.
 
 mod events;
 mod jobs;
 mod media_files;
 mod retention;
 mod usage;
+mod usage_writer;
 
 pub use events::{event_level, EventQuery, EventRow, Stored as StoredEvent};
 pub use jobs::{JobKind, JobRow};
 pub use media_files::StoredFile;
 pub use retention::{Orphan, StorageFigures, SweepReport};
-pub use usage::{is_service_failure, GatewayFailures, UsageQuery, UsageRow, UsageSummary};
+pub use usage::{
+    is_service_failure, GatewayFailures, UsageCounts, UsageQuery, UsageRow, UsageSummary,
+};
+pub use usage_writer::{UsageWrite, BACKPRESSURE_WAIT, BATCH_LINGER, BATCH_ROWS, QUEUE_ROWS};
 
 use anyhow::Context;
 use rusqlite::Connection;
@@ -95,6 +100,7 @@ const MIGRATIONS: &[&str] = &[
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    usage: Arc<usage_writer::UsageQueue>,
 }
 
 impl Store {
@@ -109,9 +115,12 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&conn)?;
+        let usage = usage_writer::UsageQueue::start(&path)
+            .with_context(|| format!("cannot start the usage log writer on {}", path.display()))?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             path,
+            usage: Arc::new(usage),
         })
     }
 

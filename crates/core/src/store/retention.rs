@@ -53,6 +53,7 @@ impl Store {
         &self,
         policy: RetentionConfig,
     ) -> anyhow::Result<(SweepReport, Vec<Orphan>)> {
+        self.flush_usage().await;
         self.with(move |c| {
             let tx = c.transaction()?;
             let mut r = SweepReport {
@@ -131,6 +132,7 @@ impl Store {
 
     pub async fn figures(&self) -> anyhow::Result<StorageFigures> {
         let path = self.path().to_path_buf();
+        self.flush_usage().await;
         self.with(move |c| {
             let count = |sql: &str| c.query_row(sql, [], |x| x.get::<_, i64>(0)).map(|n| n as u64);
             Ok(StorageFigures {

@@ -1,7 +1,7 @@
 //! The usage log: one row per gateway request, success or error.
 
-use super::Store;
-use rusqlite::params;
+use super::{Store, UsageWrite};
+use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -49,11 +49,34 @@ pub struct GatewayFailures {
     pub cancelled: u64,
 }
 
+/// Count one usage row: cancelled, a service failure, a client error, or fine.
+fn classify(f: &mut GatewayFailures, status: u16, code: Option<&str>) {
+    if status == 499 || code == Some("CLIENT_CLOSED") {
+        f.cancelled += 1;
+        return;
+    }
+    f.requests += 1;
+    if is_service_failure(status, code) {
+        f.failures += 1;
+    } else if status >= 400 {
+        f.client_errors += 1;
+    }
+}
+
 /// Whether a usage row is the gateway's or a provider's failure (what the alarm counts).
 pub fn is_service_failure(status: u16, error_code: Option<&str>) -> bool {
     status >= 500
         && status != 499
         && !matches!(error_code, Some("GATEWAY_PAUSED" | "SHUTTING_DOWN"))
+}
+
+/// Requests and failed requests (status ≥ 400) among usage rows with an id above `after`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageCounts {
+    pub requests: u64,
+    pub errors: u64,
+    /// The highest row id counted (`after` when there were none): the next `after`.
+    pub last_id: i64,
 }
 
 /// Aggregates over a recent window, for the dashboard.
@@ -70,28 +93,70 @@ pub struct UsageSummary {
     pub estimated_cost_usd: f64,
 }
 
-const COLUMNS: &str = "ts, request_id, client, key_id, kind, role, task, mode, provider, model, \
-    prompt_tokens, completion_tokens, total_tokens, latency_ms, status, error_code, estimated_cost_usd";
+macro_rules! columns {
+    () => {
+        "ts, request_id, client, key_id, kind, role, task, mode, provider, model, \
+         prompt_tokens, completion_tokens, total_tokens, latency_ms, status, error_code, estimated_cost_usd"
+    };
+}
+const COLUMNS: &str = columns!();
+pub(super) const INSERT_USAGE: &str = concat!(
+    "INSERT INTO usage (",
+    columns!(),
+    ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)"
+);
 
 impl Store {
-    pub async fn insert_usage(&self, row: UsageRow) -> anyhow::Result<()> {
-        self.with(move |c| {
-            c.execute(
-                &format!("INSERT INTO usage ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)"),
-                params![
-                    row.ts, row.request_id, row.client, row.key_id, row.kind, row.role, row.task, row.mode,
-                    row.provider, row.model, row.prompt_tokens, row.completion_tokens, row.total_tokens,
-                    row.latency_ms, row.status, row.error_code, row.estimated_cost_usd
-                ],
-            )
-            .map(|_| ())
-        })
-        .await
+    /// Hand a row to the usage log's writer (see [`super::usage_writer`]): returns as
+    /// soon as it is queued; waits a bounded time for room when the queue is full.
+    pub async fn insert_usage(&self, row: UsageRow) -> anyhow::Result<UsageWrite> {
+        match self.usage.push(row).await {
+            Ok(outcome) => Ok(outcome),
+            // The writer has stopped (after shutdown): write it here.
+            Err(row) => {
+                let written = self
+                    .with(move |c| {
+                        super::usage_writer::insert_rows(c, std::slice::from_ref(row.as_ref()))
+                    })
+                    .await;
+                if written.is_err() {
+                    self.usage.count_lost();
+                }
+                written.map(|()| UsageWrite::Written)
+            }
+        }
+    }
+
+    /// Wait until every usage row handed over so far is in the table.
+    pub async fn flush_usage(&self) {
+        self.usage.flush().await;
+    }
+
+    /// Write every queued usage row and stop the writer (shutdown). Rows handed over
+    /// later are written directly.
+    pub async fn close_usage_log(&self) {
+        self.usage.close().await;
+    }
+
+    /// Usage rows lost since start: the queue stayed full, or SQLite refused them.
+    pub fn usage_rows_dropped(&self) -> u64 {
+        self.usage.dropped()
+    }
+
+    /// The counter behind [`Self::usage_rows_dropped`], for `/metrics`.
+    pub fn usage_dropped_counter(&self) -> prometheus_client::metrics::counter::Counter {
+        self.usage.dropped_counter()
+    }
+
+    /// Usage rows the writer has committed since start.
+    pub fn usage_rows_written(&self) -> u64 {
+        self.usage.written()
     }
 
     /// The latest rows, newest first.
     pub async fn recent_usage(&self, q: UsageQuery) -> anyhow::Result<Vec<UsageRow>> {
         let limit = q.limit.unwrap_or(50).min(1000);
+        self.flush_usage().await;
         self.with(move |c| {
             let mut stmt = c.prepare(&format!(
                 "SELECT {COLUMNS} FROM usage WHERE (?1 IS NULL OR kind = ?1) ORDER BY id DESC LIMIT ?2"
@@ -122,10 +187,53 @@ impl Store {
         .await
     }
 
+    /// The id just before the first row of the last `window_s` seconds (the starting
+    /// point for [`Self::usage_counts_after`]); an index seek, whatever the table's size.
+    pub async fn usage_id_before(&self, window_s: u64) -> anyhow::Result<i64> {
+        let since = (chrono::Utc::now() - chrono::Duration::seconds(window_s as i64))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        self.flush_usage().await;
+        self.with(move |c| {
+            let first: Option<i64> = c
+                .query_row(
+                    "SELECT id FROM usage WHERE ts >= ?1 ORDER BY ts LIMIT 1",
+                    params![since],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match first {
+                Some(id) => Ok(id - 1),
+                None => c.query_row("SELECT COALESCE(MAX(id), 0) FROM usage", [], |r| r.get(0)),
+            }
+        })
+        .await
+    }
+
+    /// Count the rows written after row `after` (a range of the primary key: the cost
+    /// follows the new rows, not the table), for a watcher that polls.
+    pub async fn usage_counts_after(&self, after: i64) -> anyhow::Result<UsageCounts> {
+        self.flush_usage().await;
+        self.with(move |c| {
+            c.query_row(
+                "SELECT COUNT(*), COALESCE(SUM(status >= 400), 0), COALESCE(MAX(id), ?1) FROM usage WHERE id > ?1",
+                params![after],
+                |r| {
+                    Ok(UsageCounts {
+                        requests: r.get::<_, i64>(0)? as u64,
+                        errors: r.get::<_, i64>(1)? as u64,
+                        last_id: r.get(2)?,
+                    })
+                },
+            )
+        })
+        .await
+    }
+
     /// Request rate, error rate and latency percentiles over the last `window_s` seconds.
     pub async fn usage_summary(&self, window_s: u64) -> anyhow::Result<UsageSummary> {
         let since = (chrono::Utc::now() - chrono::Duration::seconds(window_s as i64))
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        self.flush_usage().await;
         self.with(move |c| {
             let mut stmt = c.prepare(
                 "SELECT latency_ms, status, COALESCE(total_tokens, 0), COALESCE(estimated_cost_usd, 0) FROM usage WHERE ts >= ?1 ORDER BY latency_ms",
@@ -165,7 +273,32 @@ impl Store {
 
     /// Requests logged at or after `since` (RFC 3339, as `ts` is written), by whose fault
     /// they failed.
+    /// The alarm's counts over the rows written after row `after` (a range of the primary
+    /// key: the cost follows the new rows, not the table), and the last id counted.
+    pub async fn gateway_failures_after(
+        &self,
+        after: i64,
+    ) -> anyhow::Result<(GatewayFailures, i64)> {
+        self.flush_usage().await;
+        self.with(move |c| {
+            let mut stmt = c.prepare("SELECT id, status, error_code FROM usage WHERE id > ?1")?;
+            let mut rows = stmt.query(params![after])?;
+            let mut f = GatewayFailures::default();
+            let mut last = after;
+            while let Some(r) = rows.next()? {
+                let id: i64 = r.get(0)?;
+                last = last.max(id);
+                let status: u16 = r.get(1)?;
+                let code: Option<String> = r.get(2)?;
+                classify(&mut f, status, code.as_deref());
+            }
+            Ok((f, last))
+        })
+        .await
+    }
+
     pub async fn gateway_failures(&self, since: String) -> anyhow::Result<GatewayFailures> {
+        self.flush_usage().await;
         self.with(move |c| {
             let mut stmt = c.prepare("SELECT status, error_code FROM usage WHERE ts >= ?1")?;
             let mut rows = stmt.query(params![since])?;
@@ -173,16 +306,7 @@ impl Store {
             while let Some(r) = rows.next()? {
                 let status: u16 = r.get(0)?;
                 let code: Option<String> = r.get(1)?;
-                if status == 499 || code.as_deref() == Some("CLIENT_CLOSED") {
-                    f.cancelled += 1;
-                    continue;
-                }
-                f.requests += 1;
-                if is_service_failure(status, code.as_deref()) {
-                    f.failures += 1;
-                } else if status >= 400 {
-                    f.client_errors += 1;
-                }
+                classify(&mut f, status, code.as_deref());
             }
             Ok(f)
         })

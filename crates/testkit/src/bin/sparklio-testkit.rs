@@ -64,6 +64,17 @@ enum Double {
         #[arg(long, default_value_t = 0)]
         node_ms: u64,
     },
+    /// A fixed-reply upstream for benchmarks: each `--reply PATH=FILE` path answers the
+    /// file's bytes to every request (`.json` as application/json, anything else as
+    /// application/x-ndjson); other paths answer 404. No parsing, logging or faults.
+    Fixed {
+        /// Port on 127.0.0.1 (0: any free port).
+        #[arg(long)]
+        port: u16,
+        /// `PATH=FILE`, e.g. `/api/chat=chat.ndjson` (repeatable).
+        #[arg(long = "reply", required = true)]
+        replies: Vec<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -103,6 +114,34 @@ async fn run(cli: Cli) -> std::io::Result<()> {
             let loaded: Vec<&str> = loaded.iter().map(String::as_str).collect();
             let double = OllamaDouble::start_on(ports.port, &models, &loaded).await?;
             serve_until_stopped(double.faults(), ports.control_port, "ollama").await
+        }
+        Double::Fixed { port, replies } => {
+            let mut table = std::collections::HashMap::new();
+            for r in &replies {
+                let (path, file) = r.split_once('=').ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!("--reply {r:?}: expected PATH=FILE"),
+                    )
+                })?;
+                let content_type = if file.ends_with(".json") {
+                    "application/json"
+                } else {
+                    "application/x-ndjson"
+                };
+                let reply = sparklio_testkit::fixed::FixedReply {
+                    content_type: content_type.into(),
+                    body: std::fs::read(file)?.into(),
+                };
+                table.insert(path.to_string(), reply);
+            }
+            let (addr, _task) = sparklio_testkit::fixed::serve_fixed(port, table).await?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "listening on {addr}")?;
+            out.flush()?;
+            drop(out);
+            sparklio_core::app::shutdown_signal().await;
+            Ok(())
         }
         Double::Comfyui {
             ports,

@@ -4,6 +4,7 @@
 mod binary;
 mod comfyui;
 mod faults;
+mod fixed;
 mod ollama;
 mod raw;
 mod rules;

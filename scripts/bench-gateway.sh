@@ -1,0 +1,264 @@
+#!/usr/bin/env bash
+# The gateway's hot path (issue 18), measured side by side in one run:
+#   direct   oha → the fixed-reply upstream (what the upstream itself costs)
+#   nginx    oha → nginx (Debian, plain reverse proxy, keep-alive upstream) → upstream
+#   desk     oha → Sparklio Desk POST /api/v1/llm/generate (live, Ollama provider) → upstream
+# Non-streaming requests at c=1 (latency; overhead = target minus direct) and c=64
+# (requests/s), medians of ROUNDS rounds, plus CPU per request (/proc/<pid>/stat
+# deltas of the target's own processes), RSS (peak and now), and the Desk's usage log
+# (rows written vs requests answered, dropped rows). Everything on 127.0.0.1.
+#
+# The upstream is `sparklio-testkit fixed`, answering the reply the Ollama double gives
+# to the exact request the Desk sends (recorded at start), so all three targets see the
+# same upstream bytes. nginx is sent that same upstream request.
+#
+# Usage: scripts/bench-gateway.sh [--rounds N] [--requests N] [--duration S] [--soak S] [--no-build]
+#   --requests  requests per c=1 series (default 5000)
+#   --duration  seconds per c=64 series (default 10)
+#   --soak S    afterwards, S seconds at c=64 against the Desk, RSS sampled every 10 s
+#               (the 10-minute soak: --soak 600)
+# DESK_BIN=path measures another build of the Desk (e.g. the one before a change).
+# Needs: oha (cargo install oha --locked), nginx (apt-get install -y nginx), python3.
+# Not part of .ci/run (minutes long and sensitive to machine load): run by hand.
+set -euo pipefail
+
+ROUNDS=2
+REQUESTS=5000
+DURATION=10
+SOAK=0
+BUILD=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --requests) REQUESTS=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    --soak) SOAK=$2; shift 2 ;;
+    --no-build) BUILD=0; shift ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+target_dir=${CARGO_TARGET_DIR:-$root/target}
+command -v oha >/dev/null || { echo "oha missing: cargo install oha --locked" >&2; exit 1; }
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+[ -x "$NGINX" ] || { echo "nginx missing: apt-get install -y nginx" >&2; exit 1; }
+if [ "$BUILD" = 1 ]; then
+  (cd "$root" && cargo build --release -q -p sparklio-desk -p sparklio-testkit)
+fi
+DESK=${DESK_BIN:-$target_dir/release/sparklio-desk}
+KIT=$target_dir/release/sparklio-testkit
+
+work=$(mktemp -d /tmp/bench-gateway.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nothing listens on $1" >&2; return 1
+}
+
+desk_config() { # port upstream-url data-dir
+  cat <<EOF
+[server]
+bind = "127.0.0.1:$1"
+[storage]
+data_dir = "$3"
+[llm.providers.ollama]
+base_url = "$2"
+EOF
+}
+
+gateway_body='{"role":"copywriter","task":"product_detail","payload":{"product_name":"프로틴플러스 초코맛","features":["30g 단백질","저당"]}}'
+echo "$gateway_body" > "$work/gateway.json"
+
+# 1. Record the upstream request the Desk sends and the double's replies.
+dbl_port=$(free_port); ctl_port=$(free_port); rec_port=$(free_port)
+"$KIT" ollama --port "$dbl_port" --control-port "$ctl_port" > "$work/double.log" 2>&1 &
+dbl_pid=$!; pids+=("$dbl_pid")
+wait_port "$dbl_port"; wait_port "$ctl_port"
+desk_config "$rec_port" "http://127.0.0.1:$dbl_port" "$work/record-data" > "$work/record.toml"
+GENERATOR_MODE=live "$DESK" --config "$work/record.toml" serve > "$work/record.log" 2>&1 &
+rec_pid=$!; pids+=("$rec_pid")
+wait_port "$rec_port"
+curl -sf -o /dev/null -H 'content-type: application/json' --data-binary @"$work/gateway.json" \
+  "http://127.0.0.1:$rec_port/api/v1/llm/generate"
+curl -sf "http://127.0.0.1:$ctl_port/requests" | python3 -c '
+import json, sys
+reqs = [r for r in json.load(sys.stdin) if r["path"] == "/api/chat" and r["body"].get("messages")]
+json.dump(reqs[-1]["body"], open(sys.argv[1], "w"), ensure_ascii=False)
+' "$work/upstream.json"
+curl -sf -H 'content-type: application/json' --data-binary @"$work/upstream.json" \
+  "http://127.0.0.1:$dbl_port/api/chat" > "$work/chat.ndjson"
+for p in tags version ps; do curl -sf "http://127.0.0.1:$dbl_port/api/$p" > "$work/$p.json"; done
+kill "$rec_pid" "$dbl_pid"; wait "$rec_pid" "$dbl_pid" 2>/dev/null || true
+
+# 2. The fixed-reply upstream, nginx in front of it, the Desk in front of it.
+up_port=$(free_port); ng_port=$(free_port); desk_port=$(free_port)
+"$KIT" fixed --port "$up_port" --reply "/api/chat=$work/chat.ndjson" \
+  --reply "/api/tags=$work/tags.json" --reply "/api/version=$work/version.json" \
+  --reply "/api/ps=$work/ps.json" > "$work/upstream.log" 2>&1 &
+up_pid=$!; pids+=("$up_pid")
+wait_port "$up_port"
+
+mkdir -p "$work/nginx"
+cat > "$work/nginx.conf" <<EOF
+worker_processes auto;
+pid $work/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx/body;
+  proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fastcgi;
+  uwsgi_temp_path $work/nginx/uwsgi;
+  scgi_temp_path $work/nginx/scgi;
+  upstream fixed { server 127.0.0.1:$up_port; keepalive 128; }
+  server {
+    listen 127.0.0.1:$ng_port;
+    location / {
+      proxy_pass http://fixed;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+"$NGINX" -c "$work/nginx.conf" -g 'daemon off;' > "$work/nginx.log" 2>&1 &
+ng_pid=$!; pids+=("$ng_pid")
+wait_port "$ng_port"
+
+desk_config "$desk_port" "http://127.0.0.1:$up_port" "$work/desk-data" > "$work/desk.toml"
+GENERATOR_MODE=live "$DESK" --config "$work/desk.toml" serve > "$work/desk.log" 2>&1 &
+desk_pid=$!; pids+=("$desk_pid")
+wait_port "$desk_port"
+
+# A target: name, URL, body file, pids to account (nginx: master and workers).
+url_direct="http://127.0.0.1:$up_port/api/chat"
+url_nginx="http://127.0.0.1:$ng_port/api/chat"
+url_desk="http://127.0.0.1:$desk_port/api/v1/llm/generate"
+body_direct=$work/upstream.json; body_nginx=$work/upstream.json; body_desk=$work/gateway.json
+procs() {
+  case "$1" in
+    direct) echo "$up_pid" ;;
+    nginx) echo "$ng_pid $(pgrep -P "$ng_pid" | tr '\n' ' ')" ;;
+    desk) echo "$desk_pid" ;;
+  esac
+}
+ticks() { local t=0; for p in $(procs "$1"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+rss_kb() { local k=0; for p in $(procs "$1"); do k=$((k + $(awk "/^$2:/ {print \$2}" "/proc/$p/status"))); done; echo "$k"; }
+
+# oha flags: JSON output (1.5+: --output-format json; older: -j).
+if oha --help | grep -q -- '--output-format'; then OHA_JSON=(--output-format json); else OHA_JSON=(-j); fi
+# run TARGET CONCURRENCY -> appends "target c p50_ms p99_ms rps cpu_ms_per_req ok" to results
+run() {
+  local t=$1 c=$2 url body size
+  url=$(eval echo "\$url_$t"); body=$(eval echo "\$body_$t")
+  if [ "$c" = 1 ]; then size=(-n "$REQUESTS"); else size=(-z "${DURATION}s"); fi
+  local before after
+  before=$(ticks "$t")
+  oha --no-tui "${OHA_JSON[@]}" "${size[@]}" -c "$c" -m POST -H 'content-type: application/json' \
+    -D "$body" "$url" > "$work/oha.json"
+  after=$(ticks "$t")
+  python3 - "$t" "$c" "$((after - before))" "$(getconf CLK_TCK)" "$work/oha.json" >> "$work/results" <<'PY'
+import json, sys
+t, c, ticks, hz = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+d = json.load(open(sys.argv[5]))
+codes = d.get("statusCodeDistribution", {})
+ok = int(codes.get("200", 0))
+total = sum(int(v) for v in codes.values())
+p = d["latencyPercentiles"]
+cpu = ticks * 1000.0 / hz / max(total, 1)
+print(t, c, p["p50"] * 1000, p["p99"] * 1000, d["summary"]["requestsPerSec"], cpu, ok, total)
+PY
+  [ "$t" = desk ] && desk_total=$((desk_total + $(awk 'END {print $8}' "$work/results")))
+  tail -1 "$work/results" | awk '{printf "  %-6s c=%-3s p50 %.3f ms  p99 %.3f ms  %8.0f req/s  cpu %.3f ms/req  %s/%s ok\n", $1, $2, $3, $4, $5, $6, $7, $8}'
+}
+
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) CPUs), $(oha --version), $("$NGINX" -v 2>&1)"
+for t in direct nginx desk; do # warm-up
+  oha --no-tui "${OHA_JSON[@]}" -n 2000 -c 16 -m POST -H 'content-type: application/json' \
+    -D "$(eval echo "\$body_$t")" "$(eval echo "\$url_$t")" > "$work/warmup-$t.json"
+done
+# Responses the Desk gave (any status): each must leave one usage row.
+desk_answers() { python3 -c 'import json,sys; print(sum(int(v) for v in json.load(open(sys.argv[1])).get("statusCodeDistribution", {}).values()))' "$1"; }
+desk_total=$(desk_answers "$work/warmup-desk.json")
+: > "$work/results"
+for r in $(seq "$ROUNDS"); do
+  echo "round $r"
+  for c in 1 64; do
+    for t in direct nginx desk; do run "$t" "$c"; done
+  done
+done
+
+declare -A peak now anon
+for t in direct nginx desk; do
+  peak[$t]=$(rss_kb "$t" VmHWM); now[$t]=$(rss_kb "$t" VmRSS); anon[$t]=$(rss_kb "$t" RssAnon)
+done
+
+echo
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+python3 - "$work/results" "${peak[direct]}" "${peak[nginx]}" "${peak[desk]}" "${now[direct]}" "${now[nginx]}" "${now[desk]}" "${anon[direct]}" "${anon[nginx]}" "${anon[desk]}" <<'PY'
+import sys, statistics as st
+rows = [l.split() for l in open(sys.argv[1])]
+peak = dict(zip(["direct", "nginx", "desk"], map(int, sys.argv[2:5])))
+now = dict(zip(["direct", "nginx", "desk"], map(int, sys.argv[5:8])))
+anon = dict(zip(["direct", "nginx", "desk"], map(int, sys.argv[8:11])))
+def med(t, c, i):
+    return st.median(float(r[i]) for r in rows if r[0] == t and int(r[1]) == c)
+base50, base99 = med("direct", 1, 2), med("direct", 1, 3)
+print("| target | overhead p50 / p99 at c=1 | requests/s at c=64 | RSS peak / after (anonymous) | CPU per request (c=64) |")
+print("|---|---|---|---|---|")
+for t, name in [("direct", "fixed-reply upstream alone"), ("nginx", "nginx reverse proxy"), ("desk", "Sparklio Desk /api/v1/llm/generate")]:
+    if t == "direct":
+        lat = f"{base50:.3f} / {base99:.3f} ms (latency itself)"
+    else:
+        lat = f"{med(t, 1, 2) - base50:.3f} / {med(t, 1, 3) - base99:.3f} ms"
+    print(f"| {name} | {lat} | {med(t, 64, 4):,.0f} | {peak[t] / 1024:.0f} / {now[t] / 1024:.0f} ({anon[t] / 1024:.0f}) MB | {med(t, 64, 5):.3f} ms |")
+ratio = med("desk", 64, 4) / med("nginx", 64, 4)
+print(f"\nDesk / nginx requests/s at c=64: {ratio:.2f}")
+PY
+
+if [ "$SOAK" -gt 0 ]; then
+  echo
+  echo "soak: ${SOAK}s at c=64 against the Desk, RSS every 10 s (MB)"
+  oha --no-tui "${OHA_JSON[@]}" -z "${SOAK}s" -c 64 -m POST -H 'content-type: application/json' \
+    -D "$body_desk" "$url_desk" > "$work/soak.json" &
+  soak_pid=$!
+  samples=(); anons=()
+  while kill -0 "$soak_pid" 2>/dev/null; do
+    samples+=("$(( $(rss_kb desk VmRSS) / 1024 ))")
+    anons+=("$(( $(rss_kb desk RssAnon) / 1024 ))")
+    sleep 10
+  done
+  wait "$soak_pid"
+  echo "  RSS:       ${samples[*]}"
+  echo "  anonymous: ${anons[*]}"
+  python3 - "$work/soak.json" "${samples[@]}" <<'PY'
+import json, sys
+s = [int(x) for x in sys.argv[2:]]
+d = json.load(open(sys.argv[1]))
+print(f"  first {s[0]} MB, last {s[-1]} MB, max {max(s)} MB over {len(s)} samples;"
+      f" {d['summary']['requestsPerSec']:,.0f} req/s, p99 {d['latencyPercentiles']['p99'] * 1000:.2f} ms,"
+      f" status codes {d.get('statusCodeDistribution')}")
+PY
+  desk_total=$((desk_total + $(desk_answers "$work/soak.json")))
+fi
+
+# The usage log: SIGTERM the Desk (a clean stop writes out the queue), then count rows.
+dropped=$(curl -sf "http://127.0.0.1:$desk_port/metrics" | awk '/^usage_rows_dropped_total/ {print $2}')
+kill -TERM "$desk_pid"; wait "$desk_pid" 2>/dev/null || true
+rows=$(sqlite3 "$work/desk-data/sparklio-desk.db" 'SELECT COUNT(*) FROM usage')
+echo "Desk usage log: $desk_total responses, $rows rows after SIGTERM, dropped rows: ${dropped:-?}"
+echo "(work folder: $work)"
