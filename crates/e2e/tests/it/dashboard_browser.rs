@@ -476,9 +476,11 @@ async fn dashboard_pulls_a_missing_model_with_progress_and_deletes_after_confirm
     // A download slow enough to watch: the pull's body trickles.
     ollama
         .set_fault(
+            // Slow enough (about 6 s) that the page's 0.5 s polls see it between 0 and 100 %
+            // even on a loaded machine.
             sparklio_testkit::Fault::Trickle {
-                bytes: 48,
-                interval_ms: 60,
+                bytes: 16,
+                interval_ms: 100,
             }
             .on("/api/pull"),
         )
