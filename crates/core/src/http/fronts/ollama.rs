@@ -62,11 +62,11 @@ pub fn listener_router(main: Router) -> Router {
 /// Every route, at `/api/*` and again under `/ollama`.
 pub fn routes(state: SharedState) -> Router<SharedState> {
     let open = Router::new()
-        .route("/api/chat", post(chat))
-        .route("/api/generate", post(generate))
-        .route("/api/embed", post(embed))
-        .route("/api/embeddings", post(embeddings))
-        .route("/api/show", post(show))
+        .route("/api/chat", forwarded("chat"))
+        .route("/api/generate", forwarded("generate"))
+        .route("/api/embed", forwarded("embed"))
+        .route("/api/embeddings", forwarded("embeddings"))
+        .route("/api/show", forwarded("show"))
         .route("/api/tags", get(tags))
         .route("/api/ps", get(ps))
         .route("/api/version", get(version))
@@ -76,7 +76,7 @@ pub fn routes(state: SharedState) -> Router<SharedState> {
         .route("/api/pull", post(pull))
         .route("/api/delete", delete(remove))
         .route("/api/copy", post(copy))
-        .route("/api/create", post(create))
+        .route("/api/create", forwarded("create"))
         .route_layer(from_fn_with_state(state.clone(), limits::limit))
         .route_layer(from_fn_with_state(state, super::require_admin));
     let api = open.merge(admin);
@@ -187,73 +187,22 @@ async fn forward(
     Ok(streamed(s))
 }
 
+/// `POST /api/<endpoint>`: forwarded to the instance holding the body's model (or
+/// answered by the mock in mock mode).
+fn forwarded(endpoint: &'static str) -> axum::routing::MethodRouter<SharedState> {
+    post(
+        move |State(state): State<SharedState>,
+              caller: Option<Extension<Caller>>,
+              headers: HeaderMap,
+              body: Bytes| async move {
+            let path = format!("/api/{endpoint}");
+            forward(&state, front_call(caller, &headers, endpoint), &path, body).await
+        },
+    )
+}
+
 fn mock_mode(state: &SharedState) -> bool {
     state.runtime.mode() == crate::config::GeneratorMode::Mock
-}
-
-async fn chat(
-    State(state): State<SharedState>,
-    caller: Option<Extension<Caller>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    forward(
-        &state,
-        front_call(caller, &headers, "chat"),
-        "/api/chat",
-        body,
-    )
-    .await
-}
-
-async fn generate(
-    State(state): State<SharedState>,
-    caller: Option<Extension<Caller>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let call = front_call(caller, &headers, "generate");
-    forward(&state, call, "/api/generate", body).await
-}
-
-async fn embed(
-    State(state): State<SharedState>,
-    caller: Option<Extension<Caller>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    forward(
-        &state,
-        front_call(caller, &headers, "embed"),
-        "/api/embed",
-        body,
-    )
-    .await
-}
-
-async fn embeddings(
-    State(state): State<SharedState>,
-    caller: Option<Extension<Caller>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let call = front_call(caller, &headers, "embeddings");
-    forward(&state, call, "/api/embeddings", body).await
-}
-
-async fn show(
-    State(state): State<SharedState>,
-    caller: Option<Extension<Caller>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    forward(
-        &state,
-        front_call(caller, &headers, "show"),
-        "/api/show",
-        body,
-    )
-    .await
 }
 
 async fn copy(
@@ -281,21 +230,6 @@ async fn copy(
         )
         .await?;
     Ok(streamed(s))
-}
-
-async fn create(
-    State(state): State<SharedState>,
-    caller: Option<Extension<Caller>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    forward(
-        &state,
-        front_call(caller, &headers, "create"),
-        "/api/create",
-        body,
-    )
-    .await
 }
 
 async fn remove(
