@@ -454,6 +454,17 @@ fn target(state: &SharedState, model: &str) -> Result<DirectTarget, ApiError> {
         .direct_target(model, &config.fronts.openai.models)?)
 }
 
+/// A failure mid-stream: one event with the error in OpenAI's shape (the SDKs raise it).
+fn sse_error(e: crate::llm::Error) -> Result<Event, Infallible> {
+    let e = ApiError::from(e);
+    sse_data(&super::front_error(
+        crate::http::auth::Front::OpenAi,
+        e.status,
+        e.code,
+        &e.body()["error"],
+    ))
+}
+
 fn sse_data(v: &Value) -> Result<Event, Infallible> {
     Ok(Event::default().data(v.to_string()))
 }
@@ -533,16 +544,7 @@ async fn chat_completions(
                 out.push(Ok(Event::default().data("[DONE]")));
                 out
             }
-            Err(e) => {
-                let e = ApiError::from(e);
-                let status = e.status;
-                vec![sse_data(&super::front_error(
-                    crate::http::auth::Front::OpenAi,
-                    status,
-                    e.code,
-                    &e.body()["error"],
-                ))]
-            }
+            Err(e) => vec![sse_error(e)],
         };
         futures::stream::iter(out)
     }));
@@ -633,15 +635,7 @@ async fn completions(
                 }
                 vec![sse_data(&last), Ok(Event::default().data("[DONE]"))]
             }
-            Err(e) => {
-                let e = ApiError::from(e);
-                vec![sse_data(&super::front_error(
-                    crate::http::auth::Front::OpenAi,
-                    e.status,
-                    e.code,
-                    &e.body()["error"],
-                ))]
-            }
+            Err(e) => vec![sse_error(e)],
         };
         futures::stream::iter(out)
     });
