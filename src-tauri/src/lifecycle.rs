@@ -26,7 +26,11 @@ pub fn start_core(app: &mut App, loaded: LoadedConfig) -> anyhow::Result<()> {
     let (signal, running) = tauri::async_runtime::block_on(async {
         // Handlers first, so a SIGTERM right after start-up still stops the core cleanly.
         let signal = shutdown_signal();
-        let running = sparklio_core::start(loaded, StartOptions::default()).await?;
+        let opts = StartOptions {
+            config_input: Some(sparklio_core::config::ConfigInput::from_process(None)),
+            ..StartOptions::default()
+        };
+        let running = sparklio_core::start(loaded, opts).await?;
         anyhow::Ok((signal, running))
     })?;
     let state = running.state.clone();

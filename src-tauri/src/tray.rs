@@ -29,6 +29,7 @@ const MENU_MODE: &str = "mode-live";
 const MENU_PAUSE: &str = "pause";
 const MENU_AUTOSTART: &str = "autostart";
 const MENU_EDIT_CONFIG: &str = "edit-config";
+const MENU_RELOAD_CONFIG: &str = "reload-config";
 const MENU_QUIT: &str = "quit";
 const MENU_MUTE_HOUR: &str = "mute-hour";
 const MENU_MUTE_CHANGE: &str = "mute-until-change";
@@ -257,6 +258,9 @@ fn build(app: &AppHandle) -> tauri::Result<TrayIcon> {
     )?;
     // Opens the config file in Notepad (the template first when there is none).
     let edit_config = MenuItem::with_id(app, MENU_EDIT_CONFIG, "Edit config", true, None::<&str>)?;
+    // Applies the edited file without a restart; a notification says what changed.
+    let reload_config =
+        MenuItem::with_id(app, MENU_RELOAD_CONFIG, "Reload config", true, None::<&str>)?;
     let quit = MenuItem::with_id(app, MENU_QUIT, "Quit", true, None::<&str>)?;
     // Enabled once a notification was shown: they mute its topic.
     let mute_hour = MenuItem::with_id(
@@ -286,6 +290,7 @@ fn build(app: &AppHandle) -> tauri::Result<TrayIcon> {
         &pause,
         &autostart,
         &edit_config,
+        &reload_config,
         &separator()?,
         &mute_hour,
         &mute_change,
@@ -357,6 +362,16 @@ fn on_menu_event(app: &AppHandle, event: MenuEvent) {
                         MuteFor::UntilChange
                     };
                     mute_last(app, &state, for_);
+                }
+                MENU_RELOAD_CONFIG => {
+                    let app = app.clone();
+                    tauri::async_runtime::spawn(async move {
+                        let (title, body) = match state.reload_config(ACTOR).await {
+                            Ok(r) => ("Config reloaded", sparklio_core::app::reload_summary(&r)),
+                            Err(e) => ("Config not applied", e.message()),
+                        };
+                        crate::notify::show(&app, title, &body);
+                    });
                 }
                 MENU_PAUSE => {
                     let paused = !state.runtime.paused();

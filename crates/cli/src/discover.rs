@@ -5,7 +5,6 @@
 
 use sparklio_core::config::LoadedConfig;
 use sparklio_core::supervisor::discover::{self, Found};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -26,49 +25,20 @@ pub struct Args {
 }
 
 pub async fn run(loaded: &LoadedConfig, config_file: Option<PathBuf>, args: Args) -> ExitCode {
-    let config = &loaded.config;
-    // The Desk's own listeners are never proposed as services.
-    let own: Vec<SocketAddr> = config
-        .server
-        .bind
-        .addresses()
-        .iter()
-        .chain(config.fronts.ollama.bind.iter())
-        .chain(config.fronts.comfyui.bind.iter())
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let ports = if args.ports.is_empty() {
-        discover::USUAL_PORTS.to_vec()
-    } else {
-        args.ports.clone()
+    let search = discover::Search {
+        ports: args.ports.clone(),
+        dirs: args.dirs.clone(),
+        no_docker: args.no_docker,
     };
-    let mut found: Vec<Found> = Vec::new();
-    if !args.no_docker {
-        match discover::docker_ollamas(config.supervisor.docker_host.as_deref()).await {
-            Ok(list) => found.extend(list),
-            Err(e) => eprintln!("docker: {e}"),
-        }
+    let findings = discover::find_all(&loaded.config, &search).await;
+    if let Some(e) = findings.docker_error.as_ref().filter(|_| !args.no_docker) {
+        eprintln!("docker: {e}");
     }
-    for f in discover::probe_ports(&ports, &own).await {
-        // A container already found serves that port: one entry, the container.
-        if !found.iter().any(|x| x.url == f.url && x.url.is_some()) {
-            found.push(f);
-        }
-    }
-    let mut dirs = args.dirs.clone();
-    dirs.extend(discover::usual_comfy_dirs());
-    for f in discover::comfy_installs(&dirs) {
-        // A ComfyUI already answering on its port is kept as that (external) service.
-        if !found.iter().any(|x| x.what == "comfyui") {
-            found.push(f);
-        }
-    }
-    // Names already configured are not proposed again.
-    found.retain(|f| !config.services.iter().any(|s| s.name == f.name));
+    let found: Vec<Found> = findings.found;
     if found.is_empty() {
         println!(
-            "nothing new found (probed ports {ports:?}, Docker, {} folder(s))",
-            dirs.len()
+            "nothing new found (probed ports {:?}, Docker, {} folder(s))",
+            findings.ports, findings.folders
         );
         return ExitCode::SUCCESS;
     }

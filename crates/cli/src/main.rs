@@ -231,7 +231,7 @@ fn main() -> ExitCode {
             data_dir,
         } => {
             init_tracing(log_format);
-            let loaded = match load(cli.config) {
+            let loaded = match load(cli.config.clone()) {
                 Ok(l) => l,
                 Err(code) => return code,
             };
@@ -240,6 +240,7 @@ fn main() -> ExitCode {
                 insecure_no_auth,
                 data_dir,
                 admin_key_file: false,
+                config_input: ConfigInput::from_process(cli.config),
             };
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             match runtime.block_on(serve(loaded, opts, None)) {
@@ -487,6 +488,8 @@ pub(crate) struct ServeOptions {
     /// Accept the key in `<data_dir>/admin.key` (created if missing) as an admin key: the
     /// Windows service does, so the tray app can control it.
     pub admin_key_file: bool,
+    /// What the config was loaded from (a reload reads it again).
+    pub config_input: ConfigInput,
 }
 
 /// Run until `stop` is notified, or (without one) until Ctrl-C / SIGTERM / console close.
@@ -504,6 +507,7 @@ pub(crate) async fn serve(
         loaded.config.storage.data_dir = Some(dir);
         loaded.set_from_cli("storage.data_dir", "--data-dir");
     }
+    let mut extra_admin_keys = Vec::new();
     if opts.admin_key_file {
         let dir = loaded.config.storage.resolved_data_dir();
         let key = sparklio_core::platform::keyfile::ensure_admin_key(&dir).map_err(|e| {
@@ -512,7 +516,8 @@ pub(crate) async fn serve(
                 sparklio_core::platform::keyfile::admin_key_path(&dir).display()
             )
         })?;
-        loaded.config.server.admin_keys.push(key);
+        loaded.config.server.admin_keys.push(key.clone());
+        extra_admin_keys.push(key);
     }
     // The same doors `config check` reports: a service (or the Desk) open to the whole LAN.
     for w in listen::warnings(&loaded.config) {
@@ -532,6 +537,8 @@ pub(crate) async fn serve(
         loaded,
         sparklio_core::StartOptions {
             insecure_no_auth: opts.insecure_no_auth,
+            config_input: Some(opts.config_input),
+            extra_admin_keys,
         },
     )
     .await?;

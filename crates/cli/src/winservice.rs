@@ -397,6 +397,7 @@ mod imp {
                 insecure_no_auth: false,
                 data_dir: args.data_dir.clone(),
                 admin_key_file: true,
+                config_input: ConfigInput::from_process(args.config.clone()),
             },
             Some(stop),
         ))

@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+mod reload;
+mod watch;
+pub use reload::{summary as reload_summary, ReloadError, ReloadReport};
+
 /// How long in-flight requests get to finish after a shutdown request.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -28,6 +32,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub struct StartOptions {
     /// Serve a non-loopback address without keys.
     pub insecure_no_auth: bool,
+    /// The inputs the config was loaded from, read again by a reload (none: a reload
+    /// reads the loaded config's file alone).
+    pub config_input: Option<ConfigInput>,
+    /// Admin keys from outside the config (the Windows service's key file), kept by a reload.
+    pub extra_admin_keys: Vec<String>,
 }
 
 /// The provider kinds this build can construct, for config validation.
@@ -55,8 +64,10 @@ pub struct AppState {
     pub bound: SocketAddr,
     /// Every address listened on (`server.bind` may list several).
     pub bound_all: Vec<SocketAddr>,
-    /// Which hosts and origins keyless (browser) requests may use.
-    pub browser: crate::http::browser::BrowserPolicy,
+    /// Which hosts and origins keyless (browser) requests may use (reloadable).
+    browser: ArcSwap<crate::http::browser::BrowserPolicy>,
+    /// Every address the Desk listens on, for the browser policy a reload rebuilds.
+    listen_addrs: Vec<SocketAddr>,
     /// Per-key and per-client request limits.
     pub limiter: Arc<crate::http::limits::Limiter>,
     /// Signs the media file URLs the Desk hands out.
@@ -66,7 +77,17 @@ pub struct AppState {
     /// What the last retention sweep removed.
     pub last_sweep: std::sync::Mutex<Option<crate::store::SweepReport>>,
     pub data_dir: PathBuf,
-    pub auth: Auth,
+    /// Keys and trusted networks (reloadable).
+    auth: ArcSwap<Auth>,
+    /// What a config reload reads again (none: the config was built in memory).
+    config_input: Option<ConfigInput>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+    /// What the last discovery proposed (accepting names only these).
+    last_discovery: std::sync::Mutex<Vec<crate::supervisor::discover::Found>>,
+    /// `--insecure-no-auth`: a reload checks keys against the served addresses with it.
+    insecure_no_auth: bool,
+    extra_admin_keys: Vec<String>,
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub runtime: Arc<RuntimeSwitches>,
@@ -98,6 +119,16 @@ impl AppState {
     /// The effective config now (with where each value came from).
     pub fn config(&self) -> Arc<LoadedConfig> {
         self.loaded.load_full()
+    }
+
+    /// Keys and trusted networks now.
+    pub fn auth(&self) -> Arc<Auth> {
+        self.auth.load_full()
+    }
+
+    /// Allowed hosts and origins now.
+    pub fn browser(&self) -> Arc<crate::http::browser::BrowserPolicy> {
+        self.browser.load_full()
     }
 
     /// What a notifier watches in this app.
@@ -284,8 +315,14 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
     );
     let limiter = crate::http::limits::Limiter::new(config.server.client_limits.clone());
     let state = Arc::new(AppState {
-        auth: Auth::new(&config.server).with_internal_key(&internal_key),
+        auth: ArcSwap::from_pointee(Auth::new(&config.server).with_internal_key(&internal_key)),
         internal_key,
+        config_input: opts.config_input.clone(),
+        reloading: tokio::sync::Mutex::new(()),
+        last_discovery: std::sync::Mutex::default(),
+        insecure_no_auth: opts.insecure_no_auth,
+        extra_admin_keys: opts.extra_admin_keys.clone(),
+        listen_addrs: policy_addrs,
         flows,
         supervisor,
         system,
@@ -293,7 +330,7 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         runtime,
         loaded: ArcSwap::from_pointee(loaded),
         started_at: Instant::now(),
-        browser,
+        browser: ArcSwap::from_pointee(browser),
         limiter,
         signer,
         server_stats: Arc::default(),
@@ -320,6 +357,9 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         .start(state.provider_board.clone(), state.shutdown.clone());
     state.system.spawn_sampler(state.shutdown.clone());
     spawn_retention(state.clone());
+    if state.config().server.watch_config {
+        watch::spawn(state.clone());
+    }
 
     let router = crate::http::router(state.clone());
     let limits = &state.config().server.limits;

@@ -12,6 +12,7 @@ use crate::telemetry::{
     FrontEndpointLabels, FrontRequestLabels, LlmRequestLabels, MediaRequestLabels, Metrics,
     ProviderCodeLabels, ProviderKindLabels, ProviderModelLabels,
 };
+use arc_swap::ArcSwap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, PoisonError, RwLock};
 use tokio_util::sync::CancellationToken;
@@ -275,30 +276,45 @@ impl LabelPolicy {
 pub struct UsageRecorder {
     store: Store,
     metrics: Arc<Metrics>,
-    /// USD per 1,000 prompt / completion tokens, per LLM provider.
-    prices: Arc<BTreeMap<String, (f64, f64)>>,
-    pub labels: Arc<LabelPolicy>,
+    /// USD per 1,000 prompt / completion tokens, per LLM provider (reloadable).
+    prices: Arc<ArcSwap<BTreeMap<String, (f64, f64)>>>,
+    labels: Arc<ArcSwap<LabelPolicy>>,
+}
+
+fn prices_of(config: &Config) -> BTreeMap<String, (f64, f64)> {
+    config
+        .llm
+        .providers
+        .iter()
+        .map(|(name, p)| {
+            (
+                name.clone(),
+                (p.cost_per_1k_prompt_tokens, p.cost_per_1k_completion_tokens),
+            )
+        })
+        .collect()
 }
 
 impl UsageRecorder {
     pub fn new(store: Store, metrics: Arc<Metrics>, config: &Config) -> Self {
-        let prices = config
-            .llm
-            .providers
-            .iter()
-            .map(|(name, p)| {
-                (
-                    name.clone(),
-                    (p.cost_per_1k_prompt_tokens, p.cost_per_1k_completion_tokens),
-                )
-            })
-            .collect();
         Self {
             store,
             metrics,
-            prices: Arc::new(prices),
-            labels: Arc::new(LabelPolicy::from_config(config)),
+            prices: Arc::new(ArcSwap::from_pointee(prices_of(config))),
+            labels: Arc::new(ArcSwap::from_pointee(LabelPolicy::from_config(config))),
         }
+    }
+
+    /// Prices and metric label values from a reloaded config.
+    pub fn reload(&self, config: &Config) {
+        self.prices.store(Arc::new(prices_of(config)));
+        self.labels
+            .store(Arc::new(LabelPolicy::from_config(config)));
+    }
+
+    /// Which label values the metrics keep as they are.
+    pub fn labels(&self) -> Arc<LabelPolicy> {
+        self.labels.load_full()
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -307,7 +323,7 @@ impl UsageRecorder {
 
     fn estimated_cost_usd(&self, provider: Option<&str>, prompt: u64, completion: u64) -> f64 {
         provider
-            .and_then(|p| self.prices.get(p))
+            .and_then(|p| self.prices.load().get(p).copied())
             .map_or(0.0, |(p, c)| {
                 (prompt as f64 * p + completion as f64 * c) / 1000.0
             })
@@ -317,7 +333,7 @@ impl UsageRecorder {
     /// logged, never the caller's problem.
     pub async fn record(&self, f: Finished) {
         let m = &self.metrics;
-        let l = &self.labels;
+        let l = self.labels.load();
         match f.kind {
             RequestKind::Llm => {
                 m.llm_requests

@@ -50,12 +50,14 @@ impl TestApp {
     pub async fn start_with(
         toml: &str,
         env: &[(&str, &str)],
-        opts: sparklio_core::StartOptions,
+        mut opts: sparklio_core::StartOptions,
     ) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let input = input_for(&dir, toml, env);
         let loaded =
             sparklio_core::load_config(&input).unwrap_or_else(|p| panic!("config problems: {p:?}"));
+        // A reload reads the same file and environment again.
+        opts.config_input.get_or_insert(input);
         let app = sparklio_core::start(loaded, opts)
             .await
             .expect("app starts");
@@ -73,6 +75,11 @@ impl TestApp {
 
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
+    }
+
+    /// The config file the app was started with (a test may edit it, then reload).
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.path().join("sparklio-desk.toml")
     }
 
     /// A client whose connections come from `source` (e.g. 127.0.0.5): a genuinely

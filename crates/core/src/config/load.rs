@@ -102,6 +102,20 @@ pub struct ConfigInput {
 }
 
 impl ConfigInput {
+    /// The config file these inputs name, or where it would be created: `--config`,
+    /// else `SPARKLIO_DESK_CONFIG`, else the OS config dir (when used).
+    pub fn file_to_write(&self) -> Option<PathBuf> {
+        self.config_flag
+            .clone()
+            .or_else(|| {
+                self.env
+                    .get("SPARKLIO_DESK_CONFIG")
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from)
+            })
+            .or_else(|| self.use_os_config_dir.then(default_config_path).flatten())
+    }
+
     /// The real inputs of this process: its environment and `./.env`.
     pub fn from_process(config_flag: Option<PathBuf>) -> Self {
         Self {

@@ -184,6 +184,8 @@ pub struct ServerConfig {
     pub limits: ServerLimits,
     /// Per client address (requests without a named key's own limits).
     pub client_limits: ClientLimits,
+    /// Reload the config file by itself when it changes (opt-in).
+    pub watch_config: bool,
 }
 
 impl Default for ServerConfig {
@@ -200,6 +202,7 @@ impl Default for ServerConfig {
             cors_origins: vec![],
             limits: ServerLimits::default(),
             client_limits: ClientLimits::default(),
+            watch_config: false,
         }
     }
 }

@@ -260,7 +260,7 @@ pub(crate) async fn require(
 ) -> Result<Response, ApiError> {
     let addr = peer(&req)?;
     let caller = state
-        .auth
+        .auth()
         .check(addr, bearer(req.headers()), scope, front)?;
     req.extensions_mut().insert(caller);
     Ok(next.run(req).await)

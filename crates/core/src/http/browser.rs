@@ -188,7 +188,7 @@ fn cors_headers(resp: &mut Response, origin: &str) {
 /// The browser rules (see the module doc), CORS, and a preflight answer.
 pub async fn guard(State(state): State<SharedState>, req: Request, next: Next) -> Response {
     let origin = text(req.headers(), header::ORIGIN).map(str::to_string);
-    let cors_origin = origin.filter(|o| state.browser.cors_allowed(o));
+    let cors_origin = origin.filter(|o| state.browser().cors_allowed(o));
     // A preflight carries no credentials: answer it here, before auth.
     if req.method() == Method::OPTIONS
         && req
@@ -220,10 +220,11 @@ pub async fn guard(State(state): State<SharedState>, req: Request, next: Next) -
         );
         return resp;
     }
-    let keyed = super::auth::bearer(req.headers()).is_some_and(|b| state.auth.lookup(b).is_some());
+    let keyed =
+        super::auth::bearer(req.headers()).is_some_and(|b| state.auth().lookup(b).is_some());
     if !keyed {
         if let Some(e) = judge(
-            &state.browser,
+            &state.browser(),
             req.method(),
             req.uri().path(),
             req.headers(),

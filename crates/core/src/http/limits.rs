@@ -33,7 +33,8 @@ struct Bucket {
 }
 
 pub struct Limiter {
-    clients: ClientLimits,
+    /// Replaced by a config reload; the counters below carry over.
+    clients: arc_swap::ArcSwap<ClientLimits>,
     buckets: Mutex<HashMap<String, Bucket>>,
 }
 
@@ -64,9 +65,14 @@ fn rate_limited(message: String, retry_after_s: u64) -> ApiError {
 impl Limiter {
     pub fn new(clients: ClientLimits) -> Arc<Self> {
         Arc::new(Self {
-            clients,
+            clients: arc_swap::ArcSwap::from_pointee(clients),
             buckets: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// New per-client limits from a config reload (requests in flight keep their slots).
+    pub fn set_client_limits(&self, clients: ClientLimits) {
+        self.clients.store(Arc::new(clients));
     }
 
     /// Which bucket a caller counts against, and its limits (`None`: unlimited).
@@ -82,7 +88,7 @@ impl Limiter {
                 ));
             }
         }
-        let c = &self.clients;
+        let c = self.clients.load();
         let loopback = caller.addr.ip().to_canonical().is_loopback();
         if (c.rate_per_min == 0 && c.max_concurrent == 0) || (loopback && !c.loopback) {
             return None;

@@ -215,10 +215,10 @@ impl LlmGateway {
     /// The Ollama providers that can take calls: the default route's first, then the
     /// others in config order.
     pub fn ollama_backends(&self) -> Vec<(String, Arc<dyn LlmProvider>)> {
-        let first = self.router.default_provider();
-        let mut out: Vec<(String, Arc<dyn LlmProvider>)> = self
-            .providers
-            .iter()
+        let setup = self.setup();
+        let first = setup.router.default_provider();
+        let mut out: Vec<(String, Arc<dyn LlmProvider>)> = setup
+            .slots()
             .filter_map(|(name, slot)| match slot {
                 Slot::Ready(p) if p.kind() == "ollama" => Some((name.clone(), p.clone())),
                 _ => None,
@@ -466,7 +466,7 @@ impl LlmGateway {
                 Ok(models) => {
                     self.links
                         .usage
-                        .labels
+                        .labels()
                         .allow_models(models.iter().map(|m| m.name.as_str()));
                     out.extend(models.into_iter().map(|entry| HeldModel {
                         provider: provider.clone(),
@@ -571,7 +571,7 @@ impl LlmGateway {
             });
         }
         let target = Target::new(provider_name.clone(), upstream_model.clone());
-        let provider = match self.providers.get(&provider_name) {
+        let provider = match self.setup().slot(&provider_name) {
             Some(Slot::Ready(p)) => p.clone(),
             Some(Slot::Broken(why)) => {
                 return Err(Error::Unavailable {

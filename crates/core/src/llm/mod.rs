@@ -18,6 +18,7 @@ pub mod provider;
 pub mod providers;
 pub mod pulls;
 pub mod router;
+pub mod setup;
 pub mod views;
 pub mod wire;
 
@@ -25,15 +26,15 @@ pub use answer::{Answer, GenerateAnswer};
 pub use error::{Error, Target};
 
 use crate::config::ValidationPolicy;
-use crate::config::{GeneratorMode, LlmConfig, SamplingConfig};
+use crate::config::{GeneratorMode, LlmConfig};
 use crate::gateway::{Finished, GatewayLinks, RequestKind, Requester};
-use prompts::Prompts;
+use arc_swap::ArcSwap;
 use provider::{
     CallContext, ChatMessage, FailureKind, LlmCall, LlmProvider, LlmReply, ProviderError, Sampling,
     StreamEvent, Usage,
 };
 use providers::mock::MockProvider;
-use router::{RouteDecision, RouteQuery, Router};
+use router::{RouteDecision, RouteQuery};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -54,13 +55,10 @@ enum Slot {
 }
 
 pub struct LlmGateway {
-    providers: BTreeMap<String, Slot>,
+    /// Providers, routes, prompts: replaced whole by a config reload.
+    setup: ArcSwap<setup::Setup>,
     /// Answers in mock mode (global or `options.mock`), whatever the route says.
     mock: Arc<dyn LlmProvider>,
-    pub router: Router,
-    pub prompts: Prompts,
-    sampling: SamplingConfig,
-    validation: crate::config::ValidationConfig,
     /// Model pulls in progress, one per model.
     pulls: Arc<pulls::PullManager>,
     last_errors: Mutex<BTreeMap<String, String>>,
@@ -157,52 +155,39 @@ impl Tracker {
 impl LlmGateway {
     /// Build from config. Fails only when prompt templates do not compile.
     pub fn from_config(cfg: &LlmConfig, links: GatewayLinks) -> anyhow::Result<Self> {
-        let providers: BTreeMap<String, Slot> = cfg
-            .providers
-            .iter()
-            .map(|(name, pc)| {
-                let slot = match providers::build_provider(name, pc) {
-                    Ok(p) => Slot::Ready(p),
-                    Err(e) => {
-                        tracing::error!(provider = %name, "LLM provider unusable: {e:#}");
-                        Slot::Broken(format!("{e:#}"))
-                    }
-                };
-                (name.clone(), slot)
-            })
-            .collect();
-        for slot in providers.values() {
-            if let Slot::Ready(p) = slot {
-                p.attach(links.board.clone(), links.shutdown.clone());
-            }
-        }
+        let (setup, _) = setup::Setup::build(cfg, &links, None)?;
         let mock_default = cfg
             .providers
             .values()
             .find(|p| p.kind == "mock")
             .and_then(|p| p.default_model.clone());
         Ok(Self {
-            providers,
+            setup: ArcSwap::from_pointee(setup),
             mock: Arc::new(MockProvider::new("mock", mock_default)),
-            router: Router::new(cfg),
-            prompts: Prompts::load(cfg.prompt_dir.as_deref())?,
-            sampling: cfg.sampling.clone(),
-            validation: cfg.validation.clone(),
             pulls: Arc::default(),
             last_errors: Mutex::new(BTreeMap::new()),
             links,
         })
     }
 
-    pub fn provider_names(&self) -> impl Iterator<Item = &str> {
-        self.providers.keys().map(String::as_str)
+    /// Apply a reloaded `[llm]`: providers whose settings did not change are kept as
+    /// they are (pools, breakers, probes); calls in flight finish on what they started
+    /// with. Fails without changing anything when the prompt templates do not compile.
+    pub fn reload(&self, cfg: &LlmConfig) -> anyhow::Result<setup::LlmReload> {
+        let previous = self.setup.load_full();
+        let (next, report) = setup::Setup::build(cfg, &self.links, Some(&previous))?;
+        previous.retire_unused(&next);
+        self.setup.store(Arc::new(next));
+        Ok(report)
     }
 
-    fn ready(&self, name: &str) -> Option<Arc<dyn LlmProvider>> {
-        match self.providers.get(name) {
-            Some(Slot::Ready(p)) => Some(p.clone()),
-            _ => None,
-        }
+    /// The providers, routes and prompts now (a snapshot: a reload does not change it).
+    pub fn setup(&self) -> Arc<setup::Setup> {
+        self.setup.load_full()
+    }
+
+    pub fn provider_names(&self) -> Vec<String> {
+        self.setup().providers.keys().cloned().collect()
     }
 
     fn note_error(&self, provider: &str, message: &str) {
@@ -408,7 +393,7 @@ impl LlmGateway {
         body: GenerateBody,
         tracker: &mut Tracker,
     ) -> Result<(GenerateRequest, GeneratorMode), Error> {
-        let request = body.normalize(&self.sampling)?;
+        let request = body.normalize(&self.setup().sampling)?;
         tracker.describe(&request);
         if self.links.runtime.paused() {
             return Err(Error::Paused);
@@ -427,7 +412,8 @@ impl LlmGateway {
         fallback: Option<(&crate::config::FallbackTarget, Instant)>,
         target: &mut Target,
     ) -> Result<Plan, Error> {
-        let mut route = self.router.route(&RouteQuery {
+        let setup = self.setup();
+        let mut route = setup.router.route(&RouteQuery {
             role: &request.role,
             task: &request.task,
             mode: &request.mode,
@@ -444,24 +430,20 @@ impl LlmGateway {
             provider: Some(route.provider.clone()),
             model: route.model.clone(),
         };
-        let slot = self
-            .providers
-            .get(&route.provider)
-            .cloned()
-            .ok_or_else(|| {
-                Error::validation(
-                    if request.provider.is_some() {
-                        "options.provider"
-                    } else {
-                        "provider"
-                    },
-                    format!(
-                        "{:?} is not a configured provider (have: {})",
-                        route.provider,
-                        self.provider_names().collect::<Vec<_>>().join(", ")
-                    ),
-                )
-            })?;
+        let slot = setup.slot(&route.provider).cloned().ok_or_else(|| {
+            Error::validation(
+                if request.provider.is_some() {
+                    "options.provider"
+                } else {
+                    "provider"
+                },
+                format!(
+                    "{:?} is not a configured provider (have: {})",
+                    route.provider,
+                    self.provider_names().join(", ")
+                ),
+            )
+        })?;
 
         let (provider, provider_label, generator_mode) = if mode == GeneratorMode::Mock {
             (self.mock.clone(), "mock".to_string(), GeneratorMode::Mock)
@@ -515,7 +497,7 @@ impl LlmGateway {
         target.model = Some(model.clone());
 
         let shape = request.contract.as_ref().map(|c| c.shape_hint());
-        let messages = self
+        let messages = setup
             .prompts
             .build_with_shape(
                 &request.role,
@@ -626,6 +608,7 @@ impl LlmGateway {
             return Ok(first);
         };
         let policy = self
+            .setup()
             .validation
             .policy_for(&plan.request.role, &plan.request.task);
         if first.parsed.is_none() || policy == ValidationPolicy::Off {
@@ -760,9 +743,9 @@ impl LlmGateway {
 
     /// The routing table, providers and prompts, for `router/info`.
     pub fn info(&self) -> RouterInfo {
-        let providers = self
-            .providers
-            .iter()
+        let setup = self.setup();
+        let providers = setup
+            .slots()
             .map(|(name, slot)| {
                 let info = match slot {
                     Slot::Ready(p) => ProviderInfo {
@@ -782,7 +765,7 @@ impl LlmGateway {
             })
             .collect();
         RouterInfo {
-            table: self.router.describe(),
+            table: setup.router.describe(),
             generator_mode: self.links.runtime.mode().as_str(),
             providers,
             role_aliases: wire::role_aliases(),
@@ -792,7 +775,7 @@ impl LlmGateway {
                 "llm.default_route",
                 "llm.providers.<name>.default_model when the step names no model",
             ],
-            prompts: self.prompts.templates().to_vec(),
+            prompts: setup.prompts.templates().to_vec(),
             missing_models: self.missing_models(),
         }
     }
@@ -801,7 +784,8 @@ impl LlmGateway {
     pub async fn health(&self) -> LlmHealth {
         let mode = self.links.runtime.mode();
         let board = &self.links.board;
-        let checks = self.providers.iter().map(|(name, slot)| async move {
+        let setup = self.setup();
+        let checks = setup.slots().map(|(name, slot)| async move {
             let down = board.down_reason(name);
             let health = match slot {
                 Slot::Broken(why) => ProviderHealth {
@@ -860,7 +844,7 @@ impl LlmGateway {
             .into_iter()
             .collect();
         let default_ok = providers
-            .get(self.router.default_provider())
+            .get(setup.router.default_provider())
             .is_some_and(|h| h.reachable);
         LlmHealth {
             gateway: if mode == GeneratorMode::Mock || default_ok {
@@ -870,7 +854,7 @@ impl LlmGateway {
             },
             mode: mode.as_str(),
             paused: self.links.runtime.paused(),
-            default_provider: self.router.default_provider().to_string(),
+            default_provider: setup.router.default_provider().to_string(),
             providers,
         }
     }
@@ -882,8 +866,9 @@ impl LlmGateway {
         let board = &self.links.board;
         let mut per_provider = BTreeMap::new();
         let mut installed: BTreeMap<String, Vec<provider::ModelEntry>> = BTreeMap::new();
-        let lists = self.providers.keys().filter_map(|name| {
-            let p = self.ready(name)?;
+        let setup = self.setup();
+        let lists = setup.providers.keys().filter_map(|name| {
+            let p = setup.ready(name)?;
             let down = board.down_reason(name);
             Some(async move {
                 let r = match down {
@@ -900,7 +885,7 @@ impl LlmGateway {
                 Some(Ok(models)) => {
                     self.links
                         .usage
-                        .labels
+                        .labels()
                         .allow_models(models.iter().map(|m| m.name.as_str()));
                     per_provider.insert(
                         name.clone(),
@@ -924,7 +909,7 @@ impl LlmGateway {
                 }
             }
         }
-        let routed = self.router.routed_models();
+        let routed = setup.router.routed_models();
         let mut models: Vec<ModelRow> = routed
             .iter()
             .map(|(p, m)| {
@@ -959,7 +944,7 @@ impl LlmGateway {
         LlmModels {
             total: models.len(),
             models,
-            default_provider: self.router.default_provider().to_string(),
+            default_provider: setup.router.default_provider().to_string(),
             mode: mode.as_str(),
             providers: per_provider,
         }

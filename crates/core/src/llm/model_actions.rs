@@ -50,13 +50,15 @@ struct InstanceCall {
 impl LlmGateway {
     /// The routes that would break if `model` left `provider`.
     pub fn routes_using(&self, provider: &str, model: &str) -> Vec<String> {
-        self.router.routes_using(provider, model)
+        self.setup().router.routes_using(provider, model)
     }
 
     /// Routed models their provider's instances do not list (known only once an
     /// instance has listed its models).
     pub fn missing_models(&self) -> Vec<MissingModel> {
-        self.router
+        let setup = self.setup();
+        setup
+            .router
             .routed_models()
             .into_iter()
             .filter(|(provider, model)| {
@@ -68,7 +70,7 @@ impl LlmGateway {
                     == Some(false)
             })
             .map(|(provider, model)| MissingModel {
-                routes: self.router.routes_using(&provider, &model),
+                routes: setup.router.routes_using(&provider, &model),
                 provider,
                 model,
             })

@@ -253,6 +253,9 @@ pub trait LlmProvider: Send + Sync {
     }
     /// Start background work (probes) and see the supervisor's view of services.
     fn attach(&self, _board: Arc<ProviderBoard>, _shutdown: CancellationToken) {}
+    /// A config reload replaced `old` (same name) by this provider: keep what `old`
+    /// learned about instances that did not change (breakers, last probe).
+    fn inherit(&self, _old: &dyn LlmProvider) {}
     /// Each instance's state (breaker, load, last probe), for health answers.
     fn instances(&self) -> Vec<(String, InstanceView)> {
         Vec::new()

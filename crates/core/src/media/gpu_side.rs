@@ -1,14 +1,16 @@
 //! The media side of the GPU arbitration: whether a job is drawing, what ComfyUI holds
 //! on the card, and asking it to give the memory back.
 
-use super::provider::SharedProvider;
+use super::setup::MediaSetup;
 use crate::gpu::MediaSide;
 use crate::work::WorkLimiter;
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
 pub struct MediaGpuSide {
-    pub(super) providers: BTreeMap<String, SharedProvider>,
+    /// Read at each use: a config reload may replace the providers.
+    pub(super) setup: Arc<ArcSwap<MediaSetup>>,
     pub(super) work: WorkLimiter,
 }
 
@@ -20,7 +22,8 @@ impl MediaSide for MediaGpuSide {
 
     async fn vram_used(&self) -> Option<u64> {
         let mut used = None;
-        for p in self.providers.values() {
+        let setup = self.setup.load_full();
+        for p in setup.providers.values() {
             if let Some(b) = p.vram_used().await {
                 *used.get_or_insert(0) += b;
             }
@@ -30,7 +33,8 @@ impl MediaSide for MediaGpuSide {
 
     async fn free(&self) -> Result<(), String> {
         let mut errors = Vec::new();
-        for (name, p) in &self.providers {
+        let setup = self.setup.load_full();
+        for (name, p) in &setup.providers {
             if let Err(e) = p.free_memory().await {
                 errors.push(format!("{name}: {}", e.message));
             }

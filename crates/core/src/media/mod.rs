@@ -13,6 +13,7 @@ pub mod passthrough;
 pub mod provider;
 pub mod providers;
 pub mod request;
+pub mod setup;
 pub mod views;
 pub mod workflows;
 
@@ -21,6 +22,7 @@ pub use error::{Error, ErrorKind};
 use crate::config::{Config, GeneratorMode, MediaConfig, MediaProviderConfig};
 use crate::gateway::{Finished, GatewayLinks, RequestKind, Requester};
 use crate::store::Store;
+use arc_swap::ArcSwap;
 use files::FileStore;
 use jobs::{JobManager, JobView};
 use provider::{ImageSpec, SharedProvider};
@@ -31,16 +33,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub struct MediaGateway {
-    providers: BTreeMap<String, SharedProvider>,
-    /// Used in mock mode: the first provider of kind `mock` (a built-in one if none is configured).
-    mock: SharedProvider,
+    /// Providers, `[media]` tables and the ComfyUI front: replaced whole by a reload.
+    setup: Arc<ArcSwap<setup::MediaSetup>>,
     pub jobs: Arc<JobManager>,
     /// Images drawn at once and waiting (mock and live alike).
     pub work: crate::work::WorkLimiter,
-    config: MediaConfig,
     links: GatewayLinks,
-    /// ComfyUI's own API passed through (`/comfyui/*`), when a ComfyUI provider exists.
-    pub front: Option<Arc<passthrough::ComfyFront>>,
 }
 
 /// Who asked, under which id, and whether they wait for the image.
@@ -80,49 +78,10 @@ impl MediaGateway {
         store: Store,
         links: GatewayLinks,
     ) -> anyhow::Result<Self> {
-        let mut providers = BTreeMap::new();
-        for (name, pc) in &config.media.providers {
-            match provider::build(name, pc) {
-                Ok(p) => {
-                    providers.insert(name.clone(), p);
-                }
-                Err(e) => tracing::warn!(provider = %name, "media provider not available: {e:#}"),
-            }
-        }
-        let mock = match providers.values().find(|p| p.kind() == "mock") {
-            Some(p) => p.clone(),
-            None => providers::mock::build("mock", &builtin_mock_config())?,
-        };
-        for p in providers.values() {
-            p.attach(links.board.clone(), links.shutdown.clone());
-        }
+        let (setup, _) = setup::MediaSetup::build(config, &links, None)?;
         let files = FileStore::new(data_dir, store.clone())?;
-        let front = passthrough::front_provider(
-            &config.fronts.comfyui,
-            &config.media.default_provider,
-            providers.iter(),
-        )
-        .or_else(|| {
-            if let Some(name) = &config.fronts.comfyui.provider {
-                tracing::warn!(
-                    "fronts.comfyui.provider = {name:?} is not a media provider of kind \"comfyui\": /comfyui answers 503"
-                );
-            }
-            None
-        })
-        .and_then(
-            |p| match passthrough::ComfyFront::new(&p, &config.fronts.comfyui) {
-                Ok(f) => Some(Arc::new(f)),
-                Err(e) => {
-                    tracing::warn!("the ComfyUI front has no upstream: {e:#}");
-                    None
-                }
-            },
-        );
         Ok(Self {
-            front,
-            providers,
-            mock,
+            setup: Arc::new(ArcSwap::from_pointee(setup)),
             jobs: Arc::new(JobManager::new(
                 store,
                 files,
@@ -135,23 +94,43 @@ impl MediaGateway {
                 config.media.max_concurrent,
                 config.media.max_queue,
             ),
-            config: config.media.clone(),
             links,
         })
+    }
+
+    /// Apply a reloaded config: providers whose settings did not change are kept as they
+    /// are; jobs in flight finish on the provider they started on. `[media]
+    /// max_concurrent`/`max_queue` and the file store keep their start-up values.
+    pub fn reload(&self, config: &Config) -> anyhow::Result<setup::MediaReload> {
+        let previous = self.setup.load_full();
+        let (next, report) = setup::MediaSetup::build(config, &self.links, Some(&previous))?;
+        previous.retire_unused(&next);
+        self.setup.store(Arc::new(next));
+        Ok(report)
+    }
+
+    fn setup(&self) -> Arc<setup::MediaSetup> {
+        self.setup.load_full()
+    }
+
+    /// ComfyUI's own API passed through (`/comfyui/*`), when a ComfyUI provider exists.
+    pub fn front(&self) -> Option<Arc<passthrough::ComfyFront>> {
+        self.setup().front.clone()
     }
 
     /// This gateway as the GPU arbitration sees it.
     pub fn gpu_side(&self) -> std::sync::Arc<dyn crate::gpu::MediaSide> {
         std::sync::Arc::new(gpu_side::MediaGpuSide {
-            providers: self.providers.clone(),
+            setup: self.setup.clone(),
             work: self.work.clone(),
         })
     }
 
     /// Pick up jobs an earlier run left unfinished (or fail them with the reason).
     pub async fn recover(&self) -> anyhow::Result<usize> {
-        let providers = self.providers.clone();
-        let mock = self.mock.clone();
+        let setup = self.setup();
+        let providers = setup.providers.clone();
+        let mock = setup.mock.clone();
         self.jobs
             .recover(move |name| {
                 providers
@@ -162,24 +141,29 @@ impl MediaGateway {
             .await
     }
 
-    pub fn providers(&self) -> impl Iterator<Item = (&String, &SharedProvider)> {
-        self.providers.iter()
+    pub fn providers(&self) -> Vec<(String, SharedProvider)> {
+        self.setup()
+            .providers
+            .iter()
+            .map(|(n, p)| (n.clone(), p.clone()))
+            .collect()
     }
 
-    pub fn default_provider(&self) -> &str {
-        &self.config.default_provider
+    pub fn default_provider(&self) -> String {
+        self.setup().config.default_provider.clone()
     }
 
-    pub fn config(&self) -> &MediaConfig {
-        &self.config
+    /// `[media]` as the last (re)load set it.
+    pub fn config(&self) -> MediaConfig {
+        self.setup().config.clone()
     }
 
     pub fn files(&self) -> &FileStore {
         self.jobs.files()
     }
 
-    pub fn mock(&self) -> &SharedProvider {
-        &self.mock
+    pub fn mock(&self) -> SharedProvider {
+        self.setup().mock.clone()
     }
 
     /// The provider a request goes to: mock mode → the mock; live → the named one
@@ -189,19 +173,21 @@ impl MediaGateway {
         mode: GeneratorMode,
         requested: Option<&str>,
     ) -> Result<SharedProvider, Error> {
+        let setup = self.setup();
         if mode == GeneratorMode::Mock {
-            return Ok(self.mock.clone());
+            return Ok(setup.mock.clone());
         }
         let name = match requested {
-            None | Some("auto" | "") => self.config.default_provider.as_str(),
+            None | Some("auto" | "") => setup.config.default_provider.as_str(),
             Some(n) => n,
         };
-        self.providers.get(name).cloned().ok_or_else(|| {
+        setup.providers.get(name).cloned().ok_or_else(|| {
             Error::validation(
                 "provider",
                 format!(
                     "{name:?} is not a configured media provider (have: {})",
-                    self.providers
+                    setup
+                        .providers
                         .keys()
                         .cloned()
                         .collect::<Vec<_>>()
@@ -302,10 +288,11 @@ impl MediaGateway {
             ));
         }
         let provider = self.choose(mode, req.provider.as_deref())?;
+        let setup = self.setup();
         let spec = resolve(
             req,
             ResolveContext {
-                config: &self.config,
+                config: &setup.config,
                 provider: provider.name().to_string(),
                 generator_mode: mode.as_str(),
                 request_id: ctx.request_id.clone(),
@@ -405,8 +392,9 @@ impl MediaGateway {
     pub async fn health(&self) -> views::MediaHealth {
         use crate::gateway::HealthStatus;
         let mode = self.links.runtime.mode();
+        let setup = self.setup();
         let mut providers = BTreeMap::new();
-        for (name, p) in &self.providers {
+        for (name, p) in &setup.providers {
             let mut h = p.health().await;
             if let Some(reason) = self.links.board.down_reason(name) {
                 h.status = HealthStatus::Unavailable;
@@ -416,11 +404,11 @@ impl MediaGateway {
             providers.insert(name.clone(), h);
         }
         let active = match mode {
-            GeneratorMode::Mock => self.mock.name().to_string(),
-            GeneratorMode::Live => self.config.default_provider.clone(),
+            GeneratorMode::Mock => setup.mock.name().to_string(),
+            GeneratorMode::Live => setup.config.default_provider.clone(),
         };
         if !providers.contains_key(&active) {
-            providers.insert(active.clone(), self.mock.health().await);
+            providers.insert(active.clone(), setup.mock.health().await);
         }
         for h in providers.values_mut() {
             h.available = h.status == HealthStatus::Healthy;
@@ -448,7 +436,7 @@ impl MediaGateway {
     /// ComfyUI's one queue, shared by the Desk's jobs and outside prompts sent through
     /// the ComfyUI front, with whose each prompt is.
     pub async fn front_queue(&self) -> Option<passthrough::FrontQueue> {
-        match &self.front {
+        match self.front() {
             Some(f) => Some(f.queue(&self.jobs).await),
             None => None,
         }
@@ -461,8 +449,9 @@ impl MediaGateway {
         let mock_mode = self.links.runtime.mode() == GeneratorMode::Mock;
         let mut models = Vec::new();
         let mut providers = BTreeMap::new();
-        for (name, p) in &self.providers {
-            let checkpoint = self
+        let setup = self.setup();
+        for (name, p) in &setup.providers {
+            let checkpoint = setup
                 .config
                 .providers
                 .get(name)
@@ -537,11 +526,11 @@ impl MediaGateway {
         views::MediaModels {
             total: models.len(),
             models,
-            default_provider: self.config.default_provider.clone(),
+            default_provider: setup.config.default_provider.clone(),
             providers,
-            kinds: self.config.kinds.clone(),
-            tasks: self.config.tasks.clone(),
-            aspect_ratios: self.config.aspect_ratios.clone(),
+            kinds: setup.config.kinds.clone(),
+            tasks: setup.config.tasks.clone(),
+            aspect_ratios: setup.config.aspect_ratios.clone(),
         }
     }
 

@@ -252,6 +252,27 @@ impl Pool {
         }
     }
 
+    /// After a config reload rebuilt this provider: take over the breaker state, last
+    /// error and probe facts of every instance that kept its name and URL, so a reload
+    /// does not forget that an instance is failing (or reopen a trial it passed).
+    pub fn inherit(&self, old: &Pool) {
+        for inst in &self.instances {
+            let Some(prev) = old
+                .instances
+                .iter()
+                .find(|o| o.spec.name == inst.spec.name && o.spec.url == inst.spec.url)
+            else {
+                continue;
+            };
+            *inst.breaker.lock().unwrap_or_else(PoisonError::into_inner) = prev.breaker();
+            *inst
+                .last_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = prev.last_error();
+            *inst.facts.write().unwrap_or_else(PoisonError::into_inner) = prev.facts();
+        }
+    }
+
     /// The supervisor's view of which services are down (`provider` or `provider/instance`).
     pub fn attach_board(&self, board: Arc<ProviderBoard>) {
         *self.board.write().unwrap_or_else(PoisonError::into_inner) = Some(board);

@@ -252,6 +252,84 @@ pub fn comfy_installs(dirs: &[PathBuf]) -> Vec<Found> {
     out
 }
 
+/// What to look through.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Search {
+    /// Ports of 127.0.0.1 to probe (empty: [`USUAL_PORTS`]).
+    pub ports: Vec<u16>,
+    /// Folders to look for ComfyUI in (and one level below), besides the usual places.
+    pub dirs: Vec<PathBuf>,
+    /// Do not ask the Docker engine for containers.
+    pub no_docker: bool,
+}
+
+/// Most ports and folders one search looks at (it is bounded like every request).
+pub const MAX_PORTS: usize = 32;
+pub const MAX_DIRS: usize = 16;
+
+/// What a search found, and what it looked at.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Findings {
+    /// New services (names already configured are left out).
+    pub found: Vec<Found>,
+    pub ports: Vec<u16>,
+    pub folders: usize,
+    /// Why the Docker engine was not asked or did not answer.
+    pub docker_error: Option<String>,
+}
+
+/// Everything `discover` proposes for this config: Ollama containers, services on the
+/// probed ports (a container already found for a port is that one entry), ComfyUI
+/// folders (unless a ComfyUI already answers), minus the services already configured.
+pub async fn find_all(config: &crate::config::Config, search: &Search) -> Findings {
+    // The Desk's own listeners are never proposed as services.
+    let own: Vec<SocketAddr> = config
+        .server
+        .bind
+        .addresses()
+        .iter()
+        .chain(config.fronts.ollama.bind.iter())
+        .chain(config.fronts.comfyui.bind.iter())
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let ports: Vec<u16> = if search.ports.is_empty() {
+        USUAL_PORTS.to_vec()
+    } else {
+        search.ports.iter().copied().take(MAX_PORTS).collect()
+    };
+    let mut found: Vec<Found> = Vec::new();
+    let mut docker_error = None;
+    if search.no_docker {
+        docker_error = Some("not asked".into());
+    } else {
+        match docker_ollamas(config.supervisor.docker_host.as_deref()).await {
+            Ok(list) => found.extend(list),
+            Err(e) => docker_error = Some(e),
+        }
+    }
+    for f in probe_ports(&ports, &own).await {
+        if !found.iter().any(|x| x.url == f.url && x.url.is_some()) {
+            found.push(f);
+        }
+    }
+    let mut dirs: Vec<PathBuf> = search.dirs.iter().take(MAX_DIRS).cloned().collect();
+    dirs.extend(usual_comfy_dirs());
+    for f in comfy_installs(&dirs) {
+        // A ComfyUI already answering on its port is kept as that (external) service.
+        if !found.iter().any(|x| x.what == "comfyui") {
+            found.push(f);
+        }
+    }
+    found.retain(|f| !config.services.iter().any(|s| s.name == f.name));
+    Findings {
+        found,
+        ports,
+        folders: dirs.len(),
+        docker_error,
+    }
+}
+
 /// Add the accepted entries to the config file's text (comments and order kept): each
 /// service unless one of its name exists, each provider table unless it exists.
 pub fn write_into(config_text: &str, found: &[Found]) -> Result<(String, Vec<String>), String> {

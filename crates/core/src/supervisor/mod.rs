@@ -26,7 +26,7 @@ use events::EventLog;
 use logs::{LogFileSpec, LogLimits, ServiceLogs};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -162,9 +162,18 @@ pub struct ServiceEntry {
     control_rx: Mutex<Option<mpsc::UnboundedReceiver<Request>>>,
     /// Detached processes write here directly (their pipes must outlive us).
     pub detached_log: Option<PathBuf>,
+    /// Why a config reload ended this entry's runner (none: it runs, or the app quits).
+    retired: Mutex<Option<String>>,
 }
 
 impl ServiceEntry {
+    /// Why its runner is ending: a reload's reason, else `quit` (the app is stopping).
+    pub(crate) fn quit_reason(&self, quit: &str) -> String {
+        lock(&self.retired)
+            .clone()
+            .unwrap_or_else(|| quit.to_string())
+    }
+
     pub fn status(&self) -> ServiceStatus {
         self.status
             .lock()
@@ -279,14 +288,87 @@ impl ControlError {
 }
 
 pub struct Supervisor {
-    services: Vec<Arc<ServiceEntry>>,
+    /// Replaced by a config reload (unchanged services keep their entry and runner).
+    services: RwLock<Vec<Arc<ServiceEntry>>>,
     pub events: EventLog,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Each running service task and the token that retires it.
+    tasks: Mutex<Vec<Task>>,
     settings: crate::config::SupervisorConfig,
+    log_dir: PathBuf,
+    /// Set by [`Supervisor::start`]: what runners started later (by a reload) share.
+    shared: Mutex<Option<runner::Shared>>,
     /// Processes we started, so a crashed run's leftovers are ended at the next start.
     children: Arc<children::ChildRegistry>,
     /// Test pause points in automatic recovery (inert unless armed).
     hooks: Arc<hooks::Hooks>,
+}
+
+struct Task {
+    entry: Arc<ServiceEntry>,
+    retire: CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+/// What a config reload did to the services.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ServicesReload {
+    /// Started.
+    pub added: Vec<String>,
+    /// Stopped (unless `detach = true`) and no longer supervised.
+    pub removed: Vec<String>,
+    /// Stopped and started again with their new settings.
+    pub changed: Vec<String>,
+    /// Left running as they were.
+    pub unchanged: Vec<String>,
+}
+
+fn same_service(a: &ServiceConfig, b: &ServiceConfig) -> bool {
+    serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
+}
+
+impl ServiceEntry {
+    fn new(
+        svc: &ServiceConfig,
+        settings: &crate::config::SupervisorConfig,
+        log_dir: &Path,
+    ) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let spec = LogFileSpec {
+            path: log_dir.join(format!("{}.log", svc.name)),
+            max_bytes: settings.log_file_max_bytes,
+            kept: settings.log_files_kept,
+        };
+        let detached_log = (svc.detach && svc.kind == ServiceKind::Process)
+            .then(|| log_dir.join(format!("{}.detached.log", svc.name)));
+        Self {
+            config: svc.clone(),
+            logs: Arc::new(ServiceLogs::new(
+                LogLimits {
+                    ring_lines: svc.log_lines,
+                    ring_bytes: settings.log_memory_max_bytes,
+                    max_line_bytes: settings.log_line_max_bytes,
+                },
+                spec,
+            )),
+            status: Mutex::new(ServiceStatus {
+                state: ServiceState::Stopped,
+                reason: "not started yet".into(),
+                since: crate::store::now_text(),
+                pid: None,
+                restarts: 0,
+                last_exit: None,
+                last_error: None,
+                last_probe: None,
+                port_holder: None,
+                docker: None,
+                launched_at: None,
+            }),
+            control: tx,
+            control_rx: Mutex::new(Some(rx)),
+            detached_log,
+            retired: Mutex::new(None),
+        }
+    }
 }
 
 impl Supervisor {
@@ -295,51 +377,25 @@ impl Supervisor {
         let services = config
             .services
             .iter()
-            .map(|svc| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                let spec = LogFileSpec {
-                    path: log_dir.join(format!("{}.log", svc.name)),
-                    max_bytes: config.supervisor.log_file_max_bytes,
-                    kept: config.supervisor.log_files_kept,
-                };
-                let detached_log = (svc.detach && svc.kind == ServiceKind::Process)
-                    .then(|| log_dir.join(format!("{}.detached.log", svc.name)));
-                Arc::new(ServiceEntry {
-                    config: svc.clone(),
-                    logs: Arc::new(ServiceLogs::new(
-                        LogLimits {
-                            ring_lines: svc.log_lines,
-                            ring_bytes: config.supervisor.log_memory_max_bytes,
-                            max_line_bytes: config.supervisor.log_line_max_bytes,
-                        },
-                        spec,
-                    )),
-                    status: Mutex::new(ServiceStatus {
-                        state: ServiceState::Stopped,
-                        reason: "not started yet".into(),
-                        since: crate::store::now_text(),
-                        pid: None,
-                        restarts: 0,
-                        last_exit: None,
-                        last_error: None,
-                        last_probe: None,
-                        port_holder: None,
-                        docker: None,
-                        launched_at: None,
-                    }),
-                    control: tx,
-                    control_rx: Mutex::new(Some(rx)),
-                    detached_log,
-                })
-            })
+            .map(|svc| Arc::new(ServiceEntry::new(svc, &config.supervisor, &log_dir)))
             .collect();
         Self {
-            services,
+            services: RwLock::new(services),
             events: EventLog::new(store),
             tasks: Mutex::new(Vec::new()),
             settings: config.supervisor.clone(),
+            log_dir,
+            shared: Mutex::new(None),
             children: Arc::new(children::ChildRegistry::open(data_dir)),
             hooks: Arc::default(),
+        }
+    }
+
+    fn docker_client(&self) -> docker::DockerClient {
+        let client = docker::DockerClient::new(self.settings.docker_host.as_deref());
+        match docker::DesktopStarter::from_config(&self.settings) {
+            Some(starter) => client.with_desktop(starter),
+            None => client,
         }
     }
 
@@ -349,47 +405,138 @@ impl Supervisor {
             tracing::warn!("ended a process a previous run of Sparklio Desk left behind: {ended}");
         }
         let docker = self
-            .services
+            .services()
             .iter()
             .any(|s| s.config.kind == ServiceKind::Docker)
-            .then(|| {
-                let client = docker::DockerClient::new(self.settings.docker_host.as_deref());
-                match docker::DesktopStarter::from_config(&self.settings) {
-                    Some(starter) => client.with_desktop(starter),
-                    None => client,
-                }
-            });
+            .then(|| self.docker_client());
         let shared = runner::Shared {
-            board: board.clone(),
-            shutdown: shutdown.clone(),
+            board,
+            shutdown,
             children: self.children.clone(),
             events: self.events.clone(),
             docker,
             recheck: Duration::from_millis(self.settings.unavailable_recheck_ms),
             hooks: self.hooks.clone(),
         };
-        let mut tasks = self
-            .tasks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for entry in &self.services {
-            let Some(rx) = entry
-                .control_rx
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take()
-            else {
-                continue;
-            };
-            for p in &entry.config.provides {
-                board.mark_down(
-                    p,
-                    format!("service {} is stopped: not started yet", entry.config.name),
-                );
-            }
-            let runner = runner::Runner::new(entry.clone(), shared.clone(), rx);
-            tasks.push(tokio::spawn(runner.run()));
+        *lock(&self.shared) = Some(shared.clone());
+        for entry in self.services() {
+            self.spawn_runner(&entry, &shared);
         }
+    }
+
+    fn spawn_runner(&self, entry: &Arc<ServiceEntry>, shared: &runner::Shared) {
+        let Some(rx) = lock(&entry.control_rx).take() else {
+            return;
+        };
+        for p in &entry.config.provides {
+            shared.board.mark_down(
+                p,
+                format!("service {} is stopped: not started yet", entry.config.name),
+            );
+        }
+        // Its own token: a reload retires one service, a shutdown (the parent) all.
+        let retire = shared.shutdown.child_token();
+        let mut own = shared.clone();
+        own.shutdown = retire.clone();
+        let runner = runner::Runner::new(entry.clone(), own, rx);
+        lock(&self.tasks).push(Task {
+            entry: entry.clone(),
+            retire,
+            handle: tokio::spawn(runner.run()),
+        });
+    }
+
+    /// Apply a reloaded `[[services]]`: services whose settings did not change keep
+    /// running untouched; removed ones are stopped (as at quit: `detach = true` ones are
+    /// left running) and forgotten; changed ones are stopped, then started with their
+    /// new settings; new ones are started. Returns once every stop has finished.
+    pub async fn reconcile(&self, services: &[ServiceConfig]) -> ServicesReload {
+        let mut report = ServicesReload::default();
+        let current = self.services();
+        let mut next = Vec::with_capacity(services.len());
+        for svc in services {
+            match current.iter().find(|e| e.config.name == svc.name) {
+                Some(e) if same_service(&e.config, svc) => {
+                    report.unchanged.push(svc.name.clone());
+                    next.push(e.clone());
+                }
+                Some(_) => {
+                    report.changed.push(svc.name.clone());
+                    next.push(Arc::new(ServiceEntry::new(
+                        svc,
+                        &self.settings,
+                        &self.log_dir,
+                    )));
+                }
+                None => {
+                    report.added.push(svc.name.clone());
+                    next.push(Arc::new(ServiceEntry::new(
+                        svc,
+                        &self.settings,
+                        &self.log_dir,
+                    )));
+                }
+            }
+        }
+        let leaving: Vec<Arc<ServiceEntry>> = current
+            .iter()
+            .filter(|e| !next.iter().any(|n| Arc::ptr_eq(n, e)))
+            .cloned()
+            .collect();
+        for e in &leaving {
+            if !services.iter().any(|s| s.name == e.config.name) {
+                report.removed.push(e.config.name.clone());
+            }
+        }
+        // Stop the leaving runners first: a changed service's new instance needs the port.
+        let retiring: Vec<Task> = {
+            let mut tasks = lock(&self.tasks);
+            let (gone, kept): (Vec<Task>, Vec<Task>) = std::mem::take(&mut *tasks)
+                .into_iter()
+                .partition(|t| leaving.iter().any(|e| Arc::ptr_eq(e, &t.entry)));
+            *tasks = kept;
+            gone
+        };
+        for t in retiring {
+            let why = if report.removed.contains(&t.entry.config.name) {
+                "removed from the config"
+            } else {
+                "its settings changed in the config"
+            };
+            *lock(&t.entry.retired) = Some(why.to_string());
+            t.retire.cancel();
+            let limit =
+                Duration::from_millis(t.entry.config.stop_timeout_ms) + Duration::from_secs(10);
+            let abort = t.handle.abort_handle();
+            if tokio::time::timeout(limit, t.handle).await.is_err() {
+                tracing::warn!(service = %t.entry.config.name, "did not stop within {limit:?}");
+                abort.abort();
+            }
+        }
+        let shared = lock(&self.shared).clone();
+        if let Some(shared) = &shared {
+            for e in &leaving {
+                for p in &e.config.provides {
+                    shared.board.mark_up(p);
+                }
+            }
+        }
+        *self
+            .services
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = next.clone();
+        // Not started yet (no `start`): the new entries wait for it like the others.
+        if let Some(mut shared) = shared {
+            if shared.docker.is_none() && next.iter().any(|e| e.config.kind == ServiceKind::Docker)
+            {
+                shared.docker = Some(self.docker_client());
+                *lock(&self.shared) = Some(shared.clone());
+            }
+            for e in &next {
+                self.spawn_runner(e, &shared);
+            }
+        }
+        report
     }
 
     /// Pause points for tests (see [`hooks`]).
@@ -397,12 +544,21 @@ impl Supervisor {
         &self.hooks
     }
 
-    pub fn services(&self) -> &[Arc<ServiceEntry>] {
-        &self.services
+    /// The services now (a snapshot: a reload may replace the list).
+    pub fn services(&self) -> Vec<Arc<ServiceEntry>> {
+        self.services
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
-    pub fn get(&self, name: &str) -> Option<&Arc<ServiceEntry>> {
-        self.services.iter().find(|s| s.config.name == name)
+    pub fn get(&self, name: &str) -> Option<Arc<ServiceEntry>> {
+        self.services
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|s| s.config.name == name)
+            .cloned()
     }
 
     /// Ask a service to start, stop or restart; answers its state at the time of asking.
@@ -425,7 +581,7 @@ impl Supervisor {
 
     /// The services backing a gateway provider, with their states (for health endpoints).
     pub fn provider_services(&self, provider: &str) -> Vec<BackingService> {
-        self.services
+        self.services()
             .iter()
             .filter(|s| s.config.provides.iter().any(|p| p == provider))
             .map(|s| {
@@ -443,25 +599,24 @@ impl Supervisor {
     /// Wait for every service task to finish after shutdown was requested (they stop
     /// their services unless `detach = true`).
     pub async fn join(&self) {
-        let tasks: Vec<_> = std::mem::take(
-            &mut *self
-                .tasks
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let tasks: Vec<Task> = std::mem::take(&mut *lock(&self.tasks));
         let longest = self
-            .services
+            .services()
             .iter()
             .map(|s| s.config.stop_timeout_ms)
             .max()
             .unwrap_or(0);
         let limit = Duration::from_millis(longest) + Duration::from_secs(10);
         for t in tasks {
-            let abort = t.abort_handle();
-            if tokio::time::timeout(limit, t).await.is_err() {
+            let abort = t.handle.abort_handle();
+            if tokio::time::timeout(limit, t.handle).await.is_err() {
                 tracing::warn!("a service did not stop within {limit:?}");
                 abort.abort();
             }
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }

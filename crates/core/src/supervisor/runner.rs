@@ -623,10 +623,11 @@ impl Runner {
                     if cfg.detach {
                         self.entry.logs.push("supervisor", "left running on quit (detach = true)");
                         self.events.record(self.name(), Some(self.state().as_str()), self.state().as_str(),
-                            "Sparklio Desk quit; left running (detach = true)", Some(SUPERVISOR)).await;
+                            &format!("{}; left running (detach = true)", self.entry.quit_reason("Sparklio Desk quit")), Some(SUPERVISOR)).await;
                     } else {
                         self.stop_instance(&mut inst).await;
-                        self.transition(ServiceState::Stopped, "Sparklio Desk is shutting down", SUPERVISOR).await;
+                        let why = self.entry.quit_reason("Sparklio Desk is shutting down");
+                        self.transition(ServiceState::Stopped, &why, SUPERVISOR).await;
                     }
                     return Next::Exit;
                 }

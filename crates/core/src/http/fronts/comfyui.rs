@@ -117,7 +117,7 @@ fn gateway_routes() -> Vec<(&'static str, Route)> {
 }
 
 fn front(state: &SharedState) -> Result<Arc<ComfyFront>, ApiError> {
-    state.media.front.clone().ok_or_else(|| {
+    state.media.front().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "PROVIDER_UNAVAILABLE",
@@ -186,12 +186,7 @@ impl Ctx {
 
     /// Answer and write the usage row.
     async fn finish(&self, result: Result<Answer, ApiError>) -> Response {
-        let provider = self
-            .state
-            .media
-            .front
-            .as_ref()
-            .map(|f| f.provider().to_string());
+        let provider = self.state.media.front().map(|f| f.provider().to_string());
         let response = match result {
             Ok(answer) => render(answer, &provider).await,
             Err(e) => Err(e),
@@ -545,12 +540,7 @@ async fn ws(
         .max_frame_size(max)
         .on_upgrade(move |socket| async move {
             pump(socket, link, shutdown).await;
-            let provider = ctx
-                .state
-                .media
-                .front
-                .as_ref()
-                .map(|f| f.provider().to_string());
+            let provider = ctx.state.media.front().map(|f| f.provider().to_string());
             ctx.record(101, None, provider).await;
         })
 }

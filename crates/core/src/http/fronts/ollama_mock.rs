@@ -187,6 +187,7 @@ fn entry(name: &str) -> Value {
 fn routed(state: &SharedState) -> Vec<String> {
     let mut names: Vec<String> = state
         .llm
+        .setup()
         .router
         .routed_models()
         .into_iter()

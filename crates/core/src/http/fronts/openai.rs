@@ -92,7 +92,7 @@ async fn model_list(state: &SharedState) -> Result<Vec<Value>, ApiError> {
     let mut seen: std::collections::BTreeSet<String> =
         config.fronts.openai.models.keys().cloned().collect();
     if state.runtime.mode() == GeneratorMode::Mock {
-        for (_, model) in state.llm.router.routed_models() {
+        for (_, model) in state.llm.setup().router.routed_models() {
             if seen.insert(model.clone()) {
                 data.push(model_object(&model, "sparklio-mock"));
             }

@@ -50,7 +50,7 @@ pub async fn generate(
 pub(crate) fn base_url(state: &SharedState, headers: &HeaderMap) -> String {
     crate::http::urls::base_url(
         state.config().server.public_url.as_deref(),
-        &state.browser,
+        &state.browser(),
         &state.bound_all,
         headers,
     )
@@ -333,7 +333,7 @@ pub async fn get_file(
         _ => false,
     };
     if !signed {
-        let checked = state.auth.check(
+        let checked = state.auth().check(
             peer,
             crate::http::auth::bearer(&req_headers),
             Scope::Gateway,

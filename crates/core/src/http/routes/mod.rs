@@ -1,5 +1,6 @@
 //! Route tables, one file per area.
 
+pub mod config;
 pub mod dashboard;
 pub mod flows;
 pub mod llm;
@@ -61,6 +62,9 @@ pub fn gateway_routes() -> Router<SharedState> {
 pub fn admin_routes() -> Router<SharedState> {
     Router::new()
         .route("/api/v1/runtime", post(runtime::set_runtime))
+        .route("/api/v1/config/reload", post(config::reload))
+        .route("/api/v1/discover", post(config::discover))
+        .route("/api/v1/discover/accept", post(config::accept))
         .route("/api/v1/services", get(services::list))
         .route("/api/v1/services/restart-all", post(services::restart_all))
         .route("/api/v1/services/{name}", get(services::get_one))

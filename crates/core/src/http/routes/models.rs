@@ -116,7 +116,7 @@ pub async fn models(State(state): State<SharedState>) -> Json<ModelsView> {
                 .get(name.as_str())
                 .and_then(|c| c.base_url.clone()),
             error: view.and_then(|v| v.error.clone()),
-            service_down: state.provider_board.down_reason(name),
+            service_down: state.provider_board.down_reason(&name),
             models: folders,
             workflows,
         });

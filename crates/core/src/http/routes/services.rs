@@ -35,7 +35,7 @@ pub(crate) fn actor(caller: &Caller) -> String {
     format!("{who} from {}", caller.describe())
 }
 
-fn entry<'a>(state: &'a SharedState, name: &str) -> Result<&'a Arc<ServiceEntry>, ApiError> {
+fn entry(state: &SharedState, name: &str) -> Result<Arc<ServiceEntry>, ApiError> {
     state.supervisor.get(name).ok_or_else(|| {
         ApiError::not_found(format!("no service named {name:?}")).with("service", name)
     })
@@ -65,7 +65,7 @@ pub async fn get_one(
     Path(name): Path<String>,
 ) -> Result<Json<ServiceView>, ApiError> {
     let e = entry(&state, &name)?;
-    Ok(Json(service_view(&state, e)))
+    Ok(Json(service_view(&state, &e)))
 }
 
 fn control(

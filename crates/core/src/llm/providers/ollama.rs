@@ -847,6 +847,15 @@ impl LlmProvider for OllamaProvider {
         );
     }
 
+    fn inherit(&self, old: &dyn LlmProvider) {
+        if let Some(old) = old
+            .as_any()
+            .and_then(|a| a.downcast_ref::<OllamaProvider>())
+        {
+            self.pool.inherit(&old.pool);
+        }
+    }
+
     fn instances(&self) -> Vec<(String, InstanceView)> {
         self.pool
             .instances
