@@ -169,8 +169,10 @@ function serviceCard(svc) {
 function renderServices(list) {
   const box = $("#services");
   if (!list.length) {
-    box.replaceChildren(el("p", { class: "empty", text: "No services configured. Add [[services]] to the config file (see `sparklio-desk config default`)." }));
+    box.replaceChildren(el("p", { class: "empty", text: "No services configured yet: find them on this machine above, or add [[services]] to the config file (see `sparklio-desk config default`)." }));
     ui.services.clear();
+    // First run: offer discovery once, without being asked.
+    if (!ui.discoveryOffered) { ui.discoveryOffered = true; $("#discovery").hidden = false; }
     return;
   }
   const seen = new Set();
@@ -228,6 +230,92 @@ async function refreshServices() {
   const body = await api("/api/v1/services");
   renderServices(body.services || []);
 }
+
+// ---------- discovery and reload ----------
+
+function splitList(text) {
+  return text.split(/[,\n]/).map((s) => s.trim()).filter(Boolean);
+}
+
+function proposalItem(f) {
+  const box = el("input", { type: "checkbox", checked: true });
+  box.dataset.name = f.name;
+  const toml = [f.service_toml, f.provider_toml].filter(Boolean).join("\n");
+  return el("li", { class: "proposal", "data-name": f.name },
+    el("label", {}, box, el("strong", { text: ` ${f.name}` }), el("span", { class: "muted", text: ` — ${f.what}, ${f.how}${f.url ? `, ${f.url}` : ""}` })),
+    el("details", {}, el("summary", { text: "what will be added" }), el("pre", { text: toml })));
+}
+
+async function runDiscovery() {
+  const note = $("#discover-note");
+  const results = $("#discover-results");
+  const ports = splitList($("#discover-ports").value).map(Number).filter((n) => n > 0 && n < 65536);
+  const dirs = splitList($("#discover-dirs").value);
+  note.classList.remove("bad");
+  note.textContent = "searching…";
+  $("#discover-run").disabled = true;
+  try {
+    const body = await api("/api/v1/discover", { method: "POST", body: JSON.stringify({ ports, dirs }) });
+    if (!body.found.length) {
+      results.replaceChildren();
+      note.textContent = `Nothing new found (ports ${body.ports.join(", ")}, ${body.folders} folder(s)${body.docker_error ? `; Docker: ${body.docker_error}` : ""}).`;
+      return;
+    }
+    const accept = el("button", { type: "button", text: "Add to config and supervise", id: "discover-accept" });
+    accept.addEventListener("click", acceptDiscovery);
+    results.replaceChildren(el("ul", { class: "proposals" }, ...body.found.map(proposalItem)), accept);
+    note.textContent = `Found ${body.found.length}. Checked ones are written to ${body.config_file || "the config file"} (comments kept) and supervised at once.`;
+  } catch (e) {
+    note.classList.add("bad");
+    note.textContent = `search failed: ${e.message}`;
+  } finally {
+    $("#discover-run").disabled = false;
+  }
+}
+
+async function acceptDiscovery() {
+  const note = $("#discover-note");
+  const names = [...document.querySelectorAll("#discover-results input[type=checkbox]:checked")].map((b) => b.dataset.name);
+  if (!names.length) { note.textContent = "check at least one"; return; }
+  note.classList.remove("bad");
+  note.textContent = "writing the config…";
+  try {
+    const body = await api("/api/v1/discover/accept", { method: "POST", body: JSON.stringify({ names }) });
+    $("#discover-results").replaceChildren();
+    note.textContent = `Added to ${body.config_file}: ${body.added.join(", ")}. Supervising now.`;
+    $("#discovery").dataset.accepted = names.join(",");
+    await refreshServices();
+  } catch (e) {
+    note.classList.add("bad");
+    note.textContent = `not added: ${e.message}`;
+  }
+}
+
+async function reloadConfig() {
+  const note = $("#reload-note");
+  note.classList.remove("bad");
+  note.textContent = "reloading…";
+  try {
+    const r = await api("/api/v1/config/reload", { method: "POST" });
+    const parts = [];
+    const list = (label, names) => { if (names && names.length) parts.push(`${label} ${names.join(", ")}`); };
+    list("started", r.services.added);
+    list("restarted", r.services.changed);
+    list("removed", r.services.removed);
+    list("providers rebuilt", [...r.llm_providers.changed, ...r.media_providers.changed]);
+    list("needs a restart:", r.restart_required);
+    note.textContent = r.changed.length ? `Config reloaded: ${r.changed.length} setting(s) changed${parts.length ? `; ${parts.join("; ")}` : ""}.` : "Config reloaded: no change.";
+    await Promise.allSettled([refreshServices(), refreshModels()]);
+  } catch (e) {
+    note.classList.add("bad");
+    note.textContent = `Config not applied: ${e.message}`;
+  }
+}
+
+$("#discover-open").addEventListener("click", () => { $("#discovery").hidden = false; });
+$("#discover-close").addEventListener("click", () => { $("#discovery").hidden = true; });
+$("#discover-run").addEventListener("click", runDiscovery);
+$("#reload-config").addEventListener("click", reloadConfig);
 
 // ---------- logs ----------
 

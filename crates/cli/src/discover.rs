@@ -75,10 +75,15 @@ pub async fn run(loaded: &LoadedConfig, config_file: Option<PathBuf>, args: Args
         eprintln!("error: cannot write {}: {e}", path.display());
         return ExitCode::FAILURE;
     }
-    println!(
-        "added to {}: {}\nrestart Sparklio Desk to supervise them (`sparklio-desk config check` shows the result)",
-        path.display(),
-        added.join(", ")
-    );
+    println!("added to {}: {}", path.display(), added.join(", "));
+    // A running Desk supervises them at once; otherwise they start with it.
+    match crate::reload::ask(loaded, None, None).await {
+        Ok(Some(report)) => println!(
+            "the running Sparklio Desk applied it: {}",
+            crate::reload::describe(&report)
+        ),
+        Ok(None) => println!("Sparklio Desk supervises them when it starts (`sparklio-desk config check` shows the result)"),
+        Err(e) => eprintln!("the running Sparklio Desk did not apply it: {e}\n(run `sparklio-desk config reload` once fixed)"),
+    }
     ExitCode::SUCCESS
 }

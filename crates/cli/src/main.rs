@@ -5,6 +5,7 @@ mod e2e;
 mod listen;
 mod models;
 mod profile;
+mod reload;
 mod winservice;
 
 use clap::{Parser, Subcommand};
@@ -168,6 +169,17 @@ enum ConfigCommand {
         /// Replace an existing config file.
         #[arg(long)]
         force: bool,
+    },
+    /// Ask the running Desk to apply the edited config file now (services, providers,
+    /// routes, keys) without a restart; bind addresses and data_dir still need one.
+    Reload {
+        /// The running Desk (default: the configured bind address).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Its admin key (default: $SPARKLIO_DESK_ADMIN_KEY, else the service's admin.key;
+        /// none needed from loopback).
+        #[arg(long, env = "SPARKLIO_DESK_ADMIN_KEY", hide_env_values = true)]
+        key: Option<String>,
     },
 }
 
@@ -333,6 +345,12 @@ fn config_command(file: Option<PathBuf>, cmd: ConfigCommand) -> ExitCode {
                 }
                 ExitCode::SUCCESS
             }
+            Err(code) => code,
+        },
+        ConfigCommand::Reload { url, key } => match load(file) {
+            Ok(l) => tokio::runtime::Runtime::new()
+                .expect("tokio runtime")
+                .block_on(reload::run(&l, url, key)),
             Err(code) => code,
         },
         ConfigCommand::Show => match load(file) {

@@ -54,7 +54,7 @@ enum Via {
     Ollama { base: String },
 }
 
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
         .no_proxy()
@@ -62,9 +62,10 @@ fn client() -> reqwest::Client {
         .expect("http client")
 }
 
-/// The running Desk if it answers, else the provider's own URL.
-async fn via(loaded: &LoadedConfig, target: &Target, provider: &str) -> Result<Via, String> {
-    let base = target.url.clone().unwrap_or_else(|| {
+/// The address of the Desk this config runs: `--url`, else the first bind address
+/// (a wildcard becomes loopback).
+pub(crate) fn desk_base(loaded: &LoadedConfig, url: Option<String>) -> String {
+    url.unwrap_or_else(|| {
         let addr = loaded
             .config
             .server
@@ -76,19 +77,31 @@ async fn via(loaded: &LoadedConfig, target: &Target, provider: &str) -> Result<V
             .replace("0.0.0.0", "127.0.0.1")
             .replace("[::]", "[::1]");
         format!("http://{addr}")
-    });
-    let up = client()
+    })
+}
+
+/// Whether a Desk answers at `base` (its liveness route, within 2 s).
+pub(crate) async fn desk_up(base: &str) -> bool {
+    client()
         .get(format!("{base}/healthz"))
         .timeout(Duration::from_secs(2))
         .send()
         .await
-        .is_ok_and(|r| r.status().is_success());
-    if up {
-        let key = target.key.clone().or_else(|| {
-            sparklio_core::platform::keyfile::read_admin_key(
-                &loaded.config.storage.resolved_data_dir(),
-            )
-        });
+        .is_ok_and(|r| r.status().is_success())
+}
+
+/// The admin key to send: the given one, else the Windows service's key file.
+pub(crate) fn admin_key(loaded: &LoadedConfig, key: Option<String>) -> Option<String> {
+    key.or_else(|| {
+        sparklio_core::platform::keyfile::read_admin_key(&loaded.config.storage.resolved_data_dir())
+    })
+}
+
+/// The running Desk if it answers, else the provider's own URL.
+async fn via(loaded: &LoadedConfig, target: &Target, provider: &str) -> Result<Via, String> {
+    let base = desk_base(loaded, target.url.clone());
+    if desk_up(&base).await {
+        let key = admin_key(loaded, target.key.clone());
         return Ok(Via::Desk { base, key });
     }
     if target.url.is_some() {

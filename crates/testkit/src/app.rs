@@ -154,14 +154,19 @@ pub async fn start_app(
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     env.insert("SPARKLIO_DESK_BIND".into(), "127.0.0.1:0".into());
-    let loaded = sparklio_core::load_config(&ConfigInput {
+    let input = ConfigInput {
         config_flag: Some(path),
         env,
         dotenv_path: None,
         use_os_config_dir: false,
-    })
-    .expect("config");
-    sparklio_core::start(loaded, Default::default())
+    };
+    let loaded = sparklio_core::load_config(&input).expect("config");
+    // A reload reads the same file and environment again.
+    let opts = sparklio_core::StartOptions {
+        config_input: Some(input),
+        ..Default::default()
+    };
+    sparklio_core::start(loaded, opts)
         .await
         .expect("the app starts")
 }

@@ -389,3 +389,58 @@ fn check_e2e_names_the_failed_step() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("FAILED at step brand_summary"), "{err}");
 }
+
+/// `config reload` asks the running `serve` to apply an edited file: it says what
+/// changed; a broken file is refused with its problem and changes nothing.
+#[test]
+fn config_reload_applies_an_edit_to_the_running_desk() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("desk.toml");
+    std::fs::write(&file, "[media]\ndefault_provider = \"mock\"\n").unwrap();
+    let file_arg = file.to_str().unwrap().to_string();
+    let (mut child, url, _log) = serve(&dir, &["--config", &file_arg]);
+    let reload = |dir: &tempfile::TempDir| {
+        cmd(dir)
+            .args(["--config", &file_arg, "config", "reload", "--url", &url])
+            .output()
+            .unwrap()
+    };
+    let out = reload(&dir);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("reloaded: no change"), "{text}");
+
+    std::fs::write(
+        &file,
+        "[media]\ndefault_provider = \"mock\"\n[server]\nmax_body_bytes = 1000000\n",
+    )
+    .unwrap();
+    let out = reload(&dir);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("reloaded: 1 setting(s) changed"), "{text}");
+
+    std::fs::write(&file, "[media]\ndefault_provider = \"nowhere\"\n").unwrap();
+    let out = reload(&dir);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    // Checked here first (the Desk checks again and keeps its last good config).
+    assert!(text.contains("nowhere"), "{text}");
+    // Still serving.
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(url.trim_start_matches("http://")).unwrap();
+    let host = url.trim_start_matches("http://");
+    conn.write_all(format!("GET /healthz HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
+        "{answer}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

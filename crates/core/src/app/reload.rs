@@ -115,21 +115,28 @@ fn changed_keys(a: &Value, b: &Value, prefix: &str, out: &mut Vec<String>) {
     }
 }
 
+/// Put `old`'s value at dotted `path` into `new` (nothing when `old` has none).
+fn copy_path(old: &Value, new: &mut Value, path: &str) {
+    let keys: Vec<&str> = path.split('.').collect();
+    let Some(running) = keys.iter().try_fold(old, |v, k| v.get(*k)) else {
+        return;
+    };
+    let Some((last, parents)) = keys.split_last() else {
+        return;
+    };
+    let parent = parents
+        .iter()
+        .try_fold(&mut *new, |v, k| v.get_mut(*k))
+        .and_then(Value::as_object_mut);
+    if let Some(parent) = parent {
+        parent.insert((*last).to_string(), running.clone());
+    }
+}
+
 /// The new config with every restart-only setting put back to its running value.
 fn with_start_values(old: &Value, mut new: Value) -> Option<crate::config::Config> {
     for path in RESTART_ONLY {
-        let keys: Vec<&str> = path.split('.').collect();
-        let Some(running) = keys.iter().try_fold(old, |v, k| v.get(*k)) else {
-            continue;
-        };
-        let (last, parents) = keys.split_last()?;
-        let parent = parents
-            .iter()
-            .try_fold(&mut new, |v, k| v.get_mut(*k))
-            .and_then(Value::as_object_mut);
-        if let Some(parent) = parent {
-            parent.insert((*last).to_string(), running.clone());
-        }
+        copy_path(old, &mut new, path);
     }
     serde_json::from_value(new).ok()
 }
@@ -210,10 +217,23 @@ impl AppState {
             }
         }
         let old = self.config();
-        let (old_tree, new_tree) = (
-            serde_json::to_value(&old.config).unwrap_or_default(),
-            serde_json::to_value(&loaded.config).unwrap_or_default(),
-        );
+        let old_tree = serde_json::to_value(&old.config).unwrap_or_default();
+        // Command-line settings (`--bind`, `--data-dir`) outrank the file, as at start.
+        let mut new_tree = serde_json::to_value(&loaded.config).unwrap_or_default();
+        let from_cli: Vec<(String, crate::config::Source)> = old
+            .provenance
+            .iter()
+            .filter(|(_, s)| matches!(s, crate::config::Source::Cli { .. }))
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect();
+        if !from_cli.is_empty() {
+            for (key, source) in &from_cli {
+                copy_path(&old_tree, &mut new_tree, key);
+                loaded.provenance.insert(key.clone(), source.clone());
+            }
+            loaded.config = serde_json::from_value(new_tree.clone())
+                .map_err(|e| ReloadError::Failed(format!("command-line settings: {e}")))?;
+        }
         let mut changed = Vec::new();
         changed_keys(&old_tree, &new_tree, "", &mut changed);
         let restart_required: Vec<String> = changed

@@ -632,3 +632,122 @@ base_url = "{}"
     s.close().await.unwrap();
     app.shutdown().await.unwrap();
 }
+
+/// First run: with no services configured the dashboard offers discovery; the owner
+/// searches (a port and a folder given in the panel), keeps one proposal, adds it, and
+/// the service is supervised at once — written into the config file, no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_discovers_services_and_supervises_the_accepted_one() {
+    let Some((_driver, driver_url)) = chromedriver() else {
+        return;
+    };
+    let port = free_port();
+    let _ollama = OllamaDouble::start_on(port, &["qwen2.5:7b"], &[])
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tools = dir.path().join("tools");
+    std::fs::create_dir_all(tools.join("ComfyUI/comfy")).unwrap();
+    std::fs::write(tools.join("ComfyUI/main.py"), "").unwrap();
+    let app = start_app(&dir, "# the owner's notes", &[]).await;
+    let config_file = app.state.config().file.clone().unwrap();
+    let base = format!("http://{}", app.addr);
+    let s = browser(&driver_url, &dir.path().join("profile")).await;
+    s.goto(&format!("{base}/")).await.unwrap();
+
+    // No services: the panel is offered without asking.
+    s.wait_for(
+        "return !document.querySelector('#discovery').hidden",
+        Duration::from_secs(20),
+    )
+    .await
+    .expect("the discovery panel opens on a first run");
+    s.execute(
+        "document.querySelector('#discover-ports').value = arguments[0];\
+         document.querySelector('#discover-dirs').value = arguments[1];\
+         document.querySelector('#discover-run').click();",
+        vec![json!(port.to_string()), json!(tools.display().to_string())],
+    )
+    .await
+    .unwrap();
+    let name = format!("ollama-{port}");
+    let found = s
+        .wait_for(
+            "const l = [...document.querySelectorAll('#discover-results .proposal')].map(p => p.dataset.name); return l.length >= 2 && l",
+            Duration::from_secs(20),
+        )
+        .await
+        .expect("proposals listed");
+    let found: Vec<String> = serde_json::from_value(found).unwrap();
+    assert!(
+        found.contains(&name) && found.contains(&"comfyui".to_string()),
+        "{found:?}"
+    );
+    // Keep only the Ollama.
+    s.execute(
+        "document.querySelector('#discover-results input[data-name=\"comfyui\"]').click()",
+        vec![],
+    )
+    .await
+    .unwrap();
+    s.screenshot(&artifacts_dir().join("dashboard-discovery.png"))
+        .await
+        .unwrap();
+    assert!(
+        !std::fs::read_to_string(&config_file)
+            .unwrap()
+            .contains("[[services]]"),
+        "nothing is written before accepting"
+    );
+    s.execute("document.querySelector('#discover-accept').click()", vec![])
+        .await
+        .unwrap();
+    let state = s
+        .wait_for(
+            &format!(
+                "const c = [...document.querySelectorAll('#services .service')].find(c => c.textContent.includes('{name}')); return c && c.dataset.state === 'running' && c.dataset.state"
+            ),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("the accepted service is supervised without a restart");
+    assert_eq!(state, "running");
+    let note = s
+        .text(&s.find("#discover-note").await.unwrap())
+        .await
+        .unwrap();
+    assert!(note.contains(&name), "{note}");
+    let text = std::fs::read_to_string(&config_file).unwrap();
+    assert!(text.contains("# the owner's notes"), "{text}");
+    assert!(text.contains(&format!("name = \"{name}\"")), "{text}");
+    assert!(!text.contains("name = \"comfyui\""), "{text}");
+    s.screenshot(&artifacts_dir().join("dashboard-discovery-accepted.png"))
+        .await
+        .unwrap();
+
+    // "Reload config" applies an edit of the file and says what changed.
+    std::fs::write(
+        &config_file,
+        text.replace(
+            "# the owner's notes",
+            "# the owner's notes\n[media]\ndefault_provider = \"mock\"",
+        ),
+    )
+    .unwrap();
+    s.execute("document.querySelector('#reload-config').click()", vec![])
+        .await
+        .unwrap();
+    let note = s
+        .wait_for(
+            "const t = document.querySelector('#reload-note').textContent; return t.startsWith('Config reloaded') && t",
+            Duration::from_secs(20),
+        )
+        .await
+        .expect("the reload is reported");
+    assert!(
+        note.as_str().unwrap().contains("setting(s) changed"),
+        "{note}"
+    );
+    s.close().await.unwrap();
+    app.shutdown().await.unwrap();
+}
