@@ -442,3 +442,38 @@ async fn accepted_discoveries_are_written_and_supervised_without_a_restart() {
     assert!(!again["found"].to_string().contains(&name), "{again}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn media_providers_and_keys_change_on_reload() {
+    let app = TestApp::start("[server]\ntrusted_networks = [\"127.0.0.0/8\"]\n").await;
+    let (_, health) = app.get_json("/api/v1/media/health").await;
+    assert!(health["providers"].get("comfy2").is_none(), "{health}");
+    let text = std::fs::read_to_string(app.config_file()).unwrap();
+    let edited = text.replace(
+        "trusted_networks = [\"127.0.0.0/8\"]",
+        "trusted_networks = []\napi_keys = [\"reload-gateway-key-0123456789\"]",
+    )
+        + "[media.providers.comfy2]\nkind = \"comfyui\"\nbase_url = \"http://127.0.0.1:9\"\n";
+    std::fs::write(app.config_file(), edited).unwrap();
+    let (status, report) = reload(&app).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        report["media_providers"]["added"],
+        json!(["comfy2"]),
+        "{report}"
+    );
+    // Loopback is no longer trusted: the new key is needed, and it works.
+    let (status, _) = app.get_json("/api/v1/media/health").await;
+    assert_eq!(status, 401);
+    let r = app
+        .client
+        .get(app.url("/api/v1/media/health"))
+        .bearer_auth("reload-gateway-key-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let health: Value = r.json().await.unwrap();
+    assert!(health["providers"].get("comfy2").is_some(), "{health}");
+    app.stop().await;
+}
