@@ -48,7 +48,10 @@ fn icon(level: Level) -> tauri::Result<Image<'static>> {
 
 /// The menu items whose text or check mark follows the core's state.
 struct TrayMenu {
-    restart: Vec<(String, MenuItem<tauri::Wry>)>,
+    menu: Menu<tauri::Wry>,
+    /// One per service; rebuilt when a config reload changes the services.
+    restart: Mutex<Vec<(String, MenuItem<tauri::Wry>)>>,
+    restart_all: MenuItem<tauri::Wry>,
     mode: CheckMenuItem<tauri::Wry>,
     pause: MenuItem<tauri::Wry>,
     autostart: CheckMenuItem<tauri::Wry>,
@@ -128,8 +131,9 @@ pub fn refresh(app: &AppHandle) {
     if previous.as_ref().map(|g| (g.level, &g.tooltip)) != Some((now.level, &now.tooltip)) {
         set_icon_and_tooltip(app, now.level, &now.tooltip);
     }
-    let failed = menu
-        .restart
+    sync_service_items(app, &menu, &state);
+    let restart = menu.restart.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let failed = restart
         .iter()
         .map(|(name, item)| {
             let st = now
@@ -150,6 +154,56 @@ pub fn refresh(app: &AppHandle) {
     if let Some(e) = failed {
         tracing::debug!("tray menu not updated: {e}");
     }
+}
+
+/// Where the per-service items start in the menu: after "Open dashboard", "Serving on"
+/// and a separator.
+const FIRST_SERVICE_ITEM: usize = 3;
+
+fn restart_item(
+    app: &AppHandle,
+    entry: &sparklio_core::supervisor::ServiceEntry,
+) -> tauri::Result<(String, MenuItem<tauri::Wry>)> {
+    let name = entry.config.name.clone();
+    // External services are only watched: nothing to restart.
+    let controllable = entry.config.kind != ServiceKind::External;
+    let item = MenuItem::with_id(
+        app,
+        format!("{MENU_RESTART_PREFIX}{name}"),
+        format!("Restart {name}"),
+        controllable,
+        None::<&str>,
+    )?;
+    Ok((name, item))
+}
+
+/// A config reload may add or remove services: keep one item per service.
+fn sync_service_items(app: &AppHandle, menu: &TrayMenu, state: &SharedState) {
+    let services = state.supervisor.services();
+    let now: Vec<&str> = services.iter().map(|e| e.config.name.as_str()).collect();
+    let old = {
+        let items = menu.restart.lock().unwrap_or_else(|p| p.into_inner());
+        if items.iter().map(|(n, _)| n.as_str()).eq(now.iter().copied()) {
+            return;
+        }
+        items.clone()
+    };
+    let mut fresh = Vec::new();
+    let result = (|| -> tauri::Result<()> {
+        for (_, item) in &old {
+            menu.menu.remove(item)?;
+        }
+        for (i, entry) in services.iter().enumerate() {
+            let (name, item) = restart_item(app, entry)?;
+            menu.menu.insert(&item, FIRST_SERVICE_ITEM + i)?;
+            fresh.push((name, item));
+        }
+        menu.restart_all.set_enabled(!fresh.is_empty())
+    })();
+    if let Err(e) = result {
+        tracing::debug!("tray service items not rebuilt: {e}");
+    }
+    *menu.restart.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
 }
 
 fn level_name(level: Level) -> &'static str {
@@ -210,17 +264,7 @@ fn build(app: &AppHandle) -> tauri::Result<TrayIcon> {
     )?;
     let mut restart = Vec::new();
     for entry in state.supervisor.services() {
-        let name = entry.config.name.clone();
-        // External services are only watched: nothing to restart.
-        let controllable = entry.config.kind != ServiceKind::External;
-        let item = MenuItem::with_id(
-            app,
-            format!("{MENU_RESTART_PREFIX}{name}"),
-            format!("Restart {name}"),
-            controllable,
-            None::<&str>,
-        )?;
-        restart.push((name, item));
+        restart.push(restart_item(app, &entry)?);
     }
     let restart_all = MenuItem::with_id(
         app,
@@ -298,7 +342,9 @@ fn build(app: &AppHandle) -> tauri::Result<TrayIcon> {
         &quit,
     ])?;
     app.manage(TrayMenu {
-        restart,
+        menu: menu.clone(),
+        restart: Mutex::new(restart),
+        restart_all: restart_all.clone(),
         mode,
         pause,
         autostart: autostart.clone(),
