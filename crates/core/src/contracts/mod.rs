@@ -75,7 +75,10 @@ pub struct Contract {
     /// The agent-style shape behind the schema, when there is one: it normalises
     /// answers and shapes mock answers.
     pub shape: Option<shape::Shape>,
-    validator: jsonschema::Validator,
+    /// Compiled at first use for our own contracts (most are never checked in a given
+    /// run, and a compiled validator costs hundreds of KB: issue 18's idle RSS); at once
+    /// for a request's schema, whose errors are the request's 400.
+    validator: OnceLock<jsonschema::Validator>,
 }
 
 impl std::fmt::Debug for Contract {
@@ -108,11 +111,11 @@ impl Contract {
         source: Source,
         schema: Value,
     ) -> Result<Self, String> {
-        let validator = if source == Source::Builtin {
-            compile_own(&schema)?
-        } else {
-            jsonschema::validator_for(&schema).map_err(|e| e.to_string())?
-        };
+        let validator = OnceLock::new();
+        if source != Source::Builtin {
+            let compiled = jsonschema::validator_for(&schema).map_err(|e| e.to_string())?;
+            let _ = validator.set(compiled);
+        }
         Ok(Self {
             role: role.to_string(),
             task: task.to_string(),
@@ -127,14 +130,13 @@ impl Contract {
     pub fn from_shape(role: &str, task: &str, source: Source, shape: shape::Shape) -> Self {
         let mut schema = shape.schema();
         schema["title"] = Value::String(format!("{role}/{task}"));
-        let validator = compile_own(&schema).expect("shapes give valid schemas");
         Self {
             role: role.to_string(),
             task: task.to_string(),
             source,
             schema,
             shape: Some(shape),
-            validator,
+            validator: OnceLock::new(),
         }
     }
 }
@@ -158,9 +160,19 @@ impl std::fmt::Display for Violation {
 }
 
 impl Contract {
+    /// The compiled schema. Our own schemas and shapes compile (a unit test compiles
+    /// every built-in one), so a failure here is a bug, not bad input.
+    fn validator(&self) -> &jsonschema::Validator {
+        self.validator.get_or_init(|| {
+            compile_own(&self.schema).unwrap_or_else(|e| {
+                panic!("contract {}/{} does not compile: {e}", self.role, self.task)
+            })
+        })
+    }
+
     /// Every violation of this contract in `answer` (empty = valid).
     pub fn violations(&self, answer: &Value) -> Vec<Violation> {
-        self.validator
+        self.validator()
             .iter_errors(answer)
             .map(|e| Violation {
                 path: e.instance_path.to_string(),
@@ -345,6 +357,10 @@ mod tests {
     fn every_schema_compiles_and_has_a_title() {
         for c in contracts() {
             assert!(c.schema["title"].is_string(), "{}/{}", c.role, c.task);
+            // Compiled lazily in the product: compile each one here.
+            compile_own(&c.schema).unwrap_or_else(|e| panic!("{}/{}: {e}", c.role, c.task));
+            let _ = c.violations(&json!({}));
+            assert!(c.validator.get().is_some());
         }
         assert!(contracts().count() >= 10);
     }
