@@ -132,7 +132,11 @@ pub fn refresh(app: &AppHandle) {
         set_icon_and_tooltip(app, now.level, &now.tooltip);
     }
     sync_service_items(app, &menu, &state);
-    let restart = menu.restart.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let restart = menu
+        .restart
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let failed = restart
         .iter()
         .map(|(name, item)| {
@@ -183,7 +187,11 @@ fn sync_service_items(app: &AppHandle, menu: &TrayMenu, state: &SharedState) {
     let now: Vec<&str> = services.iter().map(|e| e.config.name.as_str()).collect();
     let old = {
         let items = menu.restart.lock().unwrap_or_else(|p| p.into_inner());
-        if items.iter().map(|(n, _)| n.as_str()).eq(now.iter().copied()) {
+        if items
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .eq(now.iter().copied())
+        {
             return;
         }
         items.clone()

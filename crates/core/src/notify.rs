@@ -265,8 +265,62 @@ pub fn model_notification(service: &str, to: &str, reason: &str) -> Option<Notif
     })
 }
 
+/// The service name config events carry (reloads, discovery writes).
+pub const CONFIG_SERVICE: &str = "config";
+
+/// A config file the watcher could not apply is news (the owner saved it and expects it
+/// live); so is one it applied. Reloads asked for from the tray, the dashboard or the API
+/// are answered there.
+pub fn config_notification(
+    service: &str,
+    to: &str,
+    reason: &str,
+    actor: Option<&str>,
+) -> Option<Notification> {
+    if service != CONFIG_SERVICE {
+        return None;
+    }
+    let (title, level) = match (to, actor) {
+        ("rejected", _) => ("Config not applied", Level::Down),
+        ("reloaded", Some("watcher")) => ("Config reloaded", Level::Ok),
+        _ => return None,
+    };
+    Some(Notification {
+        title: title.into(),
+        body: reason.to_string(),
+        level,
+        topic: CONFIG_SERVICE.into(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_watchers_reloads_are_told_others_are_answered_where_asked() {
+        let n = config_notification(
+            "config",
+            "rejected",
+            "the config has 1 problem(s)",
+            Some("watcher"),
+        )
+        .unwrap();
+        assert_eq!(
+            (n.title.as_str(), n.level, n.topic.as_str()),
+            ("Config not applied", Level::Down, "config")
+        );
+        let n = config_notification(
+            "config",
+            "reloaded",
+            "2 setting(s) changed",
+            Some("watcher"),
+        )
+        .unwrap();
+        assert_eq!(n.level, Level::Ok);
+        assert!(config_notification("config", "reloaded", "x", Some("tray")).is_none());
+        assert!(config_notification("config", "written", "x", Some("admin")).is_none());
+        assert!(config_notification("comfyui", "rejected", "x", Some("watcher")).is_none());
+    }
 
     #[test]
     fn long_pulls_and_failed_pulls_are_told_short_ones_are_not() {

@@ -41,7 +41,13 @@ pub(super) fn spawn(state: SharedState) {
                         state
                             .supervisor
                             .events
-                            .record("config", None, "rejected", &e.message(), Some("watcher"))
+                            .record(
+                                crate::notify::CONFIG_SERVICE,
+                                None,
+                                "rejected",
+                                &e.message(),
+                                Some("watcher"),
+                            )
                             .await;
                     }
                 }

@@ -137,7 +137,9 @@ impl Mutes {
 /// The notification topic an event of the event log belongs to (what a mute names), or
 /// `None` for changes that are never notified (starting, backoff, stopped).
 pub fn event_topic(service: &str, to: &str, reason: &str) -> Option<String> {
-    if service == super::notifier::GATEWAY_SERVICE {
+    if service == super::notifier::GATEWAY_SERVICE
+        || (service == super::CONFIG_SERVICE && matches!(to, "rejected" | "reloaded"))
+    {
         return Some(service.to_string());
     }
     if reason

@@ -103,7 +103,9 @@ async fn run(
                     if event.count > 1 {
                         continue;
                     }
-                    if let Some(n) = super::model_notification(&event.service, &event.to, &event.reason) {
+                    if let Some(n) = super::model_notification(&event.service, &event.to, &event.reason)
+                        .or_else(|| super::config_notification(&event.service, &event.to, &event.reason, event.actor.as_deref()))
+                    {
                         deliver(&state, &sink, n);
                         continue;
                     }

@@ -336,3 +336,54 @@ async fn a_muted_topic_is_decided_and_logged_but_not_shown() {
     assert_eq!(titles(&got), Vec::<String>::new());
     app.stop().await;
 }
+
+/// `server.watch_config = true`: the owner saves a broken file, then a good one; both
+/// are notified (nothing else tells them the watcher acted), and the broken one changed
+/// nothing.
+#[tokio::test]
+async fn the_config_watcher_tells_what_it_applied_and_what_it_refused() {
+    let app = TestApp::start("[server]\nwatch_config = true\n").await;
+    let got = collect(&app, NotifierOptions::default());
+    let file = app.config_file();
+    let good = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        format!("{good}[media]\ndefault_provider = \"nowhere\"\n"),
+    )
+    .unwrap();
+    let t = wait_titles(&got, "refusal", |t| {
+        t.iter().any(|x| x == "Config not applied")
+    })
+    .await;
+    assert!(!t.iter().any(|x| x == "Config reloaded"), "{t:?}");
+    let refusal = got
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|n| n.title == "Config not applied")
+        .cloned()
+        .unwrap();
+    assert!(refusal.body.contains("nowhere"), "{}", refusal.body);
+    assert_eq!(refusal.level, Level::Down);
+    let (_, media) = app.get_json("/api/v1/media/health").await;
+    assert_ne!(media["active_provider"], "nowhere");
+
+    std::fs::write(
+        &file,
+        format!("{good}[media]\ndefault_provider = \"mock\"\n"),
+    )
+    .unwrap();
+    wait_titles(&got, "applied", |t| {
+        t.iter().any(|x| x == "Config reloaded")
+    })
+    .await;
+    let applied = got
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|n| n.title == "Config reloaded")
+        .cloned()
+        .unwrap();
+    assert!(applied.body.contains("setting(s)"), "{}", applied.body);
+    app.stop().await;
+}
