@@ -284,7 +284,7 @@ async function acceptDiscovery() {
     $("#discover-results").replaceChildren();
     note.textContent = `Added to ${body.config_file}: ${body.added.join(", ")}. Supervising now.`;
     $("#discovery").dataset.accepted = names.join(",");
-    await refreshServices();
+    await Promise.allSettled([refreshServices(), refreshModels()]);
   } catch (e) {
     note.classList.add("bad");
     note.textContent = `not added: ${e.message}`;
