@@ -20,5 +20,6 @@ mod llm;
 mod media;
 mod model_actions;
 mod notifier;
+mod overload;
 mod security;
 mod supervisor;

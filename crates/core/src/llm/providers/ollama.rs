@@ -10,26 +10,24 @@
 //! wedged one within a probe's time, and an open breaker in microseconds.
 
 pub mod forward;
+mod reading;
 
 use crate::config::LlmProviderConfig;
-use crate::llm::ndjson::{LineError, LineReader};
 use crate::llm::provider::{
     channel_stream, FailureKind, HealthReport, LlmCall, LlmProvider, LlmReply, ModelEntry,
-    ModelInfo, ProviderError, ReplyStream, StreamEvent, Usage,
+    ProviderError, ReplyStream, StreamEvent,
 };
 use crate::resilience::pool::{probe_once, InstanceView, Preference, Prober};
 use crate::resilience::{Instance, Lease, Outcome, PickError, Pool, ProbeError, ProbeFacts};
 use crate::runtime::ProviderBoard;
 use async_trait::async_trait;
-use futures::{FutureExt, StreamExt};
-use serde::Deserialize;
+use futures::FutureExt;
+use reading::{read_answer, Limits, Pieces};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// The longest NDJSON line accepted from a stream (one token's message is tiny).
-const MAX_STREAM_LINE: usize = 1024 * 1024;
 /// How often the installed models (`/api/tags`) are re-read by the probe.
 const TAGS_EVERY: Duration = Duration::from_secs(30);
 
@@ -254,7 +252,42 @@ impl OllamaProvider {
                 self.timeout_error(inst, "no answer", first_byte),
                 Outcome::Timeout,
             ))),
-            () = inst.wedged_after(lease.epoch()) => Err(self.wedged_error(inst)),
+            () = inst.wedged_after(lease.epoch()) => Err(wedged_error(inst)),
+        }
+    }
+
+    /// Pick an instance and start the call there. A call that never reached an instance
+    /// (refused before it was sent) may move to another; one that was sent may not (it
+    /// may be running there).
+    async fn start(&self, call: &LlmCall) -> Result<(Lease, reqwest::Response), ProviderError> {
+        let mut tried: Vec<String> = Vec::new();
+        let mut first_failure: Option<ProviderError> = None;
+        loop {
+            let lease = match self.lease(&call.model, call.deadline, &tried).await {
+                Ok(l) => l,
+                Err(e) => return Err(first_failure.unwrap_or(e)),
+            };
+            match self.begin(&lease, call).await {
+                Ok(resp) => return Ok((lease, resp)),
+                Err((e, outcome)) => {
+                    let not_sent = outcome == Outcome::ConnectFailure && e.not_sent();
+                    tried.push(lease.instance.spec.name.clone());
+                    lease.report(outcome, &e.message);
+                    if !not_sent {
+                        return Err(e);
+                    }
+                    first_failure.get_or_insert(e);
+                }
+            }
+        }
+    }
+
+    /// The limits for reading a started call's answer.
+    fn read_limits(&self, call: &LlmCall) -> Limits {
+        Limits {
+            first_byte: self.first_byte_limit(call),
+            idle: self.timeouts.idle,
+            deadline: call.deadline,
         }
     }
 
@@ -262,21 +295,6 @@ impl OllamaProvider {
         self.timeouts
             .first_byte
             .min(call.deadline.saturating_duration_since(Instant::now()))
-    }
-
-    fn wedged_error(&self, inst: &Instance) -> (ProviderError, Outcome) {
-        (
-            ProviderError::new(
-                FailureKind::Unavailable,
-                format!(
-                    "{} stopped answering (wedged: its health probe timed out)",
-                    inst.label()
-                ),
-            )
-            .on_instance(inst.label()),
-            // Already counted by the probe that found it wedged.
-            Outcome::ClientError,
-        )
     }
 
     fn probe_fn(&self) -> Prober {
@@ -414,19 +432,6 @@ impl OllamaProvider {
     }
 }
 
-type BodyReader = tokio_util::io::StreamReader<
-    futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>,
-    bytes::Bytes,
->;
-
-fn body_reader(resp: reqwest::Response) -> BodyReader {
-    tokio_util::io::StreamReader::new(
-        resp.bytes_stream()
-            .map(|r| r.map_err(|e| std::io::Error::other(root_cause(&e))))
-            .boxed(),
-    )
-}
-
 /// The error for "no instance can take this call".
 pub fn pick_error(provider: &str, e: PickError) -> ProviderError {
     match e {
@@ -462,61 +467,20 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
-/// One `/api/chat` answer object (one NDJSON line when streaming).
-#[derive(Debug, Deserialize, Default)]
-struct ChatChunk {
-    #[serde(default)]
-    model: String,
-    #[serde(default)]
-    message: Option<ChunkMessage>,
-    #[serde(default)]
-    done: bool,
-    #[serde(default)]
-    done_reason: Option<String>,
-    #[serde(default)]
-    error: Option<String>,
-    #[serde(default)]
-    prompt_eval_count: u64,
-    #[serde(default)]
-    eval_count: u64,
-    #[serde(default)]
-    total_duration: u64,
-    #[serde(default)]
-    load_duration: u64,
-    #[serde(default)]
-    prompt_eval_duration: u64,
-    #[serde(default)]
-    eval_duration: u64,
-}
-
-#[derive(Debug, Deserialize, Default)]
-struct ChunkMessage {
-    #[serde(default)]
-    content: String,
-    #[serde(default)]
-    tool_calls: Vec<Value>,
-}
-
-impl ChatChunk {
-    fn into_reply(self, content: String, tool_calls: Vec<Value>, fallback_model: &str) -> LlmReply {
-        LlmReply {
-            tool_calls,
-            model: if self.model.is_empty() {
-                fallback_model.to_string()
-            } else {
-                self.model
-            },
-            content,
-            usage: Usage::new(self.prompt_eval_count, self.eval_count),
-            model_info: ModelInfo {
-                total_duration: self.total_duration,
-                load_duration: self.load_duration,
-                prompt_eval_duration: self.prompt_eval_duration,
-                eval_duration: self.eval_duration,
-            },
-            done_reason: self.done_reason,
-        }
-    }
+/// A call that cannot go on because its instance was found wedged meanwhile.
+fn wedged_error(inst: &Instance) -> (ProviderError, Outcome) {
+    (
+        ProviderError::new(
+            FailureKind::Unavailable,
+            format!(
+                "{} stopped answering (wedged: its health probe timed out)",
+                inst.label()
+            ),
+        )
+        .on_instance(inst.label()),
+        // Already counted by the probe that found it wedged.
+        Outcome::ClientError,
+    )
 }
 
 #[async_trait]
@@ -538,179 +502,29 @@ impl LlmProvider for OllamaProvider {
     }
 
     async fn chat(&self, call: &LlmCall) -> Result<LlmReply, ProviderError> {
-        let mut stream = self.chat_stream(call).await?;
-        while let Some(event) = stream.next().await {
-            match event? {
-                StreamEvent::Delta(_) => {}
-                StreamEvent::Done(reply) => return Ok(reply),
-            }
-        }
-        Err(ProviderError::new(
-            FailureKind::Upstream,
-            "the stream ended without a final message",
-        ))
+        // Read in the caller's own task: the slot is free when the answer is.
+        let (lease, resp) = self.start(call).await?;
+        let limits = self.read_limits(call);
+        read_answer(lease, resp, limits, &call.model, Pieces::Collect)
+            .await?
+            .ok_or_else(|| {
+                ProviderError::new(
+                    FailureKind::Upstream,
+                    "the stream ended without a final message",
+                )
+            })
     }
 
     async fn chat_stream(&self, call: &LlmCall) -> Result<ReplyStream, ProviderError> {
-        // A call that never reached an instance (refused before it was sent) may move to
-        // another; one that was sent may not (it may be running there).
-        let mut tried: Vec<String> = Vec::new();
-        let mut first_failure: Option<ProviderError> = None;
-        let (lease, resp) = loop {
-            let lease = match self.lease(&call.model, call.deadline, &tried).await {
-                Ok(l) => l,
-                Err(e) => return Err(first_failure.unwrap_or(e)),
-            };
-            match self.begin(&lease, call).await {
-                Ok(resp) => break (lease, resp),
-                Err((e, outcome)) => {
-                    let not_sent = outcome == Outcome::ConnectFailure && e.not_sent();
-                    tried.push(lease.instance.spec.name.clone());
-                    lease.report(outcome, &e.message);
-                    if !not_sent {
-                        return Err(e);
-                    }
-                    first_failure.get_or_insert(e);
-                }
-            }
-        };
-        let timeouts = self.timeouts;
+        let (lease, resp) = self.start(call).await?;
+        let limits = self.read_limits(call);
         let model = call.model.clone();
-        let deadline = call.deadline;
-        let first_byte = self.first_byte_limit(call);
-        let wedged = self.wedged_error(&lease.instance).0;
         let stream = channel_stream(move |tx| async move {
-            let inst = lease.instance.clone();
-            let mut lines = LineReader::new(body_reader(resp), MAX_STREAM_LINE);
-            let mut content = String::new();
-            // Tool calls may come in any chunk (Ollama sends them whole, once).
-            let mut tool_calls: Vec<Value> = Vec::new();
-            let fail = |message: String| {
-                Err(ProviderError::new(FailureKind::Upstream, message).on_instance(inst.label()))
-            };
-            // The first line (the model's cold load and first token) has its own limit,
-            // and gives up if the instance is found wedged meanwhile.
-            let first = tokio::select! {
-                r = lines.next_line(first_byte) => r,
-                () = inst.wedged_after(lease.epoch()) => {
-                    drop(lease);
-                    return tx.send(Err(wedged)).await;
-                }
-            };
-            let mut next: Option<Vec<u8>> = match first {
-                Ok(Some(line)) => Some(line),
-                Ok(None) => {
-                    lease.report(Outcome::ServerError, "stream ended before answering");
-                    return tx
-                        .send(fail(format!(
-                            "{} closed the stream before answering",
-                            inst.label()
-                        )))
-                        .await;
-                }
-                Err(LineError::Stalled(d)) => {
-                    lease.report(Outcome::Timeout, "no first token");
-                    let mut e = ProviderError::new(
-                        FailureKind::Timeout,
-                        format!(
-                            "{} gave no first token within {:.1} s",
-                            inst.label(),
-                            d.as_secs_f64()
-                        ),
-                    );
-                    e.instance = Some(inst.label());
-                    return tx.send(Err(e)).await;
-                }
-                Err(e) => {
-                    lease.report(Outcome::ServerError, &e.to_string());
-                    return tx
-                        .send(fail(format!("{} dropped the stream: {e}", inst.label())))
-                        .await;
-                }
-            };
-            loop {
-                let line = match next.take() {
-                    Some(l) => l,
-                    None => {
-                        let left = deadline.saturating_duration_since(Instant::now());
-                        match lines.next_line(timeouts.idle.min(left)).await {
-                            Ok(Some(line)) => line,
-                            Ok(None) => {
-                                lease.report(Outcome::ServerError, "stream ended early");
-                                return tx
-                                    .send(fail(format!(
-                                        "{} closed the stream before it was done",
-                                        inst.label()
-                                    )))
-                                    .await;
-                            }
-                            Err(LineError::Stalled(d)) => {
-                                let why = if d >= left {
-                                    "did not finish within the request's time"
-                                } else {
-                                    "stalled mid-answer"
-                                };
-                                lease.report(Outcome::Timeout, why);
-                                let mut e = ProviderError::new(
-                                    FailureKind::Timeout,
-                                    format!(
-                                        "{} {why} (nothing for {:.1} s)",
-                                        inst.label(),
-                                        d.as_secs_f64()
-                                    ),
-                                );
-                                e.instance = Some(inst.label());
-                                return tx.send(Err(e)).await;
-                            }
-                            Err(e) => {
-                                lease.report(Outcome::ServerError, &e.to_string());
-                                return tx
-                                    .send(fail(format!("{} dropped the stream: {e}", inst.label())))
-                                    .await;
-                            }
-                        }
-                    }
-                };
-                let mut chunk: ChatChunk = match serde_json::from_slice(&line) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        lease.report(Outcome::ServerError, "unreadable stream line");
-                        return tx
-                            .send(fail(format!(
-                                "unreadable stream line from ollama ({e}): {}",
-                                String::from_utf8_lossy(&line[..line.len().min(300)])
-                            )))
-                            .await;
-                    }
-                };
-                if let Some(err) = chunk.error {
-                    lease.report(Outcome::ServerError, &err);
-                    return tx.send(fail(format!("ollama error: {err}"))).await;
-                }
-                if let Some(m) = chunk.message.as_mut() {
-                    tool_calls.append(&mut m.tool_calls);
-                }
-                let piece = chunk
-                    .message
-                    .as_ref()
-                    .map(|m| m.content.clone())
-                    .unwrap_or_default();
-                if !piece.is_empty() {
-                    content.push_str(&piece);
-                    if !tx.send(Ok(StreamEvent::Delta(piece))).await {
-                        lease.report(Outcome::Success, "the caller went away");
-                        return false;
-                    }
-                }
-                if chunk.done {
-                    lease.report(Outcome::Success, "answered");
-                    let reply = chunk.into_reply(
-                        std::mem::take(&mut content),
-                        std::mem::take(&mut tool_calls),
-                        &model,
-                    );
-                    return tx.send(Ok(StreamEvent::Done(reply))).await;
-                }
+            // `read_answer` lets the lease go before the end is sent.
+            match read_answer(lease, resp, limits, &model, Pieces::Stream(&tx)).await {
+                Ok(Some(reply)) => tx.send(Ok(StreamEvent::Done(reply))).await,
+                Ok(None) => false,
+                Err(e) => tx.send(Err(e)).await,
             }
         });
         Ok(stream)
