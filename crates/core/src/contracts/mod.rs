@@ -75,7 +75,13 @@ pub struct Contract {
     /// The agent-style shape behind the schema, when there is one: it normalises
     /// answers and shapes mock answers.
     pub shape: Option<shape::Shape>,
-    validator: jsonschema::Validator,
+    /// Built-in contracts compile on first use: the validator library checks each schema
+    /// against the meta-schema as it compiles it, and keeps what that builds for the life
+    /// of the process (≈ 10 MB for all built-in contracts at start; most are never used
+    /// by a given Desk). A request's own schema is compiled at once (it may not compile).
+    validator: OnceLock<jsonschema::Validator>,
+    /// `shape_hint`, computed once (every json-mode prompt asks for it).
+    hint: OnceLock<String>,
 }
 
 impl std::fmt::Debug for Contract {
@@ -108,11 +114,10 @@ impl Contract {
         source: Source,
         schema: Value,
     ) -> Result<Self, String> {
-        let validator = if source == Source::Builtin {
-            compile_own(&schema)?
-        } else {
-            jsonschema::validator_for(&schema).map_err(|e| e.to_string())?
-        };
+        let validator = OnceLock::new();
+        if source != Source::Builtin {
+            let _ = validator.set(jsonschema::validator_for(&schema).map_err(|e| e.to_string())?);
+        }
         Ok(Self {
             role: role.to_string(),
             task: task.to_string(),
@@ -120,6 +125,7 @@ impl Contract {
             schema,
             shape: None,
             validator,
+            hint: OnceLock::new(),
         })
     }
 
@@ -127,14 +133,14 @@ impl Contract {
     pub fn from_shape(role: &str, task: &str, source: Source, shape: shape::Shape) -> Self {
         let mut schema = shape.schema();
         schema["title"] = Value::String(format!("{role}/{task}"));
-        let validator = compile_own(&schema).expect("shapes give valid schemas");
         Self {
             role: role.to_string(),
             task: task.to_string(),
             source,
             schema,
             shape: Some(shape),
-            validator,
+            validator: OnceLock::new(),
+            hint: OnceLock::new(),
         }
     }
 }
@@ -160,7 +166,7 @@ impl std::fmt::Display for Violation {
 impl Contract {
     /// Every violation of this contract in `answer` (empty = valid).
     pub fn violations(&self, answer: &Value) -> Vec<Violation> {
-        self.validator
+        self.validator()
             .iter_errors(answer)
             .map(|e| Violation {
                 path: e.instance_path.to_string(),
@@ -172,10 +178,22 @@ impl Contract {
     /// The expected shape in the compact notation prompts use, e.g.
     /// `{"headline": string, "features": [string], "cta": string (optional)}`.
     pub fn shape_hint(&self) -> String {
-        match &self.shape {
-            Some(shape) => shape.hint(),
-            None => shape_of(&self.schema),
-        }
+        self.hint
+            .get_or_init(|| match &self.shape {
+                Some(shape) => shape.hint(),
+                None => shape_of(&self.schema),
+            })
+            .clone()
+    }
+
+    /// The compiled schema (a built-in one compiles here the first time).
+    fn validator(&self) -> &jsonschema::Validator {
+        self.validator.get_or_init(|| {
+            compile_own(&self.schema).unwrap_or_else(|e| {
+                // Our own schemas compile: a test compiles every one of them.
+                panic!("built-in contract {}/{}: {e}", self.role, self.task)
+            })
+        })
     }
 }
 
@@ -345,6 +363,9 @@ mod tests {
     fn every_schema_compiles_and_has_a_title() {
         for c in contracts() {
             assert!(c.schema["title"].is_string(), "{}/{}", c.role, c.task);
+            assert!(compile_own(&c.schema).is_ok(), "{}/{}", c.role, c.task);
+            c.validator();
+            assert!(c.validator.get().is_some());
         }
         assert!(contracts().count() >= 10);
     }

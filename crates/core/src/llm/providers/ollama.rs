@@ -14,8 +14,8 @@ mod reading;
 
 use crate::config::LlmProviderConfig;
 use crate::llm::provider::{
-    channel_stream, FailureKind, HealthReport, LlmCall, LlmProvider, LlmReply, ModelEntry,
-    ProviderError, ReplyStream, StreamEvent,
+    channel_stream, ChatMessage, FailureKind, HealthReport, LlmCall, LlmProvider, LlmReply,
+    ModelEntry, ProviderError, ReplyStream, StreamEvent,
 };
 use crate::resilience::pool::{probe_once, InstanceView, Preference, Prober};
 use crate::resilience::{Instance, Lease, Outcome, PickError, Pool, ProbeError, ProbeFacts};
@@ -23,7 +23,8 @@ use crate::runtime::ProviderBoard;
 use async_trait::async_trait;
 use futures::FutureExt;
 use reading::{read_answer, Limits, Pieces};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -48,6 +49,9 @@ pub struct OllamaProvider {
     timeouts: Timeouts,
     client: reqwest::Client,
     pool: Arc<Pool>,
+    /// Each instance's `/api/chat` (in the pool's order); `None` if it does not parse
+    /// (the call then fails as it always did).
+    chat_urls: Vec<Option<reqwest::Url>>,
     /// The first instance's URL, for messages and `router/info`.
     base_url: String,
 }
@@ -71,7 +75,12 @@ impl OllamaProvider {
             .pool_idle_timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
             .build()?;
+        let chat_urls = specs
+            .iter()
+            .map(|s| reqwest::Url::parse(&format!("{}/api/chat", s.url)).ok())
+            .collect();
         Ok(Self {
+            chat_urls,
             name: name.to_string(),
             default_model: cfg.default_model.clone(),
             keep_alive: cfg.keep_alive.clone(),
@@ -92,33 +101,34 @@ impl OllamaProvider {
         &self.pool
     }
 
-    fn body(&self, call: &LlmCall, stream: bool) -> Value {
-        let mut options = json!({
-            "temperature": call.sampling.temperature,
-            "top_p": call.sampling.top_p,
-            "num_predict": call.sampling.max_tokens,
-        });
-        if !call.sampling.stop.is_empty() {
-            options["stop"] = json!(call.sampling.stop);
+    fn body<'a>(&'a self, call: &'a LlmCall, stream: bool) -> ChatRequest<'a> {
+        ChatRequest {
+            model: &call.model,
+            messages: &call.messages,
+            stream,
+            options: ChatOptions {
+                temperature: call.sampling.temperature,
+                top_p: call.sampling.top_p,
+                num_predict: call.sampling.max_tokens,
+                stop: &call.sampling.stop,
+            },
+            format: match &call.schema {
+                Some(schema) => Some(Format::Schema(schema)),
+                None => call.json.then_some(Format::Named("json")),
+            },
+            tools: call.tools.as_ref(),
+            keep_alive: self.keep_alive.as_deref(),
         }
-        let mut body = json!({
-            "model": call.model,
-            "messages": call.messages,
-            "stream": stream,
-            "options": options,
-        });
-        if let Some(schema) = &call.schema {
-            body["format"] = schema.clone();
-        } else if call.json {
-            body["format"] = json!("json");
-        }
-        if let Some(tools) = &call.tools {
-            body["tools"] = tools.clone();
-        }
-        if let Some(k) = &self.keep_alive {
-            body["keep_alive"] = json!(k);
-        }
-        body
+    }
+
+    /// `/api/chat` of an instance, parsed once (not for every call).
+    fn chat_url(&self, inst: &Instance) -> Option<&reqwest::Url> {
+        let i = self
+            .pool
+            .instances
+            .iter()
+            .position(|i| std::ptr::eq(Arc::as_ptr(i), inst))?;
+        self.chat_urls.get(i)?.as_ref()
     }
 
     fn timeout_error(&self, inst: &Instance, what: &str, limit: Duration) -> ProviderError {
@@ -235,9 +245,11 @@ impl OllamaProvider {
         let inst = &lease.instance;
         let first_byte = self.first_byte_limit(call);
         let started = async {
-            let resp = self
-                .client
-                .post(format!("{}/api/chat", inst.spec.url))
+            let post = match self.chat_url(inst) {
+                Some(url) => self.client.post(url.clone()),
+                None => self.client.post(format!("{}/api/chat", inst.spec.url)),
+            };
+            let resp = post
                 .json(&self.body(call, true))
                 .send()
                 .await
@@ -467,6 +479,39 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
+/// The `/api/chat` request, serialised straight from the call: no JSON tree built and
+/// no prompt copied on the way.
+#[derive(Serialize)]
+struct ChatRequest<'a> {
+    model: &'a str,
+    messages: &'a [ChatMessage],
+    stream: bool,
+    options: ChatOptions<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    format: Option<Format<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keep_alive: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct ChatOptions<'a> {
+    temperature: f64,
+    top_p: f64,
+    num_predict: u32,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop: &'a [String],
+}
+
+/// `format`: a JSON schema, or `"json"`.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Format<'a> {
+    Schema(&'a Value),
+    Named(&'static str),
+}
+
 /// A call that cannot go on because its instance was found wedged meanwhile.
 fn wedged_error(inst: &Instance) -> (ProviderError, Outcome) {
     (
@@ -686,7 +731,8 @@ fn model_names(v: &Value) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llm::provider::{CallContext, ChatMessage, Sampling};
+    use crate::llm::provider::{CallContext, Sampling};
+    use serde_json::json;
 
     fn provider(keep_alive: Option<&str>) -> OllamaProvider {
         let mut cfg = LlmProviderConfig::of_kind("ollama");
@@ -715,7 +761,7 @@ mod tests {
             },
             context: CallContext::default(),
         };
-        let b = p.body(&call, false);
+        let b = serde_json::to_value(p.body(&call, false)).unwrap();
         assert_eq!(b["model"], "qwen2.5:14b");
         assert_eq!(b["format"], "json");
         assert_eq!(b["keep_alive"], "5m");
@@ -725,6 +771,26 @@ mod tests {
         assert_eq!(b["options"]["top_p"], 0.8);
         assert_eq!(b["options"]["stop"], json!(["END"]));
         assert_eq!(b["messages"][0]["content"], "hi");
+
+        // A schema wins over "json"; tools go as given; nothing unset is sent.
+        let schema = json!({"type": "object", "properties": {"a": {"type": "string"}}});
+        let tools = json!([{"type": "function", "function": {"name": "f"}}]);
+        let call = LlmCall {
+            schema: Some(schema.clone()),
+            tools: Some(tools.clone()),
+            sampling: Sampling {
+                stop: Vec::new(),
+                ..call.sampling
+            },
+            ..call
+        };
+        let b = serde_json::to_value(provider(None).body(&call, true)).unwrap();
+        assert_eq!(b["format"], schema);
+        assert_eq!(b["tools"], tools);
+        assert_eq!(b["stream"], true);
+        assert!(b.get("keep_alive").is_none(), "{b}");
+        assert!(b["options"].get("stop").is_none(), "{b}");
+        assert_eq!(b["messages"], json!([{"role": "user", "content": "hi"}]));
     }
 
     #[test]
