@@ -184,9 +184,16 @@ fn cors_headers(resp: &mut Response, origin: &str) {
     );
 }
 
-/// The browser rules (see the module doc) and CORS preflights: `Err` is the answer
-/// (a preflight's, or a refusal), `Ok` the allowed CORS origin the answer must name.
-pub fn judge_request(state: &AppState, req: &Request) -> Result<Option<String>, Response> {
+/// What the browser rules say about a request.
+pub enum Verdict {
+    /// Serve it; an allowed CORS origin is named on the answer.
+    Serve(Option<String>),
+    /// Answer this instead (a preflight's answer, or a refusal).
+    Answer(Response),
+}
+
+/// The browser rules (see the module doc) and CORS preflights.
+pub fn judge_request(state: &AppState, req: &Request) -> Verdict {
     let origin = text(req.headers(), header::ORIGIN);
     let cors_origin = origin
         .filter(|o| state.browser.cors_allowed(o))
@@ -198,12 +205,14 @@ pub fn judge_request(state: &AppState, req: &Request) -> Result<Option<String>, 
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
     {
         let Some(origin) = cors_origin else {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "CROSS_SITE_REFUSED",
-                "this origin is not in server.cors_origins",
-            )
-            .into_response());
+            return Verdict::Answer(
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "CROSS_SITE_REFUSED",
+                    "this origin is not in server.cors_origins",
+                )
+                .into_response(),
+            );
         };
         let mut resp = StatusCode::NO_CONTENT.into_response();
         cors_headers(&mut resp, &origin);
@@ -220,7 +229,7 @@ pub fn judge_request(state: &AppState, req: &Request) -> Result<Option<String>, 
             header::ACCESS_CONTROL_MAX_AGE,
             HeaderValue::from_static("600"),
         );
-        return Err(resp);
+        return Verdict::Answer(resp);
     }
     let keyed = super::auth::bearer(req.headers()).is_some_and(|b| state.auth.lookup(b).is_some());
     if !keyed {
@@ -234,10 +243,10 @@ pub fn judge_request(state: &AppState, req: &Request) -> Result<Option<String>, 
             if let Some(o) = &cors_origin {
                 cors_headers(&mut resp, o);
             }
-            return Err(resp);
+            return Verdict::Answer(resp);
         }
     }
-    Ok(cors_origin)
+    Verdict::Serve(cors_origin)
 }
 
 /// The CORS headers an allowed origin's answer carries.

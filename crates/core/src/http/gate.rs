@@ -50,8 +50,8 @@ async fn answered(gate: Gate, req: Request, next: Next) -> Response {
         None => {
             let req = req.map(|b| Body::new(TimeoutBody::new(gate.body_timeout, b)));
             match browser::judge_request(&gate.state, &req) {
-                Err(answer) => answer,
-                Ok(cors_origin) => {
+                browser::Verdict::Answer(answer) => answer,
+                browser::Verdict::Serve(cors_origin) => {
                     let mut resp = next.run(req).await;
                     browser::allow_origin(&mut resp, cors_origin.as_deref());
                     resp
