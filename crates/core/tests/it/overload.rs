@@ -105,14 +105,29 @@ async fn clients_that_give_up_while_queued_leave_no_place_taken() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(double.requests().len(), 8, "8 calls run at once");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    // A 73rd finds the queue full: shed at once, with Retry-After.
-    let r = client
-        .post(app.url("/api/v1/llm/generate"))
-        .json(&body())
-        .send()
-        .await
+    // Once the other 64 are queued, one more is shed at once, with Retry-After. A try
+    // that times out was queued (the queue was not full yet) and gives up its place.
+    let probe = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
         .unwrap();
+    let mut shed = None;
+    for _ in 0..30 {
+        match probe
+            .post(app.url("/api/v1/llm/generate"))
+            .json(&body())
+            .send()
+            .await
+        {
+            Ok(r) => {
+                shed = Some(r);
+                break;
+            }
+            Err(e) if e.is_timeout() => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let r = shed.expect("a call beyond 8 running and 64 queued is shed");
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"), "{:?}", r.headers());
     let v: Value = r.json().await.unwrap();
