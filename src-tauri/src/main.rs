@@ -30,6 +30,7 @@ use tauri::Manager;
 use tauri::RunEvent;
 
 fn main() -> ExitCode {
+    sparklio_core::platform::small_pages_only();
     init_tracing(LogFormat::Human);
     let loaded = match sparklio_core::load_config(&ConfigInput::from_process(None)) {
         Ok(loaded) => loaded,

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// mimalloc rather than the system allocator: lower CPU per request and an RSS that
-/// stays flat under load (docs/performance.md).
+/// stays flat under load (docs/performance.md); without transparent huge pages (`main`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -184,6 +184,7 @@ enum ConfigCommand {
 }
 
 fn main() -> ExitCode {
+    sparklio_core::platform::small_pages_only();
     let cli = Cli::parse();
     match cli.command {
         Command::Config(cmd) => config_command(cli.config, cmd),

@@ -251,6 +251,8 @@ pub fn peer(req: &Request) -> Result<SocketAddr, ApiError> {
         .ok_or_else(|| ApiError::internal("server started without peer addresses"))
 }
 
+/// Who may call (401/403), then how much (429 with `Retry-After`, see `limits`): one
+/// route layer for both, the caller put on the request for the handlers.
 pub(crate) async fn require(
     state: SharedState,
     scope: Scope,
@@ -262,11 +264,16 @@ pub(crate) async fn require(
     let caller = state
         .auth()
         .check(addr, bearer(req.headers()), scope, front)?;
+    let slot = state.limiter.admit(&caller)?;
     req.extensions_mut().insert(caller);
-    Ok(next.run(req).await)
+    let resp = next.run(req).await;
+    Ok(match slot {
+        None => resp,
+        Some(slot) => super::limits::held_until_sent(resp, slot),
+    })
 }
 
-/// Middleware for gateway routes.
+/// Middleware for gateway routes (access and limits).
 pub async fn require_gateway(
     State(state): State<SharedState>,
     req: Request,
@@ -275,7 +282,7 @@ pub async fn require_gateway(
     require(state, Scope::Gateway, Front::Sparklio, req, next).await
 }
 
-/// Middleware for control routes.
+/// Middleware for control routes (access and limits).
 pub async fn require_admin(
     State(state): State<SharedState>,
     req: Request,

@@ -14,10 +14,9 @@
 //! response gets headers that keep the dashboard out of frames and MIME sniffing.
 
 use super::error::ApiError;
-use crate::app::SharedState;
-use axum::extract::{Request, State};
+use crate::app::AppState;
+use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -185,10 +184,20 @@ fn cors_headers(resp: &mut Response, origin: &str) {
     );
 }
 
-/// The browser rules (see the module doc), CORS, and a preflight answer.
-pub async fn guard(State(state): State<SharedState>, req: Request, next: Next) -> Response {
-    let origin = text(req.headers(), header::ORIGIN).map(str::to_string);
-    let cors_origin = origin.filter(|o| state.browser().cors_allowed(o));
+/// What the browser rules say about a request.
+pub enum Verdict {
+    /// Serve it; an allowed CORS origin is named on the answer.
+    Serve(Option<String>),
+    /// Answer this instead (a preflight's answer, or a refusal).
+    Answer(Response),
+}
+
+/// The browser rules (see the module doc) and CORS preflights.
+pub fn judge_request(state: &AppState, req: &Request) -> Verdict {
+    let origin = text(req.headers(), header::ORIGIN);
+    let cors_origin = origin
+        .filter(|o| state.browser().cors_allowed(o))
+        .map(str::to_string);
     // A preflight carries no credentials: answer it here, before auth.
     if req.method() == Method::OPTIONS
         && req
@@ -196,12 +205,14 @@ pub async fn guard(State(state): State<SharedState>, req: Request, next: Next) -
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
     {
         let Some(origin) = cors_origin else {
-            return ApiError::new(
-                StatusCode::FORBIDDEN,
-                "CROSS_SITE_REFUSED",
-                "this origin is not in server.cors_origins",
-            )
-            .into_response();
+            return Verdict::Answer(
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "CROSS_SITE_REFUSED",
+                    "this origin is not in server.cors_origins",
+                )
+                .into_response(),
+            );
         };
         let mut resp = StatusCode::NO_CONTENT.into_response();
         cors_headers(&mut resp, &origin);
@@ -218,7 +229,7 @@ pub async fn guard(State(state): State<SharedState>, req: Request, next: Next) -
             header::ACCESS_CONTROL_MAX_AGE,
             HeaderValue::from_static("600"),
         );
-        return resp;
+        return Verdict::Answer(resp);
     }
     let keyed =
         super::auth::bearer(req.headers()).is_some_and(|b| state.auth().lookup(b).is_some());
@@ -233,22 +244,27 @@ pub async fn guard(State(state): State<SharedState>, req: Request, next: Next) -
             if let Some(o) = &cors_origin {
                 cors_headers(&mut resp, o);
             }
-            return resp;
+            return Verdict::Answer(resp);
         }
     }
-    let mut resp = next.run(req).await;
-    if let Some(o) = &cors_origin {
-        cors_headers(&mut resp, o);
+    Verdict::Serve(cors_origin)
+}
+
+/// The CORS headers an allowed origin's answer carries.
+pub fn allow_origin(resp: &mut Response, origin: Option<&str>) {
+    if let Some(o) = origin {
+        cors_headers(resp, o);
     }
-    resp
+}
+
+/// Whether a path is one of the dashboard's pages (they get a content policy).
+pub fn is_page(path: &str) -> bool {
+    path == "/" || path.starts_with("/ui/")
 }
 
 /// Headers every answer carries: no framing (clickjacking the restart buttons), no MIME
 /// sniffing, no referrer leaks; the dashboard's pages also get a content policy.
-pub async fn security_headers(req: Request, next: Next) -> Response {
-    let is_page = req.uri().path() == "/" || req.uri().path().starts_with("/ui/");
-    let mut resp = next.run(req).await;
-    let h = resp.headers_mut();
+pub fn security_headers(h: &mut HeaderMap, is_page: bool) {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -268,7 +284,6 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(csp),
     );
-    resp
 }
 
 #[cfg(test)]

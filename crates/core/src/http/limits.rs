@@ -5,13 +5,10 @@
 
 use super::auth::Caller;
 use super::error::ApiError;
-use crate::app::SharedState;
 use crate::config::ClientLimits;
 use axum::body::Body;
-use axum::extract::{Request, State};
 use axum::http::StatusCode;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use http_body_util::BodyExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -159,25 +156,15 @@ impl Limiter {
     }
 }
 
-/// Middleware after auth: admit the caller or answer 429 with `Retry-After`.
-pub async fn limit(State(state): State<SharedState>, req: Request, next: Next) -> Response {
-    let Some(caller) = req.extensions().get::<Caller>().cloned() else {
-        return next.run(req).await;
-    };
-    match state.limiter.admit(&caller) {
-        // `retry_after_s` becomes the Retry-After header.
-        Err(e) => e.into_response(),
-        Ok(None) => next.run(req).await,
-        Ok(Some(slot)) => {
-            // The slot is held until the whole body is sent (streams count while they run).
-            let (parts, body) = next.run(req).await.into_parts();
-            let body = body.map_frame(move |f| {
-                let _held = &slot;
-                f
-            });
-            Response::from_parts(parts, Body::new(body))
-        }
-    }
+/// The response with the request's in-flight slot held until its whole body is sent
+/// (streams count while they run).
+pub fn held_until_sent(resp: Response, slot: InFlight) -> Response {
+    let (parts, body) = resp.into_parts();
+    let body = body.map_frame(move |f| {
+        let _held = &slot;
+        f
+    });
+    Response::from_parts(parts, Body::new(body))
 }
 
 #[cfg(test)]

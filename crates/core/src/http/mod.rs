@@ -1,10 +1,11 @@
 //! The HTTP API: one router, three access levels (public, gateway, admin),
-//! and tower layers for what every request shares.
+//! and one middleware for what every request shares (`gate`).
 
 pub mod auth;
 pub mod browser;
 pub mod error;
 pub mod fronts;
+mod gate;
 pub mod limits;
 pub mod request;
 mod routes;
@@ -18,7 +19,7 @@ pub use request::ApiJson;
 
 use crate::app::SharedState;
 use axum::extract::DefaultBodyLimit;
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 use axum::Router;
 use std::time::Duration;
@@ -33,15 +34,21 @@ pub fn router(state: SharedState) -> Router {
         .merge(ui::routes());
 
     let gateway = routes::gateway_routes()
-        .route_layer(from_fn_with_state(state.clone(), limits::limit))
         .route_layer(from_fn_with_state(state.clone(), auth::require_gateway));
 
-    let admin = routes::admin_routes()
-        .route_layer(from_fn_with_state(state.clone(), limits::limit))
-        .route_layer(from_fn_with_state(state.clone(), auth::require_admin));
+    let admin =
+        routes::admin_routes().route_layer(from_fn_with_state(state.clone(), auth::require_admin));
 
     let config = state.config();
     let server = &config.server;
+    let gate = gate::Gate {
+        state: state.clone(),
+        body_limits: request::BodyLimits {
+            default: server.max_body_bytes,
+            upload: config.config.fronts.comfyui.max_upload_bytes,
+        },
+        body_timeout: Duration::from_secs_f64(server.limits.body_timeout_s),
+    };
     Router::new()
         .merge(public)
         .merge(gateway)
@@ -51,19 +58,6 @@ pub fn router(state: SharedState) -> Router {
         .merge(fronts::comfyui::routes(state.clone()))
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(server.max_body_bytes))
-        .layer(from_fn_with_state(state.clone(), browser::guard))
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
-            Duration::from_secs_f64(server.limits.body_timeout_s),
-        ))
-        .layer(from_fn_with_state(
-            request::BodyLimits {
-                default: server.max_body_bytes,
-                upload: config.config.fronts.comfyui.max_upload_bytes,
-            },
-            request::refuse_declared_oversize,
-        ))
-        .layer(from_fn(browser::security_headers))
-        .layer(from_fn(fronts::reshape_errors))
-        .layer(from_fn(request::request_context))
+        .layer(from_fn_with_state(gate, gate::gate))
         .with_state(state)
 }

@@ -2,11 +2,10 @@
 //! non-standard failure into the standard error body, and a JSON extractor whose
 //! rejections name the offending field.
 
-use super::error::{ApiError, ErrorCode, REQUEST_ID};
+use super::error::{ApiError, ErrorCode};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, Request};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::Next;
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use std::net::SocketAddr;
@@ -15,7 +14,7 @@ use std::time::Instant;
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Accept a caller's id when it is short printable ASCII; otherwise make one.
-fn request_id_from(req: &Request) -> String {
+pub(super) fn request_id_from(req: &Request) -> String {
     req.headers()
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -24,39 +23,57 @@ fn request_id_from(req: &Request) -> String {
         .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_string)
 }
 
-/// Outermost middleware: every response gets `x-request-id`, every failure the standard body.
-pub async fn request_context(req: Request, next: Next) -> Response {
-    let id = request_id_from(&req);
-    let started = Instant::now();
-    // Kept as they are (a method, a shared URI, an address): formatted only if logged.
-    let method = req.method().clone();
-    let uri = req.uri().clone();
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+/// What the access log needs of a request, kept as it is (a method, a shared URI, an
+/// address): formatted only if a line is written.
+pub(super) struct Access {
+    id: String,
+    started: Instant,
+    method: Method,
+    uri: Uri,
+    peer: Option<std::net::IpAddr>,
+}
 
-    let mut resp = REQUEST_ID
-        .scope(id.clone(), async move {
-            let resp = next.run(req).await;
-            normalize_error(resp)
-        })
-        .await;
+impl Access {
+    pub(super) fn of(req: &Request, id: String) -> Self {
+        Self {
+            id,
+            started: Instant::now(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            peer: req
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        }
+    }
 
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+    pub(super) fn id(&self) -> &str {
+        &self.id
     }
-    let status = resp.status().as_u16();
-    let code = resp.extensions().get::<ErrorCode>().map_or("", |c| c.0);
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let path = uri.path();
-    let client = PeerText(peer);
-    if status >= 500 {
-        tracing::warn!(request_id = %id, %method, %path, status, code, latency_ms, %client, "request failed");
-    } else {
-        tracing::debug!(request_id = %id, %method, %path, status, code, latency_ms, %client, "request");
+
+    /// Put `x-request-id` on the response and log it (failures at warn, the rest at debug).
+    pub(super) fn finish(self, resp: &mut Response) {
+        let Self {
+            id,
+            started,
+            method,
+            uri,
+            peer,
+        } = self;
+        let status = resp.status().as_u16();
+        let code = resp.extensions().get::<ErrorCode>().map_or("", |c| c.0);
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let path = uri.path();
+        let client = PeerText(peer);
+        if status >= 500 {
+            tracing::warn!(request_id = %id, %method, %path, status, code, latency_ms, %client, "request failed");
+        } else {
+            tracing::debug!(request_id = %id, %method, %path, status, code, latency_ms, %client, "request");
+        }
+        if let Ok(v) = HeaderValue::try_from(id) {
+            resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+        }
     }
-    resp
 }
 
 /// Body size limits: `server.max_body_bytes`, and a larger one for image uploads.
@@ -90,11 +107,7 @@ impl std::fmt::Display for PeerText {
 }
 
 /// A body declared larger than the limit is refused before a byte of it is read.
-pub async fn refuse_declared_oversize(
-    axum::extract::State(limits): axum::extract::State<BodyLimits>,
-    req: Request,
-    next: Next,
-) -> Response {
+pub(super) fn refuse_declared_oversize(limits: &BodyLimits, req: &Request) -> Option<Response> {
     let max = limits.for_path(req.uri().path());
     let declared = req
         .headers()
@@ -106,14 +119,14 @@ pub async fn refuse_declared_oversize(
         // The client may still be sending: do not keep the connection for it.
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return resp;
+        return Some(resp);
     }
-    next.run(req).await
+    None
 }
 
 /// Failures produced below our handlers (405, 413 from a body limit, …) come without
-/// our JSON body; give them one. Runs inside the request-id scope.
-fn normalize_error(resp: Response) -> Response {
+/// our JSON body; give them one. Runs inside the request-id scope (the body names it).
+pub(super) fn normalize_error(resp: Response) -> Response {
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error())
         || resp.extensions().get::<ErrorCode>().is_some()

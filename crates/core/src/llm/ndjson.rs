@@ -26,7 +26,7 @@ impl std::fmt::Display for LineError {
     }
 }
 
-/// Lines of a byte stream, one at a time.
+/// Lines of a byte stream, one at a time, in one buffer reused for every line.
 pub struct LineReader<R> {
     inner: BufReader<R>,
     max_line: usize,
@@ -42,9 +42,11 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         }
     }
 
-    /// The next non-empty line (without its newline), `None` at the end of the stream.
-    /// `idle` bounds the wait for each piece of data, not the whole line.
-    pub async fn next_line(&mut self, idle: Duration) -> Result<Option<Vec<u8>>, LineError> {
+    /// The next non-empty line (without its newline; valid until the next call), `None`
+    /// at the end of the stream. `idle` bounds the wait for each piece of data, not the
+    /// whole line.
+    pub async fn next_line(&mut self, idle: Duration) -> Result<Option<&[u8]>, LineError> {
+        self.buf.clear();
         loop {
             let chunk = match tokio::time::timeout(idle, self.inner.fill_buf()).await {
                 Err(_) => return Err(LineError::Stalled(idle)),
@@ -53,8 +55,8 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             };
             if chunk.is_empty() {
                 // End of stream: a last line without a newline still counts.
-                let last = std::mem::take(&mut self.buf);
-                return Ok((!trim(&last).is_empty()).then(|| trim(&last).to_vec()));
+                let last = trim(&self.buf);
+                return Ok((!last.is_empty()).then_some(last));
             }
             let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
                 Some(i) => (i + 1, true),
@@ -66,11 +68,10 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                 return Err(LineError::TooLong(self.max_line));
             }
             if done {
-                let line = std::mem::take(&mut self.buf);
-                let line = trim(&line);
-                if !line.is_empty() {
-                    return Ok(Some(line.to_vec()));
+                if !trim(&self.buf).is_empty() {
+                    return Ok(Some(trim(&self.buf)));
                 }
+                self.buf.clear();
             }
         }
     }

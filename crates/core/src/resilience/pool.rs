@@ -230,6 +230,25 @@ impl Drop for Lease {
     }
 }
 
+/// A place in an instance's queue, given back however the wait ends: a slot, the
+/// deadline, or the call dropped while waiting (its client went away). A place not given
+/// back would count against `max_queue` for the life of the process: after a few clients
+/// gave up while queued, every call that found the slots busy was shed.
+struct Queued<'a>(&'a AtomicUsize);
+
+impl<'a> Queued<'a> {
+    fn join(waiting: &'a AtomicUsize) -> Self {
+        waiting.fetch_add(1, Ordering::Relaxed);
+        Self(waiting)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A provider's instances.
 pub struct Pool {
     pub provider: String,
@@ -397,10 +416,10 @@ impl Pool {
         let permit = match &inst.slots {
             None => None,
             Some(slots) => {
-                inst.waiting.fetch_add(1, Ordering::Relaxed);
+                let queued = Queued::join(&inst.waiting);
                 let got =
                     tokio::time::timeout_at(deadline.into(), slots.clone().acquire_owned()).await;
-                inst.waiting.fetch_sub(1, Ordering::Relaxed);
+                drop(queued);
                 match got {
                     Ok(Ok(p)) => Some(p),
                     _ => {
@@ -676,6 +695,39 @@ mod tests {
         ));
         drop(held);
         assert_eq!(waiter.await.unwrap().unwrap(), "a");
+    }
+
+    #[tokio::test]
+    async fn a_call_dropped_while_queued_gives_its_place_back() {
+        let pool = Arc::new(Pool::new(
+            "ollama",
+            vec![spec("a", 1, 1)],
+            BreakerConfig::default(),
+        ));
+        let none: Preference<'_> = &|_| 0;
+        let held = pool.acquire(none, later()).await.unwrap();
+        for _ in 0..3 {
+            // A caller queues, then goes away before a slot frees up.
+            let p2 = pool.clone();
+            let waiter = tokio::spawn(async move {
+                let none: Preference<'_> = &|_| 0;
+                p2.acquire(none, later()).await.is_ok()
+            });
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert_eq!(pool.get("a").unwrap().waiting.load(Ordering::Relaxed), 1);
+            waiter.abort();
+            assert!(waiter.await.unwrap_err().is_cancelled());
+            assert_eq!(pool.get("a").unwrap().waiting.load(Ordering::Relaxed), 0);
+        }
+        // The queue's one place is free: the next caller waits instead of being shed.
+        let p2 = pool.clone();
+        let waiter = tokio::spawn(async move {
+            let none: Preference<'_> = &|_| 0;
+            p2.acquire(none, later()).await.is_ok()
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(held);
+        assert!(waiter.await.unwrap(), "admitted once the slot freed");
     }
 
     #[tokio::test]

@@ -20,6 +20,7 @@ mod llm;
 mod media;
 mod model_actions;
 mod notifier;
+mod overload;
 mod reload;
 mod security;
 mod supervisor;

@@ -11,7 +11,7 @@ use crate::app::SharedState;
 use crate::gateway::{Finished, RequestKind};
 use crate::http::auth::Caller;
 use crate::http::error::current_request_id;
-use crate::http::{limits, ApiError};
+use crate::http::ApiError;
 use crate::media::passthrough::{Answer, AnswerBody, Call, CallKind, ComfyFront, Who, WsLink};
 use axum::body::{Body, Bytes};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -49,12 +49,8 @@ pub fn routes(state: SharedState) -> Router<SharedState> {
         }
         admin = admin.route(&format!("{prefix}/free"), post(free));
     }
-    let gateway = gateway
-        .route_layer(from_fn_with_state(state.clone(), limits::limit))
-        .route_layer(from_fn_with_state(state.clone(), super::require_gateway));
-    let admin = admin
-        .route_layer(from_fn_with_state(state.clone(), limits::limit))
-        .route_layer(from_fn_with_state(state.clone(), super::require_admin));
+    let gateway = gateway.route_layer(from_fn_with_state(state.clone(), super::require_gateway));
+    let admin = admin.route_layer(from_fn_with_state(state.clone(), super::require_admin));
     gateway.merge(admin)
 }
 

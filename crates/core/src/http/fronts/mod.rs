@@ -57,12 +57,10 @@ pub async fn require_admin(
 /// The largest standard error body read back for reshaping.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
-/// Outermost layer: an error in the standard format (auth, limits, browser rules, body
-/// limits, unknown routes, fail-fast) becomes the front's own error shape, same status
-/// and headers (`Retry-After`, `WWW-Authenticate`).
-pub async fn reshape_errors(req: Request, next: Next) -> Response {
-    let front = front_of(req.uri().path());
-    let response = next.run(req).await;
+/// An error in the standard format (auth, limits, browser rules, body limits, unknown
+/// routes, fail-fast) becomes the front's own error shape, same status and headers
+/// (`Retry-After`, `WWW-Authenticate`).
+pub async fn reshape_errors(front: Front, response: Response) -> Response {
     if front == Front::Sparklio {
         return response;
     }

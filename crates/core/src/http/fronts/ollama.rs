@@ -7,7 +7,7 @@ use crate::app::SharedState;
 use crate::http::auth::Caller;
 use crate::http::error::current_request_id;
 use crate::http::routes::llm::request_timeout;
-use crate::http::{limits, ApiError};
+use crate::http::ApiError;
 use crate::llm::front::{FrontCall, FrontStream};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -70,14 +70,12 @@ pub fn routes(state: SharedState) -> Router<SharedState> {
         .route("/api/tags", get(tags))
         .route("/api/ps", get(ps))
         .route("/api/version", get(version))
-        .route_layer(from_fn_with_state(state.clone(), limits::limit))
         .route_layer(from_fn_with_state(state.clone(), super::require_gateway));
     let admin = Router::new()
         .route("/api/pull", post(pull))
         .route("/api/delete", delete(remove))
         .route("/api/copy", post(copy))
         .route("/api/create", forwarded("create"))
-        .route_layer(from_fn_with_state(state.clone(), limits::limit))
         .route_layer(from_fn_with_state(state, super::require_admin));
     let api = open.merge(admin);
     Router::new().merge(api.clone()).nest("/ollama", api)

@@ -10,7 +10,7 @@ use crate::http::auth::Caller;
 use crate::http::error::current_request_id;
 use crate::http::routes::llm::request_timeout;
 use crate::http::routes::media::{base_url, render_result};
-use crate::http::{limits, ApiError};
+use crate::http::ApiError;
 use crate::llm::front::{DirectChat, DirectTarget, FrontCall};
 use crate::llm::provider::{ChatMessage, LlmReply, Sampling, StreamEvent};
 use crate::media::MediaRequestCtx;
@@ -36,7 +36,6 @@ pub fn routes(state: SharedState) -> Router<SharedState> {
         .route("/v1/completions", post(completions))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/images/generations", post(images))
-        .route_layer(from_fn_with_state(state.clone(), limits::limit))
         .route_layer(from_fn_with_state(state, super::require_gateway))
 }
 

@@ -10,26 +10,25 @@
 //! wedged one within a probe's time, and an open breaker in microseconds.
 
 pub mod forward;
+mod reading;
 
 use crate::config::LlmProviderConfig;
-use crate::llm::ndjson::{LineError, LineReader};
 use crate::llm::provider::{
-    channel_stream, FailureKind, HealthReport, LlmCall, LlmProvider, LlmReply, ModelEntry,
-    ModelInfo, ProviderError, ReplyStream, StreamEvent, Usage,
+    channel_stream, ChatMessage, FailureKind, HealthReport, LlmCall, LlmProvider, LlmReply,
+    ModelEntry, ProviderError, ReplyStream, StreamEvent,
 };
 use crate::resilience::pool::{probe_once, InstanceView, Preference, Prober};
 use crate::resilience::{Instance, Lease, Outcome, PickError, Pool, ProbeError, ProbeFacts};
 use crate::runtime::ProviderBoard;
 use async_trait::async_trait;
-use futures::{FutureExt, StreamExt};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use futures::FutureExt;
+use reading::{read_answer, Limits, Pieces};
+use serde::Serialize;
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// The longest NDJSON line accepted from a stream (one token's message is tiny).
-const MAX_STREAM_LINE: usize = 1024 * 1024;
 /// How often the installed models (`/api/tags`) are re-read by the probe.
 const TAGS_EVERY: Duration = Duration::from_secs(30);
 
@@ -50,6 +49,9 @@ pub struct OllamaProvider {
     timeouts: Timeouts,
     client: reqwest::Client,
     pool: Arc<Pool>,
+    /// Each instance's `/api/chat` (in the pool's order); `None` if it does not parse
+    /// (the call then fails as it always did).
+    chat_urls: Vec<Option<reqwest::Url>>,
     /// The first instance's URL, for messages and `router/info`.
     base_url: String,
 }
@@ -73,7 +75,12 @@ impl OllamaProvider {
             .pool_idle_timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
             .build()?;
+        let chat_urls = specs
+            .iter()
+            .map(|s| reqwest::Url::parse(&format!("{}/api/chat", s.url)).ok())
+            .collect();
         Ok(Self {
+            chat_urls,
             name: name.to_string(),
             default_model: cfg.default_model.clone(),
             keep_alive: cfg.keep_alive.clone(),
@@ -94,33 +101,34 @@ impl OllamaProvider {
         &self.pool
     }
 
-    fn body(&self, call: &LlmCall, stream: bool) -> Value {
-        let mut options = json!({
-            "temperature": call.sampling.temperature,
-            "top_p": call.sampling.top_p,
-            "num_predict": call.sampling.max_tokens,
-        });
-        if !call.sampling.stop.is_empty() {
-            options["stop"] = json!(call.sampling.stop);
+    fn body<'a>(&'a self, call: &'a LlmCall, stream: bool) -> ChatRequest<'a> {
+        ChatRequest {
+            model: &call.model,
+            messages: &call.messages,
+            stream,
+            options: ChatOptions {
+                temperature: call.sampling.temperature,
+                top_p: call.sampling.top_p,
+                num_predict: call.sampling.max_tokens,
+                stop: &call.sampling.stop,
+            },
+            format: match &call.schema {
+                Some(schema) => Some(Format::Schema(schema)),
+                None => call.json.then_some(Format::Named("json")),
+            },
+            tools: call.tools.as_ref(),
+            keep_alive: self.keep_alive.as_deref(),
         }
-        let mut body = json!({
-            "model": call.model,
-            "messages": call.messages,
-            "stream": stream,
-            "options": options,
-        });
-        if let Some(schema) = &call.schema {
-            body["format"] = schema.clone();
-        } else if call.json {
-            body["format"] = json!("json");
-        }
-        if let Some(tools) = &call.tools {
-            body["tools"] = tools.clone();
-        }
-        if let Some(k) = &self.keep_alive {
-            body["keep_alive"] = json!(k);
-        }
-        body
+    }
+
+    /// `/api/chat` of an instance, parsed once (not for every call).
+    fn chat_url(&self, inst: &Instance) -> Option<&reqwest::Url> {
+        let i = self
+            .pool
+            .instances
+            .iter()
+            .position(|i| std::ptr::eq(Arc::as_ptr(i), inst))?;
+        self.chat_urls.get(i)?.as_ref()
     }
 
     fn timeout_error(&self, inst: &Instance, what: &str, limit: Duration) -> ProviderError {
@@ -237,9 +245,11 @@ impl OllamaProvider {
         let inst = &lease.instance;
         let first_byte = self.first_byte_limit(call);
         let started = async {
-            let resp = self
-                .client
-                .post(format!("{}/api/chat", inst.spec.url))
+            let post = match self.chat_url(inst) {
+                Some(url) => self.client.post(url.clone()),
+                None => self.client.post(format!("{}/api/chat", inst.spec.url)),
+            };
+            let resp = post
                 .json(&self.body(call, true))
                 .send()
                 .await
@@ -254,7 +264,42 @@ impl OllamaProvider {
                 self.timeout_error(inst, "no answer", first_byte),
                 Outcome::Timeout,
             ))),
-            () = inst.wedged_after(lease.epoch()) => Err(self.wedged_error(inst)),
+            () = inst.wedged_after(lease.epoch()) => Err(wedged_error(inst)),
+        }
+    }
+
+    /// Pick an instance and start the call there. A call that never reached an instance
+    /// (refused before it was sent) may move to another; one that was sent may not (it
+    /// may be running there).
+    async fn start(&self, call: &LlmCall) -> Result<(Lease, reqwest::Response), ProviderError> {
+        let mut tried: Vec<String> = Vec::new();
+        let mut first_failure: Option<ProviderError> = None;
+        loop {
+            let lease = match self.lease(&call.model, call.deadline, &tried).await {
+                Ok(l) => l,
+                Err(e) => return Err(first_failure.unwrap_or(e)),
+            };
+            match self.begin(&lease, call).await {
+                Ok(resp) => return Ok((lease, resp)),
+                Err((e, outcome)) => {
+                    let not_sent = outcome == Outcome::ConnectFailure && e.not_sent();
+                    tried.push(lease.instance.spec.name.clone());
+                    lease.report(outcome, &e.message);
+                    if !not_sent {
+                        return Err(e);
+                    }
+                    first_failure.get_or_insert(e);
+                }
+            }
+        }
+    }
+
+    /// The limits for reading a started call's answer.
+    fn read_limits(&self, call: &LlmCall) -> Limits {
+        Limits {
+            first_byte: self.first_byte_limit(call),
+            idle: self.timeouts.idle,
+            deadline: call.deadline,
         }
     }
 
@@ -262,21 +307,6 @@ impl OllamaProvider {
         self.timeouts
             .first_byte
             .min(call.deadline.saturating_duration_since(Instant::now()))
-    }
-
-    fn wedged_error(&self, inst: &Instance) -> (ProviderError, Outcome) {
-        (
-            ProviderError::new(
-                FailureKind::Unavailable,
-                format!(
-                    "{} stopped answering (wedged: its health probe timed out)",
-                    inst.label()
-                ),
-            )
-            .on_instance(inst.label()),
-            // Already counted by the probe that found it wedged.
-            Outcome::ClientError,
-        )
     }
 
     fn probe_fn(&self) -> Prober {
@@ -414,19 +444,6 @@ impl OllamaProvider {
     }
 }
 
-type BodyReader = tokio_util::io::StreamReader<
-    futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>,
-    bytes::Bytes,
->;
-
-fn body_reader(resp: reqwest::Response) -> BodyReader {
-    tokio_util::io::StreamReader::new(
-        resp.bytes_stream()
-            .map(|r| r.map_err(|e| std::io::Error::other(root_cause(&e))))
-            .boxed(),
-    )
-}
-
 /// The error for "no instance can take this call".
 pub fn pick_error(provider: &str, e: PickError) -> ProviderError {
     match e {
@@ -462,61 +479,53 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
-/// One `/api/chat` answer object (one NDJSON line when streaming).
-#[derive(Debug, Deserialize, Default)]
-struct ChatChunk {
-    #[serde(default)]
-    model: String,
-    #[serde(default)]
-    message: Option<ChunkMessage>,
-    #[serde(default)]
-    done: bool,
-    #[serde(default)]
-    done_reason: Option<String>,
-    #[serde(default)]
-    error: Option<String>,
-    #[serde(default)]
-    prompt_eval_count: u64,
-    #[serde(default)]
-    eval_count: u64,
-    #[serde(default)]
-    total_duration: u64,
-    #[serde(default)]
-    load_duration: u64,
-    #[serde(default)]
-    prompt_eval_duration: u64,
-    #[serde(default)]
-    eval_duration: u64,
+/// The `/api/chat` request, serialised straight from the call: no JSON tree built and
+/// no prompt copied on the way.
+#[derive(Serialize)]
+struct ChatRequest<'a> {
+    model: &'a str,
+    messages: &'a [ChatMessage],
+    stream: bool,
+    options: ChatOptions<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    format: Option<Format<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keep_alive: Option<&'a str>,
 }
 
-#[derive(Debug, Deserialize, Default)]
-struct ChunkMessage {
-    #[serde(default)]
-    content: String,
-    #[serde(default)]
-    tool_calls: Vec<Value>,
+#[derive(Serialize)]
+struct ChatOptions<'a> {
+    temperature: f64,
+    top_p: f64,
+    num_predict: u32,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop: &'a [String],
 }
 
-impl ChatChunk {
-    fn into_reply(self, content: String, tool_calls: Vec<Value>, fallback_model: &str) -> LlmReply {
-        LlmReply {
-            tool_calls,
-            model: if self.model.is_empty() {
-                fallback_model.to_string()
-            } else {
-                self.model
-            },
-            content,
-            usage: Usage::new(self.prompt_eval_count, self.eval_count),
-            model_info: ModelInfo {
-                total_duration: self.total_duration,
-                load_duration: self.load_duration,
-                prompt_eval_duration: self.prompt_eval_duration,
-                eval_duration: self.eval_duration,
-            },
-            done_reason: self.done_reason,
-        }
-    }
+/// `format`: a JSON schema, or `"json"`.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Format<'a> {
+    Schema(&'a Value),
+    Named(&'static str),
+}
+
+/// A call that cannot go on because its instance was found wedged meanwhile.
+fn wedged_error(inst: &Instance) -> (ProviderError, Outcome) {
+    (
+        ProviderError::new(
+            FailureKind::Unavailable,
+            format!(
+                "{} stopped answering (wedged: its health probe timed out)",
+                inst.label()
+            ),
+        )
+        .on_instance(inst.label()),
+        // Already counted by the probe that found it wedged.
+        Outcome::ClientError,
+    )
 }
 
 #[async_trait]
@@ -538,179 +547,29 @@ impl LlmProvider for OllamaProvider {
     }
 
     async fn chat(&self, call: &LlmCall) -> Result<LlmReply, ProviderError> {
-        let mut stream = self.chat_stream(call).await?;
-        while let Some(event) = stream.next().await {
-            match event? {
-                StreamEvent::Delta(_) => {}
-                StreamEvent::Done(reply) => return Ok(reply),
-            }
-        }
-        Err(ProviderError::new(
-            FailureKind::Upstream,
-            "the stream ended without a final message",
-        ))
+        // Read in the caller's own task: the slot is free when the answer is.
+        let (lease, resp) = self.start(call).await?;
+        let limits = self.read_limits(call);
+        read_answer(lease, resp, limits, &call.model, Pieces::Collect)
+            .await?
+            .ok_or_else(|| {
+                ProviderError::new(
+                    FailureKind::Upstream,
+                    "the stream ended without a final message",
+                )
+            })
     }
 
     async fn chat_stream(&self, call: &LlmCall) -> Result<ReplyStream, ProviderError> {
-        // A call that never reached an instance (refused before it was sent) may move to
-        // another; one that was sent may not (it may be running there).
-        let mut tried: Vec<String> = Vec::new();
-        let mut first_failure: Option<ProviderError> = None;
-        let (lease, resp) = loop {
-            let lease = match self.lease(&call.model, call.deadline, &tried).await {
-                Ok(l) => l,
-                Err(e) => return Err(first_failure.unwrap_or(e)),
-            };
-            match self.begin(&lease, call).await {
-                Ok(resp) => break (lease, resp),
-                Err((e, outcome)) => {
-                    let not_sent = outcome == Outcome::ConnectFailure && e.not_sent();
-                    tried.push(lease.instance.spec.name.clone());
-                    lease.report(outcome, &e.message);
-                    if !not_sent {
-                        return Err(e);
-                    }
-                    first_failure.get_or_insert(e);
-                }
-            }
-        };
-        let timeouts = self.timeouts;
+        let (lease, resp) = self.start(call).await?;
+        let limits = self.read_limits(call);
         let model = call.model.clone();
-        let deadline = call.deadline;
-        let first_byte = self.first_byte_limit(call);
-        let wedged = self.wedged_error(&lease.instance).0;
         let stream = channel_stream(move |tx| async move {
-            let inst = lease.instance.clone();
-            let mut lines = LineReader::new(body_reader(resp), MAX_STREAM_LINE);
-            let mut content = String::new();
-            // Tool calls may come in any chunk (Ollama sends them whole, once).
-            let mut tool_calls: Vec<Value> = Vec::new();
-            let fail = |message: String| {
-                Err(ProviderError::new(FailureKind::Upstream, message).on_instance(inst.label()))
-            };
-            // The first line (the model's cold load and first token) has its own limit,
-            // and gives up if the instance is found wedged meanwhile.
-            let first = tokio::select! {
-                r = lines.next_line(first_byte) => r,
-                () = inst.wedged_after(lease.epoch()) => {
-                    drop(lease);
-                    return tx.send(Err(wedged)).await;
-                }
-            };
-            let mut next: Option<Vec<u8>> = match first {
-                Ok(Some(line)) => Some(line),
-                Ok(None) => {
-                    lease.report(Outcome::ServerError, "stream ended before answering");
-                    return tx
-                        .send(fail(format!(
-                            "{} closed the stream before answering",
-                            inst.label()
-                        )))
-                        .await;
-                }
-                Err(LineError::Stalled(d)) => {
-                    lease.report(Outcome::Timeout, "no first token");
-                    let mut e = ProviderError::new(
-                        FailureKind::Timeout,
-                        format!(
-                            "{} gave no first token within {:.1} s",
-                            inst.label(),
-                            d.as_secs_f64()
-                        ),
-                    );
-                    e.instance = Some(inst.label());
-                    return tx.send(Err(e)).await;
-                }
-                Err(e) => {
-                    lease.report(Outcome::ServerError, &e.to_string());
-                    return tx
-                        .send(fail(format!("{} dropped the stream: {e}", inst.label())))
-                        .await;
-                }
-            };
-            loop {
-                let line = match next.take() {
-                    Some(l) => l,
-                    None => {
-                        let left = deadline.saturating_duration_since(Instant::now());
-                        match lines.next_line(timeouts.idle.min(left)).await {
-                            Ok(Some(line)) => line,
-                            Ok(None) => {
-                                lease.report(Outcome::ServerError, "stream ended early");
-                                return tx
-                                    .send(fail(format!(
-                                        "{} closed the stream before it was done",
-                                        inst.label()
-                                    )))
-                                    .await;
-                            }
-                            Err(LineError::Stalled(d)) => {
-                                let why = if d >= left {
-                                    "did not finish within the request's time"
-                                } else {
-                                    "stalled mid-answer"
-                                };
-                                lease.report(Outcome::Timeout, why);
-                                let mut e = ProviderError::new(
-                                    FailureKind::Timeout,
-                                    format!(
-                                        "{} {why} (nothing for {:.1} s)",
-                                        inst.label(),
-                                        d.as_secs_f64()
-                                    ),
-                                );
-                                e.instance = Some(inst.label());
-                                return tx.send(Err(e)).await;
-                            }
-                            Err(e) => {
-                                lease.report(Outcome::ServerError, &e.to_string());
-                                return tx
-                                    .send(fail(format!("{} dropped the stream: {e}", inst.label())))
-                                    .await;
-                            }
-                        }
-                    }
-                };
-                let mut chunk: ChatChunk = match serde_json::from_slice(&line) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        lease.report(Outcome::ServerError, "unreadable stream line");
-                        return tx
-                            .send(fail(format!(
-                                "unreadable stream line from ollama ({e}): {}",
-                                String::from_utf8_lossy(&line[..line.len().min(300)])
-                            )))
-                            .await;
-                    }
-                };
-                if let Some(err) = chunk.error {
-                    lease.report(Outcome::ServerError, &err);
-                    return tx.send(fail(format!("ollama error: {err}"))).await;
-                }
-                if let Some(m) = chunk.message.as_mut() {
-                    tool_calls.append(&mut m.tool_calls);
-                }
-                let piece = chunk
-                    .message
-                    .as_ref()
-                    .map(|m| m.content.clone())
-                    .unwrap_or_default();
-                if !piece.is_empty() {
-                    content.push_str(&piece);
-                    if !tx.send(Ok(StreamEvent::Delta(piece))).await {
-                        lease.report(Outcome::Success, "the caller went away");
-                        return false;
-                    }
-                }
-                if chunk.done {
-                    lease.report(Outcome::Success, "answered");
-                    let reply = chunk.into_reply(
-                        std::mem::take(&mut content),
-                        std::mem::take(&mut tool_calls),
-                        &model,
-                    );
-                    return tx.send(Ok(StreamEvent::Done(reply))).await;
-                }
+            // `read_answer` lets the lease go before the end is sent.
+            match read_answer(lease, resp, limits, &model, Pieces::Stream(&tx)).await {
+                Ok(Some(reply)) => tx.send(Ok(StreamEvent::Done(reply))).await,
+                Ok(None) => false,
+                Err(e) => tx.send(Err(e)).await,
             }
         });
         Ok(stream)
@@ -881,7 +740,8 @@ fn model_names(v: &Value) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llm::provider::{CallContext, ChatMessage, Sampling};
+    use crate::llm::provider::{CallContext, Sampling};
+    use serde_json::json;
 
     fn provider(keep_alive: Option<&str>) -> OllamaProvider {
         let mut cfg = LlmProviderConfig::of_kind("ollama");
@@ -910,7 +770,7 @@ mod tests {
             },
             context: CallContext::default(),
         };
-        let b = p.body(&call, false);
+        let b = serde_json::to_value(p.body(&call, false)).unwrap();
         assert_eq!(b["model"], "qwen2.5:14b");
         assert_eq!(b["format"], "json");
         assert_eq!(b["keep_alive"], "5m");
@@ -920,6 +780,26 @@ mod tests {
         assert_eq!(b["options"]["top_p"], 0.8);
         assert_eq!(b["options"]["stop"], json!(["END"]));
         assert_eq!(b["messages"][0]["content"], "hi");
+
+        // A schema wins over "json"; tools go as given; nothing unset is sent.
+        let schema = json!({"type": "object", "properties": {"a": {"type": "string"}}});
+        let tools = json!([{"type": "function", "function": {"name": "f"}}]);
+        let call = LlmCall {
+            schema: Some(schema.clone()),
+            tools: Some(tools.clone()),
+            sampling: Sampling {
+                stop: Vec::new(),
+                ..call.sampling
+            },
+            ..call
+        };
+        let b = serde_json::to_value(provider(None).body(&call, true)).unwrap();
+        assert_eq!(b["format"], schema);
+        assert_eq!(b["tools"], tools);
+        assert_eq!(b["stream"], true);
+        assert!(b.get("keep_alive").is_none(), "{b}");
+        assert!(b["options"].get("stop").is_none(), "{b}");
+        assert_eq!(b["messages"], json!([{"role": "user", "content": "hi"}]));
     }
 
     #[test]

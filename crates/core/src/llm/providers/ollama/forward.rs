@@ -132,7 +132,7 @@ impl OllamaProvider {
                 self.timeout_error(inst, "no answer", limit),
                 Outcome::Timeout,
             ))),
-            () = inst.wedged_after(lease.epoch()) => Err(self.wedged_error(inst)),
+            () = inst.wedged_after(lease.epoch()) => Err(super::wedged_error(inst)),
         }?;
         Ok(resp)
     }
