@@ -31,6 +31,24 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
+/// Standard error that never fails: when it is gone (the terminal closed, the reading end
+/// of a pipe exited) log lines are dropped. With plain `stderr` the subscriber reports
+/// the failed write with `eprintln!`, which panics, and the task that logged dies: a
+/// SIGTERM's "shutdown requested" line was enough to leave the Desk running for good.
+struct QuietStderr;
+
+impl std::io::Write for QuietStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
 /// Install the global tracing subscriber. `RUST_LOG` refines the default `info` filter.
 /// Safe to call twice (the second call does nothing), so tests and the tray app can share it.
 pub fn init_tracing(format: LogFormat) {
@@ -39,7 +57,7 @@ pub fn init_tracing(format: LogFormat) {
         .unwrap_or_else(|_| EnvFilter::new("info,hyper=warn,reqwest=warn,tower_http=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| QuietStderr);
     let _ = match format {
         LogFormat::Human => builder.with_target(false).try_init(),
         LogFormat::Json => builder

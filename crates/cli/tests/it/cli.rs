@@ -107,6 +107,38 @@ fn serve_runs_in_mock_mode_and_stops_cleanly_on_sigterm() {
     );
 }
 
+/// A Desk whose standard error has gone (the terminal closed, `serve | head` exited)
+/// still logs, and still stops on SIGTERM: a failed log write must not kill the task
+/// that wrote it (it used to be the one waiting for the signal).
+#[cfg(unix)]
+#[test]
+fn serve_stops_on_sigterm_after_its_stderr_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = cmd(&dir)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let started = lines
+            .by_ref()
+            .take(200)
+            .map_while(Result::ok)
+            .any(|l| l.contains("http://127.0.0.1:"));
+        assert!(started, "serve did not report its address");
+    } // the reading end closes here
+    sigterm(&child);
+    let exit = wait_exit(&mut child, Duration::from_secs(15));
+    if exit.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let exit = exit.expect("serve exits after SIGTERM with its stderr gone");
+    assert!(exit.success(), "exit status {exit:?}");
+}
+
 /// The database `serve` wrote under `dir` (its data folder).
 fn find_db(dir: &std::path::Path) -> Option<std::path::PathBuf> {
     for entry in std::fs::read_dir(dir).ok()?.flatten() {
@@ -398,7 +430,16 @@ fn config_reload_applies_an_edit_to_the_running_desk() {
     let file = dir.path().join("desk.toml");
     std::fs::write(&file, "[media]\ndefault_provider = \"mock\"\n").unwrap();
     let file_arg = file.to_str().unwrap().to_string();
-    let (mut child, url, _log) = serve(&dir, &["--config", &file_arg]);
+    let (child, url, _log) = serve(&dir, &["--config", &file_arg]);
+    // Ended even when an assertion fails half-way.
+    struct KillOnDrop(Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _serve = KillOnDrop(child);
     let reload = |dir: &tempfile::TempDir| {
         cmd(dir)
             .args(["--config", &file_arg, "config", "reload", "--url", &url])
@@ -441,6 +482,4 @@ fn config_reload_applies_an_edit_to_the_running_desk() {
         answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
         "{answer}"
     );
-    let _ = child.kill();
-    let _ = child.wait();
 }
