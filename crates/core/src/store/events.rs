@@ -73,7 +73,7 @@ impl Store {
     /// repeat of the state it is already in).
     pub async fn insert_event(&self, row: EventRow) -> anyhow::Result<Stored> {
         self.with(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let latest = tx
                 .query_row(
                     "SELECT id, from_state, to_state, reason, actor, count FROM events \
@@ -219,6 +219,54 @@ mod tests {
             last_ts: ts.into(),
             level: event_level(to),
         }
+    }
+
+    /// An event is read-then-written in one transaction while the usage log's writer
+    /// commits from its own connection: a deferred transaction that read before the
+    /// other commit cannot write after it (SQLITE_BUSY at once, whatever the busy
+    /// timeout), and the event was lost. Taking the write lock first makes it wait.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_are_kept_while_the_usage_log_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..4000 {
+                    let row = crate::store::UsageRow {
+                        ts: crate::store::now_text(),
+                        request_id: format!("r{i}"),
+                        kind: "llm".into(),
+                        status: 200,
+                        ..Default::default()
+                    };
+                    store.insert_usage(row).await.unwrap();
+                    if i % 50 == 0 {
+                        store.flush_usage().await;
+                    }
+                }
+            })
+        };
+        let mut failed = Vec::new();
+        for i in 0..300 {
+            let mut r = row(
+                "2026-01-01T14:02:00Z",
+                "running",
+                "crashed",
+                &format!("exit {i}"),
+            );
+            r.service = format!("svc{}", i % 7);
+            if let Err(e) = store.insert_event(r).await {
+                failed.push(format!("{e:#}"));
+            }
+        }
+        writer.await.unwrap();
+        assert!(
+            failed.is_empty(),
+            "{} events lost: {:?}",
+            failed.len(),
+            failed.first()
+        );
     }
 
     #[tokio::test]

@@ -55,7 +55,7 @@ impl Store {
     ) -> anyhow::Result<(SweepReport, Vec<Orphan>)> {
         self.flush_usage().await;
         self.with(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut r = SweepReport {
                 at: super::now_text(),
                 ..Default::default()

@@ -157,7 +157,7 @@ fn unwrap_row(msg: Msg) -> Box<UsageRow> {
 
 /// Insert `rows` in one transaction with the cached prepared statement.
 pub(super) fn insert_rows(c: &mut Connection, rows: &[UsageRow]) -> rusqlite::Result<()> {
-    let tx = c.transaction()?;
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
         let mut stmt = tx.prepare_cached(INSERT_USAGE)?;
         for row in rows {
