@@ -71,9 +71,14 @@ impl Notifier {
         sink: impl Fn(Notification) + Send + Sync + 'static,
     ) -> JoinHandle<()> {
         let sink: Sink = Arc::new(sink);
-        // Subscribe before returning, so no event after `spawn` is missed.
+        // Subscribe before returning, so no event after `spawn` is missed; likewise the
+        // error window counts every request answered after this moment.
         let events = inputs.events.subscribe();
-        tokio::spawn(run(inputs, options, sink, events))
+        let window = ErrorWindow::new(
+            Duration::from_secs(options.error_window_s),
+            chrono::Utc::now(),
+        );
+        tokio::spawn(run(inputs, options, sink, events, window))
     }
 }
 
@@ -82,13 +87,13 @@ async fn run(
     options: NotifierOptions,
     sink: Sink,
     mut events: tokio::sync::broadcast::Receiver<crate::supervisor::events::Event>,
+    mut window: ErrorWindow,
 ) {
     let mut policy = NotificationPolicy::new(options.min_interval);
     policy.error_rate_threshold = options.error_rate_threshold;
     policy.error_rate_min_requests = options.error_rate_min_requests;
     let mut tick = tokio::time::interval(options.poll_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut window = ErrorWindow::new(Duration::from_secs(options.error_window_s));
     loop {
         tokio::select! {
             _ = state.shutdown.cancelled() => break,
@@ -133,25 +138,29 @@ struct ErrorWindow {
     window: Duration,
     /// The last usage row counted; `None` until the first poll.
     last_id: Option<i64>,
+    /// When the notifier started: the first poll counts the rows written since.
+    since: chrono::DateTime<chrono::Utc>,
     /// (when counted, what the new rows held), oldest first.
     polls: std::collections::VecDeque<(Instant, GatewayFailures)>,
 }
 
 impl ErrorWindow {
-    fn new(window: Duration) -> Self {
+    fn new(window: Duration, since: chrono::DateTime<chrono::Utc>) -> Self {
         Self {
             window,
+            since,
             last_id: None,
             polls: std::collections::VecDeque::new(),
         }
     }
 
     /// Count the new rows; returns the window's totals. The first poll starts at the
-    /// newest row: the persisted usage log is history, not news (no alarm at start-up).
+    /// notifier's start: the persisted usage log is history, not news (no alarm at
+    /// start-up), but a request answered before the first poll is counted.
     async fn poll(&mut self, store: &Store) -> anyhow::Result<GatewayFailures> {
         let after = match self.last_id {
             Some(id) => id,
-            None => store.usage_id_before(0).await?,
+            None => store.usage_id_before_time(self.since).await?,
         };
         let (counts, last_id) = store.gateway_failures_after(after).await?;
         self.last_id = Some(last_id);

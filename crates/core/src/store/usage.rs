@@ -190,8 +190,17 @@ impl Store {
     /// The id just before the first row of the last `window_s` seconds (the starting
     /// point for [`Self::usage_counts_after`]); an index seek, whatever the table's size.
     pub async fn usage_id_before(&self, window_s: u64) -> anyhow::Result<i64> {
-        let since = (chrono::Utc::now() - chrono::Duration::seconds(window_s as i64))
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        self.usage_id_before_time(chrono::Utc::now() - chrono::Duration::seconds(window_s as i64))
+            .await
+    }
+
+    /// The id just before the first row written at or after `since` (the newest id
+    /// when there is none).
+    pub async fn usage_id_before_time(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> anyhow::Result<i64> {
+        let since = since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         self.flush_usage().await;
         self.with(move |c| {
             let first: Option<i64> = c
