@@ -1065,6 +1065,12 @@ pub fn render_show(loaded: &LoadedConfig) -> String {
 }
 
 /// Whether a key holds a secret that must never be printed or logged.
+/// Whether two pieces of config say the same (what a reload keeps as it is). Compared
+/// as their JSON form: the config types are plain data and need no `PartialEq` for it.
+pub fn same_settings<T: Serialize>(a: &T, b: &T) -> bool {
+    serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
+}
+
 pub fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
     let last = k.rsplit('.').next().unwrap_or(&k);

@@ -6,7 +6,9 @@ use super::prompts::Prompts;
 use super::provider::LlmProvider;
 use super::router::Router;
 use super::Slot;
-use crate::config::{LlmConfig, LlmProviderConfig, SamplingConfig, ValidationConfig};
+use crate::config::{
+    same_settings, LlmConfig, LlmProviderConfig, SamplingConfig, ValidationConfig,
+};
 use crate::gateway::GatewayLinks;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,10 +45,6 @@ pub struct LlmReload {
     pub unchanged: Vec<String>,
 }
 
-fn same(a: &LlmProviderConfig, b: &LlmProviderConfig) -> bool {
-    serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
-}
-
 impl Setup {
     /// Build from config, reusing `previous`'s providers whose settings did not change
     /// (with their breakers, pools and probes as they are).
@@ -60,7 +58,7 @@ impl Setup {
         let mut providers = BTreeMap::new();
         for (name, pc) in &cfg.providers {
             let old = previous.and_then(|p| p.providers.get(name));
-            if let Some(old) = old.filter(|o| same(&o.config, pc)) {
+            if let Some(old) = old.filter(|o| same_settings(&o.config, pc)) {
                 report.unchanged.push(name.clone());
                 providers.insert(
                     name.clone(),

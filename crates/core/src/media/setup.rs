@@ -4,7 +4,7 @@
 
 use super::passthrough::{self, ComfyFront};
 use super::provider::{self, SharedProvider};
-use crate::config::{ComfyFrontConfig, Config, MediaConfig, MediaProviderConfig};
+use crate::config::{same_settings, ComfyFrontConfig, Config, MediaConfig, MediaProviderConfig};
 use crate::gateway::GatewayLinks;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -36,10 +36,6 @@ pub struct MediaReload {
     pub unchanged: Vec<String>,
 }
 
-fn same<T: serde::Serialize>(a: &T, b: &T) -> bool {
-    serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
-}
-
 impl MediaSetup {
     /// Build every configured provider (a provider that cannot be built is left out
     /// with a warning: one bad entry must not stop the gateway), reusing `previous`'s
@@ -53,7 +49,7 @@ impl MediaSetup {
         let mut built = BTreeMap::new();
         for (name, pc) in &config.media.providers {
             let old = previous.and_then(|p| p.built.get(name));
-            if let Some(old) = old.filter(|o| same(&o.config, pc)) {
+            if let Some(old) = old.filter(|o| same_settings(&o.config, pc)) {
                 report.unchanged.push(name.clone());
                 built.insert(
                     name.clone(),
@@ -152,7 +148,7 @@ impl MediaSetup {
                 .providers
                 .get(p.name())
                 .is_some_and(|old| Arc::ptr_eq(old, &p));
-            if same_provider && same(&prev.front_config, &config.fronts.comfyui) {
+            if same_provider && same_settings(&prev.front_config, &config.fronts.comfyui) {
                 if let Some(f) = &prev.front {
                     return Some(f.clone());
                 }

@@ -322,10 +322,6 @@ pub struct ServicesReload {
     pub unchanged: Vec<String>,
 }
 
-fn same_service(a: &ServiceConfig, b: &ServiceConfig) -> bool {
-    serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
-}
-
 impl ServiceEntry {
     fn new(
         svc: &ServiceConfig,
@@ -456,7 +452,7 @@ impl Supervisor {
         let mut next = Vec::with_capacity(services.len());
         for svc in services {
             match current.iter().find(|e| e.config.name == svc.name) {
-                Some(e) if same_service(&e.config, svc) => {
+                Some(e) if crate::config::same_settings(&e.config, svc) => {
                     report.unchanged.push(svc.name.clone());
                     next.push(e.clone());
                 }
