@@ -297,14 +297,7 @@ async function reloadConfig() {
   note.textContent = "reloading…";
   try {
     const r = await api("/api/v1/config/reload", { method: "POST" });
-    const parts = [];
-    const list = (label, names) => { if (names && names.length) parts.push(`${label} ${names.join(", ")}`); };
-    list("started", r.services.added);
-    list("restarted", r.services.changed);
-    list("removed", r.services.removed);
-    list("providers rebuilt", [...r.llm_providers.changed, ...r.media_providers.changed]);
-    list("needs a restart:", r.restart_required);
-    note.textContent = r.changed.length ? `Config reloaded: ${r.changed.length} setting(s) changed${parts.length ? `; ${parts.join("; ")}` : ""}.` : "Config reloaded: no change.";
+    note.textContent = `Config reloaded: ${r.summary}.`;
     await Promise.allSettled([refreshServices(), refreshModels()]);
   } catch (e) {
     note.classList.add("bad");

@@ -421,7 +421,7 @@ fn on_menu_event(app: &AppHandle, event: MenuEvent) {
                     let app = app.clone();
                     tauri::async_runtime::spawn(async move {
                         let (title, body) = match state.reload_config(ACTOR).await {
-                            Ok(r) => ("Config reloaded", sparklio_core::app::reload_summary(&r)),
+                            Ok(r) => ("Config reloaded", r.summary),
                             Err(e) => ("Config not applied", e.message()),
                         };
                         crate::notify::show(&app, title, &body);

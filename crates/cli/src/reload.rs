@@ -39,38 +39,9 @@ pub async fn ask(
     }
 }
 
-/// One line per kind of change, as the tray and the dashboard say it.
+/// What the Desk says changed (its own one-line summary).
 pub fn describe(report: &Value) -> String {
-    let names = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect()
-    };
-    let changed = names(&report["changed"]);
-    if changed.is_empty() {
-        return "no change".into();
-    }
-    let mut out = format!("{} setting(s) changed", changed.len());
-    for (label, v) in [
-        ("services started", &report["services"]["added"]),
-        ("services restarted", &report["services"]["changed"]),
-        ("services removed", &report["services"]["removed"]),
-        ("LLM providers rebuilt", &report["llm_providers"]["changed"]),
-        (
-            "media providers rebuilt",
-            &report["media_providers"]["changed"],
-        ),
-        ("needs a restart", &report["restart_required"]),
-    ] {
-        let list = names(v);
-        if !list.is_empty() {
-            out.push_str(&format!("\n  {label}: {}", list.join(", ")));
-        }
-    }
-    out
+    report["summary"].as_str().unwrap_or("applied").to_string()
 }
 
 pub async fn run(loaded: &LoadedConfig, url: Option<String>, key: Option<String>) -> ExitCode {

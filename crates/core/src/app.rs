@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 mod reload;
 mod watch;
-pub use reload::{summary as reload_summary, ReloadError, ReloadReport};
+pub use reload::{ReloadError, ReloadReport};
 
 /// How long in-flight requests get to finish after a shutdown request.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

@@ -46,6 +46,8 @@ pub struct ReloadReport {
     pub restart_required: Vec<String>,
     /// Who asked: `api`, `tray`, `watcher`, `discover`.
     pub actor: String,
+    /// One line saying what changed, as the tray, the CLI and the dashboard show it.
+    pub summary: String,
 }
 
 /// Why a reload changed nothing.
@@ -280,7 +282,7 @@ impl AppState {
         self.loaded.store(Arc::new(effective));
 
         let services = self.supervisor.reconcile(&services).await;
-        let report = ReloadReport {
+        let mut report = ReloadReport {
             file,
             changed,
             services,
@@ -288,8 +290,10 @@ impl AppState {
             media_providers,
             restart_required,
             actor: actor.to_string(),
+            summary: String::new(),
         };
-        let summary = summary(&report);
+        report.summary = summary(&report);
+        let summary = report.summary.clone();
         tracing::info!(actor, "config reloaded: {summary}");
         self.supervisor
             .events
@@ -300,7 +304,7 @@ impl AppState {
 }
 
 /// One line for the event log and the tray.
-pub fn summary(r: &ReloadReport) -> String {
+fn summary(r: &ReloadReport) -> String {
     if r.changed.is_empty() {
         return "no change".into();
     }
@@ -321,7 +325,7 @@ pub fn summary(r: &ReloadReport) -> String {
     list("media providers removed:", &r.media_providers.removed);
     list("needs a restart:", &r.restart_required);
     if parts.is_empty() {
-        format!("{} setting(s) applied", r.changed.len())
+        format!("{} setting(s) changed", r.changed.len())
     } else {
         format!(
             "{} setting(s) changed; {}",

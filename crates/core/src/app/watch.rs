@@ -35,7 +35,7 @@ pub(super) fn spawn(state: SharedState) {
             if now == seen && now != applied && now.is_some() {
                 applied = now;
                 match state.reload_config("watcher").await {
-                    Ok(r) => tracing::info!("config file changed: {}", super::reload::summary(&r)),
+                    Ok(r) => tracing::info!("config file changed: {}", r.summary),
                     Err(e) => {
                         tracing::warn!("config file changed but was not applied: {}", e.message());
                         state
