@@ -131,7 +131,7 @@ http {
   fastcgi_temp_path $work/nginx/fastcgi;
   uwsgi_temp_path $work/nginx/uwsgi;
   scgi_temp_path $work/nginx/scgi;
-  upstream fixed { server 127.0.0.1:$up_port; keepalive 128; }
+  upstream fixed { server 127.0.0.1:$up_port;$( [ "${NGINX_KEEPALIVE:-1}" = 1 ] && echo ' keepalive 128;') }
   server {
     listen 127.0.0.1:$ng_port;
     location / {
@@ -147,7 +147,7 @@ ng_pid=$!; pids+=("$ng_pid")
 wait_port "$ng_port"
 
 desk_config "$desk_port" "http://127.0.0.1:$up_port" "$work/desk-data" > "$work/desk.toml"
-GENERATOR_MODE=live "$DESK" --config "$work/desk.toml" serve > "$work/desk.log" 2>&1 &
+env ${DESK_ENV:-} GENERATOR_MODE=live "$DESK" --config "$work/desk.toml" serve > "$work/desk.log" 2>&1 &
 desk_pid=$!; pids+=("$desk_pid")
 wait_port "$desk_port"
 

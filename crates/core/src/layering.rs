@@ -22,6 +22,7 @@ const DOMAIN: &[&str] = &[
     "telemetry.rs",
     "contracts",
     "client.rs",
+    "upstream.rs",
 ];
 
 /// Source text without comments, string and char literals (so a doc comment that

@@ -27,6 +27,7 @@ pub mod store;
 pub mod supervisor;
 pub mod system;
 pub mod telemetry;
+pub mod upstream;
 pub mod work;
 
 pub use app::{load_config, start, RunningApp, StartOptions};

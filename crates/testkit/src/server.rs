@@ -92,6 +92,8 @@ struct Shared {
     commands: mpsc::UnboundedSender<Command>,
     /// Cancelled to drop every open connection; replaced by a fresh one after.
     connections: Mutex<CancellationToken>,
+    /// Connections accepted since start (a client that reuses its connections opens few).
+    accepted: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -176,6 +178,13 @@ impl FaultSwitch {
         self.shared.log.lock().unwrap().iter().cloned().collect()
     }
 
+    /// Connections accepted since the double started.
+    pub fn connections_accepted(&self) -> u64 {
+        self.shared
+            .accepted
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn clear_requests(&self) {
         self.shared.log.lock().unwrap().clear();
     }
@@ -218,6 +227,7 @@ pub(crate) async fn serve(
         upstream,
         commands,
         connections: Mutex::new(CancellationToken::new()),
+        accepted: Default::default(),
     });
     let task = tokio::spawn(accept_loop(shared.clone(), router, listener, receiver));
     Ok(Serving {
@@ -268,6 +278,7 @@ async fn accept_loop(
                         // Many small writes per answer (NDJSON pieces): without this,
                         // Nagle and the client's delayed ACK add 40 ms per answer.
                         let _ = stream.set_nodelay(true);
+                        shared.accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         let cancel = shared.connections.lock().unwrap().clone();
                         tokio::spawn(connection(shared.clone(), router.clone(), stream, cancel));
                     }

@@ -2,6 +2,7 @@
 //! with the failures a real network shows: lines split across reads, an upstream that
 //! stalls mid-stream, a connection reset, a line that never ends.
 
+use futures::FutureExt;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
@@ -40,6 +41,13 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             max_line,
             buf: Vec::new(),
         }
+    }
+
+    /// Whether the stream has ended, without waiting. Reading the end as soon as it has
+    /// arrived lets the source finish (an upstream answer gives its connection back to
+    /// the pool) instead of being dropped half-read.
+    pub fn ended_now(&mut self) -> bool {
+        matches!(self.inner.fill_buf().now_or_never(), Some(Ok(rest)) if rest.is_empty())
     }
 
     /// The next non-empty line (without its newline; valid until the next call), `None`

@@ -9,7 +9,9 @@
 use super::provider::ChatMessage;
 use anyhow::Context;
 use minijinja::{Environment, UndefinedBehavior};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 macro_rules! builtin {
@@ -61,6 +63,9 @@ pub struct TemplateInfo {
 pub struct Prompts {
     env: Environment<'static>,
     templates: Vec<TemplateInfo>,
+    /// The context variables each template reads, so a render converts only those (a
+    /// system prompt that never shows the input does not pay for converting it).
+    reads: HashMap<String, HashSet<String>>,
 }
 
 /// The input keys shown first, in this order (the user's own words first, so a
@@ -108,7 +113,21 @@ impl Prompts {
             }
         }
         templates.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(Self { env, templates })
+        let reads = templates
+            .iter()
+            .map(|t| {
+                let vars = env
+                    .get_template(&t.name)
+                    .map(|tmpl| tmpl.undeclared_variables(false))
+                    .unwrap_or_default();
+                (t.name.clone(), vars)
+            })
+            .collect();
+        Ok(Self {
+            env,
+            templates,
+            reads,
+        })
     }
 
     pub fn templates(&self) -> &[TemplateInfo] {
@@ -161,37 +180,54 @@ impl Prompts {
         } else {
             chat_messages(input)
         };
+        // The input as the prompt shows it, copied only when a key is left out.
+        let drop_messages = !conversation.is_empty();
+        // The shape line already says what the agent's structure says.
+        let drop_structure = json_mode && shape.is_some();
         let shown_input = match input {
-            Value::Object(m) => {
+            Value::Object(m)
+                if (drop_messages && m.contains_key("messages"))
+                    || (drop_structure
+                        && m.contains_key(crate::contracts::OUTPUT_STRUCTURE_KEY)) =>
+            {
                 let mut m = m.clone();
-                if !conversation.is_empty() {
+                if drop_messages {
                     m.remove("messages");
                 }
-                // The shape line already says what the agent's structure says.
-                if json_mode && shape.is_some() {
+                if drop_structure {
                     m.remove(crate::contracts::OUTPUT_STRUCTURE_KEY);
                 }
-                Value::Object(m)
+                Cow::Owned(Value::Object(m))
             }
-            other => other.clone(),
+            other => Cow::Borrowed(other),
         };
-        let ctx = json!({
-            "role": role,
-            "task": task,
-            "mode": mode,
-            "json": json_mode,
-            "input": shown_input,
-            "input_block": input_block(&shown_input),
-            "hints": hints_text(hints),
-            // The contract's shape, so the prompt asks for what will be validated.
-            "shape": shape,
-        });
-        let render = |name: String| -> anyhow::Result<String> {
+        let mut input_text: Option<String> = None;
+        let mut render = |name: String| -> anyhow::Result<String> {
             let t = self.env.get_template(&name)?;
-            Ok(t.render(&ctx)
-                .with_context(|| format!("rendering prompt {name}"))?
-                .trim()
-                .to_string())
+            let reads = self.reads.get(&name);
+            let wants = |var: &str| reads.is_none_or(|r| r.contains(var));
+            let mut ctx: Vec<(&str, minijinja::Value)> = vec![
+                ("role", role.into()),
+                ("task", task.into()),
+                ("mode", mode.into()),
+                ("json", json_mode.into()),
+                // The contract's shape, so the prompt asks for what will be validated.
+                ("shape", shape.into()),
+            ];
+            if wants("input") {
+                ctx.push(("input", minijinja::Value::from_serialize(&*shown_input)));
+            }
+            if wants("input_block") {
+                let text = input_text.get_or_insert_with(|| input_block(&shown_input));
+                ctx.push(("input_block", text.as_str().into()));
+            }
+            if wants("hints") {
+                ctx.push(("hints", hints_text(hints).into()));
+            }
+            let text = t
+                .render(minijinja::Value::from_iter(ctx))
+                .with_context(|| format!("rendering prompt {name}"))?;
+            Ok(trimmed(text))
         };
         let mut messages = vec![ChatMessage::new(
             "system",
@@ -233,6 +269,14 @@ fn override_files(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     }
     out.sort();
     Ok(out)
+}
+
+/// `text` without its leading and trailing whitespace, in place.
+fn trimmed(mut text: String) -> String {
+    text.truncate(text.trim_end().len());
+    let lead = text.len() - text.trim_start().len();
+    text.drain(..lead);
+    text
 }
 
 /// A `messages: [{role, content}]` conversation in the input (chat mode).
@@ -303,6 +347,7 @@ fn hints_text(hints: &Map<String, Value>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn every_builtin_renders_and_json_mode_asks_for_the_shape() {

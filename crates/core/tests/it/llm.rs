@@ -205,6 +205,31 @@ async fn json_answer_has_every_contract_field_and_sends_the_routed_model() {
 }
 
 #[tokio::test]
+async fn calls_reuse_their_upstream_connections() {
+    // Opening a connection per call costs a handshake, a TIME_WAIT socket and, at c=64,
+    // a third of the gateway's throughput (issue 18). Streamed and whole answers
+    // alike hand their connection back once read to the end.
+    let double = OllamaDouble::start().await;
+    let app = live_app(&double, "").await;
+    let whole =
+        json!({"role": "copywriter", "task": "product_detail", "payload": product_payload()});
+    let streamed = json!({"role": "copywriter", "task": "sns", "mode": "chat", "payload": product_payload(), "options": {"stream": true}});
+    assert_eq!(app.post_json(GENERATE, &whole).await.0, 200);
+    let before = double.faults().connections_accepted();
+    for _ in 0..10 {
+        let (status, body) = app.post_json(GENERATE, &whole).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, _, events) = post_sse(&app, GENERATE, &streamed).await;
+        assert_eq!(status, 200);
+        assert_eq!(events.last().unwrap().event, "done");
+    }
+    let opened = double.faults().connections_accepted() - before;
+    // The probe's own requests may open one more.
+    assert!(opened <= 1, "20 calls opened {opened} connections");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn design_shape_text_mode_aliases_and_doubled_prefix() {
     let double = OllamaDouble::start().await;
     let app = live_app(&double, "").await;

@@ -20,6 +20,7 @@ use crate::llm::provider::{
 use crate::resilience::pool::{probe_once, InstanceView, Preference, Prober};
 use crate::resilience::{Instance, Lease, Outcome, PickError, Pool, ProbeError, ProbeFacts};
 use crate::runtime::ProviderBoard;
+use crate::upstream::{Http1Client, Http1Response, SendError};
 use async_trait::async_trait;
 use futures::FutureExt;
 use reading::{read_answer, Limits, Pieces};
@@ -28,6 +29,9 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+
+/// How much of an error answer's body is kept for its message.
+const ERROR_TEXT_MAX: usize = 64 * 1024;
 
 /// How often the installed models (`/api/tags`) are re-read by the probe.
 const TAGS_EVERY: Duration = Duration::from_secs(30);
@@ -47,11 +51,12 @@ pub struct OllamaProvider {
     default_model: Option<String>,
     keep_alive: Option<String>,
     timeouts: Timeouts,
+    /// For the control calls (probes, models) and the front's pass-through.
     client: reqwest::Client,
     pool: Arc<Pool>,
-    /// Each instance's `/api/chat` (in the pool's order); `None` if it does not parse
-    /// (the call then fails as it always did).
-    chat_urls: Vec<Option<reqwest::Url>>,
+    /// Each instance's chat connections and `/api/chat` path (in the pool's order);
+    /// `Err` says why its URL cannot be used (the call fails with that).
+    chats: Vec<Result<ChatTarget, String>>,
     /// The first instance's URL, for messages and `router/info`.
     base_url: String,
 }
@@ -75,12 +80,13 @@ impl OllamaProvider {
             .pool_idle_timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
             .build()?;
-        let chat_urls = specs
+        let connect_timeout = Duration::from_millis(cfg.connect_timeout_ms).min(overall);
+        let chats = specs
             .iter()
-            .map(|s| reqwest::Url::parse(&format!("{}/api/chat", s.url)).ok())
+            .map(|s| ChatTarget::new(&s.url, connect_timeout).map_err(|e| e.to_string()))
             .collect();
         Ok(Self {
-            chat_urls,
+            chats,
             name: name.to_string(),
             default_model: cfg.default_model.clone(),
             keep_alive: cfg.keep_alive.clone(),
@@ -121,14 +127,16 @@ impl OllamaProvider {
         }
     }
 
-    /// `/api/chat` of an instance, parsed once (not for every call).
-    fn chat_url(&self, inst: &Instance) -> Option<&reqwest::Url> {
-        let i = self
-            .pool
+    /// An instance's chat connections, made once (not for every call).
+    fn chat_target(&self, inst: &Instance) -> Result<&ChatTarget, String> {
+        self.pool
             .instances
             .iter()
-            .position(|i| std::ptr::eq(Arc::as_ptr(i), inst))?;
-        self.chat_urls.get(i)?.as_ref()
+            .position(|i| std::ptr::eq(Arc::as_ptr(i), inst))
+            .and_then(|i| self.chats.get(i))
+            .ok_or_else(|| "not an instance of this provider".to_string())?
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     fn timeout_error(&self, inst: &Instance, what: &str, limit: Duration) -> ProviderError {
@@ -144,10 +152,9 @@ impl OllamaProvider {
         .on_instance(inst.label())
     }
 
-    fn transport_error(&self, inst: &Instance, e: &reqwest::Error) -> (ProviderError, Outcome) {
-        if e.is_connect() {
-            // reqwest reports a connect timeout as both connect and timeout: it is
-            // still "not reachable", not "slow to answer".
+    fn transport_error(&self, inst: &Instance, e: &SendError) -> (ProviderError, Outcome) {
+        if e.not_sent() {
+            // A connect timeout is still "not reachable", not "slow to answer".
             return (
                 ProviderError::new(
                     FailureKind::Unavailable,
@@ -155,7 +162,7 @@ impl OllamaProvider {
                         "cannot connect to {} at {}: {} (is the container running?)",
                         inst.label(),
                         inst.spec.url,
-                        root_cause(e)
+                        e.message()
                     ),
                 )
                 .on_instance(inst.label()),
@@ -169,7 +176,7 @@ impl OllamaProvider {
                 "{} at {} dropped the request: {}",
                 inst.label(),
                 inst.spec.url,
-                root_cause(e)
+                e.message()
             ),
         )
         .on_instance(inst.label());
@@ -177,17 +184,19 @@ impl OllamaProvider {
         (err, Outcome::ConnectFailure)
     }
 
+    /// An answer that is not a success: its status and body's `error` (read within the
+    /// control timeout) become the call's error.
     async fn status_error(
         &self,
         inst: &Instance,
-        resp: reqwest::Response,
+        status: u16,
+        body: impl std::future::Future<Output = Option<String>>,
         model: &str,
     ) -> (ProviderError, Outcome) {
-        let status = resp.status().as_u16();
-        let text = tokio::time::timeout(self.timeouts.control, resp.text())
+        let text = tokio::time::timeout(self.timeouts.control, body)
             .await
             .ok()
-            .and_then(Result::ok)
+            .flatten()
             .unwrap_or_default();
         let upstream = serde_json::from_str::<Value>(&text)
             .ok()
@@ -241,21 +250,25 @@ impl OllamaProvider {
         &self,
         lease: &Lease,
         call: &LlmCall,
-    ) -> Result<reqwest::Response, (ProviderError, Outcome)> {
+    ) -> Result<Http1Response, (ProviderError, Outcome)> {
         let inst = &lease.instance;
         let first_byte = self.first_byte_limit(call);
         let started = async {
-            let post = match self.chat_url(inst) {
-                Some(url) => self.client.post(url.clone()),
-                None => self.client.post(format!("{}/api/chat", inst.spec.url)),
-            };
-            let resp = post
-                .json(&self.body(call, true))
-                .send()
+            let chat = self
+                .chat_target(inst)
+                .map_err(|why| self.transport_error(inst, &SendError::NotSent(why)))?;
+            let body = serde_json::to_vec(&self.body(call, true)).map_err(|e| {
+                self.transport_error(inst, &SendError::NotSent(format!("request not built: {e}")))
+            })?;
+            let resp = chat
+                .client
+                .post_json(&chat.uri, body.into())
                 .await
                 .map_err(|e| self.transport_error(inst, &e))?;
             if !resp.status().is_success() {
-                return Err(self.status_error(inst, resp, &call.model).await);
+                let status = resp.status().as_u16();
+                let body = async { resp.text(ERROR_TEXT_MAX).await.ok() };
+                return Err(self.status_error(inst, status, body, &call.model).await);
             }
             Ok(resp)
         };
@@ -271,7 +284,7 @@ impl OllamaProvider {
     /// Pick an instance and start the call there. A call that never reached an instance
     /// (refused before it was sent) may move to another; one that was sent may not (it
     /// may be running there).
-    async fn start(&self, call: &LlmCall) -> Result<(Lease, reqwest::Response), ProviderError> {
+    async fn start(&self, call: &LlmCall) -> Result<(Lease, Http1Response), ProviderError> {
         let mut tried: Vec<String> = Vec::new();
         let mut first_failure: Option<ProviderError> = None;
         loop {
@@ -371,9 +384,11 @@ impl OllamaProvider {
                 .get(format!("{}{path}", inst.spec.url))
                 .send()
                 .await
-                .map_err(|e| self.transport_error(inst, &e).0)?;
+                .map_err(|e| self.transport_error(inst, &send_error(&e)).0)?;
             if !resp.status().is_success() {
-                return Err(self.status_error(inst, resp, "").await.0);
+                let status = resp.status().as_u16();
+                let body = async { resp.text().await.ok() };
+                return Err(self.status_error(inst, status, body, "").await.0);
             }
             resp.json().await.map_err(|e| {
                 ProviderError::new(
@@ -477,6 +492,29 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     cur.to_string()
+}
+
+/// One instance's chat path: its connections and `/api/chat` under its base URL.
+struct ChatTarget {
+    client: Http1Client,
+    uri: hyper::Uri,
+}
+
+impl ChatTarget {
+    fn new(base_url: &str, connect_timeout: Duration) -> anyhow::Result<Self> {
+        let client = Http1Client::new(base_url, connect_timeout)?;
+        let uri = client.uri("/api/chat")?;
+        Ok(Self { client, uri })
+    }
+}
+
+/// A reqwest failure (the control calls and the front) in the chat path's terms.
+fn send_error(e: &reqwest::Error) -> SendError {
+    if e.is_connect() {
+        SendError::NotSent(root_cause(e))
+    } else {
+        SendError::Broken(root_cause(e))
+    }
 }
 
 /// The `/api/chat` request, serialised straight from the call: no JSON tree built and

@@ -125,7 +125,7 @@ impl OllamaProvider {
             builder
                 .send()
                 .await
-                .map_err(|e| self.transport_error(inst, &e))
+                .map_err(|e| self.transport_error(inst, &super::send_error(&e)))
         };
         let resp = tokio::select! {
             r = tokio::time::timeout(limit, started) => r.unwrap_or_else(|_| Err((

@@ -5,17 +5,18 @@
 //! before the caller sees its end: a slot still held after the answer went out would
 //! count against the next request of the same client.
 
-use super::{root_cause, wedged_error};
+use super::wedged_error;
 use crate::llm::ndjson::{LineError, LineReader};
 use crate::llm::provider::{
     FailureKind, LlmReply, ModelInfo, ProviderError, StreamEvent, StreamSender, Usage,
 };
 use crate::resilience::{Lease, Outcome};
-use futures::StreamExt;
+use crate::upstream::Http1Response;
 use serde::Deserialize;
 use serde_json::Value;
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
+use tokio_util::io::StreamReader;
 
 /// The longest NDJSON line accepted from a stream (one token's message is tiny).
 const MAX_STREAM_LINE: usize = 1024 * 1024;
@@ -42,7 +43,7 @@ pub(super) enum Pieces<'a> {
 /// Read a started call's answer to its end. `Ok(None)`: the streaming caller went away.
 pub(super) async fn read_answer(
     lease: Lease,
-    resp: reqwest::Response,
+    resp: Http1Response,
     limits: Limits,
     fallback_model: &str,
     pieces: Pieces<'_>,
@@ -54,7 +55,7 @@ pub(super) async fn read_answer(
     let timed_out = |message: String| {
         Err(ProviderError::new(FailureKind::Timeout, message).on_instance(inst.label()))
     };
-    let mut lines = LineReader::new(body_reader(resp), MAX_STREAM_LINE);
+    let mut lines = LineReader::new(StreamReader::new(resp), MAX_STREAM_LINE);
     let mut content = String::new();
     // Tool calls may come in any line (Ollama sends them whole, once).
     let mut tool_calls: Vec<Value> = Vec::new();
@@ -148,13 +149,12 @@ pub(super) async fn read_answer(
             }
         }
         if chunk.done {
-            lease.report(Outcome::Success, "answered");
             let model = if chunk.model.is_empty() {
                 fallback_model.to_string()
             } else {
                 chunk.model.into_owned()
             };
-            return Ok(Some(LlmReply {
+            let reply = LlmReply {
                 model,
                 content,
                 tool_calls,
@@ -166,22 +166,14 @@ pub(super) async fn read_answer(
                     eval_duration: chunk.eval_duration,
                 },
                 done_reason: chunk.done_reason.map(Cow::into_owned),
-            }));
+            };
+            // The answer's end has usually come with its last line: reading it now
+            // puts the connection back in the pool (a half-read answer closes it).
+            lines.ended_now();
+            lease.report(Outcome::Success, "answered");
+            return Ok(Some(reply));
         }
     }
-}
-
-type BodyReader = tokio_util::io::StreamReader<
-    futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>,
-    bytes::Bytes,
->;
-
-fn body_reader(resp: reqwest::Response) -> BodyReader {
-    tokio_util::io::StreamReader::new(
-        resp.bytes_stream()
-            .map(|r| r.map_err(|e| std::io::Error::other(root_cause(&e))))
-            .boxed(),
-    )
 }
 
 /// One `/api/chat` answer object (one NDJSON line when streaming). Texts borrow from the
