@@ -1,5 +1,5 @@
-//! HTTP/1.1 to one upstream (an Ollama instance) for the gateway's hot path: pooled
-//! keep-alive connections, each driven by the task that uses it.
+//! HTTP/1.1 to one upstream (an Ollama instance) for the gateway's calls and the Ollama
+//! front: pooled keep-alive connections, each driven by the task that uses it.
 //!
 //! A general client (reqwest over hyper-util) runs every connection as a task of its
 //! own: a request is handed to it through a channel, and the answer's head and each
@@ -21,7 +21,7 @@ use http_body_util::Full;
 use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
-use hyper::{Method, Request, StatusCode, Uri};
+use hyper::{HeaderMap, Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
@@ -128,12 +128,25 @@ impl Http1Client {
     /// POST a JSON body and wait for the answer's head. The body is read from the
     /// returned answer, which drives the connection meanwhile.
     pub async fn post_json(&self, uri: &Uri, body: Bytes) -> Result<Http1Response, SendError> {
-        let mut req = Request::builder()
-            .method(Method::POST)
+        self.send(Method::POST, uri, Some(body)).await
+    }
+
+    /// Send a request (a body is JSON) and wait for the answer's head.
+    pub async fn send(
+        &self,
+        method: Method,
+        uri: &Uri,
+        body: Option<Bytes>,
+    ) -> Result<Http1Response, SendError> {
+        let mut builder = Request::builder()
+            .method(method)
             .uri(uri.clone())
-            .header(HOST, self.inner.host.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .body(Full::new(body))
+            .header(HOST, self.inner.host.clone());
+        if body.is_some() {
+            builder = builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        let mut req = builder
+            .body(Full::new(body.unwrap_or_default()))
             .map_err(|e| SendError::NotSent(e.to_string()))?;
         loop {
             let (mut conn, reused) = match self.checkout() {
@@ -146,6 +159,7 @@ impl Http1Client {
                     let (head, body) = resp.into_parts();
                     return Ok(Http1Response {
                         status: head.status,
+                        headers: head.headers,
                         body,
                         conn: Some(conn),
                         home: self.inner.clone(),
@@ -245,6 +259,7 @@ async fn drive<F: Future>(conn: &mut Pin<Box<Conn>>, fut: F) -> F::Output {
 /// the end puts the connection back in the pool, dropping it early closes it.
 pub struct Http1Response {
     status: StatusCode,
+    headers: HeaderMap,
     body: Incoming,
     conn: Option<Pooled>,
     home: Arc<Inner>,
@@ -253,6 +268,10 @@ pub struct Http1Response {
 impl Http1Response {
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
     }
 
     /// The whole body as text, at most `max` bytes of it (an error answer's message).

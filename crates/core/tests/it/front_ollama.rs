@@ -155,6 +155,36 @@ async fn chat_generate_embed_and_show_pass_through_at_both_prefixes() {
 }
 
 #[tokio::test]
+async fn forwarded_calls_reuse_their_upstream_connections() {
+    // The front shares the gateway's connections to each instance: streamed, whole and
+    // GET answers read to their end hand the connection back.
+    let double = OllamaDouble::start().await;
+    let app = desk(&providers(&double.base_url(), None)).await;
+    let chat = |stream: bool| json!({"model": "qwen2.5:7b", "messages": [{"role": "user", "content": "hi"}], "stream": stream});
+    assert_eq!(post(&app, "/api/chat", chat(false)).await.0, 200);
+    let before = double.faults().connections_accepted();
+    for _ in 0..5 {
+        let (status, _, text) = post(&app, "/api/chat", chat(true)).await;
+        assert_eq!(status, 200);
+        assert_eq!(ndjson(&text).last().unwrap()["done"], true);
+        let (status, _, text) = post(&app, "/ollama/api/chat", chat(false)).await;
+        assert_eq!(status, 200, "{text}");
+        let r = app
+            .client
+            .get(app.url("/api/version"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap();
+    }
+    let opened = double.faults().connections_accepted() - before;
+    // The probe's own requests may open one more.
+    assert!(opened <= 1, "15 calls opened {opened} connections");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn the_model_picks_the_provider_and_lists_merge_them() {
     let main = OllamaDouble::start_with(&["qwen2.5:7b"], &["qwen2.5:7b"]).await;
     let lab = OllamaDouble::start_with(&["phi4:latest"], &[]).await;

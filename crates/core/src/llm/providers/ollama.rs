@@ -51,12 +51,12 @@ pub struct OllamaProvider {
     default_model: Option<String>,
     keep_alive: Option<String>,
     timeouts: Timeouts,
-    /// For the control calls (probes, models) and the front's pass-through.
+    /// For the control calls (probes, model listings).
     client: reqwest::Client,
     pool: Arc<Pool>,
-    /// Each instance's chat connections and `/api/chat` path (in the pool's order);
-    /// `Err` says why its URL cannot be used (the call fails with that).
-    chats: Vec<Result<ChatTarget, String>>,
+    /// Each instance's connections (chat calls and the front) and `/api/chat` path,
+    /// in the pool's order; `Err` says why its URL cannot be used (calls fail with that).
+    upstreams: Vec<Result<Upstream, String>>,
     /// The first instance's URL, for messages and `router/info`.
     base_url: String,
 }
@@ -81,12 +81,12 @@ impl OllamaProvider {
             .tcp_nodelay(true)
             .build()?;
         let connect_timeout = Duration::from_millis(cfg.connect_timeout_ms).min(overall);
-        let chats = specs
+        let upstreams = specs
             .iter()
-            .map(|s| ChatTarget::new(&s.url, connect_timeout).map_err(|e| e.to_string()))
+            .map(|s| Upstream::new(&s.url, connect_timeout).map_err(|e| e.to_string()))
             .collect();
         Ok(Self {
-            chats,
+            upstreams,
             name: name.to_string(),
             default_model: cfg.default_model.clone(),
             keep_alive: cfg.keep_alive.clone(),
@@ -127,13 +127,13 @@ impl OllamaProvider {
         }
     }
 
-    /// An instance's chat connections, made once (not for every call).
-    fn chat_target(&self, inst: &Instance) -> Result<&ChatTarget, String> {
+    /// An instance's connections, made once (not for every call).
+    fn upstream(&self, inst: &Instance) -> Result<&Upstream, String> {
         self.pool
             .instances
             .iter()
             .position(|i| std::ptr::eq(Arc::as_ptr(i), inst))
-            .and_then(|i| self.chats.get(i))
+            .and_then(|i| self.upstreams.get(i))
             .ok_or_else(|| "not an instance of this provider".to_string())?
             .as_ref()
             .map_err(Clone::clone)
@@ -255,14 +255,14 @@ impl OllamaProvider {
         let first_byte = self.first_byte_limit(call);
         let started = async {
             let chat = self
-                .chat_target(inst)
+                .upstream(inst)
                 .map_err(|why| self.transport_error(inst, &SendError::NotSent(why)))?;
             let body = serde_json::to_vec(&self.body(call, true)).map_err(|e| {
                 self.transport_error(inst, &SendError::NotSent(format!("request not built: {e}")))
             })?;
             let resp = chat
                 .client
-                .post_json(&chat.uri, body.into())
+                .post_json(&chat.chat_uri, body.into())
                 .await
                 .map_err(|e| self.transport_error(inst, &e))?;
             if !resp.status().is_success() {
@@ -281,27 +281,23 @@ impl OllamaProvider {
         }
     }
 
-    /// Pick an instance and start the call there. A call that never reached an instance
-    /// (refused before it was sent) may move to another; one that was sent may not (it
-    /// may be running there).
+    /// Pick an instance and start the call there (another if it refused).
     async fn start(&self, call: &LlmCall) -> Result<(Lease, Http1Response), ProviderError> {
-        let mut tried: Vec<String> = Vec::new();
-        let mut first_failure: Option<ProviderError> = None;
+        let mut attempts = Attempts::new(Vec::new());
         loop {
-            let lease = match self.lease(&call.model, call.deadline, &tried).await {
+            let lease = match self
+                .lease(&call.model, call.deadline, &attempts.tried)
+                .await
+            {
                 Ok(l) => l,
-                Err(e) => return Err(first_failure.unwrap_or(e)),
+                Err(e) => return Err(attempts.exhausted(e)),
             };
             match self.begin(&lease, call).await {
                 Ok(resp) => return Ok((lease, resp)),
                 Err((e, outcome)) => {
-                    let not_sent = outcome == Outcome::ConnectFailure && e.not_sent();
-                    tried.push(lease.instance.spec.name.clone());
-                    lease.report(outcome, &e.message);
-                    if !not_sent {
+                    if let Some(e) = attempts.failed(lease, e, outcome) {
                         return Err(e);
                     }
-                    first_failure.get_or_insert(e);
                 }
             }
         }
@@ -494,21 +490,61 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
-/// One instance's chat path: its connections and `/api/chat` under its base URL.
-struct ChatTarget {
-    client: Http1Client,
-    uri: hyper::Uri,
+/// The instances a request has tried. A request that never reached its instance
+/// (refused before it was sent) moves to another; one that was sent does not (it may be
+/// running there). When every instance refused, the first refusal is the answer.
+struct Attempts {
+    tried: Vec<String>,
+    first_failure: Option<ProviderError>,
 }
 
-impl ChatTarget {
-    fn new(base_url: &str, connect_timeout: Duration) -> anyhow::Result<Self> {
-        let client = Http1Client::new(base_url, connect_timeout)?;
-        let uri = client.uri("/api/chat")?;
-        Ok(Self { client, uri })
+impl Attempts {
+    /// `tried`: instances not to pick.
+    fn new(tried: Vec<String>) -> Self {
+        Self {
+            tried,
+            first_failure: None,
+        }
+    }
+
+    /// No instance left to lease: the error to answer.
+    fn exhausted(&mut self, e: ProviderError) -> ProviderError {
+        self.first_failure.take().unwrap_or(e)
+    }
+
+    /// A send failed on `lease`'s instance: `None` to try another, else the error.
+    fn failed(
+        &mut self,
+        lease: Lease,
+        e: ProviderError,
+        outcome: Outcome,
+    ) -> Option<ProviderError> {
+        let not_sent = outcome == Outcome::ConnectFailure && e.not_sent();
+        self.tried.push(lease.instance.spec.name.clone());
+        lease.report(outcome, &e.message);
+        if !not_sent {
+            return Some(e);
+        }
+        self.first_failure.get_or_insert(e);
+        None
     }
 }
 
-/// A reqwest failure (the control calls and the front) in the chat path's terms.
+/// One instance's connections, and `/api/chat` under its base URL.
+struct Upstream {
+    client: Http1Client,
+    chat_uri: hyper::Uri,
+}
+
+impl Upstream {
+    fn new(base_url: &str, connect_timeout: Duration) -> anyhow::Result<Self> {
+        let client = Http1Client::new(base_url, connect_timeout)?;
+        let chat_uri = client.uri("/api/chat")?;
+        Ok(Self { client, chat_uri })
+    }
+}
+
+/// A reqwest failure (the control calls) in the terms of the connections' failures.
 fn send_error(e: &reqwest::Error) -> SendError {
     if e.is_connect() {
         SendError::NotSent(root_cause(e))

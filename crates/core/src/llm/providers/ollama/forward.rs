@@ -3,10 +3,11 @@
 //! back as it comes — status, headers and NDJSON chunks — under the same instance
 //! choice, breaker, first-byte and idle limits as the gateway's own calls.
 
-use super::{pick_error, root_cause, OllamaProvider};
+use super::{pick_error, Attempts, OllamaProvider};
 use crate::llm::provider::{FailureKind, ProviderError};
 use crate::resilience::pool::Preference;
 use crate::resilience::{Instance, Lease, Outcome};
+use crate::upstream::{Http1Response, SendError};
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -59,22 +60,18 @@ impl OllamaProvider {
                     .map(|i| i.spec.name.clone()),
             );
         }
-        let mut first_failure: Option<ProviderError> = None;
+        let mut attempts = Attempts::new(tried);
         loop {
-            let lease = match self.forward_lease(&req, &tried).await {
+            let lease = match self.forward_lease(&req, &attempts.tried).await {
                 Ok(l) => l,
-                Err(e) => return Err(first_failure.unwrap_or(e)),
+                Err(e) => return Err(attempts.exhausted(e)),
             };
             match self.forward_once(&lease, &req).await {
                 Ok(resp) => return Ok(self.stream_back(lease, resp, req.deadline)),
                 Err((e, outcome)) => {
-                    let not_sent = outcome == Outcome::ConnectFailure && e.not_sent();
-                    tried.push(lease.instance.spec.name.clone());
-                    lease.report(outcome, &e.message);
-                    if !not_sent {
+                    if let Some(e) = attempts.failed(lease, e, outcome) {
                         return Err(e);
                     }
-                    first_failure.get_or_insert(e);
                 }
             }
         }
@@ -107,25 +104,24 @@ impl OllamaProvider {
         &self,
         lease: &Lease,
         req: &Forward,
-    ) -> Result<reqwest::Response, (ProviderError, Outcome)> {
+    ) -> Result<Http1Response, (ProviderError, Outcome)> {
         let inst = &lease.instance;
         let limit = self
             .timeouts
             .first_byte
             .min(req.deadline.saturating_duration_since(Instant::now()));
-        let mut builder = self
-            .client
-            .request(req.method.clone(), format!("{}{}", inst.spec.url, req.path));
-        if let Some(body) = &req.body {
-            builder = builder
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone());
-        }
         let started = async {
-            builder
-                .send()
+            let not_sent = |why: String| self.transport_error(inst, &SendError::NotSent(why));
+            let target = self.upstream(inst).map_err(not_sent)?;
+            let uri = target
+                .client
+                .uri(&req.path)
+                .map_err(|e| not_sent(format!("{}: {e}", req.path)))?;
+            target
+                .client
+                .send(req.method.clone(), &uri, req.body.clone())
                 .await
-                .map_err(|e| self.transport_error(inst, &super::send_error(&e)))
+                .map_err(|e| self.transport_error(inst, &e))
         };
         let resp = tokio::select! {
             r = tokio::time::timeout(limit, started) => r.unwrap_or_else(|_| Err((
@@ -138,11 +134,11 @@ impl OllamaProvider {
     }
 
     /// The body, chunk by chunk, each within the idle limit and all by the deadline.
-    fn stream_back(&self, lease: Lease, resp: reqwest::Response, deadline: Instant) -> Forwarded {
+    fn stream_back(&self, lease: Lease, resp: Http1Response, deadline: Instant) -> Forwarded {
         let status = resp.status().as_u16();
         let content_type = resp
             .headers()
-            .get(reqwest::header::CONTENT_TYPE)
+            .get(hyper::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let instance = lease.instance.label();
@@ -160,7 +156,7 @@ impl OllamaProvider {
                 let left = deadline.saturating_duration_since(Instant::now());
                 let wait = idle.min(left).max(Duration::from_millis(1));
                 let chunk = tokio::select! {
-                    r = tokio::time::timeout(wait, resp.chunk()) => r,
+                    r = tokio::time::timeout(wait, resp.next()) => r,
                     () = lease.instance.wedged_after(lease.epoch()) => {
                         let _ = tx.send(Err(ProviderError::new(
                             FailureKind::Unavailable,
@@ -170,23 +166,23 @@ impl OllamaProvider {
                     }
                 };
                 match chunk {
-                    Ok(Ok(Some(bytes))) => {
+                    Ok(Some(Ok(bytes))) => {
                         if tx.send(Ok(bytes)).await.is_err() {
                             // The client went away: dropping the response cancels upstream.
                             lease.report(Outcome::Success, "the caller went away");
                             return;
                         }
                     }
-                    Ok(Ok(None)) => {
+                    Ok(None) => {
                         lease.report(outcome, "forwarded");
                         return;
                     }
-                    Ok(Err(e)) => {
-                        lease.report(Outcome::ServerError, &root_cause(&e));
+                    Ok(Some(Err(e))) => {
+                        lease.report(Outcome::ServerError, &e.to_string());
                         let _ = tx
                             .send(Err(ProviderError::new(
                                 FailureKind::Upstream,
-                                format!("{label} dropped the answer: {}", root_cause(&e)),
+                                format!("{label} dropped the answer: {e}"),
                             )
                             .on_instance(label.clone())))
                             .await;
