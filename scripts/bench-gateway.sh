@@ -21,6 +21,9 @@
 #               product's, 64; a build from before the storm fix needs e.g. 1024, see
 #               docs/performance.md)
 # DESK_BIN=path measures another build of the Desk (e.g. the one before a change).
+# DESK_ENV="VAR=value ..." extra environment for the Desk only (e.g. TOKIO_WORKER_THREADS=1).
+# NGINX_KEEPALIVE=0 nginx as proxy_pass does by default: a new upstream connection per
+#               request (default 1: keep-alive connections to the upstream, the faster floor).
 # Needs: oha (cargo install oha --locked), nginx (apt-get install -y nginx), python3.
 # Not part of .ci/run (minutes long and sensitive to machine load): run by hand.
 set -euo pipefail
@@ -37,7 +40,7 @@ while [ $# -gt 0 ]; do
     --duration) DURATION=$2; shift 2 ;;
     --soak) SOAK=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
