@@ -445,6 +445,14 @@ mod tests {
         String::from_utf8(out).unwrap()
     }
 
+    /// The error of a request that must fail.
+    async fn failure(c: &Http1Client, uri: &Uri) -> SendError {
+        match c.post_json(uri, Bytes::from_static(b"{}")).await {
+            Ok(r) => panic!("answered {}", r.status()),
+            Err(e) => e,
+        }
+    }
+
     fn client(url: &str) -> (Http1Client, Uri) {
         let c = Http1Client::new(url, Duration::from_secs(1)).unwrap();
         let uri = c.uri("/api/chat").unwrap();
@@ -519,11 +527,7 @@ mod tests {
         let url = format!("http://{}", l.local_addr().unwrap());
         drop(l);
         let (c, uri) = client(&url);
-        let e = c
-            .post_json(&uri, Bytes::from_static(b"{}"))
-            .await
-            .err()
-            .unwrap();
+        let e = failure(&c, &uri).await;
         assert!(e.not_sent(), "{e:?}");
         assert!(e.message().contains("refused"), "{e:?}");
     }
@@ -532,11 +536,7 @@ mod tests {
     async fn a_connection_dropped_after_the_request_is_broken_not_unsent() {
         let (url, _) = server(|_| Vec::new()).await;
         let (c, uri) = client(&url);
-        let e = c
-            .post_json(&uri, Bytes::from_static(b"{}"))
-            .await
-            .err()
-            .unwrap();
+        let e = failure(&c, &uri).await;
         assert!(!e.not_sent(), "{e:?}");
         assert_eq!(c.idle_connections(), 0);
     }
