@@ -176,11 +176,7 @@ impl Http1Client {
     }
 
     fn checkout(&self) -> Option<Pooled> {
-        let mut idle = self
-            .inner
-            .idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut idle = self.inner.idle();
         while let Some(mut c) = idle.pop_back() {
             if c.usable() {
                 return Some(c);
@@ -220,17 +216,21 @@ impl Http1Client {
 
     /// Idle connections held now (for tests and figures).
     pub fn idle_connections(&self) -> usize {
-        self.inner.idle.lock().map_or(0, |i| i.len())
+        self.inner.idle().len()
     }
 }
 
 impl Inner {
+    /// The idle connections (a panic elsewhere while holding them leaves a usable list).
+    fn idle(&self) -> std::sync::MutexGuard<'_, VecDeque<Pooled>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn give_back(&self, mut c: Pooled) {
         c.idle_since = Instant::now();
-        let mut idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut idle = self.idle();
         if idle.len() >= MAX_IDLE {
             idle.pop_front();
         }

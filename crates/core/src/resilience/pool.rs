@@ -618,6 +618,17 @@ mod tests {
         Instant::now() + Duration::from_secs(5)
     }
 
+    /// One instance with one slot and a queue of one, its slot taken.
+    async fn one_slot_taken() -> (Arc<Pool>, Lease) {
+        let pool = Arc::new(Pool::new(
+            "ollama",
+            vec![spec("a", 1, 1)],
+            BreakerConfig::default(),
+        ));
+        let held = pool.acquire(&|_| 0, later()).await.unwrap();
+        (pool, held)
+    }
+
     #[tokio::test]
     async fn least_outstanding_and_preference_decide() {
         let pool = Pool::new(
@@ -672,13 +683,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_is_overloaded_and_a_free_slot_is_waited_for() {
-        let pool = Arc::new(Pool::new(
-            "ollama",
-            vec![spec("a", 1, 1)],
-            BreakerConfig::default(),
-        ));
+        let (pool, held) = one_slot_taken().await;
         let none: Preference<'_> = &|_| 0;
-        let held = pool.acquire(none, later()).await.unwrap();
         // One may wait for the slot...
         let p2 = pool.clone();
         let waiter = tokio::spawn(async move {
@@ -699,13 +705,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_dropped_while_queued_gives_its_place_back() {
-        let pool = Arc::new(Pool::new(
-            "ollama",
-            vec![spec("a", 1, 1)],
-            BreakerConfig::default(),
-        ));
-        let none: Preference<'_> = &|_| 0;
-        let held = pool.acquire(none, later()).await.unwrap();
+        let (pool, held) = one_slot_taken().await;
         for _ in 0..3 {
             // A caller queues, then goes away before a slot frees up.
             let p2 = pool.clone();
