@@ -430,7 +430,7 @@ fn route_command(
             return ExitCode::FAILURE;
         }
     };
-    let decision = Router::new(&loaded.config.llm).route(&RouteQuery {
+    let (decision, why) = Router::new(&loaded.config.llm).explain(&RouteQuery {
         role: &request.role,
         task: &request.task,
         mode: &request.mode,
@@ -449,7 +449,7 @@ fn route_command(
             .unwrap_or("<none: set a model or default_model>")
     );
     println!("matched:  {}", decision.matched);
-    println!("why:      {}", decision.reason);
+    println!("why:      {why}");
     if loaded.config.mode() == sparklio_core::config::GeneratorMode::Mock {
         println!(
             "note:     generator_mode is mock: the mock provider answers, reporting this model"

@@ -36,6 +36,10 @@ fn prints_provider_model_and_the_rule_that_matched() {
     assert!(out.contains("provider: ollama"), "{out}");
     assert!(out.contains("model:    mistral-small"), "{out}");
     assert!(out.contains("\"heavy reasoning\" (llm.routes[1])"), "{out}");
+    assert!(
+        out.contains("why:      rule \"heavy reasoning\" (llm.routes[1]) (priority 10) matches role=strategist task=heavy_reasoning mode=json"),
+        "{out}"
+    );
 
     let (ok, out) = route(
         &config,
@@ -51,6 +55,10 @@ fn prints_provider_model_and_the_rule_that_matched() {
     assert!(ok, "{out}");
     assert!(
         out.contains("alias of brief_agent") && out.contains("default_route"),
+        "{out}"
+    );
+    assert!(
+        out.contains("why:      no rule matches role=") && out.contains(": llm.default_route"),
         "{out}"
     );
 

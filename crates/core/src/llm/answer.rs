@@ -30,17 +30,40 @@ pub struct GenerateAnswer {
     pub timestamp: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// On the wire: `type` (`json` or `text`), `value` (the parsed object in json mode,
+/// else the text), `content` (the raw text) and `parsed` (the object, else null).
+/// `value` repeats `parsed` or `content`, so it is written from them, not held twice.
+#[derive(Debug, Clone)]
 pub struct Output {
-    /// `json` or `text`.
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    /// The parsed object in json mode, else the text.
-    pub value: Value,
     /// The raw text the model answered.
     pub content: String,
     /// The parsed object in json mode, else null.
     pub parsed: Option<Value>,
+}
+
+impl Output {
+    pub fn kind(&self) -> &'static str {
+        if self.parsed.is_some() {
+            "json"
+        } else {
+            "text"
+        }
+    }
+}
+
+impl Serialize for Output {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = s.serialize_struct("Output", 4)?;
+        out.serialize_field("type", self.kind())?;
+        match &self.parsed {
+            Some(value) => out.serialize_field("value", value)?,
+            None => out.serialize_field("value", &self.content)?,
+        }
+        out.serialize_field("content", &self.content)?;
+        out.serialize_field("parsed", &self.parsed)?;
+        out.end()
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -106,21 +129,17 @@ fn tenth(ms: f64) -> f64 {
 }
 
 impl Answer {
-    /// The contract's superset body.
-    pub fn to_wire(&self, plan: &Plan, latency_ms: f64) -> GenerateAnswer {
-        let parsed = self.parsed.as_ref().map(|p| p.value.clone());
-        let reply = &self.reply;
+    /// The contract's superset body (the answer's text and value move into it).
+    pub fn into_wire(self, plan: &Plan, latency_ms: f64) -> GenerateAnswer {
+        let json_repaired = self.parsed.as_ref().is_some_and(|p| p.repaired);
+        let reply = self.reply;
         GenerateAnswer {
             provider: plan.provider_label.clone(),
             model: plan.model.clone(),
             usage: reply.usage,
             output: Output {
-                kind: if parsed.is_some() { "json" } else { "text" },
-                value: parsed
-                    .clone()
-                    .unwrap_or_else(|| Value::String(reply.content.clone())),
-                content: reply.content.clone(),
-                parsed,
+                content: reply.content,
+                parsed: self.parsed.map(|p| p.value),
             },
             meta: AnswerMeta {
                 role: plan.request.role.clone(),
@@ -133,15 +152,15 @@ impl Answer {
                 route: plan.route.matched.clone(),
                 temperature: plan.call.sampling.temperature,
                 max_tokens: plan.call.sampling.max_tokens,
-                done_reason: reply.done_reason.clone(),
-                json_repaired: self.parsed.as_ref().is_some_and(|p| p.repaired),
+                done_reason: reply.done_reason,
+                json_repaired,
                 schema_repaired: self.schema_repaired,
                 contract: plan
                     .call
                     .json
                     .then(|| plan.request.contract.as_ref().map(|c| c.source))
                     .flatten(),
-                normalised: self.normalised.clone(),
+                normalised: self.normalised,
                 provider_latency_ms: tenth(self.provider_ms),
                 model_info: reply.model_info,
                 fallback_from: plan.attempts.first().cloned(),

@@ -241,10 +241,8 @@ impl LlmGateway {
             loop {
                 match self.complete(&plan).await {
                     Ok(answer) => {
-                        return Ok::<_, Error>((
-                            answer.to_wire(&plan, tracker.ms()),
-                            answer.reply.usage,
-                        ))
+                        let usage = answer.reply.usage;
+                        return Ok::<_, Error>((answer.into_wire(&plan, tracker.ms()), usage));
                     }
                     Err(e) if e.allows_fallback() && Instant::now() < plan.call.deadline => {
                         let Some(fallback) = next.next() else {
@@ -358,7 +356,7 @@ impl LlmGateway {
                         let usage = reply.usage;
                         break gateway
                             .finish(&plan, reply)
-                            .map(|a| (a.to_wire(&plan, tracker.ms()), usage));
+                            .map(|a| (a.into_wire(&plan, tracker.ms()), usage));
                     }
                     Some(Err(e)) => break Err(gateway.provider_failure(&plan, e)),
                     None => {
@@ -421,7 +419,6 @@ impl LlmGateway {
             model: request.model.as_deref(),
         });
         if let Some((f, _)) = fallback {
-            route.reason = format!("fallback of {} ({})", route.provider, route.matched);
             route.matched = format!("{} → fallback {}", route.matched, f.provider);
             route.provider.clone_from(&f.provider);
             route.model.clone_from(&f.model);

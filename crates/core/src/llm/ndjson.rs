@@ -2,10 +2,9 @@
 //! with the failures a real network shows: lines split across reads, an upstream that
 //! stalls mid-stream, a connection reset, a line that never ends.
 
-use futures::FutureExt;
+use bytes::{Buf, Bytes};
+use futures::{FutureExt, Stream, StreamExt};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-
 /// Why the next line could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LineError {
@@ -27,19 +26,34 @@ impl std::fmt::Display for LineError {
     }
 }
 
-/// Lines of a byte stream, one at a time, in one buffer reused for every line.
-pub struct LineReader<R> {
-    inner: BufReader<R>,
+/// Lines of a stream of byte chunks (an HTTP body), one at a time. A line that lies
+/// whole in one chunk is handed out from that chunk, not copied; only a line split
+/// across chunks is joined, in one buffer reused for every line.
+pub struct LineReader<S> {
+    chunks: S,
     max_line: usize,
-    buf: Vec<u8>,
+    /// What is left of the last chunk received.
+    rest: Bytes,
+    /// The line handed out when it lay whole in one chunk.
+    whole: Bytes,
+    /// The line being joined from several chunks.
+    joined: Vec<u8>,
+    /// The stream gave its end (`None`) or failed.
+    ended: bool,
+    /// A failure met while looking ahead (`ended_now`), reported by the next read.
+    failed: Option<String>,
 }
 
-impl<R: AsyncRead + Unpin> LineReader<R> {
-    pub fn new(reader: R, max_line: usize) -> Self {
+impl<S: Stream<Item = std::io::Result<Bytes>> + Unpin> LineReader<S> {
+    pub fn new(chunks: S, max_line: usize) -> Self {
         Self {
-            inner: BufReader::new(reader),
+            chunks,
             max_line,
-            buf: Vec::new(),
+            rest: Bytes::new(),
+            whole: Bytes::new(),
+            joined: Vec::new(),
+            ended: false,
+            failed: None,
         }
     }
 
@@ -47,39 +61,71 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
     /// arrived lets the source finish (an upstream answer gives its connection back to
     /// the pool) instead of being dropped half-read.
     pub fn ended_now(&mut self) -> bool {
-        matches!(self.inner.fill_buf().now_or_never(), Some(Ok(rest)) if rest.is_empty())
+        while self.rest.is_empty() && !self.ended {
+            match self.chunks.next().now_or_never() {
+                None => return false,
+                Some(next) => self.take(next),
+            }
+        }
+        self.ended && self.rest.is_empty() && self.failed.is_none()
+    }
+
+    /// Keep what the stream gave: a chunk, its end or its failure.
+    fn take(&mut self, next: Option<std::io::Result<Bytes>>) {
+        match next {
+            Some(Ok(chunk)) => self.rest = chunk,
+            Some(Err(e)) => {
+                self.failed = Some(e.to_string());
+                self.ended = true;
+            }
+            None => self.ended = true,
+        }
     }
 
     /// The next non-empty line (without its newline; valid until the next call), `None`
     /// at the end of the stream. `idle` bounds the wait for each piece of data, not the
     /// whole line.
     pub async fn next_line(&mut self, idle: Duration) -> Result<Option<&[u8]>, LineError> {
-        self.buf.clear();
+        self.joined.clear();
         loop {
-            let chunk = match tokio::time::timeout(idle, self.inner.fill_buf()).await {
-                Err(_) => return Err(LineError::Stalled(idle)),
-                Ok(Err(e)) => return Err(LineError::Io(e.to_string())),
-                Ok(Ok(chunk)) => chunk,
-            };
-            if chunk.is_empty() {
-                // End of stream: a last line without a newline still counts.
-                let last = trim(&self.buf);
-                return Ok((!last.is_empty()).then_some(last));
+            if self.rest.is_empty() {
+                if let Some(e) = self.failed.take() {
+                    return Err(LineError::Io(e));
+                }
+                if self.ended {
+                    // End of stream: a last line without a newline still counts.
+                    let last = trim(&self.joined);
+                    return Ok((!last.is_empty()).then_some(last));
+                }
+                match tokio::time::timeout(idle, self.chunks.next()).await {
+                    Err(_) => return Err(LineError::Stalled(idle)),
+                    Ok(next) => self.take(next),
+                }
+                continue;
             }
-            let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
-                Some(i) => (i + 1, true),
-                None => (chunk.len(), false),
+            let Some(newline) = self.rest.iter().position(|&b| b == b'\n') else {
+                self.joined.extend_from_slice(&self.rest);
+                self.rest.clear();
+                if self.joined.len() > self.max_line {
+                    return Err(LineError::TooLong(self.max_line));
+                }
+                continue;
             };
-            self.buf.extend_from_slice(&chunk[..take]);
-            self.inner.consume(take);
-            if self.buf.len() > self.max_line {
+            if self.joined.len() + newline > self.max_line {
                 return Err(LineError::TooLong(self.max_line));
             }
-            if done {
-                if !trim(&self.buf).is_empty() {
-                    return Ok(Some(trim(&self.buf)));
+            if self.joined.is_empty() {
+                self.whole = self.rest.split_to(newline + 1);
+                if !trim(&self.whole).is_empty() {
+                    return Ok(Some(trim(&self.whole)));
                 }
-                self.buf.clear();
+            } else {
+                self.joined.extend_from_slice(&self.rest[..=newline]);
+                self.rest.advance(newline + 1);
+                if !trim(&self.joined).is_empty() {
+                    return Ok(Some(trim(&self.joined)));
+                }
+                self.joined.clear();
             }
         }
     }
@@ -101,11 +147,20 @@ fn trim(b: &[u8]) -> &[u8] {
 mod tests {
     use super::*;
     use tokio_test::io::Builder;
+    use tokio_util::io::ReaderStream;
+
+    /// A scripted byte source (reads, waits, errors) as a stream of chunks.
+    fn lines(
+        mock: tokio_test::io::Mock,
+        max_line: usize,
+    ) -> LineReader<ReaderStream<tokio_test::io::Mock>> {
+        LineReader::new(ReaderStream::new(mock), max_line)
+    }
 
     const IDLE: Duration = Duration::from_secs(5);
 
     /// Read what is left (a scripted mock insists on being used up).
-    async fn drain<R: AsyncRead + Unpin>(r: &mut LineReader<R>) {
+    async fn drain(r: &mut LineReader<ReaderStream<tokio_test::io::Mock>>) {
         for _ in 0..100 {
             if let Ok(None) = r.next_line(Duration::from_secs(3600)).await {
                 return;
@@ -121,12 +176,48 @@ mod tests {
             .read(b":2}\n\n")
             .read(b"{\"c\":3}")
             .build();
-        let mut r = LineReader::new(mock, 1024);
+        let mut r = lines(mock, 1024);
         assert_eq!(r.next_line(IDLE).await.unwrap().unwrap(), b"{\"a\":1}");
         assert_eq!(r.next_line(IDLE).await.unwrap().unwrap(), b"{\"b\":2}");
         // The last line had no newline before the end of the stream.
         assert_eq!(r.next_line(IDLE).await.unwrap().unwrap(), b"{\"c\":3}");
         assert_eq!(r.next_line(IDLE).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn lines_in_one_chunk_come_out_in_order_and_the_end_is_seen_without_waiting() {
+        let chunks =
+            [&b"{\"a\":1}\n\n  {\"b\":2}\n{\"c\""[..], b":3}\n"].map(|c| Ok(Bytes::from_static(c)));
+        let mut r = LineReader::new(futures::stream::iter(chunks), 1024);
+        assert_eq!(r.next_line(IDLE).await.unwrap().unwrap(), b"{\"a\":1}");
+        assert_eq!(r.next_line(IDLE).await.unwrap().unwrap(), b"{\"b\":2}");
+        assert!(!r.ended_now(), "a line is still to come");
+        assert_eq!(r.next_line(IDLE).await.unwrap().unwrap(), b"{\"c\":3}");
+        assert!(r.ended_now());
+        assert_eq!(r.next_line(IDLE).await.unwrap(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_end_is_not_waited_for_and_a_failure_seen_ahead_is_kept() {
+        let mock = Builder::new()
+            .read(b"{\"a\":1}\n")
+            .wait(Duration::from_secs(60))
+            .build();
+        let mut r = lines(mock, 1024);
+        assert!(r.next_line(IDLE).await.unwrap().is_some());
+        assert!(!r.ended_now(), "the source has not ended yet");
+        drain(&mut r).await;
+        let failing = futures::stream::iter([
+            Ok(Bytes::from_static(b"{\"a\":1}\n")),
+            Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "reset",
+            )),
+        ]);
+        let mut r = LineReader::new(failing, 1024);
+        assert!(r.next_line(IDLE).await.unwrap().is_some());
+        assert!(!r.ended_now(), "a failure is not a clean end");
+        assert_eq!(r.next_line(IDLE).await, Err(LineError::Io("reset".into())));
     }
 
     #[tokio::test(start_paused = true)]
@@ -136,7 +227,7 @@ mod tests {
             .wait(Duration::from_secs(60))
             .read(b":2}\n")
             .build();
-        let mut r = LineReader::new(mock, 1024);
+        let mut r = lines(mock, 1024);
         assert!(r.next_line(IDLE).await.unwrap().is_some());
         let started = tokio::time::Instant::now();
         assert_eq!(r.next_line(IDLE).await, Err(LineError::Stalled(IDLE)));
@@ -150,7 +241,7 @@ mod tests {
         for piece in [&b"{\"x\""[..], b":", b"1", b"}", b"\n"] {
             b.wait(Duration::from_secs(4)).read(piece);
         }
-        let mut r = LineReader::new(b.build(), 1024);
+        let mut r = lines(b.build(), 1024);
         assert_eq!(r.next_line(IDLE).await.unwrap().unwrap(), b"{\"x\":1}");
     }
 
@@ -163,7 +254,7 @@ mod tests {
                 "connection reset by peer",
             ))
             .build();
-        let mut r = LineReader::new(mock, 1024);
+        let mut r = lines(mock, 1024);
         assert!(r.next_line(IDLE).await.unwrap().is_some());
         let e = r.next_line(IDLE).await.unwrap_err();
         assert!(
@@ -178,7 +269,7 @@ mod tests {
         for _ in 0..10 {
             b.read(&[b'x'; 100]);
         }
-        let mut r = LineReader::new(b.build(), 512);
+        let mut r = lines(b.build(), 512);
         assert_eq!(r.next_line(IDLE).await, Err(LineError::TooLong(512)));
         drain(&mut r).await;
     }

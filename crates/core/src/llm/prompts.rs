@@ -66,6 +66,9 @@ pub struct Prompts {
     /// The context variables each template reads, so a render converts only those (a
     /// system prompt that never shows the input does not pay for converting it).
     reads: HashMap<String, HashSet<String>>,
+    /// The text of each template that reads no variable at all (the built-in system
+    /// prompts), rendered once at load instead of on every request.
+    fixed: HashMap<String, String>,
 }
 
 /// The input keys shown first, in this order (the user's own words first, so a
@@ -122,11 +125,22 @@ impl Prompts {
                     .unwrap_or_default();
                 (t.name.clone(), vars)
             })
-            .collect();
+            .collect::<HashMap<_, _>>();
+        let mut fixed = HashMap::new();
+        for (name, vars) in &reads {
+            if vars.is_empty() {
+                let text = env
+                    .get_template(name)
+                    .and_then(|t| t.render(minijinja::context! {}))
+                    .with_context(|| format!("rendering prompt {name}"))?;
+                fixed.insert(name.clone(), trimmed(text));
+            }
+        }
         Ok(Self {
             env,
             templates,
             reads,
+            fixed,
         })
     }
 
@@ -134,17 +148,17 @@ impl Prompts {
         &self.templates
     }
 
-    fn has(&self, name: &str) -> bool {
-        self.templates.iter().any(|t| t.name == name)
-    }
-
     /// The template used for a role (`system/…`) or task (`task/…`), falling back to `_default`.
-    pub fn template_for(&self, kind: &str, key: &str) -> String {
-        let specific = format!("{kind}/{key}");
-        if self.has(&specific) {
-            specific
-        } else {
-            format!("{kind}/_default")
+    pub fn template_for(&self, kind: &str, key: &str) -> &str {
+        let is = |name: &str| {
+            name.strip_prefix(kind)
+                .and_then(|n| n.strip_prefix('/'))
+                .is_some_and(|n| n == key)
+        };
+        match self.templates.iter().find(|t| is(&t.name)) {
+            Some(t) => &t.name,
+            None if kind == "system" => "system/_default",
+            None => "task/_default",
         }
     }
 
@@ -202,9 +216,12 @@ impl Prompts {
             other => Cow::Borrowed(other),
         };
         let mut input_text: Option<String> = None;
-        let mut render = |name: String| -> anyhow::Result<String> {
-            let t = self.env.get_template(&name)?;
-            let reads = self.reads.get(&name);
+        let mut render = |name: &str| -> anyhow::Result<String> {
+            if let Some(text) = self.fixed.get(name) {
+                return Ok(text.clone());
+            }
+            let t = self.env.get_template(name)?;
+            let reads = self.reads.get(name);
             let wants = |var: &str| reads.is_none_or(|r| r.contains(var));
             let mut ctx: Vec<(&str, minijinja::Value)> = vec![
                 ("role", role.into()),
@@ -299,11 +316,15 @@ fn chat_messages(input: &Value) -> Vec<ChatMessage> {
         .unwrap_or_default()
 }
 
-fn scalar_text(v: &Value) -> String {
+/// A value as prompt text: a string as it is, anything else as JSON.
+fn push_scalar(out: &mut String, v: &Value) {
+    use std::fmt::Write;
     match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "null".into(),
-        other => other.to_string(),
+        Value::String(s) => out.push_str(s),
+        Value::Null => out.push_str("null"),
+        other => {
+            let _ = write!(out, "{other}");
+        }
     }
 }
 
@@ -311,37 +332,57 @@ fn scalar_text(v: &Value) -> String {
 /// as `- key: value` (JSON for nested values).
 pub fn input_block(input: &Value) -> String {
     let Value::Object(map) = input else {
-        return format!("Input: {}", scalar_text(input));
+        let mut out = String::from("Input: ");
+        push_scalar(&mut out, input);
+        return out;
     };
-    let mut out = String::from("Input:\n");
+    let mut out = String::with_capacity(256);
+    out.push_str("Input:\n");
     for (key, label) in LEADING_KEYS {
         match map.get(*key) {
             Some(Value::Array(items)) => {
-                out.push_str(&format!("{label}:\n"));
+                out.push_str(label);
+                out.push_str(":\n");
                 for item in items {
-                    out.push_str(&format!("  - {}\n", scalar_text(item)));
+                    out.push_str("  - ");
+                    push_scalar(&mut out, item);
+                    out.push('\n');
                 }
             }
             Some(Value::Null) | None => {}
-            Some(v) => out.push_str(&format!("{label}: {}\n", scalar_text(v))),
+            Some(v) => {
+                out.push_str(label);
+                out.push_str(": ");
+                push_scalar(&mut out, v);
+                out.push('\n');
+            }
         }
     }
     for (key, value) in map {
         if LEADING_KEYS.iter().any(|(k, _)| k == key) || value.is_null() {
             continue;
         }
-        out.push_str(&format!("- {key}: {}\n", scalar_text(value)));
+        out.push_str("- ");
+        out.push_str(key);
+        out.push_str(": ");
+        push_scalar(&mut out, value);
+        out.push('\n');
     }
     out.push_str("Use only the facts above; do not invent another product or copy an example.");
     out
 }
 
 fn hints_text(hints: &Map<String, Value>) -> String {
-    hints
-        .iter()
-        .map(|(k, v)| format!("{k}={}", scalar_text(v)))
-        .collect::<Vec<_>>()
-        .join(", ")
+    let mut out = String::new();
+    for (k, v) in hints {
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        out.push_str(k);
+        out.push('=');
+        push_scalar(&mut out, v);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -398,6 +439,44 @@ mod tests {
         assert!(msgs[0].content.contains("prompt_engineer"));
         assert!(msgs[1].content.contains("odd_task"));
         assert!(msgs[1].content.contains("tone=playful"));
+    }
+
+    #[test]
+    fn templates_that_read_nothing_are_rendered_once_and_the_rest_every_time() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("system")).unwrap();
+        std::fs::write(
+            dir.path().join("system/brand.j2"),
+            "Brand desk, {{ task }}.",
+        )
+        .unwrap();
+        let p = Prompts::load(Some(dir.path())).unwrap();
+        assert!(p.fixed.contains_key("system/copywriter"));
+        assert!(!p.fixed.contains_key("system/_default"), "it reads role");
+        assert!(
+            !p.fixed.contains_key("system/brand"),
+            "the override reads task"
+        );
+        let input = json!({"product_name": "P"});
+        for (name, fixed) in &p.fixed {
+            let fresh = p
+                .env
+                .get_template(name)
+                .unwrap()
+                .render(minijinja::context! {
+                    role => "copywriter", task => "sns", mode => "json", json => true,
+                    input => input, input_block => "Input:", hints => "tone=x",
+                });
+            assert_eq!(fixed, &trimmed(fresh.unwrap()), "{name}");
+        }
+        let copy = p
+            .build("copywriter", "sns", "json", &input, &Map::new())
+            .unwrap();
+        assert_eq!(copy[0].content, p.fixed["system/copywriter"]);
+        for task in ["sns", "campaign"] {
+            let msgs = p.build("brand", task, "json", &input, &Map::new()).unwrap();
+            assert_eq!(msgs[0].content, format!("Brand desk, {task}."));
+        }
     }
 
     #[test]

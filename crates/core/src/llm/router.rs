@@ -19,14 +19,13 @@ pub struct RouteQuery<'a> {
     pub model: Option<&'a str>,
 }
 
-/// The outcome: provider, model, and a human explanation.
+/// The outcome: provider, model, and which rule decided.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RouteDecision {
     pub provider: String,
     pub model: Option<String>,
     /// The rule that matched (its name, or `routes[i]`), `default_route` or `request`.
     pub matched: String,
-    pub reason: String,
     /// Where to go when the provider cannot answer (the rule's `fallbacks`; none when
     /// the request forced a provider).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -66,6 +65,8 @@ pub struct RouteTargetView {
 pub struct Router {
     /// Rules sorted by priority (stable, so file order breaks ties), with their config index.
     rules: Vec<(usize, RouteRule)>,
+    /// Each rule's label as answers name it (`meta.route`), in the order of `rules`.
+    labels: Vec<String>,
     default_provider: String,
     default_model: Option<String>,
     default_fallbacks: Vec<crate::config::FallbackTarget>,
@@ -95,8 +96,10 @@ impl Router {
     pub fn new(cfg: &LlmConfig) -> Self {
         let mut rules: Vec<(usize, RouteRule)> = cfg.routes.iter().cloned().enumerate().collect();
         rules.sort_by_key(|(_, r)| r.priority);
+        let labels = rules.iter().map(|(i, r)| Self::rule_label(*i, r)).collect();
         Self {
             rules,
+            labels,
             default_provider: cfg.default_route.provider.clone(),
             default_model: cfg.default_route.model.clone(),
             default_fallbacks: cfg.default_route.fallbacks.clone(),
@@ -120,34 +123,53 @@ impl Router {
     }
 
     pub fn route(&self, q: &RouteQuery) -> RouteDecision {
-        let rule = self.rules.iter().find(|(_, r)| rule_matches(r, q));
-        let mut fallbacks = rule.map_or_else(
-            || self.default_fallbacks.clone(),
-            |(_, r)| r.fallbacks.clone(),
-        );
-        let (mut provider, mut model, mut matched, mut reason) = match rule {
-            Some((i, r)) => (
-                r.provider.clone(),
-                r.model.clone(),
-                Self::rule_label(*i, r),
-                format!(
-                    "rule {} (priority {}) matches role={} task={} mode={}",
-                    Self::rule_label(*i, r),
-                    r.priority,
-                    q.role,
-                    q.task,
-                    q.mode
-                ),
-            ),
-            None => (
-                self.default_provider.clone(),
-                self.default_model.clone(),
-                "default_route".to_string(),
-                format!(
-                    "no rule matches role={} task={} mode={}: llm.default_route",
-                    q.role, q.task, q.mode
-                ),
-            ),
+        self.decide(q, None)
+    }
+
+    /// The decision and, in words, why (`sparklio-desk route`); the explanation is
+    /// built only here, not for every request.
+    pub fn explain(&self, q: &RouteQuery) -> (RouteDecision, String) {
+        let mut why = String::new();
+        let decision = self.decide(q, Some(&mut why));
+        (decision, why)
+    }
+
+    fn decide(&self, q: &RouteQuery, mut why: Option<&mut String>) -> RouteDecision {
+        use std::fmt::Write;
+        let rule = self.rules.iter().position(|(_, r)| rule_matches(r, q));
+        let (mut provider, mut model, mut matched, mut fallbacks) = match rule {
+            Some(at) => {
+                let r = &self.rules[at].1;
+                if let Some(w) = why.as_deref_mut() {
+                    let _ = write!(
+                        w,
+                        "rule {} (priority {}) matches role={} task={} mode={}",
+                        self.labels[at], r.priority, q.role, q.task, q.mode
+                    );
+                }
+                let label = self.labels[at].clone();
+                (
+                    r.provider.clone(),
+                    r.model.clone(),
+                    label,
+                    r.fallbacks.clone(),
+                )
+            }
+            None => {
+                if let Some(w) = why.as_deref_mut() {
+                    let _ = write!(
+                        w,
+                        "no rule matches role={} task={} mode={}: llm.default_route",
+                        q.role, q.task, q.mode
+                    );
+                }
+                (
+                    self.default_provider.clone(),
+                    self.default_model.clone(),
+                    "default_route".to_string(),
+                    self.default_fallbacks.clone(),
+                )
+            }
         };
         if let Some(p) = q.provider.filter(|p| !p.is_empty()) {
             if p != provider {
@@ -156,19 +178,24 @@ impl Router {
             }
             provider = p.to_string();
             matched = "request".into();
-            reason = format!("options.provider = {p:?} (request override)");
+            if let Some(w) = why.as_deref_mut() {
+                w.clear();
+                let _ = write!(w, "options.provider = {p:?} (request override)");
+            }
             // A forced provider is that provider, not a route with fallbacks.
             fallbacks.clear();
         }
         if let Some(m) = q.model.filter(|m| !m.is_empty()) {
             model = Some(m.to_string());
             matched = "request".into();
-            reason = format!("{reason}; model {m:?} forced by the request");
+            if let Some(w) = why.as_deref_mut() {
+                let _ = write!(w, "; model {m:?} forced by the request");
+            }
         }
         if model.is_none() {
             model = self.provider_default(&provider);
-            if let Some(m) = &model {
-                reason = format!("{reason}; model = llm.providers.{provider}.default_model ({m})");
+            if let (Some(w), Some(m)) = (why, &model) {
+                let _ = write!(w, "; model = llm.providers.{provider}.default_model ({m})");
             }
         }
         let fallbacks = fallbacks
@@ -184,7 +211,6 @@ impl Router {
             provider,
             model,
             matched,
-            reason,
             fallbacks,
         }
     }
@@ -320,6 +346,49 @@ mod tests {
         assert_eq!(d.matched, "default_route");
         assert_eq!(d.model.as_deref(), Some("qwen2.5:7b"));
         assert_eq!(d.provider, "ollama");
+    }
+
+    #[test]
+    fn the_explanation_matches_the_decision_it_explains() {
+        let r = default_router();
+        for query in [
+            q("strategist", "heavy_reasoning", "json"),
+            q("someone", "something", "json"),
+            RouteQuery {
+                provider: Some("mock"),
+                ..q("copywriter", "sns", "json")
+            },
+            RouteQuery {
+                model: Some("forced:1b"),
+                ..q("copywriter", "sns", "json")
+            },
+        ] {
+            let (decision, why) = r.explain(&query);
+            assert_eq!(decision, r.route(&query), "{why}");
+            assert!(!why.is_empty());
+        }
+        let (_, why) = r.explain(&q("someone", "something", "json"));
+        assert!(
+            why.starts_with("no rule matches role=someone task=something mode=json")
+                && why.ends_with("default_model (qwen2.5:7b)"),
+            "{why}"
+        );
+        let (_, why) = r.explain(&RouteQuery {
+            provider: Some("mock"),
+            ..q("copywriter", "sns", "json")
+        });
+        assert!(
+            why.starts_with("options.provider = \"mock\" (request override)"),
+            "{why}"
+        );
+        let (_, why) = r.explain(&RouteQuery {
+            model: Some("forced:1b"),
+            ..q("copywriter", "sns", "json")
+        });
+        assert!(
+            why.ends_with("; model \"forced:1b\" forced by the request"),
+            "{why}"
+        );
     }
 
     #[test]

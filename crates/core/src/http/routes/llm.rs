@@ -10,7 +10,8 @@ use crate::llm::wire::{ChatBody, GenerateBody};
 use crate::llm::{RequestCtx, StreamItem};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -69,14 +70,26 @@ pub fn request_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
         .map(std::time::Duration::from_secs_f64)
 }
 
+/// The caller's `x-request-timeout`, read from the request's own headers (the
+/// `HeaderMap` extractor would copy them all).
+pub struct CallerTimeout(Option<std::time::Duration>);
+
+impl<S: Sync> FromRequestParts<S> for CallerTimeout {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(Self(request_timeout(&parts.headers)))
+    }
+}
+
 pub async fn generate(
     State(state): State<SharedState>,
     caller: Option<Extension<Caller>>,
-    headers: HeaderMap,
+    timeout: CallerTimeout,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let parsed = read_body(body).and_then(|bytes| parse_json::<GenerateBody>(&bytes));
-    answer(&state, caller, &headers, parsed).await
+    answer(&state, caller, timeout, parsed).await
 }
 
 /// `POST /api/v1/llm/chat`: `{messages: [{role, content}], model?, stream?, options?}`;
@@ -84,13 +97,13 @@ pub async fn generate(
 pub async fn chat(
     State(state): State<SharedState>,
     caller: Option<Extension<Caller>>,
-    headers: HeaderMap,
+    timeout: CallerTimeout,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let parsed = read_body(body)
         .and_then(|bytes| parse_json::<ChatBody>(&bytes))
         .and_then(|chat| chat.into_generate().map_err(ApiError::from));
-    answer(&state, caller, &headers, parsed).await
+    answer(&state, caller, timeout, parsed).await
 }
 
 fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
@@ -107,7 +120,7 @@ fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
 async fn answer(
     state: &SharedState,
     caller: Option<Extension<Caller>>,
-    headers: &HeaderMap,
+    CallerTimeout(timeout): CallerTimeout,
     parsed: Result<GenerateBody, ApiError>,
 ) -> Response {
     let started = Instant::now();
@@ -136,7 +149,7 @@ async fn answer(
     let ctx = RequestCtx {
         request_id: body.request_id_or(&transport_id),
         requester,
-        timeout: request_timeout(headers),
+        timeout,
     };
     let request_id = ctx.request_id.clone();
     if body.wants_stream() {

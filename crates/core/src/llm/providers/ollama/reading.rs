@@ -16,7 +16,6 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
-use tokio_util::io::StreamReader;
 
 /// The longest NDJSON line accepted from a stream (one token's message is tiny).
 const MAX_STREAM_LINE: usize = 1024 * 1024;
@@ -55,7 +54,7 @@ pub(super) async fn read_answer(
     let timed_out = |message: String| {
         Err(ProviderError::new(FailureKind::Timeout, message).on_instance(inst.label()))
     };
-    let mut lines = LineReader::new(StreamReader::new(resp), MAX_STREAM_LINE);
+    let mut lines = LineReader::new(resp, MAX_STREAM_LINE);
     let mut content = String::new();
     // Tool calls may come in any line (Ollama sends them whole, once).
     let mut tool_calls: Vec<Value> = Vec::new();
