@@ -188,16 +188,22 @@ impl Shape {
     /// changed, as JSON pointers.
     pub fn normalise(&self, value: &mut Value) -> Vec<String> {
         let mut changed = Vec::new();
-        self.normalise_at(value, String::new(), &mut changed);
+        self.normalise_at(value, &mut String::new(), &mut changed);
         changed
     }
 
-    fn normalise_at(&self, value: &mut Value, path: String, changed: &mut Vec<String>) {
+    /// `path` is the value's pointer, one buffer for the whole walk: a pointer is copied
+    /// out only for a field that changed.
+    fn normalise_at(&self, value: &mut Value, path: &mut String, changed: &mut Vec<String>) {
         match (self, value) {
             (Shape::Object(fields), Value::Object(map)) => {
                 for (k, shape) in fields {
                     if let Some(v) = map.get_mut(k) {
-                        shape.normalise_at(v, format!("{path}/{k}"), changed);
+                        let at = path.len();
+                        path.push('/');
+                        path.push_str(k);
+                        shape.normalise_at(v, path, changed);
+                        path.truncate(at);
                     }
                 }
             }
@@ -209,7 +215,7 @@ impl Shape {
             ) => {
                 let text = v.take();
                 *v = Value::Array(vec![text]);
-                changed.push(path);
+                changed.push(path.clone());
             }
             (
                 Shape::Leaf {
@@ -219,7 +225,7 @@ impl Shape {
             ) => {
                 if let Some(score) = v.as_str().and_then(score_of) {
                     *v = json!(score);
-                    changed.push(path);
+                    changed.push(path.clone());
                 }
             }
             _ => {}
@@ -360,5 +366,16 @@ mod tests {
         // Not a score out of 10: left alone (and then refused by the schema).
         let mut other = json!({"overall_score": "8/100"});
         assert!(s.normalise(&mut other).is_empty());
+        // Nested fields are named by their whole pointer, siblings by their own.
+        let hints: Ordered = serde_json::from_str(
+            r#"{"scores": {"clarity": "score (number 1-10)", "tags": "list of text"}, "note": "list of text"}"#,
+        )
+        .unwrap();
+        let s = Shape::from_hints(&hints).unwrap();
+        let mut answer = json!({"scores": {"clarity": "7", "tags": "a"}, "note": "n"});
+        assert_eq!(
+            s.normalise(&mut answer),
+            ["/scores/clarity", "/scores/tags", "/note"]
+        );
     }
 }
