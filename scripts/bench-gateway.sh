@@ -12,11 +12,16 @@
 # to the exact request the Desk sends (recorded at start), so all three targets see the
 # same upstream bytes. nginx is sent that same upstream request.
 #
-# Usage: scripts/bench-gateway.sh [--rounds N] [--requests N] [--duration S] [--soak S] [--no-build]
+# Usage: scripts/bench-gateway.sh [--rounds N] [--requests N] [--duration S] [--soak S]
+#                                  [--instructions N] [--no-build]
 #   --requests  requests per c=1 series (default 5000)
 #   --duration  seconds per c=64 series (default 10)
 #   --soak S    afterwards, S seconds at c=64 against the Desk, RSS sampled every 10 s
 #               (the 10-minute soak: --soak 600)
+#   --instructions N  instead of timing: user-space instructions per request of nginx
+#               (one worker) and the Desk under valgrind's callgrind, N requests at c=1
+#               after 300 to warm up. Deterministic (within 0.5 % between runs), so it
+#               shows a change too small for this machine's timing noise. Needs valgrind.
 # MAX_QUEUE=n   the Desk's llm.providers.ollama.resilience.max_queue (default: the
 #               product's, 64; a build from before the storm fix needs e.g. 1024, see
 #               docs/performance.md)
@@ -24,7 +29,8 @@
 # DESK_ENV="VAR=value ..." extra environment for the Desk only (e.g. TOKIO_WORKER_THREADS=1).
 # NGINX_KEEPALIVE=0 nginx as proxy_pass does by default: a new upstream connection per
 #               request (default 1: keep-alive connections to the upstream, the faster floor).
-# Needs: oha (cargo install oha --locked), nginx (apt-get install -y nginx), python3.
+# Needs: oha (cargo install oha --locked), nginx (apt-get install -y nginx), python3;
+#        valgrind for --instructions (apt-get install -y valgrind).
 # Not part of .ci/run (minutes long and sensitive to machine load): run by hand.
 set -euo pipefail
 
@@ -32,6 +38,7 @@ ROUNDS=2
 REQUESTS=5000
 DURATION=10
 SOAK=0
+INSTRUCTIONS=0
 BUILD=1
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -39,8 +46,9 @@ while [ $# -gt 0 ]; do
     --requests) REQUESTS=$2; shift 2 ;;
     --duration) DURATION=$2; shift 2 ;;
     --soak) SOAK=$2; shift 2 ;;
+    --instructions) INSTRUCTIONS=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -120,6 +128,73 @@ up_port=$(free_port); ng_port=$(free_port); desk_port=$(free_port)
   --reply "/api/ps=$work/ps.json" > "$work/upstream.log" 2>&1 &
 up_pid=$!; pids+=("$up_pid")
 wait_port "$up_port"
+
+if [ "$INSTRUCTIONS" -gt 0 ]; then
+  command -v valgrind >/dev/null || { echo "valgrind missing: apt-get install -y valgrind" >&2; exit 1; }
+  if oha --help | grep -q -- '--output-format'; then OHA_JSON=(--output-format json); else OHA_JSON=(-j); fi
+  # count NAME PORT URL BODY COMMAND...: run COMMAND under callgrind, zero the counts
+  # after the warm-up, dump them after N requests: instructions per request.
+  count() {
+    local name=$1 port=$2 url=$3 body=$4; shift 4
+    # The environment goes to valgrind itself: it does not follow an exec (`env …`).
+    env ${COUNT_ENV:-} valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.$name.%p" \
+      "$@" > "$work/callgrind-$name.log" 2>&1 &
+    local pid=$!; pids+=("$pid")
+    for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+    oha --no-tui -n 300 -c 1 -m POST -H 'content-type: application/json' -D "$body" "$url" > /dev/null
+    callgrind_control -z "$pid" > /dev/null 2>&1
+    oha --no-tui "${OHA_JSON[@]}" -n "$INSTRUCTIONS" -c 1 -m POST -H 'content-type: application/json' \
+      -D "$body" "$url" > "$work/oha-$name.json"
+    callgrind_control -d "$pid" > /dev/null 2>&1
+    sleep 1
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    python3 - "$name" "$INSTRUCTIONS" "$work/oha-$name.json" "$work"/callgrind."$name".*.1 <<'PY'
+import json, sys
+name, n, oha, dumps = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+codes = json.load(open(oha)).get("statusCodeDistribution", {})
+total = 0
+for f in dumps:
+    for line in open(f):
+        if line.startswith("summary:"):
+            total += int(line.split()[1])
+print(f"  {name:6s} {total / n:10,.0f} instructions per request  ({n} requests: {codes})")
+PY
+  }
+  mkdir -p "$work/nginx"
+  cat > "$work/nginx-one.conf" <<EOF
+worker_processes 1;
+master_process off;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx/body;
+  proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fastcgi;
+  uwsgi_temp_path $work/nginx/uwsgi;
+  scgi_temp_path $work/nginx/scgi;
+  upstream fixed { server 127.0.0.1:$up_port;$( [ "${NGINX_KEEPALIVE:-1}" = 1 ] && echo ' keepalive 128;') }
+  server {
+    listen 127.0.0.1:$ng_port;
+    location / {
+      proxy_pass http://fixed;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+  echo "user-space instructions per request (valgrind's callgrind; the kernel's work is not counted)"
+  count nginx "$ng_port" "http://127.0.0.1:$ng_port/api/chat" "$work/upstream.json" \
+    "$NGINX" -c "$work/nginx-one.conf"
+  desk_config "$desk_port" "http://127.0.0.1:$up_port" "$work/desk-data" > "$work/desk.toml"
+  COUNT_ENV="${DESK_ENV:-} GENERATOR_MODE=live" \
+    count desk "$desk_port" "http://127.0.0.1:$desk_port/api/v1/llm/generate" "$work/gateway.json" \
+    "$DESK" --config "$work/desk.toml" serve
+  exit 0
+fi
 
 mkdir -p "$work/nginx"
 cat > "$work/nginx.conf" <<EOF

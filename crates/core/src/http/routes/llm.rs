@@ -11,8 +11,9 @@ use crate::llm::{RequestCtx, StreamItem};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequestParts, State};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -159,8 +160,24 @@ async fn answer(
         };
     }
     match state.llm.generate(body, ctx).await {
-        Ok(answer) => Json(answer).into_response(),
+        Ok(answer) => json_answer(&answer),
         Err(e) => failure(e, &request_id).into_response(),
+    }
+}
+
+/// A JSON 200, written into a buffer sized for a typical answer (`Json` starts at
+/// 128 bytes and regrows several times for one).
+fn json_answer(answer: &impl Serialize) -> Response {
+    let mut body = Vec::with_capacity(2048);
+    match serde_json::to_writer(&mut body, answer) {
+        Ok(()) => (
+            [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            ApiError::internal(format!("the answer could not be written: {e}")).into_response()
+        }
     }
 }
 

@@ -257,7 +257,9 @@ impl OllamaProvider {
             let chat = self
                 .upstream(inst)
                 .map_err(|why| self.transport_error(inst, &SendError::NotSent(why)))?;
-            let body = serde_json::to_vec(&self.body(call, true)).map_err(|e| {
+            // Sized for a typical chat body (two prompts), so it is not regrown on the way.
+            let mut body = Vec::with_capacity(2048);
+            serde_json::to_writer(&mut body, &self.body(call, true)).map_err(|e| {
                 self.transport_error(inst, &SendError::NotSent(format!("request not built: {e}")))
             })?;
             let resp = chat
