@@ -48,7 +48,7 @@ while [ $# -gt 0 ]; do
     --soak) SOAK=$2; shift 2 ;;
     --instructions) INSTRUCTIONS=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
-    -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
