@@ -29,6 +29,9 @@
 # DESK_ENV="VAR=value ..." extra environment for the Desk only (e.g. TOKIO_WORKER_THREADS=1).
 # NGINX_KEEPALIVE=0 nginx as proxy_pass does by default: a new upstream connection per
 #               request (default 1: keep-alive connections to the upstream, the faster floor).
+# NGINX_ACCESS_LOG=1 nginx writes its access log (Debian's default: the combined format,
+#               one write per request), as the Desk writes a usage row per request
+#               (default 0: access_log off, the faster floor).
 # Needs: oha (cargo install oha --locked), nginx (apt-get install -y nginx), python3;
 #        valgrind for --instructions (apt-get install -y valgrind).
 # Not part of .ci/run (minutes long and sensitive to machine load): run by hand.
@@ -48,7 +51,7 @@ while [ $# -gt 0 ]; do
     --soak) SOAK=$2; shift 2 ;;
     --instructions) INSTRUCTIONS=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
-    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -203,7 +206,7 @@ pid $work/nginx.pid;
 error_log $work/nginx/error.log warn;
 events { worker_connections 4096; }
 http {
-  access_log off;
+  access_log $( [ "${NGINX_ACCESS_LOG:-0}" = 1 ] && echo "$work/nginx/access.log" || echo off);
   client_body_temp_path $work/nginx/body;
   proxy_temp_path $work/nginx/proxy;
   fastcgi_temp_path $work/nginx/fastcgi;

@@ -1,10 +1,11 @@
-//! Reading newline-delimited JSON (Ollama's streaming answers) from any byte source,
+//! Reading newline-delimited JSON (Ollama's streaming answers) from a body's chunks,
 //! with the failures a real network shows: lines split across reads, an upstream that
 //! stalls mid-stream, a connection reset, a line that never ends.
 
 use bytes::{Buf, Bytes};
 use futures::{FutureExt, Stream, StreamExt};
 use std::time::Duration;
+
 /// Why the next line could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LineError {

@@ -32,6 +32,9 @@ pub const BATCH_ROWS: usize = 512;
 /// 10,000 requests/s, ~100 rows a commit: the WAL's pages are written once per batch,
 /// not once per few rows). A crash loses at most this much; a clean stop nothing.
 pub const BATCH_LINGER: Duration = Duration::from_millis(10);
+
+/// The writer connection's page cache, in KiB (a negative `cache_size` is KiB).
+const WRITER_CACHE_KIB: i64 = 256;
 /// How long a request waits for room in a full queue before its row is dropped.
 pub const BACKPRESSURE_WAIT: Duration = Duration::from_millis(250);
 /// How long a shutdown waits for the writer to write what is queued.
@@ -77,6 +80,10 @@ impl UsageQueue {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Appending touches only the right edge of the table and its index, a few dozen
+        // pages; SQLite's default cache (2 MB) would fill with pages it never reuses as
+        // the table grows, and hold them.
+        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         let (tx, rx) = mpsc::channel(QUEUE_ROWS);
         let counts = Arc::new(Counts::default());
