@@ -151,6 +151,10 @@ if [ "$INSTRUCTIONS" -gt 0 ]; then
     callgrind_control -d "$pid" > /dev/null 2>&1
     sleep 1
     kill "$pid"; wait "$pid" 2>/dev/null || true
+    if ! compgen -G "$work/callgrind.$name.*.1" > /dev/null; then
+      echo "  $name: callgrind wrote no counts, see $work/callgrind-$name.log" >&2
+      return 1
+    fi
     python3 - "$name" "$INSTRUCTIONS" "$work/oha-$name.json" "$work"/callgrind."$name".*.1 <<'PY'
 import json, sys
 name, n, oha, dumps = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
@@ -172,7 +176,7 @@ pid $work/nginx.pid;
 error_log $work/nginx/error.log warn;
 events { worker_connections 4096; }
 http {
-  access_log off;
+  access_log $( [ "${NGINX_ACCESS_LOG:-0}" = 1 ] && echo "$work/nginx/access.log" || echo off);
   client_body_temp_path $work/nginx/body;
   proxy_temp_path $work/nginx/proxy;
   fastcgi_temp_path $work/nginx/fastcgi;

@@ -198,7 +198,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         ));
     }
     // The plain parse first: tracking the path costs on every request, and only a
-    // failure needs it, so a failed body is parsed again to name the field.
+    // failure needs it, so a failed body is parsed again to name the field. (The second
+    // parse, like the only one before, accepts bytes after the value: a body with
+    // trailing text is still taken, as it always was.)
     if let Ok(value) = serde_json::from_slice(bytes) {
         return Ok(value);
     }

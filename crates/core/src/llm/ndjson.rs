@@ -39,9 +39,14 @@ pub struct LineReader<S> {
     whole: Bytes,
     /// The line being joined from several chunks.
     joined: Vec<u8>,
+    /// `joined` holds a line already handed out (cleared at the next read; a read
+    /// dropped mid-line keeps what it joined so far for the next one).
+    joined_out: bool,
+    /// The rest of a line refused as too long is being skipped, up to its newline.
+    skipping: bool,
     /// The stream gave its end (`None`) or failed.
     ended: bool,
-    /// A failure met while looking ahead (`ended_now`), reported by the next read.
+    /// The stream's failure, reported by every read after it (never a clean end).
     failed: Option<String>,
 }
 
@@ -53,6 +58,8 @@ impl<S: Stream<Item = std::io::Result<Bytes>> + Unpin> LineReader<S> {
             rest: Bytes::new(),
             whole: Bytes::new(),
             joined: Vec::new(),
+            joined_out: false,
+            skipping: false,
             ended: false,
             failed: None,
         }
@@ -87,14 +94,17 @@ impl<S: Stream<Item = std::io::Result<Bytes>> + Unpin> LineReader<S> {
     /// at the end of the stream. `idle` bounds the wait for each piece of data, not the
     /// whole line.
     pub async fn next_line(&mut self, idle: Duration) -> Result<Option<&[u8]>, LineError> {
-        self.joined.clear();
+        if std::mem::take(&mut self.joined_out) {
+            self.joined.clear();
+        }
         loop {
             if self.rest.is_empty() {
-                if let Some(e) = self.failed.take() {
-                    return Err(LineError::Io(e));
+                if let Some(e) = &self.failed {
+                    return Err(LineError::Io(e.clone()));
                 }
                 if self.ended {
                     // End of stream: a last line without a newline still counts.
+                    self.joined_out = true;
                     let last = trim(&self.joined);
                     return Ok((!last.is_empty()).then_some(last));
                 }
@@ -104,15 +114,32 @@ impl<S: Stream<Item = std::io::Result<Bytes>> + Unpin> LineReader<S> {
                 }
                 continue;
             }
-            let Some(newline) = self.rest.iter().position(|&b| b == b'\n') else {
+            let newline = self.rest.iter().position(|&b| b == b'\n');
+            if self.skipping {
+                match newline {
+                    Some(at) => {
+                        self.rest.advance(at + 1);
+                        self.skipping = false;
+                    }
+                    None => self.rest.clear(),
+                }
+                continue;
+            }
+            let Some(newline) = newline else {
                 self.joined.extend_from_slice(&self.rest);
                 self.rest.clear();
                 if self.joined.len() > self.max_line {
+                    // The reads after skip the rest of this line, up to its end.
+                    self.joined_out = true;
+                    self.skipping = true;
                     return Err(LineError::TooLong(self.max_line));
                 }
                 continue;
             };
             if self.joined.len() + newline > self.max_line {
+                // Skip the whole line, so the next read starts at the next one.
+                self.rest.advance(newline + 1);
+                self.joined_out = true;
                 return Err(LineError::TooLong(self.max_line));
             }
             if self.joined.is_empty() {
@@ -123,10 +150,12 @@ impl<S: Stream<Item = std::io::Result<Bytes>> + Unpin> LineReader<S> {
             } else {
                 self.joined.extend_from_slice(&self.rest[..=newline]);
                 self.rest.advance(newline + 1);
+                self.joined_out = true;
                 if !trim(&self.joined).is_empty() {
                     return Ok(Some(trim(&self.joined)));
                 }
                 self.joined.clear();
+                self.joined_out = false;
             }
         }
     }
@@ -219,6 +248,41 @@ mod tests {
         assert!(r.next_line(IDLE).await.unwrap().is_some());
         assert!(!r.ended_now(), "a failure is not a clean end");
         assert_eq!(r.next_line(IDLE).await, Err(LineError::Io("reset".into())));
+        assert!(!r.ended_now(), "not even once it was reported");
+        assert_eq!(r.next_line(IDLE).await, Err(LineError::Io("reset".into())));
+    }
+
+    #[tokio::test]
+    async fn a_line_refused_as_too_long_is_skipped_whole_and_the_next_one_read() {
+        let long = [b'x'; 600];
+        let mut whole = long.to_vec();
+        whole.extend_from_slice(b"\n{\"a\":1}\n");
+        // The long line in one chunk, then split across chunks.
+        let chunks = [Ok(Bytes::from(whole.clone()))];
+        let mut r = LineReader::new(futures::stream::iter(chunks), 512);
+        assert_eq!(r.next_line(IDLE).await, Err(LineError::TooLong(512)));
+        assert_eq!(r.next_line(IDLE).await.unwrap().unwrap(), b"{\"a\":1}");
+        assert_eq!(r.next_line(IDLE).await.unwrap(), None);
+        let chunks = whole
+            .chunks(100)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect::<Vec<_>>();
+        let mut r = LineReader::new(futures::stream::iter(chunks), 512);
+        assert_eq!(r.next_line(IDLE).await, Err(LineError::TooLong(512)));
+        assert_eq!(r.next_line(IDLE).await.unwrap().unwrap(), b"{\"a\":1}");
+        assert_eq!(r.next_line(IDLE).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_read_dropped_mid_line_loses_nothing() {
+        let (tx, rx) = futures::channel::mpsc::unbounded::<std::io::Result<Bytes>>();
+        let mut r = LineReader::new(rx, 1024);
+        tx.unbounded_send(Ok(Bytes::from_static(b"{\"a\"")))
+            .unwrap();
+        // The read gives up (a select! that chose another branch) with half a line joined.
+        assert!(r.next_line(IDLE).now_or_never().is_none());
+        tx.unbounded_send(Ok(Bytes::from_static(b":1}\n"))).unwrap();
+        assert_eq!(r.next_line(IDLE).await.unwrap().unwrap(), b"{\"a\":1}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -66,7 +66,7 @@ pub struct Prompts {
     /// The context variables each template reads, so a render converts only those (a
     /// system prompt that never shows the input does not pay for converting it).
     reads: HashMap<String, HashSet<String>>,
-    /// The text of each template that reads no variable at all (the built-in system
+    /// The text of each built-in template that reads no variable at all (the system
     /// prompts), rendered once at load instead of on every request.
     fixed: HashMap<String, String>,
 }
@@ -126,9 +126,16 @@ impl Prompts {
                 (t.name.clone(), vars)
             })
             .collect::<HashMap<_, _>>();
+        // Only built-in templates: an override may `include` or `extend` another, and
+        // `undeclared_variables` does not see what that one reads.
         let mut fixed = HashMap::new();
+        let builtin = |name: &str| {
+            templates
+                .iter()
+                .any(|t| t.name == name && t.source == "builtin")
+        };
         for (name, vars) in &reads {
-            if vars.is_empty() {
+            if vars.is_empty() && builtin(name) {
                 let text = env
                     .get_template(name)
                     .and_then(|t| t.render(minijinja::context! {}))
@@ -155,10 +162,11 @@ impl Prompts {
                 .and_then(|n| n.strip_prefix('/'))
                 .is_some_and(|n| n == key)
         };
-        match self.templates.iter().find(|t| is(&t.name)) {
-            Some(t) => &t.name,
-            None if kind == "system" => "system/_default",
-            None => "task/_default",
+        match (self.templates.iter().find(|t| is(&t.name)), kind) {
+            (Some(t), _) => &t.name,
+            (None, "system") => "system/_default",
+            (None, "task") => "task/_default",
+            (None, other) => unreachable!("no template kind {other:?}: system or task"),
         }
     }
 
@@ -450,12 +458,22 @@ mod tests {
             "Brand desk, {{ task }}.",
         )
         .unwrap();
+        // Reads nothing itself, but what it includes reads `role`.
+        std::fs::write(
+            dir.path().join("system/editor.j2"),
+            "Editor. {% include \"system/_default\" %}",
+        )
+        .unwrap();
         let p = Prompts::load(Some(dir.path())).unwrap();
         assert!(p.fixed.contains_key("system/copywriter"));
         assert!(!p.fixed.contains_key("system/_default"), "it reads role");
         assert!(
             !p.fixed.contains_key("system/brand"),
             "the override reads task"
+        );
+        assert!(
+            !p.fixed.contains_key("system/editor"),
+            "an override is never fixed"
         );
         let input = json!({"product_name": "P"});
         for (name, fixed) in &p.fixed {
@@ -477,6 +495,14 @@ mod tests {
             let msgs = p.build("brand", task, "json", &input, &Map::new()).unwrap();
             assert_eq!(msgs[0].content, format!("Brand desk, {task}."));
         }
+        let editor = p
+            .build("editor", "sns", "json", &input, &Map::new())
+            .unwrap();
+        assert!(
+            editor[0].content.contains("editor agent"),
+            "{}",
+            editor[0].content
+        );
     }
 
     #[test]

@@ -32,13 +32,12 @@ pub const BATCH_ROWS: usize = 512;
 /// 10,000 requests/s, ~100 rows a commit: the WAL's pages are written once per batch,
 /// not once per few rows). A crash loses at most this much; a clean stop nothing.
 pub const BATCH_LINGER: Duration = Duration::from_millis(10);
-
-/// The writer connection's page cache, in KiB (a negative `cache_size` is KiB).
-const WRITER_CACHE_KIB: i64 = 256;
 /// How long a request waits for room in a full queue before its row is dropped.
 pub const BACKPRESSURE_WAIT: Duration = Duration::from_millis(250);
 /// How long a shutdown waits for the writer to write what is queued.
 const CLOSE_WAIT: Duration = Duration::from_secs(30);
+/// The writer connection's page cache, in KiB (a negative `cache_size` is KiB).
+const WRITER_CACHE_KIB: i64 = 256;
 
 enum Msg {
     Row(Box<UsageRow>),

@@ -160,14 +160,14 @@ async fn answer(
         };
     }
     match state.llm.generate(body, ctx).await {
-        Ok(answer) => json_answer(&answer),
+        Ok(answer) => json_answer(&answer, &request_id),
         Err(e) => failure(e, &request_id).into_response(),
     }
 }
 
 /// A JSON 200, written into a buffer sized for a typical answer (`Json` starts at
 /// 128 bytes and regrows several times for one).
-fn json_answer(answer: &impl Serialize) -> Response {
+fn json_answer(answer: &impl Serialize, request_id: &str) -> Response {
     let mut body = Vec::with_capacity(2048);
     match serde_json::to_writer(&mut body, answer) {
         Ok(()) => (
@@ -175,9 +175,11 @@ fn json_answer(answer: &impl Serialize) -> Response {
             body,
         )
             .into_response(),
-        Err(e) => {
-            ApiError::internal(format!("the answer could not be written: {e}")).into_response()
-        }
+        Err(e) => failure(
+            ApiError::internal(format!("the answer could not be written: {e}")),
+            request_id,
+        )
+        .into_response(),
     }
 }
 
