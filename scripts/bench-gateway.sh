@@ -59,6 +59,10 @@ done
 root=$(cd "$(dirname "$0")/.." && pwd)
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 command -v oha >/dev/null || { echo "oha missing: cargo install oha --locked" >&2; exit 1; }
+# oha flags: JSON output (1.5+: --output-format json; older: -j). The help is read
+# whole first: grep -q stopping early would make oha fail on a closed pipe (pipefail).
+oha_help=$(oha --help)
+if grep -q -- '--output-format' <<<"$oha_help"; then OHA_JSON=(--output-format json); else OHA_JSON=(-j); fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$NGINX" ] || { echo "nginx missing: apt-get install -y nginx" >&2; exit 1; }
 if [ "$BUILD" = 1 ]; then
@@ -132,9 +136,40 @@ up_port=$(free_port); ng_port=$(free_port); desk_port=$(free_port)
 up_pid=$!; pids+=("$up_pid")
 wait_port "$up_port"
 
+# nginx_conf FILE ONE: nginx as a plain reverse proxy in front of the upstream, in the
+# foreground; ONE=1 runs one worker without a master (for callgrind).
+nginx_conf() {
+  mkdir -p "$work/nginx"
+  local procs='worker_processes auto;'
+  if [ "$2" = 1 ]; then procs=$'worker_processes 1;\nmaster_process off;'; fi
+  cat > "$1" <<EOF
+$procs
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log $( [ "${NGINX_ACCESS_LOG:-0}" = 1 ] && echo "$work/nginx/access.log" || echo off);
+  client_body_temp_path $work/nginx/body;
+  proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fastcgi;
+  uwsgi_temp_path $work/nginx/uwsgi;
+  scgi_temp_path $work/nginx/scgi;
+  upstream fixed { server 127.0.0.1:$up_port;$( [ "${NGINX_KEEPALIVE:-1}" = 1 ] && echo ' keepalive 128;') }
+  server {
+    listen 127.0.0.1:$ng_port;
+    location / {
+      proxy_pass http://fixed;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+}
+
 if [ "$INSTRUCTIONS" -gt 0 ]; then
   command -v valgrind >/dev/null || { echo "valgrind missing: apt-get install -y valgrind" >&2; exit 1; }
-  if oha --help | grep -q -- '--output-format'; then OHA_JSON=(--output-format json); else OHA_JSON=(-j); fi
   # count NAME PORT URL BODY COMMAND...: run COMMAND under callgrind, zero the counts
   # after the warm-up, dump them after N requests: instructions per request.
   count() {
@@ -167,32 +202,7 @@ for f in dumps:
 print(f"  {name:6s} {total / n:10,.0f} instructions per request  ({n} requests: {codes})")
 PY
   }
-  mkdir -p "$work/nginx"
-  cat > "$work/nginx-one.conf" <<EOF
-worker_processes 1;
-master_process off;
-daemon off;
-pid $work/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log $( [ "${NGINX_ACCESS_LOG:-0}" = 1 ] && echo "$work/nginx/access.log" || echo off);
-  client_body_temp_path $work/nginx/body;
-  proxy_temp_path $work/nginx/proxy;
-  fastcgi_temp_path $work/nginx/fastcgi;
-  uwsgi_temp_path $work/nginx/uwsgi;
-  scgi_temp_path $work/nginx/scgi;
-  upstream fixed { server 127.0.0.1:$up_port;$( [ "${NGINX_KEEPALIVE:-1}" = 1 ] && echo ' keepalive 128;') }
-  server {
-    listen 127.0.0.1:$ng_port;
-    location / {
-      proxy_pass http://fixed;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-}
-EOF
+  nginx_conf "$work/nginx-one.conf" 1
   echo "user-space instructions per request (valgrind's callgrind; the kernel's work is not counted)"
   count nginx "$ng_port" "http://127.0.0.1:$ng_port/api/chat" "$work/upstream.json" \
     "$NGINX" -c "$work/nginx-one.conf"
@@ -203,31 +213,8 @@ EOF
   exit 0
 fi
 
-mkdir -p "$work/nginx"
-cat > "$work/nginx.conf" <<EOF
-worker_processes auto;
-pid $work/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log $( [ "${NGINX_ACCESS_LOG:-0}" = 1 ] && echo "$work/nginx/access.log" || echo off);
-  client_body_temp_path $work/nginx/body;
-  proxy_temp_path $work/nginx/proxy;
-  fastcgi_temp_path $work/nginx/fastcgi;
-  uwsgi_temp_path $work/nginx/uwsgi;
-  scgi_temp_path $work/nginx/scgi;
-  upstream fixed { server 127.0.0.1:$up_port;$( [ "${NGINX_KEEPALIVE:-1}" = 1 ] && echo ' keepalive 128;') }
-  server {
-    listen 127.0.0.1:$ng_port;
-    location / {
-      proxy_pass http://fixed;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-}
-EOF
-"$NGINX" -c "$work/nginx.conf" -g 'daemon off;' > "$work/nginx.log" 2>&1 &
+nginx_conf "$work/nginx.conf" 0
+"$NGINX" -c "$work/nginx.conf" > "$work/nginx.log" 2>&1 &
 ng_pid=$!; pids+=("$ng_pid")
 wait_port "$ng_port"
 
@@ -251,8 +238,6 @@ procs() {
 ticks() { local t=0; for p in $(procs "$1"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
 rss_kb() { local k=0; for p in $(procs "$1"); do k=$((k + $(awk "/^$2:/ {print \$2}" "/proc/$p/status"))); done; echo "$k"; }
 
-# oha flags: JSON output (1.5+: --output-format json; older: -j).
-if oha --help | grep -q -- '--output-format'; then OHA_JSON=(--output-format json); else OHA_JSON=(-j); fi
 # run TARGET CONCURRENCY -> appends "target c p50_ms p99_ms rps cpu_ms_per_req ok" to results
 run() {
   local t=$1 c=$2 url body size
