@@ -42,7 +42,7 @@ pub struct Output {
 }
 
 impl Output {
-    pub fn kind(&self) -> &'static str {
+    fn kind(&self) -> &'static str {
         if self.parsed.is_some() {
             "json"
         } else {

@@ -63,14 +63,21 @@ pub struct RouteTargetView {
 
 #[derive(Debug, Clone)]
 pub struct Router {
-    /// Rules sorted by priority (stable, so file order breaks ties), with their config index.
-    rules: Vec<(usize, RouteRule)>,
-    /// Each rule's label as answers name it (`meta.route`), in the order of `rules`.
-    labels: Vec<String>,
+    /// Rules sorted by priority (stable, so file order breaks ties).
+    rules: Vec<Rule>,
     default_provider: String,
     default_model: Option<String>,
     default_fallbacks: Vec<crate::config::FallbackTarget>,
     provider_defaults: BTreeMap<String, Option<String>>,
+}
+
+/// A configured rule, with its place in `[[llm.routes]]` and the label answers name it
+/// by (`meta.route`), built once.
+#[derive(Debug, Clone)]
+struct Rule {
+    index: usize,
+    label: String,
+    rule: RouteRule,
 }
 
 fn rule_matches(rule: &RouteRule, q: &RouteQuery) -> bool {
@@ -94,12 +101,16 @@ fn normalize_mode(m: &str) -> &str {
 
 impl Router {
     pub fn new(cfg: &LlmConfig) -> Self {
-        let mut rules: Vec<(usize, RouteRule)> = cfg.routes.iter().cloned().enumerate().collect();
-        rules.sort_by_key(|(_, r)| r.priority);
-        let labels = rules.iter().map(|(i, r)| Self::rule_label(*i, r)).collect();
+        let mut rules: Vec<Rule> = (cfg.routes.iter().cloned().enumerate())
+            .map(|(index, rule)| Rule {
+                label: Self::rule_label(index, &rule),
+                index,
+                rule,
+            })
+            .collect();
+        rules.sort_by_key(|r| r.rule.priority);
         Self {
             rules,
-            labels,
             default_provider: cfg.default_route.provider.clone(),
             default_model: cfg.default_route.model.clone(),
             default_fallbacks: cfg.default_route.fallbacks.clone(),
@@ -136,22 +147,20 @@ impl Router {
 
     fn decide(&self, q: &RouteQuery, mut why: Option<&mut String>) -> RouteDecision {
         use std::fmt::Write;
-        let rule = self.rules.iter().position(|(_, r)| rule_matches(r, q));
+        let rule = self.rules.iter().find(|r| rule_matches(&r.rule, q));
         let (mut provider, mut model, mut matched, mut fallbacks) = match rule {
-            Some(at) => {
-                let r = &self.rules[at].1;
+            Some(Rule { label, rule: r, .. }) => {
                 if let Some(w) = why.as_deref_mut() {
                     let _ = write!(
                         w,
-                        "rule {} (priority {}) matches role={} task={} mode={}",
-                        self.labels[at], r.priority, q.role, q.task, q.mode
+                        "rule {label} (priority {}) matches role={} task={} mode={}",
+                        r.priority, q.role, q.task, q.mode
                     );
                 }
-                let label = self.labels[at].clone();
                 (
                     r.provider.clone(),
                     r.model.clone(),
-                    label,
+                    label.clone(),
                     r.fallbacks.clone(),
                 )
             }
@@ -220,8 +229,8 @@ impl Router {
         let routes = self
             .rules
             .iter()
-            .map(|(i, r)| RouteView {
-                index: *i,
+            .map(|Rule { index, rule: r, .. }| RouteView {
+                index: *index,
                 name: r.name.clone(),
                 priority: r.priority,
                 roles: r.roles.clone(),
@@ -257,7 +266,7 @@ impl Router {
                 }
             }
         };
-        for (_, r) in &self.rules {
+        for Rule { rule: r, .. } in &self.rules {
             add(&r.provider, r.model.clone());
             for f in &r.fallbacks {
                 add(&f.provider, f.model.clone());
@@ -283,7 +292,10 @@ impl Router {
                     .is_some_and(|m| crate::llm::same_model(&m, model))
         };
         let mut out = Vec::new();
-        for (i, r) in &self.rules {
+        for Rule {
+            index: i, rule: r, ..
+        } in &self.rules
+        {
             let name = r
                 .name
                 .clone()
@@ -351,40 +363,33 @@ mod tests {
     #[test]
     fn the_explanation_matches_the_decision_it_explains() {
         let r = default_router();
-        for query in [
-            q("strategist", "heavy_reasoning", "json"),
-            q("someone", "something", "json"),
-            RouteQuery {
-                provider: Some("mock"),
-                ..q("copywriter", "sns", "json")
-            },
-            RouteQuery {
-                model: Some("forced:1b"),
-                ..q("copywriter", "sns", "json")
-            },
-        ] {
-            let (decision, why) = r.explain(&query);
-            assert_eq!(decision, r.route(&query), "{why}");
+        let unmatched = q("someone", "something", "json");
+        let forced_provider = RouteQuery {
+            provider: Some("mock"),
+            ..q("copywriter", "sns", "json")
+        };
+        let forced_model = RouteQuery {
+            model: Some("forced:1b"),
+            ..q("copywriter", "sns", "json")
+        };
+        let matched = q("strategist", "heavy_reasoning", "json");
+        for query in [&matched, &unmatched, &forced_provider, &forced_model] {
+            let (decision, why) = r.explain(query);
+            assert_eq!(decision, r.route(query), "{why}");
             assert!(!why.is_empty());
         }
-        let (_, why) = r.explain(&q("someone", "something", "json"));
+        let (_, why) = r.explain(&unmatched);
         assert!(
             why.starts_with("no rule matches role=someone task=something mode=json")
                 && why.ends_with("default_model (qwen2.5:7b)"),
             "{why}"
         );
-        let (_, why) = r.explain(&RouteQuery {
-            provider: Some("mock"),
-            ..q("copywriter", "sns", "json")
-        });
+        let (_, why) = r.explain(&forced_provider);
         assert!(
             why.starts_with("options.provider = \"mock\" (request override)"),
             "{why}"
         );
-        let (_, why) = r.explain(&RouteQuery {
-            model: Some("forced:1b"),
-            ..q("copywriter", "sns", "json")
-        });
+        let (_, why) = r.explain(&forced_model);
         assert!(
             why.ends_with("; model \"forced:1b\" forced by the request"),
             "{why}"
