@@ -32,6 +32,9 @@
 # NGINX_ACCESS_LOG=1 nginx writes its access log (Debian's default: the combined format,
 #               one write per request), as the Desk writes a usage row per request
 #               (default 0: access_log off, the faster floor).
+# DASHBOARD=1   a dashboard stays open on the Desk for the whole run (its live stream,
+#               /api/v1/stream: a snapshot with the last five minutes' figures every 2 s),
+#               as when the owner watches the tray window during load.
 # Needs: oha (cargo install oha --locked), nginx (apt-get install -y nginx), python3;
 #        valgrind for --instructions (apt-get install -y valgrind).
 # Not part of .ci/run (minutes long and sensitive to machine load): run by hand.
@@ -222,6 +225,10 @@ desk_config "$desk_port" "http://127.0.0.1:$up_port" "$work/desk-data" > "$work/
 env ${DESK_ENV:-} GENERATOR_MODE=live "$DESK" --config "$work/desk.toml" serve > "$work/desk.log" 2>&1 &
 desk_pid=$!; pids+=("$desk_pid")
 wait_port "$desk_port"
+if [ "${DASHBOARD:-0}" = 1 ]; then
+  curl -sN "http://127.0.0.1:$desk_port/api/v1/stream" > "$work/dashboard.sse" 2>&1 &
+  pids+=("$!")
+fi
 
 # A target: name, URL, body file, pids to account (nginx: master and workers).
 url_direct="http://127.0.0.1:$up_port/api/chat"
@@ -307,6 +314,11 @@ for t, name in [("direct", "fixed-reply upstream alone"), ("nginx", "nginx rever
 ratio = med("desk", 64, 4) / med("nginx", 64, 4)
 print(f"\nDesk / nginx requests/s at c=64: {ratio:.2f}")
 PY
+
+# What the dashboard asks every 2 s: the last five minutes' figures.
+summary_s=$(curl -s -o "$work/summary.json" -w '%{time_total}' "http://127.0.0.1:$desk_port/api/v1/usage/summary?window_s=300")
+echo "usage summary of the last 5 minutes: $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["summary"]["requests"])' "$work/summary.json") requests, answered in $(python3 -c "print(round($summary_s * 1000, 1))") ms"
+[ "${DASHBOARD:-0}" = 1 ] && echo "dashboard snapshots received: $(grep -c '^event: snapshot' "$work/dashboard.sse" || true)"
 
 if [ "$SOAK" -gt 0 ]; then
   echo

@@ -9,6 +9,7 @@ mod jobs;
 mod media_files;
 mod retention;
 mod usage;
+mod usage_window;
 mod usage_writer;
 
 pub use events::{event_level, EventQuery, EventRow, Stored as StoredEvent};
@@ -115,7 +116,9 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&conn)?;
-        let usage = usage_writer::UsageQueue::start(&path)
+        let window = usage::seed_window(&conn)
+            .with_context(|| format!("cannot read the recent usage in {}", path.display()))?;
+        let usage = usage_writer::UsageQueue::start(&path, window)
             .with_context(|| format!("cannot start the usage log writer on {}", path.display()))?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),

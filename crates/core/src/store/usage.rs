@@ -1,7 +1,8 @@
 //! The usage log: one row per gateway request, success or error.
 
+use super::usage_window::UsageWindow;
 use super::{Store, UsageWrite};
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -117,12 +118,19 @@ impl Store {
                 let written = self
                     .with(move |c| {
                         super::usage_writer::insert_rows(c, std::slice::from_ref(row.as_ref()))
+                            .map(|()| row)
                     })
                     .await;
-                if written.is_err() {
-                    self.usage.count_lost();
+                match written {
+                    Ok(row) => {
+                        self.usage.window().add(&row);
+                        Ok(UsageWrite::Written)
+                    }
+                    Err(e) => {
+                        self.usage.count_lost();
+                        Err(e)
+                    }
                 }
-                written.map(|()| UsageWrite::Written)
             }
         }
     }
@@ -238,46 +246,13 @@ impl Store {
         .await
     }
 
-    /// Request rate, error rate and latency percentiles over the last `window_s` seconds.
+    /// Request rate, error rate and latency percentiles over the last `window_s` seconds
+    /// (at most a day): from the figures counted as rows were committed, so it costs the
+    /// same whatever the window holds (see [`super::usage_window`]).
     pub async fn usage_summary(&self, window_s: u64) -> anyhow::Result<UsageSummary> {
-        let since = (chrono::Utc::now() - chrono::Duration::seconds(window_s as i64))
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         self.flush_usage().await;
-        self.with(move |c| {
-            let mut stmt = c.prepare(
-                "SELECT latency_ms, status, COALESCE(total_tokens, 0), COALESCE(estimated_cost_usd, 0) FROM usage WHERE ts >= ?1 ORDER BY latency_ms",
-            )?;
-            let mut latencies = Vec::new();
-            let (mut errors, mut tokens, mut cost) = (0u64, 0i64, 0f64);
-            let mut rows = stmt.query(params![since])?;
-            while let Some(r) = rows.next()? {
-                latencies.push(r.get::<_, f64>(0)?);
-                if r.get::<_, u16>(1)? >= 400 {
-                    errors += 1;
-                }
-                tokens += r.get::<_, i64>(2)?;
-                cost += r.get::<_, f64>(3)?;
-            }
-            let n = latencies.len() as u64;
-            let pct = |p: f64| -> Option<f64> {
-                (!latencies.is_empty()).then(|| {
-                    let idx = ((p * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len()) - 1;
-                    latencies[idx]
-                })
-            };
-            Ok(UsageSummary {
-                window_s,
-                requests: n,
-                errors,
-                error_rate: if n == 0 { 0.0 } else { errors as f64 / n as f64 },
-                requests_per_minute: n as f64 * 60.0 / window_s.max(1) as f64,
-                p50_ms: pct(0.50),
-                p95_ms: pct(0.95),
-                total_tokens: tokens,
-                estimated_cost_usd: cost,
-            })
-        })
-        .await
+        let now = chrono::Utc::now().timestamp();
+        Ok(self.usage.window().summary(now, window_s))
     }
 
     /// Requests logged at or after `since` (RFC 3339, as `ts` is written), by whose fault
@@ -321,4 +296,42 @@ impl Store {
         })
         .await
     }
+}
+
+/// Rows read at start to rebuild the recent figures, at most (the newest ones).
+pub(super) const SEED_ROWS: i64 = 200_000;
+
+/// The recent figures of the rows already in the table: the last day's, at most the
+/// newest [`SEED_ROWS`] of them (a range of the primary key, found through the `ts`
+/// index, so the cost follows the rows read, not the table).
+pub(super) fn seed_window(c: &Connection) -> rusqlite::Result<UsageWindow> {
+    let since = (chrono::Utc::now() - chrono::Duration::days(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut window = UsageWindow::default();
+    let first: Option<i64> = c
+        .query_row(
+            "SELECT id FROM usage WHERE ts >= ?1 ORDER BY ts LIMIT 1",
+            params![since],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(first) = first else {
+        return Ok(window);
+    };
+    let last: i64 = c.query_row("SELECT MAX(id) FROM usage", [], |r| r.get(0))?;
+    let mut stmt = c.prepare(
+        "SELECT ts, latency_ms, status, total_tokens, estimated_cost_usd FROM usage WHERE id >= ?1",
+    )?;
+    let mut rows = stmt.query(params![first.max(last - SEED_ROWS + 1)])?;
+    while let Some(r) = rows.next()? {
+        window.add(&UsageRow {
+            ts: r.get(0)?,
+            latency_ms: r.get(1)?,
+            status: r.get(2)?,
+            total_tokens: r.get(3)?,
+            estimated_cost_usd: r.get(4)?,
+            ..Default::default()
+        });
+    }
+    Ok(window)
 }

@@ -15,11 +15,12 @@
 //! a row recorded after that is written directly, so a clean stop loses nothing.
 
 use super::usage::{UsageRow, INSERT_USAGE};
+use super::usage_window::UsageWindow;
 use prometheus_client::metrics::counter::Counter;
 use rusqlite::{params, Connection};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -62,6 +63,8 @@ pub enum UsageWrite {
 pub(super) struct UsageQueue {
     tx: mpsc::Sender<Msg>,
     counts: Arc<Counts>,
+    /// The recent figures, counted as rows are committed.
+    window: Arc<Mutex<UsageWindow>>,
 }
 
 #[derive(Default)]
@@ -74,16 +77,23 @@ struct Counts {
 }
 
 impl UsageQueue {
-    /// Start the writer thread on its own connection to `path` (already migrated).
-    pub(super) fn start(path: &Path) -> anyhow::Result<Self> {
+    /// Start the writer thread on its own connection to `path` (already migrated),
+    /// counting into `window` what it commits.
+    pub(super) fn start(path: &Path, window: UsageWindow) -> anyhow::Result<Self> {
         let conn = writer_connection(path)?;
         let (tx, rx) = mpsc::channel(QUEUE_ROWS);
         let counts = Arc::new(Counts::default());
-        let shared = counts.clone();
+        let window = Arc::new(Mutex::new(window));
+        let shared = (counts.clone(), window.clone());
         std::thread::Builder::new()
             .name("usage-writer".into())
-            .spawn(move || writer(conn, rx, &shared))?;
-        Ok(Self { tx, counts })
+            .spawn(move || writer(conn, rx, &shared.0, &shared.1))?;
+        Ok(Self { tx, counts, window })
+    }
+
+    /// The recent figures of the rows committed so far.
+    pub(super) fn window(&self) -> MutexGuard<'_, UsageWindow> {
+        self.window.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Queue a row; waits (bounded) when the queue is full. `Err(row)`: the writer has
@@ -206,6 +216,7 @@ struct Writer<'a> {
     /// Close requests, answered once everything is written.
     closed: Vec<oneshot::Sender<()>>,
     counts: &'a Counts,
+    window: &'a Mutex<UsageWindow>,
 }
 
 impl Writer<'_> {
@@ -217,6 +228,10 @@ impl Writer<'_> {
         match insert_rows(&mut self.conn, &self.batch) {
             Ok(()) => {
                 self.counts.written.fetch_add(n, Ordering::Relaxed);
+                let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
+                for row in &self.batch {
+                    window.add(row);
+                }
             }
             Err(e) => {
                 let lost = self.counts.dropped.inc_by(n) + n;
@@ -248,12 +263,18 @@ impl Writer<'_> {
 }
 
 /// The writer thread: a batch is whatever queued while the last one was written.
-fn writer(conn: Connection, mut rx: mpsc::Receiver<Msg>, counts: &Counts) {
+fn writer(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Msg>,
+    counts: &Counts,
+    window: &Mutex<UsageWindow>,
+) {
     let mut w = Writer {
         conn,
         batch: Vec::with_capacity(BATCH_ROWS),
         closed: Vec::new(),
         counts,
+        window,
     };
     while let Some(first) = rx.blocking_recv() {
         let gather = matches!(first, Msg::Row(_));
@@ -366,6 +387,36 @@ mod tests {
         );
         assert_eq!(count(&store).await, 2001);
         assert_eq!(store.usage_rows_dropped(), 0);
+        assert_eq!(
+            store.usage_summary(60).await.unwrap().requests,
+            2001,
+            "a row written directly counts in the recent figures too"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reopened_store_rebuilds_the_recent_figures_from_its_table() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            for i in 0..300 {
+                let mut r = row(i);
+                r.status = if i % 3 == 0 { 503 } else { 200 };
+                r.latency_ms = 2.0;
+                store.insert_usage(r).await.unwrap();
+            }
+            // Two days old: outside every window.
+            let mut old = row(300);
+            old.ts = (chrono::Utc::now() - chrono::Duration::days(2))
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            store.insert_usage(old).await.unwrap();
+            store.close_usage_log().await;
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let s = store.usage_summary(300).await.unwrap();
+        assert_eq!((s.requests, s.errors), (300, 100));
+        assert!((s.p50_ms.unwrap() - 2.0).abs() < 0.1, "{s:?}");
+        assert_eq!(store.usage_summary(86_400).await.unwrap().requests, 300);
     }
 
     #[tokio::test]
