@@ -152,6 +152,8 @@ pub struct RunningApp {
     pub addr: SocketAddr,
     pub state: SharedState,
     server: JoinHandle<std::io::Result<()>>,
+    /// Where connections run; stopped when this is dropped, after everything else.
+    _connection_threads: Arc<crate::http::serve::ConnectionThreads>,
 }
 
 impl RunningApp {
@@ -368,6 +370,10 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         loopback_reserve: limits.loopback_reserve,
         header_timeout: Duration::from_secs_f64(limits.header_timeout_s),
     };
+    let connection_threads = Arc::new(
+        crate::http::serve::ConnectionThreads::start(limits.connection_threads())
+            .context("cannot start the connection threads")?,
+    );
     let comfy_server = comfy_listener.map(|l| {
         if let Ok(addr) = l.local_addr() {
             tracing::info!(%addr, "ComfyUI's API (the /comfyui front) is also served on http://{addr}/");
@@ -377,6 +383,7 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
             crate::http::fronts::comfyui::listener_router(router.clone()),
             connection_limits,
             state.server_stats.clone(),
+            connection_threads.clone(),
             state.shutdown.clone(),
         )
     });
@@ -389,6 +396,7 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
             crate::http::fronts::ollama::listener_router(router.clone()),
             connection_limits,
             state.server_stats.clone(),
+            connection_threads.clone(),
             state.shutdown.clone(),
         )
     });
@@ -397,6 +405,7 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         router,
         connection_limits,
         state.server_stats.clone(),
+        connection_threads.clone(),
         state.shutdown.clone(),
     );
     let server = tokio::spawn(async move {
@@ -427,6 +436,7 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         addr: bound,
         state,
         server,
+        _connection_threads: connection_threads,
     })
 }
 

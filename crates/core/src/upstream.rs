@@ -31,8 +31,26 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
-/// Idle connections kept per upstream at most (more than the calls an instance runs).
+/// Idle connections kept per upstream and thread shard at most (more than the calls an
+/// instance runs).
 const MAX_IDLE: usize = 64;
+/// Pools per upstream: one per connection thread, plus one (0) for every other thread.
+const SHARDS: usize = 17;
+
+thread_local! {
+    static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Mark this thread as the one runtime of pool shard `n` (a connection thread): a
+/// connection is registered with the reactor of the thread that opened it, so it is only
+/// reused there, never woken through another thread.
+pub fn set_thread_shard(n: usize) {
+    SHARD.with(|s| s.set(n.min(SHARDS - 1)));
+}
+
+fn thread_shard() -> usize {
+    SHARD.with(std::cell::Cell::get)
+}
 /// An idle connection older than this is closed rather than reused.
 const IDLE_FOR: Duration = Duration::from_secs(30);
 
@@ -51,7 +69,8 @@ struct Inner {
     /// The base URL's path, without a trailing slash ("" for none).
     prefix: String,
     connect_timeout: Duration,
-    idle: Mutex<VecDeque<Pooled>>,
+    /// Idle connections, by the thread shard that opened them.
+    idle: Box<[Mutex<VecDeque<Pooled>>]>,
 }
 
 /// A connection and the handle that sends on it.
@@ -114,7 +133,7 @@ impl Http1Client {
                 host: HeaderValue::from_str(authority.as_str())?,
                 prefix: uri.path().trim_end_matches('/').to_string(),
                 connect_timeout,
-                idle: Mutex::new(VecDeque::new()),
+                idle: (0..SHARDS).map(|_| Mutex::new(VecDeque::new())).collect(),
             }),
         })
     }
@@ -216,14 +235,23 @@ impl Http1Client {
 
     /// Idle connections held now (for tests and figures).
     pub fn idle_connections(&self) -> usize {
-        self.inner.idle().len()
+        self.inner
+            .idle
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .len()
+            })
+            .sum()
     }
 }
 
 impl Inner {
-    /// The idle connections (a panic elsewhere while holding them leaves a usable list).
+    /// This thread's idle connections (a panic elsewhere while holding them leaves a
+    /// usable list).
     fn idle(&self) -> std::sync::MutexGuard<'_, VecDeque<Pooled>> {
-        self.idle
+        self.idle[thread_shard()]
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -470,6 +498,46 @@ mod tests {
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
         assert_eq!(c.idle_connections(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn each_connection_thread_reuses_only_the_connections_it_opened() {
+        let (url, accepted) = server(|n| ok(&n.to_string())).await;
+        let (c, uri) = client(&url);
+        // Two threads, each a runtime of its own (as the server's connection threads),
+        // one after the other: the second must not take the first's idle connection,
+        // which is registered with the first thread's reactor. (The server runs on the
+        // test's runtime: only this worker's thread blocks.)
+        let on_thread = |shard: usize| {
+            let (c, uri) = (c.clone(), uri.clone());
+            tokio::task::block_in_place(|| {
+                std::thread::spawn(move || {
+                    set_thread_shard(shard);
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    rt.block_on(async {
+                        for _ in 0..3 {
+                            let r = c.post_json(&uri, Bytes::from_static(b"{}")).await.unwrap();
+                            read_all(r).await;
+                        }
+                    });
+                    // The runtime ends with the thread; its connections are not used again.
+                })
+                .join()
+                .unwrap();
+            });
+        };
+        on_thread(1);
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        on_thread(2);
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "the second thread opened its own connection"
+        );
+        assert_eq!(c.idle_connections(), 2);
     }
 
     #[tokio::test]

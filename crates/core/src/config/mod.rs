@@ -310,6 +310,26 @@ pub struct ServerLimits {
     pub header_timeout_s: f64,
     /// Each piece of a request body must arrive within this.
     pub body_timeout_s: f64,
+    /// Threads that run connections, each with a runtime of its own (a connection stays
+    /// on one); 0 = one per core, at most [`MAX_AUTO_CONNECTION_THREADS`].
+    pub connection_threads: usize,
+}
+
+/// `connection_threads = 0` starts one per core, up to this many.
+pub const MAX_AUTO_CONNECTION_THREADS: usize = 8;
+/// `connection_threads` at most.
+pub const MAX_CONNECTION_THREADS: usize = 64;
+
+impl ServerLimits {
+    /// How many connection threads to start.
+    pub fn connection_threads(&self) -> usize {
+        match self.connection_threads {
+            0 => std::thread::available_parallelism()
+                .map_or(1, std::num::NonZero::get)
+                .min(MAX_AUTO_CONNECTION_THREADS),
+            n => n,
+        }
+    }
 }
 
 impl Default for ServerLimits {
@@ -319,6 +339,7 @@ impl Default for ServerLimits {
             loopback_reserve: 32,
             header_timeout_s: 10.0,
             body_timeout_s: 30.0,
+            connection_threads: 0,
         }
     }
 }

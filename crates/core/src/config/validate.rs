@@ -150,6 +150,15 @@ pub fn validate(config: &Config, kinds: &KnownKinds<'_>) -> Vec<Problem> {
             "must be at least 8 and larger than loopback_reserve",
         ));
     }
+    if l.connection_threads > super::MAX_CONNECTION_THREADS {
+        p.push(Problem::new(
+            "server.limits.connection_threads",
+            format!(
+                "at most {} (0: one per core)",
+                super::MAX_CONNECTION_THREADS
+            ),
+        ));
+    }
     for (key, v) in [
         ("server.limits.header_timeout_s", l.header_timeout_s),
         ("server.limits.body_timeout_s", l.body_timeout_s),

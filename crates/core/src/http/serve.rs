@@ -8,6 +8,9 @@
 //!   sockets cannot pile up;
 //! - accept errors (e.g. out of file descriptors) back off instead of spinning.
 //!
+//! Each connection then runs on one of the [`ConnectionThreads`], not on the shared
+//! runtime.
+//!
 //! Body-read timeouts and size limits are tower layers (see `http::router`).
 
 use axum::extract::ConnectInfo;
@@ -18,7 +21,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -71,53 +74,117 @@ impl Slots {
     }
 }
 
+/// Threads that run the server's connections, each on a single-threaded runtime of its
+/// own: a connection's requests, and the upstream connections they open, stay on one
+/// thread, so a request's wake-ups never cross to another worker (tokio's shared
+/// scheduler hands a woken task to whichever worker is free and wakes an idle one to
+/// steal). The accept loops hand each new connection to the next thread in turn.
+///
+/// A task a handler spawns runs on its connection's thread; the threads live until this
+/// is dropped, after everything else has stopped.
+pub struct ConnectionThreads {
+    runtimes: Vec<tokio::runtime::Handle>,
+    next: std::sync::atomic::AtomicUsize,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl ConnectionThreads {
+    /// `n` threads (at least one).
+    pub fn start(n: usize) -> std::io::Result<Self> {
+        let n = n.max(1);
+        let mut runtimes = Vec::with_capacity(n);
+        let mut stops = Vec::with_capacity(n);
+        for i in 0..n {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtimes.push(runtime.handle().clone());
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            stops.push(stop);
+            std::thread::Builder::new()
+                .name(format!("connections-{i}"))
+                .spawn(move || {
+                    crate::upstream::set_thread_shard(i + 1);
+                    runtime.block_on(async {
+                        let _ = stopped.await;
+                    });
+                    // Tasks still here are dropped; blocking ones are not waited for.
+                    runtime.shutdown_background();
+                })?;
+        }
+        Ok(Self {
+            runtimes,
+            next: std::sync::atomic::AtomicUsize::new(0),
+            stops,
+        })
+    }
+
+    /// The runtime of the next connection.
+    fn pick(&self) -> &tokio::runtime::Handle {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.runtimes.len();
+        &self.runtimes[i]
+    }
+}
+
+impl Drop for ConnectionThreads {
+    fn drop(&mut self) {
+        for stop in self.stops.drain(..) {
+            let _ = stop.send(());
+        }
+    }
+}
+
 /// Serve `router` on every listener until `shutdown`, then let open requests finish.
 pub async fn serve(
     listeners: Vec<TcpListener>,
     router: Router,
     limits: ConnectionLimits,
     stats: Arc<ServerStats>,
+    threads: Arc<ConnectionThreads>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let slots = Arc::new(Slots::new(&limits));
-    let connections = TaskTracker::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    let server = Arc::new(Server {
+        router,
+        http,
+        slots: Slots::new(&limits),
+        stats,
+        threads,
+        connections: TaskTracker::new(),
+        shutdown,
+    });
     let mut loops = Vec::new();
     for listener in listeners {
-        loops.push(tokio::spawn(accept_loop(
-            listener,
-            router.clone(),
-            limits,
-            slots.clone(),
-            stats.clone(),
-            connections.clone(),
-            shutdown.clone(),
-        )));
+        loops.push(tokio::spawn(accept_loop(listener, server.clone())));
     }
     for l in loops {
         let _ = l.await;
     }
     // No new connections: let the open ones finish their requests.
-    connections.close();
-    connections.wait().await;
+    server.connections.close();
+    server.connections.wait().await;
     Ok(())
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+/// What every accept loop of one `serve` shares.
+struct Server {
     router: Router,
-    limits: ConnectionLimits,
-    slots: Arc<Slots>,
+    http: hyper::server::conn::http1::Builder,
+    slots: Slots,
     stats: Arc<ServerStats>,
+    threads: Arc<ConnectionThreads>,
     connections: TaskTracker,
     shutdown: CancellationToken,
-) {
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .keep_alive(true);
+}
+
+async fn accept_loop(listener: TcpListener, server: Arc<Server>) {
+    let stats = &server.stats;
     loop {
         let accepted = tokio::select! {
-            () = shutdown.cancelled() => break,
+            () = server.shutdown.cancelled() => break,
             a = listener.accept() => a,
         };
         let (stream, peer) = match accepted {
@@ -130,39 +197,133 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Some(permit) = slots.take(&peer) else {
+        let Some(permit) = server.slots.take(&peer) else {
             stats.refused.fetch_add(1, Ordering::Relaxed);
             drop(stream);
             continue;
         };
         stats.accepted.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
-            router.clone().oneshot(req.map(axum::body::Body::new))
-        });
-        let conn = http
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
-        let stats = stats.clone();
-        let shutdown = shutdown.clone();
-        stats.open.fetch_add(1, Ordering::Relaxed);
-        connections.spawn(async move {
-            let mut conn = std::pin::pin!(conn);
-            let ended = tokio::select! {
-                r = conn.as_mut() => r,
-                () = shutdown.cancelled() => {
-                    // Finish the request in flight, then close (no more keep-alive).
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = ended {
-                tracing::trace!(%peer, "connection ended: {e}");
+        // Moved to the connection thread's reactor (registered there, polled there).
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%peer, "cannot hand over a connection: {e}");
+                continue;
             }
-            stats.open.fetch_sub(1, Ordering::Relaxed);
+        };
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        let this = server.clone();
+        let connection = server.connections.track_future(async move {
+            match TcpStream::from_std(stream) {
+                Ok(stream) => serve_connection(stream, peer, &this).await,
+                Err(e) => tracing::debug!(%peer, "cannot take over a connection: {e}"),
+            }
+            this.stats.open.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
+        server.threads.pick().spawn(connection);
+    }
+}
+
+/// One connection's requests until it closes (or, after `shutdown`, until the request in
+/// flight is answered).
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, server: &Server) {
+    let router = server.router.clone();
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        router.clone().oneshot(req.map(axum::body::Body::new))
+    });
+    let conn = server
+        .http
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let ended = tokio::select! {
+        r = conn.as_mut() => r,
+        () = server.shutdown.cancelled() => {
+            // Finish the request in flight, then close (no more keep-alive).
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::trace!(%peer, "connection ended: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One `GET path` on an open keep-alive connection: the answer's body.
+    async fn get_on(conn: &mut TcpStream, path: &str) -> String {
+        conn.write_all(format!("GET {path} HTTP/1.1\r\nhost: t\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early");
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len: usize = text[..end]
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                if got.len() >= end + 4 + len {
+                    return text[end + 4..end + 4 + len].to_string();
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_take_the_threads_in_turn_and_keep_theirs() {
+        fn thread_name() -> String {
+            std::thread::current().name().unwrap_or("?").to_string()
+        }
+        let router = Router::new()
+            .route("/thread", get(|| async { thread_name() }))
+            // A task a handler spawns runs on its connection's thread.
+            .route(
+                "/spawned",
+                get(|| async { tokio::spawn(async { thread_name() }).await.unwrap() }),
+            );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let limits = ConnectionLimits {
+            max_connections: 16,
+            loopback_reserve: 2,
+            header_timeout: Duration::from_secs(5),
+        };
+        let server = tokio::spawn(serve(
+            vec![listener],
+            router,
+            limits,
+            Arc::new(ServerStats::default()),
+            Arc::new(ConnectionThreads::start(2).unwrap()),
+            shutdown.clone(),
+        ));
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let mut conn = TcpStream::connect(addr).await.unwrap();
+            let first = get_on(&mut conn, "/thread").await;
+            assert!(first.starts_with("connections-"), "{first}");
+            assert_eq!(get_on(&mut conn, "/thread").await, first, "moved thread");
+            assert_eq!(get_on(&mut conn, "/spawned").await, first);
+            seen.push(first);
+        }
+        assert_ne!(seen[0], seen[1], "{seen:?}");
+        assert_eq!((&seen[0], &seen[1]), (&seen[2], &seen[3]), "{seen:?}");
+        shutdown.cancel();
+        server.await.unwrap().unwrap();
     }
 }
