@@ -152,8 +152,9 @@ pub struct RunningApp {
     pub addr: SocketAddr,
     pub state: SharedState,
     server: JoinHandle<std::io::Result<()>>,
-    /// Where connections run; stopped when this is dropped, after everything else.
-    _connection_threads: Arc<crate::http::serve::ConnectionThreads>,
+    /// Where connections run; stopped at the end of [`Self::wait`] (or when this is
+    /// dropped), after everything else.
+    connection_threads: Arc<crate::http::serve::ConnectionThreads>,
 }
 
 impl RunningApp {
@@ -176,7 +177,9 @@ impl RunningApp {
                 .context("server task panicked")?
                 .context("server error")?,
             Err(_) => {
-                tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+                tracing::warn!(
+                    "connections still open after {SHUTDOWN_GRACE:?}; they are closed once the services have stopped"
+                );
                 self.server.abort();
             }
         }
@@ -184,6 +187,8 @@ impl RunningApp {
         self.state.supervisor.join().await;
         // Every request has ended: write the usage rows still queued.
         self.state.store.close_usage_log().await;
+        // Last: a connection still open after the grace period ends here.
+        self.connection_threads.stop();
         tracing::info!(
             usage_rows_written = self.state.store.usage_rows_written(),
             usage_rows_dropped = self.state.store.usage_rows_dropped(),
@@ -228,6 +233,11 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         );
     }
 
+    // Before anything is spawned: a failure here leaves nothing running.
+    let connection_threads = Arc::new(
+        crate::http::serve::ConnectionThreads::start(config.server.limits.connection_threads())
+            .context("cannot start the connection threads")?,
+    );
     let data_dir = config.storage.resolved_data_dir();
     let store = Store::open(&data_dir)?;
     let mut listeners = Vec::new();
@@ -370,10 +380,6 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         loopback_reserve: limits.loopback_reserve,
         header_timeout: Duration::from_secs_f64(limits.header_timeout_s),
     };
-    let connection_threads = Arc::new(
-        crate::http::serve::ConnectionThreads::start(limits.connection_threads())
-            .context("cannot start the connection threads")?,
-    );
     let comfy_server = comfy_listener.map(|l| {
         if let Ok(addr) = l.local_addr() {
             tracing::info!(%addr, "ComfyUI's API (the /comfyui front) is also served on http://{addr}/");
@@ -436,7 +442,7 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         addr: bound,
         state,
         server,
-        _connection_threads: connection_threads,
+        connection_threads,
     })
 }
 

@@ -34,8 +34,9 @@ use tokio::net::TcpStream;
 /// Idle connections kept per upstream and thread shard at most (more than the calls an
 /// instance runs).
 const MAX_IDLE: usize = 64;
-/// Pools per upstream: one per connection thread, plus one (0) for every other thread.
-const SHARDS: usize = 17;
+/// Pools per upstream: one per connection thread, plus one (0) for every other thread
+/// (the server's `connection_threads` stay below this).
+pub const SHARDS: usize = 17;
 
 thread_local! {
     static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
@@ -78,6 +79,8 @@ struct Pooled {
     sender: SendRequest<Full<Bytes>>,
     conn: Pin<Box<Conn>>,
     idle_since: Instant,
+    /// The pool of the thread that opened it (whose reactor it is registered with).
+    shard: usize,
 }
 
 impl Pooled {
@@ -230,6 +233,7 @@ impl Http1Client {
             sender,
             conn: Box::pin(conn),
             idle_since: Instant::now(),
+            shard: thread_shard(),
         })
     }
 
@@ -248,17 +252,23 @@ impl Http1Client {
 }
 
 impl Inner {
-    /// This thread's idle connections (a panic elsewhere while holding them leaves a
-    /// usable list).
+    /// This thread's idle connections.
     fn idle(&self) -> std::sync::MutexGuard<'_, VecDeque<Pooled>> {
-        self.idle[thread_shard()]
+        self.shard(thread_shard())
+    }
+
+    /// One shard's idle connections (a panic elsewhere while holding them leaves a usable
+    /// list).
+    fn shard(&self, n: usize) -> std::sync::MutexGuard<'_, VecDeque<Pooled>> {
+        self.idle[n]
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Back to the pool of the thread that opened it, wherever its answer was read.
     fn give_back(&self, mut c: Pooled) {
         c.idle_since = Instant::now();
-        let mut idle = self.idle();
+        let mut idle = self.shard(c.shard);
         if idle.len() >= MAX_IDLE {
             idle.pop_front();
         }

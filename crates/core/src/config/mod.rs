@@ -317,8 +317,8 @@ pub struct ServerLimits {
 
 /// `connection_threads = 0` starts one per core, up to this many.
 pub const MAX_AUTO_CONNECTION_THREADS: usize = 8;
-/// `connection_threads` at most.
-pub const MAX_CONNECTION_THREADS: usize = 64;
+/// `connection_threads` at most (more than the cores buys nothing).
+pub const MAX_CONNECTION_THREADS: usize = 16;
 
 impl ServerLimits {
     /// How many connection threads to start.

@@ -46,7 +46,10 @@ async fn answered(gate: Gate, req: Request, next: Next) -> Response {
     let front = front_of(req.uri().path());
     let is_page = browser::is_page(req.uri().path());
     let mut resp = match request::refuse_declared_oversize(&gate.body_limits, &req) {
-        Some(refused) => refused,
+        Some(refused) => {
+            request::drain_refused_body(req.into_body());
+            refused
+        }
         None => {
             let req = req.map(|b| Body::new(TimeoutBody::new(gate.body_timeout, b)));
             match browser::judge_request(&gate.state, &req) {

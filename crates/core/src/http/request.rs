@@ -124,6 +124,32 @@ pub(super) fn refuse_declared_oversize(limits: &BodyLimits, req: &Request) -> Op
     None
 }
 
+/// How much of a refused body is still read and thrown away, and for how long, so that
+/// a client still sending reads the refusal: a socket closed with unread data resets the
+/// connection, and the client sees a broken pipe instead of the 413 (nginx's lingering
+/// close does the same).
+const LINGER_BYTES: usize = 64 * 1024 * 1024;
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Read what the client still sends of a refused body, bounded, then let it go.
+pub(super) fn drain_refused_body(body: axum::body::Body) {
+    use http_body_util::BodyExt;
+    tokio::spawn(async move {
+        let mut body = body;
+        let mut left = LINGER_BYTES;
+        let drain = async {
+            while let Some(Ok(frame)) = body.frame().await {
+                let n = frame.data_ref().map_or(0, Bytes::len);
+                left = left.saturating_sub(n);
+                if left == 0 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+    });
+}
+
 /// Failures produced below our handlers (405, 413 from a body limit, …) come without
 /// our JSON body; give them one. Runs inside the request-id scope (the body names it).
 pub(super) fn normalize_error(resp: Response) -> Response {

@@ -80,13 +80,21 @@ impl Slots {
 /// scheduler hands a woken task to whichever worker is free and wakes an idle one to
 /// steal). The accept loops hand each new connection to the next thread in turn.
 ///
-/// A task a handler spawns runs on its connection's thread; the threads live until this
-/// is dropped, after everything else has stopped.
+/// A task a handler spawns runs on its connection's thread too (a media job, a model
+/// pull, a service started by a reload): the threads run until [`Self::stop`] (or the
+/// drop), which `RunningApp` calls after everything else has stopped. Work that blocks a
+/// thread holds up its share of the connections, as it held a worker before.
 pub struct ConnectionThreads {
     runtimes: Vec<tokio::runtime::Handle>,
     next: std::sync::atomic::AtomicUsize,
-    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    stops: std::sync::Mutex<Vec<tokio::sync::oneshot::Sender<()>>>,
 }
+
+// Each connection thread has a pool shard of its own (`upstream::set_thread_shard`).
+const _: () = assert!(crate::config::MAX_CONNECTION_THREADS < crate::upstream::SHARDS);
+
+/// How long a stopped thread waits for its blocking tasks (a usage row written directly).
+const BLOCKING_WAIT: Duration = Duration::from_secs(5);
 
 impl ConnectionThreads {
     /// `n` threads (at least one).
@@ -108,15 +116,29 @@ impl ConnectionThreads {
                     runtime.block_on(async {
                         let _ = stopped.await;
                     });
-                    // Tasks still here are dropped; blocking ones are not waited for.
-                    runtime.shutdown_background();
+                    // Tasks still here are dropped; blocking ones get a little time.
+                    runtime.shutdown_timeout(BLOCKING_WAIT);
                 })?;
         }
         Ok(Self {
             runtimes,
             next: std::sync::atomic::AtomicUsize::new(0),
-            stops,
+            stops: std::sync::Mutex::new(stops),
         })
+    }
+
+    /// Stop the threads: whatever still runs on them (a connection still open after the
+    /// shutdown's grace period, a task a handler left behind) is dropped. Returns at once.
+    pub fn stop(&self) {
+        let stops = std::mem::take(
+            &mut *self
+                .stops
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for stop in stops {
+            let _ = stop.send(());
+        }
     }
 
     /// The runtime of the next connection.
@@ -128,9 +150,7 @@ impl ConnectionThreads {
 
 impl Drop for ConnectionThreads {
     fn drop(&mut self) {
-        for stop in self.stops.drain(..) {
-            let _ = stop.send(());
-        }
+        self.stop();
     }
 }
 
@@ -152,13 +172,16 @@ pub async fn serve(
         http,
         slots: Slots::new(&limits),
         stats,
-        threads,
         connections: TaskTracker::new(),
         shutdown,
     });
     let mut loops = Vec::new();
     for listener in listeners {
-        loops.push(tokio::spawn(accept_loop(listener, server.clone())));
+        loops.push(tokio::spawn(accept_loop(
+            listener,
+            server.clone(),
+            threads.clone(),
+        )));
     }
     for l in loops {
         let _ = l.await;
@@ -169,18 +192,41 @@ pub async fn serve(
     Ok(())
 }
 
-/// What every accept loop of one `serve` shares.
+/// What every accept loop and connection of one `serve` shares (not the threads: a
+/// connection must not keep its own thread from stopping).
 struct Server {
     router: Router,
     http: hyper::server::conn::http1::Builder,
     slots: Slots,
     stats: Arc<ServerStats>,
-    threads: Arc<ConnectionThreads>,
     connections: TaskTracker,
     shutdown: CancellationToken,
 }
 
-async fn accept_loop(listener: TcpListener, server: Arc<Server>) {
+/// An open connection's place: counted in `open` and holding its slot until dropped,
+/// however the connection ends (also when its thread is stopped under it).
+struct OpenConnection {
+    stats: Arc<ServerStats>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl OpenConnection {
+    fn new(stats: &Arc<ServerStats>, slot: OwnedSemaphorePermit) -> Self {
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        Self {
+            stats: stats.clone(),
+            _slot: slot,
+        }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.stats.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn accept_loop(listener: TcpListener, server: Arc<Server>, threads: Arc<ConnectionThreads>) {
     let stats = &server.stats;
     loop {
         let accepted = tokio::select! {
@@ -203,6 +249,7 @@ async fn accept_loop(listener: TcpListener, server: Arc<Server>) {
             continue;
         };
         stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let open = OpenConnection::new(stats, permit);
         let _ = stream.set_nodelay(true);
         // Moved to the connection thread's reactor (registered there, polled there).
         let stream = match stream.into_std() {
@@ -212,17 +259,15 @@ async fn accept_loop(listener: TcpListener, server: Arc<Server>) {
                 continue;
             }
         };
-        stats.open.fetch_add(1, Ordering::Relaxed);
         let this = server.clone();
         let connection = server.connections.track_future(async move {
+            let _open = open;
             match TcpStream::from_std(stream) {
                 Ok(stream) => serve_connection(stream, peer, &this).await,
                 Err(e) => tracing::debug!(%peer, "cannot take over a connection: {e}"),
             }
-            this.stats.open.fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
         });
-        server.threads.pick().spawn(connection);
+        threads.pick().spawn(connection);
     }
 }
 
@@ -304,12 +349,14 @@ mod tests {
             loopback_reserve: 2,
             header_timeout: Duration::from_secs(5),
         };
+        let stats = Arc::new(ServerStats::default());
+        let threads = Arc::new(ConnectionThreads::start(2).unwrap());
         let server = tokio::spawn(serve(
             vec![listener],
             router,
             limits,
-            Arc::new(ServerStats::default()),
-            Arc::new(ConnectionThreads::start(2).unwrap()),
+            stats.clone(),
+            threads.clone(),
             shutdown.clone(),
         ));
         let mut seen = Vec::new();
@@ -323,6 +370,26 @@ mod tests {
         }
         assert_ne!(seen[0], seen[1], "{seen:?}");
         assert_eq!((&seen[0], &seen[1]), (&seen[2], &seen[3]), "{seen:?}");
+
+        // A connection left open (idle keep-alive) past the shutdown ends when the
+        // threads stop, and gives its place back.
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        get_on(&mut idle, "/thread").await;
+        assert_eq!(stats.open.load(Ordering::Relaxed), 1);
+        threads.stop();
+        let mut buf = [0u8; 16];
+        let end = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
+            .await
+            .expect("the connection outlived its thread");
+        assert!(matches!(end, Ok(0) | Err(_)), "{end:?}");
+        // (The socket may close a moment before the rest of the task is dropped.)
+        for _ in 0..100 {
+            if stats.open.load(Ordering::Relaxed) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(stats.open.load(Ordering::Relaxed), 0);
         shutdown.cancel();
         server.await.unwrap().unwrap();
     }

@@ -116,8 +116,14 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&conn)?;
-        let window = usage::seed_window(&conn)
-            .with_context(|| format!("cannot read the recent usage in {}", path.display()))?;
+        // Only figures: a table they cannot be read from still opens, with none.
+        let window = usage::seed_window(&conn).unwrap_or_else(|e| {
+            tracing::warn!(
+                "cannot read the recent usage figures from {}: {e}",
+                path.display()
+            );
+            Default::default()
+        });
         let usage = usage_writer::UsageQueue::start(&path, window)
             .with_context(|| format!("cannot start the usage log writer on {}", path.display()))?;
         Ok(Self {

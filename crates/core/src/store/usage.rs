@@ -302,27 +302,17 @@ impl Store {
 pub(super) const SEED_ROWS: i64 = 200_000;
 
 /// The recent figures of the rows already in the table: the last day's, at most the
-/// newest [`SEED_ROWS`] of them (a range of the primary key, found through the `ts`
-/// index, so the cost follows the rows read, not the table).
+/// newest [`SEED_ROWS`] of them (read backwards through the `ts` index, so the cost
+/// follows the rows read, not the table).
 pub(super) fn seed_window(c: &Connection) -> rusqlite::Result<UsageWindow> {
     let since = (chrono::Utc::now() - chrono::Duration::days(1))
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let mut window = UsageWindow::default();
-    let first: Option<i64> = c
-        .query_row(
-            "SELECT id FROM usage WHERE ts >= ?1 ORDER BY ts LIMIT 1",
-            params![since],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let Some(first) = first else {
-        return Ok(window);
-    };
-    let last: i64 = c.query_row("SELECT MAX(id) FROM usage", [], |r| r.get(0))?;
     let mut stmt = c.prepare(
-        "SELECT ts, latency_ms, status, total_tokens, estimated_cost_usd FROM usage WHERE id >= ?1",
+        "SELECT ts, latency_ms, status, total_tokens, estimated_cost_usd FROM usage \
+         WHERE ts >= ?1 ORDER BY ts DESC LIMIT ?2",
     )?;
-    let mut rows = stmt.query(params![first.max(last - SEED_ROWS + 1)])?;
+    let mut rows = stmt.query(params![since, SEED_ROWS])?;
     while let Some(r) = rows.next()? {
         window.add(&UsageRow {
             ts: r.get(0)?,
