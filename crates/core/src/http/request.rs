@@ -132,10 +132,9 @@ const LINGER_BYTES: usize = 64 * 1024 * 1024;
 const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Read what the client still sends of a refused body, bounded, then let it go.
-pub(super) fn drain_refused_body(body: axum::body::Body) {
+pub(super) fn drain_refused_body(mut body: axum::body::Body) {
     use http_body_util::BodyExt;
     tokio::spawn(async move {
-        let mut body = body;
         let mut left = LINGER_BYTES;
         let drain = async {
             while let Some(Ok(frame)) = body.frame().await {

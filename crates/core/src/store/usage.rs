@@ -255,8 +255,6 @@ impl Store {
         Ok(self.usage.window().summary(now, window_s))
     }
 
-    /// Requests logged at or after `since` (RFC 3339, as `ts` is written), by whose fault
-    /// they failed.
     /// The alarm's counts over the rows written after row `after` (a range of the primary
     /// key: the cost follows the new rows, not the table), and the last id counted.
     pub async fn gateway_failures_after(
@@ -277,22 +275,6 @@ impl Store {
                 classify(&mut f, status, code.as_deref());
             }
             Ok((f, last))
-        })
-        .await
-    }
-
-    pub async fn gateway_failures(&self, since: String) -> anyhow::Result<GatewayFailures> {
-        self.flush_usage().await;
-        self.with(move |c| {
-            let mut stmt = c.prepare("SELECT status, error_code FROM usage WHERE ts >= ?1")?;
-            let mut rows = stmt.query(params![since])?;
-            let mut f = GatewayFailures::default();
-            while let Some(r) = rows.next()? {
-                let status: u16 = r.get(0)?;
-                let code: Option<String> = r.get(1)?;
-                classify(&mut f, status, code.as_deref());
-            }
-            Ok(f)
         })
         .await
     }

@@ -92,7 +92,7 @@ impl UsageWindow {
             } else {
                 total.errors as f64 / n as f64
             },
-            requests_per_minute: n as f64 * 60.0 / window_s.max(1) as f64,
+            requests_per_minute: n as f64 * 60.0 / window_s as f64,
             p50_ms: percentile(&latency, n, 0.50),
             p95_ms: percentile(&latency, n, 0.95),
             total_tokens: total.tokens,
