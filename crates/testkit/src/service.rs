@@ -34,8 +34,13 @@ fn workspace_binary(package: &str, bin: &str) -> PathBuf {
         .expect("target/<profile>")
         .to_path_buf();
     let above = profile_dir.parent().expect("a target folder");
-    // Cargo tags the target folder's root; one level further up means `--target <triple>`.
-    let (target_dir, triple) = if above.join("CACHEDIR.TAG").exists() {
+    // `<target>/<triple>/<profile>` with `--target <triple>`. Cargo tags the target
+    // folder's root, but not one it did not create, so the triple's shape decides too.
+    let triple_shaped = above
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.matches('-').count() >= 2);
+    let (target_dir, triple) = if above.join("CACHEDIR.TAG").exists() || !triple_shaped {
         (above.to_path_buf(), None)
     } else {
         let triple = above.file_name().map(|t| t.to_string_lossy().into_owned());
