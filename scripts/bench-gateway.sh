@@ -78,7 +78,8 @@ work=$(mktemp -d /tmp/bench-gateway.XXXXXX)
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  # (nginx may remove its pid file between the test and the read.)
+  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid" 2>/dev/null)" 2>/dev/null || true
   wait 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -210,6 +211,8 @@ PY
   count nginx "$ng_port" "http://127.0.0.1:$ng_port/api/chat" "$work/upstream.json" \
     "$NGINX" -c "$work/nginx-one.conf"
   desk_config "$desk_port" "http://127.0.0.1:$up_port" "$work/desk-data" > "$work/desk.toml"
+  # The busy poll's spinning would be counted as work done for the requests.
+  printf '[server.limits]\nbusy_poll_us = 0\n' >> "$work/desk.toml"
   COUNT_ENV="${DESK_ENV:-} GENERATOR_MODE=live" \
     count desk "$desk_port" "http://127.0.0.1:$desk_port/api/v1/llm/generate" "$work/gateway.json" \
     "$DESK" --config "$work/desk.toml" serve

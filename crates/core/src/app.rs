@@ -154,7 +154,7 @@ pub struct RunningApp {
     server: JoinHandle<std::io::Result<()>>,
     /// Where connections run; stopped at the end of [`Self::wait`] (or when this is
     /// dropped), after everything else.
-    connection_threads: Arc<crate::http::serve::ConnectionThreads>,
+    connection_threads: Arc<crate::http::connection_threads::ConnectionThreads>,
 }
 
 impl RunningApp {
@@ -235,8 +235,11 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
 
     // Before anything is spawned: a failure here leaves nothing running.
     let connection_threads = Arc::new(
-        crate::http::serve::ConnectionThreads::start(config.server.limits.connection_threads())
-            .context("cannot start the connection threads")?,
+        crate::http::connection_threads::ConnectionThreads::start(
+            config.server.limits.connection_threads(),
+            config.server.limits.busy_poll(),
+        )
+        .context("cannot start the connection threads")?,
     );
     let data_dir = config.storage.resolved_data_dir();
     let store = Store::open(&data_dir)?;

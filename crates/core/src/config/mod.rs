@@ -313,7 +313,13 @@ pub struct ServerLimits {
     /// Threads that run connections, each with a runtime of its own (a connection stays
     /// on one); 0 = one per core, at most [`MAX_AUTO_CONNECTION_THREADS`].
     pub connection_threads: usize,
+    /// After a request of a connection alone on its thread begins or is answered, the
+    /// thread polls for the next event this long instead of sleeping (0 = never).
+    pub busy_poll_us: u64,
 }
+
+/// `busy_poll_us` at most.
+pub const MAX_BUSY_POLL_US: u64 = 10_000;
 
 /// `connection_threads = 0` starts one per core, up to this many.
 pub const MAX_AUTO_CONNECTION_THREADS: usize = 8;
@@ -321,6 +327,11 @@ pub const MAX_AUTO_CONNECTION_THREADS: usize = 8;
 pub const MAX_CONNECTION_THREADS: usize = 16;
 
 impl ServerLimits {
+    /// How long a connection thread busy-polls after a lone connection's request.
+    pub fn busy_poll(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.busy_poll_us)
+    }
+
     /// How many connection threads to start.
     pub fn connection_threads(&self) -> usize {
         match self.connection_threads {
@@ -340,6 +351,7 @@ impl Default for ServerLimits {
             header_timeout_s: 10.0,
             body_timeout_s: 30.0,
             connection_threads: 0,
+            busy_poll_us: 300,
         }
     }
 }

@@ -159,6 +159,12 @@ pub fn validate(config: &Config, kinds: &KnownKinds<'_>) -> Vec<Problem> {
             ),
         ));
     }
+    if l.busy_poll_us > super::MAX_BUSY_POLL_US {
+        p.push(Problem::new(
+            "server.limits.busy_poll_us",
+            format!("at most {} (0: never)", super::MAX_BUSY_POLL_US),
+        ));
+    }
     for (key, v) in [
         ("server.limits.header_timeout_s", l.header_timeout_s),
         ("server.limits.body_timeout_s", l.body_timeout_s),

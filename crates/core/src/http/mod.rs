@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod browser;
+pub mod connection_threads;
 pub mod error;
 pub mod fronts;
 mod gate;

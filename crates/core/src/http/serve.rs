@@ -13,6 +13,7 @@
 //!
 //! Body-read timeouts and size limits are tower layers (see `http::router`).
 
+use super::connection_threads::{ConnectionHere, ConnectionThreads};
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
@@ -71,86 +72,6 @@ impl Slots {
                 .then(|| self.reserve.clone().try_acquire_owned().ok())
                 .flatten()
         })
-    }
-}
-
-/// Threads that run the server's connections, each on a single-threaded runtime of its
-/// own: a connection's requests, and the upstream connections they open, stay on one
-/// thread, so a request's wake-ups never cross to another worker (tokio's shared
-/// scheduler hands a woken task to whichever worker is free and wakes an idle one to
-/// steal). The accept loops hand each new connection to the next thread in turn.
-///
-/// A task a handler spawns runs on its connection's thread too (a media job, a model
-/// pull, a service started by a reload): the threads run until [`Self::stop`] (or the
-/// drop), which `RunningApp` calls after everything else has stopped. Work that blocks a
-/// thread holds up its share of the connections, as it held a worker before.
-pub struct ConnectionThreads {
-    runtimes: Vec<tokio::runtime::Handle>,
-    next: std::sync::atomic::AtomicUsize,
-    stops: std::sync::Mutex<Vec<tokio::sync::oneshot::Sender<()>>>,
-}
-
-// Each connection thread has a pool shard of its own (`upstream::set_thread_shard`).
-const _: () = assert!(crate::config::MAX_CONNECTION_THREADS < crate::upstream::SHARDS);
-
-/// How long a stopped thread waits for its blocking tasks (a usage row written directly).
-const BLOCKING_WAIT: Duration = Duration::from_secs(5);
-
-impl ConnectionThreads {
-    /// `n` threads (at least one).
-    pub fn start(n: usize) -> std::io::Result<Self> {
-        let n = n.max(1);
-        let mut runtimes = Vec::with_capacity(n);
-        let mut stops = Vec::with_capacity(n);
-        for i in 0..n {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtimes.push(runtime.handle().clone());
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            stops.push(stop);
-            std::thread::Builder::new()
-                .name(format!("connections-{i}"))
-                .spawn(move || {
-                    crate::upstream::set_thread_shard(i + 1);
-                    runtime.block_on(async {
-                        let _ = stopped.await;
-                    });
-                    // Tasks still here are dropped; blocking ones get a little time.
-                    runtime.shutdown_timeout(BLOCKING_WAIT);
-                })?;
-        }
-        Ok(Self {
-            runtimes,
-            next: std::sync::atomic::AtomicUsize::new(0),
-            stops: std::sync::Mutex::new(stops),
-        })
-    }
-
-    /// Stop the threads: whatever still runs on them (a connection still open after the
-    /// shutdown's grace period, a task a handler left behind) is dropped. Returns at once.
-    pub fn stop(&self) {
-        let stops = std::mem::take(
-            &mut *self
-                .stops
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        for stop in stops {
-            let _ = stop.send(());
-        }
-    }
-
-    /// The runtime of the next connection.
-    fn pick(&self) -> &tokio::runtime::Handle {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.runtimes.len();
-        &self.runtimes[i]
-    }
-}
-
-impl Drop for ConnectionThreads {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
@@ -262,6 +183,7 @@ async fn accept_loop(listener: TcpListener, server: Arc<Server>, threads: Arc<Co
         let this = server.clone();
         let connection = server.connections.track_future(async move {
             let _open = open;
+            let _here = ConnectionHere::enter();
             match TcpStream::from_std(stream) {
                 Ok(stream) => serve_connection(stream, peer, &this).await,
                 Err(e) => tracing::debug!(%peer, "cannot take over a connection: {e}"),
@@ -276,8 +198,14 @@ async fn accept_loop(listener: TcpListener, server: Arc<Server>, threads: Arc<Co
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, server: &Server) {
     let router = server.router.clone();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        ConnectionHere::request_seen();
         req.extensions_mut().insert(ConnectInfo(peer));
-        router.clone().oneshot(req.map(axum::body::Body::new))
+        let answer = router.clone().oneshot(req.map(axum::body::Body::new));
+        async move {
+            let answer = answer.await;
+            ConnectionHere::request_seen();
+            answer
+        }
     });
     let conn = server
         .http
@@ -350,7 +278,7 @@ mod tests {
             header_timeout: Duration::from_secs(5),
         };
         let stats = Arc::new(ServerStats::default());
-        let threads = Arc::new(ConnectionThreads::start(2).unwrap());
+        let threads = Arc::new(ConnectionThreads::start(2, Duration::ZERO).unwrap());
         let server = tokio::spawn(serve(
             vec![listener],
             router,
@@ -390,6 +318,118 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(stats.open.load(Ordering::Relaxed), 0);
+        shutdown.cancel();
+        server.await.unwrap().unwrap();
+    }
+
+    /// The thread's `/proc` entry: `(voluntary context switches, CPU ticks)`. A
+    /// voluntary switch is a sleep (here: in `epoll_wait`).
+    #[cfg(target_os = "linux")]
+    fn sleeps_and_cpu(tid: &str) -> (u64, u64) {
+        let task = format!("/proc/self/task/{tid}");
+        let status = std::fs::read_to_string(format!("{task}/status")).unwrap();
+        let sleeps = status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let stat = std::fs::read_to_string(format!("{task}/stat")).unwrap();
+        // Fields after the command's closing parenthesis; utime and stime are 14 and 15.
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        let cpu = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        (sleeps, cpu)
+    }
+
+    /// Blocking keep-alive client: `n` requests of `GET /`, each `gap` after the
+    /// answer to the one before.
+    #[cfg(target_os = "linux")]
+    fn requests_in_turn(conn: &mut std::net::TcpStream, n: usize, gap: Duration) {
+        use std::io::{Read, Write};
+        let mut buf = [0u8; 1024];
+        for _ in 0..n {
+            std::thread::sleep(gap);
+            conn.write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+                .unwrap();
+            let mut got = Vec::new();
+            while !got.ends_with(b"ok") {
+                let k = conn.read(&mut buf).unwrap();
+                assert!(k > 0, "closed early");
+                got.extend_from_slice(&buf[..k]);
+            }
+        }
+    }
+
+    /// A thread with one connection polls through the client's pause between requests
+    /// instead of sleeping; with a second connection open on it, it sleeps in each
+    /// pause; and the poll ends with its window.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_lone_connection_is_busy_polled_and_a_shared_thread_sleeps() {
+        let router = Router::new().route("/", get(|| async { "ok" })).route(
+            "/tid",
+            get(|| async {
+                let me = std::fs::read_link("/proc/thread-self").unwrap();
+                me.file_name().unwrap().to_string_lossy().into_owned()
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let limits = ConnectionLimits {
+            max_connections: 16,
+            loopback_reserve: 2,
+            header_timeout: Duration::from_secs(5),
+        };
+        // The longest window: a loaded test machine may leave the client waiting for a
+        // core for milliseconds.
+        let window = Duration::from_micros(crate::config::MAX_BUSY_POLL_US);
+        let threads = Arc::new(ConnectionThreads::start(1, window).unwrap());
+        let server = tokio::spawn(serve(
+            vec![listener],
+            router,
+            limits,
+            Arc::new(ServerStats::default()),
+            threads.clone(),
+            shutdown.clone(),
+        ));
+        let mut async_conn = TcpStream::connect(addr).await.unwrap();
+        let tid = get_on(&mut async_conn, "/tid").await;
+        let mut conn = async_conn.into_std().unwrap();
+        conn.set_nonblocking(false).unwrap();
+
+        // A pause well inside the window, and far longer than a request takes.
+        const N: usize = 100;
+        let gap = Duration::from_millis(1);
+        let (lone, shared, idle_cpu) = tokio::task::spawn_blocking(move || {
+            requests_in_turn(&mut conn, 10, Duration::ZERO);
+            let before = sleeps_and_cpu(&tid);
+            requests_in_turn(&mut conn, N, gap);
+            let lone = sleeps_and_cpu(&tid).0 - before.0;
+            // The window ends: the thread sleeps and spends nothing.
+            std::thread::sleep(window * 3);
+            let rest = sleeps_and_cpu(&tid);
+            std::thread::sleep(Duration::from_millis(200));
+            let idle_cpu = sleeps_and_cpu(&tid).1 - rest.1;
+            // A second connection on the same (only) thread.
+            let mut other = std::net::TcpStream::connect(addr).unwrap();
+            requests_in_turn(&mut other, 1, Duration::ZERO);
+            let before = sleeps_and_cpu(&tid);
+            requests_in_turn(&mut conn, N, gap);
+            let shared = sleeps_and_cpu(&tid).0 - before.0;
+            (lone, shared, idle_cpu)
+        })
+        .await
+        .unwrap();
+        assert!(lone < N as u64 / 5, "slept {lone} times in {N} pauses");
+        assert!(
+            shared >= N as u64 * 9 / 10,
+            "slept only {shared} times in {N} pauses"
+        );
+        // 200 ms of polling would be 20 ticks.
+        assert!(idle_cpu <= 2, "{idle_cpu} ticks of CPU after the window");
+        threads.stop();
         shutdown.cancel();
         server.await.unwrap().unwrap();
     }
