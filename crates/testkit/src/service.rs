@@ -34,13 +34,12 @@ fn workspace_binary(package: &str, bin: &str) -> PathBuf {
         .expect("target/<profile>")
         .to_path_buf();
     let above = profile_dir.parent().expect("a target folder");
-    // `<target>/<triple>/<profile>` with `--target <triple>`. Cargo tags the target
-    // folder's root, but not one it did not create, so the triple's shape decides too.
-    let triple_shaped = above
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.matches('-').count() >= 2);
-    let (target_dir, triple) = if above.join("CACHEDIR.TAG").exists() || !triple_shaped {
+    // `<target>/<triple>/<profile>` with `--target <triple>`: the folder is named after the
+    // triple this kit was built for (cargo tags both levels with CACHEDIR.TAG, and may tag
+    // neither when it did not create them, so the tag decides nothing).
+    let built_for_a_target =
+        above.file_name().and_then(|n| n.to_str()) == Some(env!("SPARKLIO_KIT_TARGET"));
+    let (target_dir, triple) = if !built_for_a_target {
         (above.to_path_buf(), None)
     } else {
         let triple = above.file_name().map(|t| t.to_string_lossy().into_owned());
