@@ -257,6 +257,47 @@ mod tests {
         }
     }
 
+    /// A running `serve` on 127.0.0.1 over `threads`.
+    struct TestServer {
+        addr: SocketAddr,
+        stats: Arc<ServerStats>,
+        shutdown: CancellationToken,
+        server: tokio::task::JoinHandle<std::io::Result<()>>,
+    }
+
+    async fn test_server(router: Router, threads: &Arc<ConnectionThreads>) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let limits = ConnectionLimits {
+            max_connections: 16,
+            loopback_reserve: 2,
+            header_timeout: Duration::from_secs(5),
+        };
+        let stats = Arc::new(ServerStats::default());
+        let server = tokio::spawn(serve(
+            vec![listener],
+            router,
+            limits,
+            stats.clone(),
+            threads.clone(),
+            shutdown.clone(),
+        ));
+        TestServer {
+            addr,
+            stats,
+            shutdown,
+            server,
+        }
+    }
+
+    impl TestServer {
+        async fn stop(self) {
+            self.shutdown.cancel();
+            self.server.await.unwrap().unwrap();
+        }
+    }
+
     #[tokio::test]
     async fn connections_take_the_threads_in_turn_and_keep_theirs() {
         fn thread_name() -> String {
@@ -269,24 +310,9 @@ mod tests {
                 "/spawned",
                 get(|| async { tokio::spawn(async { thread_name() }).await.unwrap() }),
             );
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let limits = ConnectionLimits {
-            max_connections: 16,
-            loopback_reserve: 2,
-            header_timeout: Duration::from_secs(5),
-        };
-        let stats = Arc::new(ServerStats::default());
         let threads = Arc::new(ConnectionThreads::start(2, Duration::ZERO).unwrap());
-        let server = tokio::spawn(serve(
-            vec![listener],
-            router,
-            limits,
-            stats.clone(),
-            threads.clone(),
-            shutdown.clone(),
-        ));
+        let server = test_server(router, &threads).await;
+        let (addr, stats) = (server.addr, server.stats.clone());
         let mut seen = Vec::new();
         for _ in 0..4 {
             let mut conn = TcpStream::connect(addr).await.unwrap();
@@ -303,6 +329,13 @@ mod tests {
         // threads stop, and gives its place back.
         let mut idle = TcpStream::connect(addr).await.unwrap();
         get_on(&mut idle, "/thread").await;
+        // (The server sees the loop's last connection close a moment after it did.)
+        for _ in 0..100 {
+            if stats.open.load(Ordering::Relaxed) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert_eq!(stats.open.load(Ordering::Relaxed), 1);
         threads.stop();
         let mut buf = [0u8; 16];
@@ -318,8 +351,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(stats.open.load(Ordering::Relaxed), 0);
-        shutdown.cancel();
-        server.await.unwrap().unwrap();
+        server.stop().await;
     }
 
     /// The thread's `/proc` entry: `(voluntary context switches, CPU ticks)`. A
@@ -386,26 +418,12 @@ mod tests {
                 me.file_name().unwrap().to_string_lossy().into_owned()
             }),
         );
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let limits = ConnectionLimits {
-            max_connections: 16,
-            loopback_reserve: 2,
-            header_timeout: Duration::from_secs(5),
-        };
         // The longest window: a loaded test machine may leave the client waiting for a
         // core for milliseconds.
         let window = Duration::from_micros(crate::config::MAX_BUSY_POLL_US);
         let threads = Arc::new(ConnectionThreads::start(1, window).unwrap());
-        let server = tokio::spawn(serve(
-            vec![listener],
-            router,
-            limits,
-            Arc::new(ServerStats::default()),
-            threads.clone(),
-            shutdown.clone(),
-        ));
+        let server = test_server(router, &threads).await;
+        let addr = server.addr;
         let mut async_conn = TcpStream::connect(addr).await.unwrap();
         let tid = get_on(&mut async_conn, "/tid").await;
         let mut conn = async_conn.into_std().unwrap();
@@ -453,7 +471,6 @@ mod tests {
         // 200 ms of polling would be 20 ticks.
         assert!(idle_cpu <= 2, "{idle_cpu} ticks of CPU after the window");
         threads.stop();
-        shutdown.cancel();
-        server.await.unwrap().unwrap();
+        server.stop().await;
     }
 }
