@@ -291,6 +291,18 @@ mod tests {
         }
     }
 
+    /// The open connections once they are `want`, or after 1 s: the server sees a close
+    /// a moment after the client made it.
+    async fn open_after_a_moment(stats: &ServerStats, want: u64) -> u64 {
+        for _ in 0..100 {
+            if stats.open.load(Ordering::Relaxed) == want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stats.open.load(Ordering::Relaxed)
+    }
+
     impl TestServer {
         async fn stop(self) {
             self.shutdown.cancel();
@@ -330,13 +342,7 @@ mod tests {
         let mut idle = TcpStream::connect(addr).await.unwrap();
         get_on(&mut idle, "/thread").await;
         // (The server sees the loop's last connection close a moment after it did.)
-        for _ in 0..100 {
-            if stats.open.load(Ordering::Relaxed) == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(stats.open.load(Ordering::Relaxed), 1);
+        assert_eq!(open_after_a_moment(&stats, 1).await, 1);
         threads.stop();
         let mut buf = [0u8; 16];
         let end = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
@@ -344,13 +350,7 @@ mod tests {
             .expect("the connection outlived its thread");
         assert!(matches!(end, Ok(0) | Err(_)), "{end:?}");
         // (The socket may close a moment before the rest of the task is dropped.)
-        for _ in 0..100 {
-            if stats.open.load(Ordering::Relaxed) == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(stats.open.load(Ordering::Relaxed), 0);
+        assert_eq!(open_after_a_moment(&stats, 0).await, 0);
         server.stop().await;
     }
 
