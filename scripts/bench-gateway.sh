@@ -25,6 +25,9 @@
 # MAX_QUEUE=n   the Desk's llm.providers.ollama.resilience.max_queue (default: the
 #               product's, 64; a build from before the storm fix needs e.g. 1024, see
 #               docs/performance.md)
+# MAX_CONCURRENT=n the Desk's llm.providers.ollama.resilience.max_concurrent (default: the
+#               product's, 8 calls at once per instance, sized for a GPU; nginx has no
+#               such limit, and 64 lets all 64 clients' calls through at once as nginx does)
 # DESK_BIN=path measures another build of the Desk (e.g. the one before a change).
 # DESK_ENV="VAR=value ..." extra environment for the Desk only (e.g. TOKIO_WORKER_THREADS=1).
 # NGINX_KEEPALIVE=0 nginx as proxy_pass does by default: a new upstream connection per
@@ -93,7 +96,7 @@ wait_port() {
   echo "nothing listens on $1" >&2; return 1
 }
 
-# The default config (the instance's queue only if MAX_QUEUE is given).
+# The default config (the instance's limits only if MAX_QUEUE / MAX_CONCURRENT are given).
 desk_config() { # port upstream-url data-dir
   cat <<EOF
 [server]
@@ -103,8 +106,10 @@ data_dir = "$3"
 [llm.providers.ollama]
 base_url = "$2"
 EOF
-  if [ -n "${MAX_QUEUE:-}" ]; then
-    printf '[llm.providers.ollama.resilience]\nmax_queue = %s\n' "$MAX_QUEUE"
+  if [ -n "${MAX_QUEUE:-}${MAX_CONCURRENT:-}" ]; then
+    echo '[llm.providers.ollama.resilience]'
+    if [ -n "${MAX_QUEUE:-}" ]; then echo "max_queue = $MAX_QUEUE"; fi
+    if [ -n "${MAX_CONCURRENT:-}" ]; then echo "max_concurrent = $MAX_CONCURRENT"; fi
   fi
 }
 

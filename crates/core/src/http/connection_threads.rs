@@ -13,7 +13,11 @@ use tokio::sync::Notify;
 /// own: a connection's requests, and the upstream connections they open, stay on one
 /// thread, so a request's wake-ups never cross to another worker (tokio's shared
 /// scheduler hands a woken task to whichever worker is free and wakes an idle one to
-/// steal). The accept loops hand each new connection to the next thread in turn.
+/// steal). The accept loops hand each new connection to the thread with the fewest
+/// open, the next in turn among equals: a long-lived connection (the dashboard's live
+/// stream, a browser's idle keep-alive) then leaves the other threads to the clients, and
+/// a lone client keeps a thread of its own, where it is busy-polled. (Taken in turn, every
+/// other client shared the stream's thread and was not polled.)
 ///
 /// A task a handler spawns runs on its connection's thread too (a media job, a model
 /// pull, a service started by a reload): the threads run until [`Self::stop`] (or the
@@ -21,6 +25,8 @@ use tokio::sync::Notify;
 /// thread holds up its share of the connections, as it held a worker before.
 pub struct ConnectionThreads {
     runtimes: Vec<tokio::runtime::Handle>,
+    /// Connections open on each thread (their [`Placed`] guards).
+    open: Arc<[AtomicUsize]>,
     next: std::sync::atomic::AtomicUsize,
     stops: std::sync::Mutex<Vec<tokio::sync::oneshot::Sender<()>>>,
 }
@@ -65,6 +71,7 @@ impl ConnectionThreads {
         }
         Ok(Self {
             runtimes,
+            open: (0..n).map(|_| AtomicUsize::new(0)).collect(),
             next: std::sync::atomic::AtomicUsize::new(0),
             stops: std::sync::Mutex::new(stops),
         })
@@ -84,10 +91,38 @@ impl ConnectionThreads {
         }
     }
 
-    /// The runtime of the next connection.
-    pub(super) fn pick(&self) -> &tokio::runtime::Handle {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.runtimes.len();
-        &self.runtimes[i]
+    /// The runtime of a new connection, and its place there (to hold while it is open).
+    pub(super) fn place(&self) -> (&tokio::runtime::Handle, Placed) {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let i = fewest_open(&self.open, start);
+        self.open[i].fetch_add(1, Ordering::Relaxed);
+        let placed = Placed {
+            open: self.open.clone(),
+            thread: i,
+        };
+        (&self.runtimes[i], placed)
+    }
+}
+
+/// The thread with the fewest open connections; among equals, the first from `start`
+/// on (so equals take connections in turn).
+fn fewest_open(open: &[AtomicUsize], start: usize) -> usize {
+    let n = open.len();
+    (0..n)
+        .map(|k| (start % n + k) % n)
+        .min_by_key(|&i| open[i].load(Ordering::Relaxed))
+        .unwrap_or(0)
+}
+
+/// A connection's place on its thread, given back when it is dropped.
+pub(super) struct Placed {
+    open: Arc<[AtomicUsize]>,
+    thread: usize,
+}
+
+impl Drop for Placed {
+    fn drop(&mut self) {
+        self.open[self.thread].fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -237,5 +272,38 @@ impl PollingTurn {
 impl Drop for PollingTurn {
     fn drop(&mut self) {
         POLLING_THREADS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_goes_to_the_thread_with_the_fewest_open_and_equals_take_turns() {
+        let open = |counts: &[usize]| -> Vec<AtomicUsize> {
+            counts.iter().map(|&c| AtomicUsize::new(c)).collect()
+        };
+        // (open per thread, turn) → thread
+        let table: &[(&[usize], usize, usize)] = &[
+            (&[0, 0], 0, 0),
+            (&[0, 0], 1, 1),
+            (&[0, 0], 2, 0),
+            (&[1, 0], 0, 1),
+            (&[1, 0], 1, 1),
+            (&[0, 1], 1, 0),
+            (&[3, 1, 1], 0, 1),
+            (&[3, 1, 1], 2, 2),
+            (&[3, 1, 1], 3, 1),
+            (&[2, 2, 0], 0, 2),
+            (&[5], 7, 0),
+        ];
+        for &(counts, turn, want) in table {
+            assert_eq!(
+                fewest_open(&open(counts), turn),
+                want,
+                "{counts:?}, turn {turn}"
+            );
+        }
     }
 }

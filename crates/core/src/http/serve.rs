@@ -181,15 +181,16 @@ async fn accept_loop(listener: TcpListener, server: Arc<Server>, threads: Arc<Co
             }
         };
         let this = server.clone();
+        let (thread, placed) = threads.place();
         let connection = server.connections.track_future(async move {
-            let _open = open;
+            let _open = (open, placed);
             let _here = ConnectionHere::enter();
             match TcpStream::from_std(stream) {
                 Ok(stream) => serve_connection(stream, peer, &this).await,
                 Err(e) => tracing::debug!(%peer, "cannot take over a connection: {e}"),
             }
         });
-        threads.pick().spawn(connection);
+        thread.spawn(connection);
     }
 }
 
@@ -310,11 +311,12 @@ mod tests {
         }
     }
 
+    fn thread_name() -> String {
+        std::thread::current().name().unwrap_or("?").to_string()
+    }
+
     #[tokio::test]
     async fn connections_take_the_threads_in_turn_and_keep_theirs() {
-        fn thread_name() -> String {
-            std::thread::current().name().unwrap_or("?").to_string()
-        }
         let router = Router::new()
             .route("/thread", get(|| async { thread_name() }))
             // A task a handler spawns runs on its connection's thread.
@@ -351,6 +353,37 @@ mod tests {
         assert!(matches!(end, Ok(0) | Err(_)), "{end:?}");
         // (The socket may close a moment before the rest of the task is dropped.)
         assert_eq!(open_after_a_moment(&stats, 0).await, 0);
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_new_connection_goes_to_the_thread_with_the_fewest_open() {
+        let router = Router::new().route("/thread", get(|| async { thread_name() }));
+        let threads = Arc::new(ConnectionThreads::start(2, Duration::ZERO).unwrap());
+        let server = test_server(router, &threads).await;
+        let (addr, stats) = (server.addr, server.stats.clone());
+        // A long-lived connection (the dashboard's live stream) holds one thread...
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let its = get_on(&mut stream, "/thread").await;
+        // ...and each client that comes and goes meanwhile gets the other one to itself
+        // (in turn, every other one shared the stream's thread).
+        for _ in 0..4 {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            let got = get_on(&mut client, "/thread").await;
+            assert!(got.starts_with("connections-"), "{got}");
+            assert_ne!(got, its);
+            drop(client);
+            assert_eq!(open_after_a_moment(&stats, 1).await, 1);
+        }
+        // With one open on each, the next goes to either.
+        let mut first = TcpStream::connect(addr).await.unwrap();
+        let other = get_on(&mut first, "/thread").await;
+        assert_ne!(other, its);
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        assert!(get_on(&mut third, "/thread")
+            .await
+            .starts_with("connections-"));
+        drop((stream, first, third));
         server.stop().await;
     }
 
