@@ -27,7 +27,8 @@
 #               docs/performance.md)
 # MAX_CONCURRENT=n the Desk's llm.providers.ollama.resilience.max_concurrent (default: the
 #               product's, 8 calls at once per instance, sized for a GPU; nginx has no
-#               such limit, and 64 lets all 64 clients' calls through at once as nginx does)
+#               such limit, and 64 lets all 64 clients' calls through at once as nginx does;
+#               0 = no limit)
 # DESK_BIN=path measures another build of the Desk (e.g. the one before a change).
 # DESK_ENV="VAR=value ..." extra environment for the Desk only (e.g. TOKIO_WORKER_THREADS=1).
 # NGINX_KEEPALIVE=0 nginx as proxy_pass does by default: a new upstream connection per
@@ -57,7 +58,7 @@ while [ $# -gt 0 ]; do
     --soak) SOAK=$2; shift 2 ;;
     --instructions) INSTRUCTIONS=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
-    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/{/^#/p}' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done

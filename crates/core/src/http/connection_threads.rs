@@ -17,7 +17,10 @@ use tokio::sync::Notify;
 /// open, the next in turn among equals: a long-lived connection (the dashboard's live
 /// stream, a browser's idle keep-alive) then leaves the other threads to the clients, and
 /// a lone client keeps a thread of its own, where it is busy-polled. (Taken in turn, every
-/// other client shared the stream's thread and was not polled.)
+/// other client shared the stream's thread and was not polled.) A connection counts until
+/// its task ends: a WebSocket, once upgraded, runs in a task of its own and no longer
+/// counts, so a client may be placed beside it. Two accept loops placing at once may both
+/// pick the same thread; the next placements even it out.
 ///
 /// A task a handler spawns runs on its connection's thread too (a media job, a model
 /// pull, a service started by a reload): the threads run until [`Self::stop`] (or the

@@ -183,7 +183,9 @@ async fn accept_loop(listener: TcpListener, server: Arc<Server>, threads: Arc<Co
         let this = server.clone();
         let (thread, placed) = threads.place();
         let connection = server.connections.track_future(async move {
-            let _open = (open, placed);
+            // The thread's place first: a client that saw the connection closed (the
+            // server's open count) finds the place given back too.
+            let _open = (placed, open);
             let _here = ConnectionHere::enter();
             match TcpStream::from_std(stream) {
                 Ok(stream) => serve_connection(stream, peer, &this).await,
@@ -316,7 +318,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn connections_take_the_threads_in_turn_and_keep_theirs() {
+    async fn equal_threads_take_connections_in_turn_and_each_keeps_its_own() {
         let router = Router::new()
             .route("/thread", get(|| async { thread_name() }))
             // A task a handler spawns runs on its connection's thread.
@@ -335,6 +337,9 @@ mod tests {
             assert_eq!(get_on(&mut conn, "/thread").await, first, "moved thread");
             assert_eq!(get_on(&mut conn, "/spawned").await, first);
             seen.push(first);
+            // Gone before the next comes, so both threads are equal again.
+            drop(conn);
+            assert_eq!(open_after_a_moment(&stats, 0).await, 0);
         }
         assert_ne!(seen[0], seen[1], "{seen:?}");
         assert_eq!((&seen[0], &seen[1]), (&seen[2], &seen[3]), "{seen:?}");
@@ -374,6 +379,8 @@ mod tests {
             assert_ne!(got, its);
             drop(client);
             assert_eq!(open_after_a_moment(&stats, 1).await, 1);
+            // (A request now and then keeps the stream from idling out.)
+            assert_eq!(get_on(&mut stream, "/thread").await, its);
         }
         // With one open on each, the next goes to either.
         let mut first = TcpStream::connect(addr).await.unwrap();
