@@ -28,7 +28,9 @@ use tokio::sync::Notify;
 /// thread holds up its share of the connections, as it held a worker before.
 pub struct ConnectionThreads {
     runtimes: Vec<tokio::runtime::Handle>,
-    /// Connections open on each thread (their [`Placed`] guards).
+    /// Connections open on each thread (their [`Placed`] guards), for the accept loops.
+    /// Each thread also counts its own in `Here::open`: the busy poll reads that on every
+    /// request, and it counts from when the connection's task starts, not from the accept.
     open: Arc<[AtomicUsize]>,
     next: std::sync::atomic::AtomicUsize,
     stops: std::sync::Mutex<Vec<tokio::sync::oneshot::Sender<()>>>,
