@@ -3,7 +3,7 @@
 //! - the pacemaker, which keeps the thread's timers from waking its own driver;
 //! - the busy poll, which finds a lone client's next request without a sleep.
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,9 +28,8 @@ use tokio::sync::Notify;
 /// thread holds up its share of the connections, as it held a worker before.
 pub struct ConnectionThreads {
     runtimes: Vec<tokio::runtime::Handle>,
-    /// Connections open on each thread (their [`Placed`] guards), for the accept loops.
-    /// Each thread also counts its own in `Here::open`: the busy poll reads that on every
-    /// request, and it counts from when the connection's task starts, not from the accept.
+    /// Connections open on each thread (their [`Placed`] guards): the accept loops place
+    /// by it, and each thread's pacemaker and busy poll read their own.
     open: Arc<[AtomicUsize]>,
     next: std::sync::atomic::AtomicUsize,
     stops: std::sync::Mutex<Vec<tokio::sync::oneshot::Sender<()>>>,
@@ -47,6 +46,7 @@ impl ConnectionThreads {
     /// a lone connection (zero: never); see [`busy_poll_loop`].
     pub fn start(n: usize, busy_poll: Duration) -> std::io::Result<Self> {
         let n = n.max(1);
+        let open: Arc<[AtomicUsize]> = (0..n).map(|_| AtomicUsize::new(0)).collect();
         let mut runtimes = Vec::with_capacity(n);
         let mut stops = Vec::with_capacity(n);
         for i in 0..n {
@@ -56,10 +56,14 @@ impl ConnectionThreads {
             runtimes.push(runtime.handle().clone());
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             stops.push(stop);
+            let counts = open.clone();
             std::thread::Builder::new()
                 .name(format!("connections-{i}"))
                 .spawn(move || {
                     crate::upstream::set_thread_shard(i + 1);
+                    HERE.with(|h| {
+                        let _ = h.counts.set((counts, i));
+                    });
                     runtime.block_on(async {
                         // Spawned, not awaited here: waking the future `block_on` runs
                         // wakes the driver through its eventfd too.
@@ -76,7 +80,7 @@ impl ConnectionThreads {
         }
         Ok(Self {
             runtimes,
-            open: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+            open,
             next: std::sync::atomic::AtomicUsize::new(0),
             stops: std::sync::Mutex::new(stops),
         })
@@ -139,15 +143,15 @@ impl Drop for ConnectionThreads {
 
 /// What a connection thread knows of its own connections (a thread-local).
 struct Here {
-    /// Connections open on this thread.
-    open: Cell<usize>,
+    /// The threads' open connections, and which of them is this thread's.
+    counts: OnceCell<(Arc<[AtomicUsize]>, usize)>,
     /// When a request of this thread last began or was answered.
     last_request: Cell<Option<Instant>>,
     /// How long to busy-poll after it (zero: never).
     busy_poll: Cell<Duration>,
     /// The busy poll is running (a request need not wake it).
     polling: Cell<bool>,
-    /// Told when the first connection opens (the pacemaker waits for it).
+    /// Told when a connection's task starts (the pacemaker waits for one).
     first_connection: Arc<Notify>,
     /// Told when a request begins or is answered while the busy poll waits.
     request_seen: Arc<Notify>,
@@ -155,7 +159,7 @@ struct Here {
 
 thread_local! {
     static HERE: Here = Here {
-        open: Cell::new(0),
+        counts: OnceCell::new(),
         last_request: Cell::new(None),
         busy_poll: Cell::new(Duration::ZERO),
         polling: Cell::new(false),
@@ -164,17 +168,23 @@ thread_local! {
     };
 }
 
-/// Held by a connection for its life on its thread.
-pub(super) struct ConnectionHere(());
+impl Here {
+    /// Connections open on this thread (none on a thread that is not a connection thread).
+    fn open(&self) -> usize {
+        self.counts
+            .get()
+            .map_or(0, |(counts, i)| counts[*i].load(Ordering::Relaxed))
+    }
+}
+
+/// What a connection tells its thread.
+pub(super) struct ConnectionHere;
 
 impl ConnectionHere {
-    pub(super) fn enter() -> Self {
-        HERE.with(|h| {
-            if h.open.replace(h.open.get() + 1) == 0 {
-                h.first_connection.notify_one();
-            }
-        });
-        Self(())
+    /// A connection's task starts on this thread (counted already, at its placing): the
+    /// pacemaker may be waiting for it.
+    pub(super) fn enter() {
+        HERE.with(|h| h.first_connection.notify_one());
     }
 
     /// A request began, or its answer is ready: the client's next step usually follows
@@ -183,7 +193,7 @@ impl ConnectionHere {
         HERE.with(|h| {
             // Nothing to note for a thread the poll does not run on (most requests under
             // load: that thread has many connections).
-            if h.busy_poll.get().is_zero() || h.open.get() != 1 {
+            if h.busy_poll.get().is_zero() || h.open() != 1 {
                 return;
             }
             h.last_request.set(Some(Instant::now()));
@@ -191,12 +201,6 @@ impl ConnectionHere {
                 h.request_seen.notify_one();
             }
         });
-    }
-}
-
-impl Drop for ConnectionHere {
-    fn drop(&mut self) {
-        HERE.with(|h| h.open.set(h.open.get().saturating_sub(1)));
     }
 }
 
@@ -214,7 +218,7 @@ const PACE: Duration = Duration::from_millis(500);
 async fn pacemaker() {
     let first_connection = HERE.with(|h| h.first_connection.clone());
     loop {
-        if HERE.with(|h| h.open.get()) == 0 {
+        if HERE.with(Here::open) == 0 {
             first_connection.notified().await;
             continue;
         }
@@ -240,7 +244,7 @@ async fn busy_poll_loop() {
         };
         HERE.with(|h| h.polling.set(true));
         while HERE.with(|h| {
-            h.open.get() == 1
+            h.open() == 1
                 && h.last_request
                     .get()
                     .is_some_and(|t| t.elapsed() < h.busy_poll.get())

@@ -186,7 +186,7 @@ async fn accept_loop(listener: TcpListener, server: Arc<Server>, threads: Arc<Co
             // The thread's place first: a client that saw the connection closed (the
             // server's open count) finds the place given back too.
             let _open = (placed, open);
-            let _here = ConnectionHere::enter();
+            ConnectionHere::enter();
             match TcpStream::from_std(stream) {
                 Ok(stream) => serve_connection(stream, peer, &this).await,
                 Err(e) => tracing::debug!(%peer, "cannot take over a connection: {e}"),
