@@ -189,6 +189,14 @@ impl Instance {
         f(&mut self.facts.write().unwrap_or_else(PoisonError::into_inner));
     }
 
+    /// The trial is out no more: the next call may be the one that checks the instance.
+    fn give_back_trial(&self) {
+        let mut b = self.breaker.lock().unwrap_or_else(PoisonError::into_inner);
+        if let breaker::State::HalfOpen { trial_out, .. } = &mut *b {
+            *trial_out = false;
+        }
+    }
+
     fn free_slots(&self) -> usize {
         self.slots
             .as_ref()
@@ -218,15 +226,17 @@ impl Drop for Lease {
         // A trial dropped without a report (the caller went away) must not leave the
         // breaker half-open forever.
         if self.trial && !self.reported {
-            let mut b = self
-                .instance
-                .breaker
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if let breaker::State::HalfOpen { trial_out, .. } = &mut *b {
-                *trial_out = false;
-            }
+            self.instance.give_back_trial();
         }
+    }
+}
+
+/// A half-open breaker's trial, taken for a call that is still waiting for a slot.
+struct TrialTaken<'a>(&'a Instance);
+
+impl Drop for TrialTaken<'_> {
+    fn drop(&mut self) {
+        self.0.give_back_trial();
     }
 }
 
@@ -237,9 +247,15 @@ impl Drop for Lease {
 struct Queued<'a>(&'a AtomicUsize);
 
 impl<'a> Queued<'a> {
-    fn join(waiting: &'a AtomicUsize) -> Self {
-        waiting.fetch_add(1, Ordering::Relaxed);
-        Self(waiting)
+    /// A place if fewer than `max` wait: the bound holds exactly, also when calls on
+    /// several threads join at once.
+    fn try_join(waiting: &'a AtomicUsize, max: usize) -> Option<Self> {
+        waiting
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(waiting))
     }
 }
 
@@ -413,27 +429,44 @@ impl Pool {
             }
             *b = next;
         }
+        // A trial whose call never gets a slot (queue full, deadline, caller gone) is
+        // given back, so the next call can be the trial.
+        let trial_guard = trial.then(|| TrialTaken(inst));
         let permit = match &inst.slots {
             None => None,
-            Some(slots) => {
-                let queued = Queued::join(&inst.waiting);
-                let got =
-                    tokio::time::timeout_at(deadline.into(), slots.clone().acquire_owned()).await;
-                drop(queued);
-                match got {
-                    Ok(Ok(p)) => Some(p),
-                    _ => {
+            // A call that finds a free slot never counts as queued: counted, it could
+            // make a call arriving on another thread at that instant see the queue full
+            // and shed it with room to spare.
+            Some(slots) => match slots.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    let Some(queued) = Queued::try_join(&inst.waiting, inst.spec.max_queue) else {
                         return Err(PickError::Overloaded {
-                            reason: format!(
-                                "{} stayed busy until the request's deadline",
-                                inst.label()
-                            ),
+                            reason: format!("{} is busy and its queue full", inst.label()),
                             retry_after: Duration::from_secs(1),
-                        })
+                        });
+                    };
+                    let got =
+                        tokio::time::timeout_at(deadline.into(), slots.clone().acquire_owned())
+                            .await;
+                    drop(queued);
+                    match got {
+                        Ok(Ok(p)) => Some(p),
+                        _ => {
+                            return Err(PickError::Overloaded {
+                                reason: format!(
+                                    "{} stayed busy until the request's deadline",
+                                    inst.label()
+                                ),
+                                retry_after: Duration::from_secs(1),
+                            })
+                        }
                     }
                 }
-            }
+            },
         };
+        // From here the lease owns the trial (and gives it back if dropped unreported).
+        std::mem::forget(trial_guard);
         inst.outstanding.fetch_add(1, Ordering::Relaxed);
         inst.calls.fetch_add(1, Ordering::Relaxed);
         Ok(Lease {
@@ -558,6 +591,8 @@ pub struct InstanceView {
     pub breaker: &'static str,
     pub breaker_reason: Option<String>,
     pub outstanding: usize,
+    /// Calls queued for one of the instance's `max_concurrent` slots.
+    pub waiting: usize,
     pub calls: u64,
     pub failures: u64,
     pub last_error: Option<String>,
@@ -584,6 +619,7 @@ impl Instance {
                 }
             },
             outstanding: self.outstanding(),
+            waiting: self.waiting.load(Ordering::Relaxed),
             calls: self.calls.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
             last_error: self.last_error(),
@@ -728,6 +764,62 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         drop(held);
         assert!(waiter.await.unwrap(), "admitted once the slot freed");
+    }
+
+    #[test]
+    fn a_queue_admits_exactly_its_size() {
+        let waiting = AtomicUsize::new(0);
+        let first = Queued::try_join(&waiting, 2).expect("room for two");
+        let second = Queued::try_join(&waiting, 2).expect("room for two");
+        assert!(
+            Queued::try_join(&waiting, 2).is_none(),
+            "a third is refused"
+        );
+        drop(first);
+        let third = Queued::try_join(&waiting, 2).expect("a place given back is free");
+        assert_eq!(waiting.load(Ordering::Relaxed), 2);
+        drop((second, third));
+        assert_eq!(waiting.load(Ordering::Relaxed), 0);
+        assert!(
+            Queued::try_join(&waiting, 0).is_none(),
+            "a queue of 0 admits none"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_call_that_finds_a_free_slot_is_never_counted_as_queued() {
+        let pool = Pool::new("ollama", vec![spec("a", 2, 1)], BreakerConfig::default());
+        let none: Preference<'_> = &|_| 0;
+        let first = pool.acquire(none, later()).await.unwrap();
+        let second = pool.acquire(none, later()).await.unwrap();
+        assert_eq!(pool.get("a").unwrap().waiting.load(Ordering::Relaxed), 0);
+        drop((first, second));
+    }
+
+    #[tokio::test]
+    async fn a_trial_that_never_gets_a_slot_is_given_back() {
+        let cfg = BreakerConfig {
+            open_for: Duration::from_millis(10),
+            ..BreakerConfig::default()
+        };
+        let pool = Pool::new("ollama", vec![spec("a", 1, 1)], cfg);
+        let none: Preference<'_> = &|_| 0;
+        let held = pool.acquire(none, later()).await.unwrap();
+        pool.get("a").unwrap().mark_wedged("probe timed out");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The breaker lets one trial through; the slot stays taken until its deadline.
+        let soon = Instant::now() + Duration::from_millis(20);
+        assert!(matches!(
+            pool.acquire(none, soon).await,
+            Err(PickError::Overloaded { .. })
+        ));
+        drop(held);
+        // The next call is the trial (not refused for a trial that never ran).
+        let lease = pool
+            .acquire(none, later())
+            .await
+            .expect("the trial is free");
+        assert!(lease.is_trial());
     }
 
     #[tokio::test]

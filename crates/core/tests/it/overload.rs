@@ -57,8 +57,14 @@ async fn sustained(app: &TestApp) -> Vec<(u16, String, bool)> {
 
 /// Calls holding the instance now, as its health shows them.
 async fn outstanding_calls(app: &TestApp) -> Value {
+    instance_load(app).await.0
+}
+
+/// Calls holding the instance and calls queued for it, as its health shows them.
+async fn instance_load(app: &TestApp) -> (Value, Value) {
     let (_, v) = app.get_json("/api/v1/llm/health").await;
-    v["providers"]["ollama"]["instances"]["main"]["outstanding"].clone()
+    let main = &v["providers"]["ollama"]["instances"]["main"];
+    (main["outstanding"].clone(), main["waiting"].clone())
 }
 
 fn assert_none_shed(answers: &[(u16, String, bool)]) {
@@ -97,36 +103,28 @@ async fn clients_that_give_up_while_queued_leave_no_place_taken() {
             let _ = client.post(&url).json(&body()).send().await;
         }));
     }
-    // The 8 running calls reached the upstream; the others had time to queue behind them.
-    for _ in 0..200 {
-        if double.requests().len() >= 8 {
+    // The 8 running calls reached the upstream and the other 64 queued behind them
+    // (a probe sent sooner could take the last place and see a queued call shed).
+    let mut load = (Value::Null, Value::Null);
+    for _ in 0..400 {
+        load = instance_load(&app).await;
+        if load == (json!(8), json!(CLIENTS)) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+    assert_eq!(load, (json!(8), json!(CLIENTS)), "8 calls run, 64 wait");
     assert_eq!(double.requests().len(), 8, "8 calls run at once");
-    // Once the other 64 are queued, one more is shed at once, with Retry-After. A try
-    // that times out was queued (the queue was not full yet) and gives up its place.
+    // One more is shed at once, with Retry-After.
     let probe = reqwest::Client::builder()
-        .timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let mut shed = None;
-    for _ in 0..30 {
-        match probe
-            .post(app.url("/api/v1/llm/generate"))
-            .json(&body())
-            .send()
-            .await
-        {
-            Ok(r) => {
-                shed = Some(r);
-                break;
-            }
-            Err(e) if e.is_timeout() => {}
-            Err(e) => panic!("{e}"),
-        }
-    }
+    let shed = probe
+        .post(app.url("/api/v1/llm/generate"))
+        .json(&body())
+        .send()
+        .await;
     let r = shed.expect("a call beyond 8 running and 64 queued is shed");
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"), "{:?}", r.headers());
@@ -140,15 +138,18 @@ async fn clients_that_give_up_while_queued_leave_no_place_taken() {
         let _ = q.await;
     }
     double.set(Behaviour::Normal);
-    let mut outstanding = Value::Null;
     for _ in 0..200 {
-        outstanding = outstanding_calls(&app).await;
-        if outstanding == 0 {
+        load = instance_load(&app).await;
+        if load == (json!(0), json!(0)) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert_eq!(outstanding, 0, "the abandoned calls let go of the instance");
+    assert_eq!(
+        load,
+        (json!(0), json!(0)),
+        "the abandoned calls let go of the instance and its queue"
+    );
     // The places they held in the queue are free again: 64 clients fit.
     assert_none_shed(&sustained(&app).await);
     app.stop().await;
