@@ -20,7 +20,7 @@
 #               (the 10-minute soak: --soak 600)
 #   --instructions N  instead of timing: user-space instructions per request of nginx
 #               (one worker) and the Desk under valgrind's callgrind, N requests at c=1
-#               after 300 to warm up. Deterministic (within 0.5 % between runs), so it
+#               after 300 to warm up. Nearly deterministic (within 1.5 % between runs), so it
 #               shows a change too small for this machine's timing noise. Needs valgrind.
 # MAX_QUEUE=n   the Desk's llm.providers.ollama.resilience.max_queue (default: the
 #               product's, 64; a build from before the storm fix needs e.g. 1024, see

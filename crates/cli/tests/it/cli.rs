@@ -205,16 +205,17 @@ fn sigterm_under_load_loses_no_usage_row() {
                 }
             }
         };
-        wait_for(SIGNAL_AFTER / 2).await;
+        wait_for(SIGNAL_AFTER - 4 * WORKERS).await;
         // Hold the database's write lock from here until after the signal, so rows are
         // still queued when the server stops (an idle writer would have caught up).
+        // Briefly: a writer kept waiting past its busy timeout (5 s) gives up a batch.
         let db = find_db(dir.path()).expect("the data folder holds sparklio-desk.db");
         let blocker = rusqlite::Connection::open(db).unwrap();
         blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
         wait_for(SIGNAL_AFTER).await;
         sigterm(&child);
         while workers.join_next().await.is_some() {}
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
         blocker.execute_batch("ROLLBACK").unwrap();
         answered.load(Ordering::SeqCst)
     });

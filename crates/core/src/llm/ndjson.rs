@@ -114,7 +114,7 @@ impl<S: Stream<Item = std::io::Result<Bytes>> + Unpin> LineReader<S> {
                 }
                 continue;
             }
-            let newline = self.rest.iter().position(|&b| b == b'\n');
+            let newline = memchr::memchr(b'\n', &self.rest);
             if self.skipping {
                 match newline {
                     Some(at) => {

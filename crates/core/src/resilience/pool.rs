@@ -714,7 +714,8 @@ mod tests {
             }
             other => panic!("{:?}", other.map(|l| l.instance.label())),
         }
-        assert!(started.elapsed() < Duration::from_millis(20));
+        // At once, not at the deadline (5 s); the bound leaves room for a loaded machine.
+        assert!(started.elapsed() < Duration::from_secs(1));
     }
 
     #[tokio::test]

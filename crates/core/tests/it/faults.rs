@@ -215,8 +215,10 @@ async fn refused_and_hung_ollama_fail_fast_and_the_breaker_answers_in_millisecon
         message.contains("ollama/main") && message.contains("breaker open"),
         "{message}"
     );
+    // Milliseconds in practice; the bounds here stay below CONTROL (1 s), which a wait on
+    // the hung instance would take, with room for a loaded machine.
     assert!(
-        took < Duration::from_millis(200),
+        took < Duration::from_millis(800),
         "breaker-open answer took {took:?}"
     );
     // Health and models answer from memory, not by waiting on the hung instance.
@@ -225,7 +227,7 @@ async fn refused_and_hung_ollama_fail_fast_and_the_breaker_answers_in_millisecon
         let (s, v) = app.get_json(path).await;
         assert_eq!(s, 200, "{path}");
         assert!(
-            started.elapsed() < Duration::from_millis(500),
+            started.elapsed() < Duration::from_millis(900),
             "{path}: {:?}",
             started.elapsed()
         );
@@ -261,7 +263,15 @@ async fn a_restart_mid_request_fails_that_request_and_the_next_ones_work() {
                 .status()
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The call is on the double (a restart before it arrived would not be mid-request).
+    let chat_arrived = || double.request_log().iter().any(|r| r.path == "/api/chat");
+    for _ in 0..400 {
+        if chat_arrived() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(chat_arrived(), "the call never reached the double");
     double.restart(Duration::from_millis(300)).await;
     let status = call.await.unwrap();
     assert!(status == 502 || status == 503 || status == 504, "{status}");
@@ -551,13 +561,13 @@ async fn refused_and_hung_comfyui_fail_fast_health_and_models_do_not_wait() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (s, _, took, v) = draw(&app, &image()).await;
     assert_eq!(s, 503, "{v}");
-    assert!(took < Duration::from_millis(200), "{took:?}");
+    assert!(took < Duration::from_millis(800), "{took:?}");
     for path in ["/api/v1/media/health", "/api/v1/media/models"] {
         let started = Instant::now();
         let (s, v) = app.get_json(path).await;
         assert_eq!(s, 200);
         assert!(
-            started.elapsed() < Duration::from_millis(500),
+            started.elapsed() < Duration::from_millis(900),
             "{path}: {:?} {v}",
             started.elapsed()
         );
@@ -605,7 +615,14 @@ async fn a_comfyui_restart_mid_job_is_resubmitted_once_or_lost_when_resubmission
                 (r.status().as_u16(), r.json::<Value>().await.unwrap())
             })
         };
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The job runs on ComfyUI (a restart before it was sent would lose nothing).
+        for _ in 0..400 {
+            if double.running_id().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(double.running_id().is_some(), "the job never started");
         // Queue and history emptied, as a real restart does.
         double.restart(Duration::from_millis(600)).await;
         let (s, v) = call.await.unwrap();

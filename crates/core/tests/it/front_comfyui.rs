@@ -264,7 +264,7 @@ async fn prompt_socket_history_and_view_through_the_front() {
     // Closing the client's socket closes the upstream one; the socket gets its usage row.
     ws.close(None).await.unwrap();
     let mut closed = false;
-    for _ in 0..100 {
+    for _ in 0..400 {
         if usage_rows(&app).await.iter().any(|r| {
             r["role"] == "front:comfyui"
                 && r["task"] == "ws"

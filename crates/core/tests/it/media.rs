@@ -448,7 +448,9 @@ async fn socket_drop_mid_job_falls_back_to_history() {
 #[tokio::test]
 async fn cancel_queued_and_running_jobs() {
     let double = ComfyDouble::start().await;
-    double.node_ms(400);
+    // Long enough that a is still running (and b queued) after the round trips below,
+    // also on a loaded machine.
+    double.node_ms(1000);
     let app = live(&double).await;
     let submit = |prompt: &str| {
         let mut body = diag(prompt, 64, 64);

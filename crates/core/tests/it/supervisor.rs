@@ -1050,7 +1050,7 @@ async fn a_restart_requested_at_each_point_of_an_automatic_recovery_restarts_onc
     use sparklio_core::supervisor::hooks::RecoveryPoint as P;
     let port = free_port();
     let toml = ServiceToml::new("racy", port)
-        .health(100, 300, 2)
+        .health(100, 1000, 3)
         .backoff(100, 100)
         .line("crash_loop = { restarts = 50, within_s = 60 }")
         .to_string();

@@ -163,14 +163,15 @@ async fn the_ollama_double_is_steered_through_its_control_port() {
     // Restart: refused, then back with nothing loaded.
     let r: Value = client
         .post(format!("{}/restart", double.control))
-        .json(&json!({"down_ms": 300}))
+        // Down long enough that the refusal is seen after the answer crossed processes.
+        .json(&json!({"down_ms": 2000}))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    assert_eq!(r["down_ms"], 300);
+    assert_eq!(r["down_ms"], 2000);
     assert!(tokio::net::TcpStream::connect(double.addr).await.is_err());
     let deadline = Instant::now() + PATIENCE;
     while tokio::net::TcpStream::connect(double.addr).await.is_err() {
