@@ -231,15 +231,6 @@ impl Drop for Lease {
     }
 }
 
-/// A half-open breaker's trial, taken for a call that is still waiting for a slot.
-struct TrialTaken<'a>(&'a Instance);
-
-impl Drop for TrialTaken<'_> {
-    fn drop(&mut self) {
-        self.0.give_back_trial();
-    }
-}
-
 /// A place in an instance's queue, given back however the wait ends: a slot, the
 /// deadline, or the call dropped while waiting (its client went away). A place not given
 /// back would count against `max_queue` for the life of the process: after a few clients
@@ -262,6 +253,27 @@ impl<'a> Queued<'a> {
 impl Drop for Queued<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How a call enters an instance: a slot at once (`None`: the instance has no limit),
+/// or a place in its queue.
+enum Entry<'a> {
+    Slot(Option<OwnedSemaphorePermit>),
+    Queued(Queued<'a>, Arc<Semaphore>),
+}
+
+/// A free slot, else a place in the queue if it has room. A call that finds a free slot
+/// never touches the queue's count (counted for a moment, it could make a queue of one
+/// look full to a call arriving on another thread).
+fn enter(inst: &Instance) -> Option<Entry<'_>> {
+    let Some(slots) = &inst.slots else {
+        return Some(Entry::Slot(None));
+    };
+    match slots.clone().try_acquire_owned() {
+        Ok(permit) => Some(Entry::Slot(Some(permit))),
+        Err(_) => Queued::try_join(&inst.waiting, inst.spec.max_queue)
+            .map(|q| Entry::Queued(q, slots.clone())),
     }
 }
 
@@ -392,81 +404,59 @@ impl Pool {
                 .then(load(a).0.cmp(&load(b).0))
                 .then(load(a).1.total_cmp(&load(b).1))
         });
-        let Some((inst, admission)) = candidates.into_iter().next() else {
-            if !busy.is_empty() && refused.is_empty() {
-                return Err(PickError::Overloaded {
-                    reason: format!(
-                        "every instance is busy and its queue full ({})",
-                        busy.join(", ")
-                    ),
-                    retry_after: Duration::from_secs(1),
-                });
-            }
-            refused.extend(busy.iter().map(|b| format!("{b}: busy, queue full")));
-            return Err(PickError::Unavailable {
-                reason: if refused.is_empty() {
-                    format!("provider {} has no instances", self.provider)
-                } else {
-                    refused.join("; ")
-                },
-                retry_after: retry,
-            });
+        // The best candidate with a free slot or room in its queue: another call may have
+        // filled the first one since the scan.
+        let Some((inst, admission, entry)) = candidates
+            .iter()
+            .find_map(|(inst, a)| enter(inst).map(|e| (*inst, a.clone(), e)))
+        else {
+            busy.extend(candidates.iter().map(|(i, _)| i.label()));
+            return Err(self.none_admits(refused, busy, retry));
         };
-        let trial = admission == Admission::Trial;
-        if trial {
-            // Take the trial for real (the state may have moved since we looked).
-            let mut b = inst.breaker.lock().unwrap_or_else(PoisonError::into_inner);
-            let (a, next) = breaker::admit(&b, Instant::now());
-            if let Admission::No {
-                reason,
-                retry_after,
-            } = a
-            {
-                return Err(PickError::Unavailable {
-                    reason: format!("{}: breaker open ({reason})", inst.label()),
-                    retry_after: Some(retry_after),
-                });
-            }
-            *b = next;
-        }
-        // A trial whose call never gets a slot (queue full, deadline, caller gone) is
-        // given back, so the next call can be the trial.
-        let trial_guard = trial.then(|| TrialTaken(inst));
-        let permit = match &inst.slots {
-            None => None,
-            // A call that finds a free slot never counts as queued: counted, it could
-            // make a call arriving on another thread at that instant see the queue full
-            // and shed it with room to spare.
-            Some(slots) => match slots.clone().try_acquire_owned() {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    let Some(queued) = Queued::try_join(&inst.waiting, inst.spec.max_queue) else {
+        let (permit, waited) = match entry {
+            Entry::Slot(permit) => (permit, false),
+            Entry::Queued(queued, slots) => {
+                let got = tokio::time::timeout_at(deadline.into(), slots.acquire_owned()).await;
+                drop(queued);
+                match got {
+                    Ok(Ok(p)) => (Some(p), true),
+                    _ => {
                         return Err(PickError::Overloaded {
-                            reason: format!("{} is busy and its queue full", inst.label()),
+                            reason: format!(
+                                "{} stayed busy until the request's deadline",
+                                inst.label()
+                            ),
                             retry_after: Duration::from_secs(1),
-                        });
-                    };
-                    let got =
-                        tokio::time::timeout_at(deadline.into(), slots.clone().acquire_owned())
-                            .await;
-                    drop(queued);
-                    match got {
-                        Ok(Ok(p)) => Some(p),
-                        _ => {
-                            return Err(PickError::Overloaded {
-                                reason: format!(
-                                    "{} stayed busy until the request's deadline",
-                                    inst.label()
-                                ),
-                                retry_after: Duration::from_secs(1),
-                            })
-                        }
+                        })
                     }
                 }
-            },
+            }
         };
-        // From here the lease owns the trial (and gives it back if dropped unreported).
-        std::mem::forget(trial_guard);
+        // The breaker is asked again with a slot in hand: a half-open instance's one
+        // trial is taken only by a call about to be sent (a trial held while queued
+        // would refuse every other call for that long), and a wait may have seen the
+        // instance fail.
+        let mut trial = false;
+        if admission != Admission::Yes || waited {
+            let mut b = inst.breaker.lock().unwrap_or_else(PoisonError::into_inner);
+            let (a, next) = breaker::admit(&b, Instant::now());
+            match a {
+                Admission::No {
+                    reason,
+                    retry_after,
+                } => {
+                    return Err(PickError::Unavailable {
+                        reason: format!("{}: breaker open ({reason})", inst.label()),
+                        retry_after: Some(retry_after),
+                    });
+                }
+                Admission::Trial => {
+                    *b = next;
+                    trial = true;
+                }
+                Admission::Yes => {}
+            }
+        }
         inst.outstanding.fetch_add(1, Ordering::Relaxed);
         inst.calls.fetch_add(1, Ordering::Relaxed);
         Ok(Lease {
@@ -476,6 +466,34 @@ impl Pool {
             reported: false,
             epoch: inst.epoch(),
         })
+    }
+
+    /// Why no instance takes the call: all busy with full queues (503 `OVERLOADED`),
+    /// or some down or open (unavailable).
+    fn none_admits(
+        &self,
+        mut refused: Vec<String>,
+        busy: Vec<String>,
+        retry: Option<Duration>,
+    ) -> PickError {
+        if !busy.is_empty() && refused.is_empty() {
+            return PickError::Overloaded {
+                reason: format!(
+                    "every instance is busy and its queue full ({})",
+                    busy.join(", ")
+                ),
+                retry_after: Duration::from_secs(1),
+            };
+        }
+        refused.extend(busy.iter().map(|b| format!("{b}: busy, queue full")));
+        PickError::Unavailable {
+            reason: if refused.is_empty() {
+                format!("provider {} has no instances", self.provider)
+            } else {
+                refused.join("; ")
+            },
+            retry_after: retry,
+        }
     }
 
     /// Probe every instance every `every`, each bounded by `timeout`: a timeout marks
@@ -787,18 +805,9 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_call_that_finds_a_free_slot_is_never_counted_as_queued() {
-        let pool = Pool::new("ollama", vec![spec("a", 2, 1)], BreakerConfig::default());
-        let none: Preference<'_> = &|_| 0;
-        let first = pool.acquire(none, later()).await.unwrap();
-        let second = pool.acquire(none, later()).await.unwrap();
-        assert_eq!(pool.get("a").unwrap().waiting.load(Ordering::Relaxed), 0);
-        drop((first, second));
-    }
-
-    #[tokio::test]
-    async fn a_trial_that_never_gets_a_slot_is_given_back() {
+    /// An instance whose breaker offers a trial, its one slot held by a call sent before
+    /// it failed.
+    async fn half_open_with_its_slot_taken() -> (Pool, Lease) {
         let cfg = BreakerConfig {
             open_for: Duration::from_millis(10),
             ..BreakerConfig::default()
@@ -808,19 +817,79 @@ mod tests {
         let held = pool.acquire(none, later()).await.unwrap();
         pool.get("a").unwrap().mark_wedged("probe timed out");
         tokio::time::sleep(Duration::from_millis(20)).await;
-        // The breaker lets one trial through; the slot stays taken until its deadline.
+        (pool, held)
+    }
+
+    #[tokio::test]
+    async fn a_call_waiting_for_a_slot_holds_no_trial() {
+        let (pool, held) = half_open_with_its_slot_taken().await;
+        let pool = Arc::new(pool);
+        let p2 = pool.clone();
+        let waiter = tokio::spawn(async move {
+            let none: Preference<'_> = &|_| 0;
+            p2.acquire(none, later()).await.map(|l| l.is_trial())
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(pool.get("a").unwrap().waiting.load(Ordering::Relaxed), 1);
+        assert!(
+            !matches!(
+                pool.get("a").unwrap().breaker(),
+                breaker::State::HalfOpen {
+                    trial_out: true,
+                    ..
+                }
+            ),
+            "the trial is still free while the call waits"
+        );
+        // With the slot, the call takes the trial.
+        drop(held);
+        assert!(
+            waiter.await.unwrap().expect("admitted"),
+            "sent as the trial"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_call_that_never_gets_a_slot_leaves_the_trial_to_the_next() {
+        let (pool, held) = half_open_with_its_slot_taken().await;
+        let none: Preference<'_> = &|_| 0;
+        // Queued, then out of time.
         let soon = Instant::now() + Duration::from_millis(20);
         assert!(matches!(
             pool.acquire(none, soon).await,
             Err(PickError::Overloaded { .. })
         ));
         drop(held);
-        // The next call is the trial (not refused for a trial that never ran).
         let lease = pool
             .acquire(none, later())
             .await
             .expect("the trial is free");
         assert!(lease.is_trial());
+    }
+
+    #[tokio::test]
+    async fn a_full_first_choice_sends_the_call_to_the_next_instance() {
+        let pool = Pool::new(
+            "ollama",
+            vec![spec("a", 1, 0), spec("b", 1, 0)],
+            BreakerConfig::default(),
+        );
+        // Every call prefers a; once a's one slot is taken, b takes the next.
+        let prefer_a: Preference<'_> = &|i: &Instance| u8::from(i.spec.name != "a");
+        let first = pool.acquire(prefer_a, later()).await.unwrap();
+        assert_eq!(first.instance.spec.name, "a");
+        let second = pool.acquire(prefer_a, later()).await.unwrap();
+        assert_eq!(second.instance.spec.name, "b");
+        match pool.acquire(prefer_a, later()).await {
+            Err(PickError::Overloaded { reason, .. }) => {
+                assert!(
+                    reason.contains("ollama/a") && reason.contains("ollama/b"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{:?}", other.map(|l| l.instance.label())),
+        }
+        drop((first, second));
     }
 
     #[tokio::test]
