@@ -261,14 +261,12 @@ async fn a_pull_already_running_is_joined_not_repeated() {
     let body = json!({"model": "llama3.2:1b"});
     let (first, second) = tokio::join!(post(&app, "/api/pull", body.clone()), async {
         // The second asks once the first pull is running on Ollama (it then trickles on).
-        let pulling = || double.request_log().iter().any(|r| r.path == "/api/pull");
-        for _ in 0..400 {
-            if pulling() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(pulling(), "the first pull never reached Ollama");
+        assert!(
+            double
+                .got_request_to("/api/pull", Duration::from_secs(4))
+                .await,
+            "the first pull never reached Ollama"
+        );
         post(&app, "/api/pull", body.clone()).await
     });
     assert_eq!(first.0, 200, "{}", first.2);

@@ -179,6 +179,22 @@ impl OllamaDouble {
     pub fn request_log(&self) -> Vec<ReceivedRequest> {
         self.faults().requests()
     }
+
+    /// Whether a request to `path` has arrived, waiting up to `patience` for one: a test
+    /// that acts on a request in flight (a restart, a second caller) waits for it to be
+    /// here rather than sleeping and hoping.
+    pub async fn got_request_to(&self, path: &str, patience: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            if self.request_log().iter().any(|r| r.path == path) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 fn router(state: Arc<DoubleState>) -> Router {
