@@ -6,5 +6,6 @@ mod comfyui;
 mod faults;
 mod fixed;
 mod ollama;
+mod ports;
 mod raw;
 mod rules;
