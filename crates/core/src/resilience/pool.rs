@@ -358,7 +358,6 @@ impl Pool {
         let now = Instant::now();
         let mut refused: Vec<String> = Vec::new();
         let mut retry: Option<Duration> = None;
-        let mut busy: Vec<String> = Vec::new();
         let mut candidates: Vec<(&Arc<Instance>, Admission)> = Vec::new();
         for inst in &self.instances {
             if skip.contains(&inst.spec.name) {
@@ -380,15 +379,8 @@ impl Pool {
                     refused.push(format!("{}: breaker open ({reason})", inst.label()));
                     retry = Some(retry.map_or(retry_after, |r| r.min(retry_after)));
                 }
-                a => {
-                    if inst.free_slots() == 0
-                        && inst.waiting.load(Ordering::Relaxed) >= inst.spec.max_queue
-                    {
-                        busy.push(inst.label());
-                    } else {
-                        candidates.push((inst, a));
-                    }
-                }
+                // Whether it has room is `enter`'s to find, with the slot or the place.
+                a => candidates.push((inst, a)),
             }
         }
         candidates.sort_by(|(a, _), (b, _)| {
@@ -410,7 +402,7 @@ impl Pool {
             .iter()
             .find_map(|(inst, a)| enter(inst).map(|e| (*inst, a.clone(), e)))
         else {
-            busy.extend(candidates.iter().map(|(i, _)| i.label()));
+            let busy = candidates.iter().map(|(i, _)| i.label()).collect();
             return Err(self.none_admits(refused, busy, retry));
         };
         let (permit, waited) = match entry {
