@@ -3,6 +3,7 @@
 #   direct   oha → the fixed-reply upstream (what the upstream itself costs)
 #   nginx    oha → nginx (Debian, plain reverse proxy, keep-alive upstream) → upstream
 #   desk     oha → Sparklio Desk POST /api/v1/llm/generate (live, Ollama provider) → upstream
+#   vllm     (with VLLM_ROUTER=1) oha → vLLM Router POST /v1/chat/completions → upstream
 # Non-streaming requests at c=1 (latency; overhead = target minus direct) and c=64
 # (requests/s), medians of ROUNDS rounds, plus CPU per request (/proc/<pid>/stat
 # deltas of the target's own processes), RSS (peak and now), and the Desk's usage log
@@ -29,6 +30,8 @@
 #               product's, 8 calls at once per instance, sized for a GPU; nginx has no
 #               such limit, and 64 lets all 64 clients' calls through at once as nginx does;
 #               0 = no limit)
+# PROFILE=name  the cargo profile built and measured (default dist, what ships; release is
+#               the quicker build of `cargo run --release`).
 # DESK_BIN=path measures another build of the Desk (e.g. the one before a change).
 # DESK_ENV="VAR=value ..." extra environment for the Desk only (e.g. TOKIO_WORKER_THREADS=1).
 # NGINX_KEEPALIVE=0 nginx as proxy_pass does by default: a new upstream connection per
@@ -36,6 +39,10 @@
 # NGINX_ACCESS_LOG=1 nginx writes its access log (Debian's default: the combined format,
 #               one write per request), as the Desk writes a usage row per request
 #               (default 0: access_log off, the faster floor).
+# VLLM_ROUTER=1 adds vLLM Router 0.1.17 (Rust, axum; the issue's fastest other gateway) as a
+#               fourth target, sent the same messages as an OpenAI chat request, its upstream
+#               answering them in OpenAI's format. Installed on first use with pip into
+#               VLLM_ROUTER_VENV (default ~/.cache/sparklio-bench/vllm-router-0.1.17, ~130 MB).
 # DASHBOARD=1   a dashboard stays open on the Desk for the whole run (its live stream,
 #               /api/v1/stream: a snapshot with the last five minutes' figures every 2 s),
 #               as when the owner watches the tray window during load.
@@ -72,11 +79,25 @@ oha_help=$(oha --help)
 if grep -q -- '--output-format' <<<"$oha_help"; then OHA_JSON=(--output-format json); else OHA_JSON=(-j); fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$NGINX" ] || { echo "nginx missing: apt-get install -y nginx" >&2; exit 1; }
-if [ "$BUILD" = 1 ]; then
-  (cd "$root" && cargo build --release -q -p sparklio-desk -p sparklio-testkit)
+targets=(direct nginx desk)
+if [ "${VLLM_ROUTER:-0}" = 1 ]; then
+  VLLM_ROUTER_VENV=${VLLM_ROUTER_VENV:-$HOME/.cache/sparklio-bench/vllm-router-0.1.17}
+  if [ ! -x "$VLLM_ROUTER_VENV/bin/vllm-router" ]; then
+    echo "installing vllm-router 0.1.17 into $VLLM_ROUTER_VENV"
+    python3 -m venv "$VLLM_ROUTER_VENV"
+    "$VLLM_ROUTER_VENV/bin/pip" install -q vllm-router==0.1.17
+  fi
+  targets+=(vllm)
 fi
-DESK=${DESK_BIN:-$target_dir/release/sparklio-desk}
-KIT=$target_dir/release/sparklio-testkit
+# The shipped build (the dist profile: fat LTO, one codegen unit); PROFILE=release for the
+# quicker one.
+PROFILE=${PROFILE:-dist}
+if [ "$BUILD" = 1 ]; then
+  (cd "$root" && cargo build --profile "$PROFILE" -q -p sparklio-desk -p sparklio-testkit)
+fi
+profile_dir=$target_dir/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
+DESK=${DESK_BIN:-$profile_dir/sparklio-desk}
+KIT=$profile_dir/sparklio-testkit
 
 work=$(mktemp -d /tmp/bench-gateway.XXXXXX)
 pids=()
@@ -136,13 +157,40 @@ json.dump(reqs[-1]["body"], open(sys.argv[1], "w"), ensure_ascii=False)
 curl -sf -H 'content-type: application/json' --data-binary @"$work/upstream.json" \
   "http://127.0.0.1:$dbl_port/api/chat" > "$work/chat.ndjson"
 for p in tags version ps; do curl -sf "http://127.0.0.1:$dbl_port/api/$p" > "$work/$p.json"; done
+# The same call in OpenAI's format, for vLLM Router: the Desk's messages and options, and
+# the double's answer (its content and token counts) as one chat completion.
+python3 - "$work" <<'PY'
+import json, sys
+work = sys.argv[1]
+up = json.load(open(f"{work}/upstream.json"))
+opts = up.get("options", {})
+request = {"model": up["model"], "messages": up["messages"], "stream": False,
+           "temperature": opts.get("temperature", 0.8), "top_p": opts.get("top_p", 1.0),
+           "max_tokens": opts.get("num_predict", 2000)}
+if up.get("format") == "json":
+    request["response_format"] = {"type": "json_object"}
+json.dump(request, open(f"{work}/openai-request.json", "w"), ensure_ascii=False)
+lines = [json.loads(l) for l in open(f"{work}/chat.ndjson") if l.strip()]
+content = "".join(l.get("message", {}).get("content", "") for l in lines)
+done = lines[-1]
+usage = {"prompt_tokens": done.get("prompt_eval_count", 0), "completion_tokens": done.get("eval_count", 0)}
+usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+reply = {"id": "chatcmpl-bench", "object": "chat.completion", "created": 1763287200, "model": up["model"],
+         "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+         "usage": usage}
+json.dump(reply, open(f"{work}/chat-completion.json", "w"))
+json.dump({"object": "list", "data": [{"id": up["model"], "object": "model", "created": 0, "owned_by": "bench"}]},
+          open(f"{work}/models.json", "w"))
+PY
 kill "$rec_pid" "$dbl_pid"; wait "$rec_pid" "$dbl_pid" 2>/dev/null || true
 
 # 2. The fixed-reply upstream, nginx in front of it, the Desk in front of it.
 up_port=$(free_port); ng_port=$(free_port); desk_port=$(free_port)
 "$KIT" fixed --port "$up_port" --reply "/api/chat=$work/chat.ndjson" \
   --reply "/api/tags=$work/tags.json" --reply "/api/version=$work/version.json" \
-  --reply "/api/ps=$work/ps.json" > "$work/upstream.log" 2>&1 &
+  --reply "/api/ps=$work/ps.json" --reply "/v1/chat/completions=$work/chat-completion.json" \
+  --reply "/v1/models=$work/models.json" --reply "/health=$work/version.json" \
+  > "$work/upstream.log" 2>&1 &
 up_pid=$!; pids+=("$up_pid")
 wait_port "$up_port"
 
@@ -234,6 +282,14 @@ desk_config "$desk_port" "http://127.0.0.1:$up_port" "$work/desk-data" > "$work/
 env ${DESK_ENV:-} GENERATOR_MODE=live "$DESK" --config "$work/desk.toml" serve > "$work/desk.log" 2>&1 &
 desk_pid=$!; pids+=("$desk_pid")
 wait_port "$desk_port"
+if [ "${VLLM_ROUTER:-0}" = 1 ]; then
+  vllm_port=$(free_port)
+  # Its defaults otherwise (the cache-aware policy, info logs, its own limits).
+  "$VLLM_ROUTER_VENV/bin/vllm-router" --host 127.0.0.1 --port "$vllm_port" \
+    --worker-urls "http://127.0.0.1:$up_port" > "$work/vllm-router.log" 2>&1 &
+  vllm_pid=$!; pids+=("$vllm_pid")
+  wait_port "$vllm_port"
+fi
 if [ "${DASHBOARD:-0}" = 1 ]; then
   curl -sN "http://127.0.0.1:$desk_port/api/v1/stream" > "$work/dashboard.sse" 2>&1 &
   pids+=("$!")
@@ -243,12 +299,15 @@ fi
 url_direct="http://127.0.0.1:$up_port/api/chat"
 url_nginx="http://127.0.0.1:$ng_port/api/chat"
 url_desk="http://127.0.0.1:$desk_port/api/v1/llm/generate"
+url_vllm="http://127.0.0.1:${vllm_port:-0}/v1/chat/completions"
 body_direct=$work/upstream.json; body_nginx=$work/upstream.json; body_desk=$work/gateway.json
+body_vllm=$work/openai-request.json
 procs() {
   case "$1" in
     direct) echo "$up_pid" ;;
     nginx) echo "$ng_pid $(pgrep -P "$ng_pid" | tr '\n' ' ')" ;;
     desk) echo "$desk_pid" ;;
+    vllm) echo "$vllm_pid $(pgrep -P "$vllm_pid" | tr '\n' ' ')" ;;
   esac
 }
 ticks() { local t=0; for p in $(procs "$1"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
@@ -281,7 +340,7 @@ PY
 }
 
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) CPUs), $(oha --version), $("$NGINX" -v 2>&1)"
-for t in direct nginx desk; do # warm-up
+for t in "${targets[@]}"; do # warm-up
   oha --no-tui "${OHA_JSON[@]}" -n 2000 -c 16 -m POST -H 'content-type: application/json' \
     -D "$(eval echo "\$body_$t")" "$(eval echo "\$url_$t")" > "$work/warmup-$t.json"
 done
@@ -292,29 +351,33 @@ desk_total=$(desk_answers "$work/warmup-desk.json")
 for r in $(seq "$ROUNDS"); do
   echo "round $r"
   for c in 1 64; do
-    for t in direct nginx desk; do run "$t" "$c"; done
+    for t in "${targets[@]}"; do run "$t" "$c"; done
   done
 done
 
-declare -A peak now anon
-for t in direct nginx desk; do
-  peak[$t]=$(rss_kb "$t" VmHWM); now[$t]=$(rss_kb "$t" VmRSS); anon[$t]=$(rss_kb "$t" RssAnon)
+memory=()
+for t in "${targets[@]}"; do
+  memory+=("$t" "$(rss_kb "$t" VmHWM)" "$(rss_kb "$t" VmRSS)" "$(rss_kb "$t" RssAnon)")
 done
 
 echo
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
-python3 - "$work/results" "${peak[direct]}" "${peak[nginx]}" "${peak[desk]}" "${now[direct]}" "${now[nginx]}" "${now[desk]}" "${anon[direct]}" "${anon[nginx]}" "${anon[desk]}" <<'PY'
+python3 - "$work/results" "${memory[@]}" <<'PY'
 import sys, statistics as st
 rows = [l.split() for l in open(sys.argv[1])]
-peak = dict(zip(["direct", "nginx", "desk"], map(int, sys.argv[2:5])))
-now = dict(zip(["direct", "nginx", "desk"], map(int, sys.argv[5:8])))
-anon = dict(zip(["direct", "nginx", "desk"], map(int, sys.argv[8:11])))
+# target, peak, now, anonymous (kB), four at a time
+m = sys.argv[2:]
+peak, now, anon = ({m[i]: int(m[i + k]) for i in range(0, len(m), 4)} for k in (1, 2, 3))
 def med(t, c, i):
     return st.median(float(r[i]) for r in rows if r[0] == t and int(r[1]) == c)
 base50, base99 = med("direct", 1, 2), med("direct", 1, 3)
 print("| target | overhead p50 / p99 at c=1 | requests/s at c=64 | RSS peak / after (anonymous) | CPU per request (c=64) |")
 print("|---|---|---|---|---|")
-for t, name in [("direct", "fixed-reply upstream alone"), ("nginx", "nginx reverse proxy"), ("desk", "Sparklio Desk /api/v1/llm/generate")]:
+names = [("direct", "fixed-reply upstream alone"), ("nginx", "nginx reverse proxy"),
+         ("desk", "Sparklio Desk /api/v1/llm/generate"), ("vllm", "vLLM Router 0.1.17 /v1/chat/completions")]
+for t, name in names:
+    if t not in peak:
+        continue
     if t == "direct":
         lat = f"{base50:.3f} / {base99:.3f} ms (latency itself)"
     else:
@@ -322,6 +385,8 @@ for t, name in [("direct", "fixed-reply upstream alone"), ("nginx", "nginx rever
     print(f"| {name} | {lat} | {med(t, 64, 4):,.0f} | {peak[t] / 1024:.0f} / {now[t] / 1024:.0f} ({anon[t] / 1024:.0f}) MB | {med(t, 64, 5):.3f} ms |")
 ratio = med("desk", 64, 4) / med("nginx", 64, 4)
 print(f"\nDesk / nginx requests/s at c=64: {ratio:.2f}")
+if "vllm" in peak:
+    print(f"Desk / vLLM Router requests/s at c=64: {med('desk', 64, 4) / med('vllm', 64, 4):.2f}")
 PY
 
 # What the dashboard asks every 2 s: the last five minutes' figures.

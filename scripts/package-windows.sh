@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds the Windows installer and the portable zip from Linux, offline, into dist/:
 #
-#   bash scripts/package-windows.sh              # release build (what the owner installs)
-#   bash scripts/package-windows.sh --debug      # from the debug build (quicker; for tests)
+#   bash scripts/package-windows.sh              # the dist build (what the owner installs:
+#                                                # fat LTO, one codegen unit)
+#   bash scripts/package-windows.sh --release    # from the release build (thin LTO, quicker)
+#   bash scripts/package-windows.sh --debug      # from the debug build (quickest; for tests)
 #   bash scripts/package-windows.sh --no-build   # package what is already built
 #
 #   dist/Sparklio-Desk-<version>-setup.exe          NSIS, per-user, no admin
@@ -18,10 +20,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 TARGET_TRIPLE=x86_64-pc-windows-gnu
-PROFILE=release
+PROFILE=dist
 BUILD=1
 for arg in "$@"; do
     case $arg in
+    --release) PROFILE=release ;;
     --debug) PROFILE=debug ;;
     --no-build) BUILD=0 ;;
     *) echo "unknown argument $arg" >&2; exit 2 ;;
@@ -33,7 +36,7 @@ VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 DIST=$ROOT/dist
 STAGE=$TARGET/windows-package/$PROFILE/stage
 NAME="Sparklio-Desk-$VERSION"
-SUFFIX=$([[ $PROFILE == release ]] && echo "" || echo "-$PROFILE")
+SUFFIX=$([[ $PROFILE == dist ]] && echo "" || echo "-$PROFILE")
 SETUP=$DIST/$NAME$SUFFIX-setup.exe
 ZIP=$DIST/$NAME$SUFFIX-portable.zip
 PY=/usr/bin/python3
@@ -44,7 +47,7 @@ done
 
 T0=$SECONDS
 if ((BUILD)); then
-    flag=$([[ $PROFILE == release ]] && echo --release || echo "")
+    flag=$([[ $PROFILE == debug ]] && echo "" || echo "--profile $PROFILE")
     echo "==== cargo build $flag --target $TARGET_TRIPLE -p sparklio-desk -p sparklio-desk-app"
     # shellcheck disable=SC2086
     cargo build --locked $flag --target $TARGET_TRIPLE -p sparklio-desk -p sparklio-desk-app

@@ -84,8 +84,10 @@ fn workspace_binary(package: &str, bin: &str) -> PathBuf {
 }
 
 /// A `[[services]]` block that runs the test service on `port` under the supervisor,
-/// with its health URL. Defaults: probes every 200 ms (300 ms timeout, 3 failures),
-/// backoff 100–400 ms, 1.5 s to stop.
+/// with its health URL. Defaults: probes every 200 ms (1 s timeout, 3 failures),
+/// backoff 100–400 ms, 1.5 s to stop. The probe timeout is long enough that a test machine
+/// stalled for a second does not restart a healthy service; a hang is still found within
+/// about 4 s.
 ///
 /// ```no_run
 /// let toml = sparklio_testkit::ServiceToml::new("svc", 9000)
@@ -111,7 +113,7 @@ impl ServiceToml {
             name: name.to_string(),
             port,
             args: Vec::new(),
-            health: (200, 300, 3),
+            health: (200, 1000, 3),
             backoff: Some((100, 400)),
             stop_timeout_ms: Some(1500),
             lines: Vec::new(),

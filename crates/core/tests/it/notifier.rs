@@ -18,7 +18,7 @@ fn crashing_service(name: &str, exit_after_ms: u64, crash_loop: &str) -> String 
             "--exit-code",
             "3",
         ])
-        .health(100, 300, 3)
+        .health(100, 1000, 3)
         .backoff(100, 200)
         .line(format!("crash_loop = {crash_loop}"))
         .to_string()
