@@ -80,7 +80,10 @@ if grep -q -- '--output-format' <<<"$oha_help"; then OHA_JSON=(--output-format j
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$NGINX" ] || { echo "nginx missing: apt-get install -y nginx" >&2; exit 1; }
 targets=(direct nginx desk)
-if [ "${VLLM_ROUTER:-0}" = 1 ]; then
+# vLLM Router is timed only (--instructions counts nginx and the Desk).
+WITH_VLLM=0
+if [ "${VLLM_ROUTER:-0}" = 1 ] && [ "$INSTRUCTIONS" -eq 0 ]; then WITH_VLLM=1; fi
+if [ "$WITH_VLLM" = 1 ]; then
   VLLM_ROUTER_VENV=${VLLM_ROUTER_VENV:-$HOME/.cache/sparklio-bench/vllm-router-0.1.17}
   if [ ! -x "$VLLM_ROUTER_VENV/bin/vllm-router" ]; then
     echo "installing vllm-router 0.1.17 into $VLLM_ROUTER_VENV"
@@ -282,7 +285,7 @@ desk_config "$desk_port" "http://127.0.0.1:$up_port" "$work/desk-data" > "$work/
 env ${DESK_ENV:-} GENERATOR_MODE=live "$DESK" --config "$work/desk.toml" serve > "$work/desk.log" 2>&1 &
 desk_pid=$!; pids+=("$desk_pid")
 wait_port "$desk_port"
-if [ "${VLLM_ROUTER:-0}" = 1 ]; then
+if [ "$WITH_VLLM" = 1 ]; then
   vllm_port=$(free_port)
   # Its defaults otherwise (the cache-aware policy, info logs, its own limits).
   "$VLLM_ROUTER_VENV/bin/vllm-router" --host 127.0.0.1 --port "$vllm_port" \

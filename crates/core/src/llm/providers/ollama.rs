@@ -22,6 +22,7 @@ use crate::resilience::{Instance, Lease, Outcome, PickError, Pool, ProbeError, P
 use crate::runtime::ProviderBoard;
 use crate::upstream::{Http1Client, Http1Response, SendError};
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::FutureExt;
 use reading::{read_answer, Limits, Pieces};
 use serde::Serialize;
@@ -125,6 +126,19 @@ impl OllamaProvider {
             tools: call.tools.as_ref(),
             keep_alive: self.keep_alive.as_deref(),
         }
+    }
+
+    /// The `/api/chat` request's body, asking for the answer line by line (`reading`).
+    fn chat_body(&self, call: &LlmCall) -> Result<Bytes, ProviderError> {
+        // Sized for a typical chat body (two prompts), so it is not regrown on the way.
+        let mut body = Vec::with_capacity(2048);
+        serde_json::to_writer(&mut body, &self.body(call, true)).map_err(|e| {
+            ProviderError::new(
+                FailureKind::Upstream,
+                format!("the request to ollama could not be built: {e}"),
+            )
+        })?;
+        Ok(body.into())
     }
 
     /// An instance's connections, made once (not for every call).
@@ -250,6 +264,7 @@ impl OllamaProvider {
         &self,
         lease: &Lease,
         call: &LlmCall,
+        body: Bytes,
     ) -> Result<Http1Response, (ProviderError, Outcome)> {
         let inst = &lease.instance;
         let first_byte = self.first_byte_limit(call);
@@ -257,14 +272,9 @@ impl OllamaProvider {
             let chat = self
                 .upstream(inst)
                 .map_err(|why| self.transport_error(inst, &SendError::NotSent(why)))?;
-            // Sized for a typical chat body (two prompts), so it is not regrown on the way.
-            let mut body = Vec::with_capacity(2048);
-            serde_json::to_writer(&mut body, &self.body(call, true)).map_err(|e| {
-                self.transport_error(inst, &SendError::NotSent(format!("request not built: {e}")))
-            })?;
             let resp = chat
                 .client
-                .post_json(&chat.chat_uri, body.into())
+                .post_json(&chat.chat_uri, body)
                 .await
                 .map_err(|e| self.transport_error(inst, &e))?;
             if !resp.status().is_success() {
@@ -285,6 +295,9 @@ impl OllamaProvider {
 
     /// Pick an instance and start the call there (another if it refused).
     async fn start(&self, call: &LlmCall) -> Result<(Lease, Http1Response), ProviderError> {
+        // Built once, before a slot is taken: the slot is held for the instance's work
+        // only, and a second instance is sent the same bytes.
+        let body = self.chat_body(call)?;
         let mut attempts = Attempts::new(Vec::new());
         loop {
             let lease = match self
@@ -294,7 +307,7 @@ impl OllamaProvider {
                 Ok(l) => l,
                 Err(e) => return Err(attempts.exhausted(e)),
             };
-            match self.begin(&lease, call).await {
+            match self.begin(&lease, call, body.clone()).await {
                 Ok(resp) => return Ok((lease, resp)),
                 Err((e, outcome)) => {
                     if let Some(e) = attempts.failed(lease, e, outcome) {
