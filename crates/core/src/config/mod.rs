@@ -729,6 +729,10 @@ pub struct MediaConfig {
     pub tasks: BTreeMap<String, MediaTaskConfig>,
     /// `options.aspect_ratio` ("16:9") to `[width, height]`.
     pub aspect_ratios: BTreeMap<String, [u32; 2]>,
+    /// Workflow names callers send (`product_shot_v1`, the design's) to the workflow that
+    /// draws them. A name neither here nor loaded is still refused (a typo is not
+    /// silently drawn with another graph).
+    pub workflow_aliases: BTreeMap<String, String>,
     /// Most images one request may ask for (`options.count`).
     pub max_count: u32,
     /// Largest width or height accepted.
@@ -756,6 +760,7 @@ impl Default for MediaConfig {
             kinds: BTreeMap::new(),
             tasks: BTreeMap::new(),
             aspect_ratios: BTreeMap::new(),
+            workflow_aliases: BTreeMap::new(),
             max_count: 4,
             max_side: 4096,
             max_pixels: 4096 * 4096,

@@ -515,6 +515,14 @@ fn validate_media(config: &Config, p: &mut Vec<Problem>) {
             ));
         }
     }
+    for (alias, target) in &m.workflow_aliases {
+        if target.trim().is_empty() {
+            p.push(Problem::new(
+                format!("media.workflow_aliases.{alias}"),
+                "must name a workflow",
+            ));
+        }
+    }
     if m.max_count == 0 {
         p.push(Problem::new("media.max_count", "must be at least 1"));
     }

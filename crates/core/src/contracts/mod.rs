@@ -335,6 +335,20 @@ pub fn resolve(
         if !schema.is_object() {
             return Err(BadSchema("must be a JSON Schema object".into()));
         }
+        let (nodes, depth) = extent(schema);
+        if depth > MAX_SCHEMA_DEPTH || nodes > MAX_SCHEMA_NODES {
+            return Err(BadSchema(format!(
+                "is too large to check answers against ({nodes} objects and lists, nested \
+                 {depth} deep; at most {MAX_SCHEMA_NODES} and {MAX_SCHEMA_DEPTH})"
+            )));
+        }
+        let least = least_answer(schema, 0);
+        if least > MAX_LEAST_ANSWER {
+            return Err(BadSchema(format!(
+                "asks for an answer of at least {least} values and characters; the most a \
+                 request may ask for is {MAX_LEAST_ANSWER} (lower minItems or minLength)"
+            )));
+        }
         let mut schema = schema.clone();
         if schema.get("title").is_none() {
             schema["title"] = Value::String(format!("{role}/{task} (request)"));
@@ -351,6 +365,81 @@ pub fn resolve(
         return Ok(Some(ContractRef::Request(Arc::new(c))));
     }
     Ok(contract_for(role, task).map(ContractRef::Builtin))
+}
+
+/// How deep a request's schema may nest (JSON levels: `properties` and the property's
+/// schema are two) and how many objects and lists it may hold. Compiling a schema checks
+/// it against the JSON Schema meta-schema, and that costs more than linearly with depth
+/// (a 40-level chain took 1 s of a debug build's CPU): without a bound one request body
+/// could hold a connection thread for minutes. Answer schemas are a few levels deep.
+pub const MAX_SCHEMA_DEPTH: usize = 32;
+pub const MAX_SCHEMA_NODES: usize = 2000;
+
+/// The objects and lists in `v`, and how deep they nest (iterative: a body's nesting is
+/// bounded by serde_json, but not this function's stack).
+fn extent(v: &Value) -> (usize, usize) {
+    let (mut nodes, mut deepest) = (0, 0);
+    let mut stack = vec![(v, 1usize)];
+    while let Some((v, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Object(m) => Box::new(m.values()),
+            Value::Array(a) => Box::new(a.iter()),
+            _ => continue,
+        };
+        nodes += 1;
+        deepest = deepest.max(depth);
+        stack.extend(children.map(|c| (c, depth + 1)));
+    }
+    (nodes, deepest)
+}
+
+/// The largest answer a request's schema may demand (values plus characters): far above
+/// what a model writes within any `max_tokens`, far below what would stall a thread or
+/// exhaust memory when the mock (or the validator) builds or walks it.
+pub const MAX_LEAST_ANSWER: u64 = 1_000_000;
+
+/// The size of the smallest answer `schema` accepts, counted as the mock fills it (every
+/// property, the first of `anyOf`/`oneOf`/`allOf`): `minItems` multiplies down the
+/// nesting, so `{"minItems": 1e6, "items": {"minItems": 1e6}}` is caught though each
+/// number alone looks harmless. Saturating: an absurd schema counts as `u64::MAX`.
+pub fn least_answer(schema: &Value, depth: usize) -> u64 {
+    // serde_json refuses documents nested deeper than 128, so this recursion is bounded.
+    if depth > 128 {
+        return u64::MAX;
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        if let Some(first) = schema
+            .get(key)
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+        {
+            return least_answer(first, depth + 1);
+        }
+    }
+    let mut size: u64 = 1;
+    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+        for s in props.values() {
+            size = size.saturating_add(least_answer(s, depth + 1));
+        }
+    }
+    if let Some(min) = schema.get("minItems").and_then(count) {
+        let each = schema
+            .get("items")
+            .filter(|i| i.is_object())
+            .map_or(1, |i| least_answer(i, depth + 1));
+        size = size.saturating_add(min.saturating_mul(each));
+    }
+    if let Some(min) = schema.get("minLength").and_then(count) {
+        size = size.saturating_add(min);
+    }
+    size
+}
+
+/// A schema's count (`minItems`, `minLength`), also when written as a float (`1e9`).
+fn count(v: &Value) -> Option<u64> {
+    // `as u64` saturates: 1e300 counts as u64::MAX.
+    v.as_u64()
+        .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
 }
 
 /// Every contract, in a stable order.

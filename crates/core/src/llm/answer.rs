@@ -66,6 +66,9 @@ impl Serialize for Output {
     }
 }
 
+/// Every key is always written (null or empty when it does not apply): mock and live
+/// answers must have the same keys, and a client's strict model must not meet a key only
+/// on the day a fallback answers.
 #[derive(Debug, Clone, Serialize)]
 pub struct AnswerMeta {
     pub role: String,
@@ -88,19 +91,15 @@ pub struct AnswerMeta {
     pub schema_repaired: bool,
     /// Where the contract came from (json mode): `builtin`, `request_schema`
     /// (`options.output_schema`) or `request_structure` (`_output_structure`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub contract: Option<crate::contracts::Source>,
     /// Fields normalised to the contract's shape (JSON pointers): a text where a list is
     /// described became a list of one, a score `"8/10"` became 8.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub normalised: Vec<String>,
     pub provider_latency_ms: f64,
     pub model_info: ModelInfo,
     /// When a configured fallback answered: the provider and model that failed first.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback_from: Option<Attempt>,
     /// Every target tried before the one that answered, in order.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<Attempt>,
 }
 

@@ -109,6 +109,17 @@ impl Error {
         self
     }
 
+    /// Names the provider and the model (workflow) the request went to, null when not
+    /// known yet: the contract's error carries both, and callers read them unconditionally.
+    pub fn naming(mut self, provider: Option<&str>, model: Option<&str>) -> Self {
+        for (key, value) in [("provider", provider), ("model", model)] {
+            self.details
+                .entry(key)
+                .or_insert_with(|| value.map_or(Value::Null, Value::from));
+        }
+        self
+    }
+
     pub fn validation(field: &str, message: impl Into<String>) -> Self {
         Self::new(
             ErrorKind::Validation,

@@ -32,6 +32,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The longest `request_id` a request may bring (as on the LLM side).
+pub const MAX_REQUEST_ID: usize = 128;
 pub struct MediaGateway {
     /// Providers, `[media]` tables and the ComfyUI front: replaced whole by a reload.
     setup: Arc<ArcSwap<setup::MediaSetup>>,
@@ -166,22 +168,31 @@ impl MediaGateway {
         self.setup().mock.clone()
     }
 
-    /// The provider a request goes to: mock mode → the mock; live → the named one
-    /// (`auto` or none = `media.default_provider`).
+    /// The provider a request goes to, and the one whose workflows it is checked against:
+    /// live → the named one (`auto` or none = `media.default_provider`) for both; mock
+    /// mode → the mock draws, but the name and the workflow are judged as live would
+    /// judge them, so a request mock mode accepts is one live mode accepts (a backend's
+    /// mock suite must not pass requests its live run refuses).
     pub fn choose(
         &self,
         mode: GeneratorMode,
         requested: Option<&str>,
-    ) -> Result<SharedProvider, Error> {
+    ) -> Result<(SharedProvider, SharedProvider), Error> {
         let setup = self.setup();
-        if mode == GeneratorMode::Mock {
-            return Ok(setup.mock.clone());
-        }
-        let name = match requested {
-            None | Some("auto" | "") => setup.config.default_provider.as_str(),
-            Some(n) => n,
+        let named = match requested {
+            None | Some("auto" | "") => None,
+            Some(n) => Some(n),
         };
-        setup.providers.get(name).cloned().ok_or_else(|| {
+        let name = named.unwrap_or(setup.config.default_provider.as_str());
+        let live = setup.providers.get(name).cloned();
+        if mode == GeneratorMode::Mock {
+            // Zero setup: with no live provider configured, the mock's own workflows.
+            if live.is_some() || named.is_none() {
+                let catalog = live.unwrap_or_else(|| setup.mock.clone());
+                return Ok((setup.mock.clone(), catalog));
+            }
+        }
+        live.map(|p| (p.clone(), p)).ok_or_else(|| {
             Error::validation(
                 "provider",
                 format!(
@@ -205,6 +216,18 @@ impl MediaGateway {
         ctx: MediaRequestCtx,
     ) -> Result<Generated, Error> {
         let started = Instant::now();
+        // Checked before anything records it: the id goes into usage rows and logs.
+        if req
+            .request_id
+            .as_ref()
+            .is_some_and(|id| id.len() > MAX_REQUEST_ID)
+        {
+            return Err(Error::validation(
+                "request_id",
+                format!("at most {MAX_REQUEST_ID} characters"),
+            )
+            .naming(None, None));
+        }
         // `options.mock = true` switches this one request to the mock, as on the LLM side.
         let mode = self
             .links
@@ -216,9 +239,14 @@ impl MediaGateway {
             Err(e) => {
                 self.record_rejected(&req, &ctx, mode, spec_seen.as_ref(), &e, started)
                     .await;
-                return Err(e);
+                let seen = spec_seen.as_ref();
+                return Err(e.naming(
+                    seen.map(|s| s.provider.as_str()),
+                    seen.map(|s| s.workflow.as_str()),
+                ));
             }
         };
+        let named = |e: Error| e.naming(Some(&spec.provider), Some(&spec.workflow));
         // A caller that waits for the image and goes away takes the job with it.
         let job_id = rx.borrow().job_id.clone();
         let abandon = (!ctx.run_async).then(|| CancelOnDrop {
@@ -243,13 +271,13 @@ impl MediaGateway {
                 .error
                 .as_ref()
                 .map_or_else(|| Error::internal("job failed"), Error::from_json);
-            return Err(e.with("job_id", view.job_id.clone()));
+            return Err(named(e.with("job_id", view.job_id.clone())));
         }
         if !run_async && view.status != jobs::JobStatus::Succeeded {
-            return Err(
+            return Err(named(
                 Error::new(ErrorKind::Timeout, "the job did not finish in time")
                     .with("job_id", view.job_id.clone()),
-            );
+            ));
         }
         if let Some(mut guard) = abandon {
             guard.job_id = None;
@@ -287,14 +315,20 @@ impl MediaGateway {
                 crate::gateway::PAUSED_MESSAGE,
             ));
         }
-        let provider = self.choose(mode, req.provider.as_deref())?;
+        let (provider, catalog) = self.choose(mode, req.provider.as_deref())?;
         let setup = self.setup();
+        // A mock provider named in live mode answers mock data, and says so.
+        let generator_mode = if provider.kind() == "mock" {
+            GeneratorMode::Mock
+        } else {
+            mode
+        };
         let spec = resolve(
             req,
             ResolveContext {
                 config: &setup.config,
                 provider: provider.name().to_string(),
-                generator_mode: mode.as_str(),
+                generator_mode: generator_mode.as_str(),
                 request_id: ctx.request_id.clone(),
                 caller: ctx.requester.client.clone(),
                 key_id: ctx.requester.key_id.clone(),
@@ -307,7 +341,7 @@ impl MediaGateway {
         )?;
         // Parameters the workflow does not have are not reported as used.
         let mut spec = spec;
-        if let Some(wf) = provider.workflows().get(&spec.workflow) {
+        if let Some(wf) = catalog.workflows().get(&spec.workflow) {
             // The mock draws on no GPU.
             if provider.kind() != "mock" {
                 spec.vram_mb = wf.vram_mb;
@@ -320,13 +354,13 @@ impl MediaGateway {
             }
         }
         *spec_seen = Some(spec.clone());
-        if provider.workflows().get(&spec.workflow).is_none() {
+        if catalog.workflows().get(&spec.workflow).is_none() {
             return Err(Error::validation(
                 "options.workflow",
                 format!(
                     "{:?} is not a workflow (have: {})",
                     spec.workflow,
-                    provider.workflows().names().join(", ")
+                    catalog.workflows().names().join(", ")
                 ),
             ));
         }
@@ -531,6 +565,7 @@ impl MediaGateway {
             kinds: setup.config.kinds.clone(),
             tasks: setup.config.tasks.clone(),
             aspect_ratios: setup.config.aspect_ratios.clone(),
+            workflow_aliases: setup.config.workflow_aliases.clone(),
         }
     }
 

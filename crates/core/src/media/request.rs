@@ -219,10 +219,10 @@ pub fn resolve(req: &GenerateRequest, ctx: ResolveContext<'_>) -> Result<ImageSp
         provider: ctx.provider,
         kind,
         task: req.task.clone(),
-        workflow: opts
-            .workflow
-            .clone()
-            .unwrap_or_else(|| kind_cfg.workflow.clone()),
+        workflow: opts.workflow.as_ref().map_or_else(
+            || kind_cfg.workflow.clone(),
+            |w| cfg.workflow_aliases.get(w).unwrap_or(w).clone(),
+        ),
         prompt: req.prompt.clone(),
         negative_prompt,
         width: round8(width),

@@ -104,6 +104,7 @@ pub struct MediaModels {
     pub kinds: BTreeMap<String, MediaKindConfig>,
     pub tasks: BTreeMap<String, MediaTaskConfig>,
     pub aspect_ratios: BTreeMap<String, [u32; 2]>,
+    pub workflow_aliases: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -445,6 +445,83 @@ async fn mock_answers_follow_the_contract_live_answers_are_held_to() {
     app.stop().await;
 }
 
+/// A schema is the caller's input: one that demands a huge answer is refused before the
+/// mock (or a model) is asked to build it, and deep nesting costs the mock nothing.
+/// Before the bound, the first request aborted the process (a 35 TB allocation) and the
+/// second spun a thread for ever.
+#[tokio::test]
+async fn a_schema_that_demands_a_huge_answer_is_refused_before_anything_builds_it() {
+    let app = TestApp::start_with("", &[("GENERATOR_MODE", "mock")], Default::default()).await;
+    let ask = |schema: Value| {
+        json!({"role": "brand", "task": "brand_summary", "mode": "json", "payload": {},
+               "options": {"mock": true, "output_schema": schema}})
+    };
+    let mut too_deep = json!({"type": "string"});
+    for _ in 0..40 {
+        too_deep = json!({"type": "array", "items": too_deep});
+    }
+    for (huge, why) in [
+        (
+            json!({"type": "array", "minItems": 1_099_511_627_776_u64, "items": {"type": "object"}}),
+            "at least",
+        ),
+        (
+            json!({"type": "string", "minLength": 100_000_000_000_u64}),
+            "at least",
+        ),
+        (json!({"type": "string", "minLength": 1e300}), "at least"),
+        // Each count alone looks harmless; together a million strings of 2.
+        (
+            json!({"type": "array", "minItems": 1000,
+               "items": {"type": "array", "minItems": 1000, "items": {"type": "string", "minLength": 2}}}),
+            "at least",
+        ),
+        (
+            json!({"type": "object", "properties": {"a": {"anyOf": [{"type": "string", "minLength": 2_000_000}]}}}),
+            "at least",
+        ),
+        // Compiling it would cost seconds of a thread.
+        (too_deep, "too large"),
+    ] {
+        let (status, body) = app.post_json(GENERATE, &ask(huge.clone())).await;
+        assert_eq!(status, 400, "{huge}: {body}");
+        assert_eq!(body["error"]["code"], "VALIDATION_ERROR");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("options.output_schema"), "{message}");
+        assert!(message.contains(why), "{message}");
+    }
+
+    // 28 levels of lists: the mock makes two items at the top, the least below (2^28
+    // values before), and the answer satisfies the schema.
+    let mut deep = json!({"type": "string", "minLength": 3});
+    for _ in 0..28 {
+        deep = json!({"type": "array", "items": deep});
+    }
+    let deep = json!({"type": "object", "required": ["lists"], "properties": {"lists": deep}});
+    let (status, body) = app.post_json(GENERATE, &ask(deep.clone())).await;
+    assert_eq!(status, 200, "{body}");
+    let contract = contracts::resolve("brand", "brand_summary", Some(&deep), &json!({}))
+        .unwrap()
+        .unwrap();
+    assert_eq!(contract.violations(&body["output"]["value"]), vec![]);
+    // Two lists at the top, one below: 2 strings, not 2^40.
+    let compact = body["output"]["value"]["lists"].to_string();
+    assert_eq!(compact.matches("Sparklio").count(), 2, "{compact}");
+
+    // Near the bound is still served, and long strings are built in linear time.
+    let (status, body) = app
+        .post_json(
+            GENERATE,
+            &ask(json!({"type": "object", "required": ["text"],
+                        "properties": {"text": {"type": "string", "minLength": 200_000}}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let text = body["output"]["value"]["text"].as_str().unwrap();
+    assert!(text.chars().count() >= 200_000);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_model_that_follows_the_prompt_satisfies_every_agent_contract() {
     // The double answers in whatever shape the prompt's "exactly this shape" line asks

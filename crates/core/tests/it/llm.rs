@@ -878,6 +878,12 @@ async fn mock_answers_have_the_live_shape() {
             shape(&mock, ""),
             "{mode}\nlive {live}\nmock {mock}"
         );
+        // Keys that only a live answer's accidents fill (a repair, a fallback) are there
+        // in every answer, empty.
+        for key in ["contract", "normalised", "fallback_from", "attempts"] {
+            assert!(mock["meta"].get(key).is_some(), "{mode}: {key} in {mock}");
+        }
+        assert_eq!(mock["meta"]["attempts"], json!([]));
     }
     app.stop().await;
 }

@@ -1026,3 +1026,163 @@ fn media_config_problems_name_their_key() {
         assert!(keys.contains(&key), "{key} missing from {keys:?}");
     }
 }
+
+/// The design's own request (`workflow: "product_shot_v1"`, the VisionGenerator's) is
+/// drawn, by the workflow its alias names; a name neither aliased nor loaded is still a 400.
+#[tokio::test]
+async fn the_designs_workflow_name_is_drawn_by_its_alias() {
+    let app = mock().await;
+    let design = json!({"provider": "auto", "kind": "product_shot", "prompt": "a protein shake",
+                        "options": {"aspect_ratio": "16:9", "workflow": "product_shot_v1",
+                                    "negative_prompt": "blurry", "seed": 3}});
+    let (s, v) = app.post_json("/api/v1/media/image/generate", &design).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["model"], "sdxl_txt2img", "{v}");
+    assert_eq!(
+        (
+            v["outputs"][0]["width"].as_u64(),
+            v["outputs"][0]["height"].as_u64()
+        ),
+        (Some(1344), Some(768))
+    );
+    let (s, v) = app.get_json("/api/v1/media/models").await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        v["workflow_aliases"]["product_shot_v1"], "sdxl_txt2img",
+        "{v}"
+    );
+    let (s, v) = app
+        .post_json(
+            "/api/v1/media/image/generate",
+            &json!({"prompt": "x", "options": {"workflow": "product_shot_v2"}}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (400, Some("options.workflow")),
+        "{v}"
+    );
+    app.stop().await;
+}
+
+/// Mock mode judges a request as live mode would: the provider's name and the
+/// workflows of its folder. Before, mock mode answered 200 for a provider live mode
+/// refuses, and 400 for a workflow live mode draws.
+#[tokio::test]
+async fn mock_mode_accepts_and_refuses_what_live_mode_does() {
+    let double = ComfyDouble::start().await;
+    let wf_dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/media/workflows/diagnostic.json"
+        ),
+        wf_dir.path().join("house_style.json"),
+    )
+    .unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/media/workflows/diagnostic.manifest.toml"
+        ),
+        wf_dir.path().join("house_style.manifest.toml"),
+    )
+    .unwrap();
+    let toml = live_toml(&double, &format!("workflow_dir = {:?}\n", wf_dir.path()));
+    let mut answers = Vec::new();
+    for mode in ["live", "mock"] {
+        let app = start_in(mode, &toml).await;
+        let (s, v) = app
+            .post_json(
+                "/api/v1/media/image/generate",
+                &json!({"prompt": "x", "options": {"workflow": "house_style", "width": 64, "height": 64}}),
+            )
+            .await;
+        assert_eq!(s, 200, "{mode}: {v}");
+        assert_eq!(v["model"], "house_style", "{mode}: {v}");
+        assert_eq!(v["meta"]["generator_mode"], mode, "{v}");
+        let (s, v) = app
+            .post_json(
+                "/api/v1/media/image/generate",
+                &json!({"prompt": "x", "provider": "nanobanana"}),
+            )
+            .await;
+        assert_eq!(
+            (s, v["error"]["field"].as_str()),
+            (400, Some("provider")),
+            "{mode}: {v}"
+        );
+        answers.push(v["error"]["message"].clone());
+        app.stop().await;
+    }
+    assert_eq!(answers[0], answers[1]);
+}
+
+/// A mock provider named in live mode answers mock data and says so.
+#[tokio::test]
+async fn a_mock_provider_named_in_live_mode_says_mock() {
+    let double = ComfyDouble::start().await;
+    let app = live(&double).await;
+    let (s, v) = app
+        .post_json(
+            "/api/v1/media/image/generate",
+            &json!({"prompt": "x", "provider": "mock", "options": {"width": 64, "height": 64}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["provider"], "mock");
+    assert_eq!(v["meta"]["generator_mode"], "mock", "{v}");
+    let (s, v) = app
+        .post_json("/api/v1/media/image/generate", &diag("x", 64, 64))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["meta"]["generator_mode"], "live", "{v}");
+    app.stop().await;
+}
+
+/// Media errors carry the contract's fields: `provider` and `model` (null before either
+/// is known) and the request's own `request_id`, as the LLM side's do.
+#[tokio::test]
+async fn media_errors_name_provider_model_and_the_callers_request_id() {
+    let app = mock().await;
+    let (s, v) = app
+        .post_json(
+            "/api/v1/media/image/generate",
+            &json!({"prompt": "x", "kind": "nope", "request_id": "r-1"}),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    let error = v["error"].as_object().unwrap();
+    assert_eq!(error["request_id"], "r-1", "{v}");
+    assert!(
+        error.contains_key("provider") && error.contains_key("model"),
+        "{v}"
+    );
+
+    // Past the spec: both named.
+    let (s, v) = app
+        .post_json(
+            "/api/v1/media/image/generate",
+            &json!({"prompt": "x", "options": {"workflow": "nope"}, "request_id": "r-2"}),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"]["request_id"], "r-2");
+    assert_eq!(v["error"]["provider"], "mock", "{v}");
+    assert_eq!(v["error"]["model"], "nope", "{v}");
+    assert_eq!(v["detail"]["provider"], "mock", "{v}");
+
+    // An id too long for the usage log is refused, not stored.
+    let (s, v) = app
+        .post_json(
+            "/api/v1/media/image/generate",
+            &json!({"prompt": "x", "request_id": "r".repeat(129)}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (400, Some("request_id")),
+        "{v}"
+    );
+    app.stop().await;
+}

@@ -95,9 +95,15 @@ async fn generate_inner(
             .unwrap_or_else(|| state.config().media.default_return.clone())
             == "base64",
     };
+    // Errors carry the id the request goes by (its own `request_id` when it sent one).
+    let request_id = ctx.request_id.clone();
     let generated = match state.media.generate(req, ctx).await {
         Ok(g) => g,
-        Err(e) => return ApiError::from(e).into_response(),
+        Err(e) => {
+            return ApiError::from(e)
+                .with("request_id", request_id)
+                .into_response()
+        }
     };
     let base = base_url(&state, &headers);
     let Generated {

@@ -276,14 +276,14 @@ pub fn mock_json(call: &LlmCall) -> Value {
     let Some(written) = written else {
         return match &contract.shape {
             Some(shape) => fill(shape, &f, "", 0),
-            None => from_schema(&contract.schema, &f, "", 0),
+            None => from_schema(&contract.schema, &f, "", 0, 0),
         };
     };
     // The contract decides the shape; hand-written copy is kept where it fits it.
     let generated = match &contract.shape {
         Some(shape) => fill(shape, &f, "", 0),
         None if contract.violations(&written).is_empty() => return written,
-        None => from_schema(&contract.schema, &f, "", 0),
+        None => from_schema(&contract.schema, &f, "", 0, 0),
     };
     let mut merged = generated.clone();
     if let (Value::Object(m), Value::Object(w)) = (&mut merged, written) {
@@ -298,10 +298,16 @@ pub fn mock_json(call: &LlmCall) -> Value {
     }
 }
 
+/// The salt of a value's `i`th child: distinct per position, wrapping (a deep schema
+/// would overflow a plain multiplication).
+fn child_salt(salt: u64, i: u64) -> u64 {
+    salt.wrapping_mul(31).wrapping_add(i).wrapping_add(1)
+}
+
 /// A value a JSON Schema accepts, with copy about the input's product: what a model
 /// following `options.output_schema` would answer. Covers what answer schemas use
 /// (types, properties, items, enum/const, lengths and ranges, common formats).
-fn from_schema(schema: &Value, f: &Facts, field: &str, salt: u64) -> Value {
+fn from_schema(schema: &Value, f: &Facts, field: &str, salt: u64, depth: u32) -> Value {
     if let Some(c) = schema.get("const") {
         return c.clone();
     }
@@ -310,7 +316,7 @@ fn from_schema(schema: &Value, f: &Facts, field: &str, salt: u64) -> Value {
     }
     for key in ["anyOf", "oneOf", "allOf"] {
         if let Some(first) = schema[key].as_array().and_then(|a| a.first()) {
-            return from_schema(first, f, field, salt);
+            return from_schema(first, f, field, salt, depth + 1);
         }
     }
     let kind = match &schema["type"] {
@@ -342,16 +348,24 @@ fn from_schema(schema: &Value, f: &Facts, field: &str, salt: u64) -> Value {
                 .into_iter()
                 .flatten()
                 .enumerate()
-                .map(|(i, (k, s))| (k.clone(), from_schema(s, f, k, salt * 31 + i as u64 + 1)))
+                .map(|(i, (k, s))| {
+                    (
+                        k.clone(),
+                        from_schema(s, f, k, child_salt(salt, i as u64), depth + 1),
+                    )
+                })
                 .collect(),
         ),
         "array" => {
             let min = schema["minItems"].as_u64().unwrap_or(1).max(1);
             let max = schema["maxItems"].as_u64().unwrap_or(u64::MAX);
-            let n = min.max(2.min(max));
+            // Two items read like a list near the top; deeper, the least the schema
+            // allows, or nested lists would double at every level. `min` itself is
+            // bounded by the request check (contracts::MAX_LEAST_ANSWER).
+            let n = if depth < 2 { min.max(2.min(max)) } else { min };
             match schema.get("items") {
                 Some(items) if items.is_object() => (0..n)
-                    .map(|i| from_schema(items, f, field, salt * 31 + i + 1))
+                    .map(|i| from_schema(items, f, field, child_salt(salt, i), depth + 1))
                     .collect(),
                 _ => list_for(field, f)
                     .into_iter()
@@ -378,8 +392,12 @@ fn from_schema(schema: &Value, f: &Facts, field: &str, salt: u64) -> Value {
                 .as_u64()
                 .map_or(usize::MAX, |m| m as usize);
             let mut text: String = text.chars().take(max).collect();
-            while text.chars().count() < min {
-                text.push_str(&format!(" {}", f.product));
+            let mut chars = text.chars().count();
+            let filler = format!(" {}", f.product);
+            let step = filler.chars().count();
+            while chars < min {
+                text.push_str(&filler);
+                chars += step;
             }
             Value::String(text.chars().take(max).collect())
         }
@@ -393,7 +411,7 @@ fn fill(shape: &Shape, f: &Facts, field: &str, salt: u64) -> Value {
             fields
                 .iter()
                 .enumerate()
-                .map(|(i, (k, s))| (k.clone(), fill(s, f, k, salt * 31 + i as u64 + 1)))
+                .map(|(i, (k, s))| (k.clone(), fill(s, f, k, child_salt(salt, i as u64))))
                 .collect(),
         ),
         Shape::Leaf { kind, .. } => match kind {

@@ -70,14 +70,10 @@ impl MediaProvider for MockProvider {
         }])
     }
 
-    async fn prepare(&self, spec: &ImageSpec) -> Result<Option<String>, Error> {
-        if self.workflows.get(&spec.workflow).is_none() {
-            return Err(Error::new(
-                ErrorKind::WorkflowInvalid,
-                format!("workflow {:?} does not exist", spec.workflow),
-            ));
-        }
-        // One instance, named like a live provider's single one, so answers keep one shape.
+    async fn prepare(&self, _spec: &ImageSpec) -> Result<Option<String>, Error> {
+        // The workflow was checked against the provider the mock stands in for (in mock
+        // mode, the live one: it may have workflows of its own folder). One instance,
+        // named like a live provider's single one, so answers keep one shape.
         Ok(Some("main".into()))
     }
 
