@@ -63,5 +63,6 @@ async fn answered(gate: Gate, req: Request, next: Next) -> Response {
         }
     };
     browser::security_headers(resp.headers_mut(), is_page);
-    request::normalize_error(reshape_errors(front, resp).await)
+    // Ours first (a bare 405 or 413 from below the handlers), then in the front's shape.
+    reshape_errors(front, request::normalize_error(resp)).await
 }

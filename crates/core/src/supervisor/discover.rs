@@ -264,6 +264,30 @@ pub struct Search {
     pub no_docker: bool,
 }
 
+/// Why a folder a request names may not be searched: the folder found decides the
+/// command a proposal runs (its `python_embeded`), so it must be this machine's own. A
+/// network share (`\\host\share`, `//host/share`) would let whoever controls that host
+/// choose what the Desk runs once accepted, and on Windows merely looking there sends the
+/// Desk user's NTLM credentials to it; a relative path depends on the Desk's working folder.
+pub fn remote_or_relative(dir: &Path) -> Option<&'static str> {
+    let text = dir.to_string_lossy();
+    let mut chars = text.chars();
+    let is_sep = |c: Option<char>| matches!(c, Some('\\' | '/'));
+    if is_sep(chars.next()) && is_sep(chars.next()) {
+        return Some(
+            "a network path (\\\\host\\share) is not searched: name a folder of this machine",
+        );
+    }
+    let drive_absolute = text.len() >= 3
+        && text.as_bytes()[0].is_ascii_alphabetic()
+        && text.as_bytes()[1] == b':'
+        && matches!(text.as_bytes()[2], b'\\' | b'/');
+    if !dir.is_absolute() && !drive_absolute {
+        return Some("must be an absolute path");
+    }
+    None
+}
+
 /// Most ports and folders one search looks at (it is bounded like every request).
 pub const MAX_PORTS: usize = 32;
 pub const MAX_DIRS: usize = 16;
@@ -315,7 +339,13 @@ pub async fn find_all(config: &crate::config::Config, search: &Search) -> Findin
     }
     let mut dirs: Vec<PathBuf> = search.dirs.iter().take(MAX_DIRS).cloned().collect();
     dirs.extend(usual_comfy_dirs());
-    for f in comfy_installs(&dirs) {
+    let folders = dirs.len();
+    // File system calls block: never on a connection thread (a slow disk would stall
+    // every connection sharing it).
+    let installs = tokio::task::spawn_blocking(move || comfy_installs(&dirs))
+        .await
+        .unwrap_or_default();
+    for f in installs {
         // A ComfyUI already answering on its port is kept as that (external) service.
         if !found.iter().any(|x| x.what == "comfyui") {
             found.push(f);
@@ -325,7 +355,7 @@ pub async fn find_all(config: &crate::config::Config, search: &Search) -> Findin
     Findings {
         found,
         ports,
-        folders: dirs.len(),
+        folders,
         docker_error,
     }
 }
@@ -405,6 +435,28 @@ pub fn write_into(config_text: &str, found: &[Found]) -> Result<(String, Vec<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_this_machines_absolute_folders_are_searched() {
+        for (dir, refused) in [
+            (r"C:\ComfyUI_windows_portable", false),
+            ("D:/AI/ComfyUI", false),
+            ("/opt/ComfyUI", false),
+            (r"\\host\share\ComfyUI", true),
+            ("//host/share", true),
+            (r"\\?\UNC\host\share", true),
+            (r"\/host/share", true),
+            ("ComfyUI", true),
+            (r"..\ComfyUI", true),
+            ("C:ComfyUI", true),
+        ] {
+            assert_eq!(
+                remote_or_relative(Path::new(dir)).is_some(),
+                refused,
+                "{dir}"
+            );
+        }
+    }
 
     #[test]
     fn a_fake_comfyui_folder_is_found_and_written_keeping_comments() {

@@ -129,6 +129,12 @@ async fn chat_generate_embed_and_show_pass_through_at_both_prefixes() {
     let v: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v, json!({"error": "model is required"}));
 
+    // So do the router's own (a wrong method has no handler to shape it).
+    let r = app.client.get(app.url("/api/chat")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"].is_string(), "{v}");
+
     // Every call left a usage row as the front's.
     let rows = app
         .app

@@ -1186,3 +1186,65 @@ async fn media_errors_name_provider_model_and_the_callers_request_id() {
     );
     app.stop().await;
 }
+
+/// A job is cancelled only by its own caller (same key) or an admin: its id shows in
+/// the health's queue, and another gateway key must not stop someone else's image.
+#[tokio::test]
+async fn only_the_jobs_own_caller_or_an_admin_cancels_it() {
+    let (alice, bob, admin) = (
+        "gateway-key-alice-0123456789",
+        "gateway-key-bob-0123456789ab",
+        "admin-key-0123456789abcdef01",
+    );
+    let toml = format!(
+        "[server]\napi_keys = [\"{alice}\", \"{bob}\"]\nadmin_keys = [\"{admin}\"]\n\
+         [media.providers.mock]\nkind = \"mock\"\nstep_delay_ms = 200\n"
+    );
+    let app = start_in("mock", &toml).await;
+    let lan = TestApp::client_from("127.0.0.5");
+    let submit = |key: &str| {
+        lan.post(app.url("/api/v1/media/image/generate"))
+            .bearer_auth(key)
+            .json(&json!({"prompt": "x", "async": true, "options": {"width": 64, "height": 64, "steps": 50}}))
+            .send()
+    };
+    let r = submit(alice).await.unwrap();
+    assert_eq!(r.status(), 202);
+    let job = r.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cancel = |key: &'static str| {
+        lan.delete(app.url(&format!("/api/v1/media/jobs/{job}")))
+            .bearer_auth(key)
+            .send()
+    };
+    let r = cancel(bob).await.unwrap();
+    assert_eq!(r.status(), 403);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "FORBIDDEN", "{v}");
+    let (_, v) = app.get_json(&format!("/api/v1/media/jobs/{job}")).await;
+    assert!(
+        ["queued", "running"].contains(&v["status"].as_str().unwrap()),
+        "{v}"
+    );
+
+    let r = cancel(alice).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "cancelled");
+
+    // An admin may cancel anyone's.
+    let r = submit(bob).await.unwrap();
+    let job = r.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = lan
+        .delete(app.url(&format!("/api/v1/media/jobs/{job}")))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    app.stop().await;
+}

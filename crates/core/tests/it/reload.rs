@@ -381,6 +381,26 @@ async fn accepted_discoveries_are_written_and_supervised_without_a_restart() {
     assert_eq!(status, 409, "{v}");
     assert_eq!(v["error"]["code"], "NOT_DISCOVERED", "{v}");
 
+    // Only this machine's own folders: a share's host would choose the command.
+    for (dir, why) in [
+        ("\\\\host\\share\\ComfyUI", "network path"),
+        ("//host/share/ComfyUI", "network path"),
+        ("tools/ComfyUI", "absolute"),
+    ] {
+        let (status, v) = app
+            .post_json(
+                "/api/v1/discover",
+                &json!({"dirs": [dir], "no_docker": true}),
+            )
+            .await;
+        assert_eq!(
+            (status, v["error"]["field"].as_str()),
+            (400, Some("dirs")),
+            "{v}"
+        );
+        assert!(v["error"]["message"].as_str().unwrap().contains(why), "{v}");
+    }
+
     let (status, found) = app
         .post_json(
             "/api/v1/discover",

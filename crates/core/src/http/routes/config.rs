@@ -37,17 +37,25 @@ pub async fn reload(
 pub async fn discover(
     State(state): State<SharedState>,
     ApiJson(search): ApiJson<Search>,
-) -> Json<Value> {
+) -> ApiResult<Json<Value>> {
+    for dir in &search.dirs {
+        if let Some(why) = discover::remote_or_relative(dir) {
+            return Err(ApiError::validation(
+                "dirs",
+                format!("{}: {why}", dir.display()),
+            ));
+        }
+    }
     let findings = discover::find_all(&state.config(), &search).await;
     state.remember_discovery(findings.found.clone());
-    Json(json!({
+    Ok(Json(json!({
         "found": findings.found,
         "ports": findings.ports,
         "folders": findings.folders,
         "docker_error": findings.docker_error,
         "config_file": state.config_file_path().map(|p| p.display().to_string()),
         "services_configured": state.supervisor.services().len(),
-    }))
+    })))
 }
 
 #[derive(Debug, Deserialize)]

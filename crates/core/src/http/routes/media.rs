@@ -242,12 +242,29 @@ pub async fn get_job(
     job_answer(&state, &headers, &id, found).await
 }
 
-/// `DELETE /api/v1/media/jobs/{id}`: cancel (queue delete upstream, or interrupt).
+/// `DELETE /api/v1/media/jobs/{id}`: cancel (queue delete upstream, or interrupt). Only
+/// the job's own caller may: the same key, or, for a job asked for without one, a
+/// caller without one from a trusted address; an admin key may cancel any. Job ids show
+/// in the health's queue, so any gateway key could otherwise stop another's image.
 pub async fn cancel_job(
     State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
+    if let Some(spec) = state.media.job_spec(&id).await {
+        let own = match &spec.key_id {
+            Some(k) => caller.key_id.as_deref() == Some(k.as_str()),
+            None => caller.key_id.is_none() && caller.trusted,
+        };
+        if !own && !caller.admin {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                format!("media job {id:?} was asked for by another caller; only it or an admin key may cancel it"),
+            ));
+        }
+    }
     let found = state.media.jobs.cancel(&id).await;
     job_answer(&state, &headers, &id, found).await
 }
