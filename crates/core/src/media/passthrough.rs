@@ -24,7 +24,7 @@ use reqwest::header::{self, HeaderMap, HeaderName};
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -218,7 +218,25 @@ pub struct ComfyFront {
     max_ws_message: usize,
     ws_slots: Arc<Semaphore>,
     prompts: Mutex<VecDeque<OutsidePrompt>>,
+    /// Client-chosen prompt ids whose submission is under way (see [`ComfyFront::claim`]).
+    claims: Mutex<HashSet<String>>,
     pins: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+/// A client-chosen prompt id held for one submission; released when dropped.
+pub struct Claim<'a> {
+    front: &'a ComfyFront,
+    id: String,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.front
+            .claims
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
 }
 
 /// The provider the front passes to: the configured one, else `comfyui`, else the
@@ -266,6 +284,7 @@ impl ComfyFront {
             max_ws_message: config.max_ws_message_bytes,
             ws_slots: Arc::new(Semaphore::new(config.max_websockets)),
             prompts: Mutex::new(VecDeque::new()),
+            claims: Mutex::new(HashSet::new()),
             pins: Mutex::new(HashMap::new()),
         })
     }
@@ -492,6 +511,15 @@ impl ComfyFront {
 
     fn remember(&self, p: OutsidePrompt) {
         let mut prompts = self.prompts.lock().unwrap_or_else(PoisonError::into_inner);
+        // An id already another caller's stays theirs: the sender must not gain rights
+        // over the earlier prompt (`claim` refuses such ids before they are sent).
+        if let Some(old) = prompts
+            .iter()
+            .find(|x| x.prompt_id == p.prompt_id && !x.who.same(&p.who))
+        {
+            tracing::warn!(prompt_id = %p.prompt_id, owner = %old.who.describe(), sender = %p.who.describe(), "a prompt id already another caller's was queued again; it stays the first caller's");
+            return;
+        }
         prompts.retain(|x| x.prompt_id != p.prompt_id);
         if prompts.len() >= MAX_PROMPTS {
             prompts.pop_front();
@@ -517,6 +545,33 @@ impl ComfyFront {
             .iter()
             .cloned()
             .collect()
+    }
+
+    /// Hold `prompt_id`, chosen by the client (ComfyUI queues a prompt under the id its
+    /// `POST /prompt` body names), for this submission. Refused, with whose it is, when
+    /// the Desk knows it as another caller's prompt or a Desk job's, or another
+    /// submission with it is under way: the sender would be remembered as that prompt's
+    /// owner and could then delete or interrupt it. Unknown ids (fresh ones) are held.
+    pub fn claim(
+        &self,
+        prompt_id: &str,
+        who: &Who,
+        jobs: &super::jobs::JobManager,
+    ) -> Result<Claim<'_>, String> {
+        let mut claims = self.claims.lock().unwrap_or_else(PoisonError::into_inner);
+        if claims.contains(prompt_id) {
+            return Err("another submission with that id, under way now".into());
+        }
+        match self.owner(prompt_id, jobs) {
+            Owner::Outside(w) if w.same(who) => {}
+            Owner::Unknown => {}
+            other => return Err(describe_owner(other)),
+        }
+        claims.insert(prompt_id.to_string());
+        Ok(Claim {
+            front: self,
+            id: prompt_id.to_string(),
+        })
     }
 
     /// The prompt running now on the caller's instance (for an interrupt without an id).
@@ -651,9 +706,7 @@ impl ComfyFront {
         for id in ids {
             let whose = match self.owner(id, jobs) {
                 Owner::Outside(w) if w.same(who) => continue,
-                Owner::Outside(w) => w.describe(),
-                Owner::Desk(job) => format!("the Desk (media job {job})"),
-                Owner::Unknown => "a client of ComfyUI itself".into(),
+                other => describe_owner(other),
             };
             return Err(Error::new(
                 ErrorKind::Forbidden,
@@ -777,6 +830,15 @@ impl ComfyFront {
             return Err(format!("ComfyUI answered {}", r.status().as_u16()));
         }
         r.json().await.map_err(|e| describe(&e))
+    }
+}
+
+/// Who queued a prompt, for the refusals.
+fn describe_owner(owner: Owner) -> String {
+    match owner {
+        Owner::Outside(w) => w.describe(),
+        Owner::Desk(job) => format!("the Desk (media job {job})"),
+        Owner::Unknown => "a client of ComfyUI itself".into(),
     }
 }
 

@@ -520,6 +520,14 @@ async fn comfyui_fault_matrix() {
         let (s, c, took, v) = draw(&app, &image()).await;
         assert_eq!((s, c.as_str()), (status, code), "{name}: {v}");
         assert!(took < bound + SLACK, "{name}: took {took:?}");
+        if name == "hung submit" {
+            // ComfyUI may have queued it: the delete must reach it.
+            let orphan = submitted_id(&double);
+            assert!(
+                eventually(|| double.inner.queue_deletes.lock().unwrap().contains(&orphan)).await,
+                "{name}: no delete of {orphan} reached ComfyUI"
+            );
+        }
         double.clear_fault().await;
         recover_media(&app).await;
     }
@@ -529,6 +537,74 @@ async fn comfyui_fault_matrix() {
     let (s, c, _, v) = draw(&app, &missing).await;
     assert_eq!((s, c.as_str()), (404, "MODEL_NOT_FOUND"), "{v}");
     assert_eq!(v["error"]["node_id"], "4");
+    app.stop().await;
+}
+
+/// The prompt id of the last `POST /prompt` the double received.
+fn submitted_id(double: &ComfyDouble) -> String {
+    let sent = double
+        .request_log()
+        .into_iter()
+        .rev()
+        .find(|r| r.method == "POST" && r.path == "/prompt")
+        .expect("a submit reached ComfyUI");
+    sent.body["prompt_id"].as_str().unwrap().to_string()
+}
+
+/// Whether `check` holds within 3 s.
+async fn eventually(check: impl Fn() -> bool) -> bool {
+    for _ in 0..150 {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_submit_answered_too_late_is_interrupted_on_comfyui() {
+    let double = ComfyDouble::start().await;
+    let app = live(&comfy_toml(&double, "")).await;
+    assert_eq!(draw(&app, &image()).await.0, 200);
+    // ComfyUI queues and starts the prompt, but its answer outlasts control_timeout_ms.
+    double.node_ms(1000);
+    double
+        .set_fault(
+            Fault::Trickle {
+                bytes: 1,
+                interval_ms: 100,
+            }
+            .on("/prompt"),
+        )
+        .await;
+    let (s, c, took, v) = draw(&app, &image()).await;
+    assert_eq!((s, c.as_str()), (503, "PROVIDER_UNAVAILABLE"), "{v}");
+    assert!(took < CONTROL + SLACK, "took {took:?}");
+    let orphan = submitted_id(&double);
+    // Nobody waits for it: it is interrupted on the GPU, by its id.
+    assert!(
+        eventually(|| double
+            .inner
+            .interrupt_requests
+            .lock()
+            .unwrap()
+            .contains(&Some(json!(orphan))))
+        .await,
+        "no interrupt of {orphan} reached ComfyUI"
+    );
+    assert!(
+        eventually(|| double.history_of(&orphan).is_some()).await,
+        "{orphan} ended"
+    );
+    let ended = double.history_of(&orphan).unwrap();
+    assert!(
+        ended["status"]
+            .to_string()
+            .contains("execution_interrupted"),
+        "{ended}"
+    );
+    double.clear_fault().await;
     app.stop().await;
 }
 

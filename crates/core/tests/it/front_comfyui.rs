@@ -941,3 +941,303 @@ async fn a_client_close_closes_comfyuis_socket_and_sockets_are_bounded() {
     again.close(None).await.unwrap();
     app.stop().await;
 }
+
+/// A JSON body sent as it is (for what serde would not write: `NaN`).
+async fn post_raw(
+    client: &reqwest::Client,
+    app: &TestApp,
+    path: &str,
+    key: &str,
+    body: &str,
+) -> (u16, Value) {
+    let r = client
+        .post(app.url(path))
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Queue a prompt as `key` from the LAN client; its id.
+async fn queue_as(lan: &reqwest::Client, app: &TestApp, key: &str, body: &Value) -> (u16, Value) {
+    let r = lan
+        .post(app.url("/comfyui/prompt"))
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn any_clear_and_any_body_the_desk_cannot_read_are_refused_to_a_gateway_key() {
+    let double = ComfyDouble::start().await;
+    double.set_checkpoints(&[CHECKPOINT]);
+    double.inner.knobs.hold.store(true, Ordering::SeqCst);
+    let app = start(&locked_down(&double.url())).await;
+    let lan = TestApp::client_from("127.0.0.5");
+    let (s, v) = queue_as(&lan, &app, GATEWAY, &json!({"prompt": graph(2, "victim")})).await;
+    assert_eq!(s, 200, "{v}");
+    let victim = v["prompt_id"].as_str().unwrap().to_string();
+    double.faults().clear_requests();
+
+    // ComfyUI clears on any truthy `clear`: any `clear` at all takes an admin.
+    for (path, body) in [
+        ("/comfyui/queue", r#"{"clear": 1}"#),
+        ("/comfyui/api/queue", r#"{"clear": "no"}"#),
+        ("/comfyui/queue", r#"{"clear": false}"#),
+        ("/comfyui/history", r#"{"clear": [0]}"#),
+    ] {
+        let (s, v) = post_raw(&lan, &app, path, GATEWAY2, body).await;
+        assert_eq!(s, 403, "{path} {body}: {v}");
+        assert_eq!(v["error"]["type"], "forbidden", "{v}");
+        assert!(v["node_errors"].is_object());
+    }
+    // Python reads what serde does not: such a body is refused, never sent unchecked.
+    for body in [
+        format!(r#"{{"delete": ["{victim}"], "x": NaN}}"#),
+        format!(r#"{{"delete": ["{victim}"], "x": -Infinity}}"#),
+        format!(r#"{{"delete": {{"{victim}": 1}}}}"#),
+        format!(r#"{{"delete": "{victim}"}}"#),
+        format!(r#"[{{"delete": ["{victim}"]}}]"#),
+    ] {
+        let (s, v) = post_raw(&lan, &app, "/comfyui/queue", GATEWAY2, &body).await;
+        assert_eq!(s, 400, "{body}: {v}");
+        assert_eq!(v["error"]["type"], "validation_error", "{v}");
+        assert!(v["node_errors"].is_object());
+    }
+    let (s, _) = post_raw(
+        &lan,
+        &app,
+        "/comfyui/history",
+        GATEWAY2,
+        &format!(r#"{{"delete": ["{victim}"], "x": NaN}}"#),
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert!(
+        double
+            .request_log()
+            .iter()
+            .all(|r| r.path != "/queue" && r.path != "/history"),
+        "nothing reached ComfyUI"
+    );
+    assert_eq!(double.pending_ids(), std::slice::from_ref(&victim));
+
+    // The same NaN body sent to ComfyUI itself deletes the prompt: what was at stake.
+    let r = reqwest::Client::new()
+        .post(format!("{}/queue", double.url()))
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"delete": ["{victim}"], "x": NaN}}"#))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(double.pending_ids().is_empty());
+
+    // The owner may still delete, and an admin may clear with any truthy value.
+    let (s, v) = queue_as(&lan, &app, GATEWAY, &json!({"prompt": graph(2, "again")})).await;
+    assert_eq!(s, 200, "{v}");
+    let mine = v["prompt_id"].as_str().unwrap().to_string();
+    let (s, v) = queue_as(&lan, &app, GATEWAY, &json!({"prompt": graph(2, "third")})).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = post_raw(
+        &lan,
+        &app,
+        "/comfyui/queue",
+        GATEWAY,
+        &format!(r#"{{"delete": ["{mine}"]}}"#),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(double.pending_ids().len(), 1);
+    let (s, v) = post_raw(&lan, &app, "/comfyui/queue", ADMIN, r#"{"clear": 1}"#).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(double.pending_ids().is_empty(), "cleared on a truthy 1");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_prompt_id_the_desk_knows_as_someone_elses_cannot_be_queued_again() {
+    let double = ComfyDouble::start().await;
+    double.set_checkpoints(&[CHECKPOINT]);
+    double.inner.knobs.hold.store(true, Ordering::SeqCst);
+    let app = start(&locked_down(&double.url())).await;
+    let lan = TestApp::client_from("127.0.0.5");
+    let (s, v) = queue_as(&lan, &app, GATEWAY, &json!({"prompt": graph(2, "victim")})).await;
+    assert_eq!(s, 200, "{v}");
+    let victim = v["prompt_id"].as_str().unwrap().to_string();
+    // A Desk job's prompt id too (chosen by the Desk, stored before its submit).
+    let (s, job) = app
+        .post_json(
+            "/api/v1/media/image/generate",
+            &json!({"kind": "product_shot", "prompt": "desk", "async": true,
+                    "options": {"workflow": "diagnostic", "width": 64, "height": 64, "seed": 1}}),
+        )
+        .await;
+    assert_eq!(s, 202, "{job}");
+    let mut desk = None;
+    for _ in 0..500 {
+        desk = double.pending_ids().into_iter().find(|id| *id != victim);
+        if desk.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let desk = desk.expect("the Desk's job reached ComfyUI's queue");
+
+    for (taken, whose) in [(&victim, "127.0.0.5"), (&desk, "media job")] {
+        let (s, v) = queue_as(
+            &lan,
+            &app,
+            GATEWAY2,
+            &json!({"prompt": graph(2, "thief"), "prompt_id": taken}),
+        )
+        .await;
+        assert_eq!(s, 409, "{v}");
+        assert_eq!(v["error"]["type"], "prompt_id_taken", "{v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains(whose), "{message}");
+        assert!(v["node_errors"].is_object());
+        // Still not the thief's to delete.
+        let (s, _) = post_raw(
+            &lan,
+            &app,
+            "/comfyui/queue",
+            GATEWAY2,
+            &format!(r#"{{"delete": ["{taken}"]}}"#),
+        )
+        .await;
+        assert_eq!(s, 403);
+    }
+    // An admin cannot take one either (the Desk would follow the wrong prompt).
+    let (s, v) = queue_as(
+        &lan,
+        &app,
+        ADMIN,
+        &json!({"prompt": graph(2, "admin"), "prompt_id": desk}),
+    )
+    .await;
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(double.pending_ids(), [victim.clone(), desk.clone()]);
+    // Only a string is an id the Desk can check.
+    let (s, v) = queue_as(
+        &lan,
+        &app,
+        GATEWAY2,
+        &json!({"prompt": graph(2, "n"), "prompt_id": 12345}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["type"].as_str()),
+        (400, Some("validation_error")),
+        "{v}"
+    );
+    let (s, _) = post_raw(
+        &lan,
+        &app,
+        "/comfyui/prompt",
+        GATEWAY2,
+        &format!(
+            r#"{{"prompt": {}, "prompt_id": "{victim}", "x": NaN}}"#,
+            graph(2, "n")
+        ),
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        double.received().len(),
+        2,
+        "no refused prompt reached ComfyUI"
+    );
+
+    // A fresh id of the client's choosing works, and is the client's own.
+    let fresh = "client-chosen-0001";
+    let (s, v) = queue_as(
+        &lan,
+        &app,
+        GATEWAY2,
+        &json!({"prompt": graph(2, "fresh"), "prompt_id": fresh}),
+    )
+    .await;
+    assert_eq!((s, v["prompt_id"].as_str()), (200, Some(fresh)), "{v}");
+    let (s, v) = queue_as(
+        &lan,
+        &app,
+        GATEWAY,
+        &json!({"prompt": graph(2, "late"), "prompt_id": fresh}),
+    )
+    .await;
+    assert_eq!(s, 409, "now someone else's: {v}");
+    let (s, v) = post_raw(
+        &lan,
+        &app,
+        "/comfyui/queue",
+        GATEWAY2,
+        &format!(r#"{{"delete": ["{fresh}"]}}"#),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(double.pending_ids(), [victim, desk]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_interrupt_with_nothing_running_is_answered_without_a_global_one() {
+    let double = ComfyDouble::start().await;
+    double.set_checkpoints(&[CHECKPOINT]);
+    let app = start(&locked_down(&double.url())).await;
+    let lan = TestApp::client_from("127.0.0.5");
+    // Nothing runs: ComfyUI's own answer (200, empty), and no interrupt sent, which
+    // ComfyUI would take as global and apply to a prompt started meanwhile.
+    for body in ["{}", "", r#"{"prompt_id": null}"#, r#"{"prompt_id": ""}"#] {
+        let r = lan
+            .post(app.url("/comfyui/interrupt"))
+            .bearer_auth(GATEWAY)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{body:?}");
+        assert!(r.bytes().await.unwrap().is_empty(), "{body:?}");
+        assert!(
+            double.inner.interrupt_requests.lock().unwrap().is_empty(),
+            "{body:?}: an interrupt reached ComfyUI: {:?}",
+            double.inner.interrupt_requests.lock().unwrap()
+        );
+    }
+    // A body the Desk cannot read is refused; a non-string id too.
+    for body in [r#"{"x": NaN}"#, r#"{"prompt_id": 7}"#] {
+        let (s, v) = post_raw(&lan, &app, "/comfyui/interrupt", GATEWAY, body).await;
+        assert_eq!(s, 400, "{body}: {v}");
+        assert_eq!(v["error"]["type"], "validation_error");
+    }
+    assert!(double.inner.interrupt_requests.lock().unwrap().is_empty());
+
+    // The caller's own running prompt: one interrupt, naming it.
+    double.node_ms(3000);
+    let (s, v) = queue_as(&lan, &app, GATEWAY, &json!({"prompt": graph(30, "mine")})).await;
+    assert_eq!(s, 200, "{v}");
+    let mine = v["prompt_id"].as_str().unwrap().to_string();
+    for _ in 0..200 {
+        if double.running_id().as_deref() == Some(mine.as_str()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (s, _) = post_raw(&lan, &app, "/comfyui/interrupt", GATEWAY, "{}").await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        double.inner.interrupt_requests.lock().unwrap().as_slice(),
+        &[Some(json!(mine))]
+    );
+    assert_eq!(double.inner.interrupts.load(Ordering::SeqCst), 1);
+    app.stop().await;
+}

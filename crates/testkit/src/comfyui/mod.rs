@@ -99,7 +99,10 @@ pub struct Inner {
     /// Every Origin header seen, and every request line.
     pub origins: Mutex<Vec<String>>,
     pub requests: Mutex<Vec<String>>,
+    /// Interrupts that took effect.
     pub interrupts: AtomicU64,
+    /// Every `POST /interrupt` received: the prompt id it named (`None`: global).
+    pub interrupt_requests: Mutex<Vec<Option<Value>>>,
     pub queue_deletes: Mutex<Vec<String>>,
     pub dropped_sockets: AtomicU64,
     /// WebSocket connections open now.

@@ -62,6 +62,86 @@ pub(super) async fn object_info_one(
     })
 }
 
+/// A body as Python's `json.loads` reads it: `NaN`, `Infinity` and `-Infinity` are
+/// numbers there (truthy ones), so they become non-empty strings here, which compare
+/// and test alike for what the routes do with them. (Nesting deeper than serde's 128
+/// levels, which Python takes, is still refused.)
+fn loads(body: &[u8]) -> Option<Value> {
+    if let Ok(v) = serde_json::from_slice(body) {
+        return Some(v);
+    }
+    let text = std::str::from_utf8(body).ok()?;
+    let mut out = String::with_capacity(text.len() + 8);
+    let (mut in_string, mut escaped) = (false, false);
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+        } else if let Some(word) = ["NaN", "Infinity", "-Infinity"]
+            .into_iter()
+            .find(|w| rest.starts_with(w))
+        {
+            out.push_str(&format!("\"{word}\""));
+            rest = &rest[word.len()..];
+            continue;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    serde_json::from_str(&out).ok()
+}
+
+/// Python's truth of a JSON value (`if json_data["clear"]:`).
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+/// What Python's `for x in value` goes through: a list's items, a dict's keys, a
+/// string's characters; `None` for what it cannot iterate (a TypeError: 500).
+fn py_iter(v: &Value) -> Option<Vec<Value>> {
+    match v {
+        Value::Array(a) => Some(a.clone()),
+        Value::Object(o) => Some(o.keys().map(|k| json!(k)).collect()),
+        Value::String(s) => Some(s.chars().map(|c| json!(c.to_string())).collect()),
+        _ => None,
+    }
+}
+
+/// ComfyUI's `POST /queue` and `POST /history` body: `clear` on any truthy value, then
+/// `delete`'s ids; `None` where ComfyUI fails with a 500 (not JSON, not a dict, a
+/// `delete` it cannot iterate).
+fn clear_and_delete(body: &[u8]) -> Option<(bool, Vec<String>)> {
+    let Value::Object(v) = loads(body)? else {
+        return None;
+    };
+    let clear = v.get("clear").is_some_and(truthy);
+    let delete = match v.get("delete") {
+        Some(d) => py_iter(d)?,
+        None => Vec::new(),
+    };
+    // Only a string is equal to a prompt id.
+    let ids = delete
+        .into_iter()
+        .filter_map(|x| x.as_str().map(str::to_string))
+        .collect();
+    Some((clear, ids))
+}
+
 fn err400(body: Value) -> Response {
     (StatusCode::BAD_REQUEST, Json(body)).into_response()
 }
@@ -75,7 +155,7 @@ pub(super) async fn get_prompt(State(inner): State<Arc<Inner>>) -> Json<Value> {
 }
 
 pub(super) async fn post_prompt(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
-    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+    let Some(v) = loads(&body) else {
         return plain_500();
     };
     if let Some(rejection) = inner.knobs.reject_next.lock().unwrap().take() {
@@ -171,15 +251,15 @@ pub(super) async fn history_all(
 }
 
 pub(super) async fn post_history(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
-    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+    let Some((clear, ids)) = clear_and_delete(&body) else {
         return plain_500();
     };
     let mut h = inner.history.lock().unwrap();
-    if v["clear"] == json!(true) {
+    if clear {
         h.clear();
     }
-    for id in v["delete"].as_array().into_iter().flatten() {
-        h.remove(id.as_str().unwrap_or(""));
+    for id in ids {
+        h.remove(&id);
     }
     StatusCode::OK.into_response()
 }
@@ -211,14 +291,13 @@ pub(super) async fn get_queue(State(inner): State<Arc<Inner>>) -> Json<Value> {
 }
 
 pub(super) async fn post_queue(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
-    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+    let Some((clear, ids)) = clear_and_delete(&body) else {
         return plain_500();
     };
-    if v["clear"] == json!(true) {
+    if clear {
         inner.pending.lock().unwrap().clear();
     }
-    for id in v["delete"].as_array().into_iter().flatten() {
-        let id = id.as_str().unwrap_or("").to_string();
+    for id in ids {
         inner.queue_deletes.lock().unwrap().push(id.clone());
         inner.pending.lock().unwrap().retain(|i| i.prompt_id != id);
     }
@@ -226,12 +305,26 @@ pub(super) async fn post_queue(State(inner): State<Arc<Inner>>, body: Bytes) -> 
 }
 
 pub(super) async fn interrupt(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
-    // Recorded: always 200 with an empty body, whatever the body.
-    let target = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|v| v["prompt_id"].as_str().map(str::to_string));
+    // Recorded: 200 with an empty body; a body that is not JSON counts as `{}`.
+    let Value::Object(v) = loads(&body).unwrap_or_else(|| json!({})) else {
+        // `json_data.get` on a list: an AttributeError.
+        return plain_500();
+    };
+    // `if prompt_id:` targets the running prompt only when it has that id; a falsy or
+    // missing one interrupts whatever runs.
+    let target = v.get("prompt_id").filter(|p| truthy(p)).cloned();
+    inner
+        .interrupt_requests
+        .lock()
+        .unwrap()
+        .push(target.clone());
     let running = inner.running.lock().unwrap().as_ref().map(|r| r.0.clone());
-    if running.is_some() && (target.is_none() || target == running) {
+    let hit = match (&target, &running) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(t), Some(r)) => t.as_str() == Some(r.as_str()),
+    };
+    if hit {
         inner.interrupts.fetch_add(1, Ordering::SeqCst);
         inner.interrupt.store(true, Ordering::SeqCst);
     }

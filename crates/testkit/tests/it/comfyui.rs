@@ -155,3 +155,73 @@ async fn history_can_be_listed_and_cleared_and_the_queue_deleted_from() {
     assert_eq!(all, json!({}));
     assert!(fixture_path("bodies/output.png").exists());
 }
+
+#[tokio::test]
+async fn queue_and_history_bodies_are_read_as_comfyuis_python_reads_them() {
+    let double = ComfyDouble::start().await;
+    double
+        .inner
+        .knobs
+        .hold
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let client = reqwest::Client::new();
+    let prompt = json!({"prompt": {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "kit"}}
+    }});
+    let post = |path: &str, body: String| {
+        client
+            .post(format!("{}{path}", double.url()))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let v: Value = post("/prompt", prompt.to_string())
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(v["prompt_id"].as_str().unwrap().to_string());
+    }
+    // json.loads takes NaN; `for id in delete` goes through a dict's keys.
+    let r = post(
+        "/queue",
+        format!(r#"{{"delete": ["{}"], "x": NaN}}"#, ids[0]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = post("/queue", format!(r#"{{"delete": {{"{}": 1}}}}"#, ids[1]))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(double.pending_ids(), [ids[2].clone()]);
+    // `if json_data["clear"]:` — a falsy value keeps the queue, any truthy one clears it.
+    let r = post("/queue", r#"{"clear": 0}"#.into()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(double.pending_ids(), [ids[2].clone()]);
+    let r = post("/queue", r#"{"clear": 1}"#.into()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(double.pending_ids().is_empty());
+    // Not JSON even to Python, or not a dict: ComfyUI's plain 500.
+    for body in ["{nope", r#"{"delete": 5}"#] {
+        let r = post("/history", body.into()).await.unwrap();
+        assert_eq!(r.status(), 500, "{body}");
+    }
+    // Every interrupt is recorded with the id it named; a falsy one is global.
+    for body in [
+        r#"{"prompt_id": "abc"}"#,
+        r#"{"prompt_id": ""}"#,
+        "not json",
+    ] {
+        let r = post("/interrupt", body.into()).await.unwrap();
+        assert_eq!(r.status(), 200, "{body}");
+    }
+    assert_eq!(
+        double.inner.interrupt_requests.lock().unwrap().as_slice(),
+        &[Some(json!("abc")), None, None]
+    );
+}

@@ -348,7 +348,10 @@ async fn get_history_one(
     ctx.finish(result).await
 }
 
-/// `POST /prompt`: refused while the gateway is paused; remembered with who sent it.
+/// `POST /prompt`: refused while the gateway is paused; remembered with who sent it. A
+/// `prompt_id` the client chose must be a string the Desk does not know as someone
+/// else's (409 `PROMPT_ID_TAKEN`): ComfyUI would queue under it, and the sender would
+/// gain the rights over the earlier prompt with that id.
 async fn post_prompt(
     State(state): State<SharedState>,
     Extension(caller): Extension<Caller>,
@@ -367,6 +370,29 @@ async fn post_prompt(
         let limit = ctx.state.config().config.server.max_body_bytes;
         let (parts, body) = req.into_parts();
         let body = read_body(body, limit).await?;
+        let me = who(&ctx.caller);
+        let chosen = match parsed(&body, "POST /prompt")?.get("prompt_id") {
+            None => None,
+            Some(Value::String(id)) => Some(id.clone()),
+            // ComfyUI takes `str()` of any value: only a string is the id it will use.
+            Some(_) => {
+                return Err(ApiError::validation(
+                    "prompt_id",
+                    "must be a string when given",
+                ))
+            }
+        };
+        let _claim = match &chosen {
+            Some(id) => Some(front.claim(id, &me, &ctx.state.media.jobs).map_err(|whose| {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "PROMPT_ID_TAKEN",
+                    format!("prompt id {id} is taken: it was queued by {whose}; choose a fresh one or leave it out"),
+                )
+                .with("prompt_id", id.clone())
+            })?),
+            None => None,
+        };
         let call = Call {
             method: Method::POST,
             path: upstream_path(&parts.uri),
@@ -375,27 +401,41 @@ async fn post_prompt(
             kind: CallKind::Control,
         };
         let request_id = current_request_id().unwrap_or_default();
-        Ok(front.submit(&who(&ctx.caller), call, &request_id).await?)
+        Ok(front.submit(&me, call, &request_id).await?)
     }
     .await;
     ctx.finish(result).await
 }
 
-fn json_body(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).unwrap_or(Value::Null)
+/// A state-changing body, read as the rights checks need it. Python's `json.loads`
+/// takes what serde does not (`NaN`, `Infinity`, deeper nesting): a body not read here
+/// could still act on ComfyUI, so it is refused rather than passed on unchecked.
+fn parsed(body: &[u8], what: &str) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(
+            "VALIDATION_ERROR",
+            format!("the body of {what} must be JSON the Desk can read: {e}"),
+        )
+    })
 }
 
-fn ids(v: &Value) -> Vec<String> {
-    v.get("delete")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|x| x.as_str().map(str::to_string))
-        .collect()
+/// The prompt ids of `delete`. ComfyUI iterates whatever it is given (a dict's keys, a
+/// string's characters), so only a list of strings is taken.
+fn ids(v: &serde_json::Map<String, Value>) -> Result<Vec<String>, ApiError> {
+    let bad = || ApiError::validation("delete", "must be a list of prompt ids");
+    match v.get("delete") {
+        None => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|x| x.as_str().map(str::to_string).ok_or_else(bad))
+            .collect(),
+        Some(_) => Err(bad()),
+    }
 }
 
 /// `POST /queue` and `POST /history` (`{"clear": true}` / `{"delete": [ids]}`): clearing
-/// takes an admin; deleting another caller's prompt too.
+/// takes an admin; deleting another caller's prompt too. ComfyUI clears on any truthy
+/// `clear` (`1`, `"no"`, `NaN`), so any `clear` at all takes an admin.
 async fn clear_or_delete(
     state: SharedState,
     caller: Caller,
@@ -408,17 +448,23 @@ async fn clear_or_delete(
         let limit = ctx.state.config().config.server.max_body_bytes;
         let (parts, body) = req.into_parts();
         let body = read_body(body, limit).await?;
-        let v = json_body(&body);
+        let v = parsed(&body, &format!("POST /{endpoint}"))?;
+        let Some(v) = v.as_object() else {
+            return Err(ApiError::bad_request(
+                "VALIDATION_ERROR",
+                format!("the body of POST /{endpoint} must be a JSON object"),
+            ));
+        };
         let me = who(&ctx.caller);
         let admin = may_admin(&ctx.caller);
-        if v.get("clear") == Some(&json!(true)) && !admin {
+        if v.contains_key("clear") && !admin {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "FORBIDDEN",
-                format!("clearing ComfyUI's {endpoint} touches everyone's prompts: it needs an admin key"),
+                format!("clearing ComfyUI's {endpoint} touches everyone's prompts: it needs an admin key (any `clear`, whatever its value)"),
             ));
         }
-        front.check_owned(&ids(&v), &me, admin, &ctx.state.media.jobs, "deleting")?;
+        front.check_owned(&ids(v)?, &me, admin, &ctx.state.media.jobs, "deleting")?;
         let call = Call {
             method: Method::POST,
             path: upstream_path(&parts.uri),
@@ -449,8 +495,10 @@ async fn post_history(
 }
 
 /// `POST /interrupt` (`{"prompt_id": …}` or none: the running one). Interrupting a
-/// prompt that is not the caller's takes an admin; the call names the prompt checked,
-/// so another one starting meanwhile is not interrupted instead.
+/// prompt that is not the caller's takes an admin; the call always names the prompt
+/// checked, so another one starting meanwhile is not interrupted instead. With nothing
+/// running, the answer is ComfyUI's own (200, empty) without a call: ComfyUI takes an
+/// interrupt without an id as global.
 async fn interrupt(
     State(state): State<SharedState>,
     Extension(caller): Extension<Caller>,
@@ -463,27 +511,47 @@ async fn interrupt(
         let (parts, body) = req.into_parts();
         let body = read_body(body, limit).await?;
         let me = who(&ctx.caller);
-        let asked = json_body(&body)
-            .get("prompt_id")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let target = match asked {
-            Some(id) => Some(id),
-            None => front.running_prompt(&me).await?,
+        // ComfyUI's web UI sends no body when it knows no prompt id.
+        let v = if body.trim_ascii().is_empty() {
+            Value::Null
+        } else {
+            parsed(&body, "POST /interrupt")?
         };
-        let body = match &target {
-            Some(id) => {
-                front.check_owned(
-                    std::slice::from_ref(id),
-                    &me,
-                    may_admin(&ctx.caller),
-                    &ctx.state.media.jobs,
-                    "interrupting",
-                )?;
-                Bytes::from(json!({ "prompt_id": id }).to_string())
+        // A missing, null or empty id is ComfyUI's global interrupt: the running one here.
+        let asked = match v.get("prompt_id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(id)) if id.is_empty() => None,
+            Some(Value::String(id)) => Some(id.clone()),
+            Some(_) => {
+                return Err(ApiError::validation(
+                    "prompt_id",
+                    "must be a string when given",
+                ))
             }
-            None => body,
         };
+        let target = match asked {
+            Some(id) => id,
+            None => match front.running_prompt(&me).await? {
+                Some(id) => id,
+                None => {
+                    return Ok(Answer {
+                        status: StatusCode::OK,
+                        headers: axum::http::HeaderMap::new(),
+                        body: AnswerBody::Full(Bytes::new()),
+                        // Answered here: no instance was called.
+                        instance: String::new(),
+                    });
+                }
+            },
+        };
+        front.check_owned(
+            std::slice::from_ref(&target),
+            &me,
+            may_admin(&ctx.caller),
+            &ctx.state.media.jobs,
+            "interrupting",
+        )?;
+        let body = Bytes::from(json!({ "prompt_id": target }).to_string());
         let mut headers = parts.headers;
         headers.insert(
             header::CONTENT_TYPE,
@@ -496,7 +564,7 @@ async fn interrupt(
             body,
             kind: CallKind::Control,
         };
-        Ok(front.call(&me, call, target.as_deref()).await?)
+        Ok(front.call(&me, call, Some(&target)).await?)
     }
     .await;
     ctx.finish(result).await

@@ -98,7 +98,21 @@ impl ComfyClient {
         format!("{}{}", self.base, path)
     }
 
+    /// A call that failed. `timed_out` when ComfyUI was reached but did not answer in
+    /// time: it may have acted on the call (a queued prompt), so the caller cleans up.
     fn unavailable(&self, e: &reqwest::Error) -> Error {
+        if e.is_timeout() && !e.is_connect() {
+            return Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "ComfyUI at {} did not answer in time: {}",
+                    self.base,
+                    describe(e)
+                ),
+            )
+            .with("provider", self.provider.clone())
+            .with("timed_out", true);
+        }
         Error::new(
             ErrorKind::Unavailable,
             format!("ComfyUI at {} is not reachable: {}", self.base, describe(e)),
