@@ -1,7 +1,7 @@
 //! Meaning checks on a typed config; each problem names its key.
 
 use super::{load::Source, Config, ServiceKind};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -291,7 +291,13 @@ pub fn validate(config: &Config, kinds: &KnownKinds<'_>) -> Vec<Problem> {
 
     validate_media(config, &mut p);
 
+    // Compared without case: each service has a log file named after it, and Windows'
+    // file names ignore case ("ComfyUI" and "comfyui" would write one file).
     let mut names = BTreeSet::new();
+    // One container or port each: two runners would start and stop one container, or
+    // take each other's process for "a process Sparklio Desk did not start".
+    let mut containers: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut ports: BTreeMap<u16, &str> = BTreeMap::new();
     for (i, svc) in config.services.iter().enumerate() {
         let key = format!("services[{i}]");
         if svc.name.trim().is_empty()
@@ -305,11 +311,30 @@ pub fn validate(config: &Config, kinds: &KnownKinds<'_>) -> Vec<Problem> {
                 "must be letters, digits, '-', '_' or '.' (it is used in URLs)",
             ));
         }
-        if !names.insert(svc.name.as_str()) {
+        if !names.insert(svc.name.to_ascii_lowercase()) {
             p.push(Problem::new(
                 format!("{key}.name"),
-                format!("{:?} is used twice", svc.name),
+                format!(
+                    "{:?} is used twice (names are compared without case: each names a log file)",
+                    svc.name
+                ),
             ));
+        }
+        if let Some(c) = svc.container.as_deref().filter(|c| !c.is_empty()) {
+            if let Some(other) = containers.insert(c, svc.name.as_str()) {
+                p.push(Problem::new(
+                    format!("{key}.container"),
+                    format!("container {c:?} is already service {other:?}'s"),
+                ));
+            }
+        }
+        if let Some(port) = svc.port {
+            if let Some(other) = ports.insert(port, svc.name.as_str()) {
+                p.push(Problem::new(
+                    format!("{key}.port"),
+                    format!("port {port} is already service {other:?}'s"),
+                ));
+            }
         }
         match svc.kind {
             ServiceKind::Process if svc.command.as_deref().is_none_or(str::is_empty) => {

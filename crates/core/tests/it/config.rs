@@ -266,3 +266,51 @@ fn show_redacts_secrets_and_names_sources() {
     assert!(shown.contains("k.toml:2"), "{shown}");
     assert!(shown.contains("environment OLLAMA_BASE_URL"), "{shown}");
 }
+
+#[test]
+fn services_share_no_name_container_or_port() {
+    let f = Files::new();
+    let path = f.write(
+        "services.toml",
+        r#"[[services]]
+name = "ComfyUI"
+kind = "process"
+command = "python"
+port = 8188
+
+[[services]]
+name = "comfyui"
+kind = "process"
+command = "python"
+port = 8188
+
+[[services]]
+name = "ollama"
+kind = "docker"
+container = "ollama"
+port = 11434
+
+[[services]]
+name = "ollama-2"
+kind = "docker"
+container = "ollama"
+port = 11435
+"#,
+    );
+    let problems = load(&f.input(Some(path), None, &[])).unwrap_err();
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "services[1].name",
+            "services[1].port",
+            "services[3].container"
+        ],
+        "{problems:#?}"
+    );
+    assert!(
+        problems[0].message.contains("without case"),
+        "{problems:#?}"
+    );
+    assert!(problems[1].message.contains("\"ComfyUI\""), "{problems:#?}");
+}
