@@ -82,7 +82,10 @@ impl RotatingFile {
 
     fn write_line(&mut self, text: &str) -> std::io::Result<()> {
         if self.size + text.len() as u64 + 1 > self.spec.max_bytes && self.size > 0 {
-            self.rotate()?;
+            // Said once per rotation; the line is still written.
+            if let Err(e) = self.rotate() {
+                tracing::warn!(path = %self.spec.path.display(), "service log: {e}");
+            }
         }
         if self.file.is_none() {
             if let Some(dir) = self.spec.path.parent() {
@@ -108,22 +111,43 @@ impl RotatingFile {
         }
     }
 
-    /// `name.log` → `name.log.1` → ... → `name.log.N` (the oldest is dropped).
     fn rotate(&mut self) -> std::io::Result<()> {
         self.flush()?;
         self.file = None;
-        let numbered = |n: u32| PathBuf::from(format!("{}.{n}", self.spec.path.display()));
-        if self.spec.kept == 0 {
-            let _ = std::fs::remove_file(&self.spec.path);
-        } else {
-            let _ = std::fs::remove_file(numbered(self.spec.kept));
-            for n in (1..self.spec.kept).rev() {
-                let _ = std::fs::rename(numbered(n), numbered(n + 1));
-            }
-            std::fs::rename(&self.spec.path, numbered(1))?;
-        }
+        // Whatever happened, the file is empty or gone now: never retried per line.
         self.size = 0;
-        Ok(())
+        shift_files(&self.spec)
+    }
+}
+
+/// `name.log` → `name.log.1` → ... → `name.log.N` (the oldest is dropped). When the
+/// file cannot be renamed (on Windows, another program holds it open without delete
+/// sharing: `Get-Content -Wait`, an editor), it is emptied in place instead, so the log
+/// stays bounded and lines keep reaching it; the error says what was lost.
+pub(super) fn shift_files(spec: &LogFileSpec) -> std::io::Result<()> {
+    let numbered = |n: u32| PathBuf::from(format!("{}.{n}", spec.path.display()));
+    let renamed = if spec.kept == 0 {
+        std::fs::remove_file(&spec.path)
+    } else {
+        let _ = std::fs::remove_file(numbered(spec.kept));
+        for n in (1..spec.kept).rev() {
+            let _ = std::fs::rename(numbered(n), numbered(n + 1));
+        }
+        std::fs::rename(&spec.path, numbered(1))
+    };
+    match renamed {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => {
+            OpenOptions::new()
+                .write(true)
+                .open(&spec.path)?
+                .set_len(0)?;
+            Err(std::io::Error::new(
+                e.kind(),
+                format!("could not be rotated ({e}); emptied in place, its old lines are lost"),
+            ))
+        }
     }
 }
 
@@ -404,6 +428,43 @@ mod tests {
         assert!(std::fs::metadata(&spec.path).unwrap().len() <= 200);
         let last = tail_file(&spec.path, 1, 1024);
         assert!(last[0].ends_with("line number 19"), "{last:?}");
+    }
+
+    /// On Windows a reader without delete sharing makes the rename fail; here a folder
+    /// where `svc.log.1` should go does. Before, every later line retried the rotation,
+    /// failed, warned, and nothing more reached the file.
+    #[test]
+    fn a_log_that_cannot_be_renamed_is_emptied_in_place_and_still_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = LogFileSpec {
+            kept: 1,
+            ..spec(dir.path(), 200)
+        };
+        std::fs::create_dir_all(dir.path().join("svc.log.1/held")).unwrap();
+        let logs = ServiceLogs::new(LogLimits::lines(3), spec.clone());
+        for i in 0..50 {
+            logs.push("stdout", format!("line number {i}"));
+        }
+        logs.flush();
+        assert!(std::fs::metadata(&spec.path).unwrap().len() <= 200);
+        let last = tail_file(&spec.path, 1, 1024);
+        assert!(last[0].ends_with("line number 49"), "{last:?}");
+
+        // The same for a file nothing reads (a detached service's), shifted at a start.
+        std::fs::write(&spec.path, "x".repeat(300)).unwrap();
+        let err = shift_files(&spec).unwrap_err();
+        assert!(err.to_string().contains("emptied in place"), "{err}");
+        assert_eq!(std::fs::metadata(&spec.path).unwrap().len(), 0);
+        std::fs::remove_dir_all(dir.path().join("svc.log.1")).unwrap();
+        std::fs::write(&spec.path, "old").unwrap();
+        shift_files(&spec).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("svc.log.1")).unwrap(),
+            "old"
+        );
+        assert!(!spec.path.exists());
+        // Nothing to shift is no error.
+        shift_files(&spec).unwrap();
     }
 
     #[test]

@@ -160,8 +160,9 @@ pub struct ServiceEntry {
     status: Mutex<ServiceStatus>,
     control: mpsc::UnboundedSender<Request>,
     control_rx: Mutex<Option<mpsc::UnboundedReceiver<Request>>>,
-    /// Detached processes write here directly (their pipes must outlive us).
-    pub detached_log: Option<PathBuf>,
+    /// Detached processes write here directly (their pipes must outlive us); rotated
+    /// when a start finds it over the size of the service's own log.
+    pub detached_log: Option<LogFileSpec>,
     /// Why a config reload ended this entry's runner (none: it runs, or the app quits).
     retired: Mutex<Option<String>>,
 }
@@ -334,8 +335,10 @@ impl ServiceEntry {
             max_bytes: settings.log_file_max_bytes,
             kept: settings.log_files_kept,
         };
-        let detached_log = (svc.detach && svc.kind == ServiceKind::Process)
-            .then(|| log_dir.join(format!("{}.detached.log", svc.name)));
+        let detached_log = (svc.detach && svc.kind == ServiceKind::Process).then(|| LogFileSpec {
+            path: log_dir.join(format!("{}.detached.log", svc.name)),
+            ..spec.clone()
+        });
         Self {
             config: svc.clone(),
             logs: Arc::new(ServiceLogs::new(

@@ -8,10 +8,9 @@
 //!   tree's visible windows (GUI programs), then `TerminateJobObject` at the deadline. A
 //!   step that cannot be delivered is not waited for; each step is written to the log.
 
-use super::logs::{pump, ServiceLogs};
+use super::logs::{pump, LogFileSpec, ServiceLogs};
 use crate::config::ServiceConfig;
 use process_wrap::tokio::*;
-use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,7 +51,7 @@ pub enum StopOutcome {
 pub fn spawn(
     cfg: &ServiceConfig,
     logs: &Arc<ServiceLogs>,
-    detached_log: Option<&Path>,
+    detached_log: Option<&LogFileSpec>,
 ) -> std::io::Result<ProcessHandle> {
     let program = cfg.command.as_deref().unwrap_or_default();
     let mut cmd = tokio::process::Command::new(program);
@@ -61,14 +60,21 @@ pub fn spawn(
         cmd.current_dir(dir);
     }
     match detached_log {
-        Some(path) => {
-            if let Some(dir) = path.parent() {
+        Some(spec) => {
+            if let Some(dir) = spec.path.parent() {
                 std::fs::create_dir_all(dir)?;
+            }
+            // The child writes it with nobody reading: bounded at each start (a long
+            // run still grows it, but not across restarts for ever).
+            if std::fs::metadata(&spec.path).is_ok_and(|m| m.len() >= spec.max_bytes) {
+                if let Err(e) = super::logs::shift_files(spec) {
+                    tracing::warn!(path = %spec.path.display(), "cannot rotate the detached log: {e}");
+                }
             }
             let out = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(path)?;
+                .open(&spec.path)?;
             let err = out.try_clone()?;
             cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
         }

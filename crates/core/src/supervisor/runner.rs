@@ -373,17 +373,14 @@ impl Runner {
                         return Err(LaunchError::Unavailable(text));
                     }
                 }
-                let handle = super::process::spawn(
-                    &cfg,
-                    &self.entry.logs,
-                    self.entry.detached_log.as_deref(),
-                )
-                .map_err(|e| {
-                    LaunchError::Failed(format!(
-                        "cannot start {:?}: {e}",
-                        cfg.command.as_deref().unwrap_or_default()
-                    ))
-                })?;
+                let handle =
+                    super::process::spawn(&cfg, &self.entry.logs, self.entry.detached_log.as_ref())
+                        .map_err(|e| {
+                            LaunchError::Failed(format!(
+                                "cannot start {:?}: {e}",
+                                cfg.command.as_deref().unwrap_or_default()
+                            ))
+                        })?;
                 let pid = handle.pid;
                 if !cfg.detach {
                     let (children, name) = (self.children.clone(), cfg.name.clone());

@@ -151,7 +151,7 @@ pub async fn logs(
     let mut lines: Vec<Value> = e.logs.tail(n).into_iter().map(|l| json!(l)).collect();
     // A detached process writes to its own file; show that file's end too (read off
     // the runtime, and only its last bytes: the file may be large).
-    if let (Some(path), true) = (e.detached_log.clone(), n > 0) {
+    if let (Some(path), true) = (e.detached_log.as_ref().map(|d| d.path.clone()), n > 0) {
         let from_file = tokio::task::spawn_blocking(move || {
             crate::supervisor::logs::tail_file(&path, n, DETACHED_TAIL_BYTES)
         })
