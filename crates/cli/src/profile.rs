@@ -125,6 +125,15 @@ mod tests {
         assert_eq!(comfy.kind, ServiceKind::Process);
         let args = comfy.args.join(" ");
         assert!(args.contains("--listen 127.0.0.1"), "{args}");
+        // Through a pipe, Windows' Python writes the ANSI code page, block-buffered.
+        assert_eq!(
+            comfy.env.get("PYTHONIOENCODING").map(String::as_str),
+            Some("utf-8")
+        );
+        assert_eq!(
+            comfy.env.get("PYTHONUNBUFFERED").map(String::as_str),
+            Some("1")
+        );
         // Nothing in the profile listens on every interface.
         assert!(
             crate::listen::warnings(c).is_empty(),

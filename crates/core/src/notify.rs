@@ -81,6 +81,11 @@ pub struct NotificationPolicy {
     held_back: HashMap<String, u32>,
     /// Services that went down since they last ran: their return is news.
     down: std::collections::HashSet<String>,
+    /// Of those, the ones Docker not running took down: their return is Docker's.
+    docker_down: std::collections::HashSet<String>,
+    /// Docker went down and its return was not told yet (told once, by the first
+    /// service back, whatever the number of containers it took down).
+    docker_out: bool,
     /// Topics whose last *shown* notification said "down": only their return may skip
     /// the rate limit (a flapping service whose downs were held back stays quiet).
     shown_down: std::collections::HashSet<String>,
@@ -103,6 +108,8 @@ impl NotificationPolicy {
             last_sent: HashMap::new(),
             held_back: HashMap::new(),
             down: Default::default(),
+            docker_down: Default::default(),
+            docker_out: false,
             shown_down: Default::default(),
             error_rate_threshold: 0.2,
             error_rate_min_requests: 10,
@@ -140,23 +147,42 @@ impl NotificationPolicy {
         now: Instant,
     ) -> Option<Notification> {
         use ServiceState as S;
-        let was_down = if to == S::Running {
-            self.down.remove(service)
-        } else {
-            if matches!(to, S::Crashed | S::Unhealthy | S::Failed) {
-                self.down.insert(service.to_string());
-            }
-            false
-        };
         let docker_down = reason
             .to_ascii_lowercase()
             .contains("docker is not running");
+        let (was_down, back_from_docker) = if to == S::Running {
+            (self.down.remove(service), self.docker_down.remove(service))
+        } else {
+            // `unavailable` too: Docker not running, or the port held by another program.
+            if matches!(to, S::Crashed | S::Unhealthy | S::Failed | S::Unavailable) {
+                self.down.insert(service.to_string());
+                if docker_down {
+                    self.docker_down.insert(service.to_string());
+                    self.docker_out = true;
+                } else {
+                    self.docker_down.remove(service);
+                }
+            }
+            (false, false)
+        };
         let (topic, title, level) = match to {
             _ if docker_down => (
                 "docker".to_string(),
                 "Docker is not running".to_string(),
                 Level::Down,
             ),
+            // On Docker's topic, so it ends a mute of "Docker is not running" until it
+            // changes; the other containers it took down coming back are not news again.
+            S::Running if back_from_docker => {
+                if !std::mem::take(&mut self.docker_out) {
+                    return None;
+                }
+                (
+                    "docker".to_string(),
+                    "Docker is running again".to_string(),
+                    Level::Ok,
+                )
+            }
             // Its own topic: the end of a crash loop is news even right after "went
             // down", and nothing follows it to carry a held-back count.
             S::Failed => (
@@ -167,6 +193,13 @@ impl NotificationPolicy {
             S::Crashed | S::Unhealthy => (
                 service.to_string(),
                 format!("{service} went down"),
+                Level::Down,
+            ),
+            // Blocked from outside (its port held by another program): retried, but
+            // it serves nothing until that program goes.
+            S::Unavailable => (
+                service.to_string(),
+                format!("{service} cannot start"),
                 Level::Down,
             ),
             S::Restarting if reason.contains("by ") => (
@@ -184,12 +217,17 @@ impl NotificationPolicy {
         if to == S::Running && self.shown_down.contains(&topic) {
             self.last_sent.remove(&topic);
         }
+        let body = if back_from_docker {
+            format!("{service} is back: {reason}")
+        } else {
+            reason.to_string()
+        };
         self.gate(
             &topic,
             now,
             Notification {
                 title,
-                body: reason.to_string(),
+                body,
                 level,
                 topic: String::new(),
             },
@@ -488,6 +526,199 @@ mod tests {
             )
             .unwrap();
         assert!(n.title.contains("restarting"));
+    }
+
+    /// Each row: seconds since the start, a state change, and the notification it gives
+    /// (title, topic, level).
+    type Row<'a> = (
+        u64,
+        &'a str,
+        ServiceState,
+        &'a str,
+        Option<(&'a str, &'a str, Level)>,
+    );
+
+    fn play(rows: &[Row]) {
+        let mut p = NotificationPolicy::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        for (i, (at, service, to, reason, want)) in rows.iter().enumerate() {
+            let got = p.on_state_change(service, *to, reason, t0 + Duration::from_secs(*at));
+            let got = got
+                .as_ref()
+                .map(|n| (n.title.as_str(), n.topic.as_str(), n.level));
+            assert_eq!(got, *want, "row {i}: {service} -> {to}: {reason}");
+        }
+    }
+
+    const DOCKER_DOWN: &str = "Docker is not running (cannot reach the Docker engine at npipe:////./pipe/docker_engine: not found)";
+    const DOCKER_500: &str = "Docker is not running (the Docker engine at npipe:////./pipe/docker_engine answered 500, as Docker Desktop does while its engine starts or restarts)";
+    const PORT_HELD: &str = "port 8188 is already in use by pid 4242 (python.exe), a process Sparklio Desk did not start";
+
+    #[test]
+    fn unavailable_and_back_are_told_once_each_way() {
+        use Level::{Down, Ok};
+        use ServiceState::{Crashed, Running, Starting, Unavailable};
+        play(&[
+            // Docker not running, then back: told on Docker's topic both ways.
+            (0, "ollama", Starting, "autostart", None),
+            (
+                0,
+                "ollama",
+                Unavailable,
+                DOCKER_DOWN,
+                Some(("Docker is not running", "docker", Down)),
+            ),
+            (
+                30,
+                "ollama",
+                Starting,
+                "checked again: no longer blocked",
+                None,
+            ),
+            (
+                30,
+                "ollama",
+                Running,
+                "health probe passed 0.4 s after start",
+                Some(("Docker is running again", "docker", Ok)),
+            ),
+            (40, "ollama", Running, "health probe passes again", None),
+            // A running container whose engine restarts (answering 500 meanwhile).
+            (
+                100,
+                "ollama",
+                Unavailable,
+                DOCKER_500,
+                Some(("Docker is not running", "docker", Down)),
+            ),
+            (
+                110,
+                "ollama",
+                Running,
+                "health probe passed",
+                Some(("Docker is running again", "docker", Ok)),
+            ),
+            // Two containers down with Docker: one "not running", one "back" (the first).
+            (
+                200,
+                "ollama",
+                Unavailable,
+                DOCKER_DOWN,
+                Some(("Docker is not running", "docker", Down)),
+            ),
+            (200, "ollama-lab", Unavailable, DOCKER_DOWN, None),
+            (
+                300,
+                "ollama-lab",
+                Running,
+                "health probe passed",
+                Some(("Docker is running again", "docker", Ok)),
+            ),
+            (400, "ollama", Running, "health probe passed", None),
+            // A port held by another program, then freed.
+            (
+                500,
+                "comfyui",
+                Unavailable,
+                PORT_HELD,
+                Some(("comfyui cannot start", "comfyui", Down)),
+            ),
+            (
+                500,
+                "comfyui",
+                Starting,
+                "checked again: no longer blocked",
+                None,
+            ),
+            (
+                510,
+                "comfyui",
+                Running,
+                "health probe passed",
+                Some(("comfyui is back", "comfyui", Ok)),
+            ),
+            // Down for Docker, then crashing on its own: its return is its own.
+            (
+                600,
+                "ollama",
+                Unavailable,
+                DOCKER_DOWN,
+                Some(("Docker is not running", "docker", Down)),
+            ),
+            (
+                700,
+                "ollama",
+                Crashed,
+                "container ollama exited with code 1",
+                Some(("ollama went down", "ollama", Down)),
+            ),
+            (
+                710,
+                "ollama",
+                Running,
+                "health probe passed",
+                Some(("ollama is back", "ollama", Ok)),
+            ),
+        ]);
+    }
+
+    #[test]
+    fn docker_flapping_is_rate_limited_like_a_crashing_service() {
+        use Level::{Down, Ok};
+        use ServiceState::{Running, Unavailable};
+        let mut rows: Vec<Row> = vec![
+            (
+                0,
+                "ollama",
+                Unavailable,
+                DOCKER_DOWN,
+                Some(("Docker is not running", "docker", Down)),
+            ),
+            (
+                1,
+                "ollama",
+                Running,
+                "health probe passed",
+                Some(("Docker is running again", "docker", Ok)),
+            ),
+        ];
+        // Within the minute: held back both ways.
+        for at in 2..7 {
+            rows.push((at, "ollama", Unavailable, DOCKER_DOWN, None));
+            rows.push((at, "ollama", Running, "health probe passed", None));
+        }
+        // After it, told again.
+        rows.push((
+            70,
+            "ollama",
+            Unavailable,
+            DOCKER_DOWN,
+            Some(("Docker is not running", "docker", Down)),
+        ));
+        play(&rows);
+    }
+
+    #[test]
+    fn docker_back_ends_a_mute_until_it_changes() {
+        let mutes = Mutes::default();
+        let mut p = NotificationPolicy::default();
+        let t0 = Instant::now();
+        let mut shown = Vec::new();
+        let mut deliver = |n: Option<Notification>, now: Instant| {
+            if let Some(n) = n {
+                if !mutes.holds_back(&n.topic, n.level, now) {
+                    shown.push(n.title);
+                }
+            }
+        };
+        let down = p.on_state_change("ollama", ServiceState::Unavailable, DOCKER_DOWN, t0);
+        deliver(down, t0);
+        mutes.mute("docker", MuteFor::UntilChange, t0);
+        let t1 = t0 + Duration::from_secs(120);
+        let again = p.on_state_change("ollama", ServiceState::Running, "health probe passed", t1);
+        deliver(again, t1);
+        assert_eq!(shown, ["Docker is not running", "Docker is running again"]);
+        assert!(mutes.list(t1).is_empty(), "the mute ended with the change");
     }
 
     #[test]

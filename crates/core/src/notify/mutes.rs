@@ -150,7 +150,7 @@ pub fn event_topic(service: &str, to: &str, reason: &str) -> Option<String> {
     }
     match to {
         "failed" => Some(format!("{service}:failed")),
-        "crashed" | "unhealthy" | "running" => Some(service.to_string()),
+        "crashed" | "unhealthy" | "unavailable" | "running" => Some(service.to_string()),
         "restarting" if reason.contains("by ") => Some(format!("{service}:restart")),
         _ => None,
     }
@@ -211,6 +211,15 @@ mod tests {
         assert_eq!(
             event_topic("ollama", "unavailable", "Docker is not running (…)").as_deref(),
             Some("docker")
+        );
+        assert_eq!(
+            event_topic(
+                "comfyui",
+                "unavailable",
+                "port 8188 is already in use by pid 42"
+            )
+            .as_deref(),
+            Some("comfyui")
         );
         assert_eq!(
             event_topic("gateway", "failing", "12 of 15").as_deref(),

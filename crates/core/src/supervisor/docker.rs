@@ -1,6 +1,7 @@
 //! Docker containers through the Docker Engine API (bollard: named pipe on Windows,
 //! Unix socket elsewhere, or TCP). "Docker is not running" is its own outcome, never
-//! counted as a crash of the container.
+//! counted as a crash of the container: the engine unreachable, or answering 5xx (Docker
+//! Desktop's named pipe is up while its engine starts or restarts, and answers 500).
 
 use super::logs::ServiceLogs;
 use bollard::query_parameters::{
@@ -20,7 +21,8 @@ const ENGINE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum DockerError {
-    /// The engine cannot be reached (Docker Desktop not started, wrong docker_host).
+    /// The engine cannot be reached (Docker Desktop not started, wrong docker_host), or
+    /// answers 5xx (not ready: starting or restarting).
     Unavailable(String),
     NoSuchContainer(String),
     Other(String),
@@ -266,6 +268,23 @@ impl DockerClient {
         ))
     }
 
+    /// The engine answered 5xx: up enough to answer (Docker Desktop's named pipe), not
+    /// enough to work. "Not running" like an unreachable engine: rechecked, never a crash.
+    fn not_ready(&self, status: u16, message: &str) -> DockerError {
+        // Agree on the version again once it answers: a restart may be an upgrade.
+        self.negotiated.store(false, Ordering::Relaxed);
+        let said = if message.is_empty() {
+            String::new()
+        } else {
+            format!(": {message}")
+        };
+        DockerError::Unavailable(format!(
+            "Docker is not running (the Docker engine at {} answered {status}, as Docker \
+             Desktop does while its engine starts or restarts{said})",
+            self.host
+        ))
+    }
+
     /// The client, with the API version agreed with the engine on first use.
     async fn engine(&self) -> Result<Docker, DockerError> {
         let d = self.connected()?;
@@ -275,8 +294,19 @@ impl DockerClient {
         // Versions are shared between clones of the bollard client.
         match tokio::time::timeout(ENGINE_TIMEOUT, d.clone().negotiate_version()).await {
             Ok(Ok(_)) => {}
-            // An engine (or double) without /version: keep bollard's default version.
-            Ok(Err(bollard::errors::Error::DockerResponseServerError { .. })) => {}
+            // An engine (or proxy) without /version: keep bollard's default version.
+            Ok(Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            })) => {}
+            // Docker Desktop answers 500 while its engine starts or restarts: not ready,
+            // and nothing agreed (the version is asked again next time).
+            Ok(Err(bollard::errors::Error::DockerResponseServerError {
+                status_code,
+                message,
+            })) if status_code >= 500 => return Err(self.not_ready(status_code, &message)),
+            // Another refusal (a proxy denying /version): use the default for this call
+            // only, and ask again next time.
+            Ok(Err(bollard::errors::Error::DockerResponseServerError { .. })) => return Ok(d),
             Ok(Err(e)) => {
                 self.forget_connection();
                 return Err(self.unavailable(e));
@@ -329,6 +359,10 @@ impl DockerClient {
             E::DockerResponseServerError {
                 status_code,
                 message,
+            } if status_code >= 500 => self.not_ready(status_code, &message),
+            E::DockerResponseServerError {
+                status_code,
+                message,
             } => DockerError::Other(format!("Docker engine answered {status_code}: {message}")),
             other => {
                 self.forget_connection();
@@ -349,6 +383,36 @@ impl DockerClient {
                 self.forget_connection();
                 Err(self.unavailable(format!("no answer within {} s", limit.as_secs())))
             }
+        }
+    }
+
+    /// An action (start, stop, restart). A working engine also refuses one with a 5xx
+    /// (port already allocated, an OCI runtime error): a crash with the engine's words
+    /// when it answers its ping; "not running" when it does not.
+    async fn act(
+        &self,
+        container: &str,
+        fut: impl std::future::Future<Output = Result<(), bollard::errors::Error>>,
+        limit: Duration,
+    ) -> Result<(), DockerError> {
+        let refused = match tokio::time::timeout(limit, fut).await {
+            Ok(Err(bollard::errors::Error::DockerResponseServerError {
+                status_code,
+                message,
+            })) if status_code >= 500 => (status_code, message),
+            Ok(r) => return r.map_err(|e| self.classify(container, e)),
+            Err(_) => {
+                self.forget_connection();
+                return Err(self.unavailable(format!("no answer within {} s", limit.as_secs())));
+            }
+        };
+        match self.ping().await {
+            Err(e @ DockerError::Unavailable(_)) => Err(e),
+            // A 404 from a proxy without /_ping still answers.
+            _ => Err(DockerError::Other(format!(
+                "Docker engine answered {}: {}",
+                refused.0, refused.1
+            ))),
         }
     }
 
@@ -435,7 +499,7 @@ impl DockerClient {
 
     pub async fn start(&self, name: &str) -> Result<(), DockerError> {
         let d = self.engine().await?;
-        self.call(
+        self.act(
             name,
             d.start_container(name, None::<StartContainerOptions>),
             ENGINE_TIMEOUT * 6,
@@ -450,7 +514,7 @@ impl DockerClient {
             t: Some(stop_seconds(timeout)),
             signal: None,
         };
-        self.call(
+        self.act(
             name,
             d.stop_container(name, Some(opts)),
             timeout + ENGINE_TIMEOUT,
@@ -464,7 +528,7 @@ impl DockerClient {
             t: Some(stop_seconds(timeout)),
             signal: None,
         };
-        self.call(
+        self.act(
             name,
             d.restart_container(name, Some(opts)),
             timeout + ENGINE_TIMEOUT * 6,
@@ -535,10 +599,13 @@ impl DockerClient {
         while let Some(item) = stream.next().await {
             let msg = match item {
                 Ok(msg) => msg,
+                // A 5xx is the engine not ready (Docker Desktop restarting): it ended,
+                // and the watcher asks the engine what became of it. Only a refusal
+                // (404 from an old proxy, 403 from one that denies it) means "poll".
                 Err(bollard::errors::Error::DockerResponseServerError {
                     status_code,
                     message,
-                }) => {
+                }) if status_code < 500 => {
                     let _ = tx.send(ContainerEvent::Unsupported(format!(
                         "the engine answered {status_code} to /events: {message}"
                     )));

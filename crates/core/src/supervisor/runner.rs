@@ -79,6 +79,8 @@ struct DockerWatch {
     killed_with: Option<String>,
     /// A `die` seen, its verdict waiting for what may follow (oom, engine gone) until then.
     pending_die: Option<(Option<i64>, Instant)>,
+    /// When the event stream was last asked for.
+    subscribed_at: Instant,
 }
 
 impl DockerWatch {
@@ -469,6 +471,7 @@ impl Runner {
                     stop_asked: false,
                     killed_with: None,
                     pending_die: None,
+                    subscribed_at: Instant::now(),
                 }))
             }
         }
@@ -848,10 +851,17 @@ async fn watch_container(docker: &DockerClient, entry: &ServiceEntry, w: &mut Do
                                 if let Some((code, _)) = w.pending_die {
                                     return crash_verdict(docker, w, code).await;
                                 }
-                                // Follow again; the poll covers the gap.
+                                // Follow again; the poll covers the gap. A stream that ended
+                                // at once (the engine failing /events while it answers its
+                                // ping) is asked for again after a pause, not in a tight loop.
                                 w.next_poll = Instant::now();
+                                let pause = if w.subscribed_at.elapsed() < DOCKER_POLL { DOCKER_POLL } else { Duration::ZERO };
+                                w.subscribed_at = Instant::now() + pause;
                                 let (tx, name, d) = (w.events_tx.clone(), w.container.clone(), docker.clone());
-                                w.events_task = Some(tokio::spawn(async move { d.follow_events(name, None, tx).await }));
+                                w.events_task = Some(tokio::spawn(async move {
+                                    tokio::time::sleep(pause).await;
+                                    d.follow_events(name, None, tx).await;
+                                }));
                             }
                         }
                     }

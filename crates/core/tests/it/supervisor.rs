@@ -760,19 +760,29 @@ fn default_config_service_examples_are_valid() {
         Some(r"D:\AI\ComfyUI\python_embeded\python.exe")
     );
     assert!(comfy.args.windows(2).any(|w| w == ["--listen", "0.0.0.0"]));
+    assert_eq!(
+        comfy.env.get("PYTHONIOENCODING").map(String::as_str),
+        Some("utf-8")
+    );
+    assert_eq!(
+        comfy.env.get("PYTHONUNBUFFERED").map(String::as_str),
+        Some("1")
+    );
     let problems = sparklio_core::config::validate(&config, &sparklio_core::app::known_kinds());
     assert!(problems.is_empty(), "{problems:?}");
 }
 
 /// A test double of the Docker Engine API (the few calls the supervisor makes), with
 /// the engine's real shapes: `/v1.xx/containers/{name}/json|start|stop|restart|logs`,
-/// 404 `{"message"}` for unknown containers, and the multiplexed log stream.
+/// 404 `{"message"}` for unknown containers, and the multiplexed log stream; on demand
+/// `/version`, the `/events` stream, and Docker Desktop's 500s while its engine starts.
 mod docker_double {
     use axum::body::Body;
     use axum::http::{Method, StatusCode, Uri};
     use axum::response::{IntoResponse, Response};
     use serde_json::json;
     use std::sync::{Arc, Mutex};
+    use std::time::Duration;
 
     #[derive(Default)]
     pub struct Engine {
@@ -780,6 +790,27 @@ mod docker_double {
         pub pid: u32,
         pub exit_code: i64,
         pub calls: Vec<String>,
+        /// Answer 500 with an empty body to every engine call, as Docker Desktop does
+        /// through its named pipe while its engine starts or restarts (docker/for-win#13909,
+        /// #15049); the event stream it serves ends.
+        pub failing: bool,
+        /// What `/version` says the engine's API version is; `None`: no `/version` (404),
+        /// like an old proxy.
+        pub api_version: Option<&'static str>,
+        /// Serve `/events` (held open, no events, until the engine starts failing);
+        /// off: 404, like a proxy without it.
+        pub events: bool,
+        /// `/events` subscriptions served.
+        pub subscriptions: u32,
+        /// Answer this many `/events` requests 500 while the rest works, as an engine
+        /// whose event service is not up yet; when each came.
+        pub events_refusals: u32,
+        pub refused_at: Vec<std::time::Instant>,
+        /// `/version` answers given (200).
+        pub version_answers: u32,
+        /// Refuse `start` with 500 and these words while the engine works, as the engine
+        /// does for a port already allocated or an OCI runtime error.
+        pub start_refusal: Option<&'static str>,
     }
 
     pub type Shared = Arc<Mutex<Engine>>;
@@ -791,9 +822,20 @@ mod docker_double {
         f
     }
 
+    /// Held open until the engine starts failing (its restart ends the stream).
+    fn event_stream(engine: Shared) -> Body {
+        let stream = futures::stream::unfold(engine, |engine| async move {
+            while !engine.lock().unwrap().failing {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            None::<(Result<axum::body::Bytes, std::io::Error>, Shared)>
+        });
+        Body::from_stream(stream)
+    }
+
     async fn handle(engine: Shared, method: Method, uri: Uri) -> Response {
         let path = uri.path();
-        // Strip the API version prefix (/v1.53).
+        // Strip the API version prefix (/v1.53), if any.
         let path = match path.strip_prefix("/v") {
             Some(rest) => rest.find('/').map_or(path, |i| &rest[i..]),
             None => path,
@@ -805,6 +847,38 @@ mod docker_double {
             } else {
                 StatusCode::SERVICE_UNAVAILABLE.into_response()
             };
+        }
+        {
+            let mut e = engine.lock().unwrap();
+            if e.failing {
+                e.calls.push(format!("500 {method} {path}"));
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            }
+            match (path, e.api_version) {
+                ("/_ping", _) => return (StatusCode::OK, "OK").into_response(),
+                ("/version", Some(v)) => {
+                    e.version_answers += 1;
+                    return axum::Json(json!({
+                        "Version": "27.3.1", "ApiVersion": v, "MinAPIVersion": "1.24",
+                        "Os": "linux", "Arch": "amd64"
+                    }))
+                    .into_response();
+                }
+                ("/events", _) if e.events && e.events_refusals > 0 => {
+                    e.events_refusals -= 1;
+                    e.refused_at.push(std::time::Instant::now());
+                    return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+                }
+                ("/events", _) if e.events => {
+                    e.subscriptions += 1;
+                    drop(e);
+                    return Response::builder()
+                        .header("content-type", "application/json")
+                        .body(event_stream(engine.clone()))
+                        .unwrap();
+                }
+                _ => {}
+            }
         }
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let ["containers", name, action] = parts.as_slice() else {
@@ -833,6 +907,13 @@ mod docker_double {
                 .into_response()
             }
             (Method::POST, "start") => {
+                if let Some(words) = e.start_refusal {
+                    return (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        axum::Json(json!({ "message": words })),
+                    )
+                        .into_response();
+                }
                 if e.running {
                     return StatusCode::NOT_MODIFIED.into_response();
                 }
@@ -1020,6 +1101,197 @@ container = "ollama-sparklio"
         service(&app, "ollama-sparklio").await["state"],
         "unavailable"
     );
+    app.stop().await;
+}
+
+/// The double's engine at `port` behind one container service (restarts allowed: 1, so
+/// a start failure counted as a crash would end in `failed` at once).
+fn docker_500_toml(port: u16) -> String {
+    format!(
+        r#"
+[supervisor]
+docker_host = "tcp://127.0.0.1:{port}"
+unavailable_recheck_ms = 100
+
+[[services]]
+name = "ollama-sparklio"
+kind = "docker"
+container = "ollama-sparklio"
+provides = ["ollama"]
+backoff = {{ initial_ms = 100, max_ms = 400 }}
+crash_loop = {{ restarts = 1, within_s = 60 }}
+health = {{ url = "http://127.0.0.1:{port}/ollama/", interval_ms = 200, timeout_ms = 300, failures = 15 }}
+"#
+    )
+}
+
+/// No crash, backoff or failure in the service's events, and no restart counted.
+async fn never_crashed(app: &TestApp) {
+    let s = service(app, "ollama-sparklio").await;
+    assert_eq!(s["restarts"], 0, "{s}");
+    let evs = events(app, "ollama-sparklio").await;
+    assert!(
+        evs.iter()
+            .all(|e| !["crashed", "backoff", "failed", "unhealthy"]
+                .contains(&e["to"].as_str().unwrap())),
+        "{:?}",
+        transitions(&evs)
+    );
+}
+
+#[tokio::test]
+async fn docker_desktop_answering_500_while_its_engine_starts_is_not_running_then_running() {
+    let engine = docker_double::Shared::default();
+    {
+        let mut e = engine.lock().unwrap();
+        e.pid = 7000;
+        e.failing = true;
+        e.api_version = Some("1.47");
+    }
+    let port = docker_double::serve(engine.clone()).await;
+    let app = TestApp::start(&docker_500_toml(port)).await;
+    let s = wait_state(&app, "ollama-sparklio", "unavailable").await;
+    let why = s["reason"].as_str().unwrap();
+    assert!(
+        why.starts_with("Docker is not running") && why.contains("answered 500"),
+        "{why}"
+    );
+    // Several rechecks meet the 500s (version, inspect): still one unavailable event.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while engine.lock().unwrap().calls.len() < 5 {
+        assert!(Instant::now() < deadline, "no rechecks");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        service(&app, "ollama-sparklio").await["state"],
+        "unavailable"
+    );
+    engine.lock().unwrap().failing = false;
+    let s = wait_state(&app, "ollama-sparklio", "running").await;
+    assert_eq!(s["pid"], 7001);
+    never_crashed(&app).await;
+    assert_eq!(
+        transitions(&events(&app, "ollama-sparklio").await),
+        [
+            "stopped->starting",
+            "starting->unavailable",
+            "unavailable->starting",
+            "starting->running"
+        ]
+    );
+    // The API version was agreed once the engine answered: a 500 on /version is not
+    // "this engine has no /version", remembered for good.
+    assert_eq!(engine.lock().unwrap().version_answers, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn docker_desktop_restarting_under_a_running_container_is_not_running_then_followed_again() {
+    let engine = docker_double::Shared::default();
+    {
+        let mut e = engine.lock().unwrap();
+        e.pid = 8000;
+        e.api_version = Some("1.47");
+        e.events = true;
+    }
+    let port = docker_double::serve(engine.clone()).await;
+    let app = TestApp::start(&docker_500_toml(port)).await;
+    let s = wait_state(&app, "ollama-sparklio", "running").await;
+    assert_eq!(s["pid"], 8001);
+    assert_eq!(s["docker"]["events_followed"], true, "{s}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while engine.lock().unwrap().subscriptions == 0 {
+        assert!(Instant::now() < deadline, "never subscribed to /events");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Docker Desktop restarts: its containers stop, its event stream ends, and its pipe
+    // answers 500 until the engine is back.
+    {
+        let mut e = engine.lock().unwrap();
+        e.failing = true;
+        e.running = false;
+    }
+    let s = wait_state(&app, "ollama-sparklio", "unavailable").await;
+    let why = s["reason"].as_str().unwrap();
+    assert!(why.starts_with("Docker is not running"), "{why}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    engine.lock().unwrap().failing = false;
+    let s = wait_new_pid(&app, "ollama-sparklio", &json!(8001)).await;
+    assert_eq!(s["pid"], 8002);
+    // Followed again through the engine's events, not left polling.
+    assert_eq!(s["docker"]["events_followed"], true, "{s}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while engine.lock().unwrap().subscriptions < 2 {
+        assert!(Instant::now() < deadline, "not subscribed again to /events");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    never_crashed(&app).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_start_the_working_engine_refuses_with_500_is_a_failed_start_not_docker_down() {
+    const REFUSAL: &str = "driver failed programming external connectivity on endpoint \
+        ollama-sparklio: Bind for 127.0.0.1:11434 failed: port is already allocated";
+    let engine = docker_double::Shared::default();
+    {
+        let mut e = engine.lock().unwrap();
+        e.api_version = Some("1.47");
+        e.start_refusal = Some(REFUSAL);
+    }
+    let port = docker_double::serve(engine.clone()).await;
+    let app = TestApp::start(&docker_500_toml(port)).await;
+    let s = wait_state(&app, "ollama-sparklio", "failed").await;
+    let why = s["reason"].as_str().unwrap();
+    assert!(why.contains("port is already allocated"), "{why}");
+    let evs = events(&app, "ollama-sparklio").await;
+    assert!(
+        evs.iter().all(|e| e["to"] != "unavailable"),
+        "{:?}",
+        transitions(&evs)
+    );
+    let crash = evs.iter().find(|e| e["to"] == "crashed").unwrap();
+    assert!(
+        crash["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("Docker engine answered 500: driver failed"),
+        "{crash}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_event_stream_answered_500_is_asked_for_again_not_given_up_for_polling() {
+    let engine = docker_double::Shared::default();
+    {
+        let mut e = engine.lock().unwrap();
+        e.api_version = Some("1.47");
+        e.events = true;
+        e.events_refusals = 3;
+    }
+    let port = docker_double::serve(engine.clone()).await;
+    let app = TestApp::start(&docker_500_toml(port)).await;
+    wait_state(&app, "ollama-sparklio", "running").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while engine.lock().unwrap().subscriptions == 0 {
+        assert!(Instant::now() < deadline, "never subscribed to /events");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let s = service(&app, "ollama-sparklio").await;
+    assert_eq!(s["docker"]["events_followed"], true, "{s}");
+    assert_eq!(s["state"], "running", "{s}");
+    // Asked again after a pause each time, not in a tight loop.
+    let refused = engine.lock().unwrap().refused_at.clone();
+    assert_eq!(refused.len(), 3);
+    for pair in refused.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(900),
+            "{:?}",
+            pair[1] - pair[0]
+        );
+    }
+    never_crashed(&app).await;
     app.stop().await;
 }
 
