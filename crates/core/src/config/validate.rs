@@ -294,10 +294,10 @@ pub fn validate(config: &Config, kinds: &KnownKinds<'_>) -> Vec<Problem> {
     // Compared without case: each service has a log file named after it, and Windows'
     // file names ignore case ("ComfyUI" and "comfyui" would write one file).
     let mut names = BTreeSet::new();
-    // One container or port each: two runners would start and stop one container, or
-    // take each other's process for "a process Sparklio Desk did not start".
+    // One service per container: two runners would start and stop one container. (Two
+    // services may name one port: alternatives, such as Ollama in Docker or native, where
+    // whichever holds it is reported to the other as a process it did not start.)
     let mut containers: BTreeMap<&str, &str> = BTreeMap::new();
-    let mut ports: BTreeMap<u16, &str> = BTreeMap::new();
     for (i, svc) in config.services.iter().enumerate() {
         let key = format!("services[{i}]");
         if svc.name.trim().is_empty()
@@ -325,14 +325,6 @@ pub fn validate(config: &Config, kinds: &KnownKinds<'_>) -> Vec<Problem> {
                 p.push(Problem::new(
                     format!("{key}.container"),
                     format!("container {c:?} is already service {other:?}'s"),
-                ));
-            }
-        }
-        if let Some(port) = svc.port {
-            if let Some(other) = ports.insert(port, svc.name.as_str()) {
-                p.push(Problem::new(
-                    format!("{key}.port"),
-                    format!("port {port} is already service {other:?}'s"),
                 ));
             }
         }
