@@ -6,7 +6,9 @@
 //! tray icon and tooltip follow that core's `/api/v1/status` (every 2 s), "Restart all
 //! services" calls its control API with the admin key from `<data_dir>/admin.key` (the file
 //! the service creates, readable by the owner), and Quit closes only the tray app: the
-//! service keeps serving.
+//! service keeps serving. The service has no desktop to notify on: the app shows the
+//! core's notifications itself (`GET /api/v1/notifications?after=N`, polled with the
+//! status), from those delivered after it attached.
 
 use crate::window;
 use serde_json::Value;
@@ -71,7 +73,11 @@ pub fn probe(loaded: &LoadedConfig) -> Option<Attached> {
 }
 
 async fn get_status(client: &reqwest::Client, base: &str, key: Option<&str>) -> Option<Value> {
-    let mut req = client.get(format!("{base}/api/v1/status"));
+    get_json(client, &format!("{base}/api/v1/status"), key).await
+}
+
+async fn get_json(client: &reqwest::Client, url: &str, key: Option<&str>) -> Option<Value> {
+    let mut req = client.get(url);
     if let Some(k) = key {
         req = req.bearer_auth(k);
     }
@@ -239,11 +245,71 @@ fn on_menu(app: &AppHandle, event: MenuEvent, autostart: &CheckMenuItem<tauri::W
     }
 }
 
+/// Most notifications shown at once; more in one poll (a burst, or a long sleep of the
+/// machine) are summed up in one.
+const SHOWN_AT_ONCE: usize = 3;
+
+/// What a `/api/v1/notifications` answer holds that this app has not shown, as (title,
+/// body), and the id to ask after next. The first answer only says where to start: what
+/// the core notified before the app attached is not news. A core that restarted counts
+/// from 1 again and answers everything it has: all of it is new.
+pub fn unseen(answer: &Value, seen: Option<u64>) -> (Vec<(String, String)>, Option<u64>) {
+    let Some(last) = answer["last_id"].as_u64() else {
+        return (Vec::new(), seen);
+    };
+    if seen.is_none() {
+        return (Vec::new(), Some(last));
+    }
+    let items: Vec<(String, String)> = answer["notifications"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| {
+            Some((
+                n["title"].as_str()?.to_string(),
+                n["body"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    let mut shown: Vec<(String, String)> = items.iter().take(SHOWN_AT_ONCE).cloned().collect();
+    if items.len() > SHOWN_AT_ONCE {
+        let more = &items[SHOWN_AT_ONCE..];
+        shown.push((
+            format!("{} more notifications", more.len()),
+            more.iter()
+                .map(|(t, _)| t.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        ));
+    }
+    (shown, Some(last))
+}
+
 fn spawn_refresher(app: &AppHandle) {
     let app = app.clone();
     tauri::async_runtime::spawn(async move {
         let mut shown: Option<(Level, String)> = None;
+        let mut seen: Option<u64> = None;
         loop {
+            {
+                let att = app.state::<Attached>();
+                let url = format!(
+                    "{}/api/v1/notifications?after={}",
+                    att.base,
+                    seen.unwrap_or(0)
+                );
+                if let Some(answer) = get_json(&att.client, &url, att.admin_key.as_deref()).await {
+                    let (new, next) = unseen(&answer, seen);
+                    seen = next;
+                    for (title, body) in new {
+                        // Showing may block (D-Bus on Linux): off the runtime's workers.
+                        let app = app.clone();
+                        tauri::async_runtime::spawn_blocking(move || {
+                            crate::notify::show(&app, &title, &body);
+                        });
+                    }
+                }
+            }
             let now = {
                 let att = app.state::<Attached>();
                 match get_status(&att.client, &att.base, att.admin_key.as_deref()).await {
@@ -281,5 +347,40 @@ mod tests {
         assert!(text.contains("comfyui: running"), "{text}");
         assert!(text.contains("ollama-sparklio: crashed"), "{text}");
         assert!(text.ends_with("(attached to pid 4242)"), "{text}");
+    }
+
+    #[test]
+    fn the_cores_notifications_are_shown_once_from_when_the_app_attached() {
+        let answer = |last: u64, titles: &[&str]| {
+            serde_json::json!({
+                "last_id": last,
+                "notifications": titles.iter().map(|t| serde_json::json!({"title": t, "body": format!("{t}!")})).collect::<Vec<_>>(),
+            })
+        };
+        // At attach: nothing shown, whatever the core delivered before.
+        let (shown, seen) = unseen(&answer(7, &["old news"]), None);
+        assert!(shown.is_empty());
+        assert_eq!(seen, Some(7));
+        // After: what came since, once.
+        let (shown, seen) = unseen(&answer(8, &["comfyui went down"]), seen);
+        assert_eq!(
+            shown,
+            [(
+                "comfyui went down".to_string(),
+                "comfyui went down!".to_string()
+            )]
+        );
+        assert_eq!(seen, Some(8));
+        let (shown, seen) = unseen(&answer(8, &[]), seen);
+        assert!(shown.is_empty());
+        // A burst: three, then one that sums up the rest.
+        let (shown, _) = unseen(&answer(13, &["a", "b", "c", "d", "e"]), seen);
+        assert_eq!(shown.len(), 4);
+        assert_eq!(shown[3].0, "2 more notifications");
+        assert_eq!(shown[3].1, "d; e");
+        // The core does not answer the shape: nothing shown, the place kept.
+        let (shown, seen) = unseen(&serde_json::json!({"error": "x"}), Some(8));
+        assert!(shown.is_empty());
+        assert_eq!(seen, Some(8));
     }
 }

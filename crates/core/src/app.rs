@@ -111,6 +111,8 @@ pub struct AppState {
     pub system: Arc<crate::system::SystemMonitor>,
     /// Notification topics muted from the dashboard or the tray.
     pub mutes: Arc<crate::notify::Mutes>,
+    /// The notifications delivered lately (`GET /api/v1/notifications`).
+    pub notifications: Arc<crate::notify::RecentNotifications>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -138,6 +140,7 @@ impl AppState {
             store: self.store.clone(),
             shutdown: self.shutdown.clone(),
             mutes: self.mutes.clone(),
+            recent: self.notifications.clone(),
         }
     }
 
@@ -342,6 +345,7 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
         supervisor,
         system,
         mutes: Arc::default(),
+        notifications: Arc::default(),
         runtime,
         loaded: ArcSwap::from_pointee(loaded),
         started_at: Instant::now(),

@@ -8,10 +8,12 @@
 pub mod glance;
 pub mod mutes;
 pub mod notifier;
+pub mod recent;
 
 pub use glance::{glance, Glance};
 pub use mutes::{event_topic, MuteFor, MuteView, Mutes};
 pub use notifier::{Notifier, NotifierInputs, NotifierOptions};
+pub use recent::RecentNotifications;
 
 use crate::supervisor::ServiceState;
 use std::collections::HashMap;

@@ -52,7 +52,18 @@ pub struct Mutes {
     last_level: Mutex<HashMap<String, Level>>,
 }
 
+/// Most topics muted at once: every topic the Desk notifies about (its services,
+/// `docker`, `gateway`, …) many times over, and a bound on what requests can store.
+pub const MAX_MUTES: usize = 256;
+
 impl Mutes {
+    /// Whether muting `topic` keeps within [`MAX_MUTES`] (ended mutes are let go first).
+    pub fn has_room_for(&self, topic: &str, now: Instant) -> bool {
+        let mut entries = self.lock();
+        entries.retain(|_, e| e.ends.is_none_or(|t| t > now));
+        entries.contains_key(topic) || entries.len() < MAX_MUTES
+    }
+
     /// Mute `topic`; replaces an earlier mute of it.
     pub fn mute(&self, topic: &str, for_: MuteFor, now: Instant) -> MuteView {
         let level = match for_ {

@@ -61,6 +61,9 @@ pub struct NotifierInputs {
     pub shutdown: CancellationToken,
     /// Topics the user muted (dashboard, tray): decided, counted, not handed to the sink.
     pub mutes: Arc<super::Mutes>,
+    /// Every delivered one, numbered, for front ends that are not the sink (a tray
+    /// attached to the Windows service's core).
+    pub recent: Arc<super::RecentNotifications>,
 }
 
 impl Notifier {
@@ -248,5 +251,6 @@ fn deliver(state: &NotifierInputs, sink: &Sink, n: super::Notification) {
         tracing::info!(topic = %n.topic, "notification muted: {}", n.title);
         return;
     }
+    state.recent.push(&n);
     sink(n);
 }

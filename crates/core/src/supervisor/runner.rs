@@ -81,6 +81,9 @@ struct DockerWatch {
     pending_die: Option<(Option<i64>, Instant)>,
     /// When the event stream was last asked for.
     subscribed_at: Instant,
+    /// The event stream ended (why): whether the engine is still there is being asked.
+    /// Kept here until answered, like `pending_die`: the watch may be dropped at that await.
+    stream_ended: Option<String>,
 }
 
 impl DockerWatch {
@@ -471,6 +474,7 @@ impl Runner {
                     stop_asked: false,
                     killed_with: None,
                     pending_die: None,
+                    stream_ended: None,
                     subscribed_at: Instant::now(),
                 }))
             }
@@ -507,6 +511,10 @@ impl Runner {
         }
         let mut next_probe = Instant::now() + starting_probe(Duration::ZERO);
         loop {
+            // While the engine's verdict on a die is due, no probe timer may interrupt it:
+            // an inspect slower than the probe cadence would be dropped and asked again
+            // for ever.
+            let die_pending = matches!(&inst, Instance::Docker(w) if w.pending_die.is_some());
             tokio::select! {
                 exit = exited(self.docker.as_ref(), &self.entry, &mut inst) => {
                     self.clear_instance(&mut inst);
@@ -523,7 +531,7 @@ impl Runner {
                         }
                     };
                 }
-                _ = tokio::time::sleep_until(next_probe), if cfg.health.is_some() => {
+                _ = tokio::time::sleep_until(next_probe), if cfg.health.is_some() && !die_pending => {
                     let h = cfg.health.clone().expect("guarded by the branch condition");
                     if let Instance::Docker(w) = &inst {
                         if w.pending_die.is_some() {
@@ -805,6 +813,34 @@ fn container_view(info: &ContainerInfo, events_followed: bool) -> super::Contain
 /// and recreated by the caller's `select!` at any await without losing what was seen.
 async fn watch_container(docker: &DockerClient, entry: &ServiceEntry, w: &mut DockerWatch) -> Exit {
     loop {
+        if let Some(why) = w.stream_ended.clone() {
+            let pinged = docker.ping().await;
+            w.stream_ended = None;
+            match pinged {
+                Err(DockerError::Unavailable(m)) => return Exit::EngineGone(m),
+                _ => {
+                    tracing::debug!(container = %w.container, "event stream ended ({why}); following again");
+                    if let Some((code, _)) = w.pending_die {
+                        return crash_verdict(docker, w, code).await;
+                    }
+                    // Follow again; the poll covers the gap. A stream that ended at once
+                    // (the engine failing /events while it answers its ping) is asked for
+                    // again after a pause, not in a tight loop.
+                    w.next_poll = Instant::now();
+                    let pause = if w.subscribed_at.elapsed() < DOCKER_POLL {
+                        DOCKER_POLL
+                    } else {
+                        Duration::ZERO
+                    };
+                    w.subscribed_at = Instant::now() + pause;
+                    let (tx, name, d) = (w.events_tx.clone(), w.container.clone(), docker.clone());
+                    w.events_task = Some(tokio::spawn(async move {
+                        tokio::time::sleep(pause).await;
+                        d.follow_events(name, None, tx).await;
+                    }));
+                }
+            }
+        }
         let verdict_at = w.pending_die.map(|(_, at)| at);
         tokio::select! {
             ev = w.events.recv() => {
@@ -844,26 +880,7 @@ async fn watch_container(docker: &DockerClient, entry: &ServiceEntry, w: &mut Do
                     }
                     ContainerEvent::Ended(why) => {
                         w.events_task = None;
-                        match docker.ping().await {
-                            Err(DockerError::Unavailable(m)) => return Exit::EngineGone(m),
-                            _ => {
-                                tracing::debug!(container = %w.container, "event stream ended ({why}); following again");
-                                if let Some((code, _)) = w.pending_die {
-                                    return crash_verdict(docker, w, code).await;
-                                }
-                                // Follow again; the poll covers the gap. A stream that ended
-                                // at once (the engine failing /events while it answers its
-                                // ping) is asked for again after a pause, not in a tight loop.
-                                w.next_poll = Instant::now();
-                                let pause = if w.subscribed_at.elapsed() < DOCKER_POLL { DOCKER_POLL } else { Duration::ZERO };
-                                w.subscribed_at = Instant::now() + pause;
-                                let (tx, name, d) = (w.events_tx.clone(), w.container.clone(), docker.clone());
-                                w.events_task = Some(tokio::spawn(async move {
-                                    tokio::time::sleep(pause).await;
-                                    d.follow_events(name, None, tx).await;
-                                }));
-                            }
-                        }
+                        w.stream_ended = Some(why);
                     }
                     ContainerEvent::Unsupported(why) => {
                         tracing::info!(container = %w.container, "not following the engine's events: {why}; polling every {} ms", DOCKER_POLL.as_millis());
@@ -915,8 +932,14 @@ async fn watch_container(docker: &DockerClient, entry: &ServiceEntry, w: &mut Do
 /// The container died: the reason from the engine (exit code, OOM kill, error), or the
 /// engine itself going away.
 async fn crash_verdict(docker: &DockerClient, w: &mut DockerWatch, code: Option<i64>) -> Exit {
+    // The die stays pending, due now, until the engine has answered: the caller's select!
+    // drops this future when a probe's timer fires (every 50 ms while a pending die holds
+    // the probes back), and the next watch must give the verdict again, not lose the die
+    // to the slow safety poll (and its "stopped from outside" to a bare exit code).
+    w.pending_die = Some((code, Instant::now()));
+    let inspected = docker.inspect(&w.container).await;
     w.pending_die = None;
-    match docker.inspect(&w.container).await {
+    match inspected {
         Err(DockerError::Unavailable(m)) => Exit::EngineGone(m),
         Err(e) => Exit::Crash {
             code,

@@ -251,6 +251,54 @@ async fn events_filter_count_and_mute_their_topics() {
         )
         .await;
     assert_eq!(s, 400, "{body}");
+    // A body declared as something else is a 415, as on every JSON route.
+    let resp = app
+        .client
+        .post(app.url("/api/v1/notifications/mutes"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("topic=docker&for=1h")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 415);
+    // What requests can store is bounded ("docker" is one of them).
+    for i in 1..sparklio_core::notify::mutes::MAX_MUTES {
+        let (s, body) = app
+            .post_json(
+                "/api/v1/notifications/mutes",
+                &json!({"topic": format!("topic-{i}"), "for": "1h"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{i}: {body}");
+    }
+    let (s, body) = app
+        .post_json(
+            "/api/v1/notifications/mutes",
+            &json!({"topic": "one-more", "for": "1h"}),
+        )
+        .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (409, Some("TOO_MANY_MUTES")),
+        "{body}"
+    );
+    // Muting a muted topic again still works.
+    let (s, _) = app
+        .post_json(
+            "/api/v1/notifications/mutes",
+            &json!({"topic": "topic-1", "for": "until_change"}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    for i in 1..sparklio_core::notify::mutes::MAX_MUTES {
+        let resp = app
+            .client
+            .delete(app.url(&format!("/api/v1/notifications/mutes/topic-{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 204);
+    }
     let resp = app
         .client
         .delete(app.url("/api/v1/notifications/mutes/docker"))

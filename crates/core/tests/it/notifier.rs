@@ -99,6 +99,37 @@ async fn a_crashing_service_is_told_down_then_back() {
     );
     let back = all.iter().find(|n| n.title == "comfyui is back").unwrap();
     assert_eq!(back.level, Level::Ok);
+    // The same ones, numbered, for a tray attached to this core (the Windows service's,
+    // which has no desktop of its own): all of them, then only what came after.
+    let (status, recent) = app.get_json("/api/v1/notifications").await;
+    assert_eq!(status, 200, "{recent}");
+    let listed = recent["notifications"].as_array().unwrap();
+    let titles_listed: Vec<&str> = listed.iter().filter_map(|n| n["title"].as_str()).collect();
+    let down_at = titles_listed
+        .iter()
+        .position(|t| *t == "comfyui went down")
+        .unwrap();
+    assert!(
+        titles_listed[down_at..].contains(&"comfyui is back"),
+        "{recent}"
+    );
+    assert_eq!(listed[down_at]["level"], "down");
+    assert_eq!(listed[down_at]["topic"], "comfyui");
+    let last = recent["last_id"].as_u64().unwrap();
+    assert_eq!(listed.last().unwrap()["id"].as_u64(), Some(last));
+    let (_, after) = app
+        .get_json(&format!("/api/v1/notifications?after={last}"))
+        .await;
+    assert!(
+        after["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["id"].as_u64().unwrap() > last),
+        "{after}"
+    );
+    let (status, bad) = app.get_json("/api/v1/notifications?after=soon").await;
+    assert_eq!(status, 400, "{bad}");
     // Both came from events that are in the log the dashboard shows.
     let log = events(&app, "comfyui").await;
     assert!(log.iter().any(|e| e["to"] == "crashed"), "{log:?}");

@@ -811,6 +811,10 @@ mod docker_double {
         /// Refuse `start` with 500 and these words while the engine works, as the engine
         /// does for a port already allocated or an OCI runtime error.
         pub start_refusal: Option<&'static str>,
+        /// Events the `/events` stream sends next (one JSON object per line).
+        pub queued_events: std::collections::VecDeque<serde_json::Value>,
+        /// Answer `inspect` this late (a busy Docker Desktop behind its named pipe).
+        pub inspect_delay_ms: u64,
     }
 
     pub type Shared = Arc<Mutex<Engine>>;
@@ -825,10 +829,20 @@ mod docker_double {
     /// Held open until the engine starts failing (its restart ends the stream).
     fn event_stream(engine: Shared) -> Body {
         let stream = futures::stream::unfold(engine, |engine| async move {
-            while !engine.lock().unwrap().failing {
+            loop {
+                {
+                    let mut e = engine.lock().unwrap();
+                    if e.failing {
+                        return None;
+                    }
+                    if let Some(ev) = e.queued_events.pop_front() {
+                        drop(e);
+                        let line = axum::body::Bytes::from(format!("{ev}\n"));
+                        return Some((Ok::<_, std::io::Error>(line), engine));
+                    }
+                }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            None::<(Result<axum::body::Bytes, std::io::Error>, Shared)>
         });
         Body::from_stream(stream)
     }
@@ -884,6 +898,10 @@ mod docker_double {
         let ["containers", name, action] = parts.as_slice() else {
             return StatusCode::NOT_FOUND.into_response();
         };
+        let delay = engine.lock().unwrap().inspect_delay_ms;
+        if *action == "json" && delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         let mut e = engine.lock().unwrap();
         e.calls.push(format!("{method} {action}"));
         if *name != "ollama-sparklio" {
@@ -1404,5 +1422,74 @@ async fn a_restart_requested_at_each_point_of_an_automatic_recovery_restarts_onc
             "{point:?}: the old instance {old_pid} lives on"
         );
     }
+    app.stop().await;
+}
+
+/// A `docker stop` from outside: the engine's kill (SIGTERM) and die events, then a
+/// verdict after the grace, from an engine slower to answer `inspect` than the health
+/// probe's cadence (Docker Desktop behind its named pipe). Before, the probe's timer
+/// dropped the verdict while it waited for the engine: the die was lost to the safety
+/// poll, and with it "stopped from outside".
+#[tokio::test]
+async fn a_die_is_not_lost_when_the_engine_answers_slower_than_the_probes() {
+    let engine = docker_double::Shared::default();
+    {
+        let mut e = engine.lock().unwrap();
+        e.pid = 9000;
+        e.api_version = Some("1.47");
+        e.events = true;
+    }
+    let port = docker_double::serve(engine.clone()).await;
+    let app = TestApp::start(&docker_500_toml(port)).await;
+    wait_state(&app, "ollama-sparklio", "running").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while engine.lock().unwrap().subscriptions == 0 {
+        assert!(Instant::now() < deadline, "never subscribed to /events");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    {
+        let mut e = engine.lock().unwrap();
+        e.inspect_delay_ms = 450;
+        e.running = false;
+        e.exit_code = 0;
+        let actor = |extra: serde_json::Value| {
+            let mut attrs = json!({"name": "ollama-sparklio", "image": "ollama/ollama"});
+            attrs
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            json!({"ID": "4c1e5a0f", "Attributes": attrs})
+        };
+        e.queued_events
+            .push_back(json!({"Type": "container", "Action": "kill",
+            "Actor": actor(json!({"signal": "15"})), "time": 1}));
+        e.queued_events
+            .push_back(json!({"Type": "container", "Action": "die",
+            "Actor": actor(json!({"exitCode": "0"})), "time": 1}));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let outside = loop {
+        let evs = events(&app, "ollama-sparklio").await;
+        if let Some(e) = evs.iter().find(|e| {
+            e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("container ollama-sparklio"))
+        }) {
+            break e.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no verdict: {:?}",
+            transitions(&evs)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        outside["reason"]
+            .as_str()
+            .unwrap()
+            .contains("stopped from outside Sparklio Desk (docker stop)"),
+        "{outside}"
+    );
     app.stop().await;
 }

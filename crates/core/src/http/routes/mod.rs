@@ -47,6 +47,7 @@ pub fn gateway_routes() -> Router<SharedState> {
         .merge(llm::routes())
         .route("/api/v1/events", get(services::events))
         .route("/api/v1/events/stream", get(services::events_stream))
+        .route("/api/v1/notifications", get(services::notifications))
         .route("/api/v1/notifications/mutes", get(services::mutes))
         .route("/api/v1/system", get(system::system))
         .route("/api/v1/models", get(models::models))

@@ -5,6 +5,7 @@
 use crate::app::SharedState;
 use crate::http::auth::Caller;
 use crate::http::error::ApiError;
+use crate::http::ApiJson;
 use crate::supervisor::{Control, ServiceEntry, ServiceView};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -271,6 +272,24 @@ pub struct MuteBody {
     for_: crate::notify::MuteFor,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationsQuery {
+    #[serde(default)]
+    after: u64,
+}
+
+/// `GET /api/v1/notifications?after=N`: the notifications delivered after id N (all
+/// kept ones for 0), oldest first, and `last_id` to ask after next. A tray attached to
+/// the Windows service's core shows these itself: the service has no desktop.
+pub async fn notifications(
+    State(state): State<SharedState>,
+    query: Result<Query<NotificationsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<crate::notify::recent::Since>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::validation("after", e.body_text()))?;
+    Ok(Json(state.notifications.since(q.after)))
+}
+
 /// `GET /api/v1/notifications/mutes`: the topics muted now.
 pub async fn mutes(State(state): State<SharedState>) -> Json<Value> {
     Json(json!({ "mutes": state.mutes.list(std::time::Instant::now()) }))
@@ -280,12 +299,21 @@ pub async fn mutes(State(state): State<SharedState>) -> Json<Value> {
 pub async fn mute(
     State(state): State<SharedState>,
     Extension(caller): Extension<Caller>,
-    body: Result<Json<MuteBody>, axum::extract::rejection::JsonRejection>,
+    ApiJson(body): ApiJson<MuteBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let Json(body) = body.map_err(|e| ApiError::validation("body", e.body_text()))?;
     let topic = body.topic.trim();
     if topic.is_empty() || topic.len() > 200 {
         return Err(ApiError::validation("topic", "must be 1 to 200 characters"));
+    }
+    if !state.mutes.has_room_for(topic, std::time::Instant::now()) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "TOO_MANY_MUTES",
+            format!(
+                "{} topics are muted already; unmute one first",
+                crate::notify::mutes::MAX_MUTES
+            ),
+        ));
     }
     let view = state
         .mutes
