@@ -1248,3 +1248,26 @@ async fn only_the_jobs_own_caller_or_an_admin_cancels_it() {
     assert_eq!(r.status(), 200);
     app.stop().await;
 }
+
+/// A ComfyUI that queues a prompt under an id of its own (older than the recorded one,
+/// which takes the caller's): the job follows the id ComfyUI answered. Before, it
+/// followed its own id, found it nowhere, and ended JOB_LOST.
+#[tokio::test]
+async fn a_comfyui_that_picks_its_own_prompt_id_is_followed_by_that_id() {
+    let double = ComfyDouble::start().await;
+    double
+        .inner
+        .knobs
+        .ignore_prompt_id
+        .store(true, Ordering::SeqCst);
+    let app = live(&double).await;
+    let (s, v) = app
+        .post_json("/api/v1/media/image/generate", &diag("x", 64, 64))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let job = v["job_id"].as_str().unwrap();
+    let (_, j) = app.get_json(&format!("/api/v1/media/jobs/{job}")).await;
+    let upstream = j["upstream_id"].as_str().unwrap().to_string();
+    assert!(double.history_of(&upstream).is_some(), "{j}");
+    app.stop().await;
+}

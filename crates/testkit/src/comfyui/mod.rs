@@ -65,6 +65,9 @@ pub struct Knobs {
     pub hold: AtomicBool,
     /// The next POST /prompt answers this recorded 400 body.
     pub reject_next: Mutex<Option<Value>>,
+    /// Queue every prompt under an id of its own, whatever `prompt_id` the body names,
+    /// as a ComfyUI from before it took a caller's id does.
+    pub ignore_prompt_id: AtomicBool,
 }
 
 struct Item {

@@ -195,6 +195,7 @@ pub(super) async fn post_prompt(State(inner): State<Arc<Inner>>, body: Bytes) ->
     let number = inner.counter.fetch_add(1, Ordering::SeqCst) as i64;
     let prompt_id = v["prompt_id"]
         .as_str()
+        .filter(|_| !inner.knobs.ignore_prompt_id.load(Ordering::SeqCst))
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     inner

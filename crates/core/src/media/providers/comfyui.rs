@@ -266,7 +266,16 @@ impl ComfyUiProvider {
                 });
             }
         }
-        submitted.map(|_| id)
+        // A ComfyUI that does not take a caller's id (older than the recorded 0.3.64) queues
+        // the prompt under one of its own: follow that one, or the job would end JOB_LOST.
+        match submitted?.prompt_id {
+            Some(theirs) if theirs != id => {
+                tracing::warn!(ours = %id, theirs = %theirs, instance = %inst.label(), "ComfyUI queued the prompt under its own id; following that");
+                updates.upstream(&theirs).await;
+                Ok(theirs)
+            }
+            _ => Ok(id),
+        }
     }
 
     /// Follow the prompt until it ends: over the socket while it lasts, reconnecting and

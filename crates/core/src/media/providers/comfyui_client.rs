@@ -14,6 +14,15 @@ use tokio_tungstenite::tungstenite::Message;
 pub type WsStream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// What `POST /prompt` answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queued {
+    /// The place in the queue.
+    pub number: f64,
+    /// The id it was queued under, as ComfyUI says.
+    pub prompt_id: Option<String>,
+}
+
 /// Limits of one client: every call is a cheap control call (submission, reads), except
 /// fetching an image, which may be megabytes; generation time is bounded by the job.
 #[derive(Debug, Clone, Copy)]
@@ -255,18 +264,27 @@ impl ComfyClient {
 
     /// Queue a graph. 400 answers become `WORKFLOW_INVALID` / `MODEL_NOT_FOUND` with
     /// ComfyUI's node errors. Returns ComfyUI's queue number.
+    /// Queue a graph under `prompt_id`. ComfyUI answers the id it queued it under: ours,
+    /// or, from a ComfyUI that does not take a caller's id, one of its own.
     pub async fn queue_prompt(
         &self,
         graph: &Map<String, Value>,
         client_id: &str,
         prompt_id: &str,
-    ) -> Result<f64, Error> {
+    ) -> Result<Queued, Error> {
         let body = json!({"prompt": graph, "client_id": client_id, "prompt_id": prompt_id});
         let (status, text) = self.post_json("/prompt", &body).await?;
         match status {
             200 => {
                 let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-                Ok(v.get("number").and_then(Value::as_f64).unwrap_or(0.0))
+                Ok(Queued {
+                    number: v.get("number").and_then(Value::as_f64).unwrap_or(0.0),
+                    prompt_id: v
+                        .get("prompt_id")
+                        .and_then(Value::as_str)
+                        .filter(|id| !id.is_empty())
+                        .map(str::to_string),
+                })
             }
             400 => Err(self.rejection(&text)),
             s => Err(self.upstream_error("POST /prompt", s, &text)),
