@@ -33,6 +33,15 @@ use windows::Win32::UI::WindowsAndMessaging::{
 /// Only one console attachment at a time in this process.
 static CONSOLE_LOCK: Mutex<()> = Mutex::new(());
 
+/// Held while a child is started: `ctrl_break` may attach this process to another child's
+/// console for a moment, and a child started meanwhile would be judged (and placed) by that
+/// console instead of ours: on it, its own later CTRL_BREAK fails and it is killed at once.
+pub fn console_guard() -> std::sync::MutexGuard<'static, ()> {
+    CONSOLE_LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Whether this process has a console (a terminal, or the console Windows gives a console
 /// program); false for the GUI tray app and for a Windows service.
 pub fn has_console() -> bool {

@@ -85,6 +85,9 @@ pub fn spawn(
     let mut wrap = CommandWrap::from(cmd);
     #[cfg(unix)]
     wrap.wrap(ProcessGroup::leader());
+    // Until the child exists: no console attachment of `ctrl_break` meanwhile.
+    #[cfg(windows)]
+    let console = crate::platform::windows::console_guard();
     #[cfg(windows)]
     let on_our_console = {
         use windows::Win32::System::Threading::{CREATE_NEW_PROCESS_GROUP, CREATE_NO_WINDOW};
@@ -106,6 +109,8 @@ pub fn spawn(
         on_our_console
     };
     let mut child = wrap.spawn()?;
+    #[cfg(windows)]
+    drop(console);
     let pid = child.id().unwrap_or_default();
     if let Some(out) = child.stdout().take() {
         tokio::spawn(pump(out, "stdout", logs.clone()));
