@@ -477,7 +477,14 @@ fn mute_last(app: &AppHandle, state: &SharedState, for_: MuteFor) {
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     if let Some(topic) = topic {
-        state.mutes.mute(&topic, for_, std::time::Instant::now());
+        if state
+            .mutes
+            .mute(&topic, for_, std::time::Instant::now())
+            .is_none()
+        {
+            tracing::warn!(topic, "not muted: too many topics are muted already");
+            return;
+        }
         tracing::info!(topic, ?for_, by = ACTOR, "notifications muted");
         let _ = menu.mute_hour.set_enabled(false);
         let _ = menu.mute_change.set_enabled(false);

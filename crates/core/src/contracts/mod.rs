@@ -342,7 +342,7 @@ pub fn resolve(
                  {depth} deep; at most {MAX_SCHEMA_NODES} and {MAX_SCHEMA_DEPTH})"
             )));
         }
-        let least = least_answer(schema, 0);
+        let least = least_answer(schema);
         if least > MAX_LEAST_ANSWER {
             return Err(BadSchema(format!(
                 "asks for an answer of at least {least} values and characters; the most a \
@@ -381,14 +381,13 @@ fn extent(v: &Value) -> (usize, usize) {
     let (mut nodes, mut deepest) = (0, 0);
     let mut stack = vec![(v, 1usize)];
     while let Some((v, depth)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match v {
-            Value::Object(m) => Box::new(m.values()),
-            Value::Array(a) => Box::new(a.iter()),
+        match v {
+            Value::Object(m) => stack.extend(m.values().map(|c| (c, depth + 1))),
+            Value::Array(a) => stack.extend(a.iter().map(|c| (c, depth + 1))),
             _ => continue,
-        };
+        }
         nodes += 1;
         deepest = deepest.max(depth);
-        stack.extend(children.map(|c| (c, depth + 1)));
     }
     (nodes, deepest)
 }
@@ -401,32 +400,29 @@ pub const MAX_LEAST_ANSWER: u64 = 1_000_000;
 /// The size of the smallest answer `schema` accepts, counted as the mock fills it (every
 /// property, the first of `anyOf`/`oneOf`/`allOf`): `minItems` multiplies down the
 /// nesting, so `{"minItems": 1e6, "items": {"minItems": 1e6}}` is caught though each
-/// number alone looks harmless. Saturating: an absurd schema counts as `u64::MAX`.
-pub fn least_answer(schema: &Value, depth: usize) -> u64 {
-    // serde_json refuses documents nested deeper than 128, so this recursion is bounded.
-    if depth > 128 {
-        return u64::MAX;
-    }
+/// number alone looks harmless. Saturating: an absurd schema counts as `u64::MAX`. Called
+/// after [`extent`] bounded the depth, which bounds this recursion.
+fn least_answer(schema: &Value) -> u64 {
     for key in ["anyOf", "oneOf", "allOf"] {
         if let Some(first) = schema
             .get(key)
             .and_then(Value::as_array)
             .and_then(|a| a.first())
         {
-            return least_answer(first, depth + 1);
+            return least_answer(first);
         }
     }
     let mut size: u64 = 1;
     if let Some(props) = schema.get("properties").and_then(Value::as_object) {
         for s in props.values() {
-            size = size.saturating_add(least_answer(s, depth + 1));
+            size = size.saturating_add(least_answer(s));
         }
     }
     if let Some(min) = schema.get("minItems").and_then(count) {
         let each = schema
             .get("items")
             .filter(|i| i.is_object())
-            .map_or(1, |i| least_answer(i, depth + 1));
+            .map_or(1, least_answer);
         size = size.saturating_add(min.saturating_mul(each));
     }
     if let Some(min) = schema.get("minLength").and_then(count) {

@@ -57,15 +57,9 @@ pub struct Mutes {
 pub const MAX_MUTES: usize = 256;
 
 impl Mutes {
-    /// Whether muting `topic` keeps within [`MAX_MUTES`] (ended mutes are let go first).
-    pub fn has_room_for(&self, topic: &str, now: Instant) -> bool {
-        let mut entries = self.lock();
-        entries.retain(|_, e| e.ends.is_none_or(|t| t > now));
-        entries.contains_key(topic) || entries.len() < MAX_MUTES
-    }
-
-    /// Mute `topic`; replaces an earlier mute of it.
-    pub fn mute(&self, topic: &str, for_: MuteFor, now: Instant) -> MuteView {
+    /// Mute `topic`; replaces an earlier mute of it. `None`: [`MAX_MUTES`] other topics
+    /// are muted (ended mutes are let go first), nothing changed.
+    pub fn mute(&self, topic: &str, for_: MuteFor, now: Instant) -> Option<MuteView> {
         let level = match for_ {
             MuteFor::Hour => None,
             // Nothing notified yet: hold back the bad news it would bring.
@@ -88,14 +82,19 @@ impl Mutes {
             level,
             held_back: 0,
         };
-        self.lock().insert(
+        let mut entries = self.lock();
+        entries.retain(|_, e| e.ends.is_none_or(|t| t > now));
+        if !entries.contains_key(topic) && entries.len() >= MAX_MUTES {
+            return None;
+        }
+        entries.insert(
             topic.to_string(),
             Entry {
                 view: view.clone(),
                 ends,
             },
         );
-        view
+        Some(view)
     }
 
     /// End a mute; whether there was one.
@@ -192,7 +191,7 @@ mod tests {
         let m = Mutes::default();
         let t0 = Instant::now();
         assert!(!m.holds_back("docker", Level::Down, t0));
-        let v = m.mute("docker", MuteFor::UntilChange, t0);
+        let v = m.mute("docker", MuteFor::UntilChange, t0).unwrap();
         assert_eq!(v.level, Some(Level::Down));
         assert!(m.holds_back("docker", Level::Down, t0));
         assert!(m.holds_back("docker", Level::Down, t0 + Duration::from_secs(7200)));

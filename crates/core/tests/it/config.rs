@@ -310,29 +310,3 @@ port = 11435
     );
     assert!(problems[1].message.contains("\"ollama\""), "{problems:#?}");
 }
-
-#[test]
-fn the_gpu_desktop_profile_gives_comfyui_utf8_unbuffered_output() {
-    let f = Files::new();
-    let (_, text) = sparklio_core::config::PROFILES
-        .iter()
-        .find(|(name, _)| *name == "gpu-desktop")
-        .unwrap();
-    let file = f.write("sparklio-desk.toml", text);
-    let l = load(&f.input(Some(file), None, &[])).unwrap();
-    let comfy = l
-        .config
-        .services
-        .iter()
-        .find(|s| s.name == "comfyui")
-        .unwrap();
-    // Through a pipe, Windows' Python writes the ANSI code page, block-buffered.
-    assert_eq!(
-        comfy.env.get("PYTHONIOENCODING").map(String::as_str),
-        Some("utf-8")
-    );
-    assert_eq!(
-        comfy.env.get("PYTHONUNBUFFERED").map(String::as_str),
-        Some("1")
-    );
-}

@@ -322,14 +322,7 @@ async fn outside_prompts_share_the_queue_and_the_desk_counts_them() {
     let outside = v["prompt_id"].as_str().unwrap().to_string();
 
     // The Desk's own job waits behind it: place 2 in ComfyUI's one queue.
-    let (s, job) = app
-        .post_json(
-            "/api/v1/media/image/generate",
-            &json!({"kind": "product_shot", "prompt": "desk", "async": true,
-                    "options": {"workflow": "diagnostic", "width": 64, "height": 64, "seed": 1}}),
-        )
-        .await;
-    assert_eq!(s, 202, "{job}");
+    let job = desk_job(&app).await;
     let job_id = job["job_id"].as_str().unwrap().to_string();
     let (_, view) = app.get_json(&format!("/api/v1/media/jobs/{job_id}")).await;
     assert_eq!(view["queue_position"], 2, "{view}");
@@ -962,17 +955,22 @@ async fn post_raw(
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-/// Queue a prompt as `key` from the LAN client; its id.
+/// Queue a prompt as `key` from the LAN client.
 async fn queue_as(lan: &reqwest::Client, app: &TestApp, key: &str, body: &Value) -> (u16, Value) {
-    let r = lan
-        .post(app.url("/comfyui/prompt"))
-        .bearer_auth(key)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    post_raw(lan, app, "/comfyui/prompt", key, &body.to_string()).await
+}
+
+/// A Desk media job (async, the diagnostic workflow): its 202 answer.
+async fn desk_job(app: &TestApp) -> Value {
+    let (s, job) = app
+        .post_json(
+            "/api/v1/media/image/generate",
+            &json!({"kind": "product_shot", "prompt": "desk", "async": true,
+                    "options": {"workflow": "diagnostic", "width": 64, "height": 64, "seed": 1}}),
+        )
+        .await;
+    assert_eq!(s, 202, "{job}");
+    job
 }
 
 #[tokio::test]
@@ -1074,14 +1072,7 @@ async fn a_prompt_id_the_desk_knows_as_someone_elses_cannot_be_queued_again() {
     assert_eq!(s, 200, "{v}");
     let victim = v["prompt_id"].as_str().unwrap().to_string();
     // A Desk job's prompt id too (chosen by the Desk, stored before its submit).
-    let (s, job) = app
-        .post_json(
-            "/api/v1/media/image/generate",
-            &json!({"kind": "product_shot", "prompt": "desk", "async": true,
-                    "options": {"workflow": "diagnostic", "width": 64, "height": 64, "seed": 1}}),
-        )
-        .await;
-    assert_eq!(s, 202, "{job}");
+    desk_job(&app).await;
     let mut desk = None;
     for _ in 0..500 {
         desk = double.pending_ids().into_iter().find(|id| *id != victim);

@@ -99,6 +99,14 @@ async fn uploaded_images_are_named_like_comfyui_names_them_and_can_be_viewed() {
     assert_eq!(r.status(), 400);
 }
 
+/// A two-node prompt the double runs at once (no model file).
+fn small_prompt() -> Value {
+    json!({"prompt": {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "kit"}}
+    }})
+}
+
 #[tokio::test]
 async fn history_can_be_listed_and_cleared_and_the_queue_deleted_from() {
     let double = ComfyDouble::start().await;
@@ -108,10 +116,7 @@ async fn history_can_be_listed_and_cleared_and_the_queue_deleted_from() {
         .hold
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let client = reqwest::Client::new();
-    let prompt = json!({"prompt": {
-        "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
-        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "kit"}}
-    }});
+    let prompt = small_prompt();
     let mut ids = Vec::new();
     for _ in 0..2 {
         let v: Value = client
@@ -165,10 +170,7 @@ async fn queue_and_history_bodies_are_read_as_comfyuis_python_reads_them() {
         .hold
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let client = reqwest::Client::new();
-    let prompt = json!({"prompt": {
-        "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
-        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "kit"}}
-    }});
+    let prompt = small_prompt();
     let post = |path: &str, body: String| {
         client
             .post(format!("{}{path}", double.url()))

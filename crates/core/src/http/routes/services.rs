@@ -305,7 +305,10 @@ pub async fn mute(
     if topic.is_empty() || topic.len() > 200 {
         return Err(ApiError::validation("topic", "must be 1 to 200 characters"));
     }
-    if !state.mutes.has_room_for(topic, std::time::Instant::now()) {
+    let Some(view) = state
+        .mutes
+        .mute(topic, body.for_, std::time::Instant::now())
+    else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "TOO_MANY_MUTES",
@@ -314,10 +317,7 @@ pub async fn mute(
                 crate::notify::mutes::MAX_MUTES
             ),
         ));
-    }
-    let view = state
-        .mutes
-        .mute(topic, body.for_, std::time::Instant::now());
+    };
     tracing::info!(topic, by = %actor(&caller), "notifications muted");
     Ok((StatusCode::CREATED, Json(json!({ "mute": view }))))
 }
