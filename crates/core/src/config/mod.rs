@@ -859,6 +859,11 @@ pub struct MediaKindConfig {
     pub steps: Option<u32>,
     #[serde(default)]
     pub cfg: Option<f64>,
+    /// KSampler's `sampler_name` and `scheduler` (e.g. `euler_ancestral`, `karras`).
+    #[serde(default)]
+    pub sampler: Option<String>,
+    #[serde(default)]
+    pub scheduler: Option<String>,
     #[serde(default)]
     pub negative_prompt: Option<String>,
 }
@@ -876,6 +881,11 @@ pub struct MediaTaskConfig {
     pub steps: Option<u32>,
     #[serde(default)]
     pub cfg: Option<f64>,
+    /// KSampler's `sampler_name` and `scheduler` (e.g. `euler_ancestral`, `karras`).
+    #[serde(default)]
+    pub sampler: Option<String>,
+    #[serde(default)]
+    pub scheduler: Option<String>,
     #[serde(default)]
     pub negative_prompt: Option<String>,
 }

@@ -27,6 +27,7 @@ use files::FileStore;
 use jobs::{JobManager, JobView};
 use provider::{ImageSpec, SharedProvider};
 use request::{resolve, GenerateRequest, ResolveContext};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -339,19 +340,13 @@ impl MediaGateway {
                 ),
             },
         )?;
-        // Parameters the workflow does not have are not reported as used.
         let mut spec = spec;
         if let Some(wf) = catalog.workflows().get(&spec.workflow) {
             // The mock draws on no GPU.
             if provider.kind() != "mock" {
                 spec.vram_mb = wf.vram_mb;
             }
-            if !wf.parameters.contains_key("steps") {
-                spec.steps = None;
-            }
-            if !wf.parameters.contains_key("cfg") {
-                spec.cfg = None;
-            }
+            report_what_the_workflow_runs(&mut spec, &wf);
         }
         *spec_seen = Some(spec.clone());
         if catalog.workflows().get(&spec.workflow).is_none() {
@@ -573,6 +568,32 @@ impl MediaGateway {
     pub async fn job_spec(&self, id: &str) -> Option<ImageSpec> {
         self.jobs.spec(id).await
     }
+}
+
+/// The sampler settings as the run will use them, so the answer's `meta` tells: a
+/// parameter the workflow has no place for is not reported as used, and one the request
+/// left out is the graph's own value.
+fn report_what_the_workflow_runs(spec: &mut ImageSpec, wf: &workflows::Workflow) {
+    fn settle<T>(
+        value: &mut Option<T>,
+        wf: &workflows::Workflow,
+        param: &str,
+        read: impl Fn(&Value) -> Option<T>,
+    ) {
+        if !wf.maps(param) {
+            *value = None;
+        } else if value.is_none() {
+            *value = wf.default_of(param).and_then(read);
+        }
+    }
+    let text = |v: &Value| v.as_str().map(str::to_string);
+    settle(&mut spec.steps, wf, "steps", |v| {
+        v.as_u64().and_then(|n| u32::try_from(n).ok())
+    });
+    settle(&mut spec.cfg, wf, "cfg", Value::as_f64);
+    settle(&mut spec.sampler, wf, "sampler", text);
+    settle(&mut spec.scheduler, wf, "scheduler", text);
+    settle(&mut spec.denoise, wf, "denoise", Value::as_f64);
 }
 
 /// Cancels a job when the caller waiting for it goes away (unless disarmed).

@@ -32,6 +32,13 @@ pub struct ImageSpec {
     pub seed: u64,
     pub steps: Option<u32>,
     pub cfg: Option<f64>,
+    /// KSampler's `sampler_name`, `scheduler` and `denoise` (older stored jobs have none).
+    #[serde(default)]
+    pub sampler: Option<String>,
+    #[serde(default)]
+    pub scheduler: Option<String>,
+    #[serde(default)]
+    pub denoise: Option<f64>,
     pub count: u32,
     pub checkpoint: Option<String>,
     pub brand: Option<Value>,

@@ -57,15 +57,34 @@ pub struct GenerateOptions {
     pub negative_prompt: Option<String>,
     #[serde(default)]
     pub checkpoint: Option<String>,
+    /// KSampler's `sampler_name` (`euler`, `dpmpp_2m_sde_gpu`, ...): checked against the
+    /// names ComfyUI lists before the job is queued.
+    #[serde(default, alias = "sampler_name")]
+    pub sampler: Option<String>,
+    /// KSampler's `scheduler` (`normal`, `karras`, ...).
+    #[serde(default)]
+    pub scheduler: Option<String>,
+    /// 0..=1: how much of the starting latent is replaced (1 = all of it).
+    #[serde(default)]
+    pub denoise: Option<f64>,
     /// Answer from the mock provider for this request only (as `options.mock` on the LLM side).
     #[serde(default)]
     pub mock: Option<bool>,
     /// `url` (default) or `base64`: what `outputs[].data` holds.
     #[serde(default, rename = "return")]
     pub return_as: Option<String>,
-    /// Other keys agents send (sampler, style hints, ...) are accepted and ignored.
+    /// Other keys agents send (style hints, ...) are accepted and ignored.
     #[serde(flatten)]
     pub other: serde_json::Map<String, Value>,
+}
+
+/// A sampler or scheduler name as ComfyUI spells them; whether it is installed is
+/// ComfyUI's to say.
+fn is_choice_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// Round to the nearest multiple of 8 (latent images are 1/8 of the pixel size).
@@ -200,6 +219,26 @@ pub fn resolve(req: &GenerateRequest, ctx: ResolveContext<'_>) -> Result<ImageSp
             return Err(Error::validation("options.cfg_scale", "must be 0..=100"));
         }
     }
+    if let Some(d) = opts.denoise {
+        if !(0.0..=1.0).contains(&d) {
+            return Err(Error::validation("options.denoise", "must be 0..=1"));
+        }
+    }
+    for (field, name) in [
+        ("options.sampler", &opts.sampler),
+        ("options.scheduler", &opts.scheduler),
+    ] {
+        if let Some(name) = name {
+            if !is_choice_name(name) {
+                return Err(Error::validation(
+                    field,
+                    format!(
+                        "{name:?} is not a name like \"euler\" (1 to 64 letters, digits, _ . -)"
+                    ),
+                ));
+            }
+        }
+    }
     match opts.return_as.as_deref() {
         None | Some("url" | "base64") => {}
         Some(other) => {
@@ -239,6 +278,17 @@ pub fn resolve(req: &GenerateRequest, ctx: ResolveContext<'_>) -> Result<ImageSp
             .cfg_scale
             .or(task_cfg.and_then(|t| t.cfg))
             .or(kind_cfg.cfg),
+        sampler: opts
+            .sampler
+            .clone()
+            .or_else(|| task_cfg.and_then(|t| t.sampler.clone()))
+            .or_else(|| kind_cfg.sampler.clone()),
+        scheduler: opts
+            .scheduler
+            .clone()
+            .or_else(|| task_cfg.and_then(|t| t.scheduler.clone()))
+            .or_else(|| kind_cfg.scheduler.clone()),
+        denoise: opts.denoise,
         count,
         checkpoint: opts.checkpoint.clone(),
         brand: req.brand.clone(),

@@ -19,6 +19,9 @@ pub const PARAMETERS: &[&str] = &[
     "seed",
     "steps",
     "cfg",
+    "sampler",
+    "scheduler",
+    "denoise",
     "checkpoint",
     "batch_size",
 ];
@@ -110,6 +113,9 @@ pub struct ParamValues {
     pub seed: Option<u64>,
     pub steps: Option<u32>,
     pub cfg: Option<f64>,
+    pub sampler: Option<String>,
+    pub scheduler: Option<String>,
+    pub denoise: Option<f64>,
     pub checkpoint: Option<String>,
     pub batch_size: Option<u32>,
 }
@@ -124,6 +130,9 @@ impl ParamValues {
             "seed" => self.seed.map(Value::from),
             "steps" => self.steps.map(Value::from),
             "cfg" => self.cfg.map(Value::from),
+            "sampler" => self.sampler.clone().map(Value::String),
+            "scheduler" => self.scheduler.clone().map(Value::String),
+            "denoise" => self.denoise.map(Value::from),
             "checkpoint" => self.checkpoint.clone().map(Value::String),
             "batch_size" => self.batch_size.map(Value::from),
             _ => None,
@@ -262,6 +271,13 @@ impl Workflow {
 
     pub fn maps(&self, param: &str) -> bool {
         self.parameters.contains_key(param)
+    }
+
+    /// The graph's own value where a parameter goes (its first target): what a run uses
+    /// when the request leaves the parameter out.
+    pub fn default_of(&self, param: &str) -> Option<&Value> {
+        let t = self.parameters.get(param)?.first()?;
+        self.graph.get(&t.node)?.get("inputs")?.get(&t.input)
     }
 }
 

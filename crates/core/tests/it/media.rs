@@ -661,6 +661,83 @@ async fn prompt_injection_lands_verbatim_in_its_one_input() {
     app.stop().await;
 }
 
+/// `options.sampler`, `scheduler` and `denoise` reach KSampler (they were accepted and
+/// ignored); a task's own sampler applies; a name ComfyUI does not list is the caller's
+/// 400 before anything is queued; mock answers report the same.
+#[tokio::test]
+async fn the_sampler_scheduler_and_denoise_asked_for_are_the_ones_drawn() {
+    let double = ComfyDouble::start().await;
+    double.set_checkpoints(&[CHECKPOINT]);
+    let app = live(&double).await;
+    let mock_app = mock().await;
+    let asked = json!({"kind": "product_shot", "prompt": "p", "options": {"width": 64, "height": 64, "steps": 2,
+        "sampler_name": "dpmpp_2m_sde_gpu", "scheduler": "karras", "denoise": 0.6}});
+    let (s, v) = app.post_json("/api/v1/media/image/generate", &asked).await;
+    assert_eq!(s, 200, "{v}");
+    let graph = double.received().pop().unwrap();
+    assert_eq!(graph["3"]["inputs"]["sampler_name"], "dpmpp_2m_sde_gpu");
+    assert_eq!(graph["3"]["inputs"]["scheduler"], "karras");
+    assert_eq!(graph["3"]["inputs"]["denoise"], 0.6);
+    let (s, m) = mock_app
+        .post_json("/api/v1/media/image/generate", &asked)
+        .await;
+    assert_eq!(s, 200, "{m}");
+    for body in [&v, &m] {
+        assert_eq!(body["meta"]["sampler"], "dpmpp_2m_sde_gpu", "{body}");
+        assert_eq!(body["meta"]["scheduler"], "karras");
+        assert_eq!(body["meta"]["denoise"], 0.6);
+    }
+
+    // The backend's brand_logo task samples with euler_ancestral (its own default); what
+    // the request left out is the graph's own value, and the answer says which.
+    let logo = json!({"task": "brand_logo", "prompt": "p", "options": {"width": 64, "height": 64, "steps": 2}});
+    let (s, v) = app.post_json("/api/v1/media/generate", &logo).await;
+    assert_eq!(s, 200, "{v}");
+    let graph = double.received().pop().unwrap();
+    assert_eq!(graph["3"]["inputs"]["sampler_name"], "euler_ancestral");
+    assert_eq!(graph["3"]["inputs"]["scheduler"], "normal");
+    assert_eq!(
+        (
+            &v["meta"]["sampler"],
+            &v["meta"]["scheduler"],
+            &v["meta"]["denoise"]
+        ),
+        (&json!("euler_ancestral"), &json!("normal"), &json!(1.0))
+    );
+
+    // Refused before anything is queued: a sampler ComfyUI does not list (a 400 on the
+    // option, naming what it has), a name no ComfyUI has, a denoise outside 0..=1.
+    let queued = double.received().len();
+    for (options, field, says) in [
+        (json!({"sampler": "eular"}), "options.sampler", "dpmpp_2m"),
+        (json!({"scheduler": "karas"}), "options.scheduler", "karras"),
+        (
+            json!({"sampler": "../x"}),
+            "options.sampler",
+            "like \"euler\"",
+        ),
+        (json!({"denoise": 1.5}), "options.denoise", "0..=1"),
+    ] {
+        let mut req =
+            json!({"kind": "product_shot", "prompt": "p", "options": {"width": 64, "height": 64}});
+        req["options"]
+            .as_object_mut()
+            .unwrap()
+            .extend(options.as_object().unwrap().clone());
+        let (s, e) = app.post_json("/api/v1/media/image/generate", &req).await;
+        assert_eq!(s, 400, "{options}: {e}");
+        assert_eq!(e["error"]["code"], "VALIDATION_ERROR", "{e}");
+        assert_eq!(e["error"]["field"], field, "{e}");
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains(says),
+            "{e}"
+        );
+    }
+    assert_eq!(double.received().len(), queued, "nothing queued");
+    mock_app.stop().await;
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn object_info_validation_names_the_node_before_queueing() {
     let double = ComfyDouble::start().await;
@@ -1190,7 +1267,7 @@ async fn media_errors_name_provider_model_and_the_callers_request_id() {
 /// A job is cancelled only by its own caller (same key) or an admin: its id shows in
 /// the health's queue, and another gateway key must not stop someone else's image.
 #[tokio::test]
-async fn only_the_jobs_own_caller_or_an_admin_cancels_it() {
+async fn only_the_jobs_own_caller_or_an_admin_reads_follows_or_cancels_it() {
     let (alice, bob, admin) = (
         "gateway-key-alice-0123456789",
         "gateway-key-bob-0123456789ab",
@@ -1219,15 +1296,38 @@ async fn only_the_jobs_own_caller_or_an_admin_cancels_it() {
             .bearer_auth(key)
             .send()
     };
-    let r = cancel(bob).await.unwrap();
-    assert_eq!(r.status(), 403);
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(v["error"]["code"], "FORBIDDEN", "{v}");
-    let (_, v) = app.get_json(&format!("/api/v1/media/jobs/{job}")).await;
-    assert!(
-        ["queued", "running"].contains(&v["status"].as_str().unwrap()),
-        "{v}"
-    );
+    let read = |key: &'static str, tail: &'static str| {
+        lan.get(app.url(&format!("/api/v1/media/jobs/{job}{tail}")))
+            .bearer_auth(key)
+            .send()
+    };
+    // Another gateway key may neither stop it, nor read or follow it (its prompt, its
+    // images' URLs).
+    for r in [
+        cancel(bob).await.unwrap(),
+        read(bob, "").await.unwrap(),
+        read(bob, "/events").await.unwrap(),
+    ] {
+        assert_eq!(r.status(), 403);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "FORBIDDEN", "{v}");
+    }
+    for key in [alice, admin] {
+        let r = read(key, "").await.unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert!(
+            ["queued", "running"].contains(&v["status"].as_str().unwrap()),
+            "{v}"
+        );
+    }
+    let r = read(alice, "/events").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    drop(r);
 
     let r = cancel(alice).await.unwrap();
     assert_eq!(r.status(), 200);

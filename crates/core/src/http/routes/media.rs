@@ -232,50 +232,68 @@ async fn job_answer(
     ))
 }
 
-/// `GET /api/v1/media/jobs/{id}`.
+/// A job is the business of its own caller only: the same key, or, for a job asked for
+/// without one, a caller without one from a trusted address; an admin key may touch any.
+/// Job ids show in the health's queue, so any gateway key could otherwise read another's
+/// prompt and images, or stop them. An unknown id passes, to be answered 404.
+async fn require_own_job(
+    state: &SharedState,
+    caller: &Caller,
+    id: &str,
+    verb: &str,
+) -> ApiResult<()> {
+    let Some(spec) = state.media.job_spec(id).await else {
+        return Ok(());
+    };
+    let own = match &spec.key_id {
+        Some(k) => caller.key_id.as_deref() == Some(k.as_str()),
+        None => caller.key_id.is_none() && caller.trusted,
+    };
+    if own || caller.admin {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "FORBIDDEN",
+        format!("media job {id:?} was asked for by another caller; only it or an admin key may {verb} it"),
+    ))
+}
+
+/// `GET /api/v1/media/jobs/{id}`: the job's own caller or an admin.
 pub async fn get_job(
     State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
+    require_own_job(&state, &caller, &id, "read").await?;
     let found = state.media.jobs.get(&id).await;
     job_answer(&state, &headers, &id, found).await
 }
 
-/// `DELETE /api/v1/media/jobs/{id}`: cancel (queue delete upstream, or interrupt). Only
-/// the job's own caller may: the same key, or, for a job asked for without one, a
-/// caller without one from a trusted address; an admin key may cancel any. Job ids show
-/// in the health's queue, so any gateway key could otherwise stop another's image.
+/// `DELETE /api/v1/media/jobs/{id}`: cancel (queue delete upstream, or interrupt); the
+/// job's own caller or an admin.
 pub async fn cancel_job(
     State(state): State<SharedState>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    if let Some(spec) = state.media.job_spec(&id).await {
-        let own = match &spec.key_id {
-            Some(k) => caller.key_id.as_deref() == Some(k.as_str()),
-            None => caller.key_id.is_none() && caller.trusted,
-        };
-        if !own && !caller.admin {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "FORBIDDEN",
-                format!("media job {id:?} was asked for by another caller; only it or an admin key may cancel it"),
-            ));
-        }
-    }
+    require_own_job(&state, &caller, &id, "cancel").await?;
     let found = state.media.jobs.cancel(&id).await;
     job_answer(&state, &headers, &id, found).await
 }
 
 /// `GET /api/v1/media/jobs/{id}/events`: the job's state as Server-Sent Events
-/// (event name = status), ending after the final state or at shutdown.
+/// (event name = status), ending after the final state or at shutdown. The job's own
+/// caller or an admin.
 pub async fn job_events(
     State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    require_own_job(&state, &caller, &id, "follow").await?;
     let base = base_url(&state, &headers);
     // Subscribe first, so a job ending in between is read back from the table.
     let rx = state.media.jobs.watch(&id);

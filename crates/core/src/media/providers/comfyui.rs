@@ -14,7 +14,7 @@ use super::comfyui_client::{
     execution_error, images_in, next_json, outcome_of, ClientTimeouts, ComfyClient, HistoryOutcome,
     ImageRef, QueueState, WsStream,
 };
-use super::comfyui_graph::{param_values, validate_graph};
+use super::comfyui_graph::{blame_the_request, param_values, validate_graph};
 use crate::config::MediaProviderConfig;
 use crate::gateway::HealthStatus;
 use crate::media::error::{Error, ErrorKind};
@@ -751,6 +751,10 @@ impl MediaProvider for ComfyUiProvider {
             .collect();
         let info = client.object_info(&classes).await;
         self.observe(&inst, &info);
+        let blame = |e| match self.workflows.get(&spec.workflow) {
+            Some(wf) => blame_the_request(e, &wf, spec),
+            None => e,
+        };
         match validate_graph(&graph, info?.as_ref(), &self.name) {
             Ok(()) => {}
             // A value not in a node's list (a model file added since the catalogue was
@@ -763,9 +767,9 @@ impl MediaProvider for ComfyUiProvider {
                     .unwrap_or_default()
                     .to_string();
                 let info = client.refresh_class(&class).await?;
-                validate_graph(&graph, info.as_ref(), &self.name)?;
+                validate_graph(&graph, info.as_ref(), &self.name).map_err(blame)?;
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(blame(e)),
         }
         Ok(Some(inst.spec.name.clone()))
     }

@@ -3,7 +3,7 @@
 
 use crate::media::error::{Error, ErrorKind};
 use crate::media::provider::ImageSpec;
-use crate::media::workflows::ParamValues;
+use crate::media::workflows::{ParamValues, Workflow};
 use serde_json::{Map, Value};
 
 /// Inputs that name a model file: a value missing from their list is `MODEL_NOT_FOUND`.
@@ -37,11 +37,56 @@ pub fn param_values(spec: &ImageSpec, default_checkpoint: Option<&str>) -> Param
         seed: Some(spec.seed),
         steps: spec.steps,
         cfg: spec.cfg,
+        sampler: spec.sampler.clone(),
+        scheduler: spec.scheduler.clone(),
+        denoise: spec.denoise,
         checkpoint: spec
             .checkpoint
             .clone()
             .or_else(|| default_checkpoint.map(str::to_string)),
         batch_size: Some(spec.count.max(1)),
+    }
+}
+
+/// Request options that name one of a node's choices: a value ComfyUI does not list is
+/// the caller's mistake (400 on the option), not a broken workflow (422).
+const CHOSEN_BY_THE_REQUEST: &[&str] = &["sampler", "scheduler"];
+
+/// A graph refused at an input the request itself filled (`options.sampler` = "eular")
+/// becomes a validation error on that option; anything else is left as it is.
+pub fn blame_the_request(e: Error, wf: &Workflow, spec: &ImageSpec) -> Error {
+    if e.kind != ErrorKind::WorkflowInvalid {
+        return e;
+    }
+    let at = |key: &str| e.details.get(key).and_then(Value::as_str);
+    let (Some(node), Some(input)) = (at("node_id"), at("input")) else {
+        return e;
+    };
+    // Set, and not merely the graph's own value reported back.
+    let given = |param: &str| {
+        let value = match param {
+            "sampler" => spec.sampler.as_deref(),
+            "scheduler" => spec.scheduler.as_deref(),
+            _ => None,
+        };
+        value.is_some() && value != wf.default_of(param).and_then(Value::as_str)
+    };
+    let blamed = CHOSEN_BY_THE_REQUEST.iter().find(|p| {
+        given(p)
+            && wf
+                .parameters
+                .get(**p)
+                .is_some_and(|ts| ts.iter().any(|t| t.node == node && t.input == input))
+    });
+    match blamed {
+        Some(p) => {
+            let mut v = Error::validation(&format!("options.{p}"), e.message.clone());
+            if let Some(provider) = e.details.get("provider") {
+                v = v.with("provider", provider.clone());
+            }
+            v
+        }
+        None => e,
     }
 }
 
@@ -130,11 +175,14 @@ pub fn validate_graph(
             if options.contains(&value) {
                 continue;
             }
-            let shown: Vec<String> = options
+            let mut shown: Vec<String> = options
                 .iter()
                 .take(20)
                 .map(std::string::ToString::to_string)
                 .collect();
+            if options.len() > shown.len() {
+                shown.push(format!("… ({} in all)", options.len()));
+            }
             if is_model_input(name) {
                 return Err(Error::new(ErrorKind::ModelNotFound,
                     format!(
