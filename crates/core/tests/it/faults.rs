@@ -8,6 +8,7 @@ use sparklio_testkit::comfyui::ComfyDouble;
 use sparklio_testkit::fault::Fault;
 use sparklio_testkit::ollama::OllamaDouble;
 use sparklio_testkit::TestApp;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Short limits so the matrix runs in seconds: connect 0.5 s, control 1 s, first token
@@ -521,11 +522,20 @@ async fn comfyui_fault_matrix() {
         assert_eq!((s, c.as_str()), (status, code), "{name}: {v}");
         assert!(took < bound + SLACK, "{name}: took {took:?}");
         if name == "hung submit" {
-            // ComfyUI may have queued it: the delete must reach it.
+            // ComfyUI may have queued it: the Desk looks for it there (and finds nothing,
+            // the double never read it; see `a_submit_queued_after_the_desk_gave_up_…`).
             let orphan = submitted_id(&double);
+            let looks = || {
+                double
+                    .request_log()
+                    .iter()
+                    .filter(|r| r.method == "GET" && r.path == "/queue")
+                    .count()
+            };
+            let before = looks();
             assert!(
-                eventually(|| double.inner.queue_deletes.lock().unwrap().contains(&orphan)).await,
-                "{name}: no delete of {orphan} reached ComfyUI"
+                eventually(|| looks() > before).await,
+                "{name}: the Desk never looked for {orphan} in ComfyUI's queue"
             );
         }
         double.clear_fault().await;
@@ -553,13 +563,19 @@ fn submitted_id(double: &ComfyDouble) -> String {
 
 /// Whether `check` holds within 3 s.
 async fn eventually(check: impl Fn() -> bool) -> bool {
-    for _ in 0..150 {
-        if check() {
-            return true;
+    within(Duration::from_secs(3), check).await
+}
+
+/// Whether `check` holds within `limit`.
+async fn within(limit: Duration, check: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        if Instant::now() >= deadline {
+            return false;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    false
+    true
 }
 
 #[tokio::test]
@@ -605,6 +621,61 @@ async fn a_submit_answered_too_late_is_interrupted_on_comfyui() {
         "{ended}"
     );
     double.clear_fault().await;
+    app.stop().await;
+}
+
+/// ComfyUI's handler goes on after the Desk hangs up: a busy ComfyUI queues a timed-out
+/// submit only after the Desk's first look found nothing. Looked for again, it is taken
+/// off the queue while it waits, or interrupted once it runs; before, it ran for nobody.
+#[tokio::test]
+async fn a_submit_queued_after_the_desk_gave_up_is_withdrawn_when_it_shows() {
+    let double = ComfyDouble::start().await;
+    let app = live(&comfy_toml(&double, "")).await;
+    assert_eq!(draw(&app, &image()).await.0, 200);
+    let late = CONTROL.as_millis() as u64 + 1500;
+
+    // Queued behind a held queue: taken off it.
+    double.inner.knobs.hold.store(true, Ordering::SeqCst);
+    double.submit_ms(late);
+    let (s, c, took, v) = draw(&app, &image()).await;
+    assert_eq!((s, c.as_str()), (503, "PROVIDER_UNAVAILABLE"), "{v}");
+    assert!(took < CONTROL + SLACK, "took {took:?}");
+    let orphan = submitted_id(&double);
+    let before = double.received().len();
+    assert!(
+        within(Duration::from_secs(5), || double.received().len() > before).await,
+        "the double queued it late"
+    );
+    let withdrawn = || {
+        !double.pending_ids().contains(&orphan)
+            && double.inner.queue_deletes.lock().unwrap().contains(&orphan)
+    };
+    assert!(
+        within(Duration::from_secs(8), withdrawn).await,
+        "{orphan}, queued late, was never taken off the queue"
+    );
+
+    // Queued late and started at once: interrupted by its id.
+    double.inner.knobs.hold.store(false, Ordering::SeqCst);
+    double.node_ms(1500);
+    let (s, c, _, v) = draw(&app, &image()).await;
+    assert_eq!((s, c.as_str()), (503, "PROVIDER_UNAVAILABLE"), "{v}");
+    let orphan = submitted_id(&double);
+    within(Duration::from_secs(15), || {
+        double.history_of(&orphan).is_some()
+    })
+    .await;
+    let ended = double
+        .history_of(&orphan)
+        .expect("the late prompt ran and ended");
+    assert!(
+        ended["status"]
+            .to_string()
+            .contains("execution_interrupted"),
+        "it ran for nobody to the end: {ended}"
+    );
+    double.submit_ms(0);
+    double.node_ms(0);
     app.stop().await;
 }
 

@@ -65,6 +65,10 @@ pub struct Knobs {
     pub hold: AtomicBool,
     /// The next POST /prompt answers this recorded 400 body.
     pub reject_next: Mutex<Option<Value>>,
+    /// `POST /prompt` takes this long (ms) before it queues and answers, as a ComfyUI
+    /// validating in-line on a busy server. Like aiohttp's, the handler goes on when the
+    /// caller hangs up: the prompt is queued late, for nobody.
+    pub submit_ms: AtomicU64,
     /// Queue every prompt under an id of its own, whatever `prompt_id` the body names,
     /// as a ComfyUI from before it took a caller's id does.
     pub ignore_prompt_id: AtomicBool,
@@ -250,6 +254,11 @@ impl ComfyDouble {
 
     pub fn node_ms(&self, ms: u64) {
         self.inner.knobs.node_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// See [`Knobs::submit_ms`].
+    pub fn submit_ms(&self, ms: u64) {
+        self.inner.knobs.submit_ms.store(ms, Ordering::SeqCst);
     }
 
     /// Forget everything, as a restarted ComfyUI would.

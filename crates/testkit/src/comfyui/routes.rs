@@ -155,7 +155,19 @@ pub(super) async fn get_prompt(State(inner): State<Arc<Inner>>) -> Json<Value> {
 }
 
 pub(super) async fn post_prompt(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
-    let Some(v) = loads(&body) else {
+    // On a task of its own: aiohttp does not cancel a handler whose caller went away.
+    let handled = tokio::spawn(async move {
+        let delay = inner.knobs.submit_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
+        queue_prompt(&inner, &body)
+    });
+    handled.await.unwrap_or_else(|_| plain_500())
+}
+
+fn queue_prompt(inner: &Arc<Inner>, body: &Bytes) -> Response {
+    let Some(v) = loads(body) else {
         return plain_500();
     };
     if let Some(rejection) = inner.knobs.reject_next.lock().unwrap().take() {

@@ -118,6 +118,43 @@ struct Submission<'a> {
     resubmit: bool,
 }
 
+/// When a submit that timed out is looked for again (after the timeout). ComfyUI's
+/// handler goes on after the Desk hangs up, and a busy server may queue the prompt
+/// well after the first look found nothing; so it is looked for until it is seen ended,
+/// or for two minutes. Seven looks of two small calls each.
+const ORPHAN_LOOKS: [Duration; 7] = [
+    Duration::ZERO,
+    Duration::from_secs(1),
+    Duration::from_secs(3),
+    Duration::from_secs(10),
+    Duration::from_secs(30),
+    Duration::from_secs(60),
+    Duration::from_secs(120),
+];
+
+/// Take a prompt nobody waits for off ComfyUI: out of the queue while pending,
+/// interrupted (by its id) while running, left alone once it is in the history.
+async fn withdraw_orphan(client: Arc<ComfyClient>, id: String) {
+    let start = tokio::time::Instant::now();
+    for at in ORPHAN_LOOKS {
+        tokio::time::sleep_until(start + at).await;
+        match client.queue_state(&id).await {
+            Ok(QueueState::Pending(_)) => {
+                tracing::info!(prompt = %id, "taking a prompt whose submit timed out out of ComfyUI's queue");
+                let _ = client.delete_from_queue(&id).await;
+            }
+            Ok(QueueState::Running) => {
+                tracing::info!(prompt = %id, "interrupting a prompt whose submit timed out");
+                let _ = client.interrupt(&id).await;
+            }
+            // Ended (interrupted, done or failed): nothing more to do.
+            Ok(QueueState::Absent) if matches!(client.history(&id).await, Ok(Some(_))) => return,
+            // Not queued yet, taken off already, or ComfyUI not answering: look again.
+            Ok(QueueState::Absent) | Err(_) => {}
+        }
+    }
+}
+
 fn breaker_outcome(e: &Error) -> Outcome {
     match e.kind {
         ErrorKind::Unavailable
@@ -242,7 +279,7 @@ impl ComfyUiProvider {
 
     /// Submit the graph under a prompt id chosen here (stored first, so a restart finds
     /// it). A submit that times out is looked up by that id and removed, so no orphan
-    /// runs on for nobody.
+    /// runs on for nobody (see [`withdraw_orphan`]).
     async fn submit(
         &self,
         inst: &Arc<Instance>,
@@ -257,13 +294,7 @@ impl ComfyUiProvider {
         self.observe(inst, &submitted);
         if let Err(e) = &submitted {
             if breaker_outcome(e) == Outcome::Timeout {
-                let (client, orphan) = (client.clone(), id.clone());
-                tokio::spawn(async move {
-                    let _ = client.delete_from_queue(&orphan).await;
-                    if client.queue_state(&orphan).await.ok() == Some(QueueState::Running) {
-                        let _ = client.interrupt(&orphan).await;
-                    }
-                });
+                tokio::spawn(withdraw_orphan(client.clone(), id.clone()));
             }
         }
         // A ComfyUI that does not take a caller's id (older than the recorded 0.3.64) queues
