@@ -226,7 +226,7 @@ fn queue_prompt(inner: &Arc<Inner>, body: &Bytes) -> Response {
         prompt,
         client_id: v["client_id"].as_str().map(str::to_string),
     });
-    super::worker::broadcast_status(&inner);
+    super::worker::broadcast_status(inner);
     inner.wake.notify_one();
     Json(json!({"prompt_id": prompt_id, "number": number, "node_errors": {}})).into_response()
 }
