@@ -58,10 +58,15 @@ fn serve(
 }
 
 #[cfg(unix)]
-#[allow(unsafe_code)] // a plain kill(2) of our own child
 fn sigterm(child: &Child) {
+    signal(child, libc::SIGTERM);
+}
+
+#[cfg(unix)]
+#[allow(unsafe_code)] // a plain kill(2) of our own child
+fn signal(child: &Child, signal: libc::c_int) {
     // libc rather than /bin/kill: Debian 12's procps kill has misread pid arguments.
-    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
     assert_eq!(rc, 0, "kill failed");
 }
 
@@ -421,6 +426,104 @@ fn check_e2e_names_the_failed_step() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("FAILED at step brand_summary"), "{err}");
+}
+
+/// The check started here runs apart from the operator's Desk: it starts none of the
+/// config's services (a mock check used to start ComfyUI and the containers) and keeps
+/// its data in a scratch folder (it used to share the serving Desk's database and fail
+/// its running flow jobs at start). A file it cannot write is named.
+#[cfg(unix)]
+#[test]
+fn check_e2e_runs_apart_from_the_configs_services_and_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("started.txt");
+    let data = dir.path().join("desk-data");
+    let file = dir.path().join("desk.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[storage]\ndata_dir = {data:?}\n\n[[services]]\nname = \"marker\"\nkind = \"process\"\n\
+             command = \"/bin/sh\"\nargs = [\"-c\", \"echo started >> {}; exec sleep 30\"]\nrestart = \"never\"\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let out = cmd(&dir)
+        .args(["check", "e2e", "--config"])
+        .arg(&file)
+        .arg("--out")
+        .arg(dir.path().join("r.json"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("passed"), "{stdout}");
+    assert!(!marker.exists(), "the check started the config's service");
+    assert!(
+        !data.exists() || std::fs::read_dir(&data).unwrap().next().is_none(),
+        "the check wrote into the config's data folder"
+    );
+
+    // A report it cannot write: the error names the folder.
+    std::fs::write(dir.path().join("a-file"), "").unwrap();
+    let out = cmd(&dir)
+        .args(["check", "e2e", "--out"])
+        .arg(dir.path().join("a-file/r.json"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "cannot make the folder {}",
+            dir.path().join("a-file").display()
+        )),
+        "{err}"
+    );
+}
+
+/// Ctrl-C during a check stops it at once, with the shell's code for it (130), and the
+/// app it started is shut down, not left behind.
+#[cfg(unix)]
+#[test]
+fn check_e2e_stopped_by_ctrl_c_exits_130() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("desk.toml");
+    // A mock image that takes 30 s: the check is still drawing when interrupted.
+    std::fs::write(
+        &file,
+        "[media.providers.mock]\nkind = \"mock\"\nstep_delay_ms = 1000\n",
+    )
+    .unwrap();
+    let mut child = cmd(&dir)
+        .args(["check", "e2e", "--config"])
+        .arg(&file)
+        .arg("--out")
+        .arg(dir.path().join("r.json"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+    assert!(
+        lines.any(|l| l.contains("image_prompt")),
+        "the check never reached the image"
+    );
+    signal(&child, libc::SIGINT);
+    let exit = wait_exit(&mut child, Duration::from_secs(10)).expect("the check stops on Ctrl-C");
+    assert_eq!(exit.code(), Some(130));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(
+        !dir.path().join("r.json").exists(),
+        "no report of a check that did not end"
+    );
 }
 
 /// `config reload` asks the running `serve` to apply an edited file: it says what

@@ -124,6 +124,7 @@ pub struct FlowReport {
     pub steps: Vec<StepReport>,
     pub total_ms: f64,
     pub budget_s: f64,
+    /// The time taken against the budget, whether or not the flow passed.
     pub within_budget: bool,
 }
 
@@ -156,11 +157,36 @@ impl<F: FnMut(FlowEvent)> Runner<'_, F> {
         let result = self.client.llm_generate(&req).await;
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         let (step, value) = match result {
-            Ok(resp) => llm_step(name, role, task, ms, &resp),
+            Ok(resp) => {
+                let (mut step, value) = llm_step(name, role, task, ms, &resp);
+                let refused = self.refuse_mock(&mut step, &resp.meta);
+                (step, value.filter(|_| !refused))
+            }
             Err(e) => (failed_step(name, role, task, ms, &e), None),
         };
         self.finish(index, step);
         value.ok_or(())
+    }
+
+    /// A live check proves the live providers answer: an answer from the mock (a Desk
+    /// in mock mode, or a mock provider routed to) fails its step, whatever its shape.
+    fn refuse_mock(&self, step: &mut StepReport, meta: &Value) -> bool {
+        let mode = meta.get("generator_mode").and_then(Value::as_str);
+        if self.mock || step.status == StepStatus::Failed || mode == Some("live") {
+            return false;
+        }
+        step.status = StepStatus::Failed;
+        step.error = Some(json!({
+            "code": "NOT_LIVE",
+            "message": format!(
+                "answered by the mock (provider {:?}, meta.generator_mode {}): a live check needs the Desk in live mode (generator_mode = \"live\") and a live provider for {}/{}",
+                step.provider.as_deref().unwrap_or("?"),
+                mode.map_or_else(|| "absent".to_string(), |m| format!("{m:?}")),
+                step.role,
+                step.task,
+            ),
+        }));
+        true
     }
 
     fn finish(&mut self, index: usize, step: StepReport) {
@@ -261,7 +287,7 @@ pub async fn run(
         result,
         total_ms,
         budget_s,
-        within_budget: outcome.is_ok() && total_ms <= budget_s * 1000.0,
+        within_budget: total_ms <= budget_s * 1000.0,
         steps: r.steps,
     }
 }
@@ -396,7 +422,7 @@ async fn image_step<F: FnMut(FlowEvent)>(
                 ));
             }
             let ok = violations.is_empty();
-            let step = StepReport {
+            let mut step = StepReport {
                 name: "image".into(),
                 role: "vision".into(),
                 task: input.image.kind.clone(),
@@ -411,6 +437,7 @@ async fn image_step<F: FnMut(FlowEvent)>(
                     .then(|| json!({"code": "IMAGE_INVALID", "message": violations.join("; ")})),
                 violations,
             };
+            let ok = ok && !r.refuse_mock(&mut step, &resp.meta);
             r.finish(index, step);
             ok.then(|| {
                 json!({

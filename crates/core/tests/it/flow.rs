@@ -156,6 +156,41 @@ async fn live_flow_runs_against_the_ollama_and_comfyui_doubles() {
     app.stop().await;
 }
 
+/// A live check proves the live providers answer: against a Desk in mock mode it used to
+/// pass on mock answers and call itself "live". Now its first step fails, saying why,
+/// from the command line's client and through the job API alike.
+#[tokio::test]
+async fn a_live_check_answered_by_the_mock_fails_at_its_first_step() {
+    let app = TestApp::start("").await;
+    let report = flow::run(&client(&app, true), &FlowInput::sample(), false, |_| {}).await;
+    assert!(!report.ok);
+    assert_eq!(report.failed_step.as_deref(), Some("brand_summary"));
+    assert_eq!(report.steps.len(), 1, "stopped at the first mock answer");
+    let error = report.error.clone().unwrap();
+    assert_eq!(error["code"], "NOT_LIVE", "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("live mode"),
+        "{error}"
+    );
+
+    let (status, started) = app
+        .post_json("/api/v1/flows/product-detail", &json!({"live": true}))
+        .await;
+    assert_eq!(status, 202, "{started}");
+    let id = started["job_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let job = loop {
+        let (_, job) = app.get_json(&format!("/api/v1/flows/jobs/{id}")).await;
+        if job["status"] != "running" && job["status"] != "queued" || Instant::now() > deadline {
+            break job;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["report"]["error"]["code"], "NOT_LIVE", "{job}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_schema_violation_fails_its_step_after_the_repair_round_trip() {
     let ollama = OllamaDouble::start().await;
