@@ -146,7 +146,9 @@ impl AppState {
 
     /// What the tray shows at a glance.
     pub fn glance(&self) -> crate::notify::Glance {
-        crate::notify::glance(&self.supervisor, &self.runtime)
+        let mut providers = self.llm.reach();
+        providers.extend(self.media.reach());
+        crate::notify::glance(&self.supervisor, &self.runtime, &providers)
     }
 }
 

@@ -443,6 +443,62 @@ pub struct BackingService {
     pub since: String,
 }
 
+/// Whether a live provider can be reached, as its probes and breakers last saw it (no
+/// call is made): what the overall health and the tray add to the services' states.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderReach {
+    /// `LLM` or `media`.
+    pub side: &'static str,
+    pub name: String,
+    /// The provider requests go to when nothing else is asked (`llm.default_route`,
+    /// `media.default_provider`): the backend is blocked without it.
+    pub default: bool,
+    /// Instances that can take calls (breaker not open, last probe not failed).
+    pub reachable: usize,
+    pub total: usize,
+    /// Why one cannot (a breaker's reason, a probe's error, the service being down).
+    pub reason: Option<String>,
+}
+
+impl ProviderReach {
+    /// From the instances' views; `None` when nothing is known (no instances, as a
+    /// provider without a pool). A provider whose service is down is unreachable.
+    pub fn of(
+        side: &'static str,
+        name: &str,
+        default: bool,
+        instances: &[(String, crate::resilience::pool::InstanceView)],
+        service_down: Option<String>,
+    ) -> Option<Self> {
+        let can_call = |v: &crate::resilience::pool::InstanceView| {
+            v.breaker != "open" && v.probe_ok != Some(false)
+        };
+        let reachable = if service_down.is_some() {
+            0
+        } else {
+            instances.iter().filter(|(_, v)| can_call(v)).count()
+        };
+        let total = instances.len().max(usize::from(service_down.is_some()));
+        if total == 0 {
+            return None;
+        }
+        let reason = service_down.or_else(|| {
+            instances
+                .iter()
+                .find(|(_, v)| !can_call(v))
+                .and_then(|(_, v)| v.breaker_reason.clone().or_else(|| v.last_error.clone()))
+        });
+        Some(Self {
+            side,
+            name: name.to_string(),
+            default,
+            reachable,
+            total,
+            reason,
+        })
+    }
+}
+
 /// How a provider's (or a gateway's) health is summed up (`error`: misconfigured,
 /// cannot be built).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

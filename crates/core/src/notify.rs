@@ -15,6 +15,7 @@ pub use mutes::{event_topic, MuteFor, MuteView, Mutes};
 pub use notifier::{Notifier, NotifierInputs, NotifierOptions};
 pub use recent::RecentNotifications;
 
+use crate::gateway::ProviderReach;
 use crate::supervisor::ServiceState;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -45,23 +46,61 @@ pub fn level_of_state(state: ServiceState) -> Level {
     }
 }
 
-/// Overall health and a one-line summary (the tray tooltip's first line).
-pub fn overall<'a>(services: impl IntoIterator<Item = (&'a str, ServiceState)>) -> (Level, String) {
-    let mut level = Level::Ok;
-    let mut parts = Vec::new();
-    for (name, state) in services {
-        level = level.max(level_of_state(state));
-        parts.push((state, format!("{name}: {state}")));
+/// How a live provider's reach counts: the default one out of reach blocks the
+/// backend (down); another, or some instances of one, degrade.
+pub fn level_of_provider(p: &ProviderReach) -> Level {
+    if p.reachable == p.total {
+        Level::Ok
+    } else if p.reachable == 0 && p.default {
+        Level::Down
+    } else {
+        Level::Degraded
     }
-    let summary = match (level, parts.is_empty()) {
-        (_, true) => "no services supervised".to_string(),
-        (Level::Ok, false) => "all services up".to_string(),
-        (_, false) => parts
-            .iter()
-            .filter(|(state, _)| *state != ServiceState::Running)
-            .map(|(_, text)| text.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
+}
+
+/// "ollama (LLM) unreachable: connection refused", "ollama (LLM): 1 of 2 instances reachable".
+fn describe_provider(p: &ProviderReach) -> String {
+    if p.reachable == 0 {
+        match &p.reason {
+            Some(why) => format!("{} ({}) unreachable: {why}", p.name, p.side),
+            None => format!("{} ({}) unreachable", p.name, p.side),
+        }
+    } else {
+        format!(
+            "{} ({}): {} of {} instances reachable",
+            p.name, p.side, p.reachable, p.total
+        )
+    }
+}
+
+/// Overall health and a one-line summary (the tray tooltip's first line): the services'
+/// states, and in live mode the providers' reach (with no service supervised, an
+/// unreachable Ollama used to read "healthy").
+pub fn overall<'a>(
+    services: impl IntoIterator<Item = (&'a str, ServiceState)>,
+    providers: &[ProviderReach],
+) -> (Level, String) {
+    let mut level = Level::Ok;
+    let mut any_service = false;
+    let mut faults = Vec::new();
+    for (name, state) in services {
+        any_service = true;
+        level = level.max(level_of_state(state));
+        if state != ServiceState::Running {
+            faults.push(format!("{name}: {state}"));
+        }
+    }
+    for p in providers {
+        let l = level_of_provider(p);
+        if l != Level::Ok {
+            level = level.max(l);
+            faults.push(describe_provider(p));
+        }
+    }
+    let summary = match (level, any_service) {
+        (Level::Ok, false) => "no services supervised".to_string(),
+        (Level::Ok, true) => "all services up".to_string(),
+        _ => faults.join(", "),
     };
     (level, summary)
 }
@@ -386,30 +425,88 @@ mod tests {
     #[test]
     fn overall_takes_the_worst_state() {
         assert_eq!(
-            overall([
-                ("ollama", ServiceState::Running),
-                ("comfyui", ServiceState::Running)
-            ])
+            overall(
+                [
+                    ("ollama", ServiceState::Running),
+                    ("comfyui", ServiceState::Running)
+                ],
+                &[]
+            )
             .0,
             Level::Ok
         );
-        let (level, summary) = overall([
-            ("ollama", ServiceState::Running),
-            ("comfyui", ServiceState::Backoff),
-        ]);
+        let (level, summary) = overall(
+            [
+                ("ollama", ServiceState::Running),
+                ("comfyui", ServiceState::Backoff),
+            ],
+            &[],
+        );
         assert_eq!(
             (level, summary.as_str()),
             (Level::Degraded, "comfyui: backoff")
         );
         assert_eq!(
-            overall([
-                ("ollama", ServiceState::Failed),
-                ("comfyui", ServiceState::Backoff)
-            ])
+            overall(
+                [
+                    ("ollama", ServiceState::Failed),
+                    ("comfyui", ServiceState::Backoff)
+                ],
+                &[]
+            )
             .0,
             Level::Down
         );
-        assert_eq!(overall([]).1, "no services supervised");
+        assert_eq!(overall([], &[]).1, "no services supervised");
+    }
+
+    /// A live provider out of reach counts with the services (with none supervised, an
+    /// unreachable Ollama read "healthy"): the default one is down, another or some of
+    /// its instances degrade.
+    #[test]
+    fn providers_out_of_reach_count_toward_the_overall_health() {
+        let reach = |name: &str, default: bool, reachable: usize, total: usize| ProviderReach {
+            side: "LLM",
+            name: name.into(),
+            default,
+            reachable,
+            total,
+            reason: Some("connection refused".into()),
+        };
+        let table: &[(&[ProviderReach], Level, &str)] = &[
+            (
+                &[reach("ollama", true, 1, 1)],
+                Level::Ok,
+                "no services supervised",
+            ),
+            (
+                &[reach("ollama", true, 0, 1)],
+                Level::Down,
+                "ollama (LLM) unreachable: connection refused",
+            ),
+            (
+                &[reach("vllm", false, 0, 1)],
+                Level::Degraded,
+                "vllm (LLM) unreachable: connection refused",
+            ),
+            (
+                &[reach("ollama", true, 1, 2)],
+                Level::Degraded,
+                "ollama (LLM): 1 of 2 instances reachable",
+            ),
+        ];
+        for (providers, level, summary) in table {
+            assert_eq!(overall([], providers), (*level, summary.to_string()));
+        }
+        let (level, summary) = overall(
+            [("comfyui", ServiceState::Backoff)],
+            &[reach("ollama", true, 0, 1)],
+        );
+        assert_eq!(level, Level::Down);
+        assert_eq!(
+            summary,
+            "comfyui: backoff, ollama (LLM) unreachable: connection refused"
+        );
     }
 
     #[test]

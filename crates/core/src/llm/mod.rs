@@ -777,6 +777,36 @@ impl LlmGateway {
         }
     }
 
+    /// Whether each live provider can be reached, from its probes and breakers (no call):
+    /// for the overall health. A provider whose config cannot be built is unreachable.
+    pub fn reach(&self) -> Vec<crate::gateway::ProviderReach> {
+        let setup = self.setup();
+        let default = setup.router.default_provider();
+        setup
+            .slots()
+            .filter_map(|(name, slot)| {
+                let down = self.links.board.down_reason(name);
+                match slot {
+                    Slot::Broken(why) => crate::gateway::ProviderReach::of(
+                        "LLM",
+                        name,
+                        name == default,
+                        &[],
+                        Some(why.clone()),
+                    ),
+                    Slot::Ready(p) if p.kind() != "mock" => crate::gateway::ProviderReach::of(
+                        "LLM",
+                        name,
+                        name == default,
+                        &p.instances(),
+                        down,
+                    ),
+                    Slot::Ready(_) => None,
+                }
+            })
+            .collect()
+    }
+
     /// Reachability of every provider (cheap endpoints only), with the supervisor's view.
     pub async fn health(&self) -> LlmHealth {
         let mode = self.links.runtime.mode();

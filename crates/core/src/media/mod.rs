@@ -417,6 +417,25 @@ impl MediaGateway {
         self.links.usage.record(f).await;
     }
 
+    /// Whether each live provider can be reached, from its probes and breakers (no call).
+    pub fn reach(&self) -> Vec<crate::gateway::ProviderReach> {
+        let setup = self.setup();
+        setup
+            .providers
+            .iter()
+            .filter(|(_, p)| p.kind() != "mock")
+            .filter_map(|(name, p)| {
+                crate::gateway::ProviderReach::of(
+                    "media",
+                    name,
+                    *name == setup.config.default_provider,
+                    &p.instances(),
+                    self.links.board.down_reason(name),
+                )
+            })
+            .collect()
+    }
+
     /// Every provider's cheap health, and the one requests go to now.
     pub async fn health(&self) -> views::MediaHealth {
         use crate::gateway::HealthStatus;

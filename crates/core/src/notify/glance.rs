@@ -2,13 +2,16 @@
 //! one line per service, the generator mode and whether the gateway is paused. Computed
 //! here so every front end says the same thing.
 
-use super::{overall, Level};
+use super::{level_of_provider, overall, Level};
+use crate::gateway::ProviderReach;
 use crate::runtime::RuntimeSwitches;
 use crate::supervisor::{ServiceState, Supervisor};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Glance {
     pub level: Level,
+    /// The tooltip's first line: what is wrong, or "all services up".
+    pub summary: String,
     pub tooltip: String,
     /// Configured services and their states, in config order.
     pub services: Vec<(String, ServiceState)>,
@@ -16,8 +19,13 @@ pub struct Glance {
     pub paused: bool,
 }
 
-/// The app's state right now.
-pub fn glance(supervisor: &Supervisor, runtime: &RuntimeSwitches) -> Glance {
+/// The app's state right now. `providers`: the live providers' reach, counted in live
+/// mode only (mock answers need none).
+pub fn glance(
+    supervisor: &Supervisor,
+    runtime: &RuntimeSwitches,
+    providers: &[ProviderReach],
+) -> Glance {
     let services: Vec<(String, ServiceState)> = supervisor
         .services()
         .iter()
@@ -25,9 +33,14 @@ pub fn glance(supervisor: &Supervisor, runtime: &RuntimeSwitches) -> Glance {
         .collect();
     let mode = runtime.mode();
     let paused = runtime.paused();
-    let (level, tooltip) = tooltip(&services, mode.as_str(), paused);
+    let providers = match mode {
+        crate::config::GeneratorMode::Live => providers,
+        crate::config::GeneratorMode::Mock => &[],
+    };
+    let (level, summary, tooltip) = tooltip(&services, providers, mode.as_str(), paused);
     Glance {
         level,
+        summary,
         tooltip,
         services,
         mode,
@@ -35,18 +48,33 @@ pub fn glance(supervisor: &Supervisor, runtime: &RuntimeSwitches) -> Glance {
     }
 }
 
-/// Overall level and tooltip text for these services, mode and pause switch.
-pub fn tooltip(services: &[(String, ServiceState)], mode: &str, paused: bool) -> (Level, String) {
-    let (level, summary) = overall(services.iter().map(|(n, s)| (n.as_str(), *s)));
+/// Overall level, summary and tooltip text for these services, providers, mode and
+/// pause switch.
+pub fn tooltip(
+    services: &[(String, ServiceState)],
+    providers: &[ProviderReach],
+    mode: &str,
+    paused: bool,
+) -> (Level, String, String) {
+    let (level, summary) = overall(services.iter().map(|(n, s)| (n.as_str(), *s)), providers);
     let mut text = format!("Sparklio Desk: {summary}");
     for (name, state) in services {
         text.push_str(&format!("\n{name}: {state}"));
+    }
+    for p in providers
+        .iter()
+        .filter(|p| level_of_provider(p) != Level::Ok)
+    {
+        text.push_str(&format!(
+            "\n{} ({}): {} of {} reachable",
+            p.name, p.side, p.reachable, p.total
+        ));
     }
     text.push_str(&format!("\ngenerator mode: {mode}"));
     if paused {
         text.push_str("\ngateway PAUSED");
     }
-    (level, text)
+    (level, summary, text)
 }
 
 #[cfg(test)]
@@ -61,8 +89,9 @@ mod tests {
 
     #[test]
     fn tooltip_lists_every_service_and_the_switches() {
-        let (level, text) = tooltip(
+        let (level, _, text) = tooltip(
             &svc(&[("ollama", "running"), ("comfyui", "crashed")]),
+            &[],
             "live",
             true,
         );
@@ -72,7 +101,7 @@ mod tests {
             "Sparklio Desk: comfyui: crashed\nollama: running\ncomfyui: crashed\n\
              generator mode: live\ngateway PAUSED"
         );
-        let (level, text) = tooltip(&svc(&[("ollama", "running")]), "mock", false);
+        let (level, _, text) = tooltip(&svc(&[("ollama", "running")]), &[], "mock", false);
         assert_eq!(level, Level::Ok);
         assert_eq!(
             text,

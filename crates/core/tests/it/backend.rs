@@ -62,6 +62,64 @@ async fn health_turns_degraded_when_a_supervised_service_is_down() {
     app.stop().await;
 }
 
+/// In live mode the providers' reach counts: with no service supervised, an Ollama
+/// refusing connections left `/health` saying "healthy" (what the team's checks read).
+#[tokio::test]
+async fn health_counts_a_live_provider_out_of_reach() {
+    use sparklio_testkit::fault::Fault;
+    let ollama = OllamaDouble::start().await;
+    let comfy = sparklio_testkit::comfyui::ComfyDouble::start().await;
+    let toml = format!(
+        "[llm.providers.ollama]\nkind = \"ollama\"\nbase_url = \"{}\"\n\
+         [llm.providers.ollama.resilience]\nprobe_interval_ms = 100\n\
+         [media.providers.comfyui]\nkind = \"comfyui\"\nbase_url = \"{}\"\n",
+        ollama.base_url(),
+        comfy.url()
+    );
+    let app = TestApp::start_with(&toml, &[("GENERATOR_MODE", "live")], Default::default()).await;
+    let health_until = |want: &'static str| {
+        let app = &app;
+        async move {
+            let mut body = Value::Null;
+            for _ in 0..100 {
+                body = app.get_json("/health").await.1;
+                if body["status"] == want {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            body
+        }
+    };
+    let body = health_until("healthy").await;
+    assert_eq!(body["status"], "healthy", "{body}");
+
+    ollama.set_fault(Fault::Refuse).await;
+    let body = health_until("unhealthy").await;
+    assert_eq!(body["status"], "unhealthy", "{body}");
+    assert!(
+        body["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("ollama (LLM) unreachable"),
+        "{body}"
+    );
+    let (_, status) = app.get_json("/api/v1/status").await;
+    assert_eq!(status["health"]["level"], "down", "{status}");
+
+    ollama.clear_fault().await;
+    let body = health_until("healthy").await;
+    assert_eq!(body["status"], "healthy", "{body}");
+    // Mock mode needs no provider: the same outage is no fault there.
+    ollama.set_fault(Fault::Refuse).await;
+    let mock = TestApp::start_with(&toml, &[("GENERATOR_MODE", "mock")], Default::default()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(mock.get_json("/health").await.1["status"], "healthy");
+    ollama.clear_fault().await;
+    mock.stop().await;
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn debug_settings_show_the_effective_mode_and_redacted_urls() {
     let app = TestApp::start("").await;

@@ -106,8 +106,7 @@ pub fn status_view(state: &SharedState) -> StatusView {
         })
         .collect();
     let glance = state.glance();
-    let (level, summary) =
-        crate::notify::overall(glance.services.iter().map(|(n, s)| (n.as_str(), *s)));
+    let (level, summary) = (glance.level, glance.summary);
     StatusView {
         name: "sparklio-desk",
         health: HealthView { level, summary },
@@ -241,8 +240,7 @@ pub async fn storage(
 /// read (`status`: `healthy`, `degraded` or `unhealthy`). Public like `/healthz`.
 pub async fn health(State(state): State<SharedState>) -> Json<Value> {
     let glance = state.glance();
-    let (level, summary) =
-        crate::notify::overall(glance.services.iter().map(|(n, s)| (n.as_str(), *s)));
+    let (level, summary) = (glance.level, glance.summary);
     let status = match level {
         Level::Ok => "healthy",
         Level::Degraded => "degraded",
