@@ -219,8 +219,50 @@ def test_every_front_fails_fast_when_ollama_is_down(tmp_path_factory):
             )
         assert down_openai.value.status_code == 503
         assert time.monotonic() - started < 5, "a 60 s timeout must not be waited for"
+        # With the SDK's defaults (two retries, each waiting out Retry-After, an open
+        # breaker's time), a down provider still reaches the caller at once: the front's
+        # 5xx say x-should-retry: false. It took 5-20 s a call, growing with the breaker.
+        default_client = openai.OpenAI(base_url=desk.url + "/v1", api_key="x")
+        for _ in range(3):
+            started = time.monotonic()
+            with pytest.raises(openai.InternalServerError) as down_default:
+                default_client.chat.completions.create(
+                    model="qwen2.5:7b", messages=[{"role": "user", "content": "x"}]
+                )
+            assert down_default.value.response.headers.get("x-should-retry") == "false"
+            assert time.monotonic() - started < 1.5, "the SDK retried a down provider"
     finally:
         _stop(desk.proc)
+
+
+def test_errors_mid_answer_are_raised_by_the_clients_with_the_desks_message(sdk_desk, doubles):
+    """An upstream cut mid-line: the `ollama` client raises ResponseError with the Desk's
+    message (a line glued to the cut one gave a JSONDecodeError); an instance's own 400 is
+    the OpenAI SDK's BadRequestError (it was a 502 InternalServerError, sent three times)."""
+    ollama_double, _ = doubles
+    client = ollama_client(sdk_desk)
+    ollama_double.fault("reset_mid_stream", path="/api/chat")
+    try:
+        for stream in (True, False):
+            with pytest.raises(ollama.ResponseError) as cut:
+                answer = client.chat(
+                    model="qwen2.5:7b", messages=[{"role": "user", "content": "x"}], stream=stream
+                )
+                if stream:
+                    list(answer)
+            assert "dropped" in str(cut.value), cut.value
+    finally:
+        ollama_double.heal()
+    ollama_double.fault("status", status=400, path="/api/chat")
+    try:
+        with pytest.raises(openai.BadRequestError) as refused:
+            openai.OpenAI(base_url=sdk_desk.url + "/v1", api_key=GATEWAY).chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}]
+            )
+        assert refused.value.status_code == 400
+        assert refused.value.body["type"] == "invalid_request_error", refused.value.body
+    finally:
+        ollama_double.heal()
 
 
 def test_openai_tools_called_and_answered(sdk_desk):
@@ -286,3 +328,33 @@ def test_ollama_sdk_against_the_desk_in_mock_mode(mock_desk):
     assert embedded.embeddings[0] == embedded.embeddings[1] != embedded.embeddings[2]
     assert client.show("qwen2.5:7b").details.family == "sparklio-mock"
     assert time.monotonic() - started < 5
+
+
+def test_structured_output_in_mock_mode_follows_the_callers_schema(mock_desk):
+    """Mock mode is what the backend's tests run in: an answer to `format=<schema>` or
+    `response_format=<pydantic model>` parses into the caller's type (it had a fixed shape)."""
+    from pydantic import BaseModel
+
+    class Person(BaseModel):
+        name: str
+        age: int
+        tags: list[str]
+
+    reply = ollama.Client(host=mock_desk.url).chat(
+        model="qwen2.5:7b",
+        messages=[{"role": "user", "content": "Kim, 30"}],
+        format=Person.model_json_schema(),
+    )
+    person = Person.model_validate_json(reply.message.content)
+    assert person.name and isinstance(person.age, int)
+    parsed = (
+        openai.OpenAI(base_url=mock_desk.url + "/v1", api_key="x", max_retries=0)
+        .chat.completions.parse(
+            model="qwen2.5:7b",
+            messages=[{"role": "user", "content": "Kim, 30"}],
+            response_format=Person,
+        )
+        .choices[0]
+        .message.parsed
+    )
+    assert isinstance(parsed, Person) and parsed.name

@@ -335,20 +335,7 @@ pub fn resolve(
         if !schema.is_object() {
             return Err(BadSchema("must be a JSON Schema object".into()));
         }
-        let (nodes, depth) = extent(schema);
-        if depth > MAX_SCHEMA_DEPTH || nodes > MAX_SCHEMA_NODES {
-            return Err(BadSchema(format!(
-                "is too large to check answers against ({nodes} objects and lists, nested \
-                 {depth} deep; at most {MAX_SCHEMA_NODES} and {MAX_SCHEMA_DEPTH})"
-            )));
-        }
-        let least = least_answer(schema);
-        if least > MAX_LEAST_ANSWER {
-            return Err(BadSchema(format!(
-                "asks for an answer of at least {least} values and characters; the most a \
-                 request may ask for is {MAX_LEAST_ANSWER} (lower minItems or minLength)"
-            )));
-        }
+        within_bounds(schema)?;
         let mut schema = schema.clone();
         if schema.get("title").is_none() {
             schema["title"] = Value::String(format!("{role}/{task} (request)"));
@@ -365,6 +352,26 @@ pub fn resolve(
         return Ok(Some(ContractRef::Request(Arc::new(c))));
     }
     Ok(contract_for(role, task).map(ContractRef::Builtin))
+}
+
+/// Whether a caller's schema is small enough to build or check answers with (see
+/// [`MAX_SCHEMA_DEPTH`], [`MAX_SCHEMA_NODES`], [`MAX_LEAST_ANSWER`]).
+pub fn within_bounds(schema: &Value) -> Result<(), BadSchema> {
+    let (nodes, depth) = extent(schema);
+    if depth > MAX_SCHEMA_DEPTH || nodes > MAX_SCHEMA_NODES {
+        return Err(BadSchema(format!(
+            "is too large to check answers against ({nodes} objects and lists, nested \
+             {depth} deep; at most {MAX_SCHEMA_NODES} and {MAX_SCHEMA_DEPTH})"
+        )));
+    }
+    let least = least_answer(schema);
+    if least > MAX_LEAST_ANSWER {
+        return Err(BadSchema(format!(
+            "asks for an answer of at least {least} values and characters; the most a \
+             request may ask for is {MAX_LEAST_ANSWER} (lower minItems or minLength)"
+        )));
+    }
+    Ok(())
 }
 
 /// How deep a request's schema may nest (JSON levels: `properties` and the property's

@@ -64,6 +64,8 @@ struct TokenMeter {
     prompt: Option<u64>,
     completion: Option<u64>,
     error: Option<String>,
+    /// A line said `"done": true` (a generation's last).
+    done: bool,
 }
 
 impl TokenMeter {
@@ -91,6 +93,9 @@ impl TokenMeter {
                 }
                 if let Some(e) = v.get("error").and_then(Value::as_str) {
                     self.error = Some(e.chars().take(300).collect());
+                }
+                if v.get("done").and_then(Value::as_bool) == Some(true) {
+                    self.done = true;
                 }
             }
         }
@@ -339,8 +344,12 @@ impl LlmGateway {
         let result = self
             .forward_inner(call, provider, method, path, body, model)
             .await;
+        // A generation's answer ends with its `done` line; one that stops cleanly before
+        // it was cut off upstream, and is told as a failure, not passed on as whole.
+        let must_finish = matches!(call.endpoint, "chat" | "generate");
         match result {
             Ok((provider, fwd)) => {
+                let must_finish = must_finish && fwd.status == 200;
                 finished.provider = Some(provider.clone());
                 finished.status = fwd.status;
                 let guard = UsageOnDrop {
@@ -355,7 +364,7 @@ impl LlmGateway {
                 };
                 let body = futures::stream::unfold(
                     (fwd.body, guard, target, false),
-                    |(mut up, mut guard, target, done)| async move {
+                    move |(mut up, mut guard, target, done)| async move {
                         if done {
                             return None;
                         }
@@ -370,6 +379,26 @@ impl LlmGateway {
                                 Some((Err(e), (up, guard, target, true)))
                             }
                             None => {
+                                // The last line may have no newline (a non-streamed answer).
+                                guard.meter.line_done();
+                                let m = &guard.meter;
+                                if must_finish && !m.done && m.error.is_none() {
+                                    let e = provider_error(
+                                        target.clone(),
+                                        ProviderError::new(
+                                            FailureKind::Upstream,
+                                            format!(
+                                                "{} closed the answer before it was done",
+                                                target
+                                                    .provider
+                                                    .as_deref()
+                                                    .unwrap_or("the provider")
+                                            ),
+                                        ),
+                                    );
+                                    guard.end(Some((e.code(), e.status())));
+                                    return Some((Err(e), (up, guard, target, true)));
+                                }
                                 guard.end(None);
                                 None
                             }

@@ -529,10 +529,11 @@ impl LlmGateway {
             schema: None,
             tools: None,
             sampling: Sampling {
-                temperature: request.temperature,
-                top_p: request.top_p,
-                max_tokens: request.max_tokens,
+                temperature: Some(request.temperature),
+                top_p: Some(request.top_p),
+                max_tokens: Some(request.max_tokens),
                 stop: request.stop.clone(),
+                ..Sampling::default()
             },
             context: CallContext {
                 role: request.role.clone(),

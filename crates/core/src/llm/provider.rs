@@ -37,13 +37,18 @@ impl ChatMessage {
     }
 }
 
-/// Sampling settings, already defaulted by the gateway.
-#[derive(Debug, Clone, PartialEq)]
+/// Sampling settings.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Sampling {
-    pub temperature: f64,
-    pub top_p: f64,
-    pub max_tokens: u32,
+    /// Unset: the model's own (its Modelfile's) value. The gateway's own API always
+    /// sets the first three; a front sends only what its client asked for.
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub max_tokens: Option<u32>,
     pub stop: Vec<String>,
+    pub seed: Option<i64>,
+    pub presence_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
 }
 
 /// What a provider is asked to do: the routed model, the built prompt, the knobs.

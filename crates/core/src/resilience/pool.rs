@@ -355,6 +355,29 @@ impl Pool {
         deadline: Instant,
         skip: &[String],
     ) -> Result<Lease, PickError> {
+        self.pick(prefer, deadline, skip, true).await
+    }
+
+    /// As [`Pool::acquire_excluding`], for a call that does no generating work (a model
+    /// list, a version, a download): it takes none of the instance's `max_concurrent`
+    /// slots, so it is never queued behind generations (Ollama answers those at once).
+    /// Breakers and down services still refuse it.
+    pub async fn acquire_unslotted(
+        &self,
+        prefer: Preference<'_>,
+        deadline: Instant,
+        skip: &[String],
+    ) -> Result<Lease, PickError> {
+        self.pick(prefer, deadline, skip, false).await
+    }
+
+    async fn pick(
+        &self,
+        prefer: Preference<'_>,
+        deadline: Instant,
+        skip: &[String],
+        slotted: bool,
+    ) -> Result<Lease, PickError> {
         let now = Instant::now();
         let mut refused: Vec<String> = Vec::new();
         let mut retry: Option<Duration> = None;
@@ -385,7 +408,7 @@ impl Pool {
         }
         candidates.sort_by(|(a, _), (b, _)| {
             let load = |i: &Instance| {
-                let free = if i.free_slots() > 0 { 0 } else { 1 };
+                let free = if !slotted || i.free_slots() > 0 { 0 } else { 1 };
                 (
                     free,
                     (i.outstanding() as f64 + 1.0) / f64::from(i.spec.weight.max(1)),
@@ -398,10 +421,14 @@ impl Pool {
         });
         // The best candidate with a free slot or room in its queue: another call may have
         // filled the first one since the scan.
-        let Some((inst, admission, entry)) = candidates
-            .iter()
-            .find_map(|(inst, a)| enter(inst).map(|e| (*inst, a.clone(), e)))
-        else {
+        let Some((inst, admission, entry)) = candidates.iter().find_map(|(inst, a)| {
+            let entry = if slotted {
+                enter(inst)
+            } else {
+                Some(Entry::Slot(None))
+            };
+            entry.map(|e| (*inst, a.clone(), e))
+        }) else {
             let busy = candidates.iter().map(|(i, _)| i.label()).collect();
             return Err(self.none_admits(refused, busy, retry));
         };

@@ -415,6 +415,112 @@ async fn a_provider_that_is_down_or_wedged_answers_fast_in_ollamas_shape() {
     app.stop().await;
 }
 
+async fn front_rows(app: &TestApp) -> Vec<sparklio_core::store::UsageRow> {
+    app.app
+        .as_ref()
+        .unwrap()
+        .state
+        .store
+        .recent_usage(UsageQuery {
+            limit: Some(50),
+            kind: Some("llm".into()),
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.role.as_deref() == Some("front:ollama"))
+        .collect()
+}
+
+/// An answer cut mid-line gets its error on a line of its own (glued to the partial
+/// line, the `ollama` client raised a JSONDecodeError and lost the message); one that
+/// ends cleanly before its `done` line is a failure too, not passed on as whole.
+#[tokio::test]
+async fn a_cut_or_unfinished_answer_ends_in_an_error_line_of_its_own() {
+    let double = OllamaDouble::start().await;
+    let app = desk(&providers(&double.base_url(), None)).await;
+    let chat = json!({"model": "qwen2.5:7b", "messages": [{"role": "user", "content": "x"}]});
+    for (fault, says) in [
+        (Fault::ResetMidStream, "dropped"),
+        (Fault::Truncated, "before it was done"),
+    ] {
+        double.set_fault(fault.on("/api/chat")).await;
+        let (status, _, text) = post(&app, "/api/chat", chat.clone()).await;
+        assert_eq!(status, 200, "{text}");
+        // Every line is JSON of its own (`ndjson` panics otherwise); the last says why.
+        let lines = ndjson(&text);
+        let last = lines.last().unwrap();
+        assert!(
+            last["error"].as_str().is_some_and(|e| e.contains(says)),
+            "{text}"
+        );
+        assert!(lines.iter().all(|l| l["done"] != true), "{text}");
+        double.clear_fault().await;
+    }
+    // The unfinished answer's usage row says it failed.
+    let mut rows = Vec::new();
+    for _ in 0..50 {
+        rows = front_rows(&app).await;
+        if rows.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        rows.iter().filter(|r| r.status == 502).count() >= 2,
+        "{rows:?}"
+    );
+    app.stop().await;
+}
+
+/// Model lists and the version never wait behind generations (they took one of the
+/// instance's generation slots: with every slot streaming, `ollama.list()` got 503 and
+/// Open WebUI's model picker broke); an unstreamed generation, which Ollama answers
+/// whole when done, gets the whole `timeout_s`, not the first-byte limit.
+#[tokio::test]
+async fn lists_never_wait_for_generations_and_an_unstreamed_answer_gets_the_whole_timeout() {
+    use sparklio_testkit::ollama::Behaviour;
+    let double = OllamaDouble::start().await;
+    let toml = format!(
+        "[llm.providers.ollama]\nkind = \"ollama\"\nbase_url = \"{}\"\ntimeout_s = 5\n\
+         control_timeout_ms = 500\nfirst_byte_timeout_s = 1\n\
+         [llm.providers.ollama.resilience]\nmax_concurrent = 1\nmax_queue = 4\n",
+        double.base_url()
+    );
+    let app = desk(&toml).await;
+    double.set(Behaviour::Slow(2000));
+    // One unstreamed generation holds the only slot for 2 s (twice the first-byte limit).
+    let body = json!({"model": "qwen2.5:7b", "messages": [{"role": "user", "content": "x"}], "stream": false});
+    let generating = {
+        let client = app.client.clone();
+        let url = app.url("/api/chat");
+        tokio::spawn(async move {
+            let r = client.post(url).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    assert!(
+        double
+            .got_request_to("/api/chat", Duration::from_secs(3))
+            .await
+    );
+    for path in ["/api/tags", "/api/ps", "/api/version"] {
+        let started = Instant::now();
+        let (status, v) = app.get_json(path).await;
+        assert_eq!(status, 200, "{path}: {v}");
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "{path} waited {:?} for the generation's slot",
+            started.elapsed()
+        );
+    }
+    let (status, text) = generating.await.unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["done"], true);
+    double.set(Behaviour::Normal);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn an_extra_listener_serves_only_ollamas_api_at_its_own_paths() {
     let double = OllamaDouble::start().await;

@@ -171,6 +171,10 @@ async fn hang_or_fail(behaviour: &Behaviour) -> Option<Response> {
             Some(error(500, "unreachable"))
         }
         Behaviour::Fail(status, msg) => Some(error(*status, msg)),
+        Behaviour::Slow(ms) => {
+            tokio::time::sleep(std::time::Duration::from_millis(*ms)).await;
+            None
+        }
         _ => None,
     }
 }

@@ -45,6 +45,9 @@ pub enum Behaviour {
     Fail(u16, String),
     /// Answer these contents to the next requests, one each, then answer normally.
     Sequence(Vec<String>),
+    /// Think this long (ms) before answering at all, then answer normally: an
+    /// unstreamed answer arrives whole after it, as a real Ollama's does.
+    Slow(u64),
 }
 
 /// The Ollama version the double reports.

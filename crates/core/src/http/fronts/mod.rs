@@ -72,13 +72,36 @@ pub async fn reshape_errors(front: Front, response: Response) -> Response {
         Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         Err(_) => Value::Null,
     };
+    if front == Front::OpenAi && code == "PROVIDER_ERROR" && refused_the_request(&standard["error"])
+    {
+        // The instance refused what the client sent (tools on a model without them, a
+        // bad option): the client's 400, which the SDKs raise as `BadRequestError` and
+        // do not send again, not a server error.
+        parts.status = StatusCode::BAD_REQUEST;
+    }
     let reshaped = front_error(front, parts.status, code, &standard["error"]);
+    if front == Front::OpenAi && parts.status.is_server_error() && code != "OVERLOADED" {
+        // The OpenAI SDKs retry every 5xx twice by default, waiting out `Retry-After`
+        // (a breaker's open time, up to minutes): a down provider would answer a default
+        // client in minutes, and a hung one get the prompt three times. Only a full
+        // queue is worth another try.
+        parts
+            .headers
+            .insert("x-should-retry", HeaderValue::from_static("false"));
+    }
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     Response::from_parts(parts, Body::from(reshaped.to_string()))
+}
+
+/// An upstream's own 4xx (not a missing model, not a rate limit): the request's fault.
+pub(crate) fn refused_the_request(error: &Value) -> bool {
+    error["upstream_status"]
+        .as_u64()
+        .is_some_and(|s| (400..500).contains(&s) && s != 404 && s != 429)
 }
 
 /// One error in a front's shape, from the standard error object.

@@ -123,28 +123,112 @@ fn model_of(body: &Map<String, Value>) -> Result<String, ApiError> {
         })
 }
 
-/// The forwarded answer as it comes; a failure mid-stream becomes Ollama's own error
-/// line (`{"error": …}`), which its clients raise.
+/// A partial line held back for its end (one NDJSON line; an unstreamed answer whole)
+/// before it is passed on as it comes.
+const MAX_HELD_LINE: usize = 8 * 1024 * 1024;
+
+/// The forwarded answer, whole lines at a time; a failure mid-stream becomes Ollama's
+/// own error line (`{"error": …}`), which its clients raise. Ollama's clients parse
+/// each line: a line cut by a dropped upstream would be a JSON error in the client,
+/// the Desk's message lost, so a cut line is never passed on.
 fn streamed(s: FrontStream) -> Response {
-    let body = s.body.map(|item| {
-        Ok::<_, Infallible>(match item {
-            Ok(bytes) => bytes,
-            Err(e) => Bytes::from(format!("{}\n", json!({ "error": e.to_string() }))),
-        })
+    struct Lines {
+        up: futures::stream::BoxStream<'static, Result<Bytes, crate::llm::Error>>,
+        held: bytes::BytesMut,
+        ended: bool,
+    }
+    let start = Lines {
+        up: s.body,
+        held: bytes::BytesMut::new(),
+        ended: false,
+    };
+    let body = futures::stream::unfold(start, |mut l| async move {
+        loop {
+            if l.ended {
+                return None;
+            }
+            match l.up.next().await {
+                Some(Ok(bytes)) => {
+                    l.held.extend_from_slice(&bytes);
+                    let whole = match memchr::memrchr(b'\n', &l.held) {
+                        Some(i) => i + 1,
+                        // Too long for a line worth holding: passed on as it is.
+                        None if l.held.len() > MAX_HELD_LINE => l.held.len(),
+                        None => continue,
+                    };
+                    let out = l.held.split_to(whole).freeze();
+                    return Some((Ok::<_, Infallible>(out), l));
+                }
+                Some(Err(e)) => {
+                    l.ended = true;
+                    l.held.clear();
+                    let line = Bytes::from(format!("{}\n", json!({ "error": e.to_string() })));
+                    return Some((Ok(line), l));
+                }
+                None => {
+                    l.ended = true;
+                    if l.held.is_empty() {
+                        return None;
+                    }
+                    // The last line, or an unstreamed answer (no newline at its end).
+                    let out = std::mem::take(&mut l.held).freeze();
+                    return Some((Ok(out), l));
+                }
+            }
+        }
     });
-    let mut resp = Response::new(Body::from_stream(body));
-    *resp.status_mut() = StatusCode::from_u16(s.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    answer(
+        s.status,
+        s.content_type,
+        [s.provider, s.instance],
+        Body::from_stream(body),
+    )
+}
+
+/// The largest answer read whole before it is passed on (an unstreamed generation, an
+/// embedding of many inputs).
+const MAX_WHOLE_ANSWER: usize = 64 * 1024 * 1024;
+
+/// An answer Ollama sends whole (a generation asked for unstreamed, an embedding, a
+/// model's details), read whole before its status is sent: a failure on the way is then
+/// an error status with Ollama's `{"error": …}`, which its clients raise, not a 200 whose
+/// body they cannot read.
+async fn answered_whole(s: FrontStream) -> Result<Response, ApiError> {
+    let mut whole = bytes::BytesMut::new();
+    let mut body = s.body;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        if whole.len() + chunk.len() > MAX_WHOLE_ANSWER {
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "PROVIDER_ERROR",
+                format!("{} answered more than {MAX_WHOLE_ANSWER} bytes", s.instance),
+            ));
+        }
+        whole.extend_from_slice(&chunk);
+    }
+    Ok(answer(
+        s.status,
+        s.content_type,
+        [s.provider, s.instance],
+        Body::from(whole.freeze()),
+    ))
+}
+
+fn answer(status: u16, content_type: Option<String>, who: [String; 2], body: Body) -> Response {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     let headers = resp.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
-        s.content_type
+        content_type
             .and_then(|c| HeaderValue::from_str(&c).ok())
             .unwrap_or(HeaderValue::from_static("application/json")),
     );
-    for (name, value) in [
-        ("x-sparklio-provider", s.provider),
-        ("x-sparklio-instance", s.instance),
-    ] {
+    for (name, value) in ["x-sparklio-provider", "x-sparklio-instance"]
+        .into_iter()
+        .zip(who)
+    {
         if let Ok(v) = HeaderValue::from_str(&value) {
             headers.insert(name, v);
         }
@@ -178,10 +262,17 @@ async fn forward(
             _ => {}
         }
     }
+    let whole = match call.endpoint {
+        "chat" | "generate" => parsed.get("stream").and_then(Value::as_bool) == Some(false),
+        _ => matches!(call.endpoint, "embed" | "embeddings" | "show"),
+    };
     let s = state
         .llm
         .ollama_forward(&call, reqwest::Method::POST, path, Some(body), Some(model))
         .await?;
+    if whole {
+        return answered_whole(s).await;
+    }
     Ok(streamed(s))
 }
 

@@ -25,15 +25,12 @@ fn now() -> String {
 fn sampling(body: &Map<String, Value>) -> Sampling {
     let o = &body.get("options").cloned().unwrap_or(Value::Null);
     Sampling {
-        temperature: o["temperature"].as_f64().unwrap_or(0.7).clamp(0.0, 2.0),
-        top_p: o["top_p"]
-            .as_f64()
-            .filter(|p| *p > 0.0 && *p <= 1.0)
-            .unwrap_or(0.9),
+        temperature: o["temperature"].as_f64().map(|t| t.clamp(0.0, 2.0)),
+        top_p: o["top_p"].as_f64().filter(|p| *p > 0.0 && *p <= 1.0),
         max_tokens: o["num_predict"]
             .as_u64()
             .filter(|n| *n > 0)
-            .map_or(2000, |n| n.min(131_072) as u32),
+            .map(|n| n.min(131_072) as u32),
         stop: o["stop"]
             .as_array()
             .map(|s| {
@@ -43,6 +40,7 @@ fn sampling(body: &Map<String, Value>) -> Sampling {
                     .collect()
             })
             .unwrap_or_default(),
+        ..Sampling::default()
     }
 }
 

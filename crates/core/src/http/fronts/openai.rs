@@ -161,6 +161,12 @@ struct ChatRequest {
     #[serde(default)]
     stop: Option<Stop>,
     #[serde(default)]
+    seed: Option<i64>,
+    #[serde(default)]
+    presence_penalty: Option<f64>,
+    #[serde(default)]
+    frequency_penalty: Option<f64>,
+    #[serde(default)]
     n: Option<u32>,
     #[serde(default)]
     response_format: Option<ResponseFormat>,
@@ -242,40 +248,67 @@ struct JsonSchemaFormat {
 
 const MAX_MESSAGES: usize = 1024;
 
-fn sampling(
+/// What the client asked for, checked; nothing it left out is filled in (the model's
+/// own defaults apply, as with OpenAI's API and Ollama's own `/v1`).
+fn sampling(asked: Asked) -> Result<Sampling, ApiError> {
+    if let Some(t) = asked.temperature {
+        if !(0.0..=2.0).contains(&t) {
+            return Err(invalid(
+                "temperature",
+                "temperature must be between 0 and 2",
+            ));
+        }
+    }
+    if let Some(p) = asked.top_p {
+        if !(p > 0.0 && p <= 1.0) {
+            return Err(invalid("top_p", "top_p must be above 0 and at most 1"));
+        }
+    }
+    if let Some(m) = asked.max_tokens {
+        if m == 0 || m > 131_072 {
+            return Err(invalid(
+                "max_tokens",
+                "max_tokens must be between 1 and 131072",
+            ));
+        }
+    }
+    for (field, penalty) in [
+        ("presence_penalty", asked.presence_penalty),
+        ("frequency_penalty", asked.frequency_penalty),
+    ] {
+        if penalty.is_some_and(|p| !(-2.0..=2.0).contains(&p)) {
+            return Err(invalid(field, format!("{field} must be between -2 and 2")));
+        }
+    }
+    Ok(Sampling {
+        temperature: asked.temperature,
+        top_p: asked.top_p,
+        max_tokens: asked.max_tokens,
+        stop: match asked.stop {
+            None => vec![],
+            Some(Stop::One(s)) => vec![s],
+            // OpenAI takes at most 4 and refuses more; cutting the list would let the
+            // model run past a stop the client asked for.
+            Some(Stop::Many(v)) if v.len() > 4 => {
+                return Err(invalid("stop", "at most 4 stop sequences"))
+            }
+            Some(Stop::Many(v)) => v,
+        },
+        seed: asked.seed,
+        presence_penalty: asked.presence_penalty,
+        frequency_penalty: asked.frequency_penalty,
+    })
+}
+
+/// The sampling fields of a chat or completion request.
+struct Asked {
     temperature: Option<f64>,
     top_p: Option<f64>,
     max_tokens: Option<u32>,
     stop: Option<Stop>,
-) -> Result<Sampling, ApiError> {
-    let temperature = temperature.unwrap_or(0.7);
-    if !(0.0..=2.0).contains(&temperature) {
-        return Err(invalid(
-            "temperature",
-            "temperature must be between 0 and 2",
-        ));
-    }
-    let top_p = top_p.unwrap_or(0.9);
-    if !(top_p > 0.0 && top_p <= 1.0) {
-        return Err(invalid("top_p", "top_p must be above 0 and at most 1"));
-    }
-    let max_tokens = max_tokens.unwrap_or(2000);
-    if max_tokens == 0 || max_tokens > 131_072 {
-        return Err(invalid(
-            "max_tokens",
-            "max_tokens must be between 1 and 131072",
-        ));
-    }
-    Ok(Sampling {
-        temperature,
-        top_p,
-        max_tokens,
-        stop: match stop {
-            None => vec![],
-            Some(Stop::One(s)) => vec![s],
-            Some(Stop::Many(v)) => v.into_iter().take(4).collect(),
-        },
-    })
+    seed: Option<i64>,
+    presence_penalty: Option<f64>,
+    frequency_penalty: Option<f64>,
 }
 
 impl ChatRequest {
@@ -383,12 +416,15 @@ impl ChatRequest {
                 (true, Some(schema))
             }
         };
-        let sampling = sampling(
-            self.temperature,
-            self.top_p,
-            self.max_completion_tokens.or(self.max_tokens),
-            self.stop,
-        )?;
+        let sampling = sampling(Asked {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            max_tokens: self.max_completion_tokens.or(self.max_tokens),
+            stop: self.stop,
+            seed: self.seed,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+        })?;
         let include_usage = self.stream_options.is_some_and(|o| o.include_usage);
         Ok((
             DirectChat {
@@ -569,6 +605,12 @@ struct CompletionRequest {
     #[serde(default)]
     stop: Option<Stop>,
     #[serde(default)]
+    seed: Option<i64>,
+    #[serde(default)]
+    presence_penalty: Option<f64>,
+    #[serde(default)]
+    frequency_penalty: Option<f64>,
+    #[serde(default)]
     n: Option<u32>,
     #[serde(default)]
     stream_options: Option<StreamOptions>,
@@ -600,7 +642,15 @@ async fn completions(
     let chat = DirectChat {
         model: r.model.clone(),
         messages: vec![ChatMessage::new("user", prompt)],
-        sampling: sampling(r.temperature, r.top_p, r.max_tokens, r.stop)?,
+        sampling: sampling(Asked {
+            temperature: r.temperature,
+            top_p: r.top_p,
+            max_tokens: r.max_tokens,
+            stop: r.stop,
+            seed: r.seed,
+            presence_penalty: r.presence_penalty,
+            frequency_penalty: r.frequency_penalty,
+        })?,
         json: false,
         schema: None,
         tools: None,
@@ -718,17 +768,19 @@ async fn embeddings(
                 .as_str()
                 .unwrap_or("the embedding failed")
                 .to_string();
-            let code = if status == 404 {
-                "MODEL_NOT_FOUND"
-            } else {
-                "PROVIDER_ERROR"
+            // A missing model is 404; anything else the instance refused is the
+            // client's request (400); its own failures are a bad gateway.
+            let (answer, code) = match status {
+                404 => (404, "MODEL_NOT_FOUND"),
+                s if s < 500 && s != 429 => (400, "PROVIDER_ERROR"),
+                _ => (502, "PROVIDER_ERROR"),
             };
             return Err(ApiError::new(
-                StatusCode::from_u16(if status == 404 { 404 } else { 502 })
-                    .unwrap_or(StatusCode::BAD_GATEWAY),
+                StatusCode::from_u16(answer).unwrap_or(StatusCode::BAD_GATEWAY),
                 code,
                 message,
-            ));
+            )
+            .with("upstream_status", status));
         }
         let vectors: Vec<Vec<f32>> =
             serde_json::from_value(v["embeddings"].clone()).map_err(|e| {
@@ -746,6 +798,12 @@ async fn embeddings(
         .map(|(i, mut vector)| {
             if let Some(d) = r.dimensions.filter(|d| *d > 0 && *d < vector.len()) {
                 vector.truncate(d);
+                // OpenAI's shortened embeddings are unit vectors again: dot products
+                // are the cosine similarity clients compute with them.
+                let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+                if norm > 0.0 {
+                    vector.iter_mut().for_each(|x| *x /= norm);
+                }
             }
             let embedding = if base64 {
                 let bytes: Vec<u8> = vector.iter().flat_map(|f| f.to_le_bytes()).collect();

@@ -267,6 +267,15 @@ fn find_key<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
 /// Sparklio agents read.
 pub fn mock_json(call: &LlmCall) -> Value {
     let f = Facts::from(call);
+    // A front's structured output (Ollama's `format`, OpenAI's `json_schema`): the
+    // answer a model would give follows it, as the client will parse it.
+    if let Some(schema) = call
+        .schema
+        .as_ref()
+        .filter(|s| s.is_object() && crate::contracts::within_bounds(s).is_ok())
+    {
+        return from_schema(schema, &f, "", 0, 0);
+    }
     let written = handwritten_json(call, &f);
     // The request's contract (resolved by the gateway), else the built-in one.
     let builtin = || crate::contracts::contract_for(&call.context.role, &call.context.task);
@@ -811,10 +820,10 @@ mod tests {
             schema: None,
             tools: None,
             sampling: Sampling {
-                temperature: 0.7,
-                top_p: 0.9,
-                max_tokens: 100,
-                stop: vec![],
+                temperature: Some(0.7),
+                top_p: Some(0.9),
+                max_tokens: Some(100),
+                ..Sampling::default()
             },
             context: CallContext {
                 role: "copywriter".into(),

@@ -118,6 +118,9 @@ impl OllamaProvider {
                 top_p: call.sampling.top_p,
                 num_predict: call.sampling.max_tokens,
                 stop: &call.sampling.stop,
+                seed: call.sampling.seed,
+                presence_penalty: call.sampling.presence_penalty,
+                frequency_penalty: call.sampling.frequency_penalty,
             },
             format: match &call.schema {
                 Some(schema) => Some(Format::Schema(schema)),
@@ -586,11 +589,20 @@ struct ChatRequest<'a> {
 
 #[derive(Serialize)]
 struct ChatOptions<'a> {
-    temperature: f64,
-    top_p: f64,
-    num_predict: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    num_predict: Option<u32>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     stop: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    presence_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frequency_penalty: Option<f64>,
 }
 
 /// `format`: a JSON schema, or `"json"`.
@@ -852,10 +864,11 @@ mod tests {
             schema: None,
             tools: None,
             sampling: Sampling {
-                temperature: 0.3,
-                top_p: 0.8,
-                max_tokens: 77,
+                temperature: Some(0.3),
+                top_p: Some(0.8),
+                max_tokens: Some(77),
                 stop: vec!["END".into()],
+                ..Sampling::default()
             },
             context: CallContext::default(),
         };

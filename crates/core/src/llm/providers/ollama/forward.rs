@@ -27,6 +27,29 @@ pub struct Forward {
     pub deadline: Instant,
 }
 
+impl Forward {
+    /// Whether the instance works for this call (a generation, an embedding): only then
+    /// does it take one of its `max_concurrent` slots.
+    fn generates(&self) -> bool {
+        matches!(
+            self.path.as_str(),
+            "/api/chat" | "/api/generate" | "/api/embed" | "/api/embeddings"
+        )
+    }
+
+    /// A generation asked for with `"stream": false`: Ollama answers it whole when it is
+    /// done, so its first byte is its last.
+    fn answered_whole(&self) -> bool {
+        self.generates()
+            && self.body.as_deref().is_some_and(|b| {
+                serde_json::from_slice::<serde_json::Value>(b)
+                    .ok()
+                    .and_then(|v| v.get("stream").and_then(serde_json::Value::as_bool))
+                    == Some(false)
+            })
+    }
+}
+
 /// The instance's answer, streaming.
 pub struct Forwarded {
     pub status: u16,
@@ -93,10 +116,16 @@ impl OllamaProvider {
                 2
             }
         };
-        self.pool
-            .acquire_excluding(prefer, req.deadline, tried)
-            .await
-            .map_err(|e| pick_error(&self.name, e))
+        let picked = if req.generates() {
+            self.pool
+                .acquire_excluding(prefer, req.deadline, tried)
+                .await
+        } else {
+            self.pool
+                .acquire_unslotted(prefer, req.deadline, tried)
+                .await
+        };
+        picked.map_err(|e| pick_error(&self.name, e))
     }
 
     /// Send and wait for the answer's headers (first-byte limit, deadline, wedged).
@@ -106,10 +135,14 @@ impl OllamaProvider {
         req: &Forward,
     ) -> Result<Http1Response, (ProviderError, Outcome)> {
         let inst = &lease.instance;
-        let limit = self
-            .timeouts
-            .first_byte
-            .min(req.deadline.saturating_duration_since(Instant::now()));
+        // A whole answer is bounded by the request's deadline (`timeout_s`), not by the
+        // first-byte limit: a 100 s generation asked for unstreamed is not wedged.
+        let left = req.deadline.saturating_duration_since(Instant::now());
+        let limit = if req.answered_whole() {
+            left
+        } else {
+            self.timeouts.first_byte.min(left)
+        };
         let started = async {
             let not_sent = |why: String| self.transport_error(inst, &SendError::NotSent(why));
             let target = self.upstream(inst).map_err(not_sent)?;
