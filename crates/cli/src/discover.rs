@@ -3,7 +3,7 @@
 //! `--write` adds them to the config file (comments kept). Nothing is started or changed
 //! otherwise.
 
-use sparklio_core::config::LoadedConfig;
+use sparklio_core::config::{ConfigInput, LoadedConfig};
 use sparklio_core::supervisor::discover::{self, Found};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,6 +68,19 @@ pub async fn run(loaded: &LoadedConfig, config_file: Option<PathBuf>, args: Args
             return ExitCode::FAILURE;
         }
     };
+    // Checked as the next load reads it (over the defaults, with this environment): a
+    // result that would not load is not written.
+    let input = ConfigInput::from_process(Some(path.clone()));
+    if let Err(problems) = sparklio_core::load_config_edit(&input, &path, &text) {
+        eprintln!(
+            "error: not written: {} would not load with these entries:",
+            path.display()
+        );
+        for p in problems {
+            eprintln!("  {p}");
+        }
+        return ExitCode::FAILURE;
+    }
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }

@@ -338,6 +338,9 @@ fn config_command(file: Option<PathBuf>, cmd: ConfigCommand) -> ExitCode {
                 for w in listen::warnings(&l.config) {
                     println!("warning: {w}");
                 }
+                for r in &l.replaced_defaults {
+                    println!("warning: {r}");
+                }
                 for o in &l.env_overrides {
                     println!(
                         "note: {} is set by the environment variable {} (replacing {})",

@@ -54,6 +54,16 @@ pub fn load_config(input: &ConfigInput) -> Result<LoadedConfig, Vec<Problem>> {
     crate::config::load(input, &known_kinds())
 }
 
+/// Load as [`load_config`] does, as if the config file at `path` held `text` (an edit
+/// checked before it is written).
+pub fn load_config_edit(
+    input: &ConfigInput,
+    path: &std::path::Path,
+    text: &str,
+) -> Result<LoadedConfig, Vec<Problem>> {
+    crate::config::load_edit(input, path, text, &known_kinds())
+}
+
 /// Everything a request handler can reach.
 pub struct AppState {
     /// The effective config behind a swappable handle, so a reload can replace it
@@ -228,6 +238,9 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
                  (e.g. loopback and the Tailscale address) or set server.public_url"
             );
         }
+    }
+    for r in &loaded.replaced_defaults {
+        tracing::warn!(key = %r.key, "{r}");
     }
     for o in &loaded.env_overrides {
         tracing::warn!(

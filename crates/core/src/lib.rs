@@ -30,4 +30,4 @@ pub mod telemetry;
 pub mod upstream;
 pub mod work;
 
-pub use app::{load_config, start, RunningApp, StartOptions};
+pub use app::{load_config, load_config_edit, start, RunningApp, StartOptions};

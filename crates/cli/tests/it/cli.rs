@@ -325,6 +325,33 @@ fn config_check_reports_problems_with_key_and_line() {
 }
 
 #[test]
+fn config_check_warns_when_the_file_routes_drop_the_built_in_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.toml");
+    std::fs::write(
+        &file,
+        "[[llm.routes]]\nname = \"brand to llama\"\nroles = [\"brand\"]\nprovider = \"ollama\"\nmodel = \"llama3.2\"\n",
+    )
+    .unwrap();
+    let out = cmd(&dir)
+        .args(["config", "check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "a valid config: {out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    let warning = said
+        .lines()
+        .find(|l| l.starts_with("warning: llm.routes in"))
+        .unwrap_or_else(|| panic!("no warning: {said}"));
+    assert!(
+        warning.contains("routes.toml replaces the 4 built-in routes and drops")
+            && warning.contains("\"writers\""),
+        "{warning}"
+    );
+}
+
+#[test]
 fn config_show_names_the_environment_and_dotenv() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

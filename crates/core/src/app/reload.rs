@@ -169,27 +169,11 @@ impl AppState {
     }
 
     /// Whether `text` would load as the config file at `path` (with this Desk's
-    /// environment): read from a scratch file beside it, which is removed after.
+    /// environment), checked as the next load reads it: layered over the defaults.
     pub fn check_config_text(&self, text: &str, path: &std::path::Path) -> Result<(), ReloadError> {
-        let dir = path
-            .parent()
-            .map(std::path::Path::to_path_buf)
-            .unwrap_or_default();
-        let _ = std::fs::create_dir_all(&dir);
-        let scratch = dir.join(format!(
-            ".sparklio-desk-check-{}.toml",
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::write(&scratch, text)
-            .map_err(|e| ReloadError::Failed(format!("cannot write {}: {e}", scratch.display())))?;
-        let input = ConfigInput {
-            config_flag: Some(scratch.clone()),
-            use_os_config_dir: false,
-            ..self.reload_input()
-        };
-        let result = super::load_config(&input).map(|_| ());
-        let _ = std::fs::remove_file(&scratch);
-        result.map_err(|p| ReloadError::Invalid(p.iter().map(Problem::to_string).collect()))
+        super::load_config_edit(&self.reload_input(), path, text)
+            .map(|_| ())
+            .map_err(|p| ReloadError::Invalid(p.iter().map(Problem::to_string).collect()))
     }
 
     /// Remember what a discovery proposed: accepting names only these.

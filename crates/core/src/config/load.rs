@@ -121,7 +121,8 @@ impl ConfigInput {
         Self {
             config_flag,
             env: std::env::vars().collect(),
-            dotenv_path: Some(PathBuf::from(".env")),
+            // Absolute, so a problem it causes names the file wherever it is read.
+            dotenv_path: std::path::absolute(".env").ok(),
             use_os_config_dir: true,
         }
     }
@@ -137,6 +138,8 @@ pub struct LoadedConfig {
     pub provenance: BTreeMap<String, Source>,
     /// Settings the process environment overrode: (key, variable, what it replaced).
     pub env_overrides: Vec<EnvOverride>,
+    /// Built-in lists the config file replaced, and what that dropped.
+    pub replaced_defaults: Vec<super::replaced::ReplacedDefaults>,
 }
 
 #[derive(Debug, Clone)]
@@ -157,16 +160,7 @@ impl std::ops::Deref for LoadedConfig {
 impl LoadedConfig {
     /// Where the value at `key` (e.g. `server.bind`) came from.
     pub fn source_of(&self, key: &str) -> Source {
-        let mut k = key.to_string();
-        loop {
-            if let Some(s) = self.provenance.get(&k) {
-                return s.clone();
-            }
-            match k.rfind(['.', '[']) {
-                Some(i) => k.truncate(i),
-                None => return Source::Default,
-            }
-        }
+        source_in(&self.provenance, key).unwrap_or(Source::Default)
     }
 
     /// Record a command-line override (e.g. `--bind`).
@@ -177,6 +171,20 @@ impl LoadedConfig {
                 flag: flag.to_string(),
             },
         );
+    }
+}
+
+/// The source recorded for `key` or its nearest ancestor.
+fn source_in(provenance: &BTreeMap<String, Source>, key: &str) -> Option<Source> {
+    let mut k = key.to_string();
+    loop {
+        if let Some(s) = provenance.get(&k) {
+            return Some(s.clone());
+        }
+        match k.rfind(['.', '[']) {
+            Some(i) => k.truncate(i),
+            None => return None,
+        }
     }
 }
 
@@ -193,17 +201,46 @@ pub(super) fn builtin_defaults() -> Config {
 
 /// Load all layers, validate, and return the effective config or every problem found.
 pub fn load(input: &ConfigInput, known: &KnownKinds<'_>) -> Result<LoadedConfig, Vec<Problem>> {
+    load_layers(input, None, known)
+}
+
+/// Load as [`load`] does, as if the config file at `path` held `text`: an edit (a
+/// discovery to be written) is checked exactly as the next load will read it, before
+/// anything is written.
+pub fn load_edit(
+    input: &ConfigInput,
+    path: &Path,
+    text: &str,
+    known: &KnownKinds<'_>,
+) -> Result<LoadedConfig, Vec<Problem>> {
+    load_layers(input, Some((path, text)), known)
+}
+
+fn load_layers(
+    input: &ConfigInput,
+    edit: Option<(&Path, &str)>,
+    known: &KnownKinds<'_>,
+) -> Result<LoadedConfig, Vec<Problem>> {
     let mut tree: Value = toml::from_str(DEFAULT_TOML).expect("default.toml parses");
     let mut provenance = BTreeMap::new();
     let mut problems = Vec::new();
     let mut file_lines = BTreeMap::new();
+    let mut replaced_defaults = Vec::new();
 
     // 1. The config file: --config, else SPARKLIO_DESK_CONFIG, else the OS config dir (if present).
-    let file = resolve_file(input, &mut problems);
+    let file = match edit {
+        Some((path, _)) => Some(path.to_path_buf()),
+        None => resolve_file(input, &mut problems),
+    };
     if let Some(path) = &file {
-        match std::fs::read_to_string(path) {
+        let text = match edit {
+            Some((_, text)) => Ok(text.to_string()),
+            None => std::fs::read_to_string(path),
+        };
+        match text {
             Ok(text) => match parse_file(&text, path) {
                 Ok((value, lines)) => {
+                    replaced_defaults = super::replaced::replaced_defaults(&tree, &value, path);
                     merge(&mut tree, value, "", &mut |key| {
                         let line = lookup_line(&lines, key);
                         provenance.insert(
@@ -294,24 +331,23 @@ pub fn load(input: &ConfigInput, known: &KnownKinds<'_>) -> Result<LoadedConfig,
         provenance.insert("generator_mode".into(), Source::Derived { why });
     }
 
-    // 5. Types, then meaning.
-    let config: Option<Config> = match serde_path_to_error::deserialize(tree) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            let key = e.path().to_string();
-            let key = if key == "." { String::new() } else { key };
-            let mut p = Problem::new(&key, e.into_inner().to_string());
-            p.line = file_line_for(&file_lines, &key);
-            p.file = file.clone().filter(|_| p.line.is_some());
-            problems.push(p);
-            None
+    // 5. Types (every mistake, not only the first), then meaning. A wrong value is
+    // blamed on where it came from: a file line, or the variable that set it.
+    let locate = |key: &str| match source_in(&provenance, key) {
+        Some(source @ (Source::Env { .. } | Source::DotEnv { .. })) => (None, None, Some(source)),
+        _ => {
+            let line = file_line_for(&file_lines, key);
+            (file.clone().filter(|_| line.is_some()), line, None)
         }
     };
+    let (config, type_problems) = super::type_errors::deserialize_all(tree, &locate);
+    problems.extend(type_problems);
     let loaded = config.map(|config| LoadedConfig {
         config,
         file: file.clone(),
         provenance,
         env_overrides,
+        replaced_defaults,
     });
     if let Some(l) = &loaded {
         for mut p in super::validate(&l.config, known) {

@@ -7,13 +7,19 @@
 
 mod fronts;
 mod load;
+mod redact;
+mod replaced;
+mod type_errors;
 mod validate;
 
 pub use fronts::ComfyFrontConfig;
 pub use load::flatten;
 pub use load::{
-    default_config_path, load, ConfigInput, LoadedConfig, Source, DEFAULT_TOML, ENV_OVERRIDES,
+    default_config_path, load, load_edit, ConfigInput, LoadedConfig, Source, DEFAULT_TOML,
+    ENV_OVERRIDES,
 };
+pub use redact::{is_secret_key, shown};
+pub use replaced::ReplacedDefaults;
 pub use validate::{parse_network, validate, KnownKinds, Problem};
 
 pub use crate::runtime::GeneratorMode;
@@ -1100,10 +1106,13 @@ pub fn render_show(loaded: &LoadedConfig) -> String {
             )
         )),
     }
+    for r in &loaded.replaced_defaults {
+        out.push_str(&format!("# warning: {r}\n"));
+    }
     let leaves = load::flatten(&tree);
     let width = leaves.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (key, value) in leaves {
-        let shown = redact(&key, &value);
+        let shown = shown(&key, &value);
         out.push_str(&format!(
             "{key:<width$} = {shown}  # {}\n",
             loaded.source_of(&key)
@@ -1112,27 +1121,8 @@ pub fn render_show(loaded: &LoadedConfig) -> String {
     out
 }
 
-/// Whether a key holds a secret that must never be printed or logged.
 /// Whether two pieces of config say the same (what a reload keeps as it is). Compared
 /// as their JSON form: the config types are plain data and need no `PartialEq` for it.
 pub fn same_settings<T: Serialize>(a: &T, b: &T) -> bool {
     serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
-}
-
-pub fn is_secret_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    let last = k.rsplit('.').next().unwrap_or(&k);
-    ["key", "token", "secret", "password"]
-        .iter()
-        .any(|s| last.contains(s))
-}
-
-fn redact(key: &str, value: &serde_json::Value) -> String {
-    if is_secret_key(key) {
-        return match value {
-            serde_json::Value::Array(a) => format!("[<{} redacted>]", a.len()),
-            _ => "\"<redacted>\"".to_string(),
-        };
-    }
-    value.to_string()
 }

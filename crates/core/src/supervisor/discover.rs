@@ -208,10 +208,15 @@ pub fn usual_comfy_dirs() -> Vec<PathBuf> {
     dirs
 }
 
-/// ComfyUI installs in `dirs` and one level below them.
+/// ComfyUI installs in `dirs` and one level below them. Each is proposed by its absolute
+/// path: a relative `cwd` would be read against whatever folder the Desk later starts in
+/// (System32, for the Windows service).
 pub fn comfy_installs(dirs: &[PathBuf]) -> Vec<Found> {
     let mut candidates: Vec<PathBuf> = Vec::new();
     for d in dirs {
+        let Ok(d) = std::path::absolute(d) else {
+            continue;
+        };
         candidates.push(d.clone());
         if let Ok(entries) = std::fs::read_dir(d) {
             candidates.extend(
@@ -361,7 +366,9 @@ pub async fn find_all(config: &crate::config::Config, search: &Search) -> Findin
 }
 
 /// Add the accepted entries to the config file's text (comments and order kept): each
-/// service unless one of its name exists, each provider table unless it exists.
+/// service unless one of its name exists, each provider table unless it exists. A
+/// provider table the file already has keeps its settings and gets only the keys it
+/// lacks (a table with only `timeout_s` gets the found `base_url`).
 pub fn write_into(config_text: &str, found: &[Found]) -> Result<(String, Vec<String>), String> {
     let mut doc: toml_edit::DocumentMut = config_text
         .parse()
@@ -402,11 +409,27 @@ pub fn write_into(config_text: &str, found: &[Found]) -> Result<(String, Vec<Str
                 for (kind, table) in provider[section].as_table().into_iter().flatten() {
                     for (name, body) in table.as_table().into_iter().flatten() {
                         let present = doc
-                            .get(section)
-                            .and_then(|s| s.get(kind))
-                            .and_then(|k| k.get(name))
-                            .is_some();
-                        if present {
+                            .get_mut(section)
+                            .and_then(|s| s.get_mut(kind))
+                            .and_then(|k| k.get_mut(name));
+                        if let Some(existing) = present {
+                            // The file's own settings stay; what it leaves to the defaults
+                            // (e.g. only `timeout_s` written) gets the found service's URL.
+                            let existing = existing
+                                .as_table_like_mut()
+                                .ok_or_else(|| format!("{section}.{kind}.{name} is not a table"))?;
+                            let has_instances = existing.contains_key("instances");
+                            for (key, value) in
+                                body.as_table_like().into_iter().flat_map(|t| t.iter())
+                            {
+                                // Its kind is the file's or the defaults' to say.
+                                let skip = key == "kind" || (key == "base_url" && has_instances);
+                                if skip || existing.contains_key(key) {
+                                    continue;
+                                }
+                                existing.insert(key, value.clone());
+                                added.push(format!("{section}.{kind}.{name}.{key}"));
+                            }
                             continue;
                         }
                         if doc.get(section).is_none() {
@@ -425,11 +448,9 @@ pub fn write_into(config_text: &str, found: &[Found]) -> Result<(String, Vec<Str
             }
         }
     }
-    let text = doc.to_string();
-    // Only a config that loads is handed back to be written.
-    toml::from_str::<crate::config::Config>(&text)
-        .map_err(|e| format!("the result would not load: {e}"))?;
-    Ok((text, added))
+    // Whether the result loads is the caller's to check, as loading reads it (layered
+    // over the defaults and the environment: `load_config_edit`), before writing it.
+    Ok((doc.to_string(), added))
 }
 
 #[cfg(test)]

@@ -310,3 +310,193 @@ port = 11435
     );
     assert!(problems[1].message.contains("\"ollama\""), "{problems:#?}");
 }
+
+#[test]
+fn every_type_error_and_unknown_key_is_reported_in_file_order() {
+    let f = Files::new();
+    let path = f.write(
+        "typo.toml",
+        r#"[server]
+bnd = "127.0.0.1:11600"
+max_body_bytes = "big"
+api_keys = "one-key-as-a-string-0123456789"
+
+[llm.providers.ollama]
+base_ur = "x"
+timeout_s = "fast"
+
+[[services]]
+name = 1
+kind = "process"
+command = "python"
+
+[[services]]
+name = "ok"
+kind = "proces"
+"#,
+    );
+    let problems = load(&f.input(Some(path.clone()), None, &[])).unwrap_err();
+    let found: Vec<(&str, Option<usize>)> =
+        problems.iter().map(|p| (p.key.as_str(), p.line)).collect();
+    assert_eq!(
+        found,
+        [
+            ("server.bnd", Some(2)),
+            ("server.max_body_bytes", Some(3)),
+            ("server.api_keys", Some(4)),
+            ("llm.providers.ollama.base_ur", Some(7)),
+            ("llm.providers.ollama.timeout_s", Some(8)),
+            ("services[0].name", Some(11)),
+            ("services[1].kind", Some(17)),
+        ],
+        "{problems:#?}"
+    );
+    assert!(problems
+        .iter()
+        .all(|p| p.file.as_deref() == Some(path.as_path())));
+    assert!(problems[0].message.contains("bnd"), "{}", problems[0]);
+}
+
+#[test]
+fn a_bad_value_from_the_environment_names_the_variable_not_a_file_line() {
+    let f = Files::new();
+    let path = f.write("live.toml", "generator_mode = \"live\"\n");
+    let problems =
+        load(&f.input(Some(path.clone()), None, &[("GENERATOR_MODE", "Live")])).unwrap_err();
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    let p = &problems[0];
+    assert_eq!(
+        (p.key.as_str(), p.line, p.file.as_ref()),
+        ("generator_mode", None, None),
+        "{p}"
+    );
+    assert!(p.to_string().contains("environment GENERATOR_MODE"), "{p}");
+    assert!(!p.to_string().contains("live.toml"), "{p}");
+
+    let dotenv = f.write(".env", "GENERATOR_MODE=Mock\n");
+    let problems = load(&f.input(Some(path), Some(dotenv.clone()), &[])).unwrap_err();
+    let p = &problems[0];
+    assert_eq!((p.line, p.file.as_ref()), (None, None), "{p}");
+    let shown = p.to_string();
+    assert!(
+        shown.contains("GENERATOR_MODE") && shown.contains(&dotenv.display().to_string()),
+        "{shown}"
+    );
+
+    // With no file at all, the variable is still named.
+    let problems = load(&f.input(None, None, &[("GENERATOR_MODE", "LIVE")])).unwrap_err();
+    assert!(
+        problems[0]
+            .to_string()
+            .contains("environment GENERATOR_MODE"),
+        "{}",
+        problems[0]
+    );
+}
+
+#[test]
+fn a_file_route_list_names_the_built_in_routes_it_drops() {
+    let f = Files::new();
+    let path = f.write(
+        "routes.toml",
+        "[[llm.routes]]\nname = \"brand to llama\"\nroles = [\"brand\"]\nprovider = \"ollama\"\nmodel = \"llama3.2\"\n\
+         [[llm.routes]]\nname = \"writers\"\nroles = [\"copywriter\"]\nprovider = \"ollama\"\nmodel = \"qwen2.5:14b\"\n",
+    );
+    let l = load(&f.input(Some(path), None, &[])).unwrap();
+    // Replaced, not merged: a user can leave a built-in route out.
+    let names: Vec<&str> = l
+        .config
+        .llm
+        .routes
+        .iter()
+        .filter_map(|r| r.name.as_deref())
+        .collect();
+    assert_eq!(names, ["brand to llama", "writers"]);
+    assert_eq!(l.replaced_defaults.len(), 1, "{:?}", l.replaced_defaults);
+    let r = &l.replaced_defaults[0];
+    assert_eq!(r.key, "llm.routes");
+    assert_eq!(r.dropped, ["heavy reasoning", "light tasks", "analysts"]);
+    let shown = sparklio_core::config::render_show(&l);
+    assert!(
+        shown.contains("# warning: llm.routes in")
+            && shown.contains("replaces the 4 built-in routes"),
+        "{shown}"
+    );
+
+    let l = load(&ConfigInput::default()).unwrap();
+    assert!(l.replaced_defaults.is_empty(), "{:?}", l.replaced_defaults);
+}
+
+#[test]
+fn show_redacts_exactly_the_credentials() {
+    let f = Files::new();
+    let path = f.write(
+        "secrets.toml",
+        r#"[server]
+api_keys = ["gateway-secret-0123456789"]
+admin_keys = ["admin-secret-0123456789"]
+
+[[server.keys]]
+name = "backend"
+key = "named-secret-0123456789"
+
+[llm.sampling]
+max_tokens = 1234
+
+[llm.providers.ollama]
+base_url = "http://desk:url-password@127.0.0.1:11434"
+cost_per_1k_prompt_tokens = 0.5
+cost_per_1k_completion_tokens = 1.5
+
+[[services]]
+name = "comfyui"
+kind = "process"
+command = "python"
+env = { HF_TOKEN = "hf-secret", CIVITAI_API_KEY = "civitai-secret", CUDA_VISIBLE_DEVICES = "0" }
+"#,
+    );
+    let l = load(&f.input(Some(path), None, &[])).unwrap();
+    let shown = sparklio_core::config::render_show(&l);
+    for secret in [
+        "gateway-secret",
+        "admin-secret",
+        "named-secret",
+        "url-password",
+        "hf-secret",
+        "civitai-secret",
+    ] {
+        assert!(!shown.contains(secret), "{secret} shown:\n{shown}");
+    }
+    // Every leaf of the whole config: exactly the credentials are redacted.
+    let redacted: Vec<&str> = shown
+        .lines()
+        .filter(|l| l.contains("<redacted>") || l.contains(" redacted>]"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        redacted,
+        [
+            "server.admin_keys",
+            "server.api_keys",
+            "server.keys[0].key",
+            "services[0].env.CIVITAI_API_KEY",
+            "services[0].env.HF_TOKEN",
+        ],
+        "{shown}"
+    );
+    let value = |key: &str| {
+        shown
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(key))
+            .unwrap_or_else(|| panic!("{key} not shown:\n{shown}"))
+            .to_string()
+    };
+    assert!(value("llm.sampling.max_tokens").contains("= 1234"));
+    assert!(value("llm.providers.ollama.cost_per_1k_prompt_tokens").contains("= 0.5"));
+    assert!(value("llm.providers.ollama.cost_per_1k_completion_tokens").contains("= 1.5"));
+    assert!(value("services[0].env.CUDA_VISIBLE_DEVICES").contains("\"0\""));
+    assert!(
+        value("llm.providers.ollama.base_url").contains("http://desk:redacted@127.0.0.1:11434"),
+        "{shown}"
+    );
+}

@@ -465,6 +465,43 @@ async fn accepted_discoveries_are_written_and_supervised_without_a_restart() {
     app.stop().await;
 }
 
+/// A file that sets one key of a provider the documented way (its `kind` from the
+/// defaults) is a valid config: accepting a discovery writes into it and keeps the key.
+#[tokio::test]
+async fn accepting_a_discovery_keeps_a_partial_provider_table() {
+    let port = free_port();
+    let _ollama = OllamaDouble::start_on(port, &["qwen2.5:7b"], &[])
+        .await
+        .unwrap();
+    let app = TestApp::start("[llm.providers.ollama]\ntimeout_s = 60\n").await;
+    let (status, found) = app
+        .post_json(
+            "/api/v1/discover",
+            &json!({"ports": [port], "no_docker": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{found}");
+    let name = format!("ollama-{port}");
+    let (status, v) = app
+        .post_json("/api/v1/discover/accept", &json!({"names": [name]}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["added"],
+        json!([format!("service {name}"), "llm.providers.ollama.base_url"]),
+        "{v}"
+    );
+    let text = std::fs::read_to_string(app.config_file()).unwrap();
+    assert!(text.contains("timeout_s = 60"), "{text}");
+    let (_, health) = app.get_json("/api/v1/llm/health").await;
+    assert_eq!(
+        health["providers"]["ollama"]["base_url"],
+        format!("http://127.0.0.1:{port}"),
+        "{health}"
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn media_providers_and_keys_change_on_reload() {
     let app = TestApp::start("[server]\ntrusted_networks = [\"127.0.0.0/8\"]\n").await;

@@ -136,7 +136,7 @@ fn config_with_sources(loaded: &LoadedConfig) -> Value {
             let value = if is_secret_key(&key) {
                 json!("<redacted>")
             } else {
-                value
+                crate::config::shown(&key, &value)
             };
             json!({"key": key, "value": value, "source": loaded.source_of(&key).to_string()})
         })
