@@ -5,6 +5,15 @@
 
 const KEY_STORAGE = "sparklio-desk.admin-key";
 const HISTORY_POINTS = 180; // sparkline length
+// The core sends a snapshot every 2 s: a live stream silent for three of them is taken as a
+// lost connection (a hung core, a sleeping desktop, a link dropped without FIN or RST).
+const SNAPSHOT_EVERY_MS = 2000;
+const LIVE_IDLE_MS = 3 * SNAPSHOT_EVERY_MS;
+// Log tails and a check's events are quiet while nothing happens; the core's SSE keep-alive
+// comes every 15 s, so only silence well past that counts as lost.
+const TAIL_IDLE_MS = 40_000;
+// A GET the core does not answer in this time is as good as unreachable.
+const GET_TIMEOUT_MS = 15_000;
 const $ = (sel) => document.querySelector(sel);
 
 const ui = {
@@ -12,7 +21,19 @@ const ui = {
   logAbort: null,
   history: [], // system samples, oldest first
   lastStatus: null,
+  readOnly: false, // a gateway (non-admin) key: no services, logs or controls
+  connected: false,
+  log: null, // the open log viewer: { name, abort, lastTs }
+  flow: null, // the end-to-end check this page follows: { id, abort, rereading }
+  providerStates: null, // "name:state" of services that provide models, to refresh the panel
 };
+
+// Abort a stream and say why (the reader's catch tells "closed by the user" from the rest).
+function interrupt(ctrl, why) {
+  if (!ctrl) return;
+  ctrl.why = why;
+  ctrl.abort();
+}
 
 // ---------- HTTP ----------
 
@@ -22,7 +43,10 @@ function authHeaders() {
 }
 
 async function api(path, init = {}) {
+  const method = (init.method || "GET").toUpperCase();
   const resp = await fetch(path, {
+    // Reads give up on a core that does not answer; actions (a model load) may take long.
+    signal: init.signal || (method === "GET" && AbortSignal.timeout ? AbortSignal.timeout(GET_TIMEOUT_MS) : undefined),
     ...init,
     headers: { ...authHeaders(), ...(init.body ? { "Content-Type": "application/json" } : {}), ...(init.headers || {}) },
   });
@@ -37,21 +61,48 @@ async function api(path, init = {}) {
 }
 
 // Read a text/event-stream with fetch; calls onEvent(name, data) per event.
-// Resolves when the stream ends, rejects on HTTP or network errors.
-async function readEvents(path, onEvent, signal) {
-  const resp = await fetch(path, { headers: { ...authHeaders(), Accept: "text/event-stream" }, signal });
-  if (!resp.ok) {
-    const body = await resp.json().catch(() => null);
-    const err = new Error(body?.error?.message || `HTTP ${resp.status}`);
-    err.status = resp.status;
+// Resolves when the stream ends, rejects on HTTP or network errors, and with err.idle set
+// when nothing (not even a keep-alive) arrived for idleMs: a silent socket never errors.
+async function readEvents(path, onEvent, signal, idleMs = 0) {
+  const ctrl = new AbortController();
+  const stop = () => ctrl.abort();
+  if (signal?.aborted) ctrl.abort();
+  signal?.addEventListener("abort", stop, { once: true });
+  let timer = null;
+  let idle = false;
+  const arm = () => {
+    if (!idleMs) return;
+    clearTimeout(timer);
+    timer = setTimeout(() => { idle = true; ctrl.abort(); }, idleMs);
+  };
+  try {
+    arm();
+    const resp = await fetch(path, { headers: { ...authHeaders(), Accept: "text/event-stream" }, signal: ctrl.signal });
+    if (!resp.ok) {
+      const body = await resp.json().catch(() => null);
+      const err = new Error(body?.error?.message || `HTTP ${resp.status}`);
+      err.status = resp.status;
+      throw err;
+    }
+    await readBlocks(resp.body.getReader(), onEvent, arm);
+  } catch (e) {
+    if (!idle) throw e;
+    const err = new Error(`no answer for ${Math.round(idleMs / 1000)} s`);
+    err.idle = true;
     throw err;
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener("abort", stop);
   }
-  const reader = resp.body.getReader();
+}
+
+async function readBlocks(reader, onEvent, onBytes) {
   const decoder = new TextDecoder();
   let buffer = "";
   for (;;) {
     const { value, done } = await reader.read();
     if (done) return;
+    onBytes();
     buffer += decoder.decode(value, { stream: true });
     let cut;
     while ((cut = buffer.search(/\r?\n\r?\n/)) >= 0) {
@@ -101,7 +152,7 @@ function el(tag, attrs = {}, ...children) {
     if (v == null) continue;
     if (k === "class") node.className = v;
     else if (k === "text") node.textContent = v;
-    else if (k.startsWith("data-")) node.setAttribute(k, v);
+    else if (k.startsWith("data-") || k.startsWith("aria-") || k === "role") node.setAttribute(k, v);
     else node[k] = v;
   }
   node.append(...children.filter((c) => c != null));
@@ -120,19 +171,65 @@ function setConnection(state, text) {
   pill.textContent = text;
 }
 
-function showBanner(text) {
+// kind "info" (read-only key) is not an error: the banner is then neutral.
+function showBanner(text, kind = "error") {
   const b = $("#banner");
   b.hidden = !text;
+  b.dataset.kind = kind;
   b.textContent = text || "";
 }
 
+// A message about an action the page could not do, in the page (no alert()).
+function pageNote(text) {
+  const n = $("#page-note");
+  n.hidden = !text;
+  n.textContent = text || "";
+}
+
+const READ_ONLY_TEXT = "Read-only: this key is not an admin key. Services, logs and controls need an admin key (Key button).";
+
 function reportError(e) {
-  if (e.status === 401 || e.status === 403) {
+  ui.connected = false;
+  markStale();
+  const hasKey = !!localStorage.getItem(KEY_STORAGE);
+  if (e.status === 401 && !hasKey) {
     setConnection("down", "key needed");
     showBanner("This dashboard is opened from another machine: enter an admin key (Key button).");
+  } else if (e.status === 401 || e.status === 403) {
+    setConnection("down", "key refused");
+    showBanner(`The core refused this key (${e.status}: ${e.message}). Enter an admin key (Key button).`);
   } else {
     setConnection("down", "core unreachable");
     showBanner(`Sparklio Desk core is unreachable (${e.message}). Reconnecting…`);
+  }
+}
+
+// While the core cannot be heard, what is shown is the last thing it said: the health and
+// the services' states are unknown, and the panels are dimmed.
+function markStale() {
+  document.body.dataset.stale = "true";
+  const pill = $("#health");
+  pill.dataset.level = "unknown";
+  pill.textContent = "health unknown";
+  for (const card of ui.services.values()) {
+    card.dataset.stale = "true";
+    card.dataset.level = "unknown";
+    card.querySelector(".state").textContent = "unknown";
+    card.title = `last known state: ${card.dataset.state}`;
+  }
+}
+
+// A gateway key: the core leaves services out (GET /api/v1/services is 403), and every
+// control would be refused, so they are hidden and the page says why.
+function setReadOnly(readOnly) {
+  if (ui.readOnly === readOnly) return;
+  ui.readOnly = readOnly;
+  document.body.dataset.access = readOnly ? "read-only" : "admin";
+  if (readOnly) {
+    ui.services.clear();
+    $("#services").replaceChildren(el("p", { class: "empty", text: "The services, their logs and controls need an admin key: this key is read-only." }));
+    if (ui.log) closeLogs();
+    refreshModels();
   }
 }
 
@@ -150,17 +247,24 @@ function levelOf(state) { return LEVELS[state] || "idle"; }
 
 function serviceCard(svc) {
   const card = el("article", { class: "service", "data-name": svc.name });
+  // Buttons repeat on every card: their accessible names say which service they act on.
+  const controls = svc.kind === "external"
+    // Someone else runs it: the core refuses start/stop/restart (409), so none are offered.
+    ? [el("span", { class: "watched", text: "watched only: started outside Sparklio Desk" })]
+    : ["start", "stop", "restart"].map((action) => {
+      const label = action[0].toUpperCase() + action.slice(1);
+      return el("button", { type: "button", class: action === "restart" ? "" : "secondary", text: label, "data-action": action, "aria-label": `${label} ${svc.name}`, onclick: () => serviceAction(svc.name, action) });
+    });
   card.append(
     el("div", { class: "title" }, el("span", { class: "name", text: svc.name }), el("span", { class: "state" })),
     el("dl"),
     el("div", { class: "error" }),
+    el("div", { class: "action-note", role: "status" }),
     el(
       "div",
       { class: "actions" },
-      ...["start", "stop", "restart"].map((action) =>
-        el("button", { type: "button", class: action === "restart" ? "" : "secondary", text: action[0].toUpperCase() + action.slice(1), "data-action": action, onclick: () => serviceAction(svc.name, action) }),
-      ),
-      el("button", { type: "button", class: "secondary", text: "Logs", onclick: () => openLogs(svc.name) }),
+      ...controls,
+      el("button", { type: "button", class: "secondary", text: "Logs", "aria-label": `Logs of ${svc.name}`, onclick: () => openLogs(svc.name) }),
     ),
   );
   return card;
@@ -183,6 +287,8 @@ function renderServices(list) {
       card = serviceCard(svc);
       ui.services.set(svc.name, card);
     }
+    delete card.dataset.stale;
+    card.title = "";
     card.dataset.level = levelOf(svc.state);
     card.dataset.state = svc.state;
     card.querySelector(".state").textContent = svc.state;
@@ -210,24 +316,37 @@ function renderServices(list) {
   }
   box.replaceChildren(...list.map((s) => ui.services.get(s.name)));
   updateEventServiceFilter(list.map((s) => s.name));
+  // A providing service went down or came back (or was added): its models changed with it.
+  const providers = list.filter((s) => (s.provides || []).length).map((s) => `${s.name}:${s.state}`).join(",");
+  if (ui.providerStates != null && providers !== ui.providerStates) refreshModels();
+  ui.providerStates = providers;
 }
 
 async function serviceAction(name, action) {
   const card = ui.services.get(name);
   const buttons = card ? [...card.querySelectorAll("button[data-action]")] : [];
+  const note = card?.querySelector(".action-note");
+  if (note) note.textContent = "";
   buttons.forEach((b) => (b.disabled = true));
   try {
     await api(`/api/v1/services/${encodeURIComponent(name)}/${action}`, { method: "POST" });
     await refreshServices();
   } catch (e) {
-    alert(`${action} ${name}: ${e.message}`);
+    if (note) note.textContent = `${action} failed: ${e.message}`;
   } finally {
     buttons.forEach((b) => (b.disabled = false));
   }
 }
 
 async function refreshServices() {
-  const body = await api("/api/v1/services");
+  let body;
+  try {
+    body = await api("/api/v1/services");
+  } catch (e) {
+    if (e.status === 403) return setReadOnly(true);
+    throw e;
+  }
+  setReadOnly(false);
   renderServices(body.services || []);
 }
 
@@ -313,6 +432,7 @@ $("#reload-config").addEventListener("click", reloadConfig);
 // ---------- logs ----------
 
 function appendLog(entry) {
+  if (ui.log && entry.ts) ui.log.lastTs = entry.ts;
   const pre = $("#log-lines");
   const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
   const line = el("span", { class: entry.stream === "stderr" ? "stderr" : "", text: `${entry.line ?? entry}\n` });
@@ -321,27 +441,51 @@ function appendLog(entry) {
   if (atBottom) pre.scrollTop = pre.scrollHeight;
 }
 
-async function openLogs(name) {
-  if (ui.logAbort) ui.logAbort.abort();
-  const abort = new AbortController();
-  ui.logAbort = abort;
+function openLogs(name) {
+  if (ui.log) interrupt(ui.log.abort, "closed");
+  ui.log = { name, abort: null, lastTs: null };
   $("#log-viewer").hidden = false;
   $("#log-title").textContent = `Logs — ${name}`;
   $("#log-lines").replaceChildren();
-  const path = `/api/v1/services/${encodeURIComponent(name)}/logs`;
-  try {
-    const body = await api(`${path}?tail=200`);
-    (body.lines || []).forEach(appendLog);
-    await readEvents(`${path}/stream`, (ev, data) => { if (ev === "log") appendLog(data); }, abort.signal);
-  } catch (e) {
-    if (e.name !== "AbortError") appendLog({ stream: "stderr", line: `[log stream ended: ${e.message}]` });
-  }
+  attachLogs();
 }
 
-$("#log-close").addEventListener("click", () => {
-  if (ui.logAbort) ui.logAbort.abort();
+// Tail the open viewer's service. When the tail ends (the core restarted, the link went
+// silent) the pane says so, and the tail is taken up again once the core answers, with
+// only the lines newer than the last one shown.
+async function attachLogs() {
+  const log = ui.log;
+  if (!log || log.abort) return;
+  const abort = new AbortController();
+  log.abort = abort;
+  const path = `/api/v1/services/${encodeURIComponent(log.name)}/logs`;
+  let why;
+  let retry = true;
+  try {
+    // No time limit of its own: a silent core is noticed by the live stream, which aborts this.
+    const body = await api(`${path}?tail=200`, { signal: abort.signal });
+    (body.lines || []).filter((l) => !log.lastTs || l.ts > log.lastTs).forEach(appendLog);
+    await readEvents(`${path}/stream`, (ev, data) => { if (ev === "log") appendLog(data); }, abort.signal, TAIL_IDLE_MS);
+    why = "the core closed it";
+  } catch (e) {
+    why = abort.why || e.message;
+    // Refused or gone (a 4xx: the service was removed, the key changed): asking again won't help.
+    retry = !(e.status >= 400 && e.status < 500);
+  }
+  if (abort.why === "closed" || ui.log !== log) return;
+  log.abort = null;
+  appendLog({ stream: "stderr", line: `[log stream ended: ${why}${retry ? "; it resumes when the core answers" : ""}]` });
+  // The live stream re-attaches on reconnect; if it never dropped, try again here.
+  if (retry) setTimeout(() => { if (ui.connected && ui.log === log) attachLogs(); }, 2000);
+}
+
+function closeLogs() {
+  if (ui.log) interrupt(ui.log.abort, "closed");
+  ui.log = null;
   $("#log-viewer").hidden = true;
-});
+}
+
+$("#log-close").addEventListener("click", closeLogs);
 
 // ---------- system ----------
 
@@ -561,12 +705,13 @@ function modelTable(provider, models, missing, actionable) {
       ),
     );
   }
-  return el(
+  // Seven columns: on a narrow window the table scrolls inside its card.
+  return el("div", { class: "table-scroll" }, el(
     "table",
     {},
     el("thead", {}, el("tr", {}, ...["name", "size", "family", "quantisation", "modified", "loaded", ""].map((t) => el("th", { text: t })))),
     el("tbody", {}, ...rows),
-  );
+  ));
 }
 
 // What fills the card: the loaded models' VRAM against the GPU's total (NVML).
@@ -585,7 +730,8 @@ function renderModels(body) {
     parts.push(el("h3", { text: inst.base_url ? `${inst.provider} (${inst.kind}) — ${inst.base_url}` : `${inst.provider} (${inst.kind})` }));
     if (inst.service_down) parts.push(el("p", { class: "empty", text: `service down: ${inst.service_down}` }));
     else if (inst.error) parts.push(el("p", { class: "empty", text: `unreachable: ${inst.error}` }));
-    if (inst.kind === "ollama" && (inst.missing || []).length) {
+    const actionable = inst.kind === "ollama" && !ui.readOnly;
+    if (actionable && (inst.missing || []).length) {
       const all = actionButton(`Pull all missing (${inst.missing.length})`, "", async () => {
         for (const name of inst.missing) await startPull(inst.provider, name);
       });
@@ -594,7 +740,7 @@ function renderModels(body) {
     }
     const vram = vramLine(inst.models || []);
     if (vram) parts.push(vram);
-    parts.push(modelTable(inst.provider, inst.models || [], inst.missing, inst.kind === "ollama"));
+    parts.push(modelTable(inst.provider, inst.models || [], inst.missing, actionable));
   }
   for (const inst of body.media || []) {
     parts.push(el("h3", { text: inst.base_url ? `${inst.provider} (${inst.kind}) — ${inst.base_url}` : `${inst.provider} (${inst.kind})` }));
@@ -656,7 +802,7 @@ function renderPulls(pulls) {
         el("span", { class: "pull-detail", text: detail.join(" · ") }),
       );
       if (p.state === "running") {
-        row.append(actionButton("Cancel", "secondary", () => api(`/api/v1/models/pulls/${p.id}`, { method: "DELETE" }).then(watchPulls)));
+        if (!ui.readOnly) row.append(actionButton("Cancel", "secondary", () => api(`/api/v1/models/pulls/${p.id}`, { method: "DELETE" }).then(watchPulls)));
       }
       return row;
     }),
@@ -721,6 +867,7 @@ function eventItem(ev) {
     : null;
   const mute = (label, kind) => el("button", {
     class: "secondary mute", type: "button", text: label,
+    "aria-label": kind === "1h" ? `Mute ${ev.service} (${ev.topic}) for 1 h` : `Mute ${ev.service} (${ev.topic}) until it changes`,
     title: kind === "1h" ? `No notifications about ${ev.topic} for an hour` : `No notifications about ${ev.topic} until it changes`,
     "data-topic": ev.topic, "data-for": kind,
     onclick: () => muteTopic(ev.topic, kind),
@@ -791,7 +938,7 @@ async function muteTopic(topic, kind) {
     await api("/api/v1/notifications/mutes", { method: "POST", body: JSON.stringify({ topic, for: kind }) });
     await refreshMutes();
   } catch (e) {
-    alert(`mute ${topic}: ${e.message}`);
+    pageNote(`mute ${topic}: ${e.message}`);
   }
 }
 
@@ -799,7 +946,7 @@ async function unmuteTopic(topic) {
   try {
     await api(`/api/v1/notifications/mutes/${encodeURIComponent(topic)}`, { method: "DELETE" });
   } catch (e) {
-    if (e.status !== 404) alert(`unmute ${topic}: ${e.message}`);
+    if (e.status !== 404) pageNote(`unmute ${topic}: ${e.message}`);
   }
   await refreshMutes();
 }
@@ -838,6 +985,7 @@ function renderStatus(st) {
     ["config", st.config_file || "built-in defaults"],
     ["data", st.data_dir],
   ]));
+  if (document.body.dataset.stale) return; // the health is unknown until reconnected
   const health = st.health || {};
   const pill = $("#health");
   pill.dataset.level = health.level || "unknown";
@@ -848,7 +996,7 @@ $("#mode-select").addEventListener("change", async (e) => {
   try {
     await api("/api/v1/runtime", { method: "POST", body: JSON.stringify({ generator_mode: e.target.value }) });
   } catch (err) {
-    alert(`Switch mode: ${err.message}`);
+    pageNote(`Switch mode: ${err.message}`);
   }
   renderStatus(await api("/api/v1/status"));
 });
@@ -859,7 +1007,7 @@ $("#pause-button").addEventListener("click", async () => {
     await api("/api/v1/runtime", { method: "POST", body: JSON.stringify({ paused }) });
     renderStatus(await api("/api/v1/status"));
   } catch (err) {
-    alert(`Pause: ${err.message}`);
+    pageNote(`Pause: ${err.message}`);
   }
 });
 
@@ -868,7 +1016,7 @@ $("#restart-all").addEventListener("click", async () => {
     await api("/api/v1/services/restart-all", { method: "POST" });
     await refreshServices();
   } catch (e) {
-    alert(`Restart all: ${e.message}`);
+    pageNote(`Restart all: ${e.message}`);
   }
 });
 
@@ -930,12 +1078,77 @@ function renderFlow(job) {
     if (url) {
       const link = $("#e2e-image-link");
       link.hidden = false;
-      link.href = url;
-      $("#e2e-image").src = url;
+      link.href = ownOrigin(url);
+      $("#e2e-image").src = ownOrigin(url);
     }
   } else {
     verdict.className = "";
     verdict.textContent = `${job.status}… ${Math.round((job.progress || 0) * 100)} %`;
+  }
+}
+
+// The check's URLs are built from server.public_url (a Tailscale name, say), which need not
+// be this page's origin, and the page's CSP loads images from its own only. A file URL's
+// signature covers its path and query, not its host, so the same path works from here.
+function ownOrigin(url) {
+  try {
+    const u = new URL(url, location.href);
+    return u.pathname + u.search;
+  } catch {
+    return url;
+  }
+}
+
+const flowDone = (job) => !!job.report || (job.status !== "running" && job.status !== "queued");
+
+function flowInterrupted(text) {
+  $("#e2e-verdict").className = "fail";
+  $("#e2e-verdict").textContent = text;
+}
+
+function finishFlow() {
+  ui.flow = null;
+  $("#e2e-run").disabled = false;
+}
+
+// Follow a check to its end. A stream can end without the final state (the core stopped,
+// the link went silent): the job is then read again, now and on every reconnect.
+async function followFlow(flow) {
+  const abort = new AbortController();
+  flow.abort = abort;
+  let done = false;
+  try {
+    await readEvents(`/api/v1/flows/jobs/${encodeURIComponent(flow.id)}/events`, (name, job) => {
+      if (name !== "job") return;
+      renderFlow(job);
+      done = flowDone(job);
+    }, abort.signal, TAIL_IDLE_MS);
+  } catch {
+    // read again below
+  }
+  flow.abort = null;
+  if (ui.flow !== flow) return;
+  if (done) return finishFlow();
+  await rereadFlow(flow);
+}
+
+async function rereadFlow(flow) {
+  if (ui.flow !== flow || flow.abort || flow.rereading) return;
+  flow.rereading = true;
+  try {
+    const job = await api(`/api/v1/flows/jobs/${encodeURIComponent(flow.id)}`);
+    renderFlow(job);
+    if (flowDone(job)) finishFlow();
+    else followFlow(flow);
+  } catch (e) {
+    if (e.status === 404) {
+      flowInterrupted("Check interrupted: the core restarted and has no record of it. Run it again.");
+      finishFlow();
+    } else {
+      flowInterrupted(`Check interrupted: the core is unreachable (${e.message}); its result is read again when the core answers.`);
+    }
+  } finally {
+    flow.rereading = false;
   }
 }
 
@@ -945,11 +1158,11 @@ $("#e2e-run").addEventListener("click", async () => {
   $("#e2e-image-link").hidden = true;
   try {
     const started = await api("/api/v1/flows/product-detail", { method: "POST", body: "{}" });
-    await readEvents(started.events_url, (name, job) => { if (name === "job") renderFlow(job); });
+    ui.flow = { id: started.job_id, abort: null, rereading: false };
+    renderFlow({ status: started.status, steps: [] });
+    followFlow(ui.flow);
   } catch (e) {
-    $("#e2e-verdict").className = "fail";
-    $("#e2e-verdict").textContent = `Could not run the check: ${e.message}`;
-  } finally {
+    flowInterrupted(`Could not run the check: ${e.message}`);
     button.disabled = false;
   }
 });
@@ -976,6 +1189,7 @@ function renderComfyQueue(q) {
 // ---------- live stream ----------
 
 function applySnapshot(snap) {
+  if (snap.access === "read-only") setReadOnly(true);
   if (snap.status) renderStatus(snap.status);
   if (snap.services) renderServices(snap.services);
   if (snap.system) renderSystem(snap.system);
@@ -986,28 +1200,45 @@ function applySnapshot(snap) {
 
 async function initialLoad() {
   const st = await api("/api/v1/status");
+  delete document.body.dataset.stale;
   renderStatus(st);
-  const tasks = [refreshServices(), loadSystemHistory(), loadEvents(), refreshMutes(), refreshRecent(), refreshModels(), refreshStorage()];
+  // First: whether this key may see the services (the other panels depend on it).
+  await refreshServices().catch(() => {});
+  // watchPulls: pulls already running (started before a reload, or elsewhere) show too.
+  const tasks = [loadSystemHistory(), loadEvents(), refreshMutes(), refreshRecent(), refreshModels(), refreshStorage(), watchPulls()];
   const usage = api("/api/v1/usage/summary").then((u) => renderUsage(u.summary, u.generator_mode, u.paused));
   await Promise.allSettled([...tasks, usage]);
 }
 
+// The live stream is the page's heartbeat: while it flows the page is connected; when it
+// ends or goes silent, the other streams (log tail, check) are dropped too and taken up
+// again on reconnect.
 async function liveLoop() {
   let delay = 1000;
   for (;;) {
     try {
       await initialLoad();
-      setConnection("up", "connected");
-      showBanner("");
+      ui.connected = true;
+      if (ui.readOnly) {
+        setConnection("readonly", "connected, read-only");
+        showBanner(READ_ONLY_TEXT, "info");
+      } else {
+        setConnection("up", "connected");
+        showBanner("");
+      }
       delay = 1000;
+      attachLogs();
+      if (ui.flow) rereadFlow(ui.flow);
       await readEvents("/api/v1/stream", (name, data) => {
         if (name === "snapshot") applySnapshot(data);
         else if (name === "event") addEvent(data);
-      });
+      }, undefined, LIVE_IDLE_MS);
       // The core closed the stream (shutting down): try again.
       throw new Error("stream closed");
     } catch (e) {
       reportError(e);
+      if (ui.log) interrupt(ui.log.abort, "core unreachable");
+      if (ui.flow) interrupt(ui.flow.abort, "core unreachable");
     }
     await new Promise((r) => setTimeout(r, delay));
     delay = Math.min(delay * 2, 10000);
@@ -1020,6 +1251,8 @@ $("#key-button").addEventListener("click", () => {
   $("#key-input").value = localStorage.getItem(KEY_STORAGE) || "";
   $("#key-dialog").showModal();
 });
+// Cancel is a plain button: Enter submits the form with its first submit button, Save.
+$("#key-cancel").addEventListener("click", () => $("#key-dialog").close("cancel"));
 $("#key-dialog").addEventListener("close", () => {
   if ($("#key-dialog").returnValue === "save") {
     const key = $("#key-input").value.trim();

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod relay;
+
 /// The W3C element reference key.
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -194,6 +196,42 @@ impl Session {
             .as_str()
             .unwrap_or_default()
             .to_string())
+    }
+
+    /// Type into an element as a user would (`\u{E007}` is Enter).
+    pub async fn send_keys(&self, element: &str, text: &str) -> anyhow::Result<()> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{element}/value"),
+            Some(json!({"text": text})),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// The element's accessible name, as the browser computes it for assistive technology.
+    pub async fn computed_label(&self, element: &str) -> anyhow::Result<String> {
+        Ok(self
+            .call(
+                reqwest::Method::GET,
+                &format!("/element/{element}/computedlabel"),
+                None,
+            )
+            .await?
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    /// Resize the window (the page's viewport follows in headless Chromium).
+    pub async fn set_window_size(&self, width: u32, height: u32) -> anyhow::Result<()> {
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({"width": width, "height": height})),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Poll (bounded) until `script` returns something truthy; return that value.

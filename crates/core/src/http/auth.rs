@@ -96,6 +96,12 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Whether this caller passes the control routes (`Scope::Admin`): trusted networks do,
+    /// as `Auth::check` decides; else an admin key.
+    pub fn may_control(&self) -> bool {
+        self.admin || self.trusted
+    }
+
     /// Who asked, as the usage log records it.
     pub fn requester(&self) -> crate::gateway::Requester {
         crate::gateway::Requester {

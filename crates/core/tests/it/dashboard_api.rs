@@ -310,3 +310,57 @@ async fn events_filter_count_and_mute_their_topics() {
     assert_eq!(body["mutes"], json!([]));
     app.stop().await;
 }
+
+/// The first snapshot of the live stream, read as `client` with `key`.
+async fn first_snapshot(app: &TestApp, client: &reqwest::Client, key: &str) -> Value {
+    let mut resp = client
+        .get(app.url("/api/v1/stream"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut text = String::new();
+    while !text.contains("\n\n") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let data = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+    serde_json::from_str(data).unwrap()
+}
+
+/// A gateway key reads the stream but not the service list through it: the same key gets
+/// 403 from `GET /api/v1/services`, so the snapshot leaves `services` out and says
+/// `"access": "read-only"`; an admin key gets both.
+#[tokio::test]
+async fn the_live_stream_leaves_services_out_for_a_gateway_key() {
+    const GATEWAY: &str = "dash-gateway-key-0123456789";
+    const ADMIN: &str = "dash-admin-key-0123456789ab";
+    let toml = format!(
+        "[server]\ntrusted_networks = [\"127.0.0.1/32\"]\napi_keys = [\"{GATEWAY}\"]\nadmin_keys = [\"{ADMIN}\"]\n\
+         [[services]]\nname = \"idle\"\nkind = \"process\"\ncommand = \"true\"\nautostart = false\n"
+    );
+    let app = TestApp::start(&toml).await;
+    let lan = TestApp::client_from("127.0.0.5");
+    let services = lan
+        .get(app.url("/api/v1/services"))
+        .bearer_auth(GATEWAY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(services.status(), 403);
+
+    let snap = first_snapshot(&app, &lan, GATEWAY).await;
+    assert_eq!(snap["access"], "read-only", "{snap}");
+    assert!(snap.get("services").is_none(), "{snap}");
+    assert!(snap["status"]["health"].is_object(), "{snap}");
+
+    let snap = first_snapshot(&app, &lan, ADMIN).await;
+    assert_eq!(snap["access"], "admin", "{snap}");
+    assert_eq!(snap["services"][0]["name"], "idle", "{snap}");
+    app.stop().await;
+}

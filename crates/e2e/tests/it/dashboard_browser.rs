@@ -712,6 +712,14 @@ async fn dashboard_discovers_services_and_supervises_the_accepted_one() {
         .await
         .expect("the accepted service is supervised without a restart");
     assert_eq!(state, "running");
+    // The Models panel follows the new provider's service as it comes up: no Refresh click
+    // (it was read once, at accept, while the service was still starting).
+    s.wait_for(
+        "return !!document.querySelector('#models tr[data-model=\"qwen2.5:7b\"]')",
+        Duration::from_secs(20),
+    )
+    .await
+    .expect("the models panel refreshes by itself");
     let note = s
         .text(&s.find("#discover-note").await.unwrap())
         .await

@@ -130,11 +130,6 @@ fn who(caller: &Caller) -> Who {
     }
 }
 
-/// Trusted networks pass admin routes too (as `auth` decides); else an admin key.
-fn may_admin(caller: &Caller) -> bool {
-    caller.admin || caller.trusted
-}
-
 /// `/comfyui/api/x?q` → `/api/x?q`; `/comfyui/x?q` → `/x?q`.
 fn upstream_path(uri: &axum::http::Uri) -> String {
     let path = uri.path().strip_prefix("/comfyui").unwrap_or(uri.path());
@@ -456,7 +451,7 @@ async fn clear_or_delete(
             ));
         };
         let me = who(&ctx.caller);
-        let admin = may_admin(&ctx.caller);
+        let admin = ctx.caller.may_control();
         if v.contains_key("clear") && !admin {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -547,7 +542,7 @@ async fn interrupt(
         front.check_owned(
             std::slice::from_ref(&target),
             &me,
-            may_admin(&ctx.caller),
+            ctx.caller.may_control(),
             &ctx.state.media.jobs,
             "interrupting",
         )?;
