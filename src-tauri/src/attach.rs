@@ -112,7 +112,7 @@ pub fn level_and_tooltip(status: &Value) -> (Level, String) {
         .unwrap_or_default();
     let mode = status["generator_mode"].as_str().unwrap_or("?");
     let paused = status["paused"].as_bool().unwrap_or(false);
-    let (level, _, text) = tooltip(&services, &[], mode, paused);
+    let (level, _, text) = tooltip(&services, &[], &[], mode, paused);
     // The core's own verdict also counts what the lists here do not: the live
     // providers' reach. Its summary is the first line, as in the in-process tray.
     let level = serde_json::from_value::<Level>(status["health"]["level"].clone())

@@ -58,6 +58,12 @@ pub fn level_of_provider(p: &ProviderReach) -> Level {
     }
 }
 
+/// A provider's reach as a concern of the overall health, `None` when it is fine.
+pub fn provider_concern(p: &ProviderReach) -> Option<(Level, String)> {
+    let level = level_of_provider(p);
+    (level != Level::Ok).then(|| (level, describe_provider(p)))
+}
+
 /// "ollama (LLM) unreachable: connection refused", "ollama (LLM): 1 of 2 instances reachable".
 fn describe_provider(p: &ProviderReach) -> String {
     if p.reachable == 0 {
@@ -74,11 +80,12 @@ fn describe_provider(p: &ProviderReach) -> String {
 }
 
 /// Overall health and a one-line summary (the tray tooltip's first line): the services'
-/// states, and in live mode the providers' reach (with no service supervised, an
-/// unreachable Ollama used to read "healthy").
+/// states, and `concerns` beyond them — in live mode the providers' reach (with no
+/// service supervised, an unreachable Ollama used to read "healthy"), a service running
+/// again just after a crash (a slow crash loop read "all services up" between crashes).
 pub fn overall<'a>(
     services: impl IntoIterator<Item = (&'a str, ServiceState)>,
-    providers: &[ProviderReach],
+    concerns: &[(Level, String)],
 ) -> (Level, String) {
     let mut level = Level::Ok;
     let mut any_service = false;
@@ -90,12 +97,9 @@ pub fn overall<'a>(
             faults.push(format!("{name}: {state}"));
         }
     }
-    for p in providers {
-        let l = level_of_provider(p);
-        if l != Level::Ok {
-            level = level.max(l);
-            faults.push(describe_provider(p));
-        }
+    for (l, text) in concerns {
+        level = level.max(*l);
+        faults.push(text.clone());
     }
     let summary = match (level, any_service) {
         (Level::Ok, false) => "no services supervised".to_string(),
@@ -495,12 +499,18 @@ mod tests {
                 "ollama (LLM): 1 of 2 instances reachable",
             ),
         ];
+        let concerns = |providers: &[ProviderReach]| -> Vec<(Level, String)> {
+            providers.iter().filter_map(provider_concern).collect()
+        };
         for (providers, level, summary) in table {
-            assert_eq!(overall([], providers), (*level, summary.to_string()));
+            assert_eq!(
+                overall([], &concerns(providers)),
+                (*level, summary.to_string())
+            );
         }
         let (level, summary) = overall(
             [("comfyui", ServiceState::Backoff)],
-            &[reach("ollama", true, 0, 1)],
+            &concerns(&[reach("ollama", true, 0, 1)]),
         );
         assert_eq!(level, Level::Down);
         assert_eq!(

@@ -82,6 +82,38 @@ impl ChildRegistry {
         ended
     }
 
+    /// The service whose recorded process is `pid` or one of its ancestors (a service
+    /// may listen from a child of the process the Desk started).
+    pub fn service_holding(&self, pid: u32) -> Option<String> {
+        use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+        let recorded: Vec<(String, u32)> = self
+            .children
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(s, r)| (s.clone(), r.pid))
+            .collect();
+        if recorded.is_empty() {
+            return None;
+        }
+        let mut sys = System::new().ok()?;
+        sys.refresh_processes_specifics(
+            ProcessesToUpdate::All,
+            true,
+            ProcessRefreshKind::nothing(),
+        );
+        let mut at = Some(Pid::from_u32(pid));
+        // Bounded: a parent chain is short, and a cycle (pid reuse) must not spin.
+        for _ in 0..32 {
+            let here = at?;
+            if let Some((service, _)) = recorded.iter().find(|(_, p)| Pid::from_u32(*p) == here) {
+                return Some(service.clone());
+            }
+            at = sys.process(here).and_then(sysinfo::Process::parent);
+        }
+        None
+    }
+
     /// Remember a started process of `service`.
     pub fn record(&self, service: &str, pid: u32) {
         let Some((start_time, name)) = process_info(pid) else {

@@ -10,10 +10,19 @@ pub struct PortHolder {
     pub port: u16,
     pub pid: Option<u32>,
     pub name: Option<String>,
+    /// The service of this Desk whose process (or one of its children) holds it.
+    pub service: Option<String>,
 }
 
 impl PortHolder {
     pub fn describe(&self) -> String {
+        if let Some(service) = &self.service {
+            return format!(
+                "port {} is held by service {service} (pid {}), which Sparklio Desk runs: two services name this port, run one at a time",
+                self.port,
+                self.pid.map_or_else(|| "?".into(), |p| p.to_string())
+            );
+        }
         match (&self.pid, &self.name) {
             (Some(pid), Some(name)) => format!(
                 "port {} is already in use by pid {pid} ({name}), a process Sparklio Desk did not start",
@@ -46,11 +55,30 @@ pub fn check_port(port: u16) -> Option<PortHolder> {
     let found = listeners::get_processes_by_port(port)
         .ok()
         .and_then(|set| set.into_iter().min_by_key(|p| p.pid));
+    let pid = found.as_ref().map(|p| p.pid);
     Some(PortHolder {
         port,
-        pid: found.as_ref().map(|p| p.pid),
-        name: found.map(|p| p.name),
+        pid,
+        // The OS's short name (15 characters on Linux) only when the executable's is unknown.
+        name: pid
+            .and_then(executable_name)
+            .or_else(|| found.map(|p| p.name)),
+        service: None,
     })
+}
+
+/// A process's executable file name, whole.
+fn executable_name(pid: u32) -> Option<String> {
+    use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
+    let mut sys = System::new().ok()?;
+    let pid = Pid::from_u32(pid);
+    sys.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&[pid]),
+        true,
+        ProcessRefreshKind::nothing().with_exe(UpdateKind::Always),
+    );
+    let exe = sys.process(pid)?.exe()?.file_name()?;
+    Some(exe.to_string_lossy().into_owned())
 }
 
 #[cfg(test)]

@@ -367,11 +367,15 @@ impl Runner {
             ServiceKind::External => Ok(Instance::External),
             ServiceKind::Process => {
                 if let Some(port) = cfg.port {
-                    let holder =
-                        tokio::task::spawn_blocking(move || super::ports::check_port(port))
-                            .await
-                            .ok()
-                            .flatten();
+                    let children = self.children.clone();
+                    let holder = tokio::task::spawn_blocking(move || {
+                        let mut h = super::ports::check_port(port)?;
+                        h.service = h.pid.and_then(|pid| children.service_holding(pid));
+                        Some(h)
+                    })
+                    .await
+                    .ok()
+                    .flatten();
                     if let Some(h) = holder {
                         let text = h.describe();
                         self.entry.update(|s| s.port_holder = Some(text.clone()));

@@ -62,6 +62,37 @@ async fn health_turns_degraded_when_a_supervised_service_is_down() {
     app.stop().await;
 }
 
+/// A service crashing every few hundred milliseconds and restarted at once is never
+/// "healthy" between its crashes (it read "all services up" much of the time).
+#[tokio::test]
+async fn health_stays_degraded_while_a_service_keeps_crashing() {
+    let svc = sparklio_testkit::ServiceToml::new("flaky", sparklio_testkit::free_port())
+        .args(&["--exit-after-ms", "700", "--exit-code", "3"])
+        .backoff(100, 100)
+        .line("crash_loop = { restarts = 1000, within_s = 10 }");
+    let app = TestApp::start(&svc.to_string()).await;
+    // Wait for the first crash, then sample for 3 s: every sample is degraded or worse.
+    let mut crashed = false;
+    for _ in 0..100 {
+        let (_, s) = app.get_json("/api/v1/services").await;
+        if s["services"][0]["restarts"].as_u64().unwrap_or(0) > 0 {
+            crashed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(crashed, "the service never crashed");
+    let mut healthy = 0;
+    for _ in 0..60 {
+        if app.get_json("/health").await.1["status"] == "healthy" {
+            healthy += 1;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(healthy, 0, "read healthy between crashes");
+    app.stop().await;
+}
+
 /// In live mode the providers' reach counts: with no service supervised, an Ollama
 /// refusing connections left `/health` saying "healthy" (what the team's checks read).
 #[tokio::test]

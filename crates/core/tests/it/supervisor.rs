@@ -351,6 +351,35 @@ async fn shutdown_stops_services_unless_detached() {
     let _ = (a, d);
 }
 
+/// Two services may name one port (alternatives: a process or a container): the one
+/// that cannot start says which of the Desk's own services holds the port (it blamed
+/// "a process Sparklio Desk did not start"), and the executable's whole name.
+#[tokio::test]
+async fn a_port_held_by_another_of_the_desks_services_names_that_service() {
+    let port = free_port();
+    let toml = format!(
+        "{}{}",
+        service_toml("first", port, &[], ""),
+        service_toml("second", port, &[], "autostart = false")
+    );
+    let app = TestApp::start(&toml).await;
+    let first = wait_state(&app, "first", "running").await;
+    app.post_json("/api/v1/services/second/start", &json!({}))
+        .await;
+    let s = wait_state(&app, "second", "unavailable").await;
+    let why = s["reason"].as_str().unwrap();
+    if cfg!(target_os = "linux") {
+        assert!(
+            why.contains(&format!("held by service first (pid {})", first["pid"])),
+            "{why}"
+        );
+        assert!(!why.contains("did not start"), "{why}");
+    } else {
+        assert!(why.contains(&port.to_string()), "{why}");
+    }
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn port_taken_by_another_process_is_reported_and_not_started() {
     let holder = TcpListener::bind("127.0.0.1:0").unwrap();
