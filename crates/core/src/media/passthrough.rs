@@ -585,6 +585,44 @@ impl ComfyFront {
             .map(str::to_string))
     }
 
+    /// Whether ComfyUI itself has a prompt under `prompt_id`, queued, running or in its
+    /// history: one the Desk does not know (sent to ComfyUI directly, or older than what
+    /// the Desk remembers) is someone's all the same.
+    pub async fn upstream_has(&self, who: &Who, prompt_id: &str) -> Result<bool, Error> {
+        let q = self.read_queue(who).await?;
+        let queued = ["queue_running", "queue_pending"].iter().any(|k| {
+            q.get(*k).and_then(Value::as_array).is_some_and(|items| {
+                items
+                    .iter()
+                    .any(|i| i.get(1).and_then(Value::as_str) == Some(prompt_id))
+            })
+        });
+        if queued {
+            return Ok(true);
+        }
+        let a = self
+            .call(
+                who,
+                Call {
+                    method: Method::GET,
+                    path: format!(
+                        "/history/{}",
+                        super::providers::comfyui_client::urlencode(prompt_id)
+                    ),
+                    headers: HeaderMap::new(),
+                    body: Bytes::new(),
+                    kind: CallKind::Control,
+                },
+                None,
+            )
+            .await?;
+        let history: Value = a
+            .bytes()
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or(Value::Null);
+        Ok(a.status == StatusCode::OK && history.get(prompt_id).is_some())
+    }
+
     async fn read_queue(&self, who: &Who) -> Result<Value, Error> {
         let a = self
             .call(

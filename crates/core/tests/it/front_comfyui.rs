@@ -1061,6 +1061,75 @@ async fn any_clear_and_any_body_the_desk_cannot_read_are_refused_to_a_gateway_ke
     app.stop().await;
 }
 
+/// A prompt id the Desk never saw (queued on ComfyUI directly, or older than what the
+/// Desk remembers) is someone's all the same: ComfyUI is asked, and an id it has,
+/// queued or finished, is refused (the sender became that prompt's owner and could
+/// delete or interrupt it). A fresh id still goes through.
+#[tokio::test]
+async fn a_prompt_id_comfyui_already_has_is_refused_though_the_desk_never_saw_it() {
+    let double = ComfyDouble::start().await;
+    double.set_checkpoints(&[CHECKPOINT]);
+    double.inner.knobs.hold.store(true, Ordering::SeqCst);
+    let app = start(&locked_down(&double.url())).await;
+    let lan = TestApp::client_from("127.0.0.5");
+    // Queued on ComfyUI itself, past the Desk.
+    let direct = "0f0e0d0c-0000-4000-8000-00000000d1ec";
+    let r = reqwest::Client::new()
+        .post(format!("{}/prompt", double.url()))
+        .json(&json!({"prompt": graph(2, "direct"), "prompt_id": direct}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let refused = |lan: &reqwest::Client| {
+        let (lan, app) = (lan.clone(), &app);
+        async move {
+            queue_as(
+                &lan,
+                app,
+                GATEWAY2,
+                &json!({"prompt": graph(2, "thief"), "prompt_id": direct}),
+            )
+            .await
+        }
+    };
+    let (s, v) = refused(&lan).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ComfyUI already has"),
+        "{v}"
+    );
+    // Run and finished: in ComfyUI's history, still someone's.
+    double.inner.knobs.hold.store(false, Ordering::SeqCst);
+    for _ in 0..500 {
+        if double.history_of(direct).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(double.history_of(direct).is_some(), "the direct prompt ran");
+    let (s, v) = refused(&lan).await;
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(
+        double.received().len(),
+        1,
+        "no refused prompt reached ComfyUI"
+    );
+    // A fresh id of the caller's own is queued.
+    let (s, v) = queue_as(
+        &lan,
+        &app,
+        GATEWAY2,
+        &json!({"prompt": graph(2, "mine"), "prompt_id": "0f0e0d0c-0000-4000-8000-000000000f5e"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_prompt_id_the_desk_knows_as_someone_elses_cannot_be_queued_again() {
     let double = ComfyDouble::start().await;

@@ -388,6 +388,20 @@ async fn post_prompt(
             })?),
             None => None,
         };
+        if let Some(id) = &chosen {
+            let unknown_here = matches!(
+                front.owner(id, &ctx.state.media.jobs),
+                crate::media::passthrough::Owner::Unknown
+            );
+            if unknown_here && front.upstream_has(&me, id).await? {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "PROMPT_ID_TAKEN",
+                    format!("prompt id {id} is taken: ComfyUI already has a prompt under it (queued or in its history, not sent through the Desk); choose a fresh one or leave it out"),
+                )
+                .with("prompt_id", id.clone()));
+            }
+        }
         let call = Call {
             method: Method::POST,
             path: upstream_path(&parts.uri),
