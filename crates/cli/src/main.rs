@@ -172,6 +172,8 @@ enum ConfigCommand {
     },
     /// Ask the running Desk to apply the edited config file now (services, providers,
     /// routes, keys) without a restart; bind addresses and data_dir still need one.
+    /// When no Desk answers, it names the address tried and, after an edit of
+    /// server.bind, the address a Desk started from this file still answers on.
     Reload {
         /// The running Desk (default: the configured bind address).
         #[arg(long, value_name = "URL")]
