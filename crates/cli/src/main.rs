@@ -92,7 +92,7 @@ enum Command {
     /// Find Ollama and ComfyUI on this machine (ports, Docker, folders) and propose config
     /// entries; --write adds them to the config file.
     Discover(discover::Args),
-    /// Act on the LLM providers' models: list, pull (with progress), rm, load, unload.
+    /// Act on the LLM providers' models: list, pull (with progress), cancel, rm, load, unload.
     Models {
         #[command(subcommand)]
         action: models::ModelsCommand,
