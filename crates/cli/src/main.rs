@@ -126,11 +126,13 @@ enum CheckCommand {
         /// Check a running Sparklio Desk (e.g. http://100.120.180.42:11500) instead of starting one here.
         #[arg(long, value_name = "URL")]
         url: Option<String>,
-        /// Bearer key for --url when this machine is not on its trusted networks.
+        /// Bearer key for --url when this machine is not on its trusted networks (default:
+        /// $SPARKLIO_DESK_API_KEY, as the backend's .env and the Python client name it, else
+        /// the older $SPARKLIO_DESK_KEY).
         #[arg(
             long,
             value_name = "KEY",
-            env = "SPARKLIO_DESK_KEY",
+            env = "SPARKLIO_DESK_API_KEY",
             hide_env_values = true
         )]
         key: Option<String>,
@@ -205,7 +207,11 @@ fn main() -> ExitCode {
                 input,
                 out,
                 url,
-                key,
+                key: key.or_else(|| {
+                    std::env::var("SPARKLIO_DESK_KEY")
+                        .ok()
+                        .filter(|k| !k.is_empty())
+                }),
             }))
         }
         Command::Keys(KeysCommand::RotateUrlSecret) => match load(cli.config) {

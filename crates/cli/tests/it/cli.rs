@@ -673,3 +673,41 @@ fn config_reload_names_the_address_tried_and_where_the_running_desk_is() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `check e2e --key` is read from SPARKLIO_DESK_API_KEY (the backend's and the Python
+/// client's name) and still from the older SPARKLIO_DESK_KEY.
+#[test]
+fn check_e2e_takes_the_key_from_sparklio_desk_api_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("desk.toml");
+    let key = "sk-e2e-key-0123456789abcdef";
+    // Loopback untrusted: every request needs the key.
+    std::fs::write(
+        &file,
+        format!("[server]\ntrusted_networks = []\napi_keys = [\"{key}\"]\n"),
+    )
+    .unwrap();
+    let file_arg = file.to_str().unwrap().to_string();
+    let (child, url, _log) = serve(&dir, &["--config", &file_arg]);
+    let _serve = KillOnDrop(child);
+    let check = |env: Option<&str>| {
+        let mut c = cmd(&dir);
+        c.args(["check", "e2e", "--url", &url, "--out"])
+            .arg(dir.path().join("r.json"));
+        if let Some(var) = env {
+            c.env(var, key);
+        }
+        c.output().unwrap()
+    };
+    let out = check(None);
+    assert_eq!(out.status.code(), Some(1), "refused without a key");
+    for var in ["SPARKLIO_DESK_API_KEY", "SPARKLIO_DESK_KEY"] {
+        let out = check(Some(var));
+        assert!(
+            out.status.success(),
+            "{var}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
