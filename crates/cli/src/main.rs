@@ -92,7 +92,7 @@ enum Command {
     /// Find Ollama and ComfyUI on this machine (ports, Docker, folders) and propose config
     /// entries; --write adds them to the config file.
     Discover(discover::Args),
-    /// Act on the LLM providers' models: list, pull (with progress), rm, load, unload.
+    /// Act on the LLM providers' models: list, pull (with progress), cancel, rm, load, unload.
     Models {
         #[command(subcommand)]
         action: models::ModelsCommand,
@@ -126,11 +126,13 @@ enum CheckCommand {
         /// Check a running Sparklio Desk (e.g. http://100.120.180.42:11500) instead of starting one here.
         #[arg(long, value_name = "URL")]
         url: Option<String>,
-        /// Bearer key for --url when this machine is not on its trusted networks.
+        /// Bearer key for --url when this machine is not on its trusted networks (default:
+        /// $SPARKLIO_DESK_API_KEY, as the backend's .env and the Python client name it, else
+        /// the older $SPARKLIO_DESK_KEY).
         #[arg(
             long,
             value_name = "KEY",
-            env = "SPARKLIO_DESK_KEY",
+            env = "SPARKLIO_DESK_API_KEY",
             hide_env_values = true
         )]
         key: Option<String>,
@@ -172,6 +174,8 @@ enum ConfigCommand {
     },
     /// Ask the running Desk to apply the edited config file now (services, providers,
     /// routes, keys) without a restart; bind addresses and data_dir still need one.
+    /// When no Desk answers, it names the address tried and, after an edit of
+    /// server.bind, the address a Desk started from this file still answers on.
     Reload {
         /// The running Desk (default: the configured bind address).
         #[arg(long, value_name = "URL")]
@@ -203,7 +207,11 @@ fn main() -> ExitCode {
                 input,
                 out,
                 url,
-                key,
+                key: key.or_else(|| {
+                    std::env::var("SPARKLIO_DESK_KEY")
+                        .ok()
+                        .filter(|k| !k.is_empty())
+                }),
             }))
         }
         Command::Keys(KeysCommand::RotateUrlSecret) => match load(cli.config) {

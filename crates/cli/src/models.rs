@@ -1,5 +1,5 @@
-//! `sparklio-desk models list|pull|rm|load|unload`: through the running Desk when one
-//! answers at the configured address (so the dashboard and the event log see the
+//! `sparklio-desk models list|pull|cancel|rm|load|unload`: through the running Desk when
+//! one answers at the configured address (so the dashboard and the event log see the
 //! action), else straight to the provider's Ollama. Pull progress is a bar on a terminal
 //! and one plain line per 10 % otherwise (logs, CI).
 
@@ -14,10 +14,15 @@ use std::time::Duration;
 
 #[derive(Subcommand)]
 pub enum ModelsCommand {
-    /// Installed and loaded models of every LLM provider, and routed models that are missing.
+    /// Installed and loaded models of every LLM provider (or of --provider), and routed
+    /// models that are missing. Exit code 1 when a provider is unreachable or unknown.
     List,
-    /// Download a model (a second pull of the same model joins the first).
+    /// Download a model (a second pull of the same model joins the first). Through the
+    /// Desk, Ctrl-C cancels the pull this command started (exit code 130).
     Pull { model: String },
+    /// Stop a pull running on the Desk, whoever started it (the dashboard, another
+    /// `models pull`).
+    Cancel { model: String },
     /// Delete a model; refused while a route uses it unless --force.
     Rm {
         model: String,
@@ -112,7 +117,7 @@ async fn via(loaded: &LoadedConfig, target: &Target, provider: &str) -> Result<V
         .llm
         .providers
         .get(provider)
-        .ok_or_else(|| format!("provider {provider:?} is not configured"))?;
+        .ok_or_else(|| unknown_provider(provider, loaded.config.llm.providers.keys()))?;
     let url = p
         .base_url
         .clone()
@@ -149,6 +154,29 @@ async fn json_of(r: reqwest::Response) -> Result<Value, String> {
     Err(text)
 }
 
+/// Why a command failed: a message to print, or an exit code whose story is told already.
+enum Failure {
+    Error(String),
+    Quiet(ExitCode),
+}
+
+impl From<String> for Failure {
+    fn from(e: String) -> Self {
+        Failure::Error(e)
+    }
+}
+
+/// The shell's code for a command stopped by Ctrl-C.
+const INTERRUPTED: u8 = 130;
+
+fn unknown_provider<'a>(provider: &str, known: impl Iterator<Item = &'a String>) -> String {
+    let known: Vec<&str> = known.map(String::as_str).collect();
+    format!(
+        "unknown provider {provider:?} (known: {})",
+        known.join(", ")
+    )
+}
+
 pub async fn run(loaded: LoadedConfig, cmd: ModelsCommand, target: Target) -> ExitCode {
     let provider = target
         .provider
@@ -156,20 +184,28 @@ pub async fn run(loaded: LoadedConfig, cmd: ModelsCommand, target: Target) -> Ex
         .unwrap_or_else(|| loaded.config.llm.default_route.provider.clone());
     let result = match via(&loaded, &target, &provider).await {
         Ok(v) => match cmd {
-            ModelsCommand::List => list(&v).await,
+            ModelsCommand::List => list(&v, target.provider.as_deref()).await,
             ModelsCommand::Pull { model } => pull(&v, &provider, &model).await,
-            ModelsCommand::Rm { model, force } => rm(&loaded, &v, &provider, &model, force).await,
-            ModelsCommand::Load { model } => load(&v, &provider, &model, true).await,
-            ModelsCommand::Unload { model } => load(&v, &provider, &model, false).await,
+            ModelsCommand::Cancel { model } => cancel(&v, target.provider.as_deref(), &model).await,
+            ModelsCommand::Rm { model, force } => rm(&loaded, &v, &provider, &model, force)
+                .await
+                .map_err(Failure::from),
+            ModelsCommand::Load { model } => load(&v, &provider, &model, true)
+                .await
+                .map_err(Failure::from),
+            ModelsCommand::Unload { model } => load(&v, &provider, &model, false)
+                .await
+                .map_err(Failure::from),
         },
-        Err(e) => Err(e),
+        Err(e) => Err(Failure::Error(e)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Failure::Error(e)) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+        Err(Failure::Quiet(code)) => code,
     }
 }
 
@@ -177,7 +213,9 @@ fn gib(b: u64) -> String {
     format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)
 }
 
-async fn list(via: &Via) -> Result<(), String> {
+/// Exit code 1 when a provider could not be listed (unreachable), after listing the others.
+async fn list(via: &Via, only: Option<&str>) -> Result<(), Failure> {
+    let mut unreachable = Vec::new();
     match via {
         Via::Desk { base, key } => {
             let r = with_key(client().get(format!("{base}/api/v1/models")), key)
@@ -185,14 +223,23 @@ async fn list(via: &Via) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             let body = json_of(r).await?;
-            for p in body["llm"].as_array().into_iter().flatten() {
-                println!(
-                    "{} ({})",
-                    p["provider"].as_str().unwrap_or("?"),
-                    p["kind"].as_str().unwrap_or("?")
-                );
+            let providers: Vec<&Value> = body["llm"].as_array().into_iter().flatten().collect();
+            let names: Vec<String> = providers
+                .iter()
+                .filter_map(|p| p["provider"].as_str().map(String::from))
+                .collect();
+            if let Some(name) = only.filter(|n| !names.iter().any(|k| k == n)) {
+                return Err(unknown_provider(name, names.iter()).into());
+            }
+            for p in providers {
+                let name = p["provider"].as_str().unwrap_or("?");
+                if only.is_some_and(|n| n != name) {
+                    continue;
+                }
+                println!("{name} ({})", p["kind"].as_str().unwrap_or("?"));
                 if let Some(e) = p["error"].as_str() {
                     println!("  unreachable: {e}");
+                    unreachable.push(name.to_string());
                 }
                 for m in p["models"].as_array().into_iter().flatten() {
                     let loaded = if m["loaded"] == true { "  loaded" } else { "" };
@@ -216,7 +263,7 @@ async fn list(via: &Via) -> Result<(), String> {
                     .get(format!("{base}/api/tags"))
                     .send()
                     .await
-                    .map_err(|e| e.to_string())?,
+                    .map_err(|e| format!("{base} is unreachable: {e}"))?,
             )
             .await?;
             let ps = json_of(
@@ -248,7 +295,11 @@ async fn list(via: &Via) -> Result<(), String> {
             }
         }
     }
-    Ok(())
+    if unreachable.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("unreachable: {}", unreachable.join(", ")).into())
+    }
 }
 
 /// A bar on a terminal; otherwise one line per 10 %.
@@ -256,6 +307,7 @@ struct Progress {
     model: String,
     terminal: bool,
     last_step: i64,
+    ended: bool,
 }
 
 impl Progress {
@@ -307,6 +359,9 @@ impl Progress {
     }
 
     fn end(&mut self, ok: bool) {
+        if std::mem::replace(&mut self.ended, true) {
+            return;
+        }
         if self.terminal {
             eprintln!();
         }
@@ -316,98 +371,188 @@ impl Progress {
     }
 }
 
-async fn pull(via: &Via, provider: &str, model: &str) -> Result<(), String> {
+async fn pull(via: &Via, provider: &str, model: &str) -> Result<(), Failure> {
     let mut progress = Progress {
         model: model.to_string(),
         terminal: std::io::stderr().is_terminal(),
         last_step: -1,
+        ended: false,
     };
     let result = match via {
-        Via::Desk { base, key } => {
-            let r = with_key(
-                client().post(format!("{base}/api/v1/models/{provider}/pull")),
-                key,
-            )
-            .json(&json!({ "model": model }))
-            .send()
+        Via::Desk { base, key } => pull_on_desk(base, key, provider, model, &mut progress).await,
+        Via::Ollama { base } => pull_direct(base, model, &mut progress)
             .await
-            .map_err(|e| e.to_string())?;
-            let started = json_of(r).await?;
-            if started["joined"] == true {
-                eprintln!("{model}: a pull of it is already running; following it");
-            }
-            let id = started["id"].as_str().unwrap_or_default().to_string();
-            let r = with_key(
-                client().get(format!("{base}/api/v1/models/pulls/{id}/events")),
-                key,
-            )
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-            let mut last = Value::Null;
-            read_lines(r, |line| {
-                if let Some(data) = line.strip_prefix("data: ") {
-                    if let Ok(p) = serde_json::from_str::<Value>(data) {
-                        progress.show(
-                            p["percent"].as_f64(),
-                            p["completed_bytes"].as_u64().unwrap_or(0),
-                            p["total_bytes"].as_u64().unwrap_or(0),
-                            p["bytes_per_s"].as_f64(),
-                            p["status"].as_str().unwrap_or(""),
-                        );
-                        last = p;
-                    }
-                }
-            })
-            .await?;
-            match last["state"].as_str() {
-                Some("succeeded") => Ok(()),
-                Some(other) => Err(format!(
-                    "{model}: {other}: {}",
-                    last["error"].as_str().unwrap_or("")
-                )),
-                None => Err(format!("{model}: the progress stream ended early")),
-            }
-        }
-        Via::Ollama { base } => {
-            let r = client()
-                .post(format!("{base}/api/pull"))
-                .json(&json!({ "model": model, "stream": true }))
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            if !r.status().is_success() {
-                return Err(json_of(r).await.err().unwrap_or_default());
-            }
-            let mut tally = Tally::default();
-            let mut error = None;
-            let mut success = false;
-            read_lines(r, |line| {
-                let Ok(v) = serde_json::from_str::<Value>(line) else {
-                    return;
-                };
-                if let Some(e) = v["error"].as_str() {
-                    error = Some(e.to_string());
-                }
-                tally.feed(&v);
-                success |= v["status"] == "success";
-                let (done, total) = (tally.completed(), tally.total());
-                let percent = (total > 0).then(|| done as f64 * 100.0 / total as f64);
-                progress.show(percent, done, total, tally.speed(), tally.status());
-            })
-            .await?;
-            match (error, success) {
-                (Some(e), _) => Err(e),
-                (None, true) => Ok(()),
-                (None, false) => Err("the pull stream ended before success".into()),
-            }
-        }
+            .map_err(Failure::from),
     };
     progress.end(result.is_ok());
     if result.is_ok() {
         println!("{model}: pulled");
     }
     result
+}
+
+/// Follow the Desk's pull to its end. Ctrl-C (or SIGTERM) cancels it when this command
+/// started it: the download runs on the Desk, so leaving would not stop it.
+async fn pull_on_desk(
+    base: &str,
+    key: &Option<String>,
+    provider: &str,
+    model: &str,
+    progress: &mut Progress,
+) -> Result<(), Failure> {
+    // Listening before the pull starts, so a Ctrl-C during the request is not lost.
+    let interrupted = sparklio_core::app::shutdown_signal();
+    let r = with_key(
+        client().post(format!("{base}/api/v1/models/{provider}/pull")),
+        key,
+    )
+    .json(&json!({ "model": model }))
+    .send()
+    .await
+    .map_err(|e| e.to_string())?;
+    let started = json_of(r).await?;
+    let joined = started["joined"] == true;
+    if joined {
+        eprintln!("{model}: a pull of it is already running; following it");
+    }
+    let id = started["id"].as_str().unwrap_or_default().to_string();
+    let follow = async {
+        let r = with_key(
+            client().get(format!("{base}/api/v1/models/pulls/{id}/events")),
+            key,
+        )
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut last = Value::Null;
+        read_lines(r, |line| {
+            if let Some(data) = line.strip_prefix("data: ") {
+                if let Ok(p) = serde_json::from_str::<Value>(data) {
+                    progress.show(
+                        p["percent"].as_f64(),
+                        p["completed_bytes"].as_u64().unwrap_or(0),
+                        p["total_bytes"].as_u64().unwrap_or(0),
+                        p["bytes_per_s"].as_f64(),
+                        p["status"].as_str().unwrap_or(""),
+                    );
+                    last = p;
+                }
+            }
+        })
+        .await?;
+        match last["state"].as_str() {
+            Some("succeeded") => Ok(()),
+            Some(other) => Err(format!(
+                "{model}: {other}: {}",
+                last["error"].as_str().unwrap_or("")
+            )),
+            None => Err(format!("{model}: the progress stream ended early")),
+        }
+    };
+    let followed = tokio::select! {
+        result = follow => Some(result),
+        () = interrupted => None,
+    };
+    if let Some(result) = followed {
+        return result.map_err(Failure::from);
+    }
+    progress.end(false);
+    let how = format!("sparklio-desk models cancel {model}");
+    if joined {
+        eprintln!(
+            "{model}: stopped following; the pull someone else started keeps running on the Desk ({how} stops it)"
+        );
+    } else {
+        match cancel_pull(base, key, &id).await {
+            Ok(()) => eprintln!("{model}: interrupted: the pull is cancelled on the Desk"),
+            Err(e) => eprintln!(
+                "{model}: interrupted, but the Desk did not cancel the pull ({e}); it keeps running: {how}"
+            ),
+        }
+    }
+    Err(Failure::Quiet(ExitCode::from(INTERRUPTED)))
+}
+
+async fn cancel_pull(base: &str, key: &Option<String>, id: &str) -> Result<(), String> {
+    let r = with_key(
+        client().delete(format!("{base}/api/v1/models/pulls/{id}")),
+        key,
+    )
+    .timeout(Duration::from_secs(10))
+    .send()
+    .await
+    .map_err(|e| e.to_string())?;
+    let p = json_of(r).await?;
+    match p["state"].as_str() {
+        Some("cancelled") => Ok(()),
+        other => Err(format!("its state is {}", other.unwrap_or("unknown"))),
+    }
+}
+
+/// `models cancel`: the running pull of `model` on the Desk, stopped.
+async fn cancel(via: &Via, provider: Option<&str>, model: &str) -> Result<(), Failure> {
+    let Via::Desk { base, key } = via else {
+        return Err(
+            "no Desk answers: a pull straight to Ollama runs in its own `models pull`, which Ctrl-C stops"
+                .to_string()
+                .into(),
+        );
+    };
+    let r = with_key(client().get(format!("{base}/api/v1/models/pulls")), key)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let pulls = json_of(r).await?;
+    let running = pulls["pulls"].as_array().into_iter().flatten().find(|p| {
+        p["state"] == "running"
+            && p["model"]
+                .as_str()
+                .is_some_and(|m| sparklio_core::llm::same_model(m, model))
+            && provider.is_none_or(|name| p["provider"] == name)
+    });
+    let Some(p) = running else {
+        return Err(format!("no pull of {model} is running on the Desk at {base}").into());
+    };
+    cancel_pull(base, key, p["id"].as_str().unwrap_or_default()).await?;
+    println!(
+        "{model}: pull cancelled on {}",
+        p["provider"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
+async fn pull_direct(base: &str, model: &str, progress: &mut Progress) -> Result<(), String> {
+    let r = client()
+        .post(format!("{base}/api/pull"))
+        .json(&json!({ "model": model, "stream": true }))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !r.status().is_success() {
+        return Err(json_of(r).await.err().unwrap_or_default());
+    }
+    let mut tally = Tally::default();
+    let mut error = None;
+    let mut success = false;
+    read_lines(r, |line| {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            return;
+        };
+        if let Some(e) = v["error"].as_str() {
+            error = Some(e.to_string());
+        }
+        tally.feed(&v);
+        success |= v["status"] == "success";
+        let (done, total) = (tally.completed(), tally.total());
+        let percent = (total > 0).then(|| done as f64 * 100.0 / total as f64);
+        progress.show(percent, done, total, tally.speed(), tally.status());
+    })
+    .await?;
+    match (error, success) {
+        (Some(e), _) => Err(e),
+        (None, true) => Ok(()),
+        (None, false) => Err("the pull stream ended before success".into()),
+    }
 }
 
 /// Call `each` for every line of a streamed body.

@@ -460,12 +460,52 @@ pub async fn start(loaded: LoadedConfig, opts: StartOptions) -> anyhow::Result<R
             "Sparklio Desk is serving on http://{addr}/"
         );
     }
+    record_addresses(&state.data_dir, &state.bound_all);
     Ok(RunningApp {
         addr: bound,
         state,
         server,
         connection_threads,
     })
+}
+
+/// The file in the data folder naming where the Desk last started serving, one URL a line:
+/// after `server.bind` is edited (restart-only), `config reload` finds the running Desk by it.
+const ADDRESS_FILE: &str = "serving-at.txt";
+
+fn record_addresses(data_dir: &std::path::Path, addrs: &[SocketAddr]) {
+    let text: String = addrs
+        .iter()
+        .map(|a| {
+            // A wildcard is reached on loopback.
+            let ip = match a.ip() {
+                std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                }
+                std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                }
+                ip => ip,
+            };
+            format!("http://{}\n", SocketAddr::new(ip, a.port()))
+        })
+        .collect();
+    if let Err(e) = std::fs::write(data_dir.join(ADDRESS_FILE), text) {
+        tracing::warn!(
+            "cannot record the serving address in {}: {e}",
+            data_dir.display()
+        );
+    }
+}
+
+/// Where a Desk using `data_dir` last started serving (it may have stopped since).
+pub fn recorded_addresses(data_dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(data_dir.join(ADDRESS_FILE))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
 }
 
 /// How often retention runs after the sweep at start.

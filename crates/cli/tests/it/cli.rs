@@ -70,6 +70,16 @@ fn signal(child: &Child, signal: libc::c_int) {
     assert_eq!(rc, 0, "kill failed");
 }
 
+/// A child process ended even when an assertion fails half-way.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
@@ -562,14 +572,6 @@ fn config_reload_applies_an_edit_to_the_running_desk() {
     std::fs::write(&file, "[media]\ndefault_provider = \"mock\"\n").unwrap();
     let file_arg = file.to_str().unwrap().to_string();
     let (child, url, _log) = serve(&dir, &["--config", &file_arg]);
-    // Ended even when an assertion fails half-way.
-    struct KillOnDrop(Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let _serve = KillOnDrop(child);
     let reload = |dir: &tempfile::TempDir| {
         cmd(dir)
@@ -613,4 +615,99 @@ fn config_reload_applies_an_edit_to_the_running_desk() {
         answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
         "{answer}"
     );
+}
+
+/// When no Desk answers, `config reload` names the address it tried: the `--url` given,
+/// or the file's `server.bind`; after `server.bind` was edited (restart-only), it points
+/// at the address the running Desk started on, from this config file.
+#[test]
+fn config_reload_names_the_address_tried_and_where_the_running_desk_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("desk.toml");
+    let file_arg = file.to_str().unwrap().to_string();
+    std::fs::write(&file, "").unwrap();
+    let (child, url, _log) = serve(&dir, &["--config", &file_arg]);
+    let _serve = KillOnDrop(child);
+    // The edited bind: nothing listens there.
+    let edited = format!("127.0.0.1:{}", sparklio_testkit::free_port());
+    std::fs::write(&file, format!("[server]\nbind = \"{edited}\"\n")).unwrap();
+
+    let out = cmd(&dir)
+        .args(["--config", &file_arg, "config", "reload"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("no Sparklio Desk answers at http://{edited}")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("sparklio-desk config reload --url {url}")),
+        "{err}"
+    );
+
+    let elsewhere = format!("http://127.0.0.1:{}", sparklio_testkit::free_port());
+    let out = cmd(&dir)
+        .args([
+            "--config", &file_arg, "config", "reload", "--url", &elsewhere,
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("no Sparklio Desk answers at {elsewhere}")),
+        "{err}"
+    );
+    assert!(!err.contains(&edited), "{err}");
+
+    // Applied there: the new bind waits for a restart.
+    let out = cmd(&dir)
+        .args(["--config", &file_arg, "config", "reload", "--url", &url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `check e2e --key` is read from SPARKLIO_DESK_API_KEY (the backend's and the Python
+/// client's name) and still from the older SPARKLIO_DESK_KEY.
+#[test]
+fn check_e2e_takes_the_key_from_sparklio_desk_api_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("desk.toml");
+    let key = "sk-e2e-key-0123456789abcdef";
+    // Loopback untrusted: every request needs the key.
+    std::fs::write(
+        &file,
+        format!("[server]\ntrusted_networks = []\napi_keys = [\"{key}\"]\n"),
+    )
+    .unwrap();
+    let file_arg = file.to_str().unwrap().to_string();
+    let (child, url, _log) = serve(&dir, &["--config", &file_arg]);
+    let _serve = KillOnDrop(child);
+    let check = |env: Option<&str>| {
+        let mut c = cmd(&dir);
+        c.args(["check", "e2e", "--url", &url, "--out"])
+            .arg(dir.path().join("r.json"));
+        if let Some(var) = env {
+            c.env(var, key);
+        }
+        c.output().unwrap()
+    };
+    let out = check(None);
+    assert_eq!(out.status.code(), Some(1), "refused without a key");
+    for var in ["SPARKLIO_DESK_API_KEY", "SPARKLIO_DESK_KEY"] {
+        let out = check(Some(var));
+        assert!(
+            out.status.success(),
+            "{var}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
