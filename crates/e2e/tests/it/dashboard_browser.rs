@@ -261,15 +261,26 @@ container = "ollama-sparklio"
         restart_event.as_str().unwrap().contains("restarted by"),
         "{restart_event}"
     );
+    // The new process runs (the card may still show the old one's "running" until the
+    // next snapshot: the API decides when the restart is done, then the card follows).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let now = service(&base, "comfyui").await;
+        if (now["state"] == "running" && now["pid"] != pid_before)
+            || std::time::Instant::now() > deadline
+        {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(after["state"], "running", "{after}");
+    assert_ne!(after["pid"], pid_before, "a new process after the restart");
     s.wait_for(
         "return document.querySelector('article.service[data-name=comfyui]')?.dataset.state === 'running'",
         Duration::from_secs(30),
     )
     .await
     .unwrap();
-    let after = service(&base, "comfyui").await;
-    assert_eq!(after["state"], "running");
-    assert_ne!(after["pid"], pid_before, "a new process after the restart");
 
     // The end-to-end check from its button.
     let run = s.find("#e2e-run").await.unwrap();
