@@ -151,21 +151,9 @@ struct ChatRequest {
     #[serde(default)]
     stream_options: Option<StreamOptions>,
     #[serde(default)]
-    temperature: Option<f64>,
-    #[serde(default)]
-    top_p: Option<f64>,
-    #[serde(default)]
-    max_tokens: Option<u32>,
-    #[serde(default)]
     max_completion_tokens: Option<u32>,
-    #[serde(default)]
-    stop: Option<Stop>,
-    #[serde(default)]
-    seed: Option<i64>,
-    #[serde(default)]
-    presence_penalty: Option<f64>,
-    #[serde(default)]
-    frequency_penalty: Option<f64>,
+    #[serde(flatten)]
+    asked: Asked,
     #[serde(default)]
     n: Option<u32>,
     #[serde(default)]
@@ -301,13 +289,21 @@ fn sampling(asked: Asked) -> Result<Sampling, ApiError> {
 }
 
 /// The sampling fields of a chat or completion request.
+#[derive(Deserialize)]
 struct Asked {
+    #[serde(default)]
     temperature: Option<f64>,
+    #[serde(default)]
     top_p: Option<f64>,
+    #[serde(default)]
     max_tokens: Option<u32>,
+    #[serde(default)]
     stop: Option<Stop>,
+    #[serde(default)]
     seed: Option<i64>,
+    #[serde(default)]
     presence_penalty: Option<f64>,
+    #[serde(default)]
     frequency_penalty: Option<f64>,
 }
 
@@ -417,13 +413,8 @@ impl ChatRequest {
             }
         };
         let sampling = sampling(Asked {
-            temperature: self.temperature,
-            top_p: self.top_p,
-            max_tokens: self.max_completion_tokens.or(self.max_tokens),
-            stop: self.stop,
-            seed: self.seed,
-            presence_penalty: self.presence_penalty,
-            frequency_penalty: self.frequency_penalty,
+            max_tokens: self.max_completion_tokens.or(self.asked.max_tokens),
+            ..self.asked
         })?;
         let include_usage = self.stream_options.is_some_and(|o| o.include_usage);
         Ok((
@@ -596,20 +587,8 @@ struct CompletionRequest {
     prompt: PromptIn,
     #[serde(default)]
     stream: bool,
-    #[serde(default)]
-    temperature: Option<f64>,
-    #[serde(default)]
-    top_p: Option<f64>,
-    #[serde(default)]
-    max_tokens: Option<u32>,
-    #[serde(default)]
-    stop: Option<Stop>,
-    #[serde(default)]
-    seed: Option<i64>,
-    #[serde(default)]
-    presence_penalty: Option<f64>,
-    #[serde(default)]
-    frequency_penalty: Option<f64>,
+    #[serde(flatten)]
+    asked: Asked,
     #[serde(default)]
     n: Option<u32>,
     #[serde(default)]
@@ -642,15 +621,7 @@ async fn completions(
     let chat = DirectChat {
         model: r.model.clone(),
         messages: vec![ChatMessage::new("user", prompt)],
-        sampling: sampling(Asked {
-            temperature: r.temperature,
-            top_p: r.top_p,
-            max_tokens: r.max_tokens,
-            stop: r.stop,
-            seed: r.seed,
-            presence_penalty: r.presence_penalty,
-            frequency_penalty: r.frequency_penalty,
-        })?,
+        sampling: sampling(r.asked)?,
         json: false,
         schema: None,
         tools: None,
