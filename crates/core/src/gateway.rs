@@ -456,45 +456,38 @@ pub struct ProviderReach {
     /// Instances that can take calls (breaker not open, last probe not failed).
     pub reachable: usize,
     pub total: usize,
-    /// Why one cannot (a breaker's reason, a probe's error, the service being down).
-    pub reason: Option<String>,
 }
 
 impl ProviderReach {
     /// From the instances' views; `None` when nothing is known (no instances, as a
-    /// provider without a pool). A provider whose service is down is unreachable.
+    /// provider without a pool). A provider whose service is down is unreachable. No
+    /// reason is kept: the overall health is public (`/health`), and reasons carry
+    /// addresses (the gateway-scope `/api/v1/llm/health` gives them).
     pub fn of(
         side: &'static str,
         name: &str,
         default: bool,
         instances: &[(String, crate::resilience::pool::InstanceView)],
-        service_down: Option<String>,
+        service_down: bool,
     ) -> Option<Self> {
         let can_call = |v: &crate::resilience::pool::InstanceView| {
             v.breaker != "open" && v.probe_ok != Some(false)
         };
-        let reachable = if service_down.is_some() {
+        let reachable = if service_down {
             0
         } else {
             instances.iter().filter(|(_, v)| can_call(v)).count()
         };
-        let total = instances.len().max(usize::from(service_down.is_some()));
+        let total = instances.len().max(usize::from(service_down));
         if total == 0 {
             return None;
         }
-        let reason = service_down.or_else(|| {
-            instances
-                .iter()
-                .find(|(_, v)| !can_call(v))
-                .and_then(|(_, v)| v.breaker_reason.clone().or_else(|| v.last_error.clone()))
-        });
         Some(Self {
             side,
             name: name.to_string(),
             default,
             reachable,
             total,
-            reason,
         })
     }
 }

@@ -64,13 +64,11 @@ pub fn provider_concern(p: &ProviderReach) -> Option<(Level, String)> {
     (level != Level::Ok).then(|| (level, describe_provider(p)))
 }
 
-/// "ollama (LLM) unreachable: connection refused", "ollama (LLM): 1 of 2 instances reachable".
+/// "ollama (LLM) unreachable", "ollama (LLM): 1 of 2 instances reachable": no reason,
+/// which would show addresses on the public `/health`.
 fn describe_provider(p: &ProviderReach) -> String {
     if p.reachable == 0 {
-        match &p.reason {
-            Some(why) => format!("{} ({}) unreachable: {why}", p.name, p.side),
-            None => format!("{} ({}) unreachable", p.name, p.side),
-        }
+        format!("{} ({}) unreachable", p.name, p.side)
     } else {
         format!(
             "{} ({}): {} of {} instances reachable",
@@ -475,7 +473,6 @@ mod tests {
             default,
             reachable,
             total,
-            reason: Some("connection refused".into()),
         };
         let table: &[(&[ProviderReach], Level, &str)] = &[
             (
@@ -486,12 +483,12 @@ mod tests {
             (
                 &[reach("ollama", true, 0, 1)],
                 Level::Down,
-                "ollama (LLM) unreachable: connection refused",
+                "ollama (LLM) unreachable",
             ),
             (
                 &[reach("vllm", false, 0, 1)],
                 Level::Degraded,
-                "vllm (LLM) unreachable: connection refused",
+                "vllm (LLM) unreachable",
             ),
             (
                 &[reach("ollama", true, 1, 2)],
@@ -513,10 +510,7 @@ mod tests {
             &concerns(&[reach("ollama", true, 0, 1)]),
         );
         assert_eq!(level, Level::Down);
-        assert_eq!(
-            summary,
-            "comfyui: backoff, ollama (LLM) unreachable: connection refused"
-        );
+        assert_eq!(summary, "comfyui: backoff, ollama (LLM) unreachable");
     }
 
     #[test]

@@ -66,6 +66,9 @@ struct TokenMeter {
     error: Option<String>,
     /// A line said `"done": true` (a generation's last).
     done: bool,
+    /// A line too long to read was seen (an unstreamed answer's `context` of tens of
+    /// thousands of tokens): whether the answer was done cannot be told then.
+    unread: bool,
 }
 
 impl TokenMeter {
@@ -83,20 +86,20 @@ impl TokenMeter {
     }
 
     fn line_done(&mut self) {
-        if !self.overflow {
-            if let Ok(v) = serde_json::from_slice::<Value>(&self.partial) {
-                if let Some(p) = v.get("prompt_eval_count").and_then(Value::as_u64) {
-                    self.prompt = Some(p);
-                }
-                if let Some(c) = v.get("eval_count").and_then(Value::as_u64) {
-                    self.completion = Some(c);
-                }
-                if let Some(e) = v.get("error").and_then(Value::as_str) {
-                    self.error = Some(e.chars().take(300).collect());
-                }
-                if v.get("done").and_then(Value::as_bool) == Some(true) {
-                    self.done = true;
-                }
+        if self.overflow {
+            self.unread = true;
+        } else if let Ok(v) = serde_json::from_slice::<Value>(&self.partial) {
+            if let Some(p) = v.get("prompt_eval_count").and_then(Value::as_u64) {
+                self.prompt = Some(p);
+            }
+            if let Some(c) = v.get("eval_count").and_then(Value::as_u64) {
+                self.completion = Some(c);
+            }
+            if let Some(e) = v.get("error").and_then(Value::as_str) {
+                self.error = Some(e.chars().take(300).collect());
+            }
+            if v.get("done").and_then(Value::as_bool) == Some(true) {
+                self.done = true;
             }
         }
         self.partial.clear();
@@ -382,7 +385,7 @@ impl LlmGateway {
                                 // The last line may have no newline (a non-streamed answer).
                                 guard.meter.line_done();
                                 let m = &guard.meter;
-                                if must_finish && !m.done && m.error.is_none() {
+                                if must_finish && !m.done && !m.unread && m.error.is_none() {
                                     let e = provider_error(
                                         target.clone(),
                                         ProviderError::new(

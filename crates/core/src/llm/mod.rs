@@ -786,15 +786,12 @@ impl LlmGateway {
         setup
             .slots()
             .filter_map(|(name, slot)| {
-                let down = self.links.board.down_reason(name);
+                let down = self.links.board.down_reason(name).is_some();
                 match slot {
-                    Slot::Broken(why) => crate::gateway::ProviderReach::of(
-                        "LLM",
-                        name,
-                        name == default,
-                        &[],
-                        Some(why.clone()),
-                    ),
+                    // A provider whose config cannot be built is out of reach.
+                    Slot::Broken(_) => {
+                        crate::gateway::ProviderReach::of("LLM", name, name == default, &[], true)
+                    }
                     Slot::Ready(p) if p.kind() != "mock" => crate::gateway::ProviderReach::of(
                         "LLM",
                         name,

@@ -430,7 +430,7 @@ impl MediaGateway {
                     name,
                     *name == setup.config.default_provider,
                     &p.instances(),
-                    self.links.board.down_reason(name),
+                    self.links.board.down_reason(name).is_some(),
                 )
             })
             .collect()

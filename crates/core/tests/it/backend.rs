@@ -135,6 +135,11 @@ async fn health_counts_a_live_provider_out_of_reach() {
             .starts_with("ollama (LLM) unreachable"),
         "{body}"
     );
+    // Public: no address or error text in it (those are the gateway-scope llm health's).
+    assert!(
+        !body["summary"].as_str().unwrap().contains("127.0.0.1"),
+        "{body}"
+    );
     let (_, status) = app.get_json("/api/v1/status").await;
     assert_eq!(status["health"]["level"], "down", "{status}");
 

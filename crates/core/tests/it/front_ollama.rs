@@ -446,6 +446,22 @@ async fn a_cut_or_unfinished_answer_ends_in_an_error_line_of_its_own() {
         assert!(lines.iter().all(|l| l["done"] != true), "{text}");
         double.clear_fault().await;
     }
+    // A whole answer on one line longer than the meter reads (an unstreamed answer with
+    // a long `context`) is not taken for an unfinished one.
+    double.set(sparklio_testkit::ollama::Behaviour::Content(
+        "x".repeat(300_000),
+    ));
+    let (status, _, text) = post(
+        &app,
+        "/api/chat",
+        json!({"model": "qwen2.5:7b", "messages": [{"role": "user", "content": "x"}], "stream": false}),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", &text[..text.len().min(300)]);
+    let whole: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(whole["done"], true);
+    assert_eq!(whole["message"]["content"].as_str().unwrap().len(), 300_000);
+    double.set(sparklio_testkit::ollama::Behaviour::Normal);
     // The unfinished answer's usage row says it failed.
     let mut rows = Vec::new();
     for _ in 0..50 {

@@ -185,27 +185,28 @@ fn streamed(s: FrontStream) -> Response {
     )
 }
 
-/// The largest answer read whole before it is passed on (an unstreamed generation, an
-/// embedding of many inputs).
+/// The largest answer read whole before its status is sent (an unstreamed generation,
+/// an embedding of many inputs); a larger one is passed on as it comes.
 const MAX_WHOLE_ANSWER: usize = 64 * 1024 * 1024;
 
 /// An answer Ollama sends whole (a generation asked for unstreamed, an embedding, a
 /// model's details), read whole before its status is sent: a failure on the way is then
 /// an error status with Ollama's `{"error": …}`, which its clients raise, not a 200 whose
-/// body they cannot read.
+/// body they cannot read. Past [`MAX_WHOLE_ANSWER`] it goes on as a stream (what was
+/// read first, then the rest), as before: never refused for its size.
 async fn answered_whole(s: FrontStream) -> Result<Response, ApiError> {
     let mut whole = bytes::BytesMut::new();
     let mut body = s.body;
     while let Some(chunk) = body.next().await {
         let chunk = chunk?;
-        if whole.len() + chunk.len() > MAX_WHOLE_ANSWER {
-            return Err(ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "PROVIDER_ERROR",
-                format!("{} answered more than {MAX_WHOLE_ANSWER} bytes", s.instance),
-            ));
-        }
         whole.extend_from_slice(&chunk);
+        if whole.len() > MAX_WHOLE_ANSWER {
+            let read = futures::stream::once(async move { Ok(whole.freeze()) });
+            return Ok(streamed(FrontStream {
+                body: read.chain(body).boxed(),
+                ..s
+            }));
+        }
     }
     Ok(answer(
         s.status,
