@@ -263,6 +263,14 @@ def test_errors_mid_answer_are_raised_by_the_clients_with_the_desks_message(sdk_
         assert refused.value.body["type"] == "invalid_request_error", refused.value.body
     finally:
         ollama_double.heal()
+    ollama_double.fault("status", status=400, path="/api/embed")
+    try:
+        with pytest.raises(openai.BadRequestError):
+            openai.OpenAI(base_url=sdk_desk.url + "/v1", api_key=GATEWAY).embeddings.create(
+                model="gpt-4o-mini", input=["x"]
+            )
+    finally:
+        ollama_double.heal()
 
 
 def test_openai_tools_called_and_answered(sdk_desk):

@@ -739,19 +739,14 @@ async fn embeddings(
                 .as_str()
                 .unwrap_or("the embedding failed")
                 .to_string();
-            // A missing model is 404; anything else the instance refused is the
-            // client's request (400); its own failures are a bad gateway.
+            // A missing model is 404; anything else a provider error, which the
+            // front's error layer makes the client's 400 when the instance refused the
+            // request (`refused_the_request`), as for chat.
             let (answer, code) = match status {
-                404 => (404, "MODEL_NOT_FOUND"),
-                s if s < 500 && s != 429 => (400, "PROVIDER_ERROR"),
-                _ => (502, "PROVIDER_ERROR"),
+                404 => (StatusCode::NOT_FOUND, "MODEL_NOT_FOUND"),
+                _ => (StatusCode::BAD_GATEWAY, "PROVIDER_ERROR"),
             };
-            return Err(ApiError::new(
-                StatusCode::from_u16(answer).unwrap_or(StatusCode::BAD_GATEWAY),
-                code,
-                message,
-            )
-            .with("upstream_status", status));
+            return Err(ApiError::new(answer, code, message).with("upstream_status", status));
         }
         let vectors: Vec<Vec<f32>> =
             serde_json::from_value(v["embeddings"].clone()).map_err(|e| {

@@ -38,14 +38,16 @@ impl Forward {
     }
 
     /// A generation asked for with `"stream": false`: Ollama answers it whole when it is
-    /// done, so its first byte is its last.
+    /// done, so its first byte is its last. Read from the body itself, whoever built it
+    /// (a front, a model load); only the `stream` key is kept, the rest skimmed.
     fn answered_whole(&self) -> bool {
+        #[derive(serde::Deserialize)]
+        struct Streamed {
+            stream: Option<bool>,
+        }
         self.generates()
             && self.body.as_deref().is_some_and(|b| {
-                serde_json::from_slice::<serde_json::Value>(b)
-                    .ok()
-                    .and_then(|v| v.get("stream").and_then(serde_json::Value::as_bool))
-                    == Some(false)
+                serde_json::from_slice::<Streamed>(b).is_ok_and(|s| s.stream == Some(false))
             })
     }
 }
